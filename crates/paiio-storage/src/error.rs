@@ -1,0 +1,131 @@
+//! The one error type of `paiio-storage`.
+//!
+//! Every variant is something a caller can act on, and carries the object it is about
+//! (a table, a column, a session, a file, a request id) so that the message alone tells
+//! a user what went wrong.
+
+use std::path::PathBuf;
+
+/// A boxed source error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A table, partition, session, stream or column does not exist.
+    #[error("{kind} not found: {name}")]
+    NotFound { kind: &'static str, name: String },
+
+    /// Creating something that already exists.
+    #[error("{kind} already exists: {name}")]
+    AlreadyExists { kind: &'static str, name: String },
+
+    /// A request or argument that can never succeed as given.
+    #[error("invalid {what}: {message}")]
+    InvalidArgument { what: String, message: String },
+
+    /// A value or an Arrow schema that does not fit the column it is meant for.
+    #[error("type mismatch for column `{column}`: {message}")]
+    TypeMismatch { column: String, message: String },
+
+    /// A configuration file, variable or key that is missing or wrong.
+    #[error("configuration error in {source_name}: {message}")]
+    Config { source_name: String, message: String },
+
+    /// A missing, malformed or wrong signature, or a request outside the clock-skew window.
+    #[error("authentication failed ({code}): {message}")]
+    Unauthenticated { code: &'static str, message: String },
+
+    /// The session existed but is past its expiration time.
+    #[error("session {session_id} expired")]
+    SessionExpired { session_id: String },
+
+    /// The session or stream exists but is in a state that does not allow the operation.
+    #[error("session {session_id} is {state}: {message}")]
+    InvalidState { session_id: String, state: String, message: String },
+
+    /// A row or split index past the end.
+    #[error("out of range: {message}")]
+    OutOfRange { message: String },
+
+    /// A commit lost against a concurrent commit and could not be rebased.
+    #[error("commit conflict on {table}: {message}")]
+    Conflict { table: String, message: String },
+
+    /// The operation is not offered by this backend.
+    #[error("not supported: {message}")]
+    NotSupported { message: String },
+
+    /// Stored data failed an integrity check (checksum, truncated file, bad manifest).
+    #[error("corrupt data in {location}: {message}")]
+    Corrupt { location: String, message: String },
+
+    /// A failure that may go away if the same request is tried again.
+    #[error("transient failure: {message}")]
+    Transient {
+        message: String,
+        retryable: bool,
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// An error answered by a remote service that maps to no other variant.
+    #[error("service error {status} {code}: {message} (request id {request_id})")]
+    Service { status: u16, code: String, message: String, request_id: String },
+
+    /// An I/O error on a local path.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An Arrow encoding or decoding failure.
+    #[error("arrow error in {context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument { what: what.into(), message: message.into() }
+    }
+
+    /// Shorthand for [`Error::NotFound`].
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound { kind, name: name.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Shorthand for [`Error::Arrow`].
+    pub fn arrow(context: impl Into<String>, source: arrow_schema::ArrowError) -> Self {
+        Error::Arrow { context: context.into(), source }
+    }
+
+    /// Shorthand for [`Error::TypeMismatch`].
+    pub fn type_mismatch(column: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::TypeMismatch { column: column.into(), message: message.into() }
+    }
+
+    /// Whether trying the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transient { retryable, .. } => *retryable,
+            Error::Service { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Data files: Arrow IPC files with LZ4 or ZSTD body compression, and a reader over a row
+//! range that spans files.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_ipc::CompressionType;
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_schema::{DataType, Field, SchemaRef};
+
+use super::manifest::DataFile;
+use crate::error::{Error, Result};
+use crate::uri::PartitionSpec;
+
+/// Body compression of the warehouse's data files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileCompression {
+    None,
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+impl FileCompression {
+    fn ipc(self) -> Option<CompressionType> {
+        match self {
+            FileCompression::None => None,
+            FileCompression::Lz4 => Some(CompressionType::LZ4_FRAME),
+            FileCompression::Zstd => Some(CompressionType::ZSTD),
+        }
+    }
+}
+
+/// The most rows stored in one record batch of a data file (a reader seeks by batch).
+pub(crate) const MAX_STORED_BATCH_ROWS: usize = 64 * 1024;
+
+/// Writes `batches` (all of `schema`) to a new file `table_dir/rel_path`, synced.
+pub(crate) fn write_data_file(
+    table_dir: &Path,
+    rel_path: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    compression: FileCompression,
+) -> Result<DataFile> {
+    let path = table_dir.join(rel_path);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = File::create_new(&path).map_err(|e| Error::io(&path, e))?;
+    let options = IpcWriteOptions::default()
+        .try_with_compression(compression.ipc())
+        .map_err(|e| Error::arrow("write options", e))?;
+    let mut writer = FileWriter::try_new_with_options(BufWriter::new(file), schema, options)
+        .map_err(|e| Error::arrow(path.display().to_string(), e))?;
+    let mut batch_rows = Vec::new();
+    let mut raw_bytes = 0u64;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = MAX_STORED_BATCH_ROWS.min(batch.num_rows() - offset);
+            let piece = batch.slice(offset, len);
+            raw_bytes += piece.get_array_memory_size() as u64;
+            writer.write(&piece).map_err(|e| Error::arrow(path.display().to_string(), e))?;
+            batch_rows.push(len as u64);
+            offset += len;
+        }
+    }
+    writer.finish().map_err(|e| Error::arrow(path.display().to_string(), e))?;
+    let buf = writer.into_inner().map_err(|e| Error::arrow(path.display().to_string(), e))?;
+    let file = buf.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+    Ok(DataFile {
+        path: rel_path.to_string(),
+        rows: batch_rows.iter().sum(),
+        bytes,
+        raw_bytes,
+        batch_rows,
+    })
+}
+
+/// A contiguous run of rows inside one data file.
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    pub path: PathBuf,
+    pub partition: PartitionSpec,
+    pub batch_rows: Vec<u64>,
+    /// First row within the file.
+    pub start: u64,
+    /// Rows to take.
+    pub len: u64,
+}
+
+/// How output batches are shaped: which stored columns, which partition values, which
+/// Arrow types.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputShape {
+    /// The output schema.
+    pub schema: SchemaRef,
+    /// For each output column: where it comes from.
+    pub sources: Vec<ColumnSource>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ColumnSource {
+    /// A stored column by name (files store data columns by their names).
+    Stored(String),
+    /// A partition column: its value comes from the piece's partition spec.
+    Partition(String),
+}
+
+/// Reads pieces in order, yielding batches of at most `max_batch_rows` rows.
+pub(crate) struct RangeReader {
+    pieces: std::vec::IntoIter<Piece>,
+    shape: OutputShape,
+    max_batch_rows: usize,
+    current: Option<Current>,
+}
+
+struct Current {
+    piece: Piece,
+    reader: FileReader<File>,
+    /// Rows of the current stored batch still to skip, and rows of the piece still to emit.
+    skip_in_batch: u64,
+    remaining: u64,
+    pending: Option<RecordBatch>,
+}
+
+impl RangeReader {
+    pub fn new(pieces: Vec<Piece>, shape: OutputShape, max_batch_rows: usize) -> Self {
+        RangeReader {
+            pieces: pieces.into_iter(),
+            shape,
+            max_batch_rows: max_batch_rows.max(1),
+            current: None,
+        }
+    }
+
+    fn open(&self, piece: Piece) -> Result<Current> {
+        let file = File::open(&piece.path).map_err(|e| Error::io(&piece.path, e))?;
+        let mut reader =
+            FileReader::try_new(file, None).map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
+        // Find the stored batch that holds the first row.
+        let mut before = 0u64;
+        let mut index = 0usize;
+        for rows in &piece.batch_rows {
+            if before + rows > piece.start {
+                break;
+            }
+            before += rows;
+            index += 1;
+        }
+        reader
+            .set_index(index)
+            .map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
+        Ok(Current {
+            skip_in_batch: piece.start - before,
+            remaining: piece.len,
+            piece,
+            reader,
+            pending: None,
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let cur = match &mut self.current {
+                Some(c) if c.remaining > 0 => c,
+                _ => match self.pieces.next() {
+                    Some(p) => {
+                        let opened = self.open(p)?;
+                        self.current = Some(opened);
+                        continue;
+                    }
+                    None => return Ok(None),
+                },
+            };
+            if cur.pending.is_none() {
+                let batch = match cur.reader.next() {
+                    Some(b) => b.map_err(|e| Error::arrow(cur.piece.path.display().to_string(), e))?,
+                    None => {
+                        return Err(Error::Corrupt {
+                            location: cur.piece.path.display().to_string(),
+                            message: format!("file ended with {} rows still expected", cur.remaining),
+                        });
+                    }
+                };
+                let skip = cur.skip_in_batch.min(batch.num_rows() as u64) as usize;
+                cur.skip_in_batch -= skip as u64;
+                if skip == batch.num_rows() {
+                    continue;
+                }
+                cur.pending = Some(batch.slice(skip, batch.num_rows() - skip));
+            }
+            let Some(pending) = cur.pending.take() else { continue };
+            let take = (self.max_batch_rows as u64).min(cur.remaining).min(pending.num_rows() as u64) as usize;
+            let out = pending.slice(0, take);
+            if take < pending.num_rows() {
+                cur.pending = Some(pending.slice(take, pending.num_rows() - take));
+            }
+            cur.remaining -= take as u64;
+            if cur.remaining == 0 {
+                cur.pending = None;
+            }
+            let partition = cur.piece.partition.clone();
+            return shape_batch(&self.shape, &out, &partition).map(Some);
+        }
+    }
+}
+
+impl Iterator for RangeReader {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_batch() {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => None,
+            Err(e) => {
+                // Stop after an error: nothing after it is trustworthy.
+                self.pieces = Vec::new().into_iter();
+                self.current = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Builds an output batch from a stored batch: picks and casts stored columns, fills
+/// partition columns with their constant value.
+pub(crate) fn shape_batch(
+    shape: &OutputShape,
+    stored: &RecordBatch,
+    partition: &PartitionSpec,
+) -> Result<RecordBatch> {
+    let rows = stored.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(shape.sources.len());
+    for (field, source) in shape.schema.fields().iter().zip(&shape.sources) {
+        let array = match source {
+            ColumnSource::Stored(name) => {
+                let col = stored.column_by_name(name).ok_or_else(|| Error::Corrupt {
+                    location: "data file".into(),
+                    message: format!("column `{name}` is missing"),
+                })?;
+                cast_to(col, field)?
+            }
+            ColumnSource::Partition(key) => match partition.get(key) {
+                Some(v) => constant_array(v, field, rows)?,
+                None => new_null_array(field.data_type(), rows),
+            },
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new_with_options(
+        shape.schema.clone(),
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| Error::arrow("shaping output batch", e))
+}
+
+fn cast_to(col: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    if col.data_type() == field.data_type() {
+        return Ok(col.clone());
+    }
+    arrow_cast::cast(col, field.data_type())
+        .map_err(|e| Error::arrow(format!("converting column `{}`", field.name()), e))
+}
+
+/// An array of `rows` copies of a partition value, parsed into the field's type.
+pub(crate) fn constant_array(value: &str, field: &Field, rows: usize) -> Result<ArrayRef> {
+    let one: ArrayRef = Arc::new(arrow_array::StringArray::from(vec![value]));
+    let typed = if field.data_type() == &DataType::Utf8 {
+        one
+    } else {
+        arrow_cast::cast(&one, field.data_type()).map_err(|e| {
+            Error::type_mismatch(field.name(), format!("partition value {value:?}: {e}"))
+        })?
+    };
+    let indices = arrow_array::UInt32Array::from(vec![0u32; rows]);
+    arrow_select::take::take(typed.as_ref(), &indices, None)
+        .map_err(|e| Error::arrow("partition column", e))
+}

@@ -1,0 +1,885 @@
+//! The embedded local warehouse: a [`TableService`] over a directory.
+//!
+//! Layout under the root:
+//!
+//! ```text
+//! ROOT/
+//!   .paiio/read_sessions/ID.json       read sessions (any process can serve them)
+//!   PROJECT/SCHEMA/TABLE/
+//!     _manifest/00000000000000000007.json   one immutable file per table version
+//!     data/UUID.arrow                       Arrow IPC files (LZ4 or ZSTD bodies)
+//!     _write/SESSION/session.json           write session state
+//!     _write/SESSION/streams/STREAM.json    per-stream versions, offsets and staged files
+//! ```
+//!
+//! Data files are written straight into `data/` and become visible only when a manifest
+//! version that lists them is published (see [`manifest`]). A read session pins the version it
+//! was created on, so it sees a consistent snapshot whatever commits follow.
+
+mod files;
+pub(crate) mod manifest;
+mod write;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use files::FileCompression;
+use files::{ColumnSource, OutputShape, Piece, RangeReader};
+use manifest::{DataFile, Manifest};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::service::*;
+use crate::types::{ArrowOptions, Column, TableSchema};
+use crate::uri::{DEFAULT_SCHEMA, PartitionSpec, TableId, validate_name};
+
+const META_DIR: &str = ".paiio";
+const READ_SESSIONS_DIR: &str = "read_sessions";
+const TRASH_DIR: &str = "trash";
+/// How many times a commit rebases onto concurrent commits before giving up.
+const MAX_COMMIT_ATTEMPTS: usize = 1000;
+
+/// A [`TableService`] over a directory of tables.
+#[derive(Debug, Clone)]
+pub struct LocalWarehouse {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    compression: FileCompression,
+    session_ttl_ms: i64,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    manifests: Mutex<HashMap<(PathBuf, u64), Arc<Manifest>>>,
+}
+
+/// Options of a [`LocalWarehouse`].
+#[derive(Debug, Clone)]
+pub struct LocalWarehouseBuilder {
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    compression: FileCompression,
+    session_ttl_ms: i64,
+}
+
+impl LocalWarehouseBuilder {
+    /// The clock sessions expire by (tests inject a [`crate::clock::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Body compression of new data files (default LZ4).
+    pub fn compression(mut self, compression: FileCompression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How long sessions live without a refresh (default 24 hours).
+    pub fn session_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.session_ttl_ms = ttl.as_millis() as i64;
+        self
+    }
+
+    /// Opens the warehouse, creating the root directory if needed.
+    pub fn open(self) -> Result<LocalWarehouse> {
+        let meta = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
+        fs::create_dir_all(&meta).map_err(|e| Error::io(&meta, e))?;
+        let root = fs::canonicalize(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        Ok(LocalWarehouse {
+            inner: Arc::new(Inner {
+                root,
+                clock: self.clock,
+                compression: self.compression,
+                session_ttl_ms: self.session_ttl_ms,
+                locks: Mutex::new(HashMap::new()),
+                manifests: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl LocalWarehouse {
+    /// Opens (creating if needed) the warehouse at `root` with default options.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::builder(root).open()
+    }
+
+    pub fn builder(root: impl Into<PathBuf>) -> LocalWarehouseBuilder {
+        LocalWarehouseBuilder {
+            root: root.into(),
+            clock: Arc::new(SystemClock),
+            compression: FileCompression::default(),
+            session_ttl_ms: 24 * 3600 * 1000,
+        }
+    }
+
+    /// The warehouse directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Runs blocking file work off the async executor when there is one.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || f(&inner)).await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool when called inside a runtime, else inline.
+async fn run_blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => match handle.spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Transient {
+                message: format!("blocking task cancelled: {e}"),
+                retryable: true,
+                source: None,
+            }),
+        },
+        Err(_) => f(),
+    }
+}
+
+/// Session and stream ids come from the network: only plain ids are ever used in a path.
+fn check_id(kind: &'static str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(Error::not_found(kind, id)) }
+}
+
+fn new_session_id() -> String {
+    let date = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    format!("{date}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A read session as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReadSessionState {
+    session_id: String,
+    table: TableId,
+    version: u64,
+    expiration_ms: i64,
+    partitions: Vec<PartitionSpec>,
+    split_mode: SplitMode,
+    /// Row ranges `[start, end)` of the indexed splits (empty in RowOffset mode).
+    splits: Vec<(u64, u64)>,
+    record_count: u64,
+    estimated_size: u64,
+    /// What the session delivers: data columns then partition columns.
+    schema: TableSchema,
+    arrow_options: ArrowOptions,
+}
+
+impl ReadSessionState {
+    fn to_session(&self, now_ms: i64) -> ReadSession {
+        ReadSession {
+            session_id: self.session_id.clone(),
+            table: self.table.clone(),
+            status: if now_ms > self.expiration_ms {
+                SessionStatus::Expired
+            } else {
+                SessionStatus::Normal
+            },
+            expiration_time_ms: self.expiration_ms,
+            split_mode: self.split_mode,
+            splits_count: if self.split_mode == SplitMode::RowOffset {
+                -1
+            } else {
+                self.splits.len() as i64
+            },
+            record_count: self.record_count as i64,
+            estimated_size: self.estimated_size as i64,
+            schema: self.schema.clone(),
+            arrow_options: self.arrow_options,
+            table_version: self.version,
+            split_bucket_ids: Vec::new(),
+        }
+    }
+}
+
+impl Inner {
+    fn table_dir(&self, table: &TableId) -> PathBuf {
+        self.root.join(&table.project).join(table.schema_or_default()).join(&table.table)
+    }
+
+    fn lock(&self, name: String) -> Arc<Mutex<()>> {
+        self.locks.lock().entry(name).or_default().clone()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn manifest(&self, dir: &Path, version: u64) -> Result<Arc<Manifest>> {
+        let key = (dir.to_path_buf(), version);
+        if let Some(m) = self.manifests.lock().get(&key) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(manifest::load(dir, version)?);
+        let mut cache = self.manifests.lock();
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// The latest version of an existing table.
+    fn current(&self, table: &TableId) -> Result<(PathBuf, Arc<Manifest>)> {
+        let dir = self.table_dir(table);
+        let version = manifest::latest_version(&dir)?
+            .ok_or_else(|| Error::not_found("table", table.to_string()))?;
+        let m = self.manifest(&dir, version)?;
+        Ok((dir, m))
+    }
+
+    /// Publishes the next version made by `change` from the latest one, rebasing onto
+    /// concurrent commits. `change` returns `Ok(None)` to stop without a new version
+    /// (used by idempotent commits that find themselves already applied).
+    fn commit_with<F>(&self, table: &TableId, mut change: F) -> Result<Manifest>
+    where
+        F: FnMut(&Path, &Manifest) -> Result<Option<Manifest>>,
+    {
+        let dir = self.table_dir(table);
+        let lock = self.lock(format!("commit:{}", dir.display()));
+        let _guard = lock.lock();
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let latest = manifest::latest_version(&dir)?
+                .ok_or_else(|| Error::not_found("table", table.to_string()))?;
+            let base = self.manifest(&dir, latest)?;
+            let Some(mut next) = change(&dir, &base)? else {
+                return Ok((*base).clone());
+            };
+            next.version = latest + 1;
+            next.committed_ms = self.now();
+            if manifest::publish(&dir, &next)? {
+                return Ok(next);
+            }
+            // Another process published this version first: rebase and try again.
+        }
+        Err(Error::Conflict {
+            table: table.to_string(),
+            message: format!("gave up after {MAX_COMMIT_ATTEMPTS} concurrent commits"),
+        })
+    }
+
+    fn read_session_path(&self, session_id: &str) -> PathBuf {
+        self.root.join(META_DIR).join(READ_SESSIONS_DIR).join(format!("{session_id}.json"))
+    }
+
+    fn load_read_session(&self, table: &TableId, session_id: &str) -> Result<ReadSessionState> {
+        check_id("read session", session_id)?;
+        let path = self.read_session_path(session_id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found("read session", session_id));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let state: ReadSessionState = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            location: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if &state.table != table {
+            return Err(Error::not_found("read session", format!("{session_id} of table {table}")));
+        }
+        Ok(state)
+    }
+
+    fn save_read_session(&self, state: &ReadSessionState) -> Result<()> {
+        let body = serde_json::to_vec(state).map_err(|e| Error::invalid("read session", e.to_string()))?;
+        manifest::replace_file(&self.read_session_path(&state.session_id), &body)
+    }
+
+    fn create_read_session(&self, req: &ReadSessionRequest) -> Result<ReadSession> {
+        let (dir, m) = self.current(&req.table)?;
+        let table_schema = &m.schema;
+        let data_columns = if req.required_data_columns.is_empty() {
+            table_schema.columns.clone()
+        } else {
+            pick_columns(&req.table, &table_schema.columns, &req.required_data_columns, "column")?
+        };
+        let partition_columns = pick_columns(
+            &req.table,
+            &table_schema.partition_columns,
+            &req.required_partition_columns,
+            "partition column",
+        )?;
+        for spec in &req.required_partitions {
+            check_partition_keys(&req.table, table_schema, spec)?;
+        }
+        if !req.filter_predicate.trim().is_empty() && !req.filter_predicate_fallback {
+            return Err(Error::NotSupported {
+                message: format!(
+                    "filter predicate {:?}: the local warehouse does not evaluate predicates \
+                     (set FilterPredicateFallback to read unfiltered)",
+                    req.filter_predicate
+                ),
+            });
+        }
+        let partitions: Vec<&manifest::PartitionEntry> = selected_partitions(&m, &req.required_partitions);
+        let record_count: u64 = partitions.iter().map(|p| p.rows()).sum();
+        let estimated_size: u64 = partitions.iter().flat_map(|p| &p.files).map(|f| f.raw_bytes).sum();
+        let opts = req.split_options;
+        let splits = match opts.mode {
+            SplitMode::RowOffset => Vec::new(),
+            SplitMode::Size => {
+                if opts.number < SplitOptions::MIN_SPLIT_SIZE {
+                    return Err(Error::invalid(
+                        "split size",
+                        format!("{} bytes; the smallest accepted is {}", opts.number, SplitOptions::MIN_SPLIT_SIZE),
+                    ));
+                }
+                size_splits(&partitions, opts.number, opts.cross_partition)
+            }
+            SplitMode::Parallelism => {
+                if opts.number == 0 {
+                    return Err(Error::invalid("split number", "Parallelism mode needs at least 1 split"));
+                }
+                balanced_splits(record_count, opts.number)
+            }
+            SplitMode::Bucket => {
+                return Err(Error::invalid(
+                    "split mode",
+                    format!("Bucket: table {} is not a clustered (bucketed) table", req.table),
+                ));
+            }
+        };
+        let _ = dir;
+        let state = ReadSessionState {
+            session_id: new_session_id(),
+            table: req.table.clone(),
+            version: m.version,
+            expiration_ms: self.now() + self.session_ttl_ms,
+            partitions: req.required_partitions.clone(),
+            split_mode: opts.mode,
+            splits,
+            record_count,
+            estimated_size,
+            schema: TableSchema { columns: data_columns, partition_columns },
+            arrow_options: req.arrow_options,
+        };
+        self.save_read_session(&state)?;
+        Ok(state.to_session(self.now()))
+    }
+
+    fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+        let lock = self.lock(format!("read:{session_id}"));
+        let _guard = lock.lock();
+        let mut state = self.load_read_session(table, session_id)?;
+        if refresh {
+            if self.now() > state.expiration_ms {
+                return Err(Error::SessionExpired { session_id: session_id.to_string() });
+            }
+            state.expiration_ms = self.now() + self.session_ttl_ms;
+            self.save_read_session(&state)?;
+        }
+        Ok(state.to_session(self.now()))
+    }
+
+    /// Plans the read of one request: the pieces of files and the output shape.
+    fn plan_read(&self, req: &ReadRequest) -> Result<RangeReader> {
+        let state = self.load_read_session(&req.table, &req.session_id)?;
+        if self.now() > state.expiration_ms {
+            return Err(Error::SessionExpired { session_id: req.session_id.clone() });
+        }
+        let (start, end) = match req.range {
+            ReadRange::Split(i) => {
+                if state.split_mode == SplitMode::RowOffset {
+                    return Err(Error::invalid(
+                        "read",
+                        format!("session {} is a RowOffset session: read it by offset and count", req.session_id),
+                    ));
+                }
+                *state.splits.get(i as usize).ok_or_else(|| Error::OutOfRange {
+                    message: format!("split index {i} of session {} ({} splits)", req.session_id, state.splits.len()),
+                })?
+            }
+            ReadRange::Rows { offset, count } => {
+                let end = offset.checked_add(count).filter(|e| *e <= state.record_count).ok_or_else(|| {
+                    Error::OutOfRange {
+                        message: format!(
+                            "rows [{offset}, {offset}+{count}) of session {} ({} rows)",
+                            req.session_id, state.record_count
+                        ),
+                    }
+                })?;
+                (offset, end)
+            }
+        };
+        if req.skip_rows > end - start {
+            return Err(Error::OutOfRange {
+                message: format!("skipping {} rows of a range of {} rows", req.skip_rows, end - start),
+            });
+        }
+        let start = start + req.skip_rows;
+        let dir = self.table_dir(&state.table);
+        let m = self.manifest(&dir, state.version).map_err(|e| match e {
+            Error::Io { .. } => Error::not_found("table", format!("{} (dropped while read)", state.table)),
+            e => e,
+        })?;
+        let shape = output_shape(&state, &req.columns)?;
+        let pieces = pieces_for(&dir, &selected_partitions(&m, &state.partitions), start, end);
+        Ok(RangeReader::new(pieces, shape, req.max_batch_rows))
+    }
+
+    fn plan_preview(
+        &self,
+        table: &TableId,
+        partition: Option<&PartitionSpec>,
+        columns: &[String],
+        limit: u64,
+    ) -> Result<RangeReader> {
+        let (dir, m) = self.current(table)?;
+        let filters: Vec<PartitionSpec> = partition.filter(|p| !p.is_empty()).cloned().into_iter().collect();
+        for f in &filters {
+            check_partition_keys(table, &m.schema, f)?;
+        }
+        let partitions = selected_partitions(&m, &filters);
+        let total: u64 = partitions.iter().map(|p| p.rows()).sum();
+        let state = ReadSessionState {
+            session_id: String::new(),
+            table: table.clone(),
+            version: m.version,
+            expiration_ms: i64::MAX,
+            partitions: filters,
+            split_mode: SplitMode::RowOffset,
+            splits: Vec::new(),
+            record_count: total,
+            estimated_size: 0,
+            schema: m.schema.clone(),
+            arrow_options: ArrowOptions::default(),
+        };
+        let columns: Vec<String> = if columns.is_empty() {
+            m.schema.columns.iter().chain(&m.schema.partition_columns).map(|c| c.name.clone()).collect()
+        } else {
+            columns.to_vec()
+        };
+        let shape = output_shape(&state, &columns)?;
+        let pieces = pieces_for(&dir, &partitions, 0, total.min(limit));
+        Ok(RangeReader::new(pieces, shape, ReadRequest::DEFAULT_MAX_BATCH_ROWS))
+    }
+
+    fn describe(&self, table: &TableId) -> Result<TableInfo> {
+        let (_, m) = self.current(table)?;
+        Ok(TableInfo {
+            table: table.clone(),
+            schema: m.schema.clone(),
+            version: m.version,
+            row_count: m.rows(),
+            size_bytes: m.bytes(),
+            partitions: m
+                .partitions
+                .iter()
+                .filter(|p| !p.spec.is_empty())
+                .map(|p| PartitionInfo { spec: p.spec.clone(), row_count: p.rows(), size_bytes: p.bytes() })
+                .collect(),
+            last_modified_ms: m.committed_ms,
+        })
+    }
+
+    fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+        validate_schema(schema)?;
+        let dir = self.table_dir(table);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let m = Manifest::new_table(schema.clone(), self.now());
+        if manifest::latest_version(&dir)?.is_some() || !manifest::publish(&dir, &m)? {
+            if options.if_not_exists {
+                return Ok(());
+            }
+            return Err(Error::AlreadyExists { kind: "table", name: table.to_string() });
+        }
+        Ok(())
+    }
+
+    fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
+        let dir = self.table_dir(table);
+        if manifest::latest_version(&dir)?.is_none() {
+            return if if_exists { Ok(()) } else { Err(Error::not_found("table", table.to_string())) };
+        }
+        // Move the table out of the way in one rename, then delete at leisure.
+        let trash = self.root.join(META_DIR).join(TRASH_DIR);
+        fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
+        let target = trash.join(uuid::Uuid::new_v4().simple().to_string());
+        fs::rename(&dir, &target).map_err(|e| Error::io(&dir, e))?;
+        self.manifests.lock().retain(|(d, _), _| d != &dir);
+        let _ = fs::remove_dir_all(&target);
+        Ok(())
+    }
+
+    fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
+        validate_name("project name", project)?;
+        let project_dir = self.root.join(project);
+        let schemas: Vec<String> = match schema {
+            Some(s) => {
+                validate_name("schema name", s)?;
+                vec![s.to_ascii_lowercase()]
+            }
+            None => list_dir_names(&project_dir)?,
+        };
+        let mut out = Vec::new();
+        for s in schemas {
+            for t in list_dir_names(&project_dir.join(&s))? {
+                let schema = if s == DEFAULT_SCHEMA { None } else { Some(s.as_str()) };
+                let Ok(id) = TableId::new(project, schema, &t) else { continue };
+                if manifest::latest_version(&self.table_dir(&id))?.is_some() {
+                    out.push(id);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+        if partition.is_empty() {
+            return Err(Error::invalid("partition spec", "dropping a partition needs a non-empty spec"));
+        }
+        let (_, current) = self.current(table)?;
+        check_partition_keys(table, &current.schema, partition)?;
+        let mut found = true;
+        self.commit_with(table, |_, base| {
+            let mut next = base.clone();
+            next.operation = "drop_partition".into();
+            next.session_id = None;
+            found = next.remove_matching(partition) > 0;
+            Ok(found.then_some(next))
+        })?;
+        if !found && !if_exists {
+            return Err(Error::not_found("partition", format!("{partition} of {table}")));
+        }
+        Ok(())
+    }
+}
+
+fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && let Some(name) = entry.file_name().to_str()
+                && !name.starts_with('.') {
+                    out.push(name.to_string());
+                }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn validate_schema(schema: &TableSchema) -> Result<()> {
+    if schema.columns.is_empty() {
+        return Err(Error::invalid("table schema", "a table needs at least one data column"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in schema.columns.iter().chain(&schema.partition_columns) {
+        validate_name("column name", &c.name)?;
+        if !seen.insert(c.name.to_ascii_lowercase()) {
+            return Err(Error::invalid("table schema", format!("column `{}` appears twice", c.name)));
+        }
+    }
+    Ok(())
+}
+
+/// The named columns of `available`, in the requested order.
+fn pick_columns(table: &TableId, available: &[Column], names: &[String], kind: &'static str) -> Result<Vec<Column>> {
+    names
+        .iter()
+        .map(|n| {
+            available
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(n.trim()))
+                .cloned()
+                .ok_or_else(|| Error::not_found(kind, format!("`{}` in table {table}", n.trim())))
+        })
+        .collect()
+}
+
+fn check_partition_keys(table: &TableId, schema: &TableSchema, spec: &PartitionSpec) -> Result<()> {
+    for key in spec.keys() {
+        if !schema.partition_columns.iter().any(|c| c.name.eq_ignore_ascii_case(key)) {
+            return Err(Error::invalid(
+                "partition spec",
+                format!("`{spec}`: `{key}` is not a partition column of {table}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn selected_partitions<'m>(m: &'m Manifest, filters: &[PartitionSpec]) -> Vec<&'m manifest::PartitionEntry> {
+    m.partitions
+        .iter()
+        .filter(|p| filters.is_empty() || filters.iter().any(|f| f.matches(&p.spec)))
+        .collect()
+}
+
+/// Balanced contiguous ranges: range i is `[i*q + min(i, r), (i+1)*q + min(i+1, r))`.
+fn balanced_splits(rows: u64, count: u64) -> Vec<(u64, u64)> {
+    let count = count.min(rows);
+    if count == 0 {
+        return Vec::new();
+    }
+    let (q, r) = (rows / count, rows % count);
+    (0..count).map(|i| (i * q + i.min(r), (i + 1) * q + (i + 1).min(r))).collect()
+}
+
+/// Splits of about `size` uncompressed bytes, cut at stored batch boundaries.
+fn size_splits(partitions: &[&manifest::PartitionEntry], size: u64, cross_partition: bool) -> Vec<(u64, u64)> {
+    let mut splits = Vec::new();
+    let (mut start, mut row, mut bytes) = (0u64, 0u64, 0u64);
+    for p in partitions {
+        for f in &p.files {
+            let per_row = if f.rows == 0 { 0 } else { f.raw_bytes / f.rows.max(1) };
+            for &n in &f.batch_rows {
+                row += n;
+                bytes += per_row * n;
+                if bytes >= size {
+                    splits.push((start, row));
+                    start = row;
+                    bytes = 0;
+                }
+            }
+        }
+        if !cross_partition && row > start {
+            splits.push((start, row));
+            start = row;
+            bytes = 0;
+        }
+    }
+    if row > start {
+        splits.push((start, row));
+    }
+    splits
+}
+
+fn output_shape(state: &ReadSessionState, columns: &[String]) -> Result<OutputShape> {
+    let all: Vec<(&Column, bool)> = state
+        .schema
+        .columns
+        .iter()
+        .map(|c| (c, false))
+        .chain(state.schema.partition_columns.iter().map(|c| (c, true)))
+        .collect();
+    let chosen: Vec<(&Column, bool)> = if columns.is_empty() {
+        all
+    } else {
+        columns
+            .iter()
+            .map(|n| {
+                all.iter().find(|(c, _)| c.name.eq_ignore_ascii_case(n.trim())).copied().ok_or_else(|| {
+                    Error::not_found("column", format!("`{}` in read session of {}", n.trim(), state.table))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let fields: Vec<arrow_schema::Field> =
+        chosen.iter().map(|(c, _)| c.to_arrow_field(&state.arrow_options)).collect();
+    let sources = chosen
+        .iter()
+        .map(|(c, is_partition)| {
+            if *is_partition {
+                ColumnSource::Partition(c.name.clone())
+            } else {
+                ColumnSource::Stored(c.name.clone())
+            }
+        })
+        .collect();
+    Ok(OutputShape { schema: Arc::new(arrow_schema::Schema::new(fields)), sources })
+}
+
+/// The pieces of files covering rows `[start, end)` of the concatenated partitions.
+fn pieces_for(dir: &Path, partitions: &[&manifest::PartitionEntry], start: u64, end: u64) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut file_start = 0u64;
+    for p in partitions {
+        for f in &p.files {
+            let file_end = file_start + f.rows;
+            let (lo, hi) = (start.max(file_start), end.min(file_end));
+            if lo < hi {
+                pieces.push(Piece {
+                    path: dir.join(&f.path),
+                    partition: p.spec.clone(),
+                    batch_rows: f.batch_rows.clone(),
+                    start: lo - file_start,
+                    len: hi - lo,
+                });
+            }
+            file_start = file_end;
+        }
+    }
+    pieces
+}
+
+/// Turns a blocking batch iterator into a stream, one blocking step per batch.
+fn into_stream(reader: RangeReader) -> RecordBatchStream {
+    let stream = futures::stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
+        let (reader, item) = run_blocking(move || Ok((reader.next(), reader)))
+            .await
+            .map(|(item, reader)| (reader, item))
+            .ok()?;
+        item.map(|item| (item, Some(reader)))
+    });
+    Box::pin(stream)
+}
+
+#[async_trait]
+impl TableService for LocalWarehouse {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
+        let table = table.clone();
+        self.blocking(move |w| w.describe(&table)).await
+    }
+
+    async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
+        let request = request.clone();
+        self.blocking(move |w| w.create_read_session(&request)).await
+    }
+
+    async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+        let (table, id) = (table.clone(), session_id.to_string());
+        self.blocking(move |w| w.get_read_session(&table, &id, refresh)).await
+    }
+
+    async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
+        let request = request.clone();
+        let reader = self.blocking(move |w| w.plan_read(&request)).await?;
+        Ok(into_stream(reader))
+    }
+
+    async fn preview(
+        &self,
+        table: &TableId,
+        partition: Option<&PartitionSpec>,
+        columns: &[String],
+        limit: u64,
+    ) -> Result<RecordBatchStream> {
+        let (table, partition, columns) = (table.clone(), partition.cloned(), columns.to_vec());
+        let reader = self.blocking(move |w| w.plan_preview(&table, partition.as_ref(), &columns, limit)).await?;
+        Ok(into_stream(reader))
+    }
+
+    async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
+        let request = request.clone();
+        self.blocking(move |w| w.create_write_session(&request)).await
+    }
+
+    async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
+        let (table, id) = (table.clone(), session_id.to_string());
+        self.blocking(move |w| w.get_write_session(&table, &id)).await
+    }
+
+    async fn create_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: Option<&str>,
+        exactly_once: bool,
+    ) -> Result<WriteStream> {
+        let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.map(str::to_string));
+        self.blocking(move |w| w.create_write_stream(&table, &id, stream.as_deref(), exactly_once)).await
+    }
+
+    async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+        let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
+        self.blocking(move |w| w.get_write_stream(&table, &id, &stream)).await
+    }
+
+    async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
+        self.blocking(move |w| w.write(request)).await
+    }
+
+    async fn close_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<WriteStream> {
+        let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
+        self.blocking(move |w| w.close_write_stream(&table, &id, &stream, version)).await
+    }
+
+    async fn commit_write_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        streams: Option<&[(String, u64)]>,
+    ) -> Result<CommitInfo> {
+        let (table, id, streams) = (table.clone(), session_id.to_string(), streams.map(<[_]>::to_vec));
+        self.blocking(move |w| w.commit(&table, &id, streams.as_deref())).await
+    }
+
+    async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
+        let (table, id) = (table.clone(), session_id.to_string());
+        self.blocking(move |w| w.abort(&table, &id)).await
+    }
+
+    async fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+        let (table, schema) = (table.clone(), schema.clone());
+        self.blocking(move |w| w.create_table(&table, &schema, options)).await
+    }
+
+    async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
+        let table = table.clone();
+        self.blocking(move |w| w.drop_table(&table, if_exists)).await
+    }
+
+    async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
+        let (project, schema) = (project.to_string(), schema.map(str::to_string));
+        self.blocking(move |w| w.list_tables(&project, schema.as_deref())).await
+    }
+
+    async fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+        let (table, partition) = (table.clone(), partition.clone());
+        self.blocking(move |w| w.drop_partition(&table, &partition, if_exists)).await
+    }
+}
+
+/// Stored data files hold the data columns in their storage Arrow types.
+fn storage_schema(schema: &TableSchema) -> arrow_schema::SchemaRef {
+    Arc::new(schema.to_arrow_schema(&ArrowOptions::default(), false))
+}
+
+/// Rows and files a stream version has staged, by partition.
+type Staged = Vec<(PartitionSpec, DataFile)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_splits_follow_the_formula() {
+        assert_eq!(balanced_splits(10, 3), vec![(0, 4), (4, 7), (7, 10)]);
+        assert_eq!(balanced_splits(2, 5), vec![(0, 1), (1, 2)]);
+        assert!(balanced_splits(0, 4).is_empty());
+    }
+}

@@ -1,0 +1,659 @@
+//! Write sessions of the local warehouse: streams with versions, exactly-once row offsets,
+//! staged files, and the atomic commit.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
+use arrow_cast::CastOptions;
+use serde::{Deserialize, Serialize};
+
+use super::files::write_data_file;
+use super::manifest::{self, DATA_DIR, WRITE_DIR};
+use super::{Inner, Staged, check_id, check_partition_keys, new_session_id, storage_schema};
+use crate::error::{Error, Result};
+use crate::service::*;
+use crate::types::{Column, OdpsType, TableSchema};
+use crate::uri::{PartitionSpec, TableId, validate_partition_value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum State {
+    Normal,
+    Committed { version: u64, rows: u64 },
+    Aborted,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WriteSessionState {
+    session_id: String,
+    table: TableId,
+    expiration_ms: i64,
+    partition: PartitionSpec,
+    overwrite: bool,
+    mode: WriteMode,
+    /// The table version the session was created on (a retried commit looks for itself
+    /// in the versions after it).
+    base_version: u64,
+    /// The full table schema at creation.
+    table_schema: TableSchema,
+    state: State,
+    next_stream: u64,
+}
+
+impl WriteSessionState {
+    /// The columns the data carries: data columns, then the partition columns not fixed
+    /// by the session's spec.
+    fn write_schema(&self) -> TableSchema {
+        TableSchema {
+            columns: self.table_schema.columns.clone(),
+            partition_columns: self.dynamic_columns().cloned().collect(),
+        }
+    }
+
+    fn dynamic_columns(&self) -> impl Iterator<Item = &Column> {
+        self.table_schema.partition_columns.iter().filter(|c| self.partition.get(&c.name).is_none())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StreamState {
+    stream_id: String,
+    versions: Vec<StreamVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StreamVersion {
+    version: u64,
+    closed: bool,
+    row_offset: u64,
+    access_token: String,
+    exactly_once: bool,
+    files: Staged,
+}
+
+impl StreamVersion {
+    fn to_stream(&self, stream_id: &str) -> WriteStream {
+        WriteStream {
+            stream_id: stream_id.to_string(),
+            version: self.version,
+            status: if self.closed { StreamStatus::Closed } else { StreamStatus::Open },
+            row_offset: self.row_offset,
+            access_token: self.access_token.clone(),
+            exactly_once: self.exactly_once,
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::invalid("state", e.to_string()))
+}
+
+impl Inner {
+    fn session_dir(&self, table: &TableId, session_id: &str) -> PathBuf {
+        self.table_dir(table).join(WRITE_DIR).join(session_id)
+    }
+
+    fn load_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
+        check_id("write session", session_id)?;
+        let path = self.session_dir(table, session_id).join("session.json");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found("write session", format!("{session_id} of table {table}")));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt { location: path.display().to_string(), message: e.to_string() })
+    }
+
+    fn save_write_session(&self, s: &WriteSessionState) -> Result<()> {
+        manifest::replace_file(&self.session_dir(&s.table, &s.session_id).join("session.json"), &json(s)?)
+    }
+
+    fn stream_path(&self, table: &TableId, session_id: &str, stream_id: &str) -> PathBuf {
+        self.session_dir(table, session_id).join("streams").join(format!("{stream_id}.json"))
+    }
+
+    fn load_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<Option<StreamState>> {
+        check_id("write stream", stream_id)?;
+        let path = self.stream_path(table, session_id, stream_id);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Corrupt { location: path.display().to_string(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn save_stream(&self, table: &TableId, session_id: &str, s: &StreamState) -> Result<()> {
+        manifest::replace_file(&self.stream_path(table, session_id, &s.stream_id), &json(s)?)
+    }
+
+    fn all_streams(&self, table: &TableId, session_id: &str) -> Result<Vec<StreamState>> {
+        let dir = self.session_dir(table, session_id).join("streams");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            if let Some(s) = self.load_stream(table, session_id, id)? {
+                out.push(s);
+            }
+        }
+        // Numeric ids in numeric order, then the rest by name: the order rows are committed in.
+        out.sort_by(|a, b| match (a.stream_id.parse::<u64>(), b.stream_id.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => a.stream_id.cmp(&b.stream_id),
+        });
+        Ok(out)
+    }
+
+    /// A session that accepts writes: exists, not committed or aborted, not expired.
+    fn open_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
+        let s = self.load_write_session(table, session_id)?;
+        match s.state {
+            State::Normal if self.now() > s.expiration_ms => {
+                Err(Error::SessionExpired { session_id: session_id.to_string() })
+            }
+            State::Normal => Ok(s),
+            State::Committed { .. } => Err(Error::InvalidState {
+                session_id: session_id.into(),
+                state: "COMMITTED".into(),
+                message: "the session is already committed".into(),
+            }),
+            State::Aborted => Err(Error::InvalidState {
+                session_id: session_id.into(),
+                state: "ABORTED".into(),
+                message: "the session was aborted".into(),
+            }),
+        }
+    }
+
+    pub(super) fn create_write_session(&self, req: &WriteSessionRequest) -> Result<WriteSession> {
+        let (_, m) = self.current(&req.table)?;
+        check_partition_keys(&req.table, &m.schema, &req.partition)?;
+        if m.schema.partition_columns.is_empty() && !req.partition.is_empty() {
+            return Err(Error::invalid(
+                "partition spec",
+                format!("`{}`: table {} is not partitioned", req.partition, req.table),
+            ));
+        }
+        // A static spec must give the levels in order: `pt=1` of (pt, region), not `region=x`.
+        for (i, key) in req.partition.keys().enumerate() {
+            let expected = &m.schema.partition_columns[i].name;
+            if !key.eq_ignore_ascii_case(expected) {
+                return Err(Error::invalid(
+                    "partition spec",
+                    format!("`{}`: level {} must be `{expected}`, not `{key}`", req.partition, i + 1),
+                ));
+            }
+        }
+        let state = WriteSessionState {
+            session_id: new_session_id(),
+            table: req.table.clone(),
+            expiration_ms: self.now() + self.session_ttl_ms,
+            partition: req.partition.clone(),
+            overwrite: req.overwrite,
+            mode: req.mode,
+            base_version: m.version,
+            table_schema: m.schema.clone(),
+            state: State::Normal,
+            next_stream: 0,
+        };
+        self.save_write_session(&state)?;
+        self.to_write_session(&state)
+    }
+
+    fn to_write_session(&self, s: &WriteSessionState) -> Result<WriteSession> {
+        let streams = self
+            .all_streams(&s.table, &s.session_id)?
+            .into_iter()
+            .filter_map(|st| st.versions.last().map(|v| v.to_stream(&st.stream_id)))
+            .collect();
+        let (status, committed_version) = match s.state {
+            State::Normal if self.now() > s.expiration_ms => (SessionStatus::Expired, None),
+            State::Normal => (SessionStatus::Normal, None),
+            State::Committed { version, .. } => (SessionStatus::Committed, Some(version)),
+            State::Aborted => (SessionStatus::Critical, None),
+        };
+        Ok(WriteSession {
+            session_id: s.session_id.clone(),
+            table: s.table.clone(),
+            status,
+            expiration_time_ms: s.expiration_ms,
+            partition: s.partition.clone(),
+            overwrite: s.overwrite,
+            mode: s.mode,
+            write_schema: s.write_schema(),
+            streams,
+            committed_version,
+        })
+    }
+
+    pub(super) fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
+        let s = self.load_write_session(table, session_id)?;
+        self.to_write_session(&s)
+    }
+
+    pub(super) fn create_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: Option<&str>,
+        exactly_once: bool,
+    ) -> Result<WriteStream> {
+        let lock = self.lock(format!("session:{session_id}"));
+        let _guard = lock.lock();
+        let mut session = self.open_session(table, session_id)?;
+        let stream_id = match stream_id {
+            Some(id) => id.to_string(),
+            None => {
+                // A fresh id no stream has used.
+                loop {
+                    let id = session.next_stream.to_string();
+                    session.next_stream += 1;
+                    if self.load_stream(table, session_id, &id)?.is_none() {
+                        self.save_write_session(&session)?;
+                        break id;
+                    }
+                }
+            }
+        };
+        check_id("write stream", &stream_id)?;
+        let stream_lock = self.lock(format!("stream:{session_id}/{stream_id}"));
+        let _stream_guard = stream_lock.lock();
+        let mut stream = self
+            .load_stream(table, session_id, &stream_id)?
+            .unwrap_or_else(|| StreamState { stream_id: stream_id.clone(), versions: Vec::new() });
+        let version = stream.versions.last().map(|v| v.version + 1).unwrap_or(0);
+        let v = StreamVersion {
+            version,
+            closed: false,
+            row_offset: 0,
+            access_token: if exactly_once { uuid::Uuid::new_v4().simple().to_string() } else { String::new() },
+            exactly_once,
+            files: Vec::new(),
+        };
+        let out = v.to_stream(&stream_id);
+        stream.versions.push(v);
+        self.save_stream(table, session_id, &stream)?;
+        Ok(out)
+    }
+
+    pub(super) fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+        self.load_write_session(table, session_id)?;
+        let stream = self
+            .load_stream(table, session_id, stream_id)?
+            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
+        let last = stream
+            .versions
+            .last()
+            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
+        Ok(last.to_stream(stream_id))
+    }
+
+    pub(super) fn write(&self, req: WriteRequest) -> Result<WriteAck> {
+        let session = self.open_session(&req.table, &req.session_id)?;
+        check_id("write stream", &req.stream_id)?;
+        let lock = self.lock(format!("stream:{}/{}", req.session_id, req.stream_id));
+        let _guard = lock.lock();
+        let mut stream = self
+            .load_stream(&req.table, &req.session_id, &req.stream_id)?
+            .ok_or_else(|| Error::not_found("write stream", format!("{} of session {}", req.stream_id, req.session_id)))?;
+        let latest = stream.versions.last().map(|v| v.version).unwrap_or(0);
+        let v = stream
+            .versions
+            .iter_mut()
+            .find(|v| v.version == req.version)
+            .ok_or_else(|| Error::not_found("write stream version", format!("{} v{}", req.stream_id, req.version)))?;
+        let stream_name = format!("stream {} v{} of session {}", req.stream_id, req.version, req.session_id);
+        if v.version != latest {
+            return Err(Error::InvalidState {
+                session_id: req.session_id.clone(),
+                state: "SUPERSEDED".into(),
+                message: format!("{stream_name} is superseded by version {latest}"),
+            });
+        }
+        if v.closed {
+            return Err(Error::InvalidState {
+                session_id: req.session_id.clone(),
+                state: "CLOSED".into(),
+                message: format!("{stream_name} is closed"),
+            });
+        }
+        if v.exactly_once && req.access_token.as_deref() != Some(v.access_token.as_str()) {
+            return Err(Error::Unauthenticated {
+                code: "NoPermission",
+                message: format!("missing or wrong write access token for {stream_name}"),
+            });
+        }
+        let rows: u64 = req.batches.iter().map(|b| b.num_rows() as u64).sum();
+        if let Some(offset) = req.row_offset {
+            if offset < v.row_offset {
+                if offset + rows <= v.row_offset {
+                    // A replay of rows already applied: acknowledge, change nothing.
+                    return Ok(WriteAck { next_row_offset: v.row_offset, rows_written: 0, duplicate: true });
+                }
+                return Err(Error::invalid(
+                    "row offset",
+                    format!(
+                        "{stream_name}: rows [{offset}, {}) overlap the rows already written up to {}",
+                        offset + rows,
+                        v.row_offset
+                    ),
+                ));
+            }
+            if offset > v.row_offset {
+                return Err(Error::invalid(
+                    "row offset",
+                    format!("{stream_name}: offset {offset} leaves a gap, the next expected row is {}", v.row_offset),
+                ));
+            }
+        } else if v.exactly_once {
+            return Err(Error::invalid("row offset", format!("{stream_name} is exactly-once: every write needs RowOffset")));
+        }
+        let staged = self.stage(&session, &req.batches)?;
+        v.files.extend(staged);
+        v.row_offset += rows;
+        let ack = WriteAck { next_row_offset: v.row_offset, rows_written: rows, duplicate: false };
+        self.save_stream(&req.table, &req.session_id, &stream)?;
+        Ok(ack)
+    }
+
+    /// Checks and converts the batches, and writes one file per partition they touch.
+    fn stage(&self, session: &WriteSessionState, batches: &[RecordBatch]) -> Result<Staged> {
+        let write_schema = session.write_schema();
+        let storage = storage_schema(&session.table_schema);
+        let mut by_partition: BTreeMap<PartitionSpec, Vec<RecordBatch>> = BTreeMap::new();
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let (data, parts) = conform(session, &write_schema, &storage, batch)?;
+            match parts {
+                None => by_partition.entry(session.partition.clone()).or_default().push(data),
+                Some(groups) => {
+                    for (spec, rows) in groups {
+                        let idx = UInt32Array::from(rows);
+                        let taken = arrow_select::take::take_record_batch(&data, &idx)
+                            .map_err(|e| Error::arrow("splitting rows by partition", e))?;
+                        by_partition.entry(spec).or_default().push(taken);
+                    }
+                }
+            }
+        }
+        let dir = self.table_dir(&session.table);
+        let mut staged = Vec::new();
+        for (spec, batches) in by_partition {
+            let rel = format!("{DATA_DIR}/{}.arrow", uuid::Uuid::new_v4().simple());
+            let file = write_data_file(&dir, &rel, &storage, &batches, self.compression)?;
+            staged.push((spec, file));
+        }
+        Ok(staged)
+    }
+
+    pub(super) fn close_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<WriteStream> {
+        self.open_session(table, session_id)?;
+        check_id("write stream", stream_id)?;
+        let lock = self.lock(format!("stream:{session_id}/{stream_id}"));
+        let _guard = lock.lock();
+        let mut stream = self
+            .load_stream(table, session_id, stream_id)?
+            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
+        let v = stream
+            .versions
+            .iter_mut()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::not_found("write stream version", format!("{stream_id} v{version}")))?;
+        v.closed = true;
+        let out = v.to_stream(stream_id);
+        self.save_stream(table, session_id, &stream)?;
+        Ok(out)
+    }
+
+    pub(super) fn commit(&self, table: &TableId, session_id: &str, streams: Option<&[(String, u64)]>) -> Result<CommitInfo> {
+        let lock = self.lock(format!("session:{session_id}"));
+        let _guard = lock.lock();
+        let mut session = self.load_write_session(table, session_id)?;
+        match session.state {
+            State::Committed { version, rows } => return Ok(CommitInfo { version, rows }),
+            State::Aborted => {
+                return Err(Error::InvalidState {
+                    session_id: session_id.into(),
+                    state: "ABORTED".into(),
+                    message: "an aborted session cannot be committed".into(),
+                });
+            }
+            State::Normal if self.now() > session.expiration_ms => {
+                return Err(Error::SessionExpired { session_id: session_id.to_string() });
+            }
+            State::Normal => {}
+        }
+        let all = self.all_streams(table, session_id)?;
+        let mut chosen: Vec<&StreamVersion> = Vec::new();
+        match streams {
+            None => {
+                for s in &all {
+                    let Some(last) = s.versions.last() else { continue };
+                    if !last.closed {
+                        return Err(Error::InvalidState {
+                            session_id: session_id.into(),
+                            state: "OPEN".into(),
+                            message: format!("stream {} v{} is not closed", s.stream_id, last.version),
+                        });
+                    }
+                    chosen.push(last);
+                }
+            }
+            Some(list) => {
+                for (id, version) in list {
+                    let s = all.iter().find(|s| &s.stream_id == id).ok_or_else(|| {
+                        Error::not_found("write stream", format!("{id} of session {session_id}"))
+                    })?;
+                    let v = s.versions.iter().find(|v| v.version == *version).ok_or_else(|| {
+                        Error::not_found("write stream version", format!("{id} v{version}"))
+                    })?;
+                    if !v.closed {
+                        return Err(Error::InvalidState {
+                            session_id: session_id.into(),
+                            state: "OPEN".into(),
+                            message: format!("stream {id} v{version} is not closed"),
+                        });
+                    }
+                    chosen.push(v);
+                }
+            }
+        }
+        let files: Staged = chosen.iter().flat_map(|v| v.files.iter().cloned()).collect();
+        let rows: u64 = files.iter().map(|(_, f)| f.rows).sum();
+        let mut by_partition: BTreeMap<PartitionSpec, Vec<manifest::DataFile>> = BTreeMap::new();
+        for (spec, file) in files {
+            by_partition.entry(spec).or_default().push(file);
+        }
+        let base_version = session.base_version;
+        let sid = session_id.to_string();
+        let static_full = session.dynamic_columns().next().is_none();
+        let (overwrite, target) = (session.overwrite, session.partition.clone());
+        let published = self.commit_with(table, |dir, latest| {
+            // A commit whose response was lost may already be in a later version.
+            for v in base_version + 1..=latest.version {
+                if self.manifest(dir, v)?.session_id.as_deref() == Some(sid.as_str()) {
+                    return Ok(None);
+                }
+            }
+            let mut next = latest.clone();
+            next.session_id = Some(sid.clone());
+            next.operation = if overwrite { "overwrite".into() } else { "append".into() };
+            if overwrite {
+                if static_full {
+                    next.remove_matching(&target);
+                } else {
+                    for spec in by_partition.keys() {
+                        next.partitions.retain(|p| &p.spec != spec);
+                    }
+                }
+            }
+            for (spec, files) in &by_partition {
+                next.append(spec, files);
+            }
+            Ok(Some(next))
+        })?;
+        let version = if published.session_id.as_deref() == Some(session_id) {
+            published.version
+        } else {
+            // Already applied earlier: find the version that holds it.
+            let dir = self.table_dir(table);
+            (base_version + 1..=published.version)
+                .find(|v| self.manifest(&dir, *v).map(|m| m.session_id.as_deref() == Some(session_id)).unwrap_or(false))
+                .unwrap_or(published.version)
+        };
+        session.state = State::Committed { version, rows };
+        self.save_write_session(&session)?;
+        Ok(CommitInfo { version, rows })
+    }
+
+    pub(super) fn abort(&self, table: &TableId, session_id: &str) -> Result<()> {
+        let lock = self.lock(format!("session:{session_id}"));
+        let _guard = lock.lock();
+        let mut session = self.load_write_session(table, session_id)?;
+        match session.state {
+            State::Committed { .. } => {
+                return Err(Error::InvalidState {
+                    session_id: session_id.into(),
+                    state: "COMMITTED".into(),
+                    message: "a committed session cannot be aborted".into(),
+                });
+            }
+            State::Aborted => return Ok(()),
+            State::Normal => {}
+        }
+        session.state = State::Aborted;
+        self.save_write_session(&session)?;
+        let dir = self.table_dir(table);
+        for s in self.all_streams(table, session_id)? {
+            for v in s.versions {
+                for (_, f) in v.files {
+                    let _ = fs::remove_file(dir.join(&f.path));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Matches a batch to the write schema by column name, checks and casts every column to its
+/// storage type, and (for dynamic partitioning) groups its rows by partition.
+#[allow(clippy::type_complexity)]
+fn conform(
+    session: &WriteSessionState,
+    write_schema: &TableSchema,
+    storage: &arrow_schema::SchemaRef,
+    batch: &RecordBatch,
+) -> Result<(RecordBatch, Option<Vec<(PartitionSpec, Vec<u32>)>>)> {
+    let input = batch.schema();
+    for f in input.fields() {
+        if write_schema.columns.iter().chain(&write_schema.partition_columns).all(|c| !c.name.eq_ignore_ascii_case(f.name())) {
+            let fixed = session.partition.get(f.name()).is_some();
+            return Err(Error::invalid(
+                "arrow schema",
+                if fixed {
+                    format!("column `{}` is a partition column fixed by the session's spec `{}`; leave it out of the data", f.name(), session.partition)
+                } else {
+                    format!("column `{}` is not in table {}", f.name(), session.table)
+                },
+            ));
+        }
+    }
+    let find = |name: &str| -> Result<&ArrayRef> {
+        input
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+            .map(|i| batch.column(i))
+            .ok_or_else(|| Error::invalid("arrow schema", format!("column `{name}` of table {} is missing from the data", session.table)))
+    };
+    let cast_options = CastOptions { safe: false, ..Default::default() };
+    let mut columns = Vec::with_capacity(write_schema.columns.len());
+    for (column, field) in write_schema.columns.iter().zip(storage.fields()) {
+        let array = find(&column.name)?;
+        columns.push(conform_column(column, field.data_type(), array, &cast_options)?);
+    }
+    let data = RecordBatch::try_new(storage.clone(), columns).map_err(|e| Error::arrow("building stored batch", e))?;
+    if write_schema.partition_columns.is_empty() {
+        return Ok((data, None));
+    }
+    // Dynamic partitions: the partition values of each row, as text.
+    let mut values: Vec<StringArray> = Vec::new();
+    for column in &write_schema.partition_columns {
+        let array = find(&column.name)?;
+        if !column.ty.arrow_compatible(array.data_type()) && !matches!(array.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::LargeUtf8) {
+            return Err(Error::type_mismatch(&column.name, format!("partition column of type {} got Arrow {}", column.ty, array.data_type())));
+        }
+        let text = arrow_cast::cast(array, &arrow_schema::DataType::Utf8).map_err(|e| Error::arrow(format!("partition column `{}`", column.name), e))?;
+        let text = text.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| Error::type_mismatch(&column.name, "partition values must be text"))?;
+        values.push(text);
+    }
+    let mut groups: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
+    for row in 0..batch.num_rows() {
+        let mut key = Vec::with_capacity(values.len());
+        for (column, arr) in write_schema.partition_columns.iter().zip(&values) {
+            if arr.is_null(row) {
+                return Err(Error::type_mismatch(&column.name, format!("row {row}: a partition value must not be NULL")));
+            }
+            key.push(arr.value(row).to_string());
+        }
+        groups.entry(key).or_default().push(row as u32);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (key, rows) in groups {
+        let mut pairs: Vec<(String, String)> = session.partition.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for (column, value) in write_schema.partition_columns.iter().zip(key) {
+            validate_partition_value(&column.name, &value)?;
+            pairs.push((column.name.clone(), value));
+        }
+        out.push((PartitionSpec::from_pairs(pairs)?, rows));
+    }
+    Ok((data, Some(out)))
+}
+
+fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array: &ArrayRef, options: &CastOptions<'_>) -> Result<ArrayRef> {
+    if !column.ty.arrow_compatible(array.data_type()) {
+        return Err(Error::type_mismatch(
+            &column.name,
+            format!("column of type {} cannot take Arrow {}", column.ty, array.data_type()),
+        ));
+    }
+    if !column.nullable && array.null_count() > 0 {
+        return Err(Error::type_mismatch(&column.name, "column is NOT NULL but the data has NULLs"));
+    }
+    let cast = if array.data_type() == storage_type {
+        array.clone()
+    } else {
+        arrow_cast::cast_with_options(array, storage_type, options)
+            .map_err(|e| Error::type_mismatch(&column.name, format!("cannot convert Arrow {} to {}: {e}", array.data_type(), column.ty)))?
+    };
+    if let OdpsType::Varchar(n) | OdpsType::Char(n) = column.ty
+        && let Some(strings) = cast.as_any().downcast_ref::<StringArray>() {
+            for (row, v) in strings.iter().enumerate() {
+                if let Some(v) = v
+                    && v.chars().count() > n as usize {
+                        return Err(Error::type_mismatch(&column.name, format!("row {row}: {} characters do not fit {}", v.chars().count(), column.ty)));
+                    }
+            }
+        }
+    Ok(Arc::clone(&cast))
+}
