@@ -225,6 +225,22 @@ impl Inner {
         self.locks.lock().entry(name).or_default().clone()
     }
 
+    /// An exclusive lock on `path` (created if needed) that holds across threads and
+    /// processes until the guard is dropped.
+    fn lock_file(&self, path: &Path) -> Result<FileLock> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        file.lock().map_err(|e| Error::io(path, e))?;
+        Ok(FileLock(file))
+    }
+
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -863,6 +879,10 @@ impl TableService for LocalWarehouse {
         self.blocking(move |w| w.drop_partition(&table, &partition, if_exists)).await
     }
 }
+
+/// Holds an OS file lock until dropped (closing the file releases it).
+#[derive(Debug)]
+struct FileLock(#[allow(dead_code)] fs::File);
 
 /// Stored data files hold the data columns in their storage Arrow types.
 fn storage_schema(schema: &TableSchema) -> arrow_schema::SchemaRef {

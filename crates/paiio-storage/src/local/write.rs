@@ -112,6 +112,12 @@ impl Inner {
         manifest::replace_file(&self.session_dir(&s.table, &s.session_id).join("session.json"), &json(s)?)
     }
 
+    fn lock_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<super::FileLock> {
+        check_id("write stream", stream_id)?;
+        let path = self.session_dir(table, session_id).join("streams").join(format!("{stream_id}.lock"));
+        self.lock_file(&path)
+    }
+
     fn stream_path(&self, table: &TableId, session_id: &str, stream_id: &str) -> PathBuf {
         self.session_dir(table, session_id).join("streams").join(format!("{stream_id}.json"))
     }
@@ -250,8 +256,8 @@ impl Inner {
         stream_id: Option<&str>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
-        let lock = self.lock(format!("session:{session_id}"));
-        let _guard = lock.lock();
+        check_id("write session", session_id)?;
+        let _guard = self.lock_file(&self.session_dir(table, session_id).join(".lock"))?;
         let mut session = self.open_session(table, session_id)?;
         let stream_id = match stream_id {
             Some(id) => id.to_string(),
@@ -268,8 +274,7 @@ impl Inner {
             }
         };
         check_id("write stream", &stream_id)?;
-        let stream_lock = self.lock(format!("stream:{session_id}/{stream_id}"));
-        let _stream_guard = stream_lock.lock();
+        let _stream_guard = self.lock_stream(table, session_id, &stream_id)?;
         let mut stream = self
             .load_stream(table, session_id, &stream_id)?
             .unwrap_or_else(|| StreamState { stream_id: stream_id.clone(), versions: Vec::new() });
@@ -303,8 +308,7 @@ impl Inner {
     pub(super) fn write(&self, req: WriteRequest) -> Result<WriteAck> {
         let session = self.open_session(&req.table, &req.session_id)?;
         check_id("write stream", &req.stream_id)?;
-        let lock = self.lock(format!("stream:{}/{}", req.session_id, req.stream_id));
-        let _guard = lock.lock();
+        let _guard = self.lock_stream(&req.table, &req.session_id, &req.stream_id)?;
         let mut stream = self
             .load_stream(&req.table, &req.session_id, &req.stream_id)?
             .ok_or_else(|| Error::not_found("write stream", format!("{} of session {}", req.stream_id, req.session_id)))?;
@@ -409,8 +413,7 @@ impl Inner {
     ) -> Result<WriteStream> {
         self.open_session(table, session_id)?;
         check_id("write stream", stream_id)?;
-        let lock = self.lock(format!("stream:{session_id}/{stream_id}"));
-        let _guard = lock.lock();
+        let _guard = self.lock_stream(table, session_id, stream_id)?;
         let mut stream = self
             .load_stream(table, session_id, stream_id)?
             .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
@@ -426,8 +429,10 @@ impl Inner {
     }
 
     pub(super) fn commit(&self, table: &TableId, session_id: &str, streams: Option<&[(String, u64)]>) -> Result<CommitInfo> {
-        let lock = self.lock(format!("session:{session_id}"));
-        let _guard = lock.lock();
+        // Check the session exists before creating its lock file.
+        self.load_write_session(table, session_id)?;
+        let _guard = self.lock_file(&self.session_dir(table, session_id).join(".lock"))?;
+        // Read under the lock: another process may have committed or aborted meanwhile.
         let mut session = self.load_write_session(table, session_id)?;
         match session.state {
             State::Committed { version, rows } => return Ok(CommitInfo { version, rows }),
@@ -527,8 +532,10 @@ impl Inner {
     }
 
     pub(super) fn abort(&self, table: &TableId, session_id: &str) -> Result<()> {
-        let lock = self.lock(format!("session:{session_id}"));
-        let _guard = lock.lock();
+        // Check the session exists before creating its lock file.
+        self.load_write_session(table, session_id)?;
+        let _guard = self.lock_file(&self.session_dir(table, session_id).join(".lock"))?;
+        // Read under the lock: another process may have committed or aborted meanwhile.
         let mut session = self.load_write_session(table, session_id)?;
         match session.state {
             State::Committed { .. } => {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what it needs; safe to run on a fresh machine.
+# Build outputs are cached outside the checkout ($PAIIO_CACHE, default ~/.cache/paiio-rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+ensure_rust
+
+echo "== cargo test (workspace) =="
+cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$PAIIO_CACHE/last-cargo-test.log"
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+  echo "cargo test failed (exit $status)" >&2
+  exit "$status"
+fi
+echo "all tests passed"
