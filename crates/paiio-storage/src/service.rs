@@ -20,6 +20,9 @@ use crate::types::{ArrowOptions, TableSchema};
 use crate::uri::{PartitionSpec, TableId};
 
 /// A stream of Arrow record batches, as a backend delivers a split or a row range.
+///
+/// A stream yields at least one batch (an empty one when there are no rows), so a consumer
+/// always learns the schema.
 pub type RecordBatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send + 'static>>;
 
 /// How a read session divides its rows into splits.

@@ -116,6 +116,8 @@ pub(crate) enum ColumnSource {
 /// Reads pieces in order, yielding batches of at most `max_batch_rows` rows.
 pub(crate) struct RangeReader {
     pieces: std::vec::IntoIter<Piece>,
+    /// Whether any batch was produced (an empty range still yields one empty batch).
+    produced: bool,
     shape: OutputShape,
     max_batch_rows: usize,
     current: Option<Current>,
@@ -134,6 +136,7 @@ impl RangeReader {
     pub fn new(pieces: Vec<Piece>, shape: OutputShape, max_batch_rows: usize) -> Self {
         RangeReader {
             pieces: pieces.into_iter(),
+            produced: false,
             shape,
             max_batch_rows: max_batch_rows.max(1),
             current: None,
@@ -216,7 +219,14 @@ impl Iterator for RangeReader {
     type Item = Result<RecordBatch>;
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_batch() {
-            Ok(Some(b)) => Some(Ok(b)),
+            Ok(Some(b)) => {
+                self.produced = true;
+                Some(Ok(b))
+            }
+            Ok(None) if !self.produced => {
+                self.produced = true;
+                Some(Ok(RecordBatch::new_empty(self.shape.schema.clone())))
+            }
             Ok(None) => None,
             Err(e) => {
                 // Stop after an error: nothing after it is trustworthy.

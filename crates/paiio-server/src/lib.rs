@@ -1,0 +1,223 @@
+//! # paiio-server
+//!
+//! A local MaxCompute Storage API server over any [`TableService`] (usually the embedded
+//! [`LocalWarehouse`](paiio_storage::local::LocalWarehouse)). It speaks the wire protocol the
+//! official clients speak (STORAGE_API.md): the control-plane calls under `/api`, Storage API
+//! V2/V3 (`/api/storage/v2`, `/api/storage/v3`) and V1 (`/api/storage/v1/...`), so code
+//! written for MaxCompute runs offline, against real files.
+//!
+//! ```no_run
+//! # async fn demo() -> paiio_storage::Result<()> {
+//! use std::sync::Arc;
+//! use paiio_storage::local::LocalWarehouse;
+//! let warehouse = Arc::new(LocalWarehouse::open("/tmp/warehouse")?);
+//! let server = paiio_server::Server::builder(warehouse).allow_anonymous(true).build()?;
+//! let handle = server.bind("127.0.0.1:0").await?;
+//! println!("endpoint: {}", handle.endpoint());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod control;
+pub mod error;
+mod middleware;
+mod stream;
+mod v2;
+mod v2_write;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get};
+use paiio_storage::auth::Verifier;
+use paiio_storage::{Error, Result, TableService};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use error::ApiError;
+
+/// The response header that carries the request id.
+pub const REQUEST_ID_HEADER: &str = "x-odps-request-id";
+/// The request and response header of V2 route tokens.
+pub const ROUTE_TOKEN_HEADER: &str = "x-odps-max-storage-route-token";
+
+/// Limits on what one request may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest JSON request body.
+    pub max_json_body: usize,
+    /// The largest row upload (one TableWrite or V1 block).
+    pub max_upload_body: usize,
+    /// The most rows per Arrow batch a reader may ask for.
+    pub max_batch_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_json_body: 1 << 20, max_upload_body: 512 << 20, max_batch_rows: 1 << 20 }
+    }
+}
+
+/// Builds a [`Server`].
+#[derive(Debug)]
+pub struct ServerBuilder {
+    service: Arc<dyn TableService>,
+    verifier: Option<Verifier>,
+    allow_anonymous: bool,
+    limits: Limits,
+}
+
+impl ServerBuilder {
+    /// Verify request signatures against these keys (legacy and V4).
+    pub fn verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Accept requests without checking signatures. Off unless asked for.
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn build(self) -> Result<Server> {
+        if self.verifier.is_none() && !self.allow_anonymous {
+            return Err(Error::Config {
+                source_name: "server options".into(),
+                message: "no access keys to verify signatures with: give keys (or a config \
+                          file), or allow anonymous access explicitly"
+                    .into(),
+            });
+        }
+        Ok(Server {
+            state: Arc::new(AppState {
+                service: self.service,
+                verifier: self.verifier,
+                limits: self.limits,
+                addr: parking_lot::RwLock::new(None),
+            }),
+        })
+    }
+}
+
+/// What every handler sees.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub service: Arc<dyn TableService>,
+    pub verifier: Option<Verifier>,
+    pub limits: Limits,
+    /// The address the server listens on (answers tunnel discovery).
+    pub addr: parking_lot::RwLock<Option<SocketAddr>>,
+}
+
+/// The Storage API server.
+#[derive(Debug)]
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    pub fn builder(service: Arc<dyn TableService>) -> ServerBuilder {
+        ServerBuilder { service, verifier: None, allow_anonymous: false, limits: Limits::default() }
+    }
+
+    /// The HTTP routes, for embedding in another server.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/tenants", get(control::tenants))
+            .route("/api/projects/{project}/tunnel", get(control::tunnel))
+            .route("/api/logview/host", get(control::logview_host))
+            .route("/api/webconsole/host", get(control::webconsole_host))
+            .route("/api/storage/{version}", any(v2::dispatch))
+            .fallback(control::unknown_route)
+            .layer(axum::middleware::from_fn_with_state(self.state.clone(), middleware::authenticate))
+            .layer(axum::middleware::from_fn(middleware::request_id))
+            .with_state(self.state.clone())
+    }
+
+    /// Binds `addr` (e.g. `127.0.0.1:0`) and serves in the background.
+    pub async fn bind(self, addr: &str) -> Result<ServerHandle> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("listen address {addr}"), e))?;
+        self.serve(listener).await
+    }
+
+    /// Serves on a bound listener in the background.
+    pub async fn serve(self, listener: TcpListener) -> Result<ServerHandle> {
+        let addr = listener.local_addr().map_err(|e| Error::io("listener", e))?;
+        *self.state.addr.write() = Some(addr);
+        let app = self.router();
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(async move {
+            let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("server stopped: {e}");
+            }
+        });
+        Ok(ServerHandle { addr, shutdown: Some(tx), join: Some(join) })
+    }
+}
+
+/// A running server: its address, and a way to stop it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://HOST:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The ODPS endpoint clients are configured with: `http://HOST:PORT/api`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// Stops accepting connections and waits (briefly) for open requests to finish.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(join) = self.join.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), join).await;
+        }
+    }
+
+    /// Waits until the server stops (for the `paiio serve` command).
+    pub async fn wait(mut self) {
+        if let Some(join) = self.join.take() {
+            let _ = join.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

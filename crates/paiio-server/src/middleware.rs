@@ -1,0 +1,66 @@
+//! Layers every request passes through: the request id, and signature verification.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::{AppState, REQUEST_ID_HEADER};
+
+/// The id of the request being served, as a request extension.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(#[allow(dead_code)] pub String);
+
+/// Gives every request an id and puts it on every response (success or error).
+pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Some(err) = response.extensions().get::<ApiError>().cloned() {
+        if err.request_id.is_none() {
+            // Re-render the error body with the request id in it.
+            let err = ApiError { request_id: Some(id.clone()), ..err };
+            tracing::debug!(code = %err.code, status = %err.status, "{}", err.message);
+            response = err.into_response();
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Verifies the request's signature (legacy or V4) unless the server allows anonymous access.
+pub(crate) async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(verifier) = &state.verifier else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str().to_string();
+    let path_and_query =
+        request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    // Storage calls are signed relative to the tunnel endpoint (no prefix); REST calls relative
+    // to the ODPS endpoint `.../api`.
+    match verifier.verify_with_prefixes(&method, &path_and_query, &headers, SystemTime::now(), &["/api"]) {
+        Ok(_) => next.run(request).await,
+        Err(e) => {
+            let mut err = ApiError::from(e);
+            if err.status == StatusCode::INTERNAL_SERVER_ERROR {
+                err.status = StatusCode::UNAUTHORIZED;
+            }
+            err.into_response()
+        }
+    }
+}
