@@ -89,14 +89,30 @@ fn check_chars(s: &str) -> std::result::Result<(), String> {
 /// A table: project, optional schema, name. Schema and table names are case-insensitive
 /// and kept in lower case, as MaxCompute does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawTableId")]
 pub struct TableId {
     pub project: String,
     pub schema: Option<String>,
     pub table: String,
 }
 
+/// The serialized form, validated on the way in.
+#[derive(Deserialize)]
+struct RawTableId {
+    project: String,
+    schema: Option<String>,
+    table: String,
+}
+
+impl TryFrom<RawTableId> for TableId {
+    type Error = Error;
+    fn try_from(raw: RawTableId) -> Result<Self> {
+        TableId::new(&raw.project, raw.schema.as_deref(), &raw.table)
+    }
+}
+
 impl TableId {
-    /// A validated table id.
+    /// A validated table id. The schema `default` is the same as no schema.
     pub fn new(project: &str, schema: Option<&str>, table: &str) -> Result<Self> {
         validate_name("project name", project)?;
         if let Some(s) = schema {
@@ -105,9 +121,18 @@ impl TableId {
         validate_name("table name", table)?;
         Ok(TableId {
             project: project.to_string(),
-            schema: schema.map(|s| s.to_ascii_lowercase()),
+            schema: schema.map(|s| s.to_ascii_lowercase()).filter(|s| s != DEFAULT_SCHEMA),
             table: table.to_ascii_lowercase(),
         })
+    }
+
+    /// Checks the names of an id that was built field by field (the fields are public).
+    pub fn validate(&self) -> Result<()> {
+        validate_name("project name", &self.project)?;
+        if let Some(s) = &self.schema {
+            validate_name("schema name", s)?;
+        }
+        validate_name("table name", &self.table)
     }
 
     /// Parses `table`, `schema.table` (within `project`).

@@ -285,7 +285,8 @@ pub(crate) fn constant_array(value: &str, field: &Field, rows: usize) -> Result<
     let typed = if field.data_type() == &DataType::Utf8 {
         one
     } else {
-        arrow_cast::cast(&one, field.data_type()).map_err(|e| {
+        let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
+        arrow_cast::cast_with_options(&one, field.data_type(), &strict).map_err(|e| {
             Error::type_mismatch(field.name(), format!("partition value {value:?}: {e}"))
         })?
     };

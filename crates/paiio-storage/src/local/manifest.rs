@@ -57,6 +57,8 @@ impl PartitionEntry {
 pub(crate) struct Manifest {
     pub format: u32,
     pub version: u64,
+    /// Identifies one incarnation of the table: set at creation, kept by every commit.
+    pub table_uuid: String,
     pub schema: TableSchema,
     pub committed_ms: i64,
     /// What produced this version: `create`, `append`, `overwrite`, `drop_partition`.
@@ -73,6 +75,7 @@ impl Manifest {
         Manifest {
             format: FORMAT,
             version: 0,
+            table_uuid: uuid::Uuid::new_v4().simple().to_string(),
             schema,
             committed_ms: now_ms,
             operation: "create".into(),

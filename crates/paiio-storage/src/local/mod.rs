@@ -163,7 +163,11 @@ fn check_id(kind: &'static str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(Error::not_found(kind, id)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(kind, format!("{id:?}: ids are 1 to 128 letters, digits, '-' or '_'")))
+    }
 }
 
 fn new_session_id() -> String {
@@ -176,6 +180,8 @@ fn new_session_id() -> String {
 struct ReadSessionState {
     session_id: String,
     table: TableId,
+    /// Which incarnation of the table (a dropped and re-created table is another one).
+    table_uuid: String,
     version: u64,
     expiration_ms: i64,
     partitions: Vec<PartitionSpec>,
@@ -259,12 +265,14 @@ impl Inner {
         Ok(m)
     }
 
-    /// The latest version of an existing table.
+    /// The latest version of an existing table, read from disk (not from the cache, which
+    /// may hold a dropped incarnation's manifest of the same number).
     fn current(&self, table: &TableId) -> Result<(PathBuf, Arc<Manifest>)> {
         let dir = self.table_dir(table);
         let version = manifest::latest_version(&dir)?
             .ok_or_else(|| Error::not_found("table", table.to_string()))?;
-        let m = self.manifest(&dir, version)?;
+        let m = Arc::new(manifest::load(&dir, version)?);
+        self.manifests.lock().insert((dir.clone(), version), m.clone());
         Ok((dir, m))
     }
 
@@ -385,6 +393,7 @@ impl Inner {
         let state = ReadSessionState {
             session_id: new_session_id(),
             table: req.table.clone(),
+            table_uuid: m.table_uuid.clone(),
             version: m.version,
             expiration_ms: self.now() + self.session_ttl_ms,
             partitions: req.required_partitions.clone(),
@@ -450,13 +459,18 @@ impl Inner {
         }
         let start = start + req.skip_rows;
         let dir = self.table_dir(&state.table);
+        let dropped = || Error::not_found("table", format!("{} (dropped after the session was created)", state.table));
         let m = self.manifest(&dir, state.version).map_err(|e| match e {
-            Error::Io { .. } => Error::not_found("table", format!("{} (dropped while read)", state.table)),
+            Error::Io { .. } => dropped(),
             e => e,
         })?;
+        if m.table_uuid != state.table_uuid {
+            return Err(dropped());
+        }
         let shape = output_shape(&state, &req.columns)?;
         let pieces = pieces_for(&dir, &selected_partitions(&m, &state.partitions), start, end);
-        Ok(RangeReader::new(pieces, shape, req.max_batch_rows))
+        let max_batch_rows = if req.max_batch_rows == 0 { ReadRequest::DEFAULT_MAX_BATCH_ROWS } else { req.max_batch_rows };
+        Ok(RangeReader::new(pieces, shape, max_batch_rows))
     }
 
     fn plan_preview(
@@ -476,6 +490,7 @@ impl Inner {
         let state = ReadSessionState {
             session_id: String::new(),
             table: table.clone(),
+            table_uuid: m.table_uuid.clone(),
             version: m.version,
             expiration_ms: i64::MAX,
             partitions: filters,
@@ -515,7 +530,8 @@ impl Inner {
     }
 
     fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
-        validate_schema(schema)?;
+        // Validates names, types of partition columns and duplicates, and lower-cases names.
+        let schema = &TableSchema::new(schema.columns.clone(), schema.partition_columns.clone())?;
         let dir = self.table_dir(table);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let m = Manifest::new_table(schema.clone(), self.now());
@@ -539,6 +555,7 @@ impl Inner {
         let target = trash.join(uuid::Uuid::new_v4().simple().to_string());
         fs::rename(&dir, &target).map_err(|e| Error::io(&dir, e))?;
         self.manifests.lock().retain(|(d, _), _| d != &dir);
+        self.manifests.lock().retain(|(d, _), _| d != &target);
         let _ = fs::remove_dir_all(&target);
         Ok(())
     }
@@ -607,19 +624,6 @@ fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn validate_schema(schema: &TableSchema) -> Result<()> {
-    if schema.columns.is_empty() {
-        return Err(Error::invalid("table schema", "a table needs at least one data column"));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for c in schema.columns.iter().chain(&schema.partition_columns) {
-        validate_name("column name", &c.name)?;
-        if !seen.insert(c.name.to_ascii_lowercase()) {
-            return Err(Error::invalid("table schema", format!("column `{}` appears twice", c.name)));
-        }
-    }
-    Ok(())
-}
 
 /// The named columns of `available`, in the requested order.
 fn pick_columns(table: &TableId, available: &[Column], names: &[String], kind: &'static str) -> Result<Vec<Column>> {
@@ -771,21 +775,25 @@ impl TableService for LocalWarehouse {
     }
 
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
+        table.validate()?;
         let table = table.clone();
         self.blocking(move |w| w.describe(&table)).await
     }
 
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
+        request.table.validate()?;
         let request = request.clone();
         self.blocking(move |w| w.create_read_session(&request)).await
     }
 
     async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+        table.validate()?;
         let (table, id) = (table.clone(), session_id.to_string());
         self.blocking(move |w| w.get_read_session(&table, &id, refresh)).await
     }
 
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
+        request.table.validate()?;
         let request = request.clone();
         let reader = self.blocking(move |w| w.plan_read(&request)).await?;
         Ok(into_stream(reader))
@@ -798,17 +806,20 @@ impl TableService for LocalWarehouse {
         columns: &[String],
         limit: u64,
     ) -> Result<RecordBatchStream> {
+        table.validate()?;
         let (table, partition, columns) = (table.clone(), partition.cloned(), columns.to_vec());
         let reader = self.blocking(move |w| w.plan_preview(&table, partition.as_ref(), &columns, limit)).await?;
         Ok(into_stream(reader))
     }
 
     async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
+        request.table.validate()?;
         let request = request.clone();
         self.blocking(move |w| w.create_write_session(&request)).await
     }
 
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
+        table.validate()?;
         let (table, id) = (table.clone(), session_id.to_string());
         self.blocking(move |w| w.get_write_session(&table, &id)).await
     }
@@ -820,16 +831,19 @@ impl TableService for LocalWarehouse {
         stream_id: Option<&str>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
+        table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.map(str::to_string));
         self.blocking(move |w| w.create_write_stream(&table, &id, stream.as_deref(), exactly_once)).await
     }
 
     async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+        table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
         self.blocking(move |w| w.get_write_stream(&table, &id, &stream)).await
     }
 
     async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
+        request.table.validate()?;
         self.blocking(move |w| w.write(request)).await
     }
 
@@ -840,6 +854,7 @@ impl TableService for LocalWarehouse {
         stream_id: &str,
         version: u64,
     ) -> Result<WriteStream> {
+        table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
         self.blocking(move |w| w.close_write_stream(&table, &id, &stream, version)).await
     }
@@ -850,21 +865,25 @@ impl TableService for LocalWarehouse {
         session_id: &str,
         streams: Option<&[(String, u64)]>,
     ) -> Result<CommitInfo> {
+        table.validate()?;
         let (table, id, streams) = (table.clone(), session_id.to_string(), streams.map(<[_]>::to_vec));
         self.blocking(move |w| w.commit(&table, &id, streams.as_deref())).await
     }
 
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
+        table.validate()?;
         let (table, id) = (table.clone(), session_id.to_string());
         self.blocking(move |w| w.abort(&table, &id)).await
     }
 
     async fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+        table.validate()?;
         let (table, schema) = (table.clone(), schema.clone());
         self.blocking(move |w| w.create_table(&table, &schema, options)).await
     }
 
     async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
+        table.validate()?;
         let table = table.clone();
         self.blocking(move |w| w.drop_table(&table, if_exists)).await
     }
@@ -875,6 +894,7 @@ impl TableService for LocalWarehouse {
     }
 
     async fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+        table.validate()?;
         let (table, partition) = (table.clone(), partition.clone());
         self.blocking(move |w| w.drop_partition(&table, &partition, if_exists)).await
     }

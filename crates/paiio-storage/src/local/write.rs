@@ -202,6 +202,11 @@ impl Inner {
                 ));
             }
         }
+        for (key, value) in req.partition.iter() {
+            if let Some(column) = m.schema.partition_columns.iter().find(|c| c.name.eq_ignore_ascii_case(key)) {
+                check_partition_value(column, value)?;
+            }
+        }
         let state = WriteSessionState {
             session_id: new_session_id(),
             table: req.table.clone(),
@@ -465,6 +470,15 @@ impl Inner {
                 }
             }
             Some(list) => {
+                let mut seen = std::collections::HashSet::new();
+                for (id, _) in list {
+                    if !seen.insert(id.as_str()) {
+                        return Err(Error::invalid(
+                            "commit stream list",
+                            format!("stream {id} is listed more than once (one version per stream: newer versions supersede older ones)"),
+                        ));
+                    }
+                }
                 for (id, version) in list {
                     let s = all.iter().find(|s| &s.stream_id == id).ok_or_else(|| {
                         Error::not_found("write stream", format!("{id} of session {session_id}"))
@@ -572,6 +586,12 @@ fn conform(
     batch: &RecordBatch,
 ) -> Result<(RecordBatch, Option<Vec<(PartitionSpec, Vec<u32>)>>)> {
     let input = batch.schema();
+    let mut seen = std::collections::HashSet::new();
+    for f in input.fields() {
+        if !seen.insert(f.name().to_ascii_lowercase()) {
+            return Err(Error::invalid("arrow schema", format!("column `{}` appears more than once in the data", f.name())));
+        }
+    }
     for f in input.fields() {
         if write_schema.columns.iter().chain(&write_schema.partition_columns).all(|c| !c.name.eq_ignore_ascii_case(f.name())) {
             let fixed = session.partition.get(f.name()).is_some();
@@ -630,6 +650,7 @@ fn conform(
         let mut pairs: Vec<(String, String)> = session.partition.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for (column, value) in write_schema.partition_columns.iter().zip(key) {
             validate_partition_value(&column.name, &value)?;
+            check_partition_value(column, &value)?;
             pairs.push((column.name.clone(), value));
         }
         out.push((PartitionSpec::from_pairs(pairs)?, rows));
@@ -644,7 +665,7 @@ fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array:
             format!("column of type {} cannot take Arrow {}", column.ty, array.data_type()),
         ));
     }
-    if !column.nullable && array.null_count() > 0 {
+    if !column.nullable && array.logical_null_count() > 0 {
         return Err(Error::type_mismatch(&column.name, "column is NOT NULL but the data has NULLs"));
     }
     let cast = if array.data_type() == storage_type {
@@ -653,6 +674,13 @@ fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array:
         arrow_cast::cast_with_options(array, storage_type, options)
             .map_err(|e| Error::type_mismatch(&column.name, format!("cannot convert Arrow {} to {}: {e}", array.data_type(), column.ty)))?
     };
+    if let arrow_schema::DataType::Decimal128(precision, _) = storage_type
+        && let Some(decimals) = cast.as_any().downcast_ref::<arrow_array::Decimal128Array>()
+    {
+        decimals.validate_decimal_precision(*precision).map_err(|e| {
+            Error::type_mismatch(&column.name, format!("value does not fit {}: {e}", column.ty))
+        })?;
+    }
     if let OdpsType::Varchar(n) | OdpsType::Char(n) = column.ty
         && let Some(strings) = cast.as_any().downcast_ref::<StringArray>() {
             for (row, v) in strings.iter().enumerate() {
@@ -663,4 +691,11 @@ fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array:
             }
         }
     Ok(Arc::clone(&cast))
+}
+
+/// Checks that a partition value is valid text for its column's type (`pt=abc` on a BIGINT
+/// partition column is refused, not stored as NULL).
+fn check_partition_value(column: &Column, value: &str) -> Result<()> {
+    let field = arrow_schema::Field::new(&column.name, column.ty.to_arrow(&crate::types::ArrowOptions::default()), true);
+    super::files::constant_array(value, &field, 1).map(|_| ())
 }

@@ -1,0 +1,1948 @@
+//! Capabilities of write sessions: streams and versions, commit and abort, overwrite,
+//! partitions, exactly-once offsets, type checks, expiry, and the all-types round trip.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, Decimal128Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, StructArray,
+};
+use arrow_schema::{DataType, Field, Fields};
+
+use crate::error::{Error, Result};
+use crate::service::{
+    ReadSessionRequest, SessionStatus, SplitOptions, StreamStatus, WriteAck, WriteRequest,
+    WriteStream,
+};
+use crate::uri::TableId;
+
+use super::datagen::{
+    DataGen, Value, assert_exactly_once, constant_string, ids, reversed_columns, value_at,
+    with_columns, without_columns,
+};
+use super::tables::{PT_REGION, fill};
+use super::{Backend, row_count, skip, spec};
+
+async fn simple(b: &Backend, prefix: &str, seed: u64) -> (TableId, DataGen) {
+    let g = DataGen::simple(seed);
+    (b.create_gen_table(prefix, &g, &[]).await, g)
+}
+
+async fn table_ids(b: &Backend, table: &TableId) -> Vec<i64> {
+    ids(&b.read_table(table).await)
+}
+
+/// Checks that column `name` holds `value` in every row.
+fn check_constant(batches: &[RecordBatch], name: &str, value: Value, context: &str) {
+    for batch in batches {
+        let column = batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("{context}: expected a `{name}` column"));
+        for row in 0..batch.num_rows() {
+            assert_eq!(
+                value_at(column.as_ref(), row).as_ref(),
+                Ok(&value),
+                "{context}: expected `{name}` = {value:?}"
+            );
+        }
+    }
+}
+
+/// `batch` with a bigint `region` column.
+fn with_region(batch: &RecordBatch, region: impl Fn(i64) -> i64) -> RecordBatch {
+    let values: Vec<i64> = ids(std::slice::from_ref(batch))
+        .into_iter()
+        .map(region)
+        .collect();
+    with_columns(
+        batch,
+        vec![(
+            Field::new("region", DataType::Int64, true),
+            Arc::new(Int64Array::from(values)) as ArrayRef,
+        )],
+    )
+}
+
+/// `batch` with a utf8 `pt` column.
+fn with_pt(batch: &RecordBatch, pt: impl Fn(i64) -> Option<String>) -> RecordBatch {
+    let values: Vec<Option<String>> = ids(std::slice::from_ref(batch))
+        .into_iter()
+        .map(pt)
+        .collect();
+    with_columns(
+        batch,
+        vec![(
+            Field::new("pt", DataType::Utf8, true),
+            Arc::new(StringArray::from(values)) as ArrayRef,
+        )],
+    )
+}
+
+async fn eo_write(
+    b: &Backend,
+    table: &TableId,
+    session_id: &str,
+    stream: &WriteStream,
+    offset: Option<u64>,
+    token: Option<&str>,
+    batch: RecordBatch,
+) -> Result<WriteAck> {
+    b.service
+        .write(WriteRequest {
+            table: table.clone(),
+            session_id: session_id.to_string(),
+            stream_id: stream.stream_id.clone(),
+            version: stream.version,
+            row_offset: offset,
+            access_token: token.map(str::to_string),
+            batches: vec![batch],
+        })
+        .await
+}
+
+/// Streams are created with a chosen id or a fresh one; each id is distinct.
+pub async fn write_stream_ids(b: &Backend) {
+    let (table, g) = simple(b, "stream_ids", 40).await;
+    let session = b.write_session(&table, "", false).await;
+    assert_eq!(
+        session.status,
+        SessionStatus::Normal,
+        "expected a new write session to be NORMAL"
+    );
+    assert!(
+        session.streams.is_empty(),
+        "expected a new session to have no streams"
+    );
+    let sid = &session.session_id;
+    let s1 = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let s2 = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let named = b
+        .service
+        .create_write_stream(&table, sid, Some("named_1"), false)
+        .await
+        .unwrap();
+    assert_ne!(
+        s1.stream_id, s2.stream_id,
+        "expected fresh stream ids to differ"
+    );
+    assert!(
+        !s1.stream_id.is_empty(),
+        "expected a non-empty fresh stream id"
+    );
+    assert_eq!(named.stream_id, "named_1", "expected the chosen stream id");
+    for s in [&s1, &s2, &named] {
+        assert_eq!(
+            s.status,
+            StreamStatus::Open,
+            "expected a new stream to be open"
+        );
+        assert!(
+            !s.exactly_once,
+            "expected a stream created without exactly-once not to be exactly-once"
+        );
+        assert_eq!(s.row_offset, 0, "expected a new stream at row offset 0");
+    }
+    let got = b
+        .service
+        .get_write_stream(&table, sid, "named_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.version, got.status),
+        (named.version, StreamStatus::Open),
+        "expected get_write_stream to return the stream"
+    );
+    let listed = b.service.get_write_session(&table, sid).await.unwrap();
+    let mut listed_ids: Vec<&str> = listed
+        .streams
+        .iter()
+        .map(|s| s.stream_id.as_str())
+        .collect();
+    listed_ids.sort_unstable();
+    let mut want = vec![s1.stream_id.as_str(), s2.stream_id.as_str(), "named_1"];
+    want.sort_unstable();
+    assert_eq!(
+        listed_ids, want,
+        "expected the session to list its three streams"
+    );
+
+    for (i, s) in [&s1, &s2, &named].into_iter().enumerate() {
+        let start = i as i64 * 10;
+        b.write(&table, sid, s, g.batch(start..start + 10))
+            .await
+            .unwrap();
+        b.service
+            .close_write_stream(&table, sid, &s.stream_id, s.version)
+            .await
+            .unwrap();
+    }
+    b.service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..30,
+        "three streams committed",
+    );
+}
+
+/// Re-creating a stream id makes the next version; the old one is superseded (writes to it
+/// fail); a commit takes only the latest version.
+pub async fn write_stream_versions(b: &Backend) {
+    let (table, g) = simple(b, "stream_versions", 41).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let v0 = b
+        .service
+        .create_write_stream(&table, sid, Some("s"), false)
+        .await
+        .unwrap();
+    b.write(&table, sid, &v0, g.batch(0..10)).await.unwrap();
+    let v1 = b
+        .service
+        .create_write_stream(&table, sid, Some("s"), false)
+        .await
+        .unwrap();
+    assert_eq!(v1.stream_id, "s", "expected the same stream id");
+    assert_eq!(
+        v1.version,
+        v0.version + 1,
+        "expected re-creating stream `s` to make version {}",
+        v0.version + 1
+    );
+    assert_eq!(v1.row_offset, 0, "expected a new version to start at row 0");
+    let latest = b.service.get_write_stream(&table, sid, "s").await.unwrap();
+    assert_eq!(
+        latest.version, v1.version,
+        "expected get_write_stream to return the latest version"
+    );
+    expect_err!(
+        b.write(&table, sid, &v0, g.batch(10..11)).await,
+        Error::InvalidState { .. },
+        "InvalidState writing to superseded version {} of stream `s`",
+        v0.version
+    );
+    b.write(&table, sid, &v1, g.batch(100..110)).await.unwrap();
+    b.service
+        .close_write_stream(&table, sid, "s", v1.version)
+        .await
+        .unwrap();
+    let listed = b.service.get_write_session(&table, sid).await.unwrap();
+    assert_eq!(
+        listed.streams.len(),
+        1,
+        "expected one stream listed for all versions of `s`, got {:?}",
+        listed.streams
+    );
+    assert_eq!(
+        listed.streams[0].version, v1.version,
+        "expected the session to list the latest version"
+    );
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.rows, 10,
+        "expected only the latest version's 10 rows committed"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        100..110,
+        "only the latest version of stream `s`",
+    );
+}
+
+/// Close marks streams finished; commit without a list commits every closed stream.
+pub async fn close_and_commit_all(b: &Backend) {
+    let (table, g) = simple(b, "commit_all", 42).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let a = b
+        .write_stream(&table, sid, None, vec![g.batch(0..10)])
+        .await;
+    assert_eq!(
+        a.status,
+        StreamStatus::Closed,
+        "expected close to return a closed stream"
+    );
+    let got = b
+        .service
+        .get_write_stream(&table, sid, &a.stream_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.status,
+        StreamStatus::Closed,
+        "expected get_write_stream to report the stream closed"
+    );
+    assert_eq!(
+        got.row_offset, 10,
+        "expected the closed stream at row offset 10"
+    );
+    expect_err!(
+        b.write(&table, sid, &a, g.batch(50..51)).await,
+        Error::InvalidState { .. },
+        "InvalidState writing to a closed stream"
+    );
+    b.write_stream(&table, sid, None, vec![g.batch(10..20), g.batch(20..25)])
+        .await;
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(info.rows, 25, "expected 25 rows committed");
+    let described = b.service.describe_table(&table).await.unwrap();
+    assert_eq!(
+        described.version, info.version,
+        "expected the table at the committed version"
+    );
+    assert_eq!(described.row_count, 25, "expected 25 rows in the table");
+    assert_exactly_once(
+        &g.verified_ids(&b.read_table(&table).await, "committed rows"),
+        0..25,
+        "two closed streams",
+    );
+    let state = b.service.get_write_session(&table, sid).await.unwrap();
+    assert_eq!(
+        state.status,
+        SessionStatus::Committed,
+        "expected a committed session to be COMMITTED"
+    );
+    assert_eq!(
+        state.committed_version,
+        Some(info.version),
+        "expected the session to report its committed version"
+    );
+}
+
+/// A commit with an explicit (id, version) list makes only those streams visible.
+pub async fn commit_explicit_streams(b: &Backend) {
+    let (table, g) = simple(b, "commit_list", 43).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let a = b
+        .write_stream(&table, sid, Some("a"), vec![g.batch(0..10)])
+        .await;
+    b.write_stream(&table, sid, Some("b"), vec![g.batch(10..20)])
+        .await;
+    let c = b
+        .write_stream(&table, sid, Some("c"), vec![g.batch(20..30)])
+        .await;
+    let list = vec![
+        (a.stream_id.clone(), a.version),
+        (c.stream_id.clone(), c.version),
+    ];
+    let info = b
+        .service
+        .commit_write_session(&table, sid, Some(&list))
+        .await
+        .unwrap();
+    assert_eq!(
+        info.rows, 20,
+        "expected the 20 rows of streams a and c committed"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        (0..10).chain(20..30),
+        "commit of streams a and c only",
+    );
+}
+
+/// Listing the same (id, version) twice in a commit does not commit its rows twice.
+pub async fn commit_explicit_duplicate_pairs(b: &Backend) {
+    let (table, g) = simple(b, "commit_dup_pairs", 44).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let a = b
+        .write_stream(&table, sid, Some("a"), vec![g.batch(0..10)])
+        .await;
+    let list = vec![
+        (a.stream_id.clone(), a.version),
+        (a.stream_id.clone(), a.version),
+    ];
+    match b
+        .service
+        .commit_write_session(&table, sid, Some(&list))
+        .await
+    {
+        Err(Error::InvalidArgument { .. }) => {
+            assert!(
+                table_ids(b, &table).await.is_empty(),
+                "expected a refused commit to make nothing visible"
+            );
+        }
+        Err(e) => panic!(
+            "expected a commit listing stream `a` twice to commit it once or be InvalidArgument, got {e:?}"
+        ),
+        Ok(info) => {
+            assert_eq!(
+                info.rows, 10,
+                "expected a commit listing stream `a` twice to commit its 10 rows once"
+            );
+            assert_exactly_once(
+                &table_ids(b, &table).await,
+                0..10,
+                "commit listing stream `a` twice",
+            );
+        }
+    }
+}
+
+/// An explicit commit list naming a superseded version next to its successor does not make
+/// both visible: a superseded version is a retried attempt, and committing both would
+/// duplicate the rows.
+pub async fn commit_explicit_superseded_version(b: &Backend) {
+    let (table, g) = simple(b, "commit_superseded", 69).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let v0 = b
+        .write_stream(&table, sid, Some("s"), vec![g.batch(0..5)])
+        .await;
+    let v1 = b
+        .write_stream(&table, sid, Some("s"), vec![g.batch(0..5)])
+        .await;
+    assert_eq!(
+        v1.version,
+        v0.version + 1,
+        "test setup: two versions of stream `s`"
+    );
+    let list = vec![("s".to_string(), v0.version), ("s".to_string(), v1.version)];
+    let result = b
+        .service
+        .commit_write_session(&table, sid, Some(&list))
+        .await;
+    let got = table_ids(b, &table).await;
+    expect_err!(
+        result,
+        Error::InvalidState { .. } | Error::InvalidArgument { .. },
+        "InvalidState or InvalidArgument committing superseded version {} of stream `s` with version {} (rows now {got:?})",
+        v0.version,
+        v1.version
+    );
+    assert!(
+        got.is_empty(),
+        "expected a refused commit to make nothing visible, got {got:?}"
+    );
+}
+
+/// A commit while a stream is open fails (and changes nothing); after closing, it works.
+pub async fn commit_with_open_stream_fails(b: &Backend) {
+    let (table, g) = simple(b, "commit_open", 45).await;
+    let before = b.service.describe_table(&table).await.unwrap();
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    b.write_stream(&table, sid, None, vec![g.batch(0..10)])
+        .await;
+    let open = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    b.write(&table, sid, &open, g.batch(10..20)).await.unwrap();
+    expect_err!(
+        b.service.commit_write_session(&table, sid, None).await,
+        Error::InvalidState { .. },
+        "InvalidState committing a session with an open stream"
+    );
+    expect_err!(
+        b.service
+            .commit_write_session(&table, sid, Some(&[(open.stream_id.clone(), open.version)]))
+            .await,
+        Error::InvalidState { .. },
+        "InvalidState committing an explicitly listed open stream"
+    );
+    let after = b.service.describe_table(&table).await.unwrap();
+    assert_eq!(
+        (after.version, after.row_count),
+        (before.version, 0),
+        "expected a failed commit to change nothing"
+    );
+    b.service
+        .close_write_stream(&table, sid, &open.stream_id, open.version)
+        .await
+        .unwrap();
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("expected the commit to succeed once every stream is closed: {e}")
+        });
+    assert_eq!(info.rows, 20, "expected 20 rows committed");
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..20,
+        "commit after closing the open stream",
+    );
+}
+
+/// Abort: nothing becomes visible; the session refuses commit and writes; a committed
+/// session cannot be aborted.
+pub async fn abort(b: &Backend) {
+    let (table, g) = simple(b, "abort", 46).await;
+    fill(b, &table, &g, "", 0..5).await;
+    let before = b.service.describe_table(&table).await.unwrap();
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    b.write_stream(&table, sid, None, vec![g.batch(100..110)])
+        .await;
+    let open = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    b.write(&table, sid, &open, g.batch(110..115))
+        .await
+        .unwrap();
+    b.service
+        .abort_write_session(&table, sid)
+        .await
+        .unwrap_or_else(|e| panic!("expected abort to succeed: {e}"));
+    let after = b.service.describe_table(&table).await.unwrap();
+    assert_eq!(
+        (after.version, after.row_count),
+        (before.version, 5),
+        "expected an abort to leave the table unchanged"
+    );
+    assert_exactly_once(&table_ids(b, &table).await, 0..5, "table after an abort");
+    expect_err!(
+        b.service.commit_write_session(&table, sid, None).await,
+        Error::InvalidState { .. },
+        "InvalidState committing an aborted session"
+    );
+    expect_err!(
+        b.write(&table, sid, &open, g.batch(120..121)).await,
+        Error::InvalidState { .. },
+        "InvalidState writing to an aborted session"
+    );
+    expect_err!(
+        b.service
+            .create_write_stream(&table, sid, None, false)
+            .await,
+        Error::InvalidState { .. },
+        "InvalidState creating a stream in an aborted session"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..5,
+        "table after commit attempts on an aborted session",
+    );
+
+    let committed = b.write_session(&table, "", false).await;
+    b.write_stream(&table, &committed.session_id, None, vec![g.batch(200..203)])
+        .await;
+    b.service
+        .commit_write_session(&table, &committed.session_id, None)
+        .await
+        .unwrap();
+    expect_err!(
+        b.service
+            .abort_write_session(&table, &committed.session_id)
+            .await,
+        Error::InvalidState { .. },
+        "InvalidState aborting a committed session"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        (0..5).chain(200..203),
+        "rows of a committed session after an abort attempt",
+    );
+}
+
+/// Nothing written is visible before the commit; the commit makes it all visible at once,
+/// as one new version.
+pub async fn commit_is_atomic(b: &Backend) {
+    let g = DataGen::simple(47);
+    let table = b.create_gen_table("atomic", &g, PT_REGION).await;
+    fill(b, &table, &g, "pt=old,region=1", 0..5).await;
+    let before = b.service.describe_table(&table).await.unwrap();
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let batch = with_region(
+        &with_pt(&g.batch(10..40), |id| {
+            Some(if id < 25 { "old" } else { "new" }.into())
+        }),
+        |_| 1,
+    );
+    b.write_stream(&table, sid, None, vec![batch]).await;
+    let open = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    b.write(
+        &table,
+        sid,
+        &open,
+        with_region(&with_pt(&g.batch(40..45), |_| Some("other".into())), |_| 2),
+    )
+    .await
+    .unwrap();
+    b.service
+        .close_write_stream(&table, sid, &open.stream_id, open.version)
+        .await
+        .unwrap();
+
+    let during = b.service.describe_table(&table).await.unwrap();
+    assert_eq!(
+        (during.version, during.row_count),
+        (before.version, 5),
+        "expected nothing visible before the commit"
+    );
+    assert_eq!(
+        during.partitions, before.partitions,
+        "expected no new partition before the commit"
+    );
+    assert_exactly_once(&table_ids(b, &table).await, 0..5, "read before the commit");
+    let preview = super::collect(b.service.preview(&table, None, &[], 1000).await.unwrap())
+        .await
+        .unwrap();
+    assert_exactly_once(&ids(&preview), 0..5, "preview before the commit");
+
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.version,
+        before.version + 1,
+        "expected one commit to make exactly one new version"
+    );
+    assert_eq!(info.rows, 35, "expected 35 rows committed");
+    let after = b.service.describe_table(&table).await.unwrap();
+    assert_eq!(
+        (after.version, after.row_count),
+        (info.version, 40),
+        "expected every row visible after the commit"
+    );
+    let session = b
+        .read_session(&ReadSessionRequest::new(table.clone()))
+        .await;
+    assert_eq!(
+        session.table_version, info.version,
+        "expected a new read session on the committed version"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        (0..5).chain(10..45),
+        "read after the commit",
+    );
+}
+
+/// A retried commit returns the same result and never applies the rows twice, even after
+/// another session committed in between.
+pub async fn commit_idempotent(b: &Backend) {
+    let (table, g) = simple(b, "commit_twice", 48).await;
+    let first = b.write_session(&table, "", false).await;
+    b.write_stream(&table, &first.session_id, None, vec![g.batch(0..10)])
+        .await;
+    let c1 = b
+        .service
+        .commit_write_session(&table, &first.session_id, None)
+        .await
+        .unwrap();
+    let c2 = b
+        .service
+        .commit_write_session(&table, &first.session_id, None)
+        .await
+        .unwrap_or_else(|e| panic!("expected a retried commit to succeed: {e}"));
+    assert_eq!(
+        c2, c1,
+        "expected a retried commit to return the first commit's result"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..10,
+        "rows after a retried commit",
+    );
+
+    let second = b.write_session(&table, "", false).await;
+    b.write_stream(&table, &second.session_id, None, vec![g.batch(10..20)])
+        .await;
+    let c3 = b
+        .service
+        .commit_write_session(&table, &second.session_id, None)
+        .await
+        .unwrap();
+    assert!(
+        c3.version > c1.version,
+        "expected the second session's commit on a newer version"
+    );
+    let c4 = b
+        .service
+        .commit_write_session(&table, &first.session_id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        c4, c1,
+        "expected a commit retried after another commit to return the first result"
+    );
+    assert_eq!(
+        b.service.describe_table(&table).await.unwrap().version,
+        c3.version,
+        "expected the retry to make no new version"
+    );
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..20,
+        "rows after retrying an earlier commit",
+    );
+    let state = b
+        .service
+        .get_write_session(&table, &first.session_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.committed_version,
+        Some(c1.version),
+        "expected the session to keep its committed version"
+    );
+}
+
+/// Overwrite of an unpartitioned table replaces every row (an empty overwrite empties it).
+pub async fn overwrite_table(b: &Backend) {
+    let (table, g) = simple(b, "overwrite", 49).await;
+    fill(b, &table, &g, "", 0..10).await;
+    fill(b, &table, &g, "", 10..20).await;
+    let session = b.write_session(&table, "", true).await;
+    assert!(
+        session.overwrite,
+        "expected the session to report overwrite"
+    );
+    b.write_stream(&table, &session.session_id, None, vec![g.batch(100..105)])
+        .await;
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..20,
+        "rows before the overwrite commits",
+    );
+    b.service
+        .commit_write_session(&table, &session.session_id, None)
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &g.verified_ids(&b.read_table(&table).await, "overwritten"),
+        100..105,
+        "rows after an overwrite",
+    );
+    assert_eq!(
+        b.service.describe_table(&table).await.unwrap().row_count,
+        5,
+        "expected 5 rows after the overwrite"
+    );
+
+    let empty = b.write_session(&table, "", true).await;
+    b.service
+        .commit_write_session(&table, &empty.session_id, None)
+        .await
+        .unwrap();
+    assert!(
+        table_ids(b, &table).await.is_empty(),
+        "expected an overwrite with no rows to empty the table"
+    );
+}
+
+/// Overwrite of one partition replaces only it, statically or dynamically.
+pub async fn overwrite_partition(b: &Backend) {
+    let g = DataGen::simple(50);
+    let table = b.create_gen_table("overwrite_part", &g, PT_REGION).await;
+    fill(b, &table, &g, "pt=a,region=1", 0..10).await;
+    fill(b, &table, &g, "pt=a,region=2", 10..20).await;
+    fill(b, &table, &g, "pt=b,region=1", 20..30).await;
+    b.write_and_commit(&table, "pt=a,region=1", true, vec![g.batch(100..103)])
+        .await;
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        (100..103).chain(10..30),
+        "after overwriting pt=a,region=1",
+    );
+    let counts: Vec<(String, u64)> = b
+        .service
+        .list_partitions(&table)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.spec.to_string(), p.row_count))
+        .collect();
+    assert!(
+        counts.contains(&(spec("pt=a,region=1").to_string(), 3)),
+        "expected pt=a,region=1 to hold 3 rows, got {counts:?}"
+    );
+
+    // Dynamic overwrite: only the partitions the data names are replaced.
+    let batch = with_region(&with_pt(&g.batch(200..202), |_| Some("b".into())), |_| 1);
+    b.write_and_commit(&table, "", true, vec![batch]).await;
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        (100..103).chain(10..20).chain(200..202),
+        "after a dynamic overwrite of pt=b,region=1",
+    );
+}
+
+/// A static partition: the data carries no partition columns; rows land in that partition.
+pub async fn static_partition(b: &Backend) {
+    let g = DataGen::simple(51);
+    let table = b.create_gen_table("static_part", &g, PT_REGION).await;
+    let session = b.write_session(&table, "pt=s/region=5", false).await;
+    assert_eq!(
+        session.partition,
+        spec("pt=s,region=5"),
+        "expected the session to report its partition"
+    );
+    assert!(
+        session.write_schema.partition_columns.is_empty(),
+        "expected no partition columns in a static session's write schema"
+    );
+    assert_eq!(
+        session.write_schema.columns,
+        g.table_schema(vec![]).columns,
+        "expected the data columns in the write schema"
+    );
+    let sid = &session.session_id;
+    let stream = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let carrying = with_columns(&g.batch(50..52), vec![constant_string("pt", "s", 2)]);
+    expect_err!(
+        b.write(&table, sid, &stream, carrying).await,
+        Error::InvalidArgument { .. },
+        "InvalidArgument writing a partition column the session's spec fixes"
+    );
+    b.write(&table, sid, &stream, g.batch(0..8)).await.unwrap();
+    b.service
+        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    let batches = b.read_table_with_partitions(&table, &[]).await;
+    assert_exactly_once(
+        &g.verified_ids(&batches, "static partition"),
+        0..8,
+        "rows of the static partition",
+    );
+    check_constant(&batches, "pt", Value::Str("s".into()), "static partition");
+    check_constant(&batches, "region", Value::Int(5), "static partition");
+
+    for (what, partition) in [
+        ("an unknown key", "nope=1"),
+        ("a spec skipping the first level", "region=5"),
+    ] {
+        let request = crate::service::WriteSessionRequest {
+            partition: spec(partition),
+            ..crate::service::WriteSessionRequest::new(table.clone())
+        };
+        expect_err!(
+            b.service.create_write_session(&request).await,
+            Error::InvalidArgument { .. },
+            "InvalidArgument for a write session with {what}"
+        );
+    }
+    let (plain, _) = simple(b, "static_plain", 51).await;
+    let request = crate::service::WriteSessionRequest {
+        partition: spec("pt=1"),
+        ..crate::service::WriteSessionRequest::new(plain)
+    };
+    expect_err!(
+        b.service.create_write_session(&request).await,
+        Error::InvalidArgument { .. },
+        "InvalidArgument for a partition spec on an unpartitioned table"
+    );
+}
+
+/// Dynamic partitions: the data carries the partition columns; one batch may fill several
+/// partitions; NULL or invalid partition values are refused.
+pub async fn dynamic_partitions(b: &Backend) {
+    let g = DataGen::simple(52);
+    let table = b.create_gen_table("dynamic", &g, PT_REGION).await;
+    let session = b.write_session(&table, "", false).await;
+    let names: Vec<&str> = session
+        .write_schema
+        .partition_columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["pt", "region"],
+        "expected both partition columns in a dynamic session's write schema"
+    );
+    let sid = &session.session_id;
+    let stream = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let pt_of = |id: i64| ["a", "b", "c"][(id % 3) as usize].to_string();
+    let batch = with_region(&with_pt(&g.batch(0..30), |id| Some(pt_of(id))), |id| id % 2);
+    b.write(&table, sid, &stream, batch).await.unwrap();
+    for (what, bad) in [
+        (
+            "a NULL partition value",
+            with_region(
+                &with_pt(&g.batch(30..32), |id| (id == 31).then(|| "a".to_string())),
+                |_| 0,
+            ),
+        ),
+        (
+            "a partition value with a slash",
+            with_region(&with_pt(&g.batch(30..32), |_| Some("x/y".into())), |_| 0),
+        ),
+        (
+            "a partition value `..`",
+            with_region(&with_pt(&g.batch(30..32), |_| Some("..".into())), |_| 0),
+        ),
+        (
+            "a missing partition column",
+            with_pt(&g.batch(30..32), |_| Some("a".into())),
+        ),
+    ] {
+        expect_err!(
+            b.write(&table, sid, &stream, bad).await,
+            Error::InvalidArgument { .. } | Error::TypeMismatch { .. },
+            "InvalidArgument or TypeMismatch writing {what}"
+        );
+    }
+    b.service
+        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(info.rows, 30, "expected only the 30 valid rows committed");
+    let mut parts: Vec<(String, u64)> = b
+        .service
+        .list_partitions(&table)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.spec.to_string(), p.row_count))
+        .collect();
+    parts.sort();
+    let mut want: Vec<(String, u64)> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|pt| [0, 1].map(|r| (spec(&format!("pt={pt},region={r}")).to_string(), 5)))
+        .collect();
+    want.sort();
+    assert_eq!(
+        parts, want,
+        "expected six partitions of five rows from one batch"
+    );
+    let batches = b.read_table_with_partitions(&table, &[]).await;
+    assert_exactly_once(
+        &g.verified_ids(&batches, "dynamic partitions"),
+        0..30,
+        "rows of the dynamic partitions",
+    );
+    for batch in &batches {
+        let (pt, region) = (
+            batch.column_by_name("pt").unwrap(),
+            batch.column_by_name("region").unwrap(),
+        );
+        for (row, id) in ids(std::slice::from_ref(batch)).into_iter().enumerate() {
+            assert_eq!(
+                value_at(pt.as_ref(), row),
+                Ok(Value::Str(pt_of(id))),
+                "expected id {id} in pt={}",
+                pt_of(id)
+            );
+            assert_eq!(
+                value_at(region.as_ref(), row),
+                Ok(Value::Int(id % 2)),
+                "expected id {id} in region={}",
+                id % 2
+            );
+        }
+    }
+}
+
+/// A partial static spec: the first level fixed, the rest from the data.
+pub async fn partial_static_partition(b: &Backend) {
+    let g = DataGen::simple(53);
+    let table = b.create_gen_table("partial_static", &g, PT_REGION).await;
+    let session = b.write_session(&table, "pt=p1", false).await;
+    let names: Vec<&str> = session
+        .write_schema
+        .partition_columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["region"],
+        "expected only the dynamic partition column in the write schema"
+    );
+    let sid = &session.session_id;
+    let stream = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    expect_err!(
+        b.write(
+            &table,
+            sid,
+            &stream,
+            with_region(&with_pt(&g.batch(0..2), |_| Some("p1".into())), |_| 1)
+        )
+        .await,
+        Error::InvalidArgument { .. },
+        "InvalidArgument writing the partition column the spec fixes"
+    );
+    b.write(
+        &table,
+        sid,
+        &stream,
+        with_region(&g.batch(0..20), |id| 1 + id % 2),
+    )
+    .await
+    .unwrap();
+    b.service
+        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    let mut parts: Vec<(String, u64)> = b
+        .service
+        .list_partitions(&table)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.spec.to_string(), p.row_count))
+        .collect();
+    parts.sort();
+    assert_eq!(
+        parts,
+        vec![
+            (spec("pt=p1,region=1").to_string(), 10),
+            (spec("pt=p1,region=2").to_string(), 10)
+        ],
+        "expected two partitions under pt=p1"
+    );
+    let batches = b
+        .read_table_with_partitions(&table, &["pt=p1,region=2"])
+        .await;
+    assert_exactly_once(
+        &g.verified_ids(&batches, "partial static"),
+        (0..20).filter(|id| id % 2 == 1),
+        "rows of pt=p1,region=2",
+    );
+    check_constant(
+        &batches,
+        "pt",
+        Value::Str("p1".into()),
+        "partial static partition",
+    );
+    check_constant(
+        &batches,
+        "region",
+        Value::Int(2),
+        "partial static partition",
+    );
+}
+
+/// Partition values must fit their column's type: a non-integer value for a BIGINT partition
+/// column is refused (statically or dynamically), and the table stays readable.
+pub async fn partition_values_typed(b: &Backend) {
+    let g = DataGen::simple(66);
+    let table = b.create_gen_table("partition_types", &g, PT_REGION).await;
+    // Static: refused at session creation, at the write or at the commit.
+    let request = crate::service::WriteSessionRequest {
+        partition: spec("pt=a,region=abc"),
+        ..crate::service::WriteSessionRequest::new(table.clone())
+    };
+    let outcome = match b.service.create_write_session(&request).await {
+        Err(e) => Err(e),
+        Ok(session) => {
+            let sid = session.session_id.clone();
+            let stream = b
+                .service
+                .create_write_stream(&table, &sid, None, false)
+                .await
+                .unwrap();
+            match b.write(&table, &sid, &stream, g.batch(0..3)).await {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    b.service
+                        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
+                        .await
+                        .unwrap();
+                    b.service
+                        .commit_write_session(&table, &sid, None)
+                        .await
+                        .map(|_| ())
+                }
+            }
+        }
+    };
+    expect_err!(
+        outcome,
+        Error::InvalidArgument { .. } | Error::TypeMismatch { .. },
+        "InvalidArgument or TypeMismatch for the static value `abc` of BIGINT partition column region"
+    );
+    // Dynamic: a text value that is no integer.
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    let stream = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let text_region = with_columns(
+        &with_pt(&g.batch(3..6), |_| Some("a".into())),
+        vec![(
+            Field::new("region", DataType::Utf8, true),
+            Arc::new(StringArray::from(vec!["abc", "1", "2"])) as ArrayRef,
+        )],
+    );
+    expect_err!(
+        b.write(&table, sid, &stream, text_region).await,
+        Error::InvalidArgument { .. } | Error::TypeMismatch { .. },
+        "InvalidArgument or TypeMismatch for the dynamic value `abc` of BIGINT partition column region"
+    );
+    b.write(
+        &table,
+        sid,
+        &stream,
+        with_region(&with_pt(&g.batch(6..9), |_| Some("a".into())), |_| 4),
+    )
+    .await
+    .unwrap();
+    b.service
+        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    let batches = b.read_table_with_partitions(&table, &[]).await;
+    assert_exactly_once(
+        &g.verified_ids(&batches, "typed partitions"),
+        6..9,
+        "rows after refused partition values",
+    );
+    check_constant(&batches, "region", Value::Int(4), "typed partitions");
+}
+
+async fn exactly_once_stream(
+    b: &Backend,
+    prefix: &str,
+    seed: u64,
+) -> (TableId, DataGen, String, WriteStream) {
+    let (table, g) = simple(b, prefix, seed).await;
+    let session = b.write_session(&table, "", false).await;
+    let stream = b
+        .service
+        .create_write_stream(&table, &session.session_id, None, true)
+        .await
+        .unwrap();
+    assert!(stream.exactly_once, "expected an exactly-once stream");
+    assert!(
+        !stream.access_token.is_empty(),
+        "expected an exactly-once stream to have an access token"
+    );
+    assert_eq!(
+        stream.row_offset, 0,
+        "expected a new exactly-once stream at row offset 0"
+    );
+    (table, g, session.session_id, stream)
+}
+
+/// A replayed write (an offset below the stream's) is acknowledged as a duplicate and not
+/// applied.
+pub async fn exactly_once_duplicates(b: &Backend) {
+    let (table, g, sid, stream) = exactly_once_stream(b, "eo_dup", 54).await;
+    let token = Some(stream.access_token.as_str());
+    let ack = eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
+        .await
+        .unwrap();
+    assert_eq!(
+        ack,
+        WriteAck {
+            next_row_offset: 10,
+            rows_written: 10,
+            duplicate: false
+        },
+        "expected the first write applied"
+    );
+    let replay = eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay,
+        WriteAck {
+            next_row_offset: 10,
+            rows_written: 0,
+            duplicate: true
+        },
+        "expected a replay acknowledged as duplicate"
+    );
+    let ack = eo_write(b, &table, &sid, &stream, Some(10), token, g.batch(10..15))
+        .await
+        .unwrap();
+    assert_eq!(
+        ack,
+        WriteAck {
+            next_row_offset: 15,
+            rows_written: 5,
+            duplicate: false
+        },
+        "expected the next write applied"
+    );
+    for (offset, range) in [(10, 10..15), (0, 0..10)] {
+        let replay = eo_write(
+            b,
+            &table,
+            &sid,
+            &stream,
+            Some(offset),
+            token,
+            g.batch(range),
+        )
+        .await
+        .unwrap();
+        assert!(
+            replay.duplicate && replay.rows_written == 0,
+            "expected the replay at offset {offset} to be a duplicate, got {replay:?}"
+        );
+        assert_eq!(
+            replay.next_row_offset, 15,
+            "expected a replay to report the current offset 15"
+        );
+    }
+    assert_eq!(
+        b.service
+            .get_write_stream(&table, &sid, &stream.stream_id)
+            .await
+            .unwrap()
+            .row_offset,
+        15,
+        "expected offset 15"
+    );
+    b.service
+        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    let info = b
+        .service
+        .commit_write_session(&table, &sid, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.rows, 15,
+        "expected 15 rows committed despite the replays"
+    );
+    assert_exactly_once(
+        &g.verified_ids(&b.read_table(&table).await, "exactly-once"),
+        0..15,
+        "rows after replays",
+    );
+}
+
+/// A write whose offset leaves a gap (or overlaps partly) is refused and changes nothing.
+pub async fn exactly_once_gap(b: &Backend) {
+    let (table, g, sid, stream) = exactly_once_stream(b, "eo_gap", 55).await;
+    let token = Some(stream.access_token.as_str());
+    eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
+        .await
+        .unwrap();
+    for (what, offset, range) in [("a gap", 11, 11..15), ("a partial overlap", 5, 5..15)] {
+        expect_err!(
+            eo_write(
+                b,
+                &table,
+                &sid,
+                &stream,
+                Some(offset),
+                token,
+                g.batch(range)
+            )
+            .await,
+            Error::InvalidArgument { .. } | Error::OutOfRange { .. },
+            "InvalidArgument or OutOfRange for {what} at offset {offset} (expected offset 10)"
+        );
+    }
+    expect_err!(
+        eo_write(b, &table, &sid, &stream, None, token, g.batch(10..12)).await,
+        Error::InvalidArgument { .. },
+        "InvalidArgument for an exactly-once write without a row offset"
+    );
+    assert_eq!(
+        b.service
+            .get_write_stream(&table, &sid, &stream.stream_id)
+            .await
+            .unwrap()
+            .row_offset,
+        10,
+        "expected offset 10 after refused writes"
+    );
+    eo_write(b, &table, &sid, &stream, Some(10), token, g.batch(10..12))
+        .await
+        .unwrap();
+    b.service
+        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, &sid, None)
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..12,
+        "rows after refused gaps",
+    );
+}
+
+/// Exactly-once writes without the stream's access token, or with a wrong one, are refused.
+pub async fn exactly_once_access_token(b: &Backend) {
+    let (table, g, sid, stream) = exactly_once_stream(b, "eo_token", 56).await;
+    for (what, token) in [
+        ("no access token", None),
+        ("a wrong access token", Some("wrong-token")),
+        ("an empty access token", Some("")),
+    ] {
+        expect_err!(
+            eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..5)).await,
+            Error::Unauthenticated { .. } | Error::InvalidArgument { .. },
+            "Unauthenticated or InvalidArgument for an exactly-once write with {what}"
+        );
+    }
+    let other = b
+        .service
+        .create_write_stream(&table, &sid, None, true)
+        .await
+        .unwrap();
+    assert_ne!(
+        other.access_token, stream.access_token,
+        "expected streams to have distinct access tokens"
+    );
+    expect_err!(
+        eo_write(
+            b,
+            &table,
+            &sid,
+            &stream,
+            Some(0),
+            Some(&other.access_token),
+            g.batch(0..5)
+        )
+        .await,
+        Error::Unauthenticated { .. } | Error::InvalidArgument { .. },
+        "Unauthenticated or InvalidArgument for a write with another stream's access token"
+    );
+    assert_eq!(
+        b.service
+            .get_write_stream(&table, &sid, &stream.stream_id)
+            .await
+            .unwrap()
+            .row_offset,
+        0,
+        "expected refused writes to apply nothing"
+    );
+    eo_write(
+        b,
+        &table,
+        &sid,
+        &stream,
+        Some(0),
+        Some(&stream.access_token),
+        g.batch(0..5),
+    )
+    .await
+    .unwrap();
+    b.service
+        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    b.service
+        .close_write_stream(&table, &sid, &other.stream_id, other.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, &sid, None)
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..5,
+        "rows of the authorised write only",
+    );
+}
+
+/// `get_write_stream` returns the offset and token to resume an exactly-once stream from.
+pub async fn exactly_once_resume(b: &Backend) {
+    let (table, g, sid, stream) = exactly_once_stream(b, "eo_resume", 57).await;
+    eo_write(
+        b,
+        &table,
+        &sid,
+        &stream,
+        Some(0),
+        Some(&stream.access_token),
+        g.batch(0..7),
+    )
+    .await
+    .unwrap();
+    eo_write(
+        b,
+        &table,
+        &sid,
+        &stream,
+        Some(7),
+        Some(&stream.access_token),
+        g.batch(7..13),
+    )
+    .await
+    .unwrap();
+    // A writer that lost its state asks where to resume.
+    let state = b
+        .service
+        .get_write_stream(&table, &sid, &stream.stream_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.row_offset, 13,
+        "expected the stream's next row offset 13"
+    );
+    assert_eq!(
+        state.access_token, stream.access_token,
+        "expected get_write_stream to return the access token"
+    );
+    assert_eq!(state.version, stream.version, "expected the same version");
+    assert!(
+        state.exactly_once,
+        "expected the stream reported exactly-once"
+    );
+    let ack = eo_write(
+        b,
+        &table,
+        &sid,
+        &state,
+        Some(state.row_offset),
+        Some(&state.access_token),
+        g.batch(13..20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ack.next_row_offset, 20, "expected offset 20 after resuming");
+    b.service
+        .close_write_stream(&table, &sid, &state.stream_id, state.version)
+        .await
+        .unwrap();
+    b.service
+        .commit_write_session(&table, &sid, None)
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &table_ids(b, &table).await,
+        0..20,
+        "rows of a resumed stream",
+    );
+}
+
+/// Replaces column `name` of `batch` by `array` (with a matching field).
+fn replace_column(batch: &RecordBatch, name: &str, array: ArrayRef) -> RecordBatch {
+    let schema = batch.schema();
+    let i = schema.index_of(name).unwrap();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[i] = Field::new(name, array.data_type().clone(), true);
+    let mut columns = batch.columns().to_vec();
+    columns[i] = array;
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap()
+}
+
+/// Opens a stream, runs `bad` writes expecting each refused, then writes `good`, commits and
+/// checks that only `good` is visible.
+async fn refused_writes(
+    b: &Backend,
+    table: &TableId,
+    g: &DataGen,
+    bad: Vec<(&str, RecordBatch, &str)>,
+    good: std::ops::Range<i64>,
+) {
+    let session = b.write_session(table, "", false).await;
+    let sid = &session.session_id;
+    let stream = b
+        .service
+        .create_write_stream(table, sid, None, false)
+        .await
+        .unwrap();
+    for (what, batch, column) in bad {
+        let e = match b.write(table, sid, &stream, batch).await {
+            Ok(ack) => {
+                panic!("expected writing {what} to be refused, but it was accepted: {ack:?}")
+            }
+            Err(e) => e,
+        };
+        match &e {
+            Error::TypeMismatch { column: c, .. } => {
+                assert!(
+                    c.eq_ignore_ascii_case(column),
+                    "expected the TypeMismatch for {what} to name column `{column}`, got `{c}`"
+                )
+            }
+            Error::InvalidArgument { .. } => {
+                assert!(
+                    e.to_string().contains(column),
+                    "expected the error for {what} to name column `{column}`: {e}"
+                )
+            }
+            other => panic!(
+                "expected TypeMismatch or InvalidArgument naming `{column}` for {what}, got {other:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        b.service
+            .get_write_stream(table, sid, &stream.stream_id)
+            .await
+            .unwrap()
+            .row_offset,
+        0,
+        "expected refused writes to add no rows"
+    );
+    b.write(table, sid, &stream, g.batch(good.clone()))
+        .await
+        .unwrap();
+    b.service
+        .close_write_stream(table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    let info = b
+        .service
+        .commit_write_session(table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info.rows,
+        (good.end - good.start) as u64,
+        "expected only the valid rows committed"
+    );
+    assert_exactly_once(
+        &g.verified_ids(&b.read_table(table).await, "after refused writes"),
+        good,
+        "rows after refused writes",
+    );
+}
+
+/// A column of the wrong Arrow type is a `TypeMismatch` naming the column.
+pub async fn type_mismatch(b: &Backend) {
+    let (table, g) = simple(b, "type_mismatch", 58).await;
+    let base = g.batch(0..3);
+    let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    let texts: ArrayRef = Arc::new(StringArray::from(vec!["1", "2", "3"]));
+    let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
+    let bad = vec![
+        (
+            "Int64 data for STRING column s",
+            replace_column(&base, "s", ints),
+            "s",
+        ),
+        (
+            "Utf8 data for DOUBLE column d",
+            replace_column(&base, "d", texts),
+            "d",
+        ),
+        (
+            "Float64 data for BIGINT column id",
+            replace_column(&base, "id", floats),
+            "id",
+        ),
+    ];
+    refused_writes(b, &table, &g, bad, 10..20).await;
+
+    let all = DataGen::all_types(59);
+    let wide = b.create_gen_table("type_mismatch_all", &all, &[]).await;
+    let base = all.batch(0..3);
+    let wrong_struct = StructArray::new(
+        Fields::from(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("y", DataType::Utf8, true),
+        ]),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+        ],
+        None,
+    );
+    let wide_decimal = Decimal128Array::from(vec![1i128, 2, 3])
+        .with_precision_and_scale(20, 2)
+        .unwrap();
+    let bad = vec![
+        (
+            "a struct with other field names for c_struct",
+            replace_column(&base, "c_struct", Arc::new(wrong_struct)),
+            "c_struct",
+        ),
+        (
+            "Int32 data for DATE column c_date",
+            replace_column(&base, "c_date", Arc::new(Int32Array::from(vec![1, 2, 3]))),
+            "c_date",
+        ),
+        (
+            "decimal(20,2) data for DECIMAL(10,2) column c_decimal",
+            replace_column(&base, "c_decimal", Arc::new(wide_decimal)),
+            "c_decimal",
+        ),
+        (
+            "Int64 data for TINYINT column c_tinyint",
+            replace_column(
+                &base,
+                "c_tinyint",
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+            ),
+            "c_tinyint",
+        ),
+        (
+            "Utf8 data for ARRAY<BIGINT> column c_array",
+            replace_column(
+                &base,
+                "c_array",
+                Arc::new(StringArray::from(vec!["[1]", "[2]", "[3]"])),
+            ),
+            "c_array",
+        ),
+    ];
+    refused_writes(b, &wide, &all, bad, 10..20).await;
+}
+
+/// A column the table does not have is `InvalidArgument` naming it.
+pub async fn unknown_extra_column(b: &Backend) {
+    let (table, g) = simple(b, "extra_column", 60).await;
+    let extra = with_columns(&g.batch(0..3), vec![constant_string("zzz_extra", "v", 3)]);
+    refused_writes(
+        b,
+        &table,
+        &g,
+        vec![("an unknown column zzz_extra", extra, "zzz_extra")],
+        5..9,
+    )
+    .await;
+}
+
+/// A column given twice in the data is `InvalidArgument` naming it (not silently resolved).
+pub async fn duplicate_data_column_rejected(b: &Backend) {
+    let (table, g) = simple(b, "duplicate_column", 67).await;
+    let twice = with_columns(&g.batch(0..3), vec![constant_string("s", "other", 3)]);
+    refused_writes(b, &table, &g, vec![("column s twice", twice, "s")], 5..9).await;
+}
+
+/// Decimal data whose values exceed the column's precision is refused, even when its Arrow
+/// type claims that precision.
+pub async fn decimal_out_of_precision_rejected(b: &Backend) {
+    let g = DataGen::all_types(68);
+    let table = b.create_gen_table("decimal_precision", &g, &[]).await;
+    let too_big = Decimal128Array::from(vec![
+        Some(100_000_000_000i128),
+        Some(1),
+        Some(-1_000_000_000_000),
+    ])
+    .with_precision_and_scale(10, 2)
+    .unwrap();
+    let bad = replace_column(&g.batch(0..3), "c_decimal", Arc::new(too_big));
+    refused_writes(
+        b,
+        &table,
+        &g,
+        vec![(
+            "values of 13 digits in a DECIMAL(10,2) column",
+            bad,
+            "c_decimal",
+        )],
+        5..9,
+    )
+    .await;
+}
+
+/// A table column missing from the data is refused, naming it.
+pub async fn missing_column(b: &Backend) {
+    let (table, g) = simple(b, "missing_column", 61).await;
+    let bad = vec![
+        (
+            "data without column d",
+            without_columns(&g.batch(0..3), &["d"]),
+            "d",
+        ),
+        (
+            "data without column id",
+            without_columns(&g.batch(0..3), &["id"]),
+            "id",
+        ),
+    ];
+    refused_writes(b, &table, &g, bad, 5..9).await;
+}
+
+/// NULLs in a NOT NULL column are refused, naming it.
+pub async fn not_null_violation(b: &Backend) {
+    let (table, g) = simple(b, "not_null", 62).await;
+    let ids_with_null: ArrayRef = Arc::new(Int64Array::from(vec![Some(0), None, Some(2)]));
+    let bad = replace_column(&g.batch(0..3), "id", ids_with_null);
+    assert_eq!(
+        bad.column(bad.schema().index_of("id").unwrap())
+            .null_count(),
+        1,
+        "test setup: one NULL id"
+    );
+    let null_typed = replace_column(
+        &g.batch(0..3),
+        "id",
+        Arc::new(arrow_array::NullArray::new(3)),
+    );
+    let bad = vec![
+        ("a NULL in NOT NULL column id", bad, "id"),
+        ("a Null-typed NOT NULL column id", null_typed, "id"),
+    ];
+    refused_writes(b, &table, &g, bad, 5..9).await;
+}
+
+/// Committed and aborted sessions refuse streams, writes and closes.
+pub async fn write_after_commit_or_abort(b: &Backend) {
+    let (table, g) = simple(b, "after_end", 63).await;
+    for end in ["committed", "aborted"] {
+        let session = b.write_session(&table, "", false).await;
+        let sid = &session.session_id;
+        let open = b
+            .service
+            .create_write_stream(&table, sid, None, false)
+            .await
+            .unwrap();
+        b.service
+            .close_write_stream(&table, sid, &open.stream_id, open.version)
+            .await
+            .unwrap();
+        let reopened = b
+            .service
+            .create_write_stream(&table, sid, Some(&open.stream_id), false)
+            .await
+            .unwrap();
+        b.service
+            .close_write_stream(&table, sid, &reopened.stream_id, reopened.version)
+            .await
+            .unwrap();
+        if end == "committed" {
+            b.service
+                .commit_write_session(&table, sid, None)
+                .await
+                .unwrap();
+        } else {
+            b.service.abort_write_session(&table, sid).await.unwrap();
+        }
+        expect_err!(
+            b.service
+                .create_write_stream(&table, sid, None, false)
+                .await,
+            Error::InvalidState { .. },
+            "InvalidState creating a stream in a {end} session"
+        );
+        expect_err!(
+            b.service
+                .create_write_stream(&table, sid, Some(&open.stream_id), false)
+                .await,
+            Error::InvalidState { .. },
+            "InvalidState re-creating a stream in a {end} session"
+        );
+        expect_err!(
+            b.write(&table, sid, &reopened, g.batch(0..2)).await,
+            Error::InvalidState { .. },
+            "InvalidState writing to a {end} session"
+        );
+        expect_err!(
+            b.service
+                .close_write_stream(&table, sid, &reopened.stream_id, reopened.version)
+                .await,
+            Error::InvalidState { .. },
+            "InvalidState closing a stream of a {end} session"
+        );
+    }
+    assert!(
+        table_ids(b, &table).await.is_empty(),
+        "expected no rows from refused writes"
+    );
+}
+
+/// Past its expiration time, a write session refuses writes and commits with
+/// `SessionExpired`, and nothing becomes visible.
+pub async fn write_session_expiry(b: &Backend) {
+    if b.clock.is_none() {
+        return skip("write_session_expiry", "the backend has no ManualClock");
+    }
+    let (table, g) = simple(b, "write_expiry", 64).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    assert!(
+        session.expiration_time_ms > b.now_ms(),
+        "expected a new write session to expire in the future"
+    );
+    let closed = b.write_stream(&table, sid, None, vec![g.batch(0..5)]).await;
+    let open = b
+        .service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    b.expire(session.expiration_time_ms);
+    expect_err!(
+        b.write(&table, sid, &open, g.batch(5..6)).await,
+        Error::SessionExpired { .. },
+        "SessionExpired writing to an expired session"
+    );
+    expect_err!(
+        b.service
+            .create_write_stream(&table, sid, None, false)
+            .await,
+        Error::SessionExpired { .. },
+        "SessionExpired creating a stream in an expired session"
+    );
+    expect_err!(
+        b.service
+            .commit_write_session(
+                &table,
+                sid,
+                Some(&[(closed.stream_id.clone(), closed.version)])
+            )
+            .await,
+        Error::SessionExpired { .. },
+        "SessionExpired committing an expired session"
+    );
+    match b.service.get_write_session(&table, sid).await {
+        Ok(s) => assert_eq!(
+            s.status,
+            SessionStatus::Expired,
+            "expected an expired write session's status EXPIRED"
+        ),
+        Err(Error::SessionExpired { .. }) => {}
+        Err(e) => panic!(
+            "expected status EXPIRED or SessionExpired for an expired write session, got {e:?}"
+        ),
+    }
+    assert!(
+        table_ids(b, &table).await.is_empty(),
+        "expected nothing visible from an expired session"
+    );
+}
+
+/// Every type round-trips: written in batches of several sizes (columns in any order, an
+/// empty batch among them), read back with every hash verified and every value equal to
+/// the generator's.
+pub async fn datagen_round_trip(b: &Backend) {
+    let g = DataGen::all_types(65);
+    let table = b.create_gen_table("round_trip", &g, &[]).await;
+    let session = b.write_session(&table, "", false).await;
+    let sid = &session.session_id;
+    b.write_stream(
+        &table,
+        sid,
+        None,
+        vec![
+            g.batch(0..1),
+            reversed_columns(&g.batch(1..101)),
+            g.batch(101..101),
+            g.batch(101..351),
+        ],
+    )
+    .await;
+    b.write_stream(&table, sid, None, g.batches(351..400, 16))
+        .await;
+    let info = b
+        .service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    assert_eq!(info.rows, 400, "expected 400 rows committed");
+
+    let read = b
+        .read_session(&ReadSessionRequest::new(table.clone()))
+        .await;
+    let expected_types: Vec<(String, DataType)> = g
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let got_types: Vec<(String, DataType)> = read
+        .schema
+        .to_arrow_schema(&read.arrow_options, true)
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    assert_eq!(
+        got_types, expected_types,
+        "expected the session's Arrow schema to be the written one"
+    );
+    let batches = b.read_session_rows(&read).await.unwrap();
+    for batch in &batches {
+        let types: Vec<(String, DataType)> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        assert_eq!(
+            types, expected_types,
+            "expected every read batch in the table's Arrow types"
+        );
+    }
+    assert_exactly_once(
+        &g.verified_ids(&batches, "all-types round trip"),
+        0..400,
+        "all-types round trip",
+    );
+    let nulls: usize = batches
+        .iter()
+        .map(|b| b.column_by_name("c_string").unwrap().null_count())
+        .sum();
+    assert!(
+        nulls > 0,
+        "test setup: expected some NULL strings among 400 generated rows"
+    );
+
+    let rows = b
+        .read_session(&ReadSessionRequest {
+            split_options: SplitOptions::row_offset(),
+            ..ReadSessionRequest::new(table.clone())
+        })
+        .await;
+    let request = crate::service::ReadRequest {
+        max_batch_rows: 33,
+        ..crate::service::ReadRequest::new(
+            table.clone(),
+            &rows.session_id,
+            crate::service::ReadRange::Rows {
+                offset: 0,
+                count: 400,
+            },
+        )
+    };
+    let batches = b.read(&request).await.unwrap();
+    assert_eq!(row_count(&batches), 400, "expected 400 rows by row offset");
+    assert_exactly_once(
+        &g.verified_ids(&batches, "all-types round trip by row offset"),
+        0..400,
+        "all-types round trip by row offset",
+    );
+}

@@ -1,0 +1,9 @@
+//! The integration tests of `paiio-storage`, one binary: the conformance suite against the
+//! local warehouse (`local`), checks of the suite itself (`datagen`: the generator catches
+//! corruption; `faulty`: every injected fault is caught by its capability), and more.
+
+mod datagen;
+mod faulty;
+mod local;
+mod crash;
+mod concurrency;
