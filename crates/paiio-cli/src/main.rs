@@ -1,1 +1,131 @@
-fn main() {}
+//! `paiio`: manage and move MaxCompute-style tables.
+//!
+//! ```text
+//! paiio [--warehouse DIR] table create URI --schema COLUMNS [--partitioned-by COLUMNS] [--if-not-exists]
+//! paiio [--warehouse DIR] table ls odps://PROJECT [--schema S]
+//! paiio [--warehouse DIR] table schema|count|head|partitions|checksum URI
+//! paiio [--warehouse DIR] table drop URI [--if-exists]
+//! paiio [--warehouse DIR] table import URI FILE [--format csv|jsonl|arrow] [--overwrite] [--batch-rows N]
+//! paiio [--warehouse DIR] table export URI FILE [--format csv|jsonl|arrow]
+//! ```
+//!
+//! Errors are one line on standard error, `paiio: error: MESSAGE`, with exit status 2 for
+//! bad input (usage, URIs, schemas, files, values) and 1 for other failures.
+
+mod catalog;
+mod checksum;
+mod cli;
+mod error;
+mod export;
+mod format;
+mod import;
+mod input;
+mod output;
+mod read;
+mod service;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::cli::{Cli, Command, TableCommand};
+use crate::error::{CliError, EXIT_INPUT, Result};
+use crate::output::Output;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return report(&CliError::failure(format!("cannot start the async runtime: {e}"))),
+    };
+    let mut out = Output::new();
+    let result = runtime.block_on(run(&cli, &mut out)).and_then(|()| out.flush());
+    // Blocking work still running (a parser whose consumer gave up) is not waited for.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
+    let service = service::open_service(cli)?;
+    let Command::Table(command) = &cli.command;
+    match command {
+        TableCommand::Create { uri, schema, partitioned_by, if_not_exists } => {
+            catalog::create(service, out, uri, schema, partitioned_by.as_deref(), *if_not_exists).await
+        }
+        TableCommand::Ls { project, schema } => {
+            catalog::ls(service, out, project, schema.as_deref()).await
+        }
+        TableCommand::Schema { uri } => catalog::schema(service, out, uri).await,
+        TableCommand::Count { uri } => catalog::count(service, out, uri).await,
+        TableCommand::Head { uri, rows } => catalog::head(service, out, uri, *rows).await,
+        TableCommand::Partitions { uri } => catalog::partitions(service, out, uri).await,
+        TableCommand::Drop { uri, if_exists } => catalog::drop(service, out, uri, *if_exists).await,
+        TableCommand::Import { uri, file, format, overwrite, batch_rows } => {
+            let args = import::ImportArgs {
+                uri,
+                file,
+                format: *format,
+                overwrite: *overwrite,
+                batch_rows: usize::try_from(*batch_rows).unwrap_or(usize::MAX),
+            };
+            import::run(service, out, args).await
+        }
+        TableCommand::Export { uri, file, format } => {
+            export::run(service, out, uri, file, *format).await
+        }
+        TableCommand::Checksum { uri } => checksum::run(service, out, uri).await,
+    }
+}
+
+fn report(error: &CliError) -> ExitCode {
+    eprintln!("paiio: error: {}", error.one_line());
+    ExitCode::from(error.code)
+}
+
+/// Help and version go to standard output as clap writes them; usage errors become one line.
+fn usage_error(error: clap::Error) -> ExitCode {
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(EXIT_INPUT)
+        }
+        _ => {
+            // The first paragraph of clap's message (the error, and what it lists), folded.
+            let rendered = error.render().to_string();
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            let message = if message.is_empty() { "invalid command line" } else { message };
+            report(&CliError::input(format!("{message} (see paiio --help)")))
+        }
+    }
+}
+
+/// Diagnostics from the libraries, on standard error, filtered by `PAIIO_LOG`
+/// (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAIIO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -394,15 +394,31 @@ pub trait TableService: Debug + Send + Sync + 'static {
 
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession>;
 
-    /// Creates a stream. With `stream_id` of an existing stream, creates its next version
-    /// (the older versions are superseded); without, the backend picks a fresh id.
+    /// Creates a stream version; the older versions of the stream are superseded.
+    ///
+    /// Without `stream_id` the backend picks a fresh id. With `version: None` the next version
+    /// is created; with `Some(v)`: a `v` above the latest version creates `v`, the latest
+    /// version itself (still open) is returned as it is (a retried create), and anything
+    /// lower is refused.
+    async fn create_write_stream_version(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: Option<&str>,
+        version: Option<u64>,
+        exactly_once: bool,
+    ) -> Result<WriteStream>;
+
+    /// Creates the next version of a stream, or a fresh stream without `stream_id`.
     async fn create_write_stream(
         &self,
         table: &TableId,
         session_id: &str,
         stream_id: Option<&str>,
         exactly_once: bool,
-    ) -> Result<WriteStream>;
+    ) -> Result<WriteStream> {
+        self.create_write_stream_version(table, session_id, stream_id, None, exactly_once).await
+    }
 
     /// The state of the latest version of a stream.
     async fn get_write_stream(

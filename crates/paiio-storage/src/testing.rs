@@ -441,6 +441,7 @@ macro_rules! __paiio_conformance_capabilities {
             // write sessions
             write_stream_ids,
             write_stream_versions,
+            write_stream_requested_versions,
             close_and_commit_all,
             commit_explicit_streams,
             commit_explicit_duplicate_pairs,

@@ -58,6 +58,7 @@ pub(crate) struct Manifest {
     pub format: u32,
     pub version: u64,
     /// Identifies one incarnation of the table: set at creation, kept by every commit.
+    #[serde(default)]
     pub table_uuid: String,
     pub schema: TableSchema,
     pub committed_ms: i64,

@@ -59,6 +59,7 @@ struct Inner {
     session_ttl_ms: i64,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     manifests: Mutex<HashMap<(PathBuf, u64), Arc<Manifest>>>,
+    sessions_created: std::sync::atomic::AtomicU64,
 }
 
 /// Options of a [`LocalWarehouse`].
@@ -102,6 +103,7 @@ impl LocalWarehouseBuilder {
                 session_ttl_ms: self.session_ttl_ms,
                 locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(HashMap::new()),
+                sessions_created: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -405,7 +407,29 @@ impl Inner {
             arrow_options: req.arrow_options,
         };
         self.save_read_session(&state)?;
+        if self.sessions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256 == 0 {
+            self.remove_old_read_sessions();
+        }
         Ok(state.to_session(self.now()))
+    }
+
+    /// Deletes read session files untouched for longer than the session lifetime (a refresh
+    /// rewrites the file, so these are expired), so the warehouse does not grow forever.
+    fn remove_old_read_sessions(&self) {
+        let dir = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
+        let Ok(entries) = fs::read_dir(&dir) else { return };
+        let max_age = std::time::Duration::from_millis(self.session_ttl_ms.max(0) as u64 + 3_600_000);
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
@@ -824,16 +848,17 @@ impl TableService for LocalWarehouse {
         self.blocking(move |w| w.get_write_session(&table, &id)).await
     }
 
-    async fn create_write_stream(
+    async fn create_write_stream_version(
         &self,
         table: &TableId,
         session_id: &str,
         stream_id: Option<&str>,
+        version: Option<u64>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
         table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.map(str::to_string));
-        self.blocking(move |w| w.create_write_stream(&table, &id, stream.as_deref(), exactly_once)).await
+        self.blocking(move |w| w.create_write_stream(&table, &id, stream.as_deref(), version, exactly_once)).await
     }
 
     async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {

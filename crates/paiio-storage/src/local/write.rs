@@ -259,6 +259,7 @@ impl Inner {
         table: &TableId,
         session_id: &str,
         stream_id: Option<&str>,
+        requested: Option<u64>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
         check_id("write session", session_id)?;
@@ -283,7 +284,28 @@ impl Inner {
         let mut stream = self
             .load_stream(table, session_id, &stream_id)?
             .unwrap_or_else(|| StreamState { stream_id: stream_id.clone(), versions: Vec::new() });
-        let version = stream.versions.last().map(|v| v.version + 1).unwrap_or(0);
+        let latest = stream.versions.last();
+        let version = match (requested, latest) {
+            (None, None) => 0,
+            (None, Some(l)) => l.version + 1,
+            (Some(v), None) => v,
+            (Some(v), Some(l)) if v > l.version => v,
+            (Some(v), Some(l)) if v == l.version && !l.closed && l.exactly_once == exactly_once => {
+                // A retried create of the stream version that exists: answer it again.
+                return Ok(l.to_stream(&stream_id));
+            }
+            (Some(v), Some(l)) => {
+                return Err(Error::InvalidState {
+                    session_id: session_id.into(),
+                    state: "SUPERSEDED".into(),
+                    message: format!(
+                        "stream {stream_id} version {v} cannot be created: version {} exists{}",
+                        l.version,
+                        if l.closed { " and is closed" } else { "" }
+                    ),
+                });
+            }
+        };
         let v = StreamVersion {
             version,
             closed: false,
@@ -694,8 +716,25 @@ fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array:
 }
 
 /// Checks that a partition value is valid text for its column's type (`pt=abc` on a BIGINT
-/// partition column is refused, not stored as NULL).
+/// partition column is refused, not stored as NULL), and that integers are written in their
+/// canonical form (`007` and `7` would otherwise be two partitions of the same value).
 fn check_partition_value(column: &Column, value: &str) -> Result<()> {
     let field = arrow_schema::Field::new(&column.name, column.ty.to_arrow(&crate::types::ArrowOptions::default()), true);
-    super::files::constant_array(value, &field, 1).map(|_| ())
+    let typed = super::files::constant_array(value, &field, 1)?;
+    if column.ty.is_integer() {
+        let text = arrow_cast::cast(&typed, &arrow_schema::DataType::Utf8).map_err(|e| Error::arrow("partition value", e))?;
+        let canonical = text.as_any().downcast_ref::<StringArray>().map(|a| a.value(0).to_string()).unwrap_or_default();
+        if canonical != value {
+            return Err(Error::type_mismatch(
+                &column.name,
+                format!("partition value {value:?} of type {}: write it as {canonical:?}", column.ty),
+            ));
+        }
+    }
+    if let OdpsType::Varchar(n) | OdpsType::Char(n) = column.ty
+        && value.chars().count() > n as usize
+    {
+        return Err(Error::type_mismatch(&column.name, format!("partition value {value:?} does not fit {}", column.ty)));
+    }
+    Ok(())
 }

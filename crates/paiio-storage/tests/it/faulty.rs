@@ -144,15 +144,16 @@ impl TableService for Faulty {
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
         self.inner.get_write_session(table, session_id).await
     }
-    async fn create_write_stream(
+    async fn create_write_stream_version(
         &self,
         table: &TableId,
         session_id: &str,
         stream_id: Option<&str>,
+        version: Option<u64>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
         self.inner
-            .create_write_stream(table, session_id, stream_id, exactly_once)
+            .create_write_stream_version(table, session_id, stream_id, version, exactly_once)
             .await
     }
     async fn get_write_stream(

@@ -1,0 +1,338 @@
+//! Bad input: one line on stderr, a non-zero exit status, and the table unchanged.
+
+use std::io::Write;
+
+use crate::common::*;
+
+const T: &str = "odps://proj/tables/sales";
+
+/// A partitioned table with some rows in pt=a, and its state.
+fn setup() -> (Env, (String, String)) {
+    let env = Env::new();
+    env.create(T, SCHEMA, Some("pt string"));
+    let csv = env.path("seed.csv");
+    write_acceptance_csv(&csv, 0, 1_000);
+    env.ok(&["table", "import", &format!("{T}/pt=a"), csv.to_str().unwrap()]);
+    let state = env.state(T);
+    (env, state)
+}
+
+#[test]
+fn value_that_does_not_fit_names_line_column_and_value() {
+    let (env, before) = setup();
+    let bad = env.path("bad.csv");
+    std::fs::write(
+        &bad,
+        "id,name,price,flag,ts\n1,x,1.5,true,2024-01-01 00:00:00\nabc,y,2.5,false,2024-01-02 00:00:00\n",
+    )
+    .unwrap();
+    for uri in [format!("{T}/pt=b"), format!("{T}/pt=a")] {
+        let (code, message) = env.fail(&["table", "import", &uri, bad.to_str().unwrap()]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.contains("`id`"), "{message}");
+        assert!(message.contains("\"abc\""), "{message}");
+        assert!(message.contains("bigint"), "{message}");
+    }
+    // Also with --overwrite, which must not have emptied the partition.
+    let (_, message) = env.fail(&[
+        "table", "import", &format!("{T}/pt=a"), bad.to_str().unwrap(), "--overwrite",
+    ]);
+    assert!(message.contains("line 3"), "{message}");
+    assert_eq!(env.state(T), before);
+    assert_eq!(env.ok(&["table", "partitions", T]), "pt=a  1000\n");
+
+    for (content, line, column, value) in [
+        ("id,name,price,flag,ts\n1,x,abc,true,\n", 2, "price", "abc"),
+        ("id,name,price,flag,ts\n1,x,1,true,\n2,x,1,yes,\n", 3, "flag", "yes"),
+        ("id,name,price,flag,ts\n1,x,1,true,\n2,x,1,true,\n3,x,1,true,31/12/2024\n", 4, "ts", "31/12/2024"),
+        ("ts,flag,id,name,price\n,,99999999999999999999,x,1\n", 2, "id", "99999999999999999999"),
+    ] {
+        std::fs::write(&bad, content).unwrap();
+        let (code, message) = env.fail(&["table", "import", T, bad.to_str().unwrap(), "--format", "csv"]);
+        assert_eq!(code, 2, "{message}");
+        // Without a pt column the table URI is refused before parsing; use pt=b.
+        assert!(message.contains("`pt`"), "{message}");
+        let (code, message) =
+            env.fail(&["table", "import", &format!("{T}/pt=b"), bad.to_str().unwrap(), "--format", "csv"]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains(&format!("line {line}")), "{message}");
+        assert!(message.contains(&format!("`{column}`")), "{message}");
+        assert!(message.contains(&format!("{value:?}")), "{message}");
+    }
+    assert_eq!(env.state(T), before);
+}
+
+#[test]
+fn failure_deep_in_a_large_file_writes_nothing() {
+    let (env, before) = setup();
+    // 300,000 good rows written in several write requests, then a bad one.
+    let big = env.path("big.csv");
+    write_acceptance_csv(&big, 0, 300_000);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+    file.write_all(b"1,x,NaN-ish,true,2024-01-01 00:00:00\n").unwrap();
+    drop(file);
+    let (code, message) = env.fail(&[
+        "table", "import", &format!("{T}/pt=b"), big.to_str().unwrap(), "--batch-rows", "4096",
+    ]);
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("line 300002"), "{message}");
+    assert!(message.contains("`price`") && message.contains("NaN-ish"), "{message}");
+    assert_eq!(env.state(T), before);
+    // No data file of the aborted session is left behind.
+    let table_dir = env.warehouse().join("proj/default/sales");
+    let files = arrow_files(&table_dir);
+    assert_eq!(files.len(), 1, "only the seed import's file remains: {files:?}");
+
+    // The same in JSON lines.
+    let jsonl = env.path("big.jsonl");
+    env.ok(&["table", "export", T, jsonl.to_str().unwrap()]);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&jsonl).unwrap();
+    file.write_all(b"{\"id\": \"seven\", \"pt\": \"c\"}\n").unwrap();
+    drop(file);
+    let (code, message) = env.fail(&["table", "import", T, jsonl.to_str().unwrap(), "--batch-rows", "100"]);
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("line 1001") && message.contains("`id`") && message.contains("seven"), "{message}");
+    assert_eq!(env.state(T), before);
+}
+
+/// The Arrow data files under a directory, recursively.
+fn arrow_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(arrow_files(&path));
+        } else if path.extension().is_some_and(|e| e == "arrow") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn unknown_table() {
+    let (env, before) = setup();
+    let csv = env.path("seed.csv");
+    let missing = "odps://proj/tables/nope";
+    for args in [
+        vec!["table", "count", missing],
+        vec!["table", "schema", missing],
+        vec!["table", "head", missing],
+        vec!["table", "checksum", missing],
+        vec!["table", "partitions", missing],
+        vec!["table", "drop", missing],
+        vec!["table", "import", missing, csv.to_str().unwrap()],
+    ] {
+        let (code, message) = env.fail(&args);
+        assert_eq!(code, 1, "{message}");
+        assert!(message.contains("not found") && message.contains("proj.nope"), "{args:?}: {message}");
+    }
+    let out = env.path("out.csv");
+    env.fail(&["table", "export", missing, out.to_str().unwrap()]);
+    assert!(!out.exists());
+    env.ok(&["table", "drop", missing, "--if-exists"]);
+    env.ok(&["table", "drop", &format!("{missing}/pt=a"), "--if-exists"]);
+    assert_eq!(env.state(T), before);
+}
+
+#[test]
+fn schema_text_that_does_not_parse() {
+    let env = Env::new();
+    for (schema, partitioned_by, expect) in [
+        ("id bigint, name strin", None, "strin"),
+        ("id bigint,, name string", None, "column 2 is empty"),
+        ("id decimal(50,2)", None, "decimal"),
+        ("", None, "at least one data column"),
+        ("id bigint", Some("pt double"), "partition"),
+        ("id bigint, ID string", None, "duplicate"),
+        ("id map<string", None, "map"),
+    ] {
+        let mut args = vec!["table", "create", T, "--schema", schema];
+        if let Some(p) = partitioned_by {
+            args.extend(["--partitioned-by", p]);
+        }
+        let (code, message) = env.fail(&args);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.to_lowercase().contains(expect), "{schema}: {message}");
+    }
+    assert_eq!(env.ok(&["table", "ls", "odps://proj"]), "");
+    // A table that exists is not touched by a failed create either.
+    let (env, before) = setup();
+    let (code, message) = env.fail(&["table", "create", T, "--schema", "x int"]);
+    assert_eq!(code, 1);
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(env.state(T), before);
+    env.ok(&["table", "create", T, "--schema", "x int", "--if-not-exists"]);
+    assert_eq!(env.state(T), before);
+}
+
+#[test]
+fn missing_or_unreadable_file() {
+    let (env, before) = setup();
+    let missing = env.path("missing.csv");
+    let (code, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("missing.csv") && message.contains("No such file"), "{message}");
+    let dir = env.path("adir.csv");
+    std::fs::create_dir(&dir).unwrap();
+    let (code, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{message}");
+    let empty = env.path("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let (_, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), empty.to_str().unwrap()]);
+    assert!(message.contains("header"), "{message}");
+    let garbage = env.path("garbage.arrow");
+    std::fs::write(&garbage, "not arrow at all").unwrap();
+    let (_, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), garbage.to_str().unwrap()]);
+    assert!(message.contains("Arrow"), "{message}");
+    // Export into a directory that does not exist.
+    let nowhere = env.path("no/such/dir/out.csv");
+    env.fail(&["table", "export", T, nowhere.to_str().unwrap()]);
+    assert_eq!(env.state(T), before);
+}
+
+#[test]
+fn file_columns_that_do_not_match() {
+    let (env, before) = setup();
+    let bad = env.path("bad.csv");
+    let p = format!("{T}/pt=b");
+    for (content, expect) in [
+        ("id,name,price,flag\n1,x,1,true\n", "no column `ts`"),
+        ("id,name,price,flag,ts,extra\n1,x,1,true,,\n", "`extra`"),
+        ("id,name,price,flag,ts,ID\n1,x,1,true,,1\n", "twice"),
+        ("id,name,price,flag,ts,pt\n1,x,1,true,,b\n", "fixes"),
+        ("id,name,price,flag,ts\n1,x,1,true\n", "expected 5 fields"),
+    ] {
+        std::fs::write(&bad, content).unwrap();
+        let (code, message) = env.fail(&["table", "import", &p, bad.to_str().unwrap()]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains(expect), "{content:?}: {message}");
+    }
+    // Dynamic partitioning needs a value for every row.
+    std::fs::write(&bad, "id,name,price,flag,ts,pt\n1,x,1,true,,b\n2,x,1,true,,\n").unwrap();
+    let (code, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("line 3") && message.contains("`pt`"), "{message}");
+    std::fs::write(&bad, "id,name,price,flag,ts,pt\n1,x,1,true,,../etc\n").unwrap();
+    let (_, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
+    assert!(message.contains("pt"), "{message}");
+    assert_eq!(env.state(T), before);
+
+    // NOT NULL columns.
+    let strict = "odps://proj/tables/strict";
+    env.create(strict, "id bigint not null, name string", None);
+    std::fs::write(&bad, "id,name\n1,x\n,y\n").unwrap();
+    let (code, message) = env.fail(&["table", "import", strict, bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("line 3") && message.contains("`id`") && message.contains("NOT NULL"), "{message}");
+    assert_eq!(env.count(strict), 0);
+}
+
+#[test]
+fn bad_uris() {
+    let (env, before) = setup();
+    let csv = env.path("seed.csv");
+    for uri in [
+        "odps://proj/sales",
+        "http://proj/tables/sales",
+        "odps://proj/tables/../etc",
+        "odps://proj/tables/sales/pt",
+        "odps://proj/tables/sales/nokey=1",
+        "odps:///tables/sales",
+    ] {
+        for args in [
+            vec!["table", "count", uri],
+            vec!["table", "checksum", uri],
+            vec!["table", "import", uri, csv.to_str().unwrap()],
+            vec!["table", "drop", uri],
+        ] {
+            let (code, message) = env.fail(&args);
+            assert_eq!(code, 2, "{args:?}: {message}");
+            assert!(message.contains("invalid"), "{args:?}: {message}");
+        }
+    }
+    let (code, message) = env.fail(&["table", "ls", "odps://proj/tables/sales"]);
+    assert_eq!(code, 2, "{message}");
+    let (code, message) = env.fail(&["table", "count", &format!("{T}/pt=zz")]);
+    assert_eq!(code, 1);
+    assert!(message.contains("partition not found"), "{message}");
+    assert_eq!(env.state(T), before);
+}
+
+#[test]
+fn usage_errors_are_one_line() {
+    let env = Env::new();
+    for args in [
+        vec!["table"],
+        vec!["table", "frobnicate"],
+        vec!["table", "count"],
+        vec!["table", "import", T, "x.csv", "--format", "xml"],
+        vec!["table", "import", T, "x.csv", "--batch-rows", "0"],
+        vec!["table", "head", T, "-n", "many"],
+    ] {
+        let run = env.run(&args);
+        if args == ["table"] {
+            // Help for a bare group, as clap prints it, with a usage exit status.
+            assert_eq!(run.code, Some(2), "{run:?}");
+            continue;
+        }
+        assert_one_line_error(&run, &args);
+        assert_eq!(run.code, Some(2), "{run:?}");
+    }
+    let help = env.ok(&["table", "import", "--help"]);
+    assert!(help.contains("--batch-rows"), "{help}");
+}
+
+#[test]
+fn rest_endpoint_is_refused_clearly() {
+    let env = Env::new();
+    let mut command = std::process::Command::new(BIN);
+    isolate(&mut command, env.dir.path());
+    command.env("ODPS_ENDPOINT", "https://service.example.invalid/api");
+    command.args(["table", "ls", "odps://proj"]);
+    let run = run(command);
+    assert_one_line_error(&run, &["table", "ls"]);
+    assert!(run.stderr.contains("not available in this build") && run.stderr.contains("--warehouse"), "{run:?}");
+}
+
+#[test]
+fn partition_values_must_fit_their_type() {
+    let env = Env::new();
+    let t = "odps://proj/tables/by_region";
+    env.create(t, "id bigint", Some("region bigint"));
+    let rows = env.path("rows.csv");
+    std::fs::write(&rows, "id\n1\n").unwrap();
+    env.ok(&["table", "import", &format!("{t}/region=-7"), rows.to_str().unwrap()]);
+    let before = env.state(t);
+    for (value, expect) in [("xyz", "not a valid bigint"), ("007", "write it as 7"), ("1e3", "not a valid")] {
+        let (code, message) = env.fail(&["table", "import", &format!("{t}/region={value}"), rows.to_str().unwrap()]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains(expect), "{value}: {message}");
+    }
+    // Text partition values from an Arrow file (exported from a table partitioned by a
+    // string) must be integers too.
+    let text = "odps://proj/tables/by_name";
+    env.create(text, "id bigint", Some("region string"));
+    let named = env.path("named.csv");
+    std::fs::write(&named, "id,region\n1,12\n2,north\n").unwrap();
+    env.ok(&["table", "import", text, named.to_str().unwrap()]);
+    let arrow = env.path("named.arrow");
+    env.ok(&["table", "export", text, arrow.to_str().unwrap()]);
+    let (code, message) = env.fail(&["table", "import", t, arrow.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("\"north\"") && message.contains("`region`"), "{message}");
+    // CSV parses the column as its type.
+    std::fs::write(&named, "id,region\n1,12\n2,north\n").unwrap();
+    let (_, message) = env.fail(&["table", "import", t, named.to_str().unwrap()]);
+    assert!(message.contains("line 3") && message.contains("\"north\""), "{message}");
+    assert_eq!(env.state(t), before);
+    // Text that is an integer is fine.
+    std::fs::write(&named, "id,region\n1,12\n").unwrap();
+    let only = "odps://proj/tables/by_name2";
+    env.create(only, "id bigint", Some("region string"));
+    env.ok(&["table", "import", only, named.to_str().unwrap()]);
+    env.ok(&["table", "export", only, arrow.to_str().unwrap()]);
+    env.ok(&["table", "import", t, arrow.to_str().unwrap()]);
+    assert_eq!(env.ok(&["table", "partitions", t]), "region=-7  1\nregion=12  1\n");
+}

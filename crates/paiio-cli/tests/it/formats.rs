@@ -1,0 +1,268 @@
+//! Export/import round trips in every format, for every type each format carries.
+
+use std::fmt::Write as _;
+
+use crate::common::*;
+
+/// Every type a column can have (but intervals, which no text format carries).
+const ALL_TYPES: &str = "t tinyint, s smallint, i int, b bigint, f float, d double, \
+    dec decimal(10,2), dl decimal, bo boolean, str string, vc varchar(10), ch char(3), \
+    bin binary, dt date, dtm datetime, ts timestamp, tsn timestamp_ntz, arr array<bigint>, \
+    m map<string,bigint>, st struct<a:int,b:string>, js json";
+
+const ALL_TYPES_JSONL: &str = r#"{"t":1,"s":2,"i":3,"b":4,"f":1.5,"d":2.25,"dec":"12.34","dl":"1.000000000000000001","bo":true,"str":"h\u00e9\"llo\n","vc":"abc","ch":"xyz","bin":"deadbeef","dt":"2024-02-29","dtm":"2024-01-01T00:00:00.123","ts":"2024-01-01T00:00:00.123456789","tsn":"1969-12-31T23:59:59.999999999","arr":[1,null,3],"m":{"k":1,"z":null},"st":{"a":1,"b":"x"},"js":"{\"a\":1}","pt":"x","region":1}
+{"t":-128,"s":null,"i":-3,"b":-9223372036854775808,"f":-0.0,"d":1e300,"dec":"-99999999.99","bo":false,"str":"","vc":"","bin":"","dt":"1900-01-01","arr":[],"m":{},"st":{"a":null,"b":null},"pt":"y","region":2}
+
+{"pt":"y","region":2}
+{"t":127,"s":-32768,"i":2147483647,"b":9223372036854775807,"f":3.4028235e38,"d":-2.2250738585072014e-308,"dec":0,"dl":"-12345678901234567890.5","bo":null,"str":"tab\there","vc":"0123456789","ch":"","bin":"00ff","dt":"9999-12-31","dtm":"1900-01-01T00:00:00","ts":"2262-04-11T23:47:16.854775807","tsn":"1677-09-21T00:12:43.145224192","arr":[null],"m":{"":0},"st":null,"js":"[]","pt":"x","region":-5}
+"#;
+
+fn all_types_table(env: &Env, uri: &str) {
+    env.create(uri, ALL_TYPES, Some("pt string, region bigint"));
+}
+
+#[test]
+fn every_type_round_trips_through_jsonl_and_arrow() {
+    let env = Env::new();
+    let source = env.path("all.jsonl");
+    std::fs::write(&source, ALL_TYPES_JSONL).unwrap();
+    let t = "odps://proj/tables/all_types";
+    all_types_table(&env, t);
+    let out = env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    assert_eq!(out.trim(), format!("imported 4 rows into {t} (version 1)"));
+    assert_eq!(
+        env.ok(&["table", "partitions", t]),
+        "pt=x/region=-5  1\npt=x/region=1   1\npt=y/region=2   2\n"
+    );
+    let sum = env.checksum(t);
+    assert!(sum.starts_with("4 "), "{sum}");
+
+    for (i, name) in ["out.jsonl", "out.arrow", "out.arrows", "out.ipc"].iter().enumerate() {
+        let file = env.path(name);
+        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        let copy = format!("odps://proj/tables/copy_{i}");
+        all_types_table(&env, &copy);
+        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
+    }
+    // The stream format is what `.arrows` gets; the file format has the footer magic.
+    let file = std::fs::read(env.path("out.arrow")).unwrap();
+    assert_eq!(&file[..6], b"ARROW1");
+    let stream = std::fs::read(env.path("out.arrows")).unwrap();
+    assert_ne!(&stream[..6], b"ARROW1");
+
+    // A partial partition: export pt=x, re-import it under the fixed pt=x with `region`
+    // coming from the data.
+    let part = env.path("x.arrow");
+    env.ok(&["table", "export", &format!("{t}/pt=x"), part.to_str().unwrap()]);
+    // The exported file carries `pt`, which the URI now fixes: refused.
+    let copy = "odps://proj/tables/copy_x";
+    all_types_table(&env, copy);
+    let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=x"), part.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("`pt`") && message.contains("fixes"), "{message}");
+    env.ok(&["table", "import", copy, part.to_str().unwrap()]);
+    assert_eq!(env.count(copy), 2);
+    assert_eq!(env.checksum(copy), env.checksum(&format!("{t}/pt=x")));
+
+    // CSV cannot carry binary or nested columns: a clear error and no file.
+    let csv = env.path("out.csv");
+    let (code, message) = env.fail(&["table", "export", t, csv.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("`bin`") && message.contains("jsonl"), "{message}");
+    assert!(!csv.exists());
+}
+
+const CSV_TYPES: &str = "t tinyint, s smallint, i int, b bigint, f float, d double, \
+    dec decimal(12,3), bo boolean, str string, vc varchar(8), dt date, dtm datetime, \
+    ts timestamp";
+
+#[test]
+fn csv_round_trips_every_type_it_carries() {
+    let env = Env::new();
+    let mut text = String::from("b,t,s,i,f,d,dec,bo,str,vc,dt,dtm,ts,pt\n");
+    let mut rng = Rng::new(7);
+    for row in 0..20_000u64 {
+        let r = rng.next();
+        let null = |k: u64| (r >> k).is_multiple_of(11);
+        let mut field = |cond: bool, value: String| {
+            if !cond {
+                text.push_str(&value);
+            }
+            text.push(',');
+        };
+        field(false, format!("{}", row as i64 - 10_000));
+        field(null(1), format!("{}", (r % 256) as i64 - 128));
+        field(null(2), format!("{}", (r % 65_536) as i64 - 32_768));
+        field(null(3), format!("{}", (r >> 7) as i32));
+        field(null(4), format!("{}", f32::from_bits((r as u32) & 0x7f7f_ffff)));
+        field(null(5), format!("{:?}", (r as f64) / 3.0 * if r & 1 == 0 { -1e-9 } else { 1e9 }));
+        field(null(6), format!("{}.{:03}", (r % 1_000_000_000) as i64 - 500_000_000, r % 1000));
+        field(null(7), (if r & 2 == 0 { "true" } else { "FALSE" }).to_string());
+        field(
+            null(8),
+            match r % 5 {
+                0 => "\"line\nbreak\"".to_string(),
+                1 => "\"comma, \"\"quoted\"\"\"".to_string(),
+                2 => " spaced ".to_string(),
+                _ => format!("s{r:x}"),
+            },
+        );
+        field(null(9), format!("v{}", r % 1000));
+        let days = (r % 200_000) as i64 - 100_000;
+        let (y, m, d) = civil_from_days(days);
+        field(null(10), format!("{y:04}-{m:02}-{d:02}"));
+        field(null(11), format!("{y:04}-{m:02}-{d:02}T12:34:56.{:03}", r % 1000));
+        let (y, m, d) = civil_from_days(days / 10);
+        field(null(12), format!("{y:04}-{m:02}-{d:02} 01:02:03.{:09}", r % 1_000_000_000));
+        writeln!(text, "p{}", row % 3).unwrap();
+    }
+    let source = env.path("types.csv");
+    std::fs::write(&source, &text).unwrap();
+    let t = "odps://proj/tables/csv_types";
+    env.create(t, CSV_TYPES, Some("pt string"));
+    env.ok(&["table", "import", t, source.to_str().unwrap(), "--batch-rows", "999"]);
+    assert_eq!(env.count(t), 20_000);
+    let sum = env.checksum(t);
+    for name in ["back.csv", "back.jsonl", "back.arrow"] {
+        let file = env.path(name);
+        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
+        env.create(&copy, CSV_TYPES, Some("pt string"));
+        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
+    }
+}
+
+#[test]
+fn format_from_option_or_extension() {
+    let env = Env::new();
+    let t = "odps://proj/tables/plain";
+    env.create(t, "id bigint, name string", None);
+    let txt = env.path("data.txt");
+    std::fs::write(&txt, "name,id\nx,1\ny,2\n").unwrap();
+    let (code, message) = env.fail(&["table", "import", t, txt.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("--format"), "{message}");
+    env.ok(&["table", "import", t, txt.to_str().unwrap(), "--format", "csv"]);
+    let json = env.path("data.ndjson");
+    std::fs::write(&json, "{\"id\":3,\"name\":\"z\"}\n").unwrap();
+    env.ok(&["table", "import", t, json.to_str().unwrap()]);
+    let out = env.path("dump.data");
+    env.ok(&["table", "export", t, out.to_str().unwrap(), "--format", "jsonl"]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.contains("{\"id\":3,\"name\":\"z\"}"), "{text}");
+    let ipc = env.path("dump.bin");
+    env.ok(&["table", "export", t, ipc.to_str().unwrap(), "--format", "arrow"]);
+    let copy = "odps://proj/tables/plain2";
+    env.create(copy, "id bigint, name string", None);
+    env.ok(&["table", "import", copy, ipc.to_str().unwrap(), "--format", "ipc"]);
+    assert_eq!(env.checksum(copy), env.checksum(t));
+}
+
+#[test]
+fn overwrite_replaces_what_it_writes() {
+    let env = Env::new();
+    let t = "odps://proj/tables/ow";
+    env.create(t, "id bigint", Some("pt string"));
+    let a = env.path("a.csv");
+    std::fs::write(&a, "id\n1\n2\n3\n").unwrap();
+    let p = format!("{t}/pt=a");
+    env.ok(&["table", "import", &p, a.to_str().unwrap()]);
+    env.ok(&["table", "import", &p, a.to_str().unwrap()]);
+    assert_eq!(env.count(&p), 6);
+    let b = env.path("b.csv");
+    std::fs::write(&b, "id\n9\n").unwrap();
+    env.ok(&["table", "import", &format!("{t}/pt=b"), b.to_str().unwrap()]);
+    let out = env.ok(&["table", "import", &p, a.to_str().unwrap(), "--overwrite"]);
+    assert!(out.contains("imported 3 rows"), "{out}");
+    assert_eq!(env.count(&p), 3);
+    assert_eq!(env.count(t), 4);
+    // An empty file: a header only.
+    let empty = env.path("empty.csv");
+    std::fs::write(&empty, "id\n").unwrap();
+    let out = env.ok(&["table", "import", &p, empty.to_str().unwrap()]);
+    assert!(out.starts_with(&format!("imported 0 rows into {p} (version ")), "{out}");
+    assert_eq!(env.count(t), 4);
+}
+
+#[test]
+fn csv_with_bom_crlf_and_reordered_columns() {
+    let env = Env::new();
+    let t = "odps://proj/tables/bom";
+    env.create(t, "id bigint, name string", Some("pt string"));
+    let csv = env.path("bom.csv");
+    std::fs::write(&csv, "\u{feff}Name , ID,pt\r\n\"a\r\nb\",1,x\r\nc,2,y\r\n").unwrap();
+    let out = env.ok(&["table", "import", t, csv.to_str().unwrap()]);
+    assert!(out.contains("imported 2 rows"), "{out}");
+    let json = env.path("bom.jsonl");
+    env.ok(&["table", "export", &format!("{t}/pt=x"), json.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&json).unwrap(),
+        "{\"id\":1,\"name\":\"a\\r\\nb\",\"pt\":\"x\"}\n"
+    );
+}
+
+#[test]
+fn non_finite_floats_round_trip() {
+    let env = Env::new();
+    let schema = "d double, f float, a array<double>";
+    let t = "odps://proj/tables/floats";
+    env.create(t, schema, None);
+    let source = env.path("floats.jsonl");
+    std::fs::write(
+        &source,
+        "{\"d\":\"NaN\",\"f\":\"-inf\",\"a\":[\"inf\",1.5,null]}\n\
+         {\"d\":-0.0,\"f\":1e-45,\"a\":[1e-320,-1.7976931348623157e308]}\n\
+         {\"d\":123456789.125,\"f\":3.4028235e38,\"a\":null}\n",
+    )
+    .unwrap();
+    env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    let sum = env.checksum(t);
+    for name in ["f.jsonl", "f.arrow"] {
+        let file = env.path(name);
+        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
+        env.create(&copy, schema, None);
+        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
+    }
+    let scalars = "odps://proj/tables/scalars";
+    env.create(scalars, "d double, f float", None);
+    let csv = env.path("scalars.csv");
+    std::fs::write(&csv, "d,f\nNaN,-inf\ninf,nan\n-0.0,1e-45\n,\n").unwrap();
+    env.ok(&["table", "import", scalars, csv.to_str().unwrap()]);
+    let sum = env.checksum(scalars);
+    for name in ["s.csv", "s.jsonl"] {
+        let file = env.path(name);
+        env.ok(&["table", "export", scalars, file.to_str().unwrap()]);
+        let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
+        env.create(&copy, "d double, f float", None);
+        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
+    }
+}
+
+#[test]
+fn csv_export_warns_about_empty_strings() {
+    let env = Env::new();
+    let t = "odps://proj/tables/empties";
+    env.create(t, "id bigint, name string", None);
+    let source = env.path("e.jsonl");
+    std::fs::write(&source, "{\"id\":1,\"name\":\"\"}\n{\"id\":2,\"name\":null}\n{\"id\":3,\"name\":\"x\"}\n").unwrap();
+    env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    let csv = env.path("e.csv");
+    let run = env.run(&["table", "export", t, csv.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stderr.trim(),
+        "paiio: warning: column `name` has 1 empty strings, which CSV writes as empty fields and \
+         import reads as NULL (jsonl and arrow keep them)"
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "id,name\n1,\n2,\n3,x\n");
+    // jsonl keeps the difference and says nothing.
+    let json = env.path("e.jsonl2");
+    let run = env.run(&["table", "export", t, json.to_str().unwrap(), "--format", "jsonl"]);
+    assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
+}
