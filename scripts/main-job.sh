@@ -14,7 +14,7 @@ unset ODPS_CONFIG_FILE_PATH
 
 echo "== building paiio =="
 cargo build -q -p paiio-cli
-paiio() { "$CARGO_TARGET_DIR/debug/paiio" "$@"; }
+paiio() { echo "\$ paiio $*" >&2; "$CARGO_TARGET_DIR/debug/paiio" "$@"; }
 
 echo "== generating $ROWS rows of CSV =="
 python3 - "$WORK/orders.csv" "$ROWS" <<'PY'
@@ -31,7 +31,6 @@ half=$(( ROWS / 2 + 1 ))
 head -n "$half" "$WORK/orders.csv" > "$WORK/part-a.csv"
 { head -n 1 "$WORK/orders.csv"; tail -n +"$(( half + 1 ))" "$WORK/orders.csv"; } > "$WORK/part-b.csv"
 
-set -x
 paiio table create odps://demo/tables/orders \
   --schema "id bigint, name string, price double, flag boolean, ts datetime" \
   --partitioned-by "pt string"
@@ -48,9 +47,8 @@ paiio table create odps://demo/tables/orders_copy \
   --schema "id bigint, name string, price double, flag boolean, ts datetime" \
   --partitioned-by "pt string"
 paiio table import odps://demo/tables/orders_copy "$WORK/export.csv"
-set +x
-a=$(paiio table checksum odps://demo/tables/orders)
-b=$(paiio table checksum odps://demo/tables/orders_copy)
+a=$("$CARGO_TARGET_DIR/debug/paiio" table checksum odps://demo/tables/orders)
+b=$("$CARGO_TARGET_DIR/debug/paiio" table checksum odps://demo/tables/orders_copy)
 echo "checksum orders:      $a"
 echo "checksum orders_copy: $b"
 if [ "$a" != "$b" ]; then echo "checksums differ" >&2; exit 1; fi
