@@ -47,6 +47,9 @@ pub(crate) fn write_data_file(
     compression: FileCompression,
 ) -> Result<DataFile> {
     let path = table_dir.join(rel_path);
+    if !table_dir.join(super::manifest::MANIFEST_DIR).is_dir() {
+        return Err(Error::not_found("table", format!("{} (dropped)", table_dir.display())));
+    }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -73,6 +76,10 @@ pub(crate) fn write_data_file(
     let buf = writer.into_inner().map_err(|e| Error::arrow(path.display().to_string(), e))?;
     let file = buf.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
+    if let Some(parent) = path.parent() {
+        // The directory entry must be durable before a manifest names the file.
+        super::manifest::sync_dir(parent)?;
+    }
     let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
     Ok(DataFile {
         path: rel_path.to_string(),

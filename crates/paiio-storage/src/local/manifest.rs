@@ -170,15 +170,25 @@ pub(crate) fn load(table_dir: &Path, version: u64) -> Result<Manifest> {
 
 /// Publishes `manifest` as its version. Returns `Ok(false)` if that version already exists
 /// (a concurrent commit won it), without changing anything.
+///
+/// Only version 0 (a new table) creates the manifest directory: a later version whose table
+/// was dropped meanwhile fails instead of bringing the table back without its data.
 pub(crate) fn publish(table_dir: &Path, manifest: &Manifest) -> Result<bool> {
     let dir = table_dir.join(MANIFEST_DIR);
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if manifest.version == 0 {
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    } else if !dir.is_dir() {
+        return Err(Error::not_found("table", format!("{} (dropped during the commit)", table_dir.display())));
+    }
     let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
         location: dir.display().to_string(),
         message: format!("cannot encode manifest: {e}"),
     })?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    write_synced(&tmp, &body)?;
+    if let Err(e) = write_synced(&tmp, &body) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let target = dir.join(version_file_name(manifest.version));
     let result = fs::hard_link(&tmp, &target);
     let _ = fs::remove_file(&tmp);
@@ -188,6 +198,9 @@ pub(crate) fn publish(table_dir: &Path, manifest: &Manifest) -> Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::not_found("table", format!("{} (dropped during the commit)", table_dir.display())))
+        }
         Err(e) => Err(Error::io(target, e)),
     }
 }
@@ -205,12 +218,15 @@ pub(crate) fn replace_file(path: &Path, body: &[u8]) -> Result<()> {
     let parent = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    write_synced(&tmp, body)?;
+    if let Err(e) = write_synced(&tmp, body) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })?;
-    Ok(())
+    sync_dir(&parent)
 }
 
 /// Syncs a directory so a rename or link in it survives a crash.

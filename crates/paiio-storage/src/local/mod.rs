@@ -570,14 +570,23 @@ impl Inner {
 
     fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
         let dir = self.table_dir(table);
+        // Commits of this process wait; commits of others fail cleanly once the table is gone.
+        let lock = self.lock(format!("commit:{}", dir.display()));
+        let _guard = lock.lock();
+        let missing = || if if_exists { Ok(()) } else { Err(Error::not_found("table", table.to_string())) };
         if manifest::latest_version(&dir)?.is_none() {
-            return if if_exists { Ok(()) } else { Err(Error::not_found("table", table.to_string())) };
+            return missing();
         }
         // Move the table out of the way in one rename, then delete at leisure.
         let trash = self.root.join(META_DIR).join(TRASH_DIR);
         fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
         let target = trash.join(uuid::Uuid::new_v4().simple().to_string());
-        fs::rename(&dir, &target).map_err(|e| Error::io(&dir, e))?;
+        match fs::rename(&dir, &target) {
+            Ok(()) => {}
+            // Another process dropped it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return missing(),
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
         self.manifests.lock().retain(|(d, _), _| d != &dir);
         self.manifests.lock().retain(|(d, _), _| d != &target);
         let _ = fs::remove_dir_all(&target);
