@@ -18,8 +18,12 @@
 //! # Ok(()) }
 //! ```
 
+mod blobs;
+mod codec;
 mod control;
 pub mod error;
+mod faults;
+mod limits;
 mod middleware;
 mod stream;
 mod v2;
@@ -38,6 +42,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
+pub use faults::{Fault, FaultControl, FaultPlan, FaultRule, When};
+pub use limits::{DEFAULT_MAX_CONCURRENCY, parse_size};
 
 /// The response header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-odps-request-id";
@@ -68,6 +74,9 @@ pub struct ServerBuilder {
     verifier: Option<Verifier>,
     allow_anonymous: bool,
     limits: Limits,
+    blob_dir: Option<std::path::PathBuf>,
+    /// Fault injection, admin endpoints, bandwidth and concurrency caps (faults.rs, limits.rs).
+    realism: faults::RealismOptions,
 }
 
 impl ServerBuilder {
@@ -88,6 +97,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Where uploaded blobs are kept (`paiio serve` uses `<warehouse>/.paiio/blobs`).
+    /// Without one, blob uploads and reads are refused.
+    pub fn blob_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.blob_dir = Some(dir.into());
+        self
+    }
+
     pub fn build(self) -> Result<Server> {
         if self.verifier.is_none() && !self.allow_anonymous {
             return Err(Error::Config {
@@ -102,7 +118,9 @@ impl ServerBuilder {
                 service: self.service,
                 verifier: self.verifier,
                 limits: self.limits,
+                blob_dir: self.blob_dir,
                 addr: parking_lot::RwLock::new(None),
+                realism: faults::Realism::new(self.realism),
             }),
         })
     }
@@ -114,8 +132,12 @@ pub(crate) struct AppState {
     pub service: Arc<dyn TableService>,
     pub verifier: Option<Verifier>,
     pub limits: Limits,
+    /// Where uploaded blobs are kept; `None` refuses blob calls.
+    pub blob_dir: Option<std::path::PathBuf>,
     /// The address the server listens on (answers tunnel discovery).
     pub addr: parking_lot::RwLock<Option<SocketAddr>>,
+    /// Fault injection, admin endpoints, bandwidth and concurrency caps.
+    pub realism: faults::Realism,
 }
 
 /// The Storage API server.
@@ -126,19 +148,23 @@ pub struct Server {
 
 impl Server {
     pub fn builder(service: Arc<dyn TableService>) -> ServerBuilder {
-        ServerBuilder { service, verifier: None, allow_anonymous: false, limits: Limits::default() }
+        ServerBuilder { service, verifier: None, allow_anonymous: false, limits: Limits::default(), blob_dir: None, realism: Default::default() }
     }
 
     /// The HTTP routes, for embedding in another server.
     pub fn router(&self) -> Router {
-        Router::new()
+        let api = Router::new()
             .route("/api/tenants", get(control::tenants))
             .route("/api/projects/{project}/tunnel", get(control::tunnel))
             .route("/api/logview/host", get(control::logview_host))
             .route("/api/webconsole/host", get(control::webconsole_host))
             .route("/api/storage/{version}", any(v2::dispatch))
             .fallback(control::unknown_route)
+            .layer(axum::middleware::from_fn_with_state(self.state.clone(), faults::fault_layer))
             .layer(axum::middleware::from_fn_with_state(self.state.clone(), middleware::authenticate))
+            .layer(axum::middleware::from_fn_with_state(self.state.clone(), limits::limit_layer));
+        // The admin routes (test servers only) skip the signature check and the limits.
+        faults::with_admin_routes(api, &self.state)
             .layer(axum::middleware::from_fn(middleware::request_id))
             .with_state(self.state.clone())
     }

@@ -1,0 +1,675 @@
+//! Storage API V2 writes and blobs over HTTP, against an in-process server on a LocalWarehouse.
+
+use std::io::{Cursor, Read, Write};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_ipc::CompressionType;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_schema::{DataType, Field, Schema};
+use md5::{Digest, Md5};
+use paiio_server::{Limits, Server, ServerHandle};
+use paiio_storage::local::LocalWarehouse;
+use paiio_storage::{Column, CreateTableOptions, OdpsType, TableId, TableSchema, TableService};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TABLE: &str = "projects.p.tables.t";
+const PTABLE: &str = "projects.p.tables.pt";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    handle: ServerHandle,
+    client: reqwest::Client,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn ok(self) -> Value {
+        assert_eq!(self.status, StatusCode::OK, "{}", String::from_utf8_lossy(&self.body));
+        self.json()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn env() -> Env {
+    env_with(Limits::default()).await
+}
+
+async fn env_with(limits: Limits) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Arc::new(LocalWarehouse::open(dir.path().join("wh")).unwrap());
+    let t = TableId::parse_target(TABLE).unwrap();
+    let schema = TableSchema::new(
+        vec![Column::new("a", OdpsType::BigInt), Column::new("b", OdpsType::String)],
+        Vec::new(),
+    )
+    .unwrap();
+    wh.create_table(&t, &schema, CreateTableOptions::default()).await.unwrap();
+    let pt = TableId::parse_target(PTABLE).unwrap();
+    let pschema =
+        TableSchema::new(vec![Column::new("a", OdpsType::BigInt)], vec![Column::new("pt", OdpsType::String)]).unwrap();
+    wh.create_table(&pt, &pschema, CreateTableOptions::default()).await.unwrap();
+    let server = Server::builder(wh)
+        .allow_anonymous(true)
+        .limits(limits)
+        .blob_dir(dir.path().join("blobs"))
+        .build()
+        .unwrap();
+    let handle = server.bind("127.0.0.1:0").await.unwrap();
+    Env { _dir: dir, handle, client: reqwest::Client::new() }
+}
+
+impl Env {
+    fn url(&self, action: &str, target: &str, extra: &[(&str, &str)]) -> String {
+        let mut u = format!("{}/api/storage/v2?Action={action}&Target={}", self.handle.url(), enc(target));
+        for (k, v) in extra {
+            u.push_str(&format!("&{k}={}", enc(v)));
+        }
+        u
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        Answer { status, headers, body }
+    }
+
+    async fn post_json(&self, action: &str, target: &str, extra: &[(&str, &str)], body: Value) -> Answer {
+        let req = self
+            .client
+            .post(self.url(action, target, extra))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    async fn post_bytes(
+        &self,
+        action: &str,
+        target: &str,
+        extra: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = self.client.post(self.url(action, target, extra)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req).await
+    }
+
+    async fn create_session(&self, target: &str, body: Value) -> String {
+        let a = self.post_json("TableCreateWriteSession", target, &[], body).await;
+        assert!(a.header("x-odps-max-storage-route-token").is_some());
+        let v = a.ok();
+        assert_eq!(v["WarningMessage"], Value::Null);
+        v["SessionId"].as_str().unwrap().to_string()
+    }
+
+    async fn create_stream(&self, target: &str, sid: &str, body: Value) -> Value {
+        let a = self.post_json("TableCreateWriteStream", target, &[("SessionId", sid)], body).await;
+        assert!(a.header("x-odps-max-storage-route-token").is_some());
+        a.ok()
+    }
+
+    async fn write(&self, target: &str, sid: &str, stream: &str, version: &str, ipc: Vec<u8>) -> Answer {
+        let q = [("SessionId", sid), ("StreamId", stream), ("StreamVersion", version), ("Count", "0")];
+        self.post_bytes("TableWrite", target, &q, &[("content-type", "application/octet-stream")], ipc).await
+    }
+
+    async fn close(&self, target: &str, sid: &str, stream: &str, version: u64) {
+        let body = json!({"SessionId": sid, "StreamId": stream, "StreamVersion": version});
+        let v = self.post_json("TableCloseWriteStream", target, &[("SessionId", sid)], body).await.ok();
+        assert_eq!(v, json!({"WarningMessage": null}));
+    }
+
+    async fn commit(&self, target: &str, sid: &str, body: Value) -> Answer {
+        self.post_json("TableCommitWriteSession", target, &[("SessionId", sid)], body).await
+    }
+
+    /// All rows of a table as (a, b) pairs, sorted.
+    async fn read_all(&self, target: &str) -> Vec<(i64, Option<String>)> {
+        let s = self.post_json("TableCreateReadSession", target, &[], json!({})).await.ok();
+        let sid = s["SessionId"].as_str().unwrap().to_string();
+        let splits = s["SplitsCount"].as_i64().unwrap();
+        let mut rows = Vec::new();
+        for i in 0..splits {
+            let i = i.to_string();
+            let a = self.post_json("TableRead", target, &[("SessionId", &sid), ("Index", &i)], json!({})).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+            let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(a.body), None).unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let a = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                let b = batch.column_by_name("b").map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().clone());
+                for r in 0..batch.num_rows() {
+                    let bv = b.as_ref().and_then(|b| (!b.is_null(r)).then(|| b.value(r).to_string()));
+                    rows.push((a.value(r), bv));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+}
+
+fn batch(range: std::ops::Range<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, true),
+        Field::new("b", DataType::Utf8, true),
+    ]));
+    let a: ArrayRef = Arc::new(Int64Array::from_iter_values(range.clone()));
+    let b: ArrayRef = Arc::new(StringArray::from_iter_values(range.map(|i| format!("s{i}"))));
+    RecordBatch::try_new(schema, vec![a, b]).unwrap()
+}
+
+fn ipc_with(batches: &[RecordBatch], compression: Option<CompressionType>) -> Vec<u8> {
+    let options = IpcWriteOptions::default().try_with_compression(compression).unwrap();
+    let mut w = StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    w.into_inner().unwrap()
+}
+
+fn ipc(range: std::ops::Range<i64>) -> Vec<u8> {
+    ipc_with(&[batch(range)], None)
+}
+
+fn expected(range: std::ops::Range<i64>) -> Vec<(i64, Option<String>)> {
+    range.map(|i| (i, Some(format!("s{i}")))).collect()
+}
+
+#[tokio::test]
+async fn full_write_flow_reads_back() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": {}})).await;
+    let s = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    assert_eq!(s["SchemaVersion"], 0);
+    assert!(s["TableId"].is_string());
+    let cols = s["TableSchema"]["DataColumns"].as_array().unwrap();
+    assert_eq!(cols.len(), 2);
+    assert_eq!(cols[0]["columnType"]["MemberName"], "a");
+
+    // A chunked (storage_api_v2 style) upload, uncompressed.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = ipc(0..5).chunks(7).map(|c| Ok(c.to_vec())).collect();
+    let a = env
+        .send(
+            env.client
+                .post(env.url("TableWrite", TABLE, &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1")]))
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.header("x-odps-max-storage-route-token").is_some());
+    assert_eq!(a.json(), json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 5}));
+    // ZSTD and LZ4_FRAME Arrow buffer compression, with Content-Length.
+    let zstd = ipc_with(&[batch(5..8), batch(8..10)], Some(CompressionType::ZSTD));
+    let v = env.write(TABLE, &sid, "0", "1", zstd).await.ok();
+    assert_eq!(v["ExactlyOnceRowOffset"], 10);
+    let lz4 = ipc_with(&[batch(10..12)], Some(CompressionType::LZ4_FRAME));
+    env.write(TABLE, &sid, "0", "1", lz4).await.ok();
+
+    let g = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    assert_eq!(g["WarningMessage"], Value::Null);
+    assert_eq!(g["MinUncommittedStagingId"], Value::Null);
+    assert_eq!(g["Streams"][0]["StreamId"], "0");
+    assert_eq!(g["Streams"][0]["Status"], "OPEN");
+
+    // Nothing is visible before the commit.
+    assert!(env.read_all(TABLE).await.is_empty());
+    env.close(TABLE, &sid, "0", 1).await;
+    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({}));
+    assert_eq!(env.read_all(TABLE).await, expected(0..12));
+    // A commit retried after a lost answer succeeds again, without adding rows.
+    env.commit(TABLE, &sid, json!({})).await.ok();
+    assert_eq!(env.read_all(TABLE).await, expected(0..12));
+    let g = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    assert_eq!(g["SessionStatus"], "COMMITTED");
+
+    let ws = env.post_json("TableGetWriteSchema", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    assert_eq!(ws["TableSchema"]["DataColumns"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn overwrite_flag_and_static_partition() {
+    let env = env().await;
+    for (flags, range) in [(json!({}), 0..3), (json!({"overwrite": "true"}), 3..5), (json!({"overwrite": true}), 5..6)] {
+        let sid = env.create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": flags})).await;
+        env.create_stream(TABLE, &sid, json!({"StreamId": "s", "StreamVersion": 0})).await;
+        env.write(TABLE, &sid, "s", "0", ipc(range)).await.ok();
+        env.close(TABLE, &sid, "s", 0).await;
+        env.commit(TABLE, &sid, json!({})).await.ok();
+    }
+    assert_eq!(env.read_all(TABLE).await, expected(5..6));
+
+    // A static partition of a partitioned table: the data carries only `a`.
+    let sid = env.create_session(PTABLE, json!({"PartialPartitionSpec": "pt=x", "Flags": {}})).await;
+    env.create_stream(PTABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+    let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef]).unwrap();
+    env.write(PTABLE, &sid, "0", "1", ipc_with(&[b], None)).await.ok();
+    env.close(PTABLE, &sid, "0", 1).await;
+    env.commit(PTABLE, &sid, json!({})).await.ok();
+    assert_eq!(env.read_all(PTABLE).await, vec![(1, None), (2, None)]);
+}
+
+#[tokio::test]
+async fn exactly_once_offsets_and_tokens() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    let s = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true})).await;
+    let token = s["AccessToken"].as_str().unwrap().to_string();
+    assert!(!token.is_empty());
+    // A retried create of the same open version answers the same stream.
+    let again = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true})).await;
+    assert_eq!(again["AccessToken"], token);
+
+    let write = |offset: &'static str, body: Vec<u8>, tok: Option<String>| {
+        let env = &env;
+        let sid = sid.clone();
+        async move {
+            let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("RowOffset", offset)];
+            let mut h = vec![("content-type", "application/octet-stream")];
+            let tok_s;
+            if let Some(t) = tok {
+                tok_s = t;
+                h.push(("x-odps-max-storage-write-access-token", tok_s.as_str()));
+            }
+            env.post_bytes("TableWrite", TABLE, &q, &h, body).await
+        }
+    };
+    let a = write("0", ipc(0..3), Some(token.clone())).await.ok();
+    assert_eq!(a, json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 3}));
+    // The replay is acknowledged once, not applied again.
+    let a = write("0", ipc(0..3), Some(token.clone())).await.ok();
+    assert_eq!(a["ExactlyOnceRowOffset"], 3);
+    // A gap is refused.
+    let gap = write("10", ipc(10..12), Some(token.clone())).await;
+    assert_eq!(gap.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&gap.body));
+    // A wrong or missing token is refused.
+    let wrong = write("3", ipc(3..5), Some("nope".into())).await;
+    assert!(wrong.status.is_client_error() && wrong.status != StatusCode::NOT_FOUND, "{}", wrong.status);
+    let missing = write("3", ipc(3..5), None).await;
+    assert!(missing.status.is_client_error(), "{}", missing.status);
+    let a = write("3", ipc(3..5), Some(token.clone())).await.ok();
+    assert_eq!(a["ExactlyOnceRowOffset"], 5);
+
+    // GetWriteStream (GET, storage_api_v2 style) reports the offset and the token.
+    let url = env.url(
+        "TableGetWriteStream",
+        TABLE,
+        &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1"), ("ExactlyOnceMode", "true")],
+    );
+    let g = env.send(env.client.get(url).header("content-type", "application/json")).await.ok();
+    assert_eq!(g["RowOffset"], 5);
+    assert_eq!(g["AccessToken"], token);
+
+    env.close(TABLE, &sid, "0", 1).await;
+    env.commit(TABLE, &sid, json!({})).await.ok();
+    assert_eq!(env.read_all(TABLE).await, expected(0..5));
+}
+
+#[tokio::test]
+async fn get_write_stream_answers_both_casings() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "w", "StreamVersion": 1})).await;
+    env.write(TABLE, &sid, "w", "1", ipc(0..4)).await.ok();
+    // storage_api_v2: GET, no body.
+    let url = env.url("TableGetWriteStream", TABLE, &[("SessionId", &sid), ("StreamId", "w"), ("StreamVersion", "1")]);
+    let g = env.send(env.client.get(url)).await.ok();
+    for (k, v) in [("Status", json!("OPEN")), ("status", json!("OPEN")), ("RecordCount", json!(4)), ("recordCount", json!(4))]
+    {
+        assert_eq!(g[k], v, "{k}: {g}");
+    }
+    assert_eq!(g["SchemaVersion"], 0);
+    assert!(g["TableSchema"]["DataColumns"].is_array());
+    assert!(g["TableId"].is_string());
+    // maxstorage: POST with a JSON body.
+    env.close(TABLE, &sid, "w", 1).await;
+    let g = env
+        .post_json(
+            "TableGetWriteStream",
+            TABLE,
+            &[("SessionId", &sid), ("StreamId", "w"), ("StreamVersion", "1")],
+            json!({"StreamId": "w", "StreamVersion": 1}),
+        )
+        .await
+        .ok();
+    assert_eq!(g["status"], "CLOSED");
+    assert_eq!(g["Status"], "CLOSED");
+    assert_eq!(g["recordCount"], 4);
+    // Unknown stream: 404.
+    let a = env
+        .post_json("TableGetWriteStream", TABLE, &[("SessionId", &sid)], json!({"StreamId": "nope", "StreamVersion": 1}))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn commit_with_stream_lists_and_abort() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    for (id, range) in [("0", 0..2), ("1", 2..4)] {
+        env.create_stream(TABLE, &sid, json!({"StreamId": id, "StreamVersion": 1})).await;
+        env.write(TABLE, &sid, id, "1", ipc(range)).await.ok();
+        env.close(TABLE, &sid, id, 1).await;
+    }
+    // Version 2 of stream 1 supersedes version 1.
+    env.create_stream(TABLE, &sid, json!({"StreamId": "1", "StreamVersion": 2})).await;
+    env.write(TABLE, &sid, "1", "2", ipc(7..8)).await.ok();
+    env.close(TABLE, &sid, "1", 2).await;
+
+    let bad = env.commit(TABLE, &sid, json!({"StreamIds": ["0", "1"], "StreamVersions": [1]})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    env.commit(TABLE, &sid, json!({"StreamIds": ["0", "1"], "StreamVersions": [1, 2]})).await.ok();
+    let mut want = expected(0..2);
+    want.extend(expected(7..8));
+    assert_eq!(env.read_all(TABLE).await, want);
+
+    // Abort discards everything; an aborted session cannot be committed.
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    env.write(TABLE, &sid, "0", "1", ipc(100..110)).await.ok();
+    env.close(TABLE, &sid, "0", 1).await;
+    let a = env.post_json("TableAbortWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    assert_eq!(a, json!({}));
+    let c = env.commit(TABLE, &sid, json!({})).await;
+    assert!(c.status.is_client_error(), "{}", c.status);
+    assert_eq!(env.read_all(TABLE).await, want);
+}
+
+#[tokio::test]
+async fn batch_compatible_blocks_and_commit_messages() {
+    let env = env().await;
+    let q = [("WriteMode", "BatchCompatible"), ("enableQuotaToken", "true")];
+    let body = json!({"PartitionSpec": "", "Overwrite": false,
+        "DynamicPartitionOptions": {"InvalidStrategy": "Exception", "InvalidLimit": -1, "DynamicPartitionLimit": -1},
+        "ArrowOptions": {"TimestampUnit": "nano", "DatetimeUnit": "milli"},
+        "SupportWriteCluster": false, "MaxFieldSize": 0, "EnhanceWriteCheck": true, "SupportSaveToPangu": false});
+    let a = env.post_json("TableCreateWriteSession", TABLE, &q, body).await;
+    assert!(a.header("x-odps-max-storage-route-token").is_some());
+    let s = a.ok();
+    let sid = s["SessionId"].as_str().unwrap().to_string();
+    assert_eq!(s["DataSchema"]["DataColumns"][0]["Name"], "a");
+    assert_eq!(s["SessionStatus"], "NORMAL");
+    assert!(s["MaxBlockNumber"].as_u64().unwrap() > 0);
+
+    let mut messages = Vec::new();
+    for (block, attempt, range, keep) in [(0, 0, 0..3, true), (1, 0, 3..5, false), (1, 1, 5..9, true)] {
+        let stream_id = format!("block-{block}-attempt-{attempt}");
+        let r = env.create_stream(TABLE, &sid, json!({"StreamId": stream_id, "StreamVersion": 1})).await;
+        let qt = r["QuotaToken"].as_str().unwrap().to_string();
+        let (b, at) = (block.to_string(), attempt.to_string());
+        let q = [("WriteMode", "BatchCompatible"), ("SessionId", sid.as_str()), ("BlockNumber", &b), ("AttemptNumber", &at), ("quotaToken", &qt)];
+        let rows = range.end - range.start;
+        let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-trace-index", "0")];
+        let w = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
+        assert_eq!(w["RecordCount"], rows);
+        let cm: Value = serde_json::from_str(w["CommitMessage"].as_str().unwrap()).unwrap();
+        assert_eq!(cm["BlockNumber"], block);
+        assert_eq!(cm["AttemptNumber"], attempt);
+        assert_eq!(cm["WriterStats"]["RecordNum"], rows);
+        if block == 0 {
+            // A replay of the same upload (retry index 1) answers the first answer again.
+            let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-trace-index", "1")];
+            let again = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
+            assert_eq!(again, w);
+        }
+        if keep {
+            messages.push(w["CommitMessage"].clone());
+        }
+    }
+    messages.push(Value::Null);
+    let c = env
+        .post_json("TableCommitWriteSession", TABLE, &[("WriteMode", "BatchCompatible"), ("SessionId", &sid)], json!({"CommitMessages": messages}))
+        .await
+        .ok();
+    assert_eq!(c["SessionStatus"], "COMMITTED");
+    let mut want = expected(0..3);
+    want.extend(expected(5..9));
+    assert_eq!(env.read_all(TABLE).await, want);
+}
+
+// ---- blobs ----
+
+/// Strips and verifies the CRC-32C trailer of each 4096-byte block, then decompresses.
+fn unblock(a: &Answer) -> Vec<u8> {
+    let mut data = Vec::new();
+    for block in a.body.chunks(4100) {
+        assert!(block.len() > 4, "a final block of {} bytes", block.len());
+        let (d, crc) = block.split_at(block.len() - 4);
+        assert_eq!(crc32c::crc32c(d).to_le_bytes(), crc, "CRC mismatch");
+        data.extend_from_slice(d);
+    }
+    match a.header("content-encoding") {
+        None => data,
+        Some("zstd") => zstd::stream::decode_all(&data[..]).unwrap(),
+        Some("x-lz4-frame") => {
+            let mut out = Vec::new();
+            lz4_flex::frame::FrameDecoder::new(&data[..]).read_to_end(&mut out).unwrap();
+            out
+        }
+        Some(other) => panic!("unexpected Content-Encoding {other}"),
+    }
+}
+
+fn parse_download_frames(mut p: &[u8], n: usize) -> Vec<(Value, Vec<u8>, Value)> {
+    let mut take = || {
+        let len = i64::from_le_bytes(p[..8].try_into().unwrap()) as usize;
+        let part = p[8..8 + len].to_vec();
+        p = &p[8 + len..];
+        part
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let h: Value = serde_json::from_slice(&take()).unwrap();
+        let d = take();
+        let f: Value = serde_json::from_slice(&take()).unwrap();
+        out.push((h, d, f));
+    }
+    out
+}
+
+fn upload_frame(header: Value, data: &[u8], footer: Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in [header.to_string().into_bytes(), data.to_vec(), footer.to_string().into_bytes()] {
+        out.extend_from_slice(&(part.len() as i64).to_le_bytes());
+        out.extend_from_slice(&part);
+    }
+    out
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+}
+
+async fn blob_read(env: &Env, refs: &[String], accept: Option<&str>) -> Answer {
+    let mut req = env
+        .client
+        .post(env.url("BlobRead", "generic.blob", &[]))
+        .header("content-type", "application/json")
+        .body(json!({"BlobReferences": refs}).to_string());
+    if let Some(a) = accept {
+        req = req.header("accept-encoding", a);
+    }
+    env.send(req).await
+}
+
+#[tokio::test]
+async fn blobs_single_batch_and_read() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("PartitionValues", ""), ("ColumnIndex", "1")];
+    let mut refs = Vec::new();
+    let zstd_body = zstd::stream::encode_all(&big[..], 3).unwrap();
+    let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    lz4.write_all(b"hello lz4").unwrap();
+    let lz4_body = lz4.finish().unwrap();
+    for (body, enc, plain) in [
+        (big.clone(), None, big.clone()),
+        (zstd_body, Some("zstd"), big.clone()),
+        (lz4_body, Some("x-lz4-frame"), b"hello lz4".to_vec()),
+    ] {
+        let mut h = vec![("content-type", "application/octet-stream")];
+        if let Some(e) = enc {
+            h.push(("content-encoding", e));
+        }
+        let a = env.post_bytes("TableWriteBlob", TABLE, &q, &h, body).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let v = a.json();
+        assert_eq!(v["Size"], plain.len());
+        assert_eq!(v["MD5Value"], hex::encode(Md5::digest(&plain)));
+        assert_eq!(v["WarningMessage"], Value::Null);
+        let r = b64(v["BlobReference"].as_str().unwrap());
+        refs.push((r, plain));
+    }
+
+    // One reference: the raw bytes, CRC-blocked (10 000 bytes = 3 blocks, 12 CRC bytes).
+    let a = blob_read(&env, &[refs[0].0.clone()], None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body.len(), 10_012);
+    assert_eq!(unblock(&a), big);
+    for accept in ["zstd", "x-lz4-frame"] {
+        let a = blob_read(&env, &[refs[2].0.clone()], Some(accept)).await;
+        assert_eq!(a.header("content-encoding"), Some(accept));
+        assert_eq!(unblock(&a), b"hello lz4");
+    }
+
+    // Batch upload: three frames with CRC-32, MD5 and no checksum.
+    let mut body = upload_frame(
+        json!({"PartitionValues": [], "ColumnIndex": 1, "ContentType": "text/plain", "CustomFileName": "x.txt"}),
+        b"abc",
+        json!({"Checksum": {"Type": 1, "Crc32": 891568578u32}}),
+    );
+    body.extend(upload_frame(
+        json!({"PartitionValues": [], "ColumnIndex": 1}),
+        &big,
+        json!({"Checksum": {"Type": 2, "MD5": hex::encode(Md5::digest(&big))}}),
+    ));
+    body.extend(upload_frame(json!({"PartitionValues": [], "ColumnIndex": 1}), b"", json!({"Checksum": {"Type": 0}})));
+    let bq = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Mode", "Batch")];
+    let zbody = zstd::stream::encode_all(&body[..], 1).unwrap();
+    let v = env
+        .post_bytes("TableWriteBlob", TABLE, &bq, &[("content-encoding", "zstd")], zbody)
+        .await
+        .ok();
+    let batch_refs: Vec<String> = v["BlobReferences"].as_array().unwrap().iter().map(|r| b64(r.as_str().unwrap())).collect();
+    assert_eq!(batch_refs.len(), 3);
+
+    // Several references: frames, in request order, under every compression.
+    let mut all: Vec<String> = batch_refs.clone();
+    all.push(refs[1].0.clone());
+    for accept in [None, Some("zstd"), Some("x-lz4-frame")] {
+        let a = blob_read(&env, &all, accept).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let frames = parse_download_frames(&unblock(&a), 4);
+        assert_eq!(frames[0].0["ContentType"], "text/plain");
+        assert_eq!(frames[0].0["CustomFileName"], "x.txt");
+        assert_eq!(frames[0].1, b"abc");
+        assert_eq!(frames[1].1, big);
+        assert!(frames[2].1.is_empty());
+        assert_eq!(frames[3].1, big);
+    }
+
+    // Bad references: 400; a well-formed unknown one: 404.
+    let a = blob_read(&env, &["../../etc/passwd".to_string()], None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = blob_read(&env, &[format!("paiio-blob:{}", "0".repeat(32))], None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    // Malformed frames and checksum mismatches: 400.
+    let bad_crc = upload_frame(json!({"ColumnIndex": 1}), b"abc", json!({"Checksum": {"Type": 1, "Crc32": 1}}));
+    let truncated = body[..body.len() - 3].to_vec();
+    for b in [bad_crc, truncated, vec![0xff; 8]] {
+        let a = env.post_bytes("TableWriteBlob", TABLE, &bq, &[], b).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&a.body));
+    }
+    // An unsupported Content-Encoding: 400. An unknown session: 404.
+    let a = env.post_bytes("TableWriteBlob", TABLE, &q, &[("content-encoding", "gzip")], b"x".to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = env.post_bytes("TableWriteBlob", TABLE, &[("SessionId", "nosuchsession")], &[], b"x".to_vec()).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused() {
+    let env = env_with(Limits { max_upload_body: 4096, ..Limits::default() }).await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+
+    // Malformed Arrow: 400 naming the problem.
+    let a = env.write(TABLE, &sid, "0", "1", b"definitely not arrow".to_vec()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&a.body).contains("Arrow"), "{}", String::from_utf8_lossy(&a.body));
+    let mut cut = ipc(0..3);
+    cut.truncate(cut.len() - 20);
+    assert_eq!(env.write(TABLE, &sid, "0", "1", cut).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(env.write(TABLE, &sid, "0", "1", Vec::new()).await.status, StatusCode::BAD_REQUEST);
+
+    // The wrong schema: `a` as a string.
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+    let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"])) as ArrayRef]).unwrap();
+    let a = env.write(TABLE, &sid, "0", "1", ipc_with(&[b], None)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&a.body));
+
+    // Unknown session: 404.
+    assert_eq!(env.write(TABLE, "nosuchsession", "0", "1", ipc(0..1)).await.status, StatusCode::NOT_FOUND);
+    let a = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", "nosuchsession")], json!({})).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    // Over the upload limit: 413 (Content-Length and chunked).
+    let big = ipc(0..2000);
+    assert!(big.len() > 4096);
+    assert_eq!(env.write(TABLE, &sid, "0", "1", big.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let a = env
+        .send(
+            env.client
+                .post(env.url("TableWrite", TABLE, &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1")]))
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // An unsupported Content-Encoding on TableWrite: 400.
+    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1")];
+    let a = env.post_bytes("TableWrite", TABLE, &q, &[("content-encoding", "gzip")], ipc(0..1)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // Unknown actions and streaming modes: 400.
+    assert_eq!(env.post_json("TableFrobnicate", TABLE, &[], json!({})).await.status, StatusCode::BAD_REQUEST);
+    let a = env.post_json("TableCreateWriteSession", TABLE, &[("WriteMode", "Streaming")], json!({})).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // The stream still works after all that.
+    assert_eq!(env.write(TABLE, &sid, "0", "1", ipc(0..3)).await.ok()["ExactlyOnceRowOffset"], 3);
+}
