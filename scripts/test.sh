@@ -14,4 +14,10 @@ if [ "$status" -ne 0 ]; then
   echo "cargo test failed (exit $status)" >&2
   exit "$status"
 fi
+echo "== PyODPS 0.13.2 conformance against paiio serve =="
+ensure_venv tests/pyodps/requirements.txt
+cargo build -q -p paiio-cli
+export PAIIO_BIN="$CARGO_TARGET_DIR/debug/paiio"
+(cd tests/pyodps && "$PAIIO_VENV/bin/python" -m pytest -q)
+
 echo "all tests passed"

@@ -22,6 +22,9 @@ pub enum Command {
     /// Create, inspect, drop, import, export and checksum tables.
     #[command(subcommand)]
     Table(TableCommand),
+    /// Serve the warehouse over the MaxCompute Storage API:
+    /// `paiio serve --warehouse DIR --config FILE [--listen 127.0.0.1:8080]`.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 //! paiio [--warehouse DIR] table drop URI [--if-exists]
 //! paiio [--warehouse DIR] table import URI FILE [--format csv|jsonl|arrow] [--overwrite] [--batch-rows N]
 //! paiio [--warehouse DIR] table export URI FILE [--format csv|jsonl|arrow]
+//! paiio serve --warehouse DIR [--listen ADDR] [--config FILE] [--allow-anonymous] [--admin] ...
 //! ```
 //!
 //! Errors are one line on standard error, `paiio: error: MESSAGE`, with exit status 2 for
@@ -22,6 +23,7 @@ mod import;
 mod input;
 mod output;
 mod read;
+mod serve;
 mod service;
 
 use std::process::ExitCode;
@@ -54,8 +56,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
+    let command = match &cli.command {
+        Command::Serve(args) => return serve::run(cli, args).await,
+        Command::Table(command) => command,
+    };
     let service = service::open_service(cli)?;
-    let Command::Table(command) = &cli.command;
     match command {
         TableCommand::Create { uri, schema, partitioned_by, if_not_exists } => {
             catalog::create(service, out, uri, schema, partitioned_by.as_deref(), *if_not_exists).await

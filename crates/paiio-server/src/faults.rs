@@ -91,10 +91,10 @@ impl Fault {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if let Fault::Status { status, .. } = self {
-            if !(400..=599).contains(status) {
-                return Err(format!("status {status} is not an error status (400-599)"));
-            }
+        if let Fault::Status { status, .. } = self
+            && !(400..=599).contains(status)
+        {
+            return Err(format!("status {status} is not an error status (400-599)"));
         }
         Ok(())
     }
@@ -139,7 +139,12 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(fault: Fault, when: When) -> Self {
-        FaultRule { actions: Vec::new(), path_contains: None, fault, when }
+        FaultRule {
+            actions: Vec::new(),
+            path_contains: None,
+            fault,
+            when,
+        }
     }
 
     /// Restricts the rule to one more action.
@@ -151,7 +156,11 @@ impl FaultRule {
     fn matches(&self, action: Option<&str>, path: &str) -> bool {
         let action_ok = self.actions.is_empty()
             || action.is_some_and(|a| self.actions.iter().any(|x| x.eq_ignore_ascii_case(a)));
-        action_ok && self.path_contains.as_deref().is_none_or(|p| path.contains(p))
+        action_ok
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|p| path.contains(p))
     }
 }
 
@@ -184,10 +193,10 @@ impl FaultPlan {
     fn validate(&self) -> Result<(), String> {
         for (i, r) in self.rules.iter().enumerate() {
             r.fault.validate().map_err(|e| format!("rule {i}: {e}"))?;
-            if let When::Probability(p) = r.when {
-                if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("rule {i}: probability {p} is not within 0..1"));
-                }
+            if let When::Probability(p) = r.when
+                && !(0.0..=1.0).contains(&p)
+            {
+                return Err(format!("rule {i}: probability {p} is not within 0..1"));
             }
         }
         Ok(())
@@ -382,7 +391,8 @@ pub struct FaultControl {
 impl FaultControl {
     /// Replaces the plan.
     pub fn set(&self, plan: FaultPlan) -> paiio_storage::Result<()> {
-        plan.validate().map_err(|e| paiio_storage::Error::invalid("fault plan", e))?;
+        plan.validate()
+            .map_err(|e| paiio_storage::Error::invalid("fault plan", e))?;
         self.state.realism.faults.set(plan);
         Ok(())
     }
@@ -401,7 +411,9 @@ impl FaultControl {
 impl Server {
     /// A handle to change the server's faults while it runs.
     pub fn fault_control(&self) -> FaultControl {
-        FaultControl { state: self.state.clone() }
+        FaultControl {
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -417,12 +429,21 @@ fn action_of(query: Option<&str>) -> Option<String> {
 /// at once, before hyper has flushed the (buffered) status line.
 fn dropped_connection() -> Response {
     let body = futures::stream::once(async {
-        Err::<Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "paiio fault: connection reset"))
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "paiio fault: connection reset",
+        ))
     });
     Response::new(Body::from_stream(body))
 }
 
-fn status_response(request_id: Option<String>, status: u16, retry_after: Option<u64>, code: Option<String>, message: Option<String>) -> Response {
+fn status_response(
+    request_id: Option<String>,
+    status: u16,
+    retry_after: Option<u64>,
+    code: Option<String>,
+    message: Option<String>,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let code = code.unwrap_or_else(|| {
         match status.as_u16() {
@@ -442,7 +463,9 @@ fn status_response(request_id: Option<String>, status: u16, retry_after: Option<
     let mut response = err.into_response();
     let retry_after = retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(1));
     if let Some(s) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     response
 }
@@ -472,7 +495,13 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
         done: bool,
         cut_done: bool,
     }
-    let st = St { inner: body.into_data_stream(), pending: Bytes::new(), sent: 0, done: false, cut_done: false };
+    let st = St {
+        inner: body.into_data_stream(),
+        pending: Bytes::new(),
+        sent: 0,
+        done: false,
+        cut_done: false,
+    };
     let stream = futures::stream::unfold(st, move |mut st| async move {
         if st.done {
             return None;
@@ -483,7 +512,13 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
                     // Let hyper flush what was sent before dropping the connection.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     st.done = true;
-                    return Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "paiio fault: connection reset mid-body")), st));
+                    return Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "paiio fault: connection reset mid-body",
+                        )),
+                        st,
+                    ));
                 }
                 Cut::Truncate => return None,
                 Cut::Stall(d) => {
@@ -509,7 +544,11 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
                 }
             }
         }
-        let take = if st.cut_done { st.pending.len() } else { st.pending.len().min((limit - st.sent) as usize) };
+        let take = if st.cut_done {
+            st.pending.len()
+        } else {
+            st.pending.len().min((limit - st.sent) as usize)
+        };
         let out = st.pending.split_to(take);
         st.sent += take as u64;
         Some((Ok(out), st))
@@ -518,12 +557,24 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
 }
 
 /// The fault layer.
-pub(crate) async fn fault_layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn fault_layer(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let action = action_of(request.uri().query());
-    let Some(fault) = state.realism.faults.decide(action.as_deref(), request.uri().path()) else {
+    let Some(fault) = state
+        .realism
+        .faults
+        .decide(action.as_deref(), request.uri().path())
+    else {
         return next.run(request).await;
     };
-    tracing::info!(action = action.as_deref().unwrap_or(""), fault = fault.kind(), "injecting a fault");
+    tracing::info!(
+        action = action.as_deref().unwrap_or(""),
+        fault = fault.kind(),
+        "injecting a fault"
+    );
     match fault {
         Fault::Reset => dropped_connection(),
         Fault::ResponseLost => {
@@ -532,17 +583,30 @@ pub(crate) async fn fault_layer(State(state): State<Arc<AppState>>, request: Req
             drop(response);
             dropped_connection()
         }
-        Fault::Status { status, retry_after, code, message } => {
+        Fault::Status {
+            status,
+            retry_after,
+            code,
+            message,
+        } => {
             let id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
             status_response(id, status, retry_after, code, message)
         }
-        Fault::Stall { ms, after_bytes: None } => {
+        Fault::Stall {
+            ms,
+            after_bytes: None,
+        } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(request).await
         }
-        Fault::Stall { ms, after_bytes: Some(n) } => {
-            cut_body(next.run(request).await, n, Cut::Stall(Duration::from_millis(ms)))
-        }
+        Fault::Stall {
+            ms,
+            after_bytes: Some(n),
+        } => cut_body(
+            next.run(request).await,
+            n,
+            Cut::Stall(Duration::from_millis(ms)),
+        ),
         Fault::ResetAfter { bytes } => cut_body(next.run(request).await, bytes, Cut::Reset),
         Fault::Truncate { bytes } => cut_body(next.run(request).await, bytes, Cut::Truncate),
     }
@@ -551,13 +615,19 @@ pub(crate) async fn fault_layer(State(state): State<Arc<AppState>>, request: Req
 // ---- admin endpoints ----
 
 /// Adds the admin routes (unauthenticated) when the server was built with `admin(true)`.
-pub(crate) fn with_admin_routes(router: Router<Arc<AppState>>, state: &AppState) -> Router<Arc<AppState>> {
+pub(crate) fn with_admin_routes(
+    router: Router<Arc<AppState>>,
+    state: &AppState,
+) -> Router<Arc<AppState>> {
     if !state.realism.admin {
         return router;
     }
     router.merge(
         Router::new()
-            .route("/__paiio/faults", get(get_faults).post(post_faults).delete(delete_faults))
+            .route(
+                "/__paiio/faults",
+                get(get_faults).post(post_faults).delete(delete_faults),
+            )
             .route("/__paiio/clock/advance", post(advance_clock)),
     )
 }
@@ -569,7 +639,10 @@ async fn get_faults(State(state): State<Arc<AppState>>) -> Response {
 async fn post_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let plan = match serde_json::from_slice::<PlanOrRule>(&body) {
         Ok(PlanOrRule::Plan(p)) => p,
-        Ok(PlanOrRule::Rule(r)) => FaultPlan { seed: None, rules: vec![r] },
+        Ok(PlanOrRule::Rule(r)) => FaultPlan {
+            seed: None,
+            rules: vec![r],
+        },
         Err(e) => return ApiError::invalid(format!("malformed fault plan: {e}")).into_response(),
     };
     if let Err(e) = plan.validate() {
@@ -638,10 +711,19 @@ mod tests {
         let s = FaultState::new(
             FaultPlan::new()
                 .rule(FaultRule::new(Fault::Reset, When::Nth(2)).action("TableRead"))
-                .rule(FaultRule::new(Fault::Truncate { bytes: 1 }, When::Next(2)).action("TableWrite")),
+                .rule(
+                    FaultRule::new(Fault::Truncate { bytes: 1 }, When::Next(2))
+                        .action("TableWrite"),
+                ),
         );
-        let read = |s: &FaultState| s.decide(Some("TableRead"), "/api/storage/v2").map(|f| f.kind());
-        let write = |s: &FaultState| s.decide(Some("TableWrite"), "/api/storage/v2").map(|f| f.kind());
+        let read = |s: &FaultState| {
+            s.decide(Some("TableRead"), "/api/storage/v2")
+                .map(|f| f.kind())
+        };
+        let write = |s: &FaultState| {
+            s.decide(Some("TableWrite"), "/api/storage/v2")
+                .map(|f| f.kind())
+        };
         assert_eq!(read(&s), None);
         assert_eq!(read(&s), Some("reset"));
         assert_eq!(read(&s), None);
@@ -659,9 +741,13 @@ mod tests {
     fn probability_is_seeded() {
         let draw = || {
             let s = FaultState::new(
-                FaultPlan::new().seed(42).rule(FaultRule::new(Fault::Reset, When::Probability(0.3))),
+                FaultPlan::new()
+                    .seed(42)
+                    .rule(FaultRule::new(Fault::Reset, When::Probability(0.3))),
             );
-            (0..200).map(|_| s.decide(None, "/").is_some()).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| s.decide(None, "/").is_some())
+                .collect::<Vec<_>>()
         };
         let a = draw();
         assert_eq!(a, draw());

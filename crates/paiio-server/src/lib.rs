@@ -26,6 +26,7 @@ mod faults;
 mod limits;
 mod middleware;
 mod stream;
+mod v1;
 mod v2;
 mod v2_write;
 
@@ -159,6 +160,7 @@ impl Server {
             .route("/api/logview/host", get(control::logview_host))
             .route("/api/webconsole/host", get(control::webconsole_host))
             .route("/api/storage/{version}", any(v2::dispatch))
+            .merge(v1::router())
             .fallback(control::unknown_route)
             .layer(axum::middleware::from_fn_with_state(self.state.clone(), faults::fault_layer))
             .layer(axum::middleware::from_fn_with_state(self.state.clone(), middleware::authenticate))

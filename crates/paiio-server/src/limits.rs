@@ -29,10 +29,21 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 1000;
 /// Units are case-insensitive, a fraction is allowed (`1.5MB`), and a trailing `/s` is
 /// ignored so a rate can be written `10MB/s`.
 pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = |why: &str| Error::invalid("size", format!("`{text}` ({why}; e.g. 512KB, 10MB, 10MiB, 1GB)"));
+    let bad = |why: &str| {
+        Error::invalid(
+            "size",
+            format!("`{text}` ({why}; e.g. 512KB, 10MB, 10MiB, 1GB)"),
+        )
+    };
     let t = text.trim();
-    let t = t.strip_suffix("/s").or_else(|| t.strip_suffix("/S")).unwrap_or(t).trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t)
+        .trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     if number.is_empty() {
         return Err(bad("no number"));
@@ -84,7 +95,12 @@ impl LimitState {
             if current >= self.max_concurrency {
                 return None;
             }
-            match self.active.compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.active.compare_exchange(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return Some(SlotGuard(self.active.clone())),
                 Err(now) => current = now,
             }
@@ -138,12 +154,18 @@ fn slot_exceeded(request: &Request, max: usize) -> Response {
     );
     err.request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
     let mut response = err.into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
 /// The concurrency cap and the bandwidth cap.
-pub(crate) async fn limit_layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn limit_layer(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let limits = &state.realism.limits;
     let Some(slot) = limits.try_acquire() else {
         limits.rejected.fetch_add(1, Ordering::SeqCst);
@@ -168,7 +190,10 @@ pub(crate) async fn limit_layer(State(state): State<Arc<AppState>>, request: Req
 /// Paces a body stream to `rate` bytes per second with a token bucket of one piece: large
 /// chunks are split into pieces of at most 64 KiB (and at most 1/50 s worth of bytes), and each
 /// piece waits until the bytes sent so far are within the rate since the first poll.
-pub(crate) fn paced<S, E>(stream: S, rate: u64) -> impl Stream<Item = std::result::Result<Bytes, E>> + Send
+pub(crate) fn paced<S, E>(
+    stream: S,
+    rate: u64,
+) -> impl Stream<Item = std::result::Result<Bytes, E>> + Send
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
     E: Send + 'static,
@@ -181,7 +206,12 @@ where
         start: Option<Instant>,
         sent: u64,
     }
-    let state = Pace { inner: stream, pending: Bytes::new(), start: None, sent: 0 };
+    let state = Pace {
+        inner: stream,
+        pending: Bytes::new(),
+        start: None,
+        sent: 0,
+    };
     futures::stream::unfold(state, move |mut st| async move {
         if st.pending.is_empty() {
             match st.inner.next().await? {
@@ -228,8 +258,10 @@ mod tests {
 
     #[tokio::test]
     async fn pacing_is_close_to_the_rate() {
-        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> =
-            vec![Ok(Bytes::from(vec![0u8; 700_000])), Ok(Bytes::from(vec![0u8; 300_000]))];
+        let chunks: Vec<std::result::Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from(vec![0u8; 700_000])),
+            Ok(Bytes::from(vec![0u8; 300_000])),
+        ];
         let started = std::time::Instant::now();
         let total: usize = paced(futures::stream::iter(chunks), 4_000_000)
             .map(|c| c.unwrap().len())

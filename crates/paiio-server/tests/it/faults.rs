@@ -12,7 +12,9 @@ use paiio_storage::auth::Verifier;
 use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::types::ArrowOptions;
-use paiio_storage::{Column, TableId, TableSchema, TableService, WriteRequest, WriteSessionRequest};
+use paiio_storage::{
+    Column, TableId, TableSchema, TableService, WriteRequest, WriteSessionRequest,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +29,10 @@ struct Env {
 
 fn schema() -> TableSchema {
     TableSchema::new(
-        vec![Column::new("id", "bigint".parse().unwrap()), Column::new("payload", "string".parse().unwrap())],
+        vec![
+            Column::new("id", "bigint".parse().unwrap()),
+            Column::new("payload", "string".parse().unwrap()),
+        ],
         vec![],
     )
     .unwrap()
@@ -36,8 +41,15 @@ fn schema() -> TableSchema {
 /// Rows `ids`, each with a `payload_len`-byte string.
 fn batch(ids: std::ops::Range<i64>, payload_len: usize) -> RecordBatch {
     let options = ArrowOptions::default();
-    let fields: Vec<_> = schema().columns.iter().map(|c| c.to_arrow_field(&options)).collect();
-    let payloads: Vec<String> = ids.clone().map(|i| format!("{i:0>width$}", width = payload_len)).collect();
+    let fields: Vec<_> = schema()
+        .columns
+        .iter()
+        .map(|c| c.to_arrow_field(&options))
+        .collect();
+    let payloads: Vec<String> = ids
+        .clone()
+        .map(|i| format!("{i:0>width$}", width = payload_len))
+        .collect();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.collect::<Vec<_>>())),
         Arc::new(StringArray::from(payloads)),
@@ -46,9 +58,20 @@ fn batch(ids: std::ops::Range<i64>, payload_len: usize) -> RecordBatch {
 }
 
 /// Writes `batches` through the service: session, one stream, close; commits when asked.
-async fn write(service: &LocalWarehouse, table: &TableId, batches: Vec<RecordBatch>, commit: bool) -> String {
-    let session = service.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap();
-    let stream = service.create_write_stream(table, &session.session_id, None, false).await.unwrap();
+async fn write(
+    service: &LocalWarehouse,
+    table: &TableId,
+    batches: Vec<RecordBatch>,
+    commit: bool,
+) -> String {
+    let session = service
+        .create_write_session(&WriteSessionRequest::new(table.clone()))
+        .await
+        .unwrap();
+    let stream = service
+        .create_write_stream(table, &session.session_id, None, false)
+        .await
+        .unwrap();
     service
         .write(WriteRequest {
             table: table.clone(),
@@ -61,39 +84,91 @@ async fn write(service: &LocalWarehouse, table: &TableId, batches: Vec<RecordBat
         })
         .await
         .unwrap();
-    service.close_write_stream(table, &session.session_id, &stream.stream_id, stream.version).await.unwrap();
+    service
+        .close_write_stream(
+            table,
+            &session.session_id,
+            &stream.stream_id,
+            stream.version,
+        )
+        .await
+        .unwrap();
     if commit {
-        service.commit_write_session(table, &session.session_id, None).await.unwrap();
+        service
+            .commit_write_session(table, &session.session_id, None)
+            .await
+            .unwrap();
     }
     session.session_id
 }
 
 /// A warehouse with table `p.t` of `rows` rows of `payload_len`-byte payloads, served
 /// anonymously with the admin endpoints on and a manual clock.
-async fn start(rows: usize, payload_len: usize, configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Env {
+async fn start(
+    rows: usize,
+    payload_len: usize,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let service = Arc::new(LocalWarehouse::builder(dir.path()).clock(Arc::new(clock.clone())).open().unwrap());
+    let service = Arc::new(
+        LocalWarehouse::builder(dir.path())
+            .clock(Arc::new(clock.clone()))
+            .open()
+            .unwrap(),
+    );
     let table = TableId::new("p", None, "t").unwrap();
-    service.create_table(&table, &schema(), Default::default()).await.unwrap();
+    service
+        .create_table(&table, &schema(), Default::default())
+        .await
+        .unwrap();
     if rows > 0 {
-        write(&service, &table, vec![batch(0..rows as i64, payload_len)], true).await;
+        write(
+            &service,
+            &table,
+            vec![batch(0..rows as i64, payload_len)],
+            true,
+        )
+        .await;
     }
-    let builder = Server::builder(service.clone()).allow_anonymous(true).admin(true).clock(clock);
-    let handle = configure(builder).build().unwrap().bind("127.0.0.1:0").await.unwrap();
+    let builder = Server::builder(service.clone())
+        .allow_anonymous(true)
+        .admin(true)
+        .clock(clock);
+    let handle = configure(builder)
+        .build()
+        .unwrap()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    Env { _dir: dir, service, table, rows, handle, http }
+    Env {
+        _dir: dir,
+        service,
+        table,
+        rows,
+        handle,
+        http,
+    }
 }
 
 impl Env {
     fn storage_url(&self, action: &str, extra: &str) -> String {
-        format!("{}/api/storage/v2?Action={action}&Target={}{extra}", self.handle.url(), self.table.target())
+        format!(
+            "{}/api/storage/v2?Action={action}&Target={}{extra}",
+            self.handle.url(),
+            self.table.target()
+        )
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(method, format!("{}/__paiio/{path}", self.handle.url()));
+        let mut request = self
+            .http
+            .request(method, format!("{}/__paiio/{path}", self.handle.url()));
         if let Some(b) = body {
-            request = request.header("content-type", "application/json").body(b.to_string());
+            request = request
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let response = request.send().await.unwrap();
         let status = response.status();
@@ -103,11 +178,17 @@ impl Env {
     }
 
     async fn set_faults(&self, plan: Value) -> Value {
-        self.admin(reqwest::Method::POST, "faults", Some(plan)).await
+        self.admin(reqwest::Method::POST, "faults", Some(plan))
+            .await
     }
 
     async fn create_read_session(&self) -> reqwest::Response {
-        self.http.post(self.storage_url("TableCreateReadSession", "")).body("{}").send().await.unwrap()
+        self.http
+            .post(self.storage_url("TableCreateReadSession", ""))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
     }
 
     async fn read_session(&self) -> String {
@@ -118,7 +199,9 @@ impl Env {
     }
 
     fn read_request(&self, session: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.storage_url("TableRead", &format!("&SessionId={session}&Index=0"))).body("{}")
+        self.http
+            .post(self.storage_url("TableRead", &format!("&SessionId={session}&Index=0")))
+            .body("{}")
     }
 
     /// The rows of split 0 of a new read session.
@@ -132,20 +215,29 @@ impl Env {
 
 /// Rows of an Arrow IPC stream; an error when it is broken or has no end-of-stream marker.
 fn arrow_rows(bytes: &[u8]) -> Result<usize, String> {
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| e.to_string())?;
     let mut rows = 0;
     for b in reader {
         rows += b.map_err(|e| e.to_string())?.num_rows();
     }
     // A clean end has the end-of-stream marker: continuation + zero length.
     if !bytes.ends_with(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]) {
-        return Err(format!("no end-of-stream marker ({} bytes, {rows} rows)", bytes.len()));
+        return Err(format!(
+            "no end-of-stream marker ({} bytes, {rows} rows)",
+            bytes.len()
+        ));
     }
     Ok(rows)
 }
 
 /// Sends one request over a fresh TCP connection; everything the server sent back.
-async fn raw_request(addr: std::net::SocketAddr, method: &str, path_and_query: &str, body: &str) -> Vec<u8> {
+async fn raw_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+) -> Vec<u8> {
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
@@ -154,7 +246,9 @@ async fn raw_request(addr: std::net::SocketAddr, method: &str, path_and_query: &
     );
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut out)).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut out))
+        .await
+        .unwrap();
     out
 }
 
@@ -173,24 +267,37 @@ async fn status_faults_answer_with_the_json_error_body() {
         if let Some(s) = retry_after {
             fault["retry_after"] = json!(s);
         }
-        env.set_faults(json!({"actions": ["TableCreateReadSession"], "fault": fault})).await;
+        env.set_faults(json!({"actions": ["TableCreateReadSession"], "fault": fault}))
+            .await;
         let response = env.create_read_session().await;
         assert_eq!(response.status().as_u16(), status);
         assert_eq!(
-            response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string()),
             retry_after.map(|s| s.to_string()),
             "Retry-After of {status}"
         );
-        let request_id = response.headers()["x-odps-request-id"].to_str().unwrap().to_string();
+        let request_id = response.headers()["x-odps-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
         assert_eq!(body["Code"], code);
         assert_eq!(body["RequestId"], request_id.as_str());
-        assert!(body["Message"].as_str().unwrap().contains(&status.to_string()));
+        assert!(
+            body["Message"]
+                .as_str()
+                .unwrap()
+                .contains(&status.to_string())
+        );
         // Fired once: the next request is served.
         assert_eq!(env.create_read_session().await.status(), 200);
     }
     // 429 without an explicit Retry-After still carries one.
-    env.set_faults(json!({"fault": {"kind": "status", "status": 429}})).await;
+    env.set_faults(json!({"fault": {"kind": "status", "status": 429}}))
+        .await;
     let response = env.create_read_session().await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -212,14 +319,30 @@ async fn schedules_select_by_action_and_count() {
     ]}))
     .await;
     let session = env.read_session().await;
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 200);
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 503);
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 200);
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        503
+    );
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        200
+    );
     // The next 2 requests of any action.
-    env.set_faults(json!({"fault": {"kind": "status", "status": 500}, "when": {"next": 2}})).await;
+    env.set_faults(json!({"fault": {"kind": "status", "status": 500}, "when": {"next": 2}}))
+        .await;
     assert_eq!(env.create_read_session().await.status(), 500);
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 500);
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 200);
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        500
+    );
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        200
+    );
     // Seeded probability: the same seed fires on the same requests.
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -234,7 +357,11 @@ async fn schedules_select_by_action_and_count() {
         runs.push(fired);
     }
     assert_eq!(runs[0], runs[1]);
-    assert!(runs[0].iter().any(|f| *f) && runs[0].iter().any(|f| !*f), "{:?}", runs[0]);
+    assert!(
+        runs[0].iter().any(|f| *f) && runs[0].iter().any(|f| !*f),
+        "{:?}",
+        runs[0]
+    );
     // Malformed plans are refused and change nothing.
     let response = env
         .http
@@ -244,8 +371,13 @@ async fn schedules_select_by_action_and_count() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let response =
-        env.http.post(format!("{}/__paiio/faults", env.handle.url())).body(r#"{"fault": {"kind": "explode"}}"#).send().await.unwrap();
+    let response = env
+        .http
+        .post(format!("{}/__paiio/faults", env.handle.url()))
+        .body(r#"{"fault": {"kind": "explode"}}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
 }
 
@@ -253,9 +385,15 @@ async fn schedules_select_by_action_and_count() {
 async fn reset_before_headers_sends_nothing() {
     let env = start(100, 10, |b| b).await;
     let session = env.read_session().await;
-    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "reset"}, "when": {"next": 2}})).await;
+    env.set_faults(
+        json!({"actions": ["TableRead"], "fault": {"kind": "reset"}, "when": {"next": 2}}),
+    )
+    .await;
     // Not a single byte comes back, not even a status line.
-    let path = format!("/api/storage/v2?Action=TableRead&Target={}&SessionId={session}&Index=0", env.table.target());
+    let path = format!(
+        "/api/storage/v2?Action=TableRead&Target={}&SessionId={session}&Index=0",
+        env.table.target()
+    );
     let raw = raw_request(env.handle.addr(), "POST", &path, "{}").await;
     assert!(raw.is_empty(), "got {:?}", String::from_utf8_lossy(&raw));
     // An HTTP client sees a connection error.
@@ -263,14 +401,20 @@ async fn reset_before_headers_sends_nothing() {
     assert!(!err.is_status(), "{err}");
     // Then reads work again.
     let response = env.read_request(&session).send().await.unwrap();
-    assert_eq!(arrow_rows(&response.bytes().await.unwrap()).unwrap(), env.rows);
+    assert_eq!(
+        arrow_rows(&response.bytes().await.unwrap()).unwrap(),
+        env.rows
+    );
 }
 
 #[tokio::test]
 async fn reset_mid_body_breaks_the_stream_after_n_bytes() {
     let env = start(1000, 100, |b| b).await;
     let session = env.read_session().await;
-    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "reset_after", "bytes": 5000}})).await;
+    env.set_faults(
+        json!({"actions": ["TableRead"], "fault": {"kind": "reset_after", "bytes": 5000}}),
+    )
+    .await;
     let response = env.read_request(&session).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
@@ -285,11 +429,17 @@ async fn reset_mid_body_breaks_the_stream_after_n_bytes() {
             }
         }
     }
-    assert!(error.is_some(), "the body ended cleanly after {received} bytes");
+    assert!(
+        error.is_some(),
+        "the body ended cleanly after {received} bytes"
+    );
     assert_eq!(received, 5000);
 
     // Past the end of the body: the whole body arrives, but never its clean end.
-    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "reset_after", "bytes": 100_000_000}})).await;
+    env.set_faults(
+        json!({"actions": ["TableRead"], "fault": {"kind": "reset_after", "bytes": 100_000_000}}),
+    )
+    .await;
     let response = env.read_request(&session).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.bytes().await.is_err());
@@ -301,12 +451,19 @@ async fn reset_mid_body_breaks_the_stream_after_n_bytes() {
 async fn truncation_is_a_clean_short_body() {
     let env = start(1000, 100, |b| b).await;
     let session = env.read_session().await;
-    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "truncate", "bytes": 5000}})).await;
+    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "truncate", "bytes": 5000}}))
+        .await;
     let response = env.read_request(&session).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let body = response.bytes().await.expect("a truncated body ends without a transport error");
+    let body = response
+        .bytes()
+        .await
+        .expect("a truncated body ends without a transport error");
     assert_eq!(body.len(), 5000);
-    assert!(arrow_rows(&body).is_err(), "a truncated Arrow stream must not parse as complete");
+    assert!(
+        arrow_rows(&body).is_err(),
+        "a truncated Arrow stream must not parse as complete"
+    );
     let status = env.admin(reqwest::Method::GET, "faults", None).await;
     assert_eq!(status["counters"]["truncate"], 1);
 }
@@ -315,24 +472,44 @@ async fn truncation_is_a_clean_short_body() {
 async fn stalls_delay_headers_or_the_body() {
     let env = start(1000, 100, |b| b).await;
     let session = env.read_session().await;
-    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "stall", "ms": 400}})).await;
+    env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "stall", "ms": 400}}))
+        .await;
     let started = Instant::now();
     let response = env.read_request(&session).send().await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(400), "headers after {:?}", started.elapsed());
-    assert_eq!(arrow_rows(&response.bytes().await.unwrap()).unwrap(), env.rows);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "headers after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        arrow_rows(&response.bytes().await.unwrap()).unwrap(),
+        env.rows
+    );
 
     env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "stall", "ms": 400, "after_bytes": 1000}})).await;
     let started = Instant::now();
     let response = env.read_request(&session).send().await.unwrap();
     let headers_after = started.elapsed();
-    assert!(headers_after < Duration::from_millis(300), "headers after {headers_after:?}");
+    assert!(
+        headers_after < Duration::from_millis(300),
+        "headers after {headers_after:?}"
+    );
     let body = response.bytes().await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(400), "body after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "body after {:?}",
+        started.elapsed()
+    );
     assert_eq!(arrow_rows(&body).unwrap(), env.rows);
 
     // A client with a read timeout gives up on the stall.
     env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "stall", "ms": 2000, "after_bytes": 10}})).await;
-    let response = env.read_request(&session).timeout(Duration::from_millis(500)).send().await.unwrap();
+    let response = env
+        .read_request(&session)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .unwrap();
     let err = response.bytes().await.unwrap_err();
     assert!(err.is_timeout(), "{err}");
 }
@@ -341,7 +518,10 @@ async fn stalls_delay_headers_or_the_body() {
 async fn commit_applied_but_response_lost() {
     let env = start(0, 10, |b| b).await;
     let session = write(&env.service, &env.table, vec![batch(0..25, 10)], false).await;
-    env.set_faults(json!({"actions": ["TableCommitWriteSession"], "fault": {"kind": "commit_lost"}})).await;
+    env.set_faults(
+        json!({"actions": ["TableCommitWriteSession"], "fault": {"kind": "commit_lost"}}),
+    )
+    .await;
     let commit = || {
         env.http
             .post(env.storage_url("TableCommitWriteSession", &format!("&SessionId={session}")))
@@ -365,9 +545,18 @@ async fn commit_applied_but_response_lost() {
 async fn advancing_the_clock_expires_sessions() {
     let env = start(10, 10, |b| b).await;
     let session = env.read_session().await;
-    assert_eq!(env.read_request(&session).send().await.unwrap().status(), 200);
+    assert_eq!(
+        env.read_request(&session).send().await.unwrap().status(),
+        200
+    );
     let before = env.handle_now_ms();
-    let v = env.admin(reqwest::Method::POST, "clock/advance", Some(json!({"ms": 48 * 3600 * 1000}))).await;
+    let v = env
+        .admin(
+            reqwest::Method::POST,
+            "clock/advance",
+            Some(json!({"ms": 48 * 3600 * 1000})),
+        )
+        .await;
     assert!(v["now_ms"].as_i64().unwrap() >= before + 48 * 3600 * 1000);
     let response = env.read_request(&session).send().await.unwrap();
     assert!(response.status().is_client_error(), "{}", response.status());
@@ -379,14 +568,20 @@ async fn advancing_the_clock_expires_sessions() {
 
 impl Env {
     fn handle_now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
     }
 }
 
 #[tokio::test]
 async fn the_bandwidth_cap_paces_bodies() {
     // About 5 MB of Arrow at 10 MB/s: at least ~0.45 s (one 64 KiB piece of burst).
-    let env = start(5000, 1000, |b| b.stream_rate(Some(paiio_server::parse_size("10MB").unwrap()))).await;
+    let env = start(5000, 1000, |b| {
+        b.stream_rate(Some(paiio_server::parse_size("10MB").unwrap()))
+    })
+    .await;
     let session = env.read_session().await;
     let started = Instant::now();
     let response = env.read_request(&session).send().await.unwrap();
@@ -394,8 +589,16 @@ async fn the_bandwidth_cap_paces_bodies() {
     let took = started.elapsed().as_secs_f64();
     assert!(body.len() > 5_000_000, "{} bytes", body.len());
     let expected = body.len() as f64 / 10_000_000.0;
-    assert!(took >= expected * 0.95 - 0.01, "{} bytes in {took:.3} s (expected {expected:.3} s)", body.len());
-    assert!(took < expected * 1.5 + 0.3, "{} bytes in {took:.3} s (expected {expected:.3} s)", body.len());
+    assert!(
+        took >= expected * 0.95 - 0.01,
+        "{} bytes in {took:.3} s (expected {expected:.3} s)",
+        body.len()
+    );
+    assert!(
+        took < expected * 1.5 + 0.3,
+        "{} bytes in {took:.3} s (expected {expected:.3} s)",
+        body.len()
+    );
     assert_eq!(arrow_rows(&body).unwrap(), env.rows);
 }
 
@@ -407,7 +610,10 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
     env.set_faults(json!({"actions": ["TableRead"], "fault": {"kind": "stall", "ms": 1000, "after_bytes": 100}, "when": {"next": 2}})).await;
     let first = env.read_request(&session).send().await.unwrap();
     let second = env.read_request(&session).send().await.unwrap();
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let third = env.read_request(&session).send().await.unwrap();
     assert_eq!(third.status(), 429);
     assert_eq!(third.headers()["retry-after"], "1");
@@ -419,7 +625,10 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
     assert_eq!(status["limits"]["rejected"], 1);
     // Once the bodies are done, the slots are free again.
     assert_eq!(arrow_rows(&first.bytes().await.unwrap()).unwrap(), env.rows);
-    assert_eq!(arrow_rows(&second.bytes().await.unwrap()).unwrap(), env.rows);
+    assert_eq!(
+        arrow_rows(&second.bytes().await.unwrap()).unwrap(),
+        env.rows
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(env.read_rows().await, env.rows);
     let status = env.admin(reqwest::Method::GET, "faults", None).await;
@@ -430,20 +639,44 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
 async fn admin_routes_need_admin_and_skip_signatures() {
     // Without admin(true) there are no admin routes.
     let env = start(0, 10, |b| b.admin(false)).await;
-    let response = env.http.get(format!("{}/__paiio/faults", env.handle.url())).send().await.unwrap();
+    let response = env
+        .http
+        .get(format!("{}/__paiio/faults", env.handle.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
 
     // With keys and admin: storage calls need a signature, admin calls do not.
-    let env = start(0, 10, |b| b.allow_anonymous(false).verifier(Verifier::new(Duration::from_secs(900)).with_key("id", "key"))).await;
-    let response = env.http.get(format!("{}/api/tenants", env.handle.url())).send().await.unwrap();
+    let env = start(0, 10, |b| {
+        b.allow_anonymous(false)
+            .verifier(Verifier::new(Duration::from_secs(900)).with_key("id", "key"))
+    })
+    .await;
+    let response = env
+        .http
+        .get(format!("{}/api/tenants", env.handle.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let status = env.admin(reqwest::Method::GET, "faults", None).await;
-    assert_eq!(status["limits"]["max_concurrency"], paiio_server::DEFAULT_MAX_CONCURRENCY);
+    assert_eq!(
+        status["limits"]["max_concurrency"],
+        paiio_server::DEFAULT_MAX_CONCURRENCY
+    );
 
     // The clock endpoint needs a manual clock.
     let dir = tempfile::tempdir().unwrap();
     let service = Arc::new(LocalWarehouse::open(dir.path()).unwrap());
-    let handle = Server::builder(service).allow_anonymous(true).admin(true).build().unwrap().bind("127.0.0.1:0").await.unwrap();
+    let handle = Server::builder(service)
+        .allow_anonymous(true)
+        .admin(true)
+        .build()
+        .unwrap()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let response = env
         .http
         .post(format!("{}/__paiio/clock/advance", handle.url()))
@@ -457,23 +690,53 @@ async fn admin_routes_need_admin_and_skip_signatures() {
 #[tokio::test]
 async fn faults_set_at_build_time_and_from_rust() {
     use paiio_server::{Fault, FaultPlan, FaultRule, When};
-    let plan = FaultPlan::new().rule(FaultRule::new(Fault::Status { status: 503, retry_after: Some(3), code: None, message: None }, When::Next(1)).action("TableCreateReadSession"));
+    let plan = FaultPlan::new().rule(
+        FaultRule::new(
+            Fault::Status {
+                status: 503,
+                retry_after: Some(3),
+                code: None,
+                message: None,
+            },
+            When::Next(1),
+        )
+        .action("TableCreateReadSession"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let service = Arc::new(LocalWarehouse::open(dir.path()).unwrap());
     let table = TableId::new("p", None, "t").unwrap();
-    service.create_table(&table, &schema(), Default::default()).await.unwrap();
-    let server = Server::builder(service).allow_anonymous(true).faults(plan).build().unwrap();
+    service
+        .create_table(&table, &schema(), Default::default())
+        .await
+        .unwrap();
+    let server = Server::builder(service)
+        .allow_anonymous(true)
+        .faults(plan)
+        .build()
+        .unwrap();
     let control = server.fault_control();
     let handle = server.bind("127.0.0.1:0").await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("{}/api/storage/v2?Action=TableCreateReadSession&Target={}", handle.url(), table.target());
+    let url = format!(
+        "{}/api/storage/v2?Action=TableCreateReadSession&Target={}",
+        handle.url(),
+        table.target()
+    );
     let response = http.post(&url).body("{}").send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "3");
-    assert_eq!(http.post(&url).body("{}").send().await.unwrap().status(), 200);
-    control.set(FaultPlan::new().rule(FaultRule::new(Fault::Reset, When::Always))).unwrap();
+    assert_eq!(
+        http.post(&url).body("{}").send().await.unwrap().status(),
+        200
+    );
+    control
+        .set(FaultPlan::new().rule(FaultRule::new(Fault::Reset, When::Always)))
+        .unwrap();
     assert!(http.post(&url).body("{}").send().await.is_err());
     assert_eq!(control.status()["counters"]["reset"], 1);
     control.clear();
-    assert_eq!(http.post(&url).body("{}").send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.post(&url).body("{}").send().await.unwrap().status(),
+        200
+    );
 }
