@@ -1,4 +1,5 @@
 //! Integration tests of the Storage API server, over HTTP against an in-process server.
 
 mod faults;
+mod v1;
 mod v2_write;
