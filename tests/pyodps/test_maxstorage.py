@@ -161,3 +161,21 @@ def test_blob_upload_and_download(client, server, compress_algo):
     got = [rec.data for rec in manager.read_blobs(refs, **options)]
     assert got == [f"item-{i}".encode() * (i + 1) for i in range(3)]
     session.abort()
+
+
+def test_corrupted_blob_download_is_detected(client, server):
+    """F5: a bit flipped on the wire fails the CRC32C check; corrupt data is never returned."""
+    server.create_table("ms_blob_crc", "id bigint, payload blob")
+    session = client.create_table_write_session("ms_blob_crc")
+    manager = client.open_blob_manager("ms_blob_crc")
+    items = [manager.build_blob_write_item(bytes([i]) * 5000, session.id, column_name="payload")
+             for i in range(2)]
+    refs = manager.write_blob_batch(items, session.id, "0").blob_references
+    assert [r.data for r in manager.read_blobs(refs)] == [bytes([i]) * 5000 for i in range(2)]
+    server.faults({"actions": ["BlobRead"], "fault": {"kind": "corrupt", "byte": 3000},
+                   "when": {"nth": 1}})
+    with pytest.raises(Exception) as info:
+        got = [r.data for r in manager.read_blobs(refs)]
+        assert got != [bytes([i]) * 5000 for i in range(2)], "corrupt data must not be delivered"
+    assert "crc" in str(info.value).lower() or "checksum" in str(info.value).lower(), info.value
+    session.abort()

@@ -53,6 +53,9 @@ pub enum Fault {
     ResetAfter { bytes: u64 },
     /// The body ends cleanly (chunked, no error) after `bytes` bytes.
     Truncate { bytes: u64 },
+    /// Flips one bit of the body byte at offset `byte` (F5: corruption that only a checksum,
+    /// such as the CRC32C blocks of blob downloads, can catch). The body is otherwise intact.
+    Corrupt { byte: u64 },
     /// Waits `ms` milliseconds: before the request is handled, or, with `after_bytes`, in the
     /// middle of the body after that many bytes.
     Stall {
@@ -84,6 +87,7 @@ impl Fault {
             Fault::Reset => "reset",
             Fault::ResetAfter { .. } => "reset_after",
             Fault::Truncate { .. } => "truncate",
+            Fault::Corrupt { .. } => "corrupt",
             Fault::Stall { .. } => "stall",
             Fault::Status { .. } => "status",
             Fault::ResponseLost => "response_lost",
@@ -479,12 +483,14 @@ enum Cut {
     Truncate,
     /// Wait, then carry on.
     Stall(Duration),
+    /// Flip the lowest bit of the byte at the limit, then carry on.
+    Flip,
 }
 
 /// Wraps a response body: after `limit` bytes, `cut` happens.
 fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
     let (mut parts, body) = response.into_parts();
-    if !matches!(cut, Cut::Stall(_)) {
+    if matches!(cut, Cut::Reset | Cut::Truncate) {
         // Chunked, so a short body is a clean (truncate) or broken (reset) chunked stream.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
@@ -525,6 +531,7 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
                     st.cut_done = true;
                     tokio::time::sleep(d).await;
                 }
+                Cut::Flip => {}
             }
         }
         if st.pending.is_empty() {
@@ -543,6 +550,12 @@ fn cut_body(response: Response, limit: u64, cut: Cut) -> Response {
                     return None;
                 }
             }
+        }
+        if matches!(cut, Cut::Flip) && !st.cut_done && st.sent >= limit && !st.pending.is_empty() {
+            let mut bytes = st.pending.to_vec();
+            bytes[0] ^= 1;
+            st.pending = Bytes::from(bytes);
+            st.cut_done = true;
         }
         let take = if st.cut_done {
             st.pending.len()
@@ -609,6 +622,7 @@ pub(crate) async fn fault_layer(
         ),
         Fault::ResetAfter { bytes } => cut_body(next.run(request).await, bytes, Cut::Reset),
         Fault::Truncate { bytes } => cut_body(next.run(request).await, bytes, Cut::Truncate),
+        Fault::Corrupt { byte } => cut_body(next.run(request).await, byte, Cut::Flip),
     }
 }
 
