@@ -1,1 +1,214 @@
-//! Shared helpers for the end-to-end suites.
+//! Shared helpers for the end-to-end suites: an in-process Storage API server over a
+//! temporary local warehouse, REST clients of it, and the conformance harness that runs the
+//! `TableService` suite through the REST client.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use paiio_server::{FaultControl, Server, ServerHandle};
+use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
+use paiio_storage::clock::ManualClock;
+use paiio_storage::local::LocalWarehouse;
+use paiio_storage::rest::{RestClient, RestClientBuilder, RetryConfig};
+use paiio_storage::service::{CreateTableOptions, PartitionInfo};
+use paiio_storage::{
+    CommitInfo, PartitionSpec, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream, Result, TableId,
+    TableInfo, TableSchema, TableService, WriteAck, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+};
+
+/// The access id the test servers accept.
+pub const ACCESS_ID: &str = "paiio-test-id";
+/// Its secret.
+pub const ACCESS_KEY: &str = "paiio-test-secret";
+/// The project the suites use.
+pub const PROJECT: &str = "conformance";
+
+/// A running server over a temporary warehouse.
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub warehouse: Arc<LocalWarehouse>,
+    /// The warehouse's clock (sessions expire by it; signatures are checked by system time).
+    pub clock: ManualClock,
+    pub faults: FaultControl,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("endpoint", &self.handle.endpoint()).finish()
+    }
+}
+
+impl TestServer {
+    /// Starts a server on `127.0.0.1:0` that verifies signatures with [`ACCESS_ID`] /
+    /// [`ACCESS_KEY`] (legacy and V4).
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = ManualClock::new();
+        let warehouse = Arc::new(
+            LocalWarehouse::builder(dir.path().join("warehouse"))
+                .clock(Arc::new(clock.clone()))
+                .open()
+                .expect("the warehouse opens"),
+        );
+        let server = Server::builder(warehouse.clone())
+            .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
+            .build()
+            .expect("the server builds");
+        let faults = server.fault_control();
+        let handle = server.bind("127.0.0.1:0").await.expect("the server binds");
+        TestServer { handle, warehouse, clock, faults, _dir: dir }
+    }
+
+    /// A client builder for this server: right keys, legacy signing, tunnel discovery, and a
+    /// fast deterministic retry policy.
+    pub fn client_builder(&self) -> RestClientBuilder {
+        RestClient::builder(self.handle.endpoint())
+            .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
+            .project(PROJECT)
+            .retry(fast_retry())
+    }
+
+    pub fn client(&self) -> RestClient {
+        self.client_builder().build().expect("the client builds")
+    }
+}
+
+/// Retries with short sleeps and a fixed seed.
+pub fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        initial_backoff: std::time::Duration::from_millis(5),
+        max_backoff: std::time::Duration::from_millis(50),
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(30),
+        seed: Some(42),
+        ..RetryConfig::default()
+    }
+}
+
+/// The service the conformance suite runs against: the REST client for everything the
+/// Storage API offers, and the warehouse behind the server for what it does not.
+///
+/// The Storage API has no catalog: creating, dropping and listing tables and partitions
+/// are not part of it, so those calls go straight to the [`LocalWarehouse`] the server
+/// serves. `describe_table` and `list_partitions` go there too, because the suite checks
+/// the table version and the partition list, which V2 does not report (the REST client's
+/// own `describe_table` gives the schema, row count and size; it is tested separately).
+/// Every session, read, write and commit call goes over HTTP through the [`RestClient`].
+#[derive(Debug)]
+pub struct RestHarness {
+    pub rest: RestClient,
+    pub catalog: Arc<LocalWarehouse>,
+}
+
+#[async_trait]
+impl TableService for RestHarness {
+    fn name(&self) -> &'static str {
+        "rest"
+    }
+
+    async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
+        self.catalog.describe_table(table).await
+    }
+
+    async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
+        self.rest.create_read_session(request).await
+    }
+
+    async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+        self.rest.get_read_session(table, session_id, refresh).await
+    }
+
+    async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
+        self.rest.read(request).await
+    }
+
+    async fn preview(
+        &self,
+        table: &TableId,
+        partition: Option<&PartitionSpec>,
+        columns: &[String],
+        limit: u64,
+    ) -> Result<RecordBatchStream> {
+        self.rest.preview(table, partition, columns, limit).await
+    }
+
+    async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
+        self.rest.create_write_session(request).await
+    }
+
+    async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
+        self.rest.get_write_session(table, session_id).await
+    }
+
+    async fn create_write_stream_version(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: Option<&str>,
+        version: Option<u64>,
+        exactly_once: bool,
+    ) -> Result<WriteStream> {
+        self.rest.create_write_stream_version(table, session_id, stream_id, version, exactly_once).await
+    }
+
+    async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+        self.rest.get_write_stream(table, session_id, stream_id).await
+    }
+
+    async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
+        self.rest.write(request).await
+    }
+
+    async fn close_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<WriteStream> {
+        self.rest.close_write_stream(table, session_id, stream_id, version).await
+    }
+
+    async fn commit_write_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        streams: Option<&[(String, u64)]>,
+    ) -> Result<CommitInfo> {
+        self.rest.commit_write_session(table, session_id, streams).await
+    }
+
+    async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
+        self.rest.abort_write_session(table, session_id).await
+    }
+
+    async fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+        self.catalog.create_table(table, schema, options).await
+    }
+
+    async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
+        self.catalog.drop_table(table, if_exists).await
+    }
+
+    async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
+        self.catalog.list_tables(project, schema).await
+    }
+
+    async fn list_partitions(&self, table: &TableId) -> Result<Vec<PartitionInfo>> {
+        self.catalog.list_partitions(table).await
+    }
+
+    async fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+        self.catalog.drop_partition(table, partition, if_exists).await
+    }
+}
+
+/// A conformance backend: a fresh server, the REST client of it behind [`RestHarness`], the
+/// warehouse's clock (expiry capabilities run), and the server kept alive by the guard.
+pub async fn rest_backend() -> paiio_storage::testing::Backend {
+    let server = TestServer::start().await;
+    let harness = RestHarness { rest: server.client(), catalog: server.warehouse.clone() };
+    let clock = server.clock.clone();
+    paiio_storage::testing::Backend::new(Arc::new(harness), PROJECT).with_clock(clock).with_guard(server)
+}

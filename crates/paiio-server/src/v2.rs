@@ -244,6 +244,7 @@ pub(crate) fn read_session_json(s: &ReadSession) -> Value {
         "SessionStats": {"EstimatedSize": s.estimated_size, "EstimatedRowCount": s.record_count},
         "Message": "",
         "EnableLargeString": s.arrow_options.large_string,
+        "TableVersion": s.table_version,
     })
 }
 

@@ -224,6 +224,9 @@ async fn get_write_session(state: &Arc<AppState>, params: &Params, body: Body) -
     if let Value::Object(m) = &mut value {
         m.insert("Streams".into(), Value::Array(streams));
         m.insert("MinUncommittedStagingId".into(), Value::Null);
+        if let Some(v) = s.committed_version {
+            m.insert("CommittedVersion".into(), json!(v));
+        }
         m.insert("TableSchema".into(), s.write_schema.to_write_schema_json());
     }
     Ok(with_route_token(json_response(value), &s.session_id))
@@ -490,7 +493,8 @@ async fn stream_write(
         batches,
     };
     let ack = state.service.write(request).await?;
-    Ok(json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": ack.next_row_offset}))
+    Ok(json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": ack.next_row_offset,
+              "RowsWritten": ack.rows_written, "Duplicate": ack.duplicate}))
 }
 
 /// A BatchCompatible block upload: writes a fresh (or the reserved, still empty) version of
@@ -561,8 +565,9 @@ async fn commit(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult
     if mode == Some(WriteMode::BatchCompatible) || body.commit_messages.is_some() {
         let list = commit_message_streams(state, &table, &session_id, body.commit_messages.as_deref().unwrap_or(&[]))
             .await?;
-        state.service.commit_write_session(&table, &session_id, Some(&list)).await?;
-        return Ok(json_response(json!({"SessionId": session_id, "SessionStatus": "COMMITTED"})));
+        let info = state.service.commit_write_session(&table, &session_id, Some(&list)).await?;
+        return Ok(json_response(json!({"SessionId": session_id, "SessionStatus": "COMMITTED",
+                                       "TableVersion": info.version, "RecordCount": info.rows})));
     }
     let ids = body.stream_ids.unwrap_or_default();
     let versions = body.stream_versions.unwrap_or_default();
@@ -588,8 +593,12 @@ async fn commit(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult
         })
         .collect::<ApiResult<_>>()?;
     let streams = (!list.is_empty()).then_some(&list[..]);
-    state.service.commit_write_session(&table, &session_id, streams).await?;
-    Ok(with_route_token(json_response(json!({})), &session_id))
+    let info = state.service.commit_write_session(&table, &session_id, streams).await?;
+    // Clients ignore the body; TableVersion and RecordCount are for clients that want them.
+    Ok(with_route_token(
+        json_response(json!({"TableVersion": info.version, "RecordCount": info.rows})),
+        &session_id,
+    ))
 }
 
 /// The (stream, version) pairs that BatchCompatible commit messages name. Null entries are

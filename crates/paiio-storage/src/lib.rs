@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod local;
+pub mod rest;
 pub mod service;
 pub mod types;
 pub mod uri;

@@ -1,0 +1,1 @@
+//! The process-wide I/O runtime.
