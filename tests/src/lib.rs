@@ -39,20 +39,37 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
+/// Options of a [`TestServer`].
+#[derive(Debug, Default, Clone)]
+pub struct TestServerOptions {
+    /// Serve this warehouse directory (else a new temporary one).
+    pub warehouse_dir: Option<std::path::PathBuf>,
+    /// `LocalWarehouseBuilder::revive_expired_read_sessions`.
+    pub revive_expired_read_sessions: bool,
+}
+
 impl TestServer {
     /// Starts a server on `127.0.0.1:0` that verifies signatures with [`ACCESS_ID`] /
     /// [`ACCESS_KEY`] (legacy and V4).
     pub async fn start() -> TestServer {
+        Self::start_with(TestServerOptions::default()).await
+    }
+
+    /// Starts a server with `options`.
+    pub async fn start_with(options: TestServerOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let clock = ManualClock::new();
+        let root = options.warehouse_dir.clone().unwrap_or_else(|| dir.path().join("warehouse"));
         let warehouse = Arc::new(
-            LocalWarehouse::builder(dir.path().join("warehouse"))
+            LocalWarehouse::builder(root)
                 .clock(Arc::new(clock.clone()))
+                .revive_expired_read_sessions(options.revive_expired_read_sessions)
                 .open()
                 .expect("the warehouse opens"),
         );
         let server = Server::builder(warehouse.clone())
             .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
+            .clock(clock.clone())
             .build()
             .expect("the server builds");
         let faults = server.fault_control();

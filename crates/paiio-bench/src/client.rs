@@ -263,6 +263,20 @@ pub struct ManyStreams {
     pub server_cpu_s: f64,
 }
 
+/// What [`many_streams`] does.
+#[derive(Debug, Clone, Copy)]
+pub struct ManyStreamsOptions {
+    /// Streams opened at once.
+    pub streams: usize,
+    /// Rows of the table (all streams together read them all).
+    pub table_rows: u64,
+    /// Uncompressed Arrow bytes of the table, to pace the reads.
+    pub table_bytes: u64,
+    /// About how long the streams are consumed once all are open.
+    pub hold: Duration,
+    pub max_batch_rows: usize,
+}
+
 /// Opens `streams` TableRead streams at once on consecutive row ranges of a RowOffset session
 /// (together the whole table), waits until every one has its response, then consumes them
 /// all slowly (about `hold` in all) while sampling the server's RSS every 50 ms. Every body is
@@ -271,12 +285,9 @@ pub async fn many_streams(
     client: &reqwest::Client,
     v2: &str,
     server_pid: u32,
-    streams: usize,
-    table_rows: u64,
-    table_bytes: u64,
-    hold: Duration,
-    max_batch_rows: usize,
+    options: &ManyStreamsOptions,
 ) -> Result<ManyStreams, BoxError> {
+    let ManyStreamsOptions { streams, table_rows, table_bytes, hold, max_batch_rows } = *options;
     let session = create_session(client, v2, json!({"SplitMode": "RowOffset"})).await?;
     // Let the slot of the session call go before the streams take theirs.
     tokio::time::sleep(Duration::from_millis(200)).await;

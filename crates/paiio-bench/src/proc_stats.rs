@@ -68,7 +68,9 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    let soft = limit.rlim_cur as u64;
+    soft
 }
 
 #[cfg(test)]

@@ -4,25 +4,50 @@ use std::sync::Arc;
 
 use paiio_storage::config::{Backend, Config};
 use paiio_storage::local::LocalWarehouse;
+use paiio_storage::rest::RestClient;
 use paiio_storage::service::PartitionInfo;
 use paiio_storage::{Error as StorageError, TableInfo, TableService, TableUri};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, TableCommand};
 use crate::error::{CliError, Result};
 
 /// The service the command line selects: `--warehouse DIR`, else the configuration
 /// ([`Config::load`], [`Config::backend`]). This is the one place a backend is chosen.
 pub fn open_service(cli: &Cli) -> Result<Arc<dyn TableService>> {
-    let backend = match &cli.warehouse {
-        Some(dir) => Backend::Local { root: dir.clone() },
-        None => Config::load()?.backend()?,
+    let (backend, config) = match &cli.warehouse {
+        Some(dir) => (Backend::Local { root: dir.clone() }, None),
+        None => {
+            let config = Config::load()?;
+            (config.backend()?, Some(config))
+        }
     };
-    match backend {
-        Backend::Local { root } => Ok(Arc::new(LocalWarehouse::open(root)?)),
-        Backend::Rest { endpoint } => Err(CliError::failure(format!(
-            "the Storage API backend is not available in this build yet; the configuration \
-             selects the endpoint {endpoint}: use --warehouse DIR for a local warehouse"
-        ))),
+    match (backend, config) {
+        (Backend::Local { root }, _) => Ok(Arc::new(LocalWarehouse::open(root)?)),
+        (Backend::Rest { endpoint }, config) => {
+            if let Some(name) = catalog_command(cli) {
+                return Err(CliError::failure(format!(
+                    "`table {name}` is not offered by the Storage API (the configuration selects \
+                     the endpoint {endpoint}); run it against the warehouse with --warehouse DIR"
+                )));
+            }
+            let config = match config {
+                Some(c) => c,
+                None => Config::load()?,
+            };
+            Ok(Arc::new(RestClient::from_config(&config)?))
+        }
+    }
+}
+
+/// The catalog commands, which the Storage API does not offer (no table creation, drop or
+/// listing, and no partition list: its `describe_table` reports none).
+fn catalog_command(cli: &Cli) -> Option<&'static str> {
+    match &cli.command {
+        Command::Table(TableCommand::Create { .. }) => Some("create"),
+        Command::Table(TableCommand::Drop { .. }) => Some("drop"),
+        Command::Table(TableCommand::Ls { .. }) => Some("ls"),
+        Command::Table(TableCommand::Partitions { .. }) => Some("partitions"),
+        _ => None,
     }
 }
 

@@ -453,6 +453,24 @@ pub trait TableService: Debug + Send + Sync + 'static {
     /// Discards everything the session wrote.
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()>;
 
+    // ---- writer slots (provided) ----
+
+    /// Claims writer slot `slot` (a `TableWriter`'s `slice_id`) of a table partition (empty:
+    /// the whole table) until the returned guard is dropped, so that two live writers with
+    /// the same slot fail instead of silently writing the same rows twice. A slot that is
+    /// held is [`Error::AlreadyExists`] of kind `"writer slot"`.
+    ///
+    /// The provided implementation guards within this process (per backend name); backends
+    /// that can do better (the local warehouse: an OS file lock, across processes) override it.
+    async fn lock_writer_slot(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        slot: u64,
+    ) -> Result<WriterSlot> {
+        WriterSlot::in_process(self.name(), table, partition, slot)
+    }
+
     // ---- catalog (provided; backends without a catalog refuse) ----
 
     async fn create_table(
@@ -513,5 +531,63 @@ pub fn parse_time_unit(s: &str) -> Result<TimeUnit> {
         "micro" | "us" | "microsecond" => Ok(TimeUnit::Microsecond),
         "nano" | "ns" | "nanosecond" => Ok(TimeUnit::Nanosecond),
         _ => Err(Error::invalid("time unit", format!("`{s}` (expected second, milli, micro or nano)"))),
+    }
+}
+
+/// A claimed writer slot (see [`TableService::lock_writer_slot`]); dropping it releases the
+/// slot.
+pub struct WriterSlot(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+
+impl Debug for WriterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterSlot")
+    }
+}
+
+impl WriterSlot {
+    /// A slot held by `guard`, whatever releases it when dropped (a file lock...).
+    pub fn new(guard: impl std::any::Any + Send + Sync) -> Self {
+        WriterSlot(Box::new(guard))
+    }
+
+    /// Claims a slot in a registry of this process, keyed by backend name, table, partition
+    /// and slot.
+    pub fn in_process(
+        backend: &str,
+        table: &TableId,
+        partition: &PartitionSpec,
+        slot: u64,
+    ) -> Result<WriterSlot> {
+        static HELD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        struct Held(String);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+                held.retain(|k| k != &self.0);
+            }
+        }
+        let key = format!("{backend}\u{0}{table}\u{0}{partition}\u{0}{slot}");
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains(&key) {
+            return Err(writer_slot_taken(table, partition, slot));
+        }
+        held.push(key.clone());
+        Ok(WriterSlot::new(Held(key)))
+    }
+}
+
+/// The error for a writer slot another live writer holds.
+pub fn writer_slot_taken(table: &TableId, partition: &PartitionSpec, slot: u64) -> Error {
+    let place = if partition.is_empty() {
+        format!("table {table}")
+    } else {
+        format!("partition {partition} of table {table}")
+    };
+    Error::AlreadyExists {
+        kind: "writer slot",
+        name: format!(
+            "slice_id {slot} of {place} is held by another live TableWriter; give each \
+             concurrent writer its own slice_id"
+        ),
     }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use paiio_storage::TableService;
 use paiio_storage::config::{Backend, Config};
 use paiio_storage::local::LocalWarehouse;
-use paiio_storage::TableService;
 
 use crate::error::Result;
 
@@ -22,9 +22,8 @@ pub fn open_default_service() -> Result<Arc<dyn TableService>> {
     open_service(&Config::load()?)
 }
 
-fn open_rest(_config: &Config, endpoint: &str) -> Result<Arc<dyn TableService>> {
-    Err(paiio_storage::Error::NotSupported {
-        message: format!("the Storage API client for {endpoint} is not available in this build yet"),
-    }
-    .into())
+fn open_rest(config: &Config, _endpoint: &str) -> Result<Arc<dyn TableService>> {
+    Ok(Arc::new(paiio_storage::rest::RestClient::from_config(
+        config,
+    )?))
 }

@@ -6,7 +6,18 @@
 //! warehouse (the default when no cloud endpoint is configured).
 
 pub mod backend;
+pub mod coerce;
+pub mod dataset;
 pub mod error;
+pub mod options;
+pub mod reader;
 pub mod runtime;
+pub mod shard;
+pub mod writer;
 
+pub use coerce::{Conversion, RecordDefault, TargetType};
+pub use dataset::RecordDataset;
 pub use error::{Error, Result};
+pub use options::{ReaderOptions, Shuffle};
+pub use reader::{ReaderState, TableReader};
+pub use writer::{TableWriter, Value, WriterOptions};

@@ -167,8 +167,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     }
 
     let many = if streams > 0 {
-        let m = client::many_streams(&http, &v2, pid, streams, rows, arrow_bytes, hold, args.max_batch_rows).await?;
-        Some(m)
+        let options = client::ManyStreamsOptions {
+            streams,
+            table_rows: rows,
+            table_bytes: arrow_bytes,
+            hold,
+            max_batch_rows: args.max_batch_rows,
+        };
+        Some(client::many_streams(&http, &v2, pid, &options).await?)
     } else {
         None
     };

@@ -79,6 +79,27 @@ fn arrow_fatal(e: arrow_schema::ArrowError) -> StreamError {
     StreamError::Fatal(Error::arrow("the row stream of the response", e))
 }
 
+/// Decodes the next message of `buf`. Arrow's decoder panics on some malformed input (a
+/// buffer that points past its body, found by flipping bits of a body): that is malformed
+/// data, a fatal error, never a crash of the caller.
+fn decode_guarded(decoder: &mut StreamDecoder, buf: &mut Buffer) -> Result<Option<RecordBatch>, StreamError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(buf))) {
+        Ok(r) => r.map_err(arrow_fatal),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(StreamError::Fatal(Error::Transient {
+                message: format!("the row stream of the response is malformed Arrow data ({what})"),
+                retryable: false,
+                source: None,
+            }))
+        }
+    }
+}
+
 enum Item {
     Batch(RecordBatch),
     End(Option<SchemaRef>),
@@ -131,7 +152,13 @@ impl BodyDecoder {
             Inner::Done => Ok(None),
             Inner::Plain { body, decoder, buf } => loop {
                 if !buf.is_empty() {
-                    let batch = decoder.decode(buf).map_err(arrow_fatal)?;
+                    let batch = match decode_guarded(decoder, buf) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.inner = Inner::Done;
+                            return Err(e);
+                        }
+                    };
                     if self.schema.is_none() {
                         self.schema = decoder.schema();
                     }
@@ -221,7 +248,7 @@ fn decode_blocking(
         }
         let mut buf = Buffer::from(chunk[..n].to_vec());
         while !buf.is_empty() {
-            match decoder.decode(&mut buf) {
+            match decode_guarded(&mut decoder, &mut buf) {
                 Ok(Some(batch)) => {
                     if tx.blocking_send(Ok(Item::Batch(batch))).is_err() {
                         return; // the reader went away
@@ -229,7 +256,7 @@ fn decode_blocking(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(arrow_fatal(e)));
+                    let _ = tx.blocking_send(Err(e));
                     return;
                 }
             }

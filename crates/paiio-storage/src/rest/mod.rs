@@ -50,8 +50,18 @@
 //!   inferred from the offsets this client has seen acknowledged.
 //! * Catalog calls (create/drop/list tables, drop partition) are not part of the Storage
 //!   API: they answer [`Error::NotSupported`].
-//! * Session refresh is explicit (`get_read_session(.., refresh = true)`); there is no
-//!   automatic refresh before `ExpirationTime` yet.
+//!
+//! Read sessions are **refreshed** by the client: it keeps each session's `ExpirationTime`
+//! (from create/get), and before a `TableRead` whose session is within a margin of expiry
+//! (the smaller of [`RestClientBuilder::session_refresh_margin`], default 5 minutes, and a
+//! tenth of the session's lifetime, by the client's [`Clock`]) it calls
+//! `TableGetReadSession` with `session_refresh=true`. A read answered `SessionExpired` is
+//! refreshed once and retried; when the refresh itself answers `SessionExpired`, the read
+//! fails with [`Error::SessionExpired`].
+//!
+//! [`RestClient::stats`] counts attempts, retries, resumes and refreshes (for tests and
+//! diagnostics); one budget ([`RetryConfig`]) bounds every run of attempts without progress,
+//! including the re-opens of a resumed read.
 
 pub mod body;
 mod errors;
@@ -59,6 +69,7 @@ pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow_array::RecordBatch;
@@ -69,6 +80,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::auth::{Credentials, SignatureVersion, sign_request};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::service::{
@@ -124,7 +136,12 @@ pub struct RestClientBuilder {
     retry: RetryConfig,
     read_compression: Option<ReadCompression>,
     init_poll_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    refresh_margin: Duration,
 }
+
+/// The default longest margin before a read session's expiry at which the client refreshes it.
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl RestClientBuilder {
     /// A client of the ODPS endpoint `endpoint` (e.g. `http://host:port/api`), anonymous and
@@ -144,6 +161,8 @@ impl RestClientBuilder {
             retry: RetryConfig::default(),
             read_compression: None,
             init_poll_timeout: Duration::from_secs(3600),
+            clock: Arc::new(SystemClock),
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
         }
     }
 
@@ -240,6 +259,21 @@ impl RestClientBuilder {
         self
     }
 
+    /// The clock the client compares session expiration times with (default: the system
+    /// clock; tests share the server's [`crate::clock::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The longest margin before a read session's expiry at which a read refreshes it first
+    /// (default [`DEFAULT_REFRESH_MARGIN`]); the margin used is the smaller of this and a tenth
+    /// of the session's lifetime. `Duration::ZERO` refreshes only after a `SessionExpired`.
+    pub fn session_refresh_margin(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
     pub fn build(self) -> Result<RestClient> {
         let config_error = |message: String| Error::Config { source_name: "REST client".into(), message };
         for (name, url) in [("endpoint", Some(&self.endpoint)), ("tunnel endpoint", self.tunnel_endpoint.as_ref())] {
@@ -269,6 +303,10 @@ impl RestClientBuilder {
                 retry: self.retry,
                 read_compression: self.read_compression,
                 init_poll_timeout: self.init_poll_timeout,
+                clock: self.clock,
+                refresh_margin: self.refresh_margin,
+                expiry: Mutex::new(HashMap::new()),
+                stats: Stats::default(),
                 tunnels: Mutex::new(HashMap::new()),
                 route_tokens: Mutex::new(HashMap::new()),
                 read_meta: Mutex::new(HashMap::new()),
@@ -308,6 +346,66 @@ struct ReadMeta {
     arrow_options: ArrowOptions,
 }
 
+/// A read session's expiration as last reported, and its lifetime then (by the client's clock).
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    expiration_ms: i64,
+    lifetime_ms: i64,
+}
+
+/// Counters of what the client did (see [`RestClient::stats`]).
+#[derive(Debug, Default)]
+struct Stats {
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    resumes: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    max_run_attempts: AtomicU64,
+    budget_exhausted: AtomicU64,
+}
+
+/// A snapshot of the client's counters, since it was built (or [`RestClient::reset_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// HTTP requests sent (every attempt of every call, re-opens of resumed reads included).
+    pub attempts: u64,
+    /// Sleeps before another attempt (a retried call or a resumed read).
+    pub retries: u64,
+    /// Row streams re-opened after a broken body (each at the rows already delivered).
+    pub resumes: u64,
+    /// `TableGetReadSession(session_refresh=true)` calls made by reads (ahead of expiry, or
+    /// after a `SessionExpired`).
+    pub refreshes: u64,
+    /// Of those, the ones that failed.
+    pub refresh_failures: u64,
+    /// The most attempts of one run without progress (one call, or the part of a read
+    /// between two delivered batches): at most `max_retries + 1`.
+    pub max_run_attempts: u64,
+    /// Failures surfaced because the retry budget (attempts or time) was spent.
+    pub budget_exhausted: u64,
+}
+
+/// The retry budget of one run of attempts without progress.
+struct Budget {
+    backoff: Backoff,
+    started: Instant,
+    attempts: u64,
+}
+
+impl Budget {
+    fn new(config: &RetryConfig) -> Self {
+        Budget { backoff: Backoff::new(config), started: Instant::now(), attempts: 0 }
+    }
+
+    /// Progress was made: a new run starts.
+    fn reset(&mut self) {
+        self.backoff.reset();
+        self.started = Instant::now();
+        self.attempts = 0;
+    }
+}
+
 /// What the client remembers of a write session.
 #[derive(Debug, Clone, Default)]
 struct WriteMeta {
@@ -330,6 +428,11 @@ struct Inner {
     retry: RetryConfig,
     read_compression: Option<ReadCompression>,
     init_poll_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    refresh_margin: Duration,
+    /// Read sessions' expiration times, by session id.
+    expiry: Mutex<HashMap<String, Expiry>>,
+    stats: Stats,
     /// Discovered tunnel endpoints by project.
     tunnels: Mutex<HashMap<String, String>>,
     /// Route tokens by session id.
@@ -428,6 +531,41 @@ impl RestClient {
     /// The route token kept for a session, if any.
     pub fn route_token(&self, session_id: &str) -> Option<String> {
         self.inner.route_tokens.lock().get(session_id).cloned()
+    }
+
+    /// The client's counters (attempts, retries, resumes, refreshes).
+    pub fn stats(&self) -> ClientStats {
+        let s = &self.inner.stats;
+        ClientStats {
+            attempts: s.attempts.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            resumes: s.resumes.load(Ordering::Relaxed),
+            refreshes: s.refreshes.load(Ordering::Relaxed),
+            refresh_failures: s.refresh_failures.load(Ordering::Relaxed),
+            max_run_attempts: s.max_run_attempts.load(Ordering::Relaxed),
+            budget_exhausted: s.budget_exhausted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_stats(&self) {
+        let s = &self.inner.stats;
+        for c in [
+            &s.attempts,
+            &s.retries,
+            &s.resumes,
+            &s.refreshes,
+            &s.refresh_failures,
+            &s.max_run_attempts,
+            &s.budget_exhausted,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The expiration time (epoch ms) the client knows for a read session, if any.
+    pub fn read_session_expiration(&self, session_id: &str) -> Option<i64> {
+        self.inner.expiry.lock().get(session_id).map(|e| e.expiration_ms)
     }
 
     /// The tunnel endpoint of `project`: the configured one, or discovered (and cached).
@@ -577,12 +715,33 @@ impl Inner {
         }
     }
 
-    /// Sends a call with retries (per its idempotency) until a 2xx answer.
-    async fn execute(&self, call: &Call) -> Result<reqwest::Response> {
+    /// Counts one attempt of the current run.
+    fn count_attempt(&self, budget: &mut Budget) {
+        budget.attempts += 1;
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        self.stats.max_run_attempts.fetch_max(budget.attempts, Ordering::Relaxed);
+    }
+
+    /// The sleep before another attempt of the run, or `None` when its budget is spent.
+    fn next_retry(&self, budget: &mut Budget, retry_after: Option<Duration>) -> Option<Duration> {
+        match budget.backoff.next_retry(budget.started.elapsed(), retry_after) {
+            Some(delay) => {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                Some(delay)
+            }
+            None => {
+                self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Sends a call with retries (per its idempotency) until a 2xx answer, within `budget`
+    /// (shared with the caller's other attempts of the same run).
+    async fn execute_in(&self, call: &Call, budget: &mut Budget) -> Result<reqwest::Response> {
         let base = self.tunnel_for(&call.table.project).await?;
-        let started = Instant::now();
-        let mut backoff = Backoff::new(&self.retry);
         loop {
+            self.count_attempt(budget);
             let (error, before_send, retry_after) = match self.send_once(&base, call).await {
                 Ok(resp) if resp.status().is_success() => {
                     self.keep_route_token(call.session.as_deref(), resp.headers());
@@ -601,9 +760,9 @@ impl Inner {
             if !retry::should_retry(&error, before_send, call.idempotency) {
                 return Err(error);
             }
-            match backoff.next_retry(started.elapsed(), retry_after) {
+            match self.next_retry(budget, retry_after) {
                 Some(delay) => {
-                    tracing::debug!(action = call.action, retry = backoff.retries(), ?delay, "retrying: {error}");
+                    tracing::debug!(action = call.action, retry = budget.backoff.retries(), ?delay, "retrying: {error}");
                     tokio::time::sleep(delay).await;
                 }
                 None => return Err(error),
@@ -613,10 +772,13 @@ impl Inner {
 
     /// A JSON call: the answer's body (`{}` when empty) and its route token.
     async fn json(&self, call: &Call) -> Result<(Value, Option<String>)> {
-        let started = Instant::now();
-        let mut backoff = Backoff::new(&self.retry);
+        self.json_in(call, &mut Budget::new(&self.retry)).await
+    }
+
+    /// [`Self::json`] within `budget` (which tells the caller how many attempts were made).
+    async fn json_in(&self, call: &Call, budget: &mut Budget) -> Result<(Value, Option<String>)> {
         loop {
-            let resp = self.execute(call).await?;
+            let resp = self.execute_in(call, budget).await?;
             let token = header_str(resp.headers(), ROUTE_TOKEN_HEADER);
             let request_id = header_str(resp.headers(), REQUEST_ID_HEADER).unwrap_or_default();
             match resp.bytes().await {
@@ -624,12 +786,30 @@ impl Inner {
                     if body.iter().all(u8::is_ascii_whitespace) {
                         return Ok((json!({}), token));
                     }
-                    return serde_json::from_slice(&body).map(|v| (v, token)).map_err(|e| Error::Service {
-                        status: 200,
-                        code: "ParseError".into(),
-                        message: format!("{} answered a body that is not JSON: {e}", call.action),
-                        request_id,
-                    });
+                    let error = match serde_json::from_slice(&body) {
+                        Ok(v) => return Ok((v, token)),
+                        Err(e) => Error::Service {
+                            status: 200,
+                            code: "ParseError".into(),
+                            message: format!("{} answered a body that is not JSON: {e}", call.action),
+                            request_id,
+                        },
+                    };
+                    // A chunked body that ends early (cleanly) parses as broken JSON: a call
+                    // that is safe to repeat is asked again, within the budget, and fails
+                    // as a transient error when the budget is spent.
+                    if call.idempotency == Idempotency::Unsafe {
+                        return Err(error);
+                    }
+                    let error = Error::Transient {
+                        message: format!("{error} (the answer may have been cut short)"),
+                        retryable: true,
+                        source: None,
+                    };
+                    match self.next_retry(budget, None) {
+                        Some(delay) => tokio::time::sleep(delay).await,
+                        None => return Err(error),
+                    }
                 }
                 Err(e) => {
                     // The body broke after a 2xx: the call did happen; repeat only safe ones.
@@ -637,7 +817,7 @@ impl Inner {
                     if call.idempotency == Idempotency::Unsafe {
                         return Err(error);
                     }
-                    match backoff.next_retry(started.elapsed(), None) {
+                    match self.next_retry(budget, None) {
                         Some(delay) => tokio::time::sleep(delay).await,
                         None => return Err(error),
                     }
@@ -765,11 +945,13 @@ impl RestClient {
             Some(s) if s.is_object() => parse_read_schema(s)?,
             _ => TableSchema::default(),
         };
+        let expiration_time_ms = get_i64(v, "ExpirationTime").unwrap_or(0);
+        self.note_expiry(&session_id, expiration_time_ms);
         Ok(ReadSession {
             session_id,
             table: table.clone(),
             status: session_status(v, "SessionStatus"),
-            expiration_time_ms: get_i64(v, "ExpirationTime").unwrap_or(0),
+            expiration_time_ms,
             split_mode,
             splits_count,
             record_count,
@@ -784,6 +966,47 @@ impl RestClient {
                 .map(|ids| ids.iter().filter_map(|i| i.as_u64().map(|i| i as u32)).collect())
                 .unwrap_or_default(),
         })
+    }
+
+    /// Keeps a read session's expiration time (0: unknown, forgotten).
+    fn note_expiry(&self, session_id: &str, expiration_ms: i64) {
+        let mut expiry = self.inner.expiry.lock();
+        if expiration_ms <= 0 {
+            expiry.remove(session_id);
+            return;
+        }
+        let now = self.inner.clock.now_ms();
+        let lifetime_ms = (expiration_ms - now).max(0);
+        // A plain get of a session reports the same expiration: keep the lifetime seen at
+        // creation (or the last refresh) rather than the time left.
+        let lifetime_ms = match expiry.get(session_id) {
+            Some(e) if e.expiration_ms == expiration_ms => e.lifetime_ms,
+            _ => lifetime_ms,
+        };
+        expiry.insert(session_id.to_string(), Expiry { expiration_ms, lifetime_ms });
+    }
+
+    /// Whether a read session is due for a refresh: within the margin of its expiry.
+    fn refresh_due(&self, session_id: &str) -> bool {
+        let Some(e) = self.inner.expiry.lock().get(session_id).copied() else { return false };
+        let margin = (self.inner.refresh_margin.as_millis() as i64).min(e.lifetime_ms / 10);
+        self.inner.clock.now_ms() >= e.expiration_ms - margin
+    }
+
+    /// Refreshes a read session for a read: `SessionExpired` when the service says it has
+    /// expired (an `EXPIRED` status included).
+    async fn refresh_read_session(&self, table: &TableId, session_id: &str) -> Result<()> {
+        self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        let outcome = match self.get_read_session_raw(table, session_id, true).await {
+            Ok(s) if s.status == SessionStatus::Expired => Err(Error::SessionExpired { session_id: session_id.to_string() }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &outcome {
+            self.inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(session_id, "refreshing the read session failed: {e}");
+        }
+        outcome
     }
 
     async fn get_read_session_raw(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
@@ -855,15 +1078,37 @@ struct ReadState {
     /// Rows handed to the caller.
     delivered: u64,
     delivered_any: bool,
-    backoff: Backoff,
-    /// When the current run of failures (since the last progress) started.
-    failing_since: Option<Instant>,
+    /// The budget of the current run of attempts (since the last delivered rows).
+    budget: Budget,
     done: bool,
 }
 
 impl RestClient {
-    /// Issues the request for the rows not yet delivered.
-    async fn open_rows(&self, source: &Source, delivered: u64) -> Result<Option<BodyDecoder>> {
+    /// Issues the request for the rows not yet delivered, within `budget`, refreshing the
+    /// read session ahead of its expiry, or once after a `SessionExpired`.
+    async fn open_rows(&self, source: &Source, delivered: u64, budget: &mut Budget) -> Result<Option<BodyDecoder>> {
+        let Source::Read(request) = source else { return self.open_rows_once(source, delivered, budget).await };
+        if self.refresh_due(&request.session_id) {
+            match self.refresh_read_session(&request.table, &request.session_id).await {
+                Err(e @ Error::SessionExpired { .. }) => return Err(e),
+                // Anything else: the session may well still be readable; the read will tell.
+                _ => {}
+            }
+        }
+        match self.open_rows_once(source, delivered, budget).await {
+            Err(Error::SessionExpired { .. }) => {
+                self.refresh_read_session(&request.table, &request.session_id).await.map_err(|e| match e {
+                    Error::SessionExpired { .. } => Error::SessionExpired { session_id: request.session_id.clone() },
+                    other => other,
+                })?;
+                self.open_rows_once(source, delivered, budget).await
+            }
+            other => other,
+        }
+    }
+
+    /// Issues the request for the rows not yet delivered once (with `execute`'s retries).
+    async fn open_rows_once(&self, source: &Source, delivered: u64, budget: &mut Budget) -> Result<Option<BodyDecoder>> {
         let call = match source {
             Source::Read(request) => {
                 let mut request = request.clone();
@@ -888,19 +1133,18 @@ impl RestClient {
             Source::Preview { table, body } => Call::new("TablePreview", table, body.clone()),
         };
         let call = Call { streaming: true, ..call };
-        let resp = self.inner.execute(&call).await?;
+        let resp = self.inner.execute_in(&call, budget).await?;
         BodyDecoder::new(resp).map(Some)
     }
 
-    fn row_stream(&self, source: Source, first: BodyDecoder) -> RecordBatchStream {
+    fn row_stream(&self, source: Source, first: BodyDecoder, budget: Budget) -> RecordBatchStream {
         let state = ReadState {
             client: self.clone(),
             source,
             decoder: Some(first),
             delivered: 0,
             delivered_any: false,
-            backoff: Backoff::new(&self.inner.retry),
-            failing_since: None,
+            budget,
             done: false,
         };
         Box::pin(futures::stream::unfold(state, |mut state| async move {
@@ -920,10 +1164,10 @@ impl ReadState {
         if !can_resume || !error.is_retryable() {
             return Some(error);
         }
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        match self.backoff.next_retry(since.elapsed(), None) {
+        match self.client.inner.next_retry(&mut self.budget, None) {
             Some(delay) => {
                 tracing::debug!(delivered = self.delivered, ?delay, "resuming a broken row stream: {error}");
+                self.client.inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
                 None
             }
@@ -937,7 +1181,7 @@ impl ReadState {
         }
         loop {
             if self.decoder.is_none() {
-                match self.client.open_rows(&self.source, self.delivered).await {
+                match self.client.open_rows(&self.source, self.delivered, &mut self.budget).await {
                     Ok(Some(d)) => self.decoder = Some(d),
                     Ok(None) => {
                         self.done = true;
@@ -957,8 +1201,7 @@ impl ReadState {
                         continue;
                     }
                     if batch.num_rows() > 0 {
-                        self.backoff.reset();
-                        self.failing_since = None;
+                        self.budget.reset();
                     }
                     self.delivered += batch.num_rows() as u64;
                     self.delivered_any = true;
@@ -1094,11 +1337,12 @@ impl TableService for RestClient {
 
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
         let source = Source::Read(request.clone());
-        let first = match self.open_rows(&source, 0).await? {
+        let mut budget = Budget::new(&self.inner.retry);
+        let first = match self.open_rows(&source, 0, &mut budget).await? {
             Some(d) => d,
             None => return Err(Error::invalid("read range", "nothing to read")),
         };
-        Ok(self.row_stream(source, first))
+        Ok(self.row_stream(source, first, budget))
     }
 
     async fn preview(
@@ -1117,8 +1361,10 @@ impl TableService for RestClient {
             body.insert("Columns".into(), json!(columns));
         }
         let source = Source::Preview { table: table.clone(), body: Value::Object(body) };
-        let first = self.open_rows(&source, 0).await?.ok_or_else(|| Error::invalid("preview", "nothing to read"))?;
-        Ok(self.row_stream(source, first))
+        let mut budget = Budget::new(&self.inner.retry);
+        let first =
+            self.open_rows(&source, 0, &mut budget).await?.ok_or_else(|| Error::invalid("preview", "nothing to read"))?;
+        Ok(self.row_stream(source, first, budget))
     }
 
     async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
@@ -1301,9 +1547,26 @@ impl TableService for RestClient {
         version: u64,
     ) -> Result<WriteStream> {
         let body = json!({"SessionId": session_id, "StreamId": stream_id, "StreamVersion": version});
-        let mut call = Call::new("TableCloseWriteStream", table, body).session(session_id).unsafe_to_repeat();
+        // Closing a version is idempotent (it stays closed), so a close is retried like a
+        // safe call; and when the outcome is unknown (the budget ran out on failures that
+        // may have happened after the close), or a retry is answered with an error (the
+        // first attempt closed it, its answer was lost), the stream's state decides.
+        let mut call = Call::new("TableCloseWriteStream", table, body).session(session_id);
         call.ctx.stream_id = Some(stream_id.to_string());
-        self.inner.json(&call).await?;
+        let mut budget = Budget::new(&self.inner.retry);
+        let result = self.inner.json_in(&call, &mut budget).await;
+        if let Err(e) = result {
+            if !(e.is_retryable() || budget.attempts > 1) {
+                return Err(e);
+            }
+            let closed = match self.get_write_stream(table, session_id, stream_id).await {
+                Ok(s) => s.version == version && s.status == StreamStatus::Closed,
+                Err(_) => false,
+            };
+            if !closed {
+                return Err(e);
+            }
+        }
         let mut stream = self.get_write_stream(table, session_id, stream_id).await?;
         if stream.version == version {
             stream.status = StreamStatus::Closed;

@@ -9,8 +9,9 @@
 //!   are safe to repeat ([`Idempotency::Safe`]): reads (resumable), session creation, the get
 //!   calls, commit (committing a committed session answers the same), stream creation with an
 //!   explicit stream id, and `TableWrite` with an exactly-once row offset (the server
-//!   deduplicates by offset). A plain `TableWrite`, close and abort are not repeated once the
-//!   request may have reached the server.
+//!   deduplicates by offset), and closing a stream version (idempotent: a version stays
+//!   closed; an error answered to a retry is checked against the stream's state). A plain
+//!   `TableWrite` and abort are not repeated once the request may have reached the server.
 //!
 //! Every retry is bounded by both `max_retries` and `retry_timeout` (wall time since the first
 //! attempt, including the next sleep).

@@ -1,0 +1,9 @@
+//! The integration tests of the `paiio` facade (one binary).
+
+mod coerce;
+mod common;
+mod dataset;
+mod reader;
+mod reader_fork;
+mod reader_props;
+mod writer;
