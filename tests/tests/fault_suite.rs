@@ -106,7 +106,6 @@ enum Kind {
     F2ResetMidBody,
     F3Truncate,
     F4Stall,
-    F5Corrupt,
     F6Status,
     F7LostAnswer,
     F8DuplicateWrite,
@@ -284,7 +283,7 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
     let mut read = read;
     let first_range_rows = match &read {
         Some(r) => match r.splits {
-            Some(k) => rows / k + u64::from(rows % k > 0),
+            Some(k) => rows / k + u64::from(!rows.is_multiple_of(k)),
             None => r.ranges[0].1,
         },
         None => 0,
@@ -340,8 +339,6 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
                 let after_bytes = (a == "TableRead" && rng.chance(0.6)).then(|| body_bytes(&mut rng, a));
                 (Fault::Stall { ms: STALL_MS, after_bytes }, a)
             }
-            // Never drawn: no V2 body carries a checksum to catch a flipped bit.
-            Kind::F5Corrupt => continue,
             Kind::F6Status => (status_fault(&mut rng), action(&mut rng)),
             Kind::F7LostAnswer => {
                 if !writes {

@@ -1089,10 +1089,11 @@ impl RestClient {
     async fn open_rows(&self, source: &Source, delivered: u64, budget: &mut Budget) -> Result<Option<BodyDecoder>> {
         let Source::Read(request) = source else { return self.open_rows_once(source, delivered, budget).await };
         if self.refresh_due(&request.session_id) {
-            match self.refresh_read_session(&request.table, &request.session_id).await {
-                Err(e @ Error::SessionExpired { .. }) => return Err(e),
-                // Anything else: the session may well still be readable; the read will tell.
-                _ => {}
+            // Any other failure: the session may well still be readable; the read will tell.
+            if let Err(e @ Error::SessionExpired { .. }) =
+                self.refresh_read_session(&request.table, &request.session_id).await
+            {
+                return Err(e);
             }
         }
         match self.open_rows_once(source, delivered, budget).await {
