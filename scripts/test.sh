@@ -7,8 +7,8 @@ source scripts/env.sh
 
 ensure_rust
 
-echo "== cargo test (workspace) =="
-cargo test --workspace --all-features --no-fail-fast 2>&1 | tee "$PAIIO_CACHE/last-cargo-test.log"
+echo "== cargo test (workspace default members; paiio-tch and the Python crate are built below) =="
+cargo test --all-features --no-fail-fast 2>&1 | tee "$PAIIO_CACHE/last-cargo-test.log"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
   echo "cargo test failed (exit $status)" >&2

@@ -718,6 +718,10 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     if let Some(outcome) = read {
         *tally.ops.entry(("read", outcome)).or_default() += 1;
     }
+    // Every call of these workloads is safe to repeat: a failure is a spent budget.
+    if read == Some(Outcome::FailedBudget) || write == Some(Outcome::FailedBudget) {
+        assert!(stats.budget_exhausted >= 1, "a failure without a spent budget {stats:?}\n{}", s.describe());
+    }
     let t = &mut tally.stats;
     t.attempts += stats.attempts;
     t.retries += stats.retries;
@@ -995,4 +999,36 @@ async fn corruption_of_a_read_body_is_not_detected() {
         "F5 probe over {body_len} body bytes: {errors} errors, {wrong_count} wrong row counts, \
          {wrong_values} wrong values, {unseen} unseen"
     );
+}
+
+/// 429 with `Retry-After: 1`: the retry waits at least that long, within the time budget.
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let server = TestServer::start().await;
+    let (table, _) = filled(&server, "retry_after", 10).await;
+    let client = server.client_builder().retry(suite_retry(1)).build().unwrap();
+    server
+        .faults
+        .set(FaultPlan::new().rule(
+            FaultRule::new(Fault::Status { status: 429, retry_after: Some(1), code: None, message: None }, When::Nth(1))
+                .action("TableCreateReadSession"),
+        ))
+        .unwrap();
+    let t0 = Instant::now();
+    client.create_read_session(&parallel(&table, 1)).await.unwrap();
+    let elapsed = t0.elapsed();
+    assert!(elapsed >= Duration::from_secs(1) && elapsed < RETRY_TIMEOUT + SLACK, "{elapsed:?}");
+    assert_eq!(client.stats().retries, 1);
+    // Past the time budget (1.5 s), a 2 s Retry-After is not waited for: the call fails at once.
+    server
+        .faults
+        .set(FaultPlan::new().rule(
+            FaultRule::new(Fault::Status { status: 429, retry_after: Some(2), code: None, message: None }, When::Nth(1))
+                .action("TableCreateReadSession"),
+        ))
+        .unwrap();
+    let t0 = Instant::now();
+    let err = client.create_read_session(&parallel(&table, 1)).await.unwrap_err();
+    assert!(matches!(err, Error::Service { status: 429, .. }), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
 }

@@ -13,6 +13,12 @@
 //! Errors are one line on standard error, `paiio: error: MESSAGE`, with exit status 2 for
 //! bad input (usage, URIs, schemas, files, values) and 1 for other failures.
 
+
+// A server holding many streams allocates and frees large buffers from many threads; mimalloc
+// returns that memory to the system where glibc's arenas keep it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod catalog;
 mod checksum;
 mod cli;

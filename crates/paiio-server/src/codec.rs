@@ -133,3 +133,25 @@ mod tests {
         assert_eq!(decode(Compression::Zstd, Bytes::from_static(b"nope"), 100, "body").unwrap_err().status, 400);
     }
 }
+
+/// Decodes one Arrow IPC stream (buffer compression included) into its batches.
+///
+/// The body comes from the network: a malformed stream is a 400 naming the message that failed,
+/// and a decoder panic on hostile bytes is caught and answered the same way, never propagated.
+pub(crate) fn decode_ipc_stream(bytes: Bytes, what: &str) -> ApiResult<Vec<arrow_array::RecordBatch>> {
+    let decode = || -> ApiResult<Vec<arrow_array::RecordBatch>> {
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (schema message): {e}")))?;
+        let mut batches = Vec::new();
+        for (i, batch) in reader.enumerate() {
+            batches.push(batch.map_err(|e| {
+                ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (batch {i}): {e}"))
+            })?);
+        }
+        Ok(batches)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::invalid(format!("malformed Arrow IPC stream in the {what}: it could not be decoded"))),
+    }
+}

@@ -551,18 +551,12 @@ fn block_stream_id(block: u64, attempt: u64) -> String {
     format!("block-{block}-attempt-{attempt}")
 }
 
-/// Decodes one Arrow IPC stream (buffer compression included). An empty body is no rows.
+/// Decodes a V1 block upload: one Arrow IPC stream. An empty body is no rows.
 fn decode_ipc(bytes: Bytes) -> ApiResult<Vec<RecordBatch>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None)
-        .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream (schema message): {e}")))?;
-    let mut batches = Vec::new();
-    for (i, batch) in reader.enumerate() {
-        batches.push(batch.map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream (batch {i}): {e}")))?);
-    }
-    Ok(batches)
+    crate::codec::decode_ipc_stream(bytes, "block upload")
 }
 
 async fn write_rows(

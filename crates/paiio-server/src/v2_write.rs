@@ -365,18 +365,12 @@ async fn close_write_stream(state: &Arc<AppState>, params: &Params, body: Body) 
 
 // ---- rows ----
 
-/// Decodes one Arrow IPC stream (buffer compression included) into its batches.
+/// Decodes a TableWrite body: one Arrow IPC stream.
 fn decode_ipc(bytes: Bytes) -> ApiResult<Vec<RecordBatch>> {
     if bytes.is_empty() {
         return Err(ApiError::invalid("the TableWrite body is empty: expected one Arrow IPC stream"));
     }
-    let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None)
-        .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream (schema message): {e}")))?;
-    let mut batches = Vec::new();
-    for (i, batch) in reader.enumerate() {
-        batches.push(batch.map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream (batch {i}): {e}")))?);
-    }
-    Ok(batches)
+    codec::decode_ipc_stream(bytes, "TableWrite body")
 }
 
 /// Reads, decodes and parses a TableWrite body.

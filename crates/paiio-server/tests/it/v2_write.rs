@@ -230,7 +230,11 @@ async fn full_write_flow_reads_back() {
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.header("x-odps-max-storage-route-token").is_some());
-    assert_eq!(a.json(), json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 5}));
+    assert_eq!(
+        a.json(),
+        json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 5,
+               "RowsWritten": 5, "Duplicate": false})
+    );
     // ZSTD and LZ4_FRAME Arrow buffer compression, with Content-Length.
     let zstd = ipc_with(&[batch(5..8), batch(8..10)], Some(CompressionType::ZSTD));
     let v = env.write(TABLE, &sid, "0", "1", zstd).await.ok();
@@ -247,10 +251,10 @@ async fn full_write_flow_reads_back() {
     // Nothing is visible before the commit.
     assert!(env.read_all(TABLE).await.is_empty());
     env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({}));
+    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({"TableVersion": 1, "RecordCount": 12}));
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
     // A commit retried after a lost answer succeeds again, without adding rows.
-    env.commit(TABLE, &sid, json!({})).await.ok();
+    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({"TableVersion": 1, "RecordCount": 12}));
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
     let g = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
     assert_eq!(g["SessionStatus"], "COMMITTED");
@@ -308,10 +312,15 @@ async fn exactly_once_offsets_and_tokens() {
         }
     };
     let a = write("0", ipc(0..3), Some(token.clone())).await.ok();
-    assert_eq!(a, json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 3}));
+    assert_eq!(
+        a,
+        json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": 3,
+               "RowsWritten": 3, "Duplicate": false})
+    );
     // The replay is acknowledged once, not applied again.
     let a = write("0", ipc(0..3), Some(token.clone())).await.ok();
     assert_eq!(a["ExactlyOnceRowOffset"], 3);
+    assert_eq!((a["RowsWritten"].clone(), a["Duplicate"].clone()), (json!(0), json!(true)));
     // A gap is refused.
     let gap = write("10", ipc(10..12), Some(token.clone())).await;
     assert_eq!(gap.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&gap.body));

@@ -1,0 +1,366 @@
+"""TensorFlow: :class:`TableRecordDataset`, PAI's ``paiio.data.TableRecordDataset``.
+
+A real ``tf.data.Dataset`` whose elements are flat tuples of scalar tensors, one per column,
+typed by ``record_defaults``. Rows come from the native reader in large column batches
+(``tf.data.Dataset.from_generator`` over batches, then ``unbatch``): no Python runs per row.
+It works in TF2 eager mode and in ``tf.compat.v1`` graph mode (one-shot iterators in a
+``Session``).
+
+TensorFlow is imported when a dataset is created, not when ``paiio`` is imported. The helpers
+at the top of this module (table lists, record_defaults) are shared with :mod:`paiio.torch`
+and import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import OutOfRangeException
+
+__all__ = ["TableRecordDataset"]
+
+#: Rows per batch handed from the native reader to TensorFlow.
+_TF_BATCH_ROWS = 4096
+
+# ---- helpers shared with paiio.torch ---------------------------------------------------------
+
+_URI_SPLIT = re.compile(r"\s*,\s*(?=odps://)")
+
+
+def split_tables(tables: Any) -> List[str]:
+    """A list of table URIs from a URI, a comma-separated list of URIs, or a list/tuple of
+    either (bytes accepted). Commas inside a partition spec (``/pt=1,region=x``) stay."""
+    if isinstance(tables, (bytes, np.bytes_)):
+        tables = tables.decode("utf-8")
+    if isinstance(tables, str):
+        parts = [p.strip() for p in _URI_SPLIT.split(tables.strip())]
+        out = [p for p in parts if p]
+    elif isinstance(tables, (list, tuple, np.ndarray)):
+        out = []
+        for t in list(tables):
+            out.extend(split_tables(t))
+    else:
+        raise TypeError(
+            f"tables must be a str or a list of str, not {type(tables).__name__}"
+        )
+    if not out:
+        raise ValueError("no table given")
+    return out
+
+
+def column_text(cols: Any) -> Optional[str]:
+    """``selected_cols``/``excluded_cols`` as the comma-separated text the native reader
+    takes; ``None`` or empty: not given."""
+    if cols is None:
+        return None
+    if isinstance(cols, bytes):
+        cols = cols.decode("utf-8")
+    if isinstance(cols, str):
+        text = ",".join(c.strip() for c in cols.split(",") if c.strip())
+    else:
+        text = ",".join(str(c).strip() for c in cols)
+    return text or None
+
+
+#: dtype names of the record_defaults targets.
+_KINDS = ("int32", "int64", "float32", "float64", "bool", "string")
+
+
+def default_kind(value: Any) -> str:
+    """The output dtype a record_defaults entry asks for (as ``tf.io.decode_csv``)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"a record_defaults entry must be one value, not {value!r}")
+        value = value.reshape(()).item() if value.dtype == object else value.reshape(())[()]
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ValueError(
+                f"a record_defaults entry must be a value or a one-element list, not {value!r}"
+            )
+        return default_kind(value[0])
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, np.integer):
+        if value.dtype == np.int64 or value.dtype == np.uint32 or value.dtype == np.uint64:
+            return "int64"
+        return "int32"
+    if isinstance(value, int):
+        return "int32"
+    if isinstance(value, np.floating):
+        return "float64" if value.dtype == np.float64 else "float32"
+    if isinstance(value, float):
+        return "float32"
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        return "string"
+    tf_dtype = getattr(value, "dtype", None)
+    if tf_dtype is not None and hasattr(value, "numpy"):  # an eager tf.Tensor
+        return default_kind(value.numpy())
+    raise TypeError(
+        f"unsupported record_defaults entry {value!r} ({type(value).__name__}): use int, "
+        "float, np.int64, np.float32, np.float64, bool, str or bytes"
+    )
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return _unwrap(value[0])
+    if isinstance(value, np.ndarray):
+        return value.reshape(())[()]
+    if hasattr(value, "numpy") and hasattr(value, "dtype"):
+        return _unwrap(value.numpy())
+    return value
+
+
+def normalize_defaults(record_defaults: Any, text: str = "string") -> List[Tuple[str, Any]]:
+    """record_defaults as the ``(kind, value)`` pairs of the native reader: ``int`` -> int32,
+    ``np.int64`` -> int64, ``float`` -> float32, ``np.float64`` -> float64, ``np.float32``,
+    ``bool``, and ``str``/``bytes`` -> ``text`` (``"string"``: Python str; ``"bytes"``: bytes,
+    what ``tf.string`` holds)."""
+    if not isinstance(record_defaults, (list, tuple)):
+        raise TypeError(
+            f"record_defaults must be a list or tuple, not {type(record_defaults).__name__}"
+        )
+    out = []
+    for entry in record_defaults:
+        kind = default_kind(entry)
+        v = _unwrap(entry)
+        if kind == "bool":
+            v = bool(v)
+        elif kind in ("int32", "int64"):
+            v = int(v)
+        elif kind in ("float32", "float64"):
+            v = float(v)
+        elif kind == "string":
+            if text == "bytes":
+                kind = "bytes"
+                v = bytes(v) if isinstance(v, (bytes, np.bytes_)) else str(v).encode("utf-8")
+            else:
+                v = v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, np.bytes_)) else str(v)
+        out.append((kind, v))
+    return out
+
+
+def open_reader(tables: Sequence[str], **kwargs: Any) -> Any:
+    """Opens the native reader (``paiio._native.Reader``): ``tables`` a list of URIs, keyword
+    arguments as the native signature (``record_defaults`` as ``(kind, value)`` pairs)."""
+    from . import _native
+
+    return _native.Reader(list(tables), **{k: v for k, v in kwargs.items() if v is not None})
+
+
+# ---- TensorFlow ------------------------------------------------------------------------------
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _tf_dtype(kind: str):
+    tf = _tf()
+    return {
+        "int32": tf.int32,
+        "int64": tf.int64,
+        "float32": tf.float32,
+        "float64": tf.float64,
+        "bool": tf.bool,
+        "string": tf.string,
+    }[kind]
+
+
+class _Source:
+    """A picklable generator factory: the column batches of some tables' slice."""
+
+    def __init__(self, defaults, kinds, options):
+        self.defaults = defaults
+        self.kinds = kinds
+        self.options = options
+
+    def batches(self, tables: List[str]):
+        reader = open_reader(
+            tables, record_defaults=self.defaults, strings_as_bytes=True, **self.options
+        )
+        try:
+            n = len(self.kinds)
+            while True:
+                try:
+                    cols = reader.read_batch(_TF_BATCH_ROWS)
+                except OutOfRangeException:
+                    return
+                arrays = list(cols.values())
+                if len(arrays) != n:  # pragma: no cover - checked at open
+                    raise ValueError(f"{len(arrays)} columns read, {n} record_defaults")
+                yield tuple(arrays)
+        finally:
+            reader.close()
+
+
+def _decode_name(name: Any) -> str:
+    if isinstance(name, (bytes, np.bytes_)):
+        return bytes(name).decode("utf-8")
+    if hasattr(name, "numpy"):
+        return _decode_name(name.numpy())
+    return str(name)
+
+
+def _make_dataset(
+    filenames: Any,
+    record_defaults: Any,
+    selected_cols: Any,
+    excluded_cols: Any,
+    slice_id: int,
+    slice_count: int,
+    num_threads: int,
+    capacity: int,
+):
+    tf = _tf()
+    defaults = normalize_defaults(record_defaults, text="bytes")
+    kinds = [default_kind(d) for d in record_defaults]
+    selected = column_text(selected_cols)
+    excluded = column_text(excluded_cols)
+    if selected and excluded:
+        raise ValueError(
+            f"selected_cols ({selected}) and excluded_cols ({excluded}) are both given; "
+            "choose columns with one of them"
+        )
+    options = dict(
+        selected_cols=selected,
+        excluded_cols=excluded,
+        slice_id=int(slice_id),
+        slice_count=int(slice_count),
+        num_threads=int(num_threads),
+        capacity=int(capacity),
+    )
+    source = _Source(defaults, kinds, options)
+    dtypes = [_tf_dtype(k) for k in kinds]
+    signature = tuple(tf.TensorSpec(shape=[None], dtype=d) for d in dtypes)
+
+    def per_table_list(tables: List[str]):
+        return tf.data.Dataset.from_generator(
+            lambda: source.batches(tables), output_signature=signature
+        ).unbatch()
+
+    # Tables known now (a str, a list, an eager tensor): validate by opening them here, so
+    # that a wrong record_defaults count, an unknown column or an impossible conversion
+    # fails at construction.
+    names = None
+    if isinstance(filenames, (str, bytes, list, tuple, np.ndarray)):
+        names = split_tables(filenames)
+    elif isinstance(filenames, tf.Tensor) and hasattr(filenames, "numpy"):
+        values = filenames.numpy()
+        names = split_tables([_decode_name(v) for v in np.atleast_1d(values)])
+    if names is not None:
+        reader = open_reader(names, record_defaults=defaults, strings_as_bytes=True, **options)
+        reader.close()
+        return per_table_list(names)
+
+    # Work-queue style: a dataset (or a graph tensor) of table names, read one after another.
+    if isinstance(filenames, tf.data.Dataset):
+        queue = filenames
+    elif isinstance(filenames, (tf.Tensor, tf.Variable)):
+        queue = tf.data.Dataset.from_tensor_slices(tf.reshape(filenames, [-1]))
+    else:
+        raise TypeError(
+            "filenames must be a str, a list of str, a 1-D string tensor or a tf.data.Dataset "
+            f"of strings, not {type(filenames).__name__}"
+        )
+    if queue.element_spec.dtype != tf.string:
+        raise TypeError(f"filenames must hold strings, not {queue.element_spec.dtype.name}")
+
+    def gen(name):
+        yield from source.batches(split_tables(_decode_name(name)))
+
+    def per_name(name):
+        return tf.data.Dataset.from_generator(
+            gen, args=(name,), output_signature=signature
+        ).unbatch()
+
+    return queue.flat_map(per_name)
+
+
+def _dataset_base():
+    from tensorflow.python.data.ops import dataset_ops
+
+    return dataset_ops.DatasetV2
+
+
+class _Meta(type):
+    """Creates the ``tf.data.Dataset`` subclass on first use, so that importing this module
+    does not import TensorFlow."""
+
+    _cls = None
+
+    def __call__(cls, *args, **kwargs):
+        return _TableRecordDatasetClass()(*args, **kwargs)
+
+    def __instancecheck__(cls, obj):
+        real = _Meta._cls
+        return real is not None and isinstance(obj, real)
+
+
+def _TableRecordDatasetClass():
+    if _Meta._cls is not None:
+        return _Meta._cls
+    base = _dataset_base()
+
+    class TableRecordDataset(base):
+        __doc__ = _DOC
+
+        def __init__(
+            self,
+            filenames,
+            record_defaults,
+            selected_cols=None,
+            excluded_cols=None,
+            slice_id=0,
+            slice_count=1,
+            num_threads=0,
+            capacity=0,
+        ):
+            self._impl = _make_dataset(
+                filenames,
+                record_defaults,
+                selected_cols,
+                excluded_cols,
+                slice_id,
+                slice_count,
+                num_threads,
+                capacity,
+            )
+            super().__init__(self._impl._variant_tensor)
+
+        def _inputs(self):
+            return [self._impl]
+
+        @property
+        def element_spec(self):
+            return self._impl.element_spec
+
+    TableRecordDataset.__module__ = __name__
+    TableRecordDataset.__qualname__ = "TableRecordDataset"
+    _Meta._cls = TableRecordDataset
+    return TableRecordDataset
+
+
+_DOC = """TableRecordDataset(filenames, record_defaults, selected_cols=None, excluded_cols=None,
+slice_id=0, slice_count=1, num_threads=0, capacity=0)
+
+A ``tf.data.Dataset`` of the rows of MaxCompute tables: each element a flat tuple of scalar
+tensors, one per column (in ``selected_cols`` order), typed by ``record_defaults`` (``int``
+-> int32, ``float`` -> float32, ``np.int64`` -> int64, ``np.float64`` -> float64,
+``np.float32`` -> float32, ``str``/``bytes`` -> string, ``bool`` -> bool; an entry may be a
+one-element list). NULLs become the default.
+
+``filenames``: a table URI, a comma-separated list, a list/tuple, a 1-D string tensor, or a
+``tf.data.Dataset`` of strings read one table after another. ``slice_id``/``slice_count``
+split each table into contiguous balanced slices. ``num_threads``: prefetch streams (0:
+automatic); ``capacity``: rows of read-ahead (0: automatic).
+"""
+
+
+class TableRecordDataset(metaclass=_Meta):  # noqa: D101 - replaced by the tf.data subclass
+    __doc__ = _DOC

@@ -1,0 +1,471 @@
+"""PyTorch: :class:`TableDataset`, an ``IterableDataset`` of column batches read from
+MaxCompute tables, and :class:`DataLoader`, a ``torch.utils.data.DataLoader`` that tracks
+what the training loop received so that :meth:`TableDataset.state_dict` is exact.
+
+Quick start::
+
+    from paiio.torch import TableDataset, DataLoader
+
+    ds = TableDataset("odps://proj/tables/train", columns="x,y", record_defaults=[0.0, 0],
+                      batch_size=1024, shuffle=True, seed=7, equal=True)
+    loader = DataLoader(ds, num_workers=4)
+    for epoch in range(start_epoch, epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:            # {"x": float32 tensor [1024], "y": int32 tensor [1024]}
+            ...
+            checkpoint["data"] = loader.state_dict()
+
+Sharding
+    ``slice_id = rank * num_workers + worker`` in spirit, but not literally: each rank's rows
+    are cut into ``num_shards`` *virtual shards* (native slices ``rank * V + v`` of
+    ``world_size * V``, so the rows of a rank are the same whatever the worker count). The
+    epoch of a rank is one fixed sequence of batches, independent of ``num_workers``: round
+    ``j`` takes batch ``j`` of every virtual shard that still has one, in shard order. Batch
+    ``k`` of that sequence is produced by DataLoader worker ``k % num_workers``, which is
+    exactly the order in which ``torch.utils.data.DataLoader`` (``in_order=True``, the
+    default) hands worker outputs to the consumer. With ``num_workers`` dividing ``V``
+    (``V`` is 48, 24, 12, ... by default) each worker reads only its own shards, sequentially.
+
+Resume
+    Because the sequence does not depend on the worker count, the position of a rank is one
+    number: how many batches of the epoch the consumer has received. :meth:`state_dict`
+    returns it with the epoch (and what must match to resume); :meth:`load_state_dict` makes
+    the next iteration start at that batch, with any worker count. The count is kept in the
+    consumer's process: by the dataset itself when it is iterated there (``num_workers=0``),
+    by :class:`paiio.torch.DataLoader` when workers produce the batches; with a plain
+    ``torch.utils.data.DataLoader`` and workers, pass the number of batches received this
+    epoch: ``ds.state_dict(batches=n)``.
+
+Importing this module imports torch; ``import paiio`` does not.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from . import data as _frameworks  # shared helpers; importing it does not import TensorFlow
+
+__all__ = ["TableDataset", "DataLoader"]
+
+#: Virtual shard counts tried by ``num_shards=0`` (automatic), largest first: all divide
+#: 48, so that common worker counts (1, 2, 3, 4, 6, 8, 12, 16, 24, 48) divide them.
+_AUTO_SHARDS = (48, 24, 12, 8, 6, 4, 2, 1)
+#: ``num_shards=0`` picks the largest count giving every shard at least this many batches.
+_MIN_BATCHES_PER_SHARD = 4
+_STATE_VERSION = 1
+
+
+def _slice_range(total: int, slice_id: int, slice_count: int, equal: bool) -> Tuple[int, int]:
+    """The rows of a native slice (crates/paiio/src/shard.rs ``slice_range``)."""
+    q, r = divmod(total, slice_count)
+    start = slice_id * q + min(slice_id, r)
+    end = start + q if equal else (slice_id + 1) * q + min(slice_id + 1, r)
+    return start, end
+
+
+def _plan(
+    table_rows: Sequence[int], rank: int, world: int, shards: int, batch: int, drop_last: bool
+) -> List[Tuple[int, int, int]]:
+    """The batch sequence of a rank's epoch: ``(shard, batch_in_shard, rows)`` in order."""
+    counts = []
+    for v in range(shards):
+        rows = 0
+        for n in table_rows:
+            a, b = _slice_range(n, rank * shards + v, world * shards, False)
+            rows += b - a
+        counts.append(rows)
+    nbatches = [(c // batch) if drop_last else -(-c // batch) for c in counts]
+    order = []
+    for j in range(max(nbatches, default=0)):
+        for v in range(shards):
+            if j < nbatches[v]:
+                order.append((v, j, min(batch, counts[v] - j * batch)))
+    return order
+
+
+def _auto_shards(table_rows: Sequence[int], world: int, batch: int) -> int:
+    per_rank = sum(table_rows) // max(world, 1)
+    for v in _AUTO_SHARDS:
+        if per_rank >= v * batch * _MIN_BATCHES_PER_SHARD:
+            return v
+    return 1
+
+
+def _resolve_dist() -> Tuple[Optional[int], Optional[int]]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:  # pragma: no cover - broken distributed setups read as "not initialized"
+        pass
+    return None, None
+
+
+class TableDataset(torch.utils.data.IterableDataset):
+    """Batches of a slice of MaxCompute tables for PyTorch.
+
+    Args:
+        tables: a table URI, a comma-separated list of URIs, or a list of them (same columns).
+        columns: columns to read, in output order: a list or a comma-separated string
+            (``selected_cols`` is the paiio spelling). ``None``: every column.
+        excluded_cols: the other way to choose columns.
+        record_defaults: one default per column (as ``TableRecordDataset``: ``0`` -> int32,
+            ``0.0`` -> float32, ``np.int64(0)`` -> int64, ``np.float64`` -> float64, ``False``
+            -> bool, ``""`` -> string); NULLs become the default. ``None``: the columns'
+            natural types (NULLs as the native reader gives them).
+        batch_size: rows per batch.
+        shuffle, seed: deterministic shuffle from ``(seed, epoch)``; see :meth:`set_epoch`.
+        drop_last: leave out batches smaller than ``batch_size`` (each virtual shard's last).
+        equal: every rank yields the same number of batches (the smallest count of any
+            rank), so that distributed training never hangs at the end of an epoch.
+        rank, world_size: the distributed position; default: ``torch.distributed`` if it is
+            initialized, else 0 and 1. Give them to simulate ranks.
+        num_shards: virtual shards per rank (0: automatic, at most 48). Part of the order:
+            keep it to resume a saved state. Best a multiple of ``num_workers``.
+        num_threads: prefetch streams per open shard reader (0: 1).
+        capacity: rows of read-ahead per shard reader (0: about four batches).
+        as_tuple: yield tuples of tensors in column order instead of dicts.
+        strings: ``"str"`` (default) or ``"bytes"`` for text columns, which stay numpy
+            object arrays (torch has no string tensor).
+    """
+
+    def __init__(
+        self,
+        tables: Union[str, Sequence[str]],
+        columns: Union[None, str, Sequence[str]] = None,
+        record_defaults: Optional[Sequence[Any]] = None,
+        batch_size: int = 1024,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        equal: bool = False,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        num_shards: int = 0,
+        num_threads: int = 0,
+        capacity: int = 0,
+        as_tuple: bool = False,
+        excluded_cols: Union[None, str, Sequence[str]] = None,
+        selected_cols: Union[None, str, Sequence[str]] = None,
+        strings: str = "str",
+    ):
+        super().__init__()
+        if strings not in ("str", "bytes"):
+            raise ValueError(f"strings must be 'str' or 'bytes', not {strings!r}")
+        if selected_cols is not None:
+            if columns is not None:
+                raise ValueError("give `columns` or `selected_cols`, not both")
+            columns = selected_cols
+        self.tables = _frameworks.split_tables(tables)
+        self.columns = _frameworks.column_text(columns)
+        self.excluded_cols = _frameworks.column_text(excluded_cols)
+        if self.columns and self.excluded_cols:
+            raise ValueError(
+                f"selected_cols ({self.columns}) and excluded_cols ({self.excluded_cols}) are "
+                "both given; choose columns with one of them"
+            )
+        self.record_defaults = (
+            None
+            if record_defaults is None
+            else _frameworks.normalize_defaults(record_defaults, text="bytes" if strings == "bytes" else "string")
+        )
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.equal = bool(equal)
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        if world_size is not None:
+            if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+                raise ValueError(f"rank {rank} is not in 0..world_size ({world_size})")
+        self._explicit_rank = rank is not None
+        self.rank = None if rank is None else int(rank)
+        self.world_size = None if world_size is None else int(world_size)
+        if not 0 <= int(num_shards) <= 4096:
+            raise ValueError(f"num_shards must be 0 (automatic) or 1..4096, not {num_shards}")
+        self.num_shards = int(num_shards)
+        self.num_threads = int(num_threads)
+        self.capacity = int(capacity)
+        self.as_tuple = bool(as_tuple)
+        self.strings = strings
+        # Progress, kept in the consumer's process.
+        self.epoch = 0
+        self._start = 0  # the batch the next iteration starts at
+        self._consumed = 0  # batches of `epoch` the consumer received
+        self._resume_pending = False
+        self._table_rows: Optional[List[int]] = None
+        self._resolve_rank()
+
+    # ---- configuration -------------------------------------------------------------------
+
+    def _resolve_rank(self) -> None:
+        if self._explicit_rank:
+            return
+        rank, world = _resolve_dist()
+        if rank is not None:
+            self.rank, self.world_size = rank, world
+
+    def _rank_world(self) -> Tuple[int, int]:
+        self._resolve_rank()
+        if self.rank is None:
+            return 0, 1
+        return self.rank, self.world_size  # type: ignore[return-value]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Pickled for spawned DataLoader workers in the main process, where torch.distributed
+        # is initialized (it is not in the workers): resolve the rank now.
+        self._resolve_rank()
+        if self.rank is None:
+            self.rank, self.world_size = 0, 1
+        state = self.__dict__.copy()
+        return state
+
+    def _reader_kwargs(self) -> Dict[str, Any]:
+        return dict(
+            record_defaults=self.record_defaults,
+            selected_cols=self.columns,
+            excluded_cols=self.excluded_cols,
+            strings_as_bytes=self.strings == "bytes",
+        )
+
+    def table_rows(self) -> List[int]:
+        """Rows of each table (one count per entry of ``tables``), read once and cached."""
+        if self._table_rows is None:
+            rows = []
+            for t in self.tables:
+                reader = _frameworks.open_reader([t], num_threads=1, **self._reader_kwargs())
+                try:
+                    rows.append(int(reader.row_count))
+                finally:
+                    reader.close()
+            self._table_rows = rows
+        return self._table_rows
+
+    def _shards(self) -> int:
+        if self.num_shards:
+            return self.num_shards
+        _, world = self._rank_world()
+        return _auto_shards(self.table_rows(), world, self.batch_size)
+
+    def _order(self) -> List[Tuple[int, int, int]]:
+        rank, world = self._rank_world()
+        shards = self._shards()
+        rows = self.table_rows()
+        order = _plan(rows, rank, world, shards, self.batch_size, self.drop_last)
+        if self.equal and world > 1:
+            least = min(
+                len(_plan(rows, r, world, shards, self.batch_size, self.drop_last))
+                for r in range(world)
+            )
+            del order[least:]
+        return order
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (all DataLoader workers together)."""
+        return len(self._order())
+
+    # ---- epochs and positions ------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Starts epoch ``epoch`` (its own shuffle order) at its first batch, unless a state
+        loaded by :meth:`load_state_dict` is for this very epoch and has not been used yet:
+        then the next iteration resumes it, so that the usual loop
+        ``for e in range(saved_epoch, n): ds.set_epoch(e); ...`` resumes exactly."""
+        epoch = int(epoch)
+        if self._resume_pending and epoch == self.epoch:
+            return
+        self.epoch = epoch
+        self._start = 0
+        self._consumed = 0
+        self._resume_pending = False
+
+    def _fingerprint(self) -> Dict[str, Any]:
+        rank, world = self._rank_world()
+        return {
+            "tables": list(self.tables),
+            "table_rows": list(self.table_rows()),
+            "columns": self.columns,
+            "excluded_cols": self.excluded_cols,
+            "rank": rank,
+            "world_size": world,
+            "num_shards": self._shards(),
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "equal": self.equal,
+            "shuffle": self.shuffle,
+            "seed": self.seed if self.shuffle else None,
+        }
+
+    def state_dict(self, batches: Optional[int] = None) -> Dict[str, Any]:
+        """The exact position: the epoch and how many of its batches the consumer received.
+
+        ``batches``: the number of batches of the current epoch the training loop received
+        *in this iteration* (only needed with a plain ``torch.utils.data.DataLoader`` with
+        workers, where this process never sees the batches); it is added to the start of the
+        iteration (non-zero after a resume).
+        """
+        consumed = self._consumed if batches is None else self._start + int(batches)
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self.epoch,
+            "batches": consumed,
+            **self._fingerprint(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Makes the next iteration continue a saved :meth:`state_dict`: the remaining
+        batches of its epoch, in the same order, whatever the number of workers now."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"unknown TableDataset state version {state.get('version')!r}")
+        mine = self._fingerprint()
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ValueError(
+                    f"the state was saved with {key}={state.get(key)!r}, this dataset has "
+                    f"{key}={value!r}: it cannot resume it"
+                )
+        self.epoch = int(state["epoch"])
+        self._start = int(state["batches"])
+        self._consumed = self._start
+        self._resume_pending = True
+
+    def _begin_iteration(self) -> int:
+        """The first batch of the iteration starting now (uses a pending resume)."""
+        start = self._start
+        self._consumed = start
+        self._start = 0
+        self._resume_pending = False
+        return start
+
+    # ---- iteration -----------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            worker, workers = 0, 1
+            start = self._begin_iteration()
+            in_consumer = True
+        else:
+            worker, workers = info.id, info.num_workers
+            start = self._start  # this worker's copy; the main process tracks the progress
+            in_consumer = False
+        return self._generate(worker, workers, start, in_consumer)
+
+    def _open_shard(self, shard: int, shards: int) -> Any:
+        rank, world = self._rank_world()
+        kwargs = self._reader_kwargs()
+        if self.shuffle:
+            kwargs.update(shuffle_seed=self.seed, epoch=self.epoch)
+        return _frameworks.open_reader(
+            self.tables,
+            slice_id=rank * shards + shard,
+            slice_count=world * shards,
+            num_threads=self.num_threads or 1,
+            capacity=self.capacity or max(4 * self.batch_size, 8192),
+            batch_rows=min(self.batch_size, 65536),
+            **kwargs,
+        )
+
+    def _generate(self, worker: int, workers: int, start: int, in_consumer: bool) -> Iterator[Any]:
+        order = self._order()
+        shards = self._shards()
+        mine = [(k, order[k]) for k in range(start + worker, len(order), workers)]
+        # The last batch this worker needs from each shard: close a reader after it.
+        last = {}
+        for k, (v, j, _) in mine:
+            last[v] = j
+        readers: Dict[int, Any] = {}
+        positions: Dict[int, int] = {}
+        names: Optional[List[str]] = None
+        try:
+            for k, (v, j, rows) in mine:
+                reader = readers.get(v)
+                if reader is None:
+                    reader = readers[v] = self._open_shard(v, shards)
+                    positions[v] = 0
+                at = j * self.batch_size
+                if positions[v] != at:
+                    reader.seek(at)
+                cols = reader.read_batch(rows)
+                positions[v] = at + rows
+                if j == last[v]:
+                    reader.close()
+                    del readers[v]
+                if names is None:
+                    names = list(cols.keys())
+                batch = _to_torch(cols, names, self.as_tuple)
+                if in_consumer:
+                    self._consumed = k + 1
+                yield batch
+        finally:
+            for reader in readers.values():
+                reader.close()
+
+
+def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
+    out = {}
+    for name in names:
+        arr = cols[name]
+        if isinstance(arr, np.ndarray) and arr.dtype != object and arr.dtype.kind in "biuf":
+            if not arr.flags.writeable:
+                # Arrow-backed and owned by this batch alone: share it rather than copy.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    out[name] = torch.from_numpy(arr)
+            else:
+                out[name] = torch.from_numpy(arr)
+        else:
+            out[name] = arr
+    if as_tuple:
+        return tuple(out[n] for n in names)
+    return out
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """A ``torch.utils.data.DataLoader`` for a :class:`TableDataset` (which yields whole
+    batches, so ``batch_size`` defaults to ``None``) that counts the batches it delivers, so
+    that :meth:`state_dict` is the exact position of the training loop with any number of
+    workers. ``load_state_dict`` restores it (with any worker count)."""
+
+    def __init__(self, dataset: TableDataset, batch_size: Optional[int] = None, **kwargs: Any):
+        if kwargs.get("persistent_workers"):
+            raise ValueError(
+                "persistent_workers=True would keep each worker's copy of the dataset from "
+                "seeing set_epoch() and load_state_dict(); leave it off"
+            )
+        if kwargs.get("in_order") is False:
+            raise ValueError("in_order=False would make the order depend on worker timing")
+        super().__init__(dataset, batch_size=batch_size, **kwargs)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        ds = self.dataset
+        if not isinstance(ds, TableDataset) or self.num_workers == 0:
+            yield from super().__iter__()
+            return
+        ds._resolve_rank()
+        # Workers get their copy of the dataset (with the start position) when the iterator
+        # is created below; the consumer's progress is counted here.
+        inner = super().__iter__()
+        start = ds._begin_iteration()
+        count = start
+        for batch in inner:
+            count += 1
+            ds._consumed = count
+            yield batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state)

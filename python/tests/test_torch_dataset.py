@@ -1,0 +1,266 @@
+"""paiio.torch.TableDataset: sharding by (rank, worker), deterministic shuffle, exact resume
+with any worker count, equal batches per rank, fork and spawn workers."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+import paiio.torch as ptorch  # noqa: E402
+from paiio.torch import DataLoader, TableDataset  # noqa: E402
+
+from frameworks_util import (  # noqa: E402
+    NUMS2_ROWS, NUMS_ROWS, Server, build_warehouse, uri, use_local,
+)
+
+pytestmark = [
+    # Machines with few cores: torch warns about 4 workers; the tests still want them.
+    pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
+]
+
+ALL = list(range(NUMS_ROWS))
+BOTH = ALL + [100000 + i for i in range(NUMS2_ROWS)]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    return build_warehouse(tmp_path_factory.mktemp("torchwh"))
+
+
+@pytest.fixture(autouse=True)
+def local(monkeypatch, warehouse):
+    use_local(monkeypatch, warehouse)
+
+
+def dataset(**kw):
+    kw.setdefault("record_defaults", [np.int64(0), 0.0, ""])
+    kw.setdefault("batch_size", 256)
+    return TableDataset(kw.pop("tables", uri("nums")), **kw)
+
+
+def batch_ids(batches):
+    return [b["id"].tolist() for b in batches]
+
+
+def flat(batches):
+    return [i for b in batch_ids(batches) for i in b]
+
+
+def run(ds, workers=0, context=None, limit=None, loader_cls=DataLoader):
+    kw = {}
+    if workers:
+        kw["multiprocessing_context"] = context or "fork"
+    loader = loader_cls(ds, num_workers=workers, batch_size=None, **kw) \
+        if loader_cls is torch.utils.data.DataLoader else loader_cls(ds, num_workers=workers, **kw)
+    out = []
+    for b in loader:
+        out.append(b)
+        if limit is not None and len(out) == limit:
+            break
+    return out, loader
+
+
+# ---- batches ------------------------------------------------------------------------------------
+
+
+def test_batches_are_dicts_of_tensors_typed_by_record_defaults():
+    batches, _ = run(dataset())
+    b = batches[0]
+    assert set(b) == {"id", "x", "s"}
+    assert b["id"].dtype == torch.int64 and b["x"].dtype == torch.float32
+    assert list(b["s"][:2]) == ["s0", "s1"]
+    assert b["id"].shape == (256,)
+    np.testing.assert_allclose(b["x"].numpy(), b["id"].numpy() * 0.5)
+    assert sorted(flat(batches)) == ALL
+
+
+def test_natural_types_and_tuples():
+    batches, _ = run(dataset(record_defaults=None, columns="x,id", as_tuple=True))
+    x, i = batches[0]
+    assert x.dtype == torch.float64 and i.dtype == torch.int64
+    assert sorted(int(v) for b in batches for v in b[1]) == ALL
+
+
+def test_columns_and_int32_defaults():
+    batches, _ = run(dataset(columns=["id"], record_defaults=[0], batch_size=1000))
+    assert batches[0]["id"].dtype == torch.int32 and list(batches[0]) == ["id"]
+
+
+def test_len_counts_the_batches_of_a_rank():
+    ds = dataset()
+    batches, _ = run(ds)
+    assert len(ds) == len(batches)
+    ds = dataset(drop_last=True)
+    batches, _ = run(ds, workers=2)
+    assert len(ds) == len(batches)
+    assert all(len(b["id"]) == 256 for b in batches)
+
+
+# ---- sharding -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2, 4])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_every_row_exactly_once_with_workers(workers, shuffle):
+    ds = dataset(tables=[uri("nums"), uri("nums2")], shuffle=shuffle, seed=3)
+    batches, _ = run(ds, workers=workers)
+    got = flat(batches)
+    assert len(got) == len(BOTH) and sorted(got) == BOTH
+
+
+def test_order_does_not_depend_on_the_worker_count():
+    orders = []
+    for workers in (0, 2, 3, 4):
+        ds = dataset(shuffle=True, seed=11, num_shards=12)
+        ds.set_epoch(2)
+        orders.append(batch_ids(run(ds, workers=workers)[0]))
+    assert orders[0] == orders[1] == orders[2] == orders[3]
+    assert sorted(i for b in orders[0] for i in b) == ALL
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_simulated_ranks_split_the_rows(workers):
+    parts = []
+    for rank in range(2):
+        ds = dataset(tables=[uri("nums"), uri("nums2")], rank=rank, world_size=2, shuffle=True)
+        parts.append(flat(run(ds, workers=workers)[0]))
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == BOTH
+
+
+def test_equal_gives_every_rank_the_same_number_of_batches():
+    counts, rows = [], []
+    for rank in range(3):
+        ds = dataset(rank=rank, world_size=3, equal=True, batch_size=100, num_shards=4)
+        batches, _ = run(ds, workers=2)
+        counts.append(len(batches))
+        assert len(ds) == len(batches)
+        rows.extend(flat(batches))
+    assert counts[0] == counts[1] == counts[2]
+    assert len(rows) == len(set(rows))
+    unequal = [len(dataset(rank=r, world_size=3, batch_size=100, num_shards=4)) for r in range(3)]
+    assert min(unequal) == counts[0] and max(unequal) > counts[0] or unequal == counts
+
+
+# ---- epochs and shuffling --------------------------------------------------------------------------
+
+
+def test_set_epoch_changes_the_order_deterministically():
+    def order(epoch, seed=5):
+        ds = dataset(shuffle=True, seed=seed)
+        ds.set_epoch(epoch)
+        return flat(run(ds, workers=2)[0])
+
+    a, b, a2, c = order(0), order(1), order(0), order(0, seed=6)
+    assert a == a2
+    assert a != b and a != c
+    assert sorted(a) == sorted(b) == ALL
+    assert a != ALL  # shuffled at all
+
+
+# ---- resume ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before, after", [(0, 0), (2, 2), (2, 4), (4, 0), (0, 3), (3, 2)])
+def test_resume_exactly_with_another_worker_count(before, after):
+    def fresh():
+        ds = dataset(tables=[uri("nums"), uri("nums2")], shuffle=True, seed=9, num_shards=12)
+        ds.set_epoch(1)
+        return ds
+
+    full = batch_ids(run(fresh(), workers=0)[0])
+    stop = 13
+    ds = fresh()
+    head, loader = run(ds, workers=before, limit=stop)
+    assert batch_ids(head) == full[:stop]
+    state = loader.state_dict()
+    assert state["epoch"] == 1 and state["batches"] == stop
+    state = pickle.loads(pickle.dumps(state))
+
+    ds2 = TableDataset([uri("nums"), uri("nums2")], record_defaults=[np.int64(0), 0.0, ""],
+                       batch_size=256, shuffle=True, seed=9, num_shards=12)
+    ds2.load_state_dict(state)
+    ds2.set_epoch(1)  # the usual loop calls set_epoch: it keeps the pending resume
+    rest, loader2 = run(ds2, workers=after)
+    assert batch_ids(rest) == full[stop:]
+    assert loader2.state_dict()["batches"] == len(full)
+    # The next epoch starts from the beginning.
+    ds2.set_epoch(2)
+    assert len(run(ds2, workers=after)[0]) == len(full)
+
+
+def test_resume_from_the_dataset_state_without_workers():
+    ds = dataset(shuffle=True)
+    it = iter(ds)
+    head = [next(it) for _ in range(5)]
+    state = ds.state_dict()
+    assert state["batches"] == 5
+    full = batch_ids(run(dataset(shuffle=True))[0])
+    ds2 = dataset(shuffle=True)
+    ds2.load_state_dict(state)
+    assert batch_ids(head) + batch_ids(list(ds2)) == full
+
+
+def test_resume_with_a_plain_dataloader_and_explicit_count():
+    ds = dataset()
+    head, _ = run(ds, workers=2, limit=7, loader_cls=torch.utils.data.DataLoader)
+    state = ds.state_dict(batches=len(head))
+    ds2 = dataset()
+    ds2.load_state_dict(state)
+    rest, _ = run(ds2, workers=2, loader_cls=torch.utils.data.DataLoader)
+    assert flat(head) + flat(rest) == flat(run(dataset())[0])
+
+
+def test_state_of_another_configuration_is_refused():
+    state = dataset().state_dict()
+    with pytest.raises(ValueError, match="batch_size"):
+        dataset(batch_size=128).load_state_dict(state)
+    with pytest.raises(ValueError, match="rank"):
+        dataset(rank=1, world_size=2).load_state_dict(state)
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+
+def test_dataset_pickles_before_and_after_iteration():
+    ds = dataset(shuffle=True)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert flat(run(copy)[0]) == flat(run(ds)[0])
+    assert sorted(flat(run(pickle.loads(pickle.dumps(ds)))[0])) == ALL
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_fork_and_spawn_workers(context):
+    ds = dataset(shuffle=True, seed=4)
+    batches, _ = run(ds, workers=2, context=context)
+    assert sorted(flat(batches)) == ALL
+    ref = dataset(shuffle=True, seed=4)
+    assert batch_ids(batches) == batch_ids(run(ref)[0])
+
+
+def test_loader_refuses_persistent_workers():
+    with pytest.raises(ValueError, match="persistent_workers"):
+        DataLoader(dataset(), num_workers=2, persistent_workers=True)
+
+
+def test_plan_is_balanced_and_complete():
+    order = ptorch._plan([1000, 37], rank=1, world=3, shards=4, batch=50, drop_last=False)
+    assert sum(rows for _, _, rows in order) == sum(
+        b - a for n in (1000, 37) for v in range(4)
+        for a, b in [ptorch._slice_range(n, 4 + v, 12, False)])
+    # Round-robin over shards: position k comes from shard k % 4 while every shard has one.
+    assert [v for v, _, _ in order[:8]] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+@pytest.mark.server
+def test_dataloader_over_paiio_serve(warehouse, tmp_path, monkeypatch):
+    server = Server(warehouse, tmp_path)
+    try:
+        server.use(monkeypatch)
+        ds = dataset(tables=[uri("nums"), uri("nums2")], shuffle=True, rank=0, world_size=1)
+        batches, _ = run(ds, workers=2)
+        assert sorted(flat(batches)) == BOTH
+    finally:
+        server.stop()
