@@ -10,6 +10,7 @@ before.
 import numpy as np
 
 from . import _native
+from ._defaults import record_defaults_spec
 from .errors import OutOfRangeException, OutOfRangeError  # noqa: F401  (PAI's names)
 
 __all__ = ["TableReader", "TableWriter", "OutOfRangeException", "OutOfRangeError"]
@@ -34,6 +35,11 @@ class TableReader:
         strings_as_bytes: return STRING columns as ``bytes`` (what ``tf.python_io`` returned)
             instead of ``str``. BINARY columns are always ``bytes``.
         batch_rows: rows per request (and per iteration chunk).
+        record_defaults: (beyond PAI's TableReader) one default per column, whose type picks
+            the column's dtype and which replaces NULLs, as for ``TableRecordDataset`` (see
+            ``paiio._defaults``).
+        options: more keyword arguments of ``paiio._native.Reader`` (``equal``,
+            ``shuffle_seed``, ``epoch``, ``byte_budget``...).
 
     NULL values are 0 in integer columns, False in bool columns, NaN in float columns and
     None in object (string, binary, decimal, nested) columns. DATETIME is epoch milliseconds,
@@ -42,7 +48,8 @@ class TableReader:
     """
 
     def __init__(self, table, selected_cols="", excluded_cols="", slice_id=0, slice_count=1,
-                 num_threads=0, capacity=0, strings_as_bytes=False, batch_rows=None, **options):
+                 num_threads=0, capacity=0, strings_as_bytes=False, batch_rows=None,
+                 record_defaults=None, **options):
         self._reader = _native.Reader(
             table,
             selected_cols=selected_cols or None,
@@ -53,6 +60,7 @@ class TableReader:
             capacity=capacity,
             strings_as_bytes=strings_as_bytes,
             batch_rows=batch_rows,
+            record_defaults=record_defaults_spec(record_defaults),
             **options,
         )
 

@@ -24,7 +24,7 @@ Sharding
     ``k`` of that sequence is produced by DataLoader worker ``k % num_workers``, which is
     exactly the order in which ``torch.utils.data.DataLoader`` (``in_order=True``, the
     default) hands worker outputs to the consumer. With ``num_workers`` dividing ``V``
-    (``V`` is 48, 24, 12, ... by default) each worker reads only its own shards, sequentially.
+    (``V`` is 24, 12, 8, ... by default) each worker reads only its own shards, sequentially.
 
 Resume
     Because the sequence does not depend on the worker count, the position of a rank is one
@@ -55,10 +55,10 @@ from . import data as _frameworks  # shared helpers; importing it does not impor
 __all__ = ["TableDataset", "DataLoader"]
 
 #: Virtual shard counts tried by ``num_shards=0`` (automatic), largest first: all divide
-#: 48, so that common worker counts (1, 2, 3, 4, 6, 8, 12, 16, 24, 48) divide them.
-_AUTO_SHARDS = (48, 24, 12, 8, 6, 4, 2, 1)
+#: 24, so that common worker counts (1, 2, 3, 4, 6, 8, 12, 24) divide them.
+_AUTO_SHARDS = (24, 12, 8, 6, 4, 2, 1)
 #: ``num_shards=0`` picks the largest count giving every shard at least this many batches.
-_MIN_BATCHES_PER_SHARD = 4
+_MIN_BATCHES_PER_SHARD = 16
 _STATE_VERSION = 1
 
 
@@ -128,7 +128,7 @@ class TableDataset(torch.utils.data.IterableDataset):
             rank), so that distributed training never hangs at the end of an epoch.
         rank, world_size: the distributed position; default: ``torch.distributed`` if it is
             initialized, else 0 and 1. Give them to simulate ranks.
-        num_shards: virtual shards per rank (0: automatic, at most 48). Part of the order:
+        num_shards: virtual shards per rank (0: automatic, at most 24). Part of the order:
             keep it to resume a saved state. Best a multiple of ``num_workers``.
         num_threads: prefetch streams per open shard reader (0: 1).
         capacity: rows of read-ahead per shard reader (0: about four batches).
@@ -294,17 +294,18 @@ class TableDataset(torch.utils.data.IterableDataset):
         rank, world = self._rank_world()
         return {
             "tables": list(self.tables),
-            "table_rows": list(self.table_rows()),
             "columns": self.columns,
             "excluded_cols": self.excluded_cols,
             "rank": rank,
             "world_size": world,
-            "num_shards": self._shards(),
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "equal": self.equal,
             "shuffle": self.shuffle,
             "seed": self.seed if self.shuffle else None,
+            # Derived: the tables must not have changed, and the virtual shards must match.
+            "table_rows": list(self.table_rows()),
+            "num_shards": self._shards(),
         }
 
     def state_dict(self, batches: Optional[int] = None) -> Dict[str, Any]:

@@ -26,7 +26,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn submit(&self, job: Job) -> std::io::Result<()> {
+    pub fn submit(&self, job: Job) -> std::io::Result<()> {
         let mut sender = self.sender.lock();
         if let Some(tx) = sender.as_ref() {
             match tx.send(job) {

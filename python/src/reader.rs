@@ -422,8 +422,14 @@ impl Reader {
         if self.closed.swap(true, Ordering::SeqCst) || self.pid != std::process::id() {
             return;
         }
-        let source = &self.source;
-        py.detach(|| source.lock().close());
+        // A read in progress (perhaps abandoned after Ctrl-C) may hold the source: close
+        // after it on the worker rather than wait here.
+        if let Some(mut source) = self.source.try_lock() {
+            source.close();
+            return;
+        }
+        let source = self.source.clone();
+        let _ = self.worker.submit(Box::new(move || source.lock().close()));
     }
 
     #[getter]

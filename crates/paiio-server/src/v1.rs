@@ -12,7 +12,6 @@
 //!   visible.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;

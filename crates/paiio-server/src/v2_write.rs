@@ -7,7 +7,6 @@
 //! version, and the commit commits exactly the listed versions.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::RecordBatch;

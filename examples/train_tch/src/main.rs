@@ -80,6 +80,10 @@ struct Args {
     /// cpu, cuda, or auto (cuda when available).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Write the ids each epoch saw to DIR/epoch-E-slice-S.txt (one per line), to check
+    /// sharding.
+    #[arg(long)]
+    ids_out: Option<std::path::PathBuf>,
 }
 
 fn env_u64(name: &str) -> BoxResult<Option<u64>> {
@@ -181,8 +185,13 @@ fn run(args: Args) -> BoxResult<()> {
         batches.set_epoch(epoch)?;
         let start = Instant::now();
         let (mut rows, mut n_batches, mut loss_sum, mut correct) = (0usize, 0usize, 0.0f64, 0i64);
+        let mut seen: Vec<i64> = Vec::new();
         for batch in batches.by_ref() {
             let batch = batch?;
+            if args.ids_out.is_some() {
+                let ids = column(&batch.batch, &args.id_column)?;
+                seen.extend(ids.as_primitive::<Int64Type>().values().iter());
+            }
             let y = batch.labels.as_ref().ok_or("no labels")?;
             let logits = model.forward(&batch.features).squeeze_dim(1);
             let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
@@ -204,6 +213,11 @@ fn run(args: Args) -> BoxResult<()> {
             n_batches += 1;
         }
         let secs = start.elapsed().as_secs_f64();
+        if let Some(dir) = &args.ids_out {
+            std::fs::create_dir_all(dir)?;
+            let text: String = seen.iter().map(|id| format!("{id}\n")).collect();
+            std::fs::write(dir.join(format!("epoch-{epoch}-slice-{slice_id}.txt")), text)?;
+        }
         println!(
             "epoch {}/{} slice {slice_id}: loss {:.4} accuracy {:.2}% rows {rows} batches \
              {n_batches} {:.0} rows/s {:.1} batches/s ({secs:.2} s)",
@@ -341,7 +355,7 @@ fn generate(
     let mut id = 0u64;
     while id < rows {
         let n = chunk.min(rows - id) as usize;
-        let mut xs = vec![Vec::with_capacity(n); k];
+        let mut xs: Vec<Vec<f64>> = (0..k).map(|_| Vec::with_capacity(n)).collect();
         let mut ys = Vec::with_capacity(n);
         for _ in 0..n {
             loop {

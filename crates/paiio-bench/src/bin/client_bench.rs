@@ -1,0 +1,497 @@
+//! `client_bench`: the read throughput of paiio's Storage API client, side by side with the
+//! released PyODPS reader and with reading the same Arrow data from the local files.
+//!
+//! ```text
+//! client_bench [--gb 1.1 | --rows N | --quick] [--paiio PATH] [--python PATH]
+//!              [--streams 1,4,16] [--compressed-streams 4] [--max-batch-rows 4096]
+//!              [--stream-rate 10MB] [--rate-streams 1,2,4,8,16,32,64] [--rate-stream-mb 20]
+//!              [--no-pyodps] [--json FILE]
+//! ```
+//!
+//! On the cached table `bench.wide` (see `serve_bench`) and one `paiio serve` child:
+//!
+//! * **paiio RestClient**: `TableService::read` of a RowOffset session split into N row ranges
+//!   read by N concurrent streams, every batch fully decoded (rows and Arrow bytes counted);
+//!   uncompressed, and with zstd / lz4 body compression.
+//! * **PyODPS**: `python/pyodps_read.py` with the venv python (pyodps 0.13.2 `odps.maxstorage`),
+//!   the same RowOffset range as the 1-stream run, iterated batch by batch.
+//! * **local files**: the same `TableService::read` on the in-process `LocalWarehouse` (no
+//!   HTTP), and a raw `FileReader` decode of the warehouse's Arrow IPC data files.
+//! * **--stream-rate**: a second `paiio serve --stream-rate 10MB`, read by N = 1 … 64 concurrent
+//!   streams of a fixed number of bytes each; the aggregate against the ideal N × rate.
+//!
+//! Prints one table and writes the figures as JSON to `$PAIIO_CACHE/bench/client.json`.
+//! Run it with `scripts/bench-client.sh`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use paiio_bench::client::{self, BoxError, Encoding};
+use paiio_bench::reads::{self, PyodpsRun, ReadRun};
+use paiio_bench::{proc_stats, server, table};
+use paiio_storage::TableService;
+use paiio_storage::local::LocalWarehouse;
+use paiio_storage::rest::{ReadCompression, RestClient};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "client_bench", about = "Read throughput of the paiio client vs PyODPS and local files")]
+struct Args {
+    /// Size of the table in GB (10^9 bytes) of uncompressed Arrow.
+    #[arg(long, default_value_t = 1.1, conflicts_with_all = ["rows", "quick"])]
+    gb: f64,
+
+    /// Rows of the table (instead of --gb).
+    #[arg(long, conflicts_with = "quick")]
+    rows: Option<u64>,
+
+    /// A smoke run: a table of about 100 MB, shorter rate runs (1 s per stream).
+    #[arg(long)]
+    quick: bool,
+
+    /// The paiio binary (default: $CARGO_TARGET_DIR/release/paiio, or next to this program).
+    #[arg(long, value_name = "PATH")]
+    paiio: Option<PathBuf>,
+
+    /// The cache directory (default: $PAIIO_CACHE/bench, $PAIIO_CACHE defaulting to
+    /// ~/.cache/paiio-rs).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+
+    /// The python with pyodps 0.13.2 and pyarrow (default: $PAIIO_VENV/bin/python, else
+    /// $PAIIO_CACHE/venv/bin/python).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+
+    /// The PyODPS reader script (default: this crate's python/pyodps_read.py).
+    #[arg(long, value_name = "PATH")]
+    pyodps_script: Option<PathBuf>,
+
+    /// Skip the PyODPS reader.
+    #[arg(long)]
+    no_pyodps: bool,
+
+    /// Concurrent streams of the uncompressed client reads (and of the local-file reads).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    streams: Vec<usize>,
+
+    /// Concurrent streams of the zstd and lz4 client reads (empty: none).
+    #[arg(long, value_delimiter = ',', default_values_t = [4usize])]
+    compressed_streams: Vec<usize>,
+
+    /// MaxBatchRows of every read (PyODPS's default is 4096).
+    #[arg(long, default_value_t = 4096)]
+    max_batch_rows: usize,
+
+    /// The per-stream rate of the second server (`paiio serve --stream-rate`); "0" skips it.
+    #[arg(long, default_value = "10MB")]
+    stream_rate: String,
+
+    /// Concurrent streams of the rate-limited reads.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8, 16, 32, 64])]
+    rate_streams: Vec<usize>,
+
+    /// Megabytes (10^6, wire) each rate-limited stream reads.
+    #[arg(long)]
+    rate_stream_mb: Option<f64>,
+
+    /// Where to write the figures as JSON (default: CACHE/client.json).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn cache_base() -> PathBuf {
+    std::env::var_os("PAIIO_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache").join("paiio-rs")
+    })
+}
+
+/// A rate like `10MB`, `512KB`, `10MiB` in bytes per second (decimal units unless `i`).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s");
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a rate"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{text}`: unknown unit `{other}`")),
+    };
+    Ok((number * multiplier) as u64)
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone)]
+struct Row {
+    reader: String,
+    streams: String,
+    streams_n: usize,
+    wall_s: f64,
+    rows: u64,
+    bytes: u64,
+    client_cpu_s: f64,
+    server_cpu_s: Option<f64>,
+    /// Local in-process GB/s at the same streams, to compare against.
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rest,
+    RestCompressed,
+    Pyodps,
+    Local,
+    RawFiles,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("client_bench: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn rest_client(endpoint: &str, compression: Option<ReadCompression>) -> Result<Arc<dyn TableService>, BoxError> {
+    Ok(Arc::new(
+        RestClient::builder(endpoint)
+            .tunnel_endpoint(endpoint.trim_end_matches("/api"))
+            .project("bench")
+            .read_compression(compression)
+            .build()?,
+    ))
+}
+
+/// A client read with the server's CPU time over it.
+async fn timed_read(
+    service: Arc<dyn TableService>,
+    ranges: &[(u64, u64)],
+    max_batch_rows: usize,
+    server_pid: Option<u32>,
+) -> Result<(ReadRun, Option<f64>), BoxError> {
+    let cpu0 = server_pid.and_then(proc_stats::cpu_seconds);
+    let run = reads::read_ranges(service, ranges, max_batch_rows).await?;
+    let cpu = match (server_pid.and_then(proc_stats::cpu_seconds), cpu0) {
+        (Some(b), Some(a)) => Some(b - a),
+        _ => None,
+    };
+    Ok((run, cpu))
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let boxed = |e: Box<dyn std::error::Error>| -> BoxError { e.to_string().into() };
+    proc_stats::raise_nofile_limit();
+    let rows = match (args.rows, args.quick) {
+        (Some(rows), _) => rows.max(1),
+        (None, true) => table::rows_for_gb(0.1),
+        (None, false) => table::rows_for_gb(args.gb),
+    };
+    let cache = args.cache.clone().unwrap_or_else(|| cache_base().join("bench"));
+    let warehouse = cache.join("warehouse");
+    table::ensure_table(&warehouse, rows).await.map_err(boxed)?;
+    let mbr = args.max_batch_rows;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    let paiio = server::find_paiio(args.paiio.as_deref())?;
+    let serve = server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve.log"), &[]).map_err(boxed)?;
+    let pid = serve.pid();
+    eprintln!("bench: paiio serve (pid {pid}) at {}", serve.endpoint);
+
+    // Warm-up (page cache), and the wire size of the table: raw HTTP reads of the
+    // uncompressed IPC streams, decoded to check the row count.
+    let http = client::http_client()?;
+    let warm = client::throughput(&http, &serve.v2_url(), pid, Encoding::None, 4, mbr, true).await?;
+    if warm.rows != rows {
+        return Err(format!("the warm-up read delivered {} rows, the table has {rows}", warm.rows).into());
+    }
+    let wire_bytes = warm.wire_bytes;
+    eprintln!("bench: warm-up: {rows} rows, {:.3} GB of Arrow IPC in {:.2} s", wire_bytes as f64 / 1e9, warm.wall_s);
+
+    let mut results: Vec<Row> = Vec::new();
+    let rest = rest_client(&serve.endpoint, None)?;
+    // The table's logical Arrow bytes, from the first full client read.
+    let mut table_bytes = 0u64;
+    for &n in &args.streams {
+        let ranges = reads::even_ranges(rows, n);
+        let (run, server_cpu) = timed_read(rest.clone(), &ranges, mbr, Some(pid)).await?;
+        check_rows("RestClient", run.rows, rows)?;
+        table_bytes = table_bytes.max(run.bytes);
+        eprintln!("bench: RestClient x{n}: {:.2} s, {:.3} GB/s", run.wall_s, run.bytes as f64 / 1e9 / run.wall_s);
+        results.push(row("paiio RestClient", n, &run, server_cpu, Kind::Rest));
+    }
+    for (label, codec) in [("zstd", ReadCompression::Zstd), ("lz4", ReadCompression::Lz4Frame)] {
+        let service = rest_client(&serve.endpoint, Some(codec))?;
+        for &n in &args.compressed_streams {
+            let ranges = reads::even_ranges(rows, n);
+            let (run, server_cpu) = timed_read(service.clone(), &ranges, mbr, Some(pid)).await?;
+            check_rows("RestClient", run.rows, rows)?;
+            eprintln!("bench: RestClient {label} x{n}: {:.2} s", run.wall_s);
+            results.push(row(&format!("paiio RestClient {label}"), n, &run, server_cpu, Kind::RestCompressed));
+        }
+    }
+
+    // PyODPS: the same single range as the 1-stream run.
+    let mut pyodps: Option<PyodpsRun> = None;
+    let mut pyodps_error: Option<String> = None;
+    if !args.no_pyodps {
+        let python = args.python.clone().unwrap_or_else(|| {
+            std::env::var_os("PAIIO_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| cache_base().join("venv"))
+                .join("bin")
+                .join("python")
+        });
+        let script = args
+            .pyodps_script
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join("pyodps_read.py"));
+        let cpu0 = proc_stats::cpu_seconds(pid);
+        let endpoint = serve.endpoint.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            reads::run_pyodps(&python, &script, &endpoint, rows, mbr, None, Duration::from_secs(600))
+        })
+        .await?;
+        match result {
+            Ok(p) => {
+                check_rows("PyODPS", p.rows, rows)?;
+                let server_cpu = proc_stats::cpu_seconds(pid).zip(cpu0).map(|(b, a)| b - a);
+                eprintln!("bench: PyODPS ({}) x1: {:.2} s", p.versions, p.wall_s);
+                results.push(Row {
+                    reader: "PyODPS 0.13.2 maxstorage".into(),
+                    streams: "1".into(),
+                    streams_n: 1,
+                    wall_s: p.wall_s,
+                    rows: p.rows,
+                    bytes: p.bytes,
+                    client_cpu_s: p.cpu_s,
+                    server_cpu_s: server_cpu,
+                    kind: Kind::Pyodps,
+                });
+                pyodps = Some(p);
+            }
+            Err(e) => {
+                eprintln!("bench: PyODPS reader: {e}");
+                pyodps_error = Some(e.to_string());
+            }
+        }
+    }
+    let rss_hwm = proc_stats::memory(pid, "VmHWM").unwrap_or(0);
+    drop(serve);
+
+    // The limit: the same Arrow data read from the local files, in this process.
+    let local: Arc<dyn TableService> = Arc::new(LocalWarehouse::open(&warehouse)?);
+    for &n in &args.streams {
+        let (run, _) = timed_read(local.clone(), &reads::even_ranges(rows, n), mbr, None).await?;
+        check_rows("local", run.rows, rows)?;
+        eprintln!("bench: local TableService::read x{n}: {:.2} s", run.wall_s);
+        results.push(row("local files (in-process read)", n, &run, None, Kind::Local));
+    }
+    let table_dir = warehouse.join("bench").join("wide");
+    let files = reads::data_files(if table_dir.is_dir() { &table_dir } else { &warehouse });
+    let mut raw_note = None;
+    for n in [1usize, cores.max(2)] {
+        let f = files.clone();
+        let run = tokio::task::spawn_blocking(move || reads::decode_files(&f, n)).await??;
+        if run.rows != rows {
+            raw_note = Some(format!("the data files hold {} rows, the table {rows}", run.rows));
+        }
+        eprintln!("bench: raw IPC file decode x{n}: {:.2} s ({} files)", run.wall_s, files.len());
+        results.push(row("raw Arrow IPC file decode", n, &run, None, Kind::RawFiles));
+    }
+
+    // --stream-rate: aggregate against N × rate.
+    let rate = parse_rate(&args.stream_rate)?;
+    let mut rate_results: Vec<Value> = Vec::new();
+    if rate > 0 && !args.rate_streams.is_empty() {
+        let per_stream_wire = args.rate_stream_mb.unwrap_or(if args.quick { 10.0 } else { 20.0 }) * 1e6;
+        let wire_per_row = wire_bytes as f64 / rows as f64;
+        let per_stream_rows = ((per_stream_wire / wire_per_row) as u64).clamp(1, rows);
+        let extra = vec!["--stream-rate".to_string(), args.stream_rate.clone()];
+        let serve = server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve-rate.log"), &extra)
+            .map_err(boxed)?;
+        let rpid = serve.pid();
+        let service = rest_client(&serve.endpoint, None)?;
+        eprintln!(
+            "bench: paiio serve --stream-rate {} (pid {rpid}); {per_stream_rows} rows (~{:.0} MB) per stream",
+            args.stream_rate,
+            per_stream_rows as f64 * wire_per_row / 1e6
+        );
+        for &n in &args.rate_streams {
+            let ranges = reads::fixed_ranges(rows, n, per_stream_rows);
+            let (run, server_cpu) = timed_read(service.clone(), &ranges, mbr, Some(rpid)).await?;
+            check_rows("rate-limited read", run.rows, per_stream_rows * n as u64)?;
+            // Wire bytes: the rows' share of the measured uncompressed IPC stream.
+            let wire = run.rows as f64 * wire_per_row;
+            let aggregate = wire / run.read_s;
+            let ideal = n as f64 * rate as f64;
+            let slowest = run.stream_s.iter().cloned().fold(0.0, f64::max);
+            let fastest = run.stream_s.iter().cloned().fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "bench: rate x{n}: {:.1} MB/s of {:.0} ideal ({:.0}%), {:.2} s",
+                aggregate / 1e6,
+                ideal / 1e6,
+                100.0 * aggregate / ideal,
+                run.read_s
+            );
+            rate_results.push(json!({
+                "streams": n,
+                "rows": run.rows,
+                "wire_bytes_est": wire as u64,
+                "arrow_bytes": run.bytes,
+                "read_s": run.read_s,
+                "wall_s": run.wall_s,
+                "aggregate_mb_per_s": aggregate / 1e6,
+                "ideal_mb_per_s": ideal / 1e6,
+                "ratio": aggregate / ideal,
+                "stream_s_min": fastest,
+                "stream_s_max": slowest,
+                "client_cpu_s": run.self_cpu_s,
+                "server_cpu_s": server_cpu,
+            }));
+        }
+        drop(serve);
+    }
+
+    // ---- report ----
+    let gb = table_bytes as f64 / 1e9;
+    let gbps = |r: &Row| table_bytes as f64 / 1e9 / r.wall_s;
+    let pyodps_gbps = results.iter().find(|r| r.kind == Kind::Pyodps).map(gbps);
+    let local_at = |n: usize| results.iter().find(|r| r.kind == Kind::Local && r.streams_n == n).map(gbps);
+    println!(
+        "client bench: table bench.wide, {:.2}M rows, {gb:.2} GB Arrow ({:.2} GB as uncompressed IPC); \
+         client and server on one machine, {cores} cores; MaxBatchRows {mbr}",
+        rows as f64 / 1e6,
+        wire_bytes as f64 / 1e9
+    );
+    println!(
+        "{:<30} {:>7} {:>7} {:>7} {:>11} {:>12} {:>10} {:>10}",
+        "reader", "streams", "wall s", "GB/s", "vs PyODPS 1", "vs local(N)", "client", "server"
+    );
+    println!("{:<30} {:>7} {:>7} {:>7} {:>11} {:>12} {:>10} {:>10}", "", "", "", "", "", "", "CPU-s/GB", "CPU-s/GB");
+    for r in &results {
+        let g = gbps(r);
+        let vs_py = pyodps_gbps.map(|p| format!("{:.1}x", g / p)).unwrap_or_else(|| "-".into());
+        let vs_local = match r.kind {
+            Kind::Rest | Kind::RestCompressed | Kind::Pyodps => {
+                local_at(r.streams_n).map(|l| format!("{:.0}%", 100.0 * g / l)).unwrap_or_else(|| "-".into())
+            }
+            _ => "-".into(),
+        };
+        println!(
+            "{:<30} {:>7} {:>7.2} {:>7.3} {:>11} {:>12} {:>10.2} {:>10}",
+            r.reader,
+            r.streams,
+            r.wall_s,
+            g,
+            vs_py,
+            vs_local,
+            r.client_cpu_s / gb,
+            r.server_cpu_s.map(|s| format!("{:.2}", s / gb)).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let Some(e) = &pyodps_error {
+        println!("PyODPS: not measured: {e}");
+    }
+    if let Some(n) = &raw_note {
+        println!("note: {n}");
+    }
+    if !rate_results.is_empty() {
+        let parts: Vec<String> = rate_results
+            .iter()
+            .map(|v| {
+                format!(
+                    "N={} {:.0} MB/s ({:.0}%)",
+                    v["streams"],
+                    v["aggregate_mb_per_s"].as_f64().unwrap_or(0.0),
+                    100.0 * v["ratio"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        println!("--stream-rate {} (ideal N x {:.0} MB/s, % of ideal):", args.stream_rate, rate as f64 / 1e6);
+        for chunk in parts.chunks(4) {
+            println!("  {}", chunk.join(", "));
+        }
+    }
+    // The goals of the issue.
+    let rest1 = results.iter().find(|r| r.kind == Kind::Rest && r.streams_n == 1).map(gbps);
+    let rest_best = results.iter().filter(|r| r.kind == Kind::Rest).map(gbps).fold(0.0, f64::max);
+    let rest4 = results.iter().find(|r| r.kind == Kind::Rest && r.streams_n == 4).map(gbps);
+    let mut goals = Vec::new();
+    if let Some(p) = pyodps_gbps {
+        if let Some(r1) = rest1 {
+            goals.push(format!("1 stream vs PyODPS 1 stream: {:.1}x", r1 / p));
+        }
+        goals.push(format!("best streams vs PyODPS 1 stream: {:.1}x (goal >= 3x)", rest_best / p));
+    }
+    if let (Some(r4), Some(l4)) = (rest4, local_at(4)) {
+        goals.push(format!("4 streams vs local files 4 streams: {:.0}% (goal >= 50%)", 100.0 * r4 / l4));
+    }
+    if !rate_results.is_empty() {
+        let worst = rate_results.iter().map(|v| v["ratio"].as_f64().unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
+        goals.push(format!("--stream-rate scaling: worst {:.0}% of ideal (goal >= 90%)", 100.0 * worst));
+    }
+    println!("goals: {}", goals.join("; "));
+
+    let json = json!({
+        "table": "bench.wide",
+        "rows": rows,
+        "arrow_bytes": table_bytes,
+        "ipc_wire_bytes": wire_bytes,
+        "cores": cores,
+        "max_batch_rows": mbr,
+        "server_vm_hwm": rss_hwm,
+        "reads": results.iter().map(|r| json!({
+            "reader": r.reader,
+            "streams": r.streams_n,
+            "wall_s": r.wall_s,
+            "rows": r.rows,
+            "bytes_reported": r.bytes,
+            "gb_per_s": gbps(r),
+            "vs_pyodps_1": pyodps_gbps.map(|p| gbps(r) / p),
+            "vs_local_same_streams": local_at(r.streams_n).map(|l| gbps(r) / l),
+            "client_cpu_s": r.client_cpu_s,
+            "server_cpu_s": r.server_cpu_s,
+        })).collect::<Vec<_>>(),
+        "pyodps": pyodps.as_ref().map(|p| p.raw.clone()),
+        "pyodps_error": pyodps_error,
+        "stream_rate": if rate_results.is_empty() { Value::Null } else { json!({
+            "rate": args.stream_rate,
+            "bytes_per_s": rate,
+            "runs": rate_results,
+        }) },
+    });
+    let json_path = args.json.clone().unwrap_or_else(|| cache.join("client.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
+    eprintln!("bench: figures written to {}", json_path.display());
+    Ok(())
+}
+
+fn check_rows(what: &str, got: u64, want: u64) -> Result<(), BoxError> {
+    if got != want {
+        return Err(format!("{what}: {got} rows delivered, {want} expected").into());
+    }
+    Ok(())
+}
+
+fn row(reader: &str, n: usize, run: &ReadRun, server_cpu_s: Option<f64>, kind: Kind) -> Row {
+    Row {
+        reader: reader.to_string(),
+        streams: n.to_string(),
+        streams_n: n,
+        wall_s: run.wall_s,
+        rows: run.rows,
+        bytes: run.bytes,
+        client_cpu_s: run.self_cpu_s,
+        server_cpu_s,
+        kind,
+    }
+}

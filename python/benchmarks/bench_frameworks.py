@@ -1,0 +1,160 @@
+"""TensorFlow and PyTorch feeding speed, side by side, on one table read from the embedded
+warehouse and through `paiio serve`.
+
+    python benchmarks/bench_frameworks.py [--rows 1000000] [--batch 1024] [--workers 0,2,4]
+
+Measures:
+  * tf  TableRecordDataset: elements/s of the unbatched dataset consumed inside TensorFlow
+    (``Dataset.reduce``: no Python per element), and of ``.batch(B)`` iterated in eager Python;
+  * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count.
+
+The table (id bigint, x double, y double, label bigint, s string) is made with the `paiio`
+CLI (PAIIO_BIN, else $CARGO_TARGET_DIR/{release,debug}/paiio).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def paiio_bin():
+    if os.environ.get("PAIIO_BIN"):
+        return os.environ["PAIIO_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.expanduser("~/.cache/paiio-rs/target")
+    for profile in ("release", "debug"):
+        p = os.path.join(target, profile, "paiio")
+        if os.path.exists(p):
+            return p
+    sys.exit("the paiio CLI is not built (cargo build --release -p paiio-cli) and PAIIO_BIN is unset")
+
+
+def make_table(warehouse, tmp, rows):
+    uri = "odps://bench/tables/frameworks"
+    run = lambda *a: subprocess.run([paiio_bin(), "--warehouse", warehouse, *a], check=True,
+                                    capture_output=True)
+    run("table", "create", uri, "--schema", "id bigint, x double, y double, label bigint, s string")
+    path = os.path.join(tmp, "rows.csv")
+    i = np.arange(rows)
+    with open(path, "w") as f:
+        f.write("id,x,y,label,s\n")
+        step = 200_000
+        for a in range(0, rows, step):
+            j = i[a:a + step]
+            lines = [f"{k},{k * 0.5},{k * 0.25},{k % 10},item{k % 1000}" for k in j.tolist()]
+            f.write("\n".join(lines) + "\n")
+    run("table", "import", uri, path)
+    return uri
+
+
+class Server:
+    def __init__(self, warehouse, tmp):
+        self.proc = subprocess.Popen(
+            [paiio_bin(), "serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0",
+             "--access-id", "bench-id", "--access-key", "bench-key"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (http://\S+/api)", line)
+        if not m:
+            raise RuntimeError(f"paiio serve did not start: {line}")
+        self.config = os.path.join(tmp, "odps_config.ini")
+        with open(self.config, "w") as f:
+            f.write(f"access_id=bench-id\naccess_key=bench-key\nend_point={m.group(1)}\n")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def use(backend, warehouse, server):
+    for k in ("ODPS_CONFIG_FILE_PATH", "ODPS_ENDPOINT", "PAIIO_WAREHOUSE"):
+        os.environ.pop(k, None)
+    if backend == "embedded":
+        os.environ["PAIIO_WAREHOUSE"] = warehouse
+    else:
+        os.environ["ODPS_CONFIG_FILE_PATH"] = server.config
+
+
+DEFAULTS = [np.int64(0), 0.0, 0.0, 0, ""]
+
+
+def bench_tf(uri, batch):
+    import tensorflow as tf
+    from paiio.data import TableRecordDataset
+
+    out = {}
+    ds = TableRecordDataset(uri, record_defaults=DEFAULTS)
+    t = time.perf_counter()
+    n = int(ds.reduce(np.int64(0), lambda acc, *f: acc + 1))
+    out["tf elements/s (reduce)"] = n / (time.perf_counter() - t)
+    ds = TableRecordDataset(uri, record_defaults=DEFAULTS).batch(batch).prefetch(4)
+    t, n = time.perf_counter(), 0
+    for b in ds:
+        n += int(b[0].shape[0])
+    out[f"tf elements/s (.batch({batch}) eager loop)"] = n / (time.perf_counter() - t)
+    return out
+
+
+def bench_torch(uri, batch, workers):
+    from paiio.torch import DataLoader, TableDataset
+
+    out = {}
+    for w in workers:
+        ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=True)
+        loader = DataLoader(ds, num_workers=w, **({"multiprocessing_context": "fork"} if w else {}))
+        t, nb, rows = time.perf_counter(), 0, 0
+        for b in loader:
+            nb += 1
+            rows += int(b["id"].shape[0])
+        dt = time.perf_counter() - t
+        out[f"torch batches/s (workers={w})"] = nb / dt
+        out[f"torch rows/s    (workers={w})"] = rows / dt
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--workers", default="0,2,4")
+    p.add_argument("--skip-tf", action="store_true")
+    p.add_argument("--skip-torch", action="store_true")
+    args = p.parse_args()
+    workers = [int(w) for w in args.workers.split(",") if w != ""]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory() as tmp:
+        warehouse = os.path.join(tmp, "warehouse")
+        t = time.perf_counter()
+        uri = make_table(warehouse, tmp, args.rows)
+        print(f"table: {args.rows} rows (5 columns) made in {time.perf_counter() - t:.1f}s; "
+              f"batch {args.batch}; CLI {paiio_bin()}")
+        server = Server(warehouse, tmp)
+        results = {}
+        try:
+            for backend in ("embedded", "serve"):
+                use(backend, warehouse, server)
+                r = {}
+                if not args.skip_tf:
+                    r.update(bench_tf(uri, args.batch))
+                if not args.skip_torch:
+                    r.update(bench_torch(uri, args.batch, workers))
+                results[backend] = r
+        finally:
+            server.stop()
+    keys = list(results["embedded"])
+    width = max(len(k) for k in keys)
+    print(f"{'':{width}}  {'embedded':>14}  {'paiio serve':>14}")
+    for k in keys:
+        print(f"{k:{width}}  {results['embedded'][k]:>14,.0f}  {results['serve'][k]:>14,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Type stubs of the Rust extension module ``paiio._native`` (python/src/*.rs).
+
+Blocking calls release the GIL; reads wait on the reader's worker thread and raise
+``KeyboardInterrupt`` promptly on Ctrl-C (the reader's position is then unchanged).
+Errors are the classes of :mod:`paiio.errors`.
+"""
+
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
+
+import numpy as np
+
+__version__: str
+
+_Columns = Union[str, Sequence[str], None]
+_DefaultKind = Literal["int32", "int64", "float32", "float64", "bool", "string", "bytes"]
+
+class ArrowBatch:
+    """A record batch offered through the Arrow PyCapsule interface
+    (``pyarrow.record_batch(batch)`` imports it without copying)."""
+
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def num_columns(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __arrow_c_schema__(self) -> object: ...
+    def __arrow_c_array__(self, requested_schema: object = None) -> tuple[object, object]: ...
+
+class ArrowOwner:
+    """Keeps Arrow memory alive under numpy arrays that borrow it (their ``.base``)."""
+
+class Reader:
+    """Reads this worker's slice of one or more tables.
+
+    ``record_defaults`` (``[(kind, value)]``, see ``paiio._defaults.record_defaults_spec``)
+    types the columns and replaces NULLs; without it, columns keep their natural numpy types
+    and NULL is 0 / False / NaN / None.
+    """
+
+    def __init__(
+        self,
+        tables: Union[str, Sequence[str]],
+        *,
+        selected_cols: _Columns = None,
+        excluded_cols: _Columns = None,
+        slice_id: int = 0,
+        slice_count: int = 1,
+        num_threads: int = 0,
+        capacity: int = 0,
+        byte_budget: Optional[int] = None,
+        equal: bool = False,
+        shuffle_seed: Optional[int] = None,
+        epoch: int = 0,
+        shuffle_buffer: Optional[int] = None,
+        shuffle_block: Optional[int] = None,
+        batch_rows: Optional[int] = None,
+        chunk_rows: int = 0,
+        record_defaults: Optional[Sequence[tuple[_DefaultKind, Any]]] = None,
+        strings_as_bytes: bool = False,
+    ) -> None: ...
+    def read_struct(self, n: int) -> np.ndarray:
+        """Up to ``n`` rows as a structured array; ``OutOfRangeException`` after the end."""
+    def read_batch(self, n: int) -> dict[str, np.ndarray]:
+        """Up to ``n`` rows as ``{column: 1-D array}`` (numeric columns without NULLs are
+        zero-copy views of the Arrow data)."""
+    def read_arrow(self, n: int) -> ArrowBatch: ...
+    def seek(self, offset: int) -> None: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state(self) -> str:
+        """The exact position (JSON) for :meth:`restore`."""
+    def restore(self, state: str) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def row_count(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def num_threads(self) -> int: ...
+    @property
+    def batch_rows(self) -> int: ...
+    @property
+    def columns(self) -> list[str]: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    def schema(self) -> list[tuple[str, str, Literal["int", "float", "bool", "object"]]]:
+        """``[(name, MaxCompute type, python type name)]`` in output order."""
+    def __arrow_c_schema__(self) -> object: ...
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        """The rest of the slice as an Arrow stream of ``batch_rows``-row batches."""
+
+class Writer:
+    """Appends to a table or partition; rows become visible at :meth:`close`."""
+
+    def __init__(self, table: str, slice_id: int = 0) -> None: ...
+    def write_rows(self, rows: Iterable[Sequence[Any]], indices: Sequence[int]) -> None: ...
+    def write_struct(self, array: np.ndarray, indices: Sequence[int]) -> None: ...
+    def write_arrow(self, data: Any, indices: Optional[Sequence[int]] = None) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> dict[str, int]: ...
+    def abort(self) -> None: ...
+    @property
+    def rows_written(self) -> int: ...
+    @property
+    def columns(self) -> list[tuple[str, str]]: ...

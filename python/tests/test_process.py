@@ -1,0 +1,95 @@
+"""Fork safety and Ctrl-C (STYLE "every blocking call releases the GIL; long calls check for
+Ctrl-C")."""
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import paiio
+from paiio.python_io import TableReader
+
+from conftest import Server
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_reads_a_table(wh):
+    t = wh.table("fork", "id bigint", ["id"], [(i,) for i in range(1000)])
+    parent = TableReader(t)
+    parent.read(10)  # the runtime and prefetch threads are running now
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(rfd)
+            try:
+                parent.read(1)
+                inherited = "usable"
+            except paiio.InvalidArgumentError as e:
+                inherited = "refused" if "fork" in str(e) else f"other: {e}"
+            ids = TableReader(t, num_threads=2).read(1000)["id"].tolist()
+            os.write(wfd, f"{inherited} {len(ids)} {sum(ids)}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        answer = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert answer == f"refused 1000 {sum(range(1000))}"
+    assert len(parent.read(1000)) == 990  # the parent's reader is unaffected
+
+
+def test_ctrl_c_interrupts_a_slow_read_promptly(tmp_path):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    slow = Server(tmp_path / "warehouse", tmp_path, "--stream-rate", "1KB")
+    try:
+        t = slow.table("slow", "id bigint, s string", ["id", "s"],
+                       [(i, "x" * 50) for i in range(20000)])
+        os.environ["ODPS_CONFIG_FILE_PATH"] = slow.config
+        try:
+            r = TableReader(t, num_threads=1)
+        finally:
+            del os.environ["ODPS_CONFIG_FILE_PATH"]
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        start = time.monotonic()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            r.read(20000)  # ~1 MB at 1 KB/s: minutes without Ctrl-C
+        elapsed = time.monotonic() - start
+        timer.join()
+        assert elapsed < 5, elapsed
+        assert r.tell() == 0  # nothing was consumed
+        r.close()  # does not wait for the abandoned read
+        assert time.monotonic() - start < 6
+    finally:
+        slow.stop()
+
+
+def test_reads_release_the_gil(wh):
+    t = wh.table("gil", "id bigint", ["id"], [(i,) for i in range(200000)])
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.001)
+
+    th = threading.Thread(target=tick)
+    th.start()
+    try:
+        r = TableReader(t)
+        for _ in range(20):
+            r.read_batch(10000)
+    finally:
+        stop.set()
+        th.join()
+    assert len(ticks) > 5
+    assert sys.getswitchinterval() > 0
