@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Installs what it needs; safe to run on a fresh machine.
+# Runs every test of the project. Installs what it needs; safe to run on a fresh machine.
 # Build outputs are cached outside the checkout ($PAIIO_CACHE, default ~/.cache/paiio-rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-
 ensure_rust
 
-echo "== cargo test (workspace default members; paiio-tch and the Python crate are built below) =="
-cargo test --all-features --no-fail-fast 2>&1 | tee "$PAIIO_CACHE/last-cargo-test.log"
-status=${PIPESTATUS[0]}
-if [ "$status" -ne 0 ]; then
-  echo "cargo test failed (exit $status)" >&2
-  exit "$status"
-fi
-echo "== PyODPS 0.13.2 conformance against paiio serve =="
-ensure_venv tests/pyodps/requirements.txt
+step() { echo; echo "== $* =="; }
+
+step "cargo test (workspace default members)"
+cargo test --all-features --no-fail-fast
+
+step "Python environment (PyODPS 0.13.2, pyarrow, numpy, TensorFlow, torch 2.13.0, maturin)"
+ensure_venv scripts/requirements-test.txt
+export VIRTUAL_ENV="$PAIIO_VENV"
+export PATH="$PAIIO_VENV/bin:$PATH"
+
+step "building the paiio CLI"
 cargo build -q -p paiio-cli
 export PAIIO_BIN="$CARGO_TARGET_DIR/debug/paiio"
-(cd tests/pyodps && "$PAIIO_VENV/bin/python" -m pytest -q)
 
+step "PyODPS 0.13.2 conformance against paiio serve"
+(cd tests/pyodps && python -m pytest -q)
+
+step "paiio-tch and examples/train_tch (libtorch from the torch wheel)"
+LIBTORCH_USE_PYTORCH=1 cargo test -p paiio-tch -p train_tch
+
+step "Python package paiio (maturin develop) and its tests"
+(cd python && maturin develop --profile dev -q)
+(cd python && python -m pytest -q)
+
+echo
 echo "all tests passed"

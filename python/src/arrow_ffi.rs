@@ -3,9 +3,8 @@
 
 use std::ffi::CStr;
 
-
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::ffi_stream::{RecordBatchStreamReader, FFI_ArrowArrayStream};
+use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
 use arrow_array::{Array, RecordBatch, RecordBatchReader, StructArray};
 use arrow_schema::{ArrowError, SchemaRef};
 use pyo3::prelude::*;
@@ -54,8 +53,8 @@ impl ArrowBatch {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let _ = requested_schema; // The batch is offered as it is.
         let data = StructArray::from(self.batch.clone()).into_data();
-        let (array, schema) =
-            arrow_array::ffi::to_ffi(&data).map_err(|e| errors::arrow(py, "exporting a batch", e))?;
+        let (array, schema) = arrow_array::ffi::to_ffi(&data)
+            .map_err(|e| errors::arrow(py, "exporting a batch", e))?;
         let schema = PyCapsule::new_with_value(py, schema, SCHEMA_NAME)?;
         let array = PyCapsule::new_with_value(py, array, ARRAY_NAME)?;
         PyTuple::new(py, [schema.into_any(), array.into_any()])
@@ -104,7 +103,10 @@ impl<I: Iterator<Item = Result<RecordBatch, ArrowError>>> RecordBatchReader for 
     }
 }
 
-fn capsule_pointer<'py>(capsule: &Bound<'py, PyAny>, name: &CStr) -> PyResult<*mut std::ffi::c_void> {
+fn capsule_pointer<'py>(
+    capsule: &Bound<'py, PyAny>,
+    name: &CStr,
+) -> PyResult<*mut std::ffi::c_void> {
     let capsule = capsule.cast::<PyCapsule>()?;
     let pointer = capsule.pointer_checked(Some(name))?;
     Ok(pointer.as_ptr())
@@ -159,4 +161,3 @@ pub fn import_batches(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Vec<R
         ),
     ))
 }
-

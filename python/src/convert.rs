@@ -23,7 +23,6 @@ use paiio_storage::types::OdpsType;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-
 /// The numpy kind of a prepared column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -98,7 +97,11 @@ impl Kind {
 
 /// The kind a column of MaxCompute type `ty` (and Arrow type `dt`) is delivered as.
 pub fn kind_of(ty: Option<&OdpsType>, dt: &DataType, strings_as_bytes: bool) -> Kind {
-    let text = if strings_as_bytes { Kind::Bytes } else { Kind::Str };
+    let text = if strings_as_bytes {
+        Kind::Bytes
+    } else {
+        Kind::Str
+    };
     match dt {
         DataType::Int8 => Kind::I8,
         DataType::Int16 => Kind::I16,
@@ -199,8 +202,9 @@ pub fn prepare(
 }
 
 fn cast(array: &ArrayRef, to: &DataType) -> paiio::Result<ArrayRef> {
-    arrow_cast::cast(array, to)
-        .map_err(|e| paiio_storage::Error::arrow(format!("converting {} to {to}", array.data_type()), e).into())
+    arrow_cast::cast(array, to).map_err(|e| {
+        paiio_storage::Error::arrow(format!("converting {} to {to}", array.data_type()), e).into()
+    })
 }
 
 /// A raw pointer that may cross into `py.detach` (the memory is owned by a numpy array the
@@ -253,10 +257,12 @@ pub fn to_struct<'py>(
             if rows >= 2 * ROWS_PER_TASK {
                 use rayon::prelude::*;
                 paiio::runtime::cpu_pool().install(|| {
-                    (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|t| {
-                        let start = t * ROWS_PER_TASK;
-                        fill(start, (start + ROWS_PER_TASK).min(rows));
-                    })
+                    (0..rows.div_ceil(ROWS_PER_TASK))
+                        .into_par_iter()
+                        .for_each(|t| {
+                            let start = t * ROWS_PER_TASK;
+                            fill(start, (start + ROWS_PER_TASK).min(rows));
+                        })
                 });
             } else {
                 fill(0, rows);
@@ -321,7 +327,10 @@ unsafe fn write_numeric(
 }
 
 /// Calls `f(row, Some(bytes))` for each value of a text or binary column (`None` for NULL).
-fn for_each_value(column: &Prepared, mut f: impl FnMut(usize, Option<&[u8]>) -> PyResult<()>) -> PyResult<()> {
+fn for_each_value(
+    column: &Prepared,
+    mut f: impl FnMut(usize, Option<&[u8]>) -> PyResult<()>,
+) -> PyResult<()> {
     let array = &column.array;
     let valid = |i: usize| column.nulls.as_ref().is_none_or(|n| n.is_valid(i));
     macro_rules! each {
@@ -349,7 +358,11 @@ fn for_each_value(column: &Prepared, mut f: impl FnMut(usize, Option<&[u8]>) -> 
 }
 
 /// A new reference to a Python `str` (valid UTF-8 expected) or `bytes` of `value`.
-fn new_object(py: Python<'_>, kind: Kind, value: Option<&[u8]>) -> PyResult<*mut pyo3::ffi::PyObject> {
+fn new_object(
+    py: Python<'_>,
+    kind: Kind,
+    value: Option<&[u8]>,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
     let Some(value) = value else {
         return Ok(py.None().into_ptr());
     };
@@ -404,7 +417,11 @@ pub struct ArrowOwner {
     _array: ArrayRef,
 }
 
-fn primitive_array<'py, T>(py: Python<'py>, column: &Prepared, null: T::Native) -> PyResult<Bound<'py, PyAny>>
+fn primitive_array<'py, T>(
+    py: Python<'py>,
+    column: &Prepared,
+    null: T::Native,
+) -> PyResult<Bound<'py, PyAny>>
 where
     T: ArrowPrimitiveType,
     T::Native: Element,
@@ -413,10 +430,18 @@ where
     match &column.nulls {
         None => {
             // Zero-copy: numpy borrows the Arrow buffer, kept alive by an owner object.
-            let owner = Bound::new(py, ArrowOwner { _array: column.array.clone() })?;
+            let owner = Bound::new(
+                py,
+                ArrowOwner {
+                    _array: column.array.clone(),
+                },
+            )?;
             let view = ArrayView1::from(values.values().as_ref());
             // SAFETY: the buffer is immutable and lives as long as `owner`, the array's base.
-            Ok(unsafe { PyArray1::<T::Native>::borrow_from_array(&view, owner.into_any()) }.into_any())
+            Ok(
+                unsafe { PyArray1::<T::Native>::borrow_from_array(&view, owner.into_any()) }
+                    .into_any(),
+            )
         }
         Some(nulls) => {
             let data: Vec<T::Native> = values
@@ -464,7 +489,11 @@ pub fn to_numpy<'py>(py: Python<'py>, column: &Prepared) -> PyResult<Bound<'py, 
 }
 
 /// The columns as a dict `name -> 1-D numpy array`, in column order.
-pub fn to_dict<'py>(py: Python<'py>, names: &[String], columns: &[Prepared]) -> PyResult<Bound<'py, PyDict>> {
+pub fn to_dict<'py>(
+    py: Python<'py>,
+    names: &[String],
+    columns: &[Prepared],
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (name, column) in names.iter().zip(columns) {
         dict.set_item(name, to_numpy(py, column)?)?;
@@ -486,7 +515,10 @@ pub fn struct_dtype<'py>(
     }
     let spec = PyDict::new(py);
     spec.set_item("names", PyList::new(py, names)?)?;
-    spec.set_item("formats", PyList::new(py, kinds.iter().map(|k| k.numpy_format()))?)?;
+    spec.set_item(
+        "formats",
+        PyList::new(py, kinds.iter().map(|k| k.numpy_format()))?,
+    )?;
     spec.set_item("offsets", PyList::new(py, &offsets)?)?;
     spec.set_item("itemsize", at.max(1))?;
     let dtype = py.import("numpy")?.getattr("dtype")?.call1((spec,))?;

@@ -27,7 +27,9 @@ fn storage_class_name(error: &StorageError) -> &'static str {
         StorageError::OutOfRange { .. } => "OutOfRangeException",
         StorageError::InvalidArgument { .. } => "InvalidArgumentError",
         StorageError::TypeMismatch { .. } => "ConversionError",
-        StorageError::Config { message, .. } if message.contains("cannot read the configuration file") => {
+        StorageError::Config { message, .. }
+            if message.contains("cannot read the configuration file") =>
+        {
             "ConfigFileNotFoundError"
         }
         StorageError::Config { .. } => "ConfigError",
@@ -75,7 +77,14 @@ pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
     let message = full_message(&error);
     let err = py_error(py, name, message);
     // Structured details for programs that handle the error.
-    if let Error::Conversion { column, odps_type, target, row, .. } = &error {
+    if let Error::Conversion {
+        column,
+        odps_type,
+        target,
+        row,
+        ..
+    } = &error
+    {
         let value = err.value(py);
         let _ = value.setattr("column", column);
         let _ = value.setattr("odps_type", odps_type);

@@ -50,7 +50,8 @@ impl Worker {
                     job();
                 }
             })?;
-        tx.send(job).map_err(|_| std::io::Error::other("the reader thread ended"))?;
+        tx.send(job)
+            .map_err(|_| std::io::Error::other("the reader thread ended"))?;
         *sender = Some(tx);
         Ok(())
     }
@@ -102,7 +103,11 @@ where
     let for_job = slot.clone();
     worker
         .submit(Box::new(move || job(&for_job)))
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the paiio reader thread: {e}")))?;
+        .map_err(|e| {
+            pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "cannot start the paiio reader thread: {e}"
+            ))
+        })?;
     loop {
         let taken = py.detach(|| {
             let mut state = slot.state.lock();

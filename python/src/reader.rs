@@ -4,7 +4,7 @@
 //! dicts of numpy arrays or Arrow data ([`crate::convert`], [`crate::arrow_ffi`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
@@ -85,9 +85,17 @@ impl Source {
 }
 
 /// One entry of record_defaults from Python: `(kind, value)`.
-fn record_default(py: Python<'_>, index: usize, entry: &Bound<'_, PyAny>) -> PyResult<RecordDefault> {
+fn record_default(
+    py: Python<'_>,
+    index: usize,
+    entry: &Bound<'_, PyAny>,
+) -> PyResult<RecordDefault> {
     let pair = entry.cast::<PyTuple>().map_err(|_| {
-        errors::invalid(py, "record_defaults", format!("entry {index} is not a (kind, value) pair"))
+        errors::invalid(
+            py,
+            "record_defaults",
+            format!("entry {index} is not a (kind, value) pair"),
+        )
     })?;
     let kind: String = pair.get_item(0)?.extract()?;
     let value = pair.get_item(1)?;
@@ -165,6 +173,9 @@ pub struct Reader {
     row_count: u64,
     num_threads: usize,
     layout: PyOnceLock<StructLayout>,
+    /// The slice position of the next row delivered, known without waiting for the source
+    /// (a read abandoned after Ctrl-C may still hold it).
+    position: Arc<AtomicU64>,
     pid: u32,
     closed: AtomicBool,
 }
@@ -195,6 +206,7 @@ impl Reader {
         self.check_usable(py)?;
         let source = self.source.clone();
         let undo_source = self.source.clone();
+        let (position, undo_position) = (self.position.clone(), self.position.clone());
         let kinds = self.kinds.clone();
         let types = (!self.typed).then(|| self.types.clone());
         type Out = (u64, paiio::Result<(RecordBatch, Option<Vec<Prepared>>)>);
@@ -212,14 +224,18 @@ impl Reader {
                     };
                     Ok((batch, prepared))
                 });
+                position.store(source.position(), Ordering::SeqCst);
                 if let Some((before, Ok(_))) = slot.finish((before, result)) {
                     // Nobody wants these rows any more: read them again next time.
                     let _ = source.seek(before);
+                    position.store(source.position(), Ordering::SeqCst);
                 }
             },
             move |(before, result)| {
                 if result.is_ok() {
-                    let _ = undo_source.lock().seek(before);
+                    let mut source = undo_source.lock();
+                    let _ = source.seek(before);
+                    undo_position.store(source.position(), Ordering::SeqCst);
                 }
             },
         )?;
@@ -229,7 +245,11 @@ impl Reader {
     fn layout(&self, py: Python<'_>) -> PyResult<&StructLayout> {
         self.layout.get_or_try_init(py, || {
             let (dtype, offsets, itemsize) = convert::struct_dtype(py, &self.names, &self.kinds)?;
-            Ok::<_, PyErr>(StructLayout { dtype: dtype.unbind(), offsets, itemsize })
+            Ok::<_, PyErr>(StructLayout {
+                dtype: dtype.unbind(),
+                offsets,
+                itemsize,
+            })
         })
     }
 
@@ -240,8 +260,14 @@ impl Reader {
         f: impl FnOnce(&mut Source) -> paiio::Result<T> + Send,
     ) -> PyResult<T> {
         self.check_usable(py)?;
-        let source = &self.source;
-        py.detach(|| f(&mut source.lock())).py_err(py)
+        let (source, position) = (&self.source, &self.position);
+        py.detach(|| {
+            let mut source = source.lock();
+            let result = f(&mut source);
+            position.store(source.position(), Ordering::SeqCst);
+            result
+        })
+        .py_err(py)
     }
 }
 
@@ -338,9 +364,16 @@ impl Reader {
                 r.schema().all_columns().map(|c| c.ty.clone()).collect(),
                 r.arrow_schema(),
             ),
-            Source::Typed(d) => (d.columns().iter().map(|c| c.ty.clone()).collect(), d.schema()),
+            Source::Typed(d) => (
+                d.columns().iter().map(|c| c.ty.clone()).collect(),
+                d.schema(),
+            ),
         };
-        let names: Vec<String> = arrow_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = arrow_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let kinds = arrow_schema
             .fields()
             .iter()
@@ -361,6 +394,7 @@ impl Reader {
             row_count,
             num_threads,
             layout: PyOnceLock::new(),
+            position: Arc::new(AtomicU64::new(0)),
             pid: std::process::id(),
             closed: AtomicBool::new(false),
         })
@@ -418,7 +452,7 @@ impl Reader {
     }
 
     /// Stops prefetching; later calls raise ClosedError. Closing twice is fine.
-    fn close(&self, py: Python<'_>) {
+    fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) || self.pid != std::process::id() {
             return;
         }
@@ -445,8 +479,8 @@ impl Reader {
 
     /// The slice position of the next row.
     #[getter]
-    fn position(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with_source(py, |s| Ok(s.position()))
+    fn position(&self) -> u64 {
+        self.position.load(Ordering::SeqCst)
     }
 
     /// Prefetch streams in use.
@@ -511,10 +545,13 @@ impl Reader {
         let _ = requested_schema; // Offered as it is.
         self.check_usable(py)?;
         let source = self.source.clone();
+        let position = self.position.clone();
         let rows = self.batch_rows;
         let iter = std::iter::from_fn(move || {
             let mut source = source.lock();
-            match source.read(rows) {
+            let result = source.read(rows);
+            position.store(source.position(), Ordering::SeqCst);
+            match result {
                 Ok(batch) => Some(Ok(batch)),
                 Err(e) if e.is_out_of_range() => None,
                 Err(e) => Some(Err(ArrowError::ExternalError(Box::new(e)))),

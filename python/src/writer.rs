@@ -2,11 +2,14 @@
 //! numpy structured arrays (converted column by column) and Arrow data (PyCapsule
 //! interface) are written; every call that may wait for the service releases the GIL.
 
-
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, NullArray, RecordBatch, UInt64Array};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, NullArray, RecordBatch, UInt64Array,
+};
 use arrow_schema::{Field, Schema};
 use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use paiio::writer::{TableWriter, Value};
@@ -104,14 +107,22 @@ fn objects_to_array(py: Python<'_>, values: Vec<Value>, column: usize) -> PyResu
         K::Bool => {
             let mut b = BooleanBuilder::with_capacity(n);
             for v in &values {
-                b.append_option(if let Value::Bool(x) = v { Some(*x) } else { None });
+                b.append_option(if let Value::Bool(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                });
             }
             Arc::new(b.finish())
         }
         K::Int => {
             let mut b = Int64Builder::with_capacity(n);
             for v in &values {
-                b.append_option(if let Value::Int(x) = v { Some(*x) } else { None });
+                b.append_option(if let Value::Int(x) = v {
+                    Some(*x)
+                } else {
+                    None
+                });
             }
             Arc::new(b.finish())
         }
@@ -129,14 +140,22 @@ fn objects_to_array(py: Python<'_>, values: Vec<Value>, column: usize) -> PyResu
         K::Str => {
             let mut b = StringBuilder::new();
             for v in &values {
-                b.append_option(if let Value::String(x) = v { Some(x) } else { None });
+                b.append_option(if let Value::String(x) = v {
+                    Some(x)
+                } else {
+                    None
+                });
             }
             Arc::new(b.finish())
         }
         K::Bytes => {
             let mut b = BinaryBuilder::new();
             for v in &values {
-                b.append_option(if let Value::Bytes(x) = v { Some(x) } else { None });
+                b.append_option(if let Value::Bytes(x) = v {
+                    Some(x)
+                } else {
+                    None
+                });
             }
             Arc::new(b.finish())
         }
@@ -197,7 +216,9 @@ fn field_array(
         ('f', 8) => Arc::new(Float64Array::from_iter_values((0..n).map(|i| {
             f64::from_le_bytes(records.bytes(i, offset, 8).try_into().unwrap())
         }))),
-        ('b', 1) => Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(records.bytes(i, offset, 1)[0] != 0)))),
+        ('b', 1) => Arc::new(BooleanArray::from_iter(
+            (0..n).map(|i| Some(records.bytes(i, offset, 1)[0] != 0)),
+        )),
         ('U', _) => {
             let mut b = StringBuilder::new();
             for i in 0..n {
@@ -225,7 +246,8 @@ fn field_array(
             let mut values = Vec::with_capacity(n);
             for i in 0..n {
                 let raw = records.bytes(i, offset, size);
-                let pointer = usize::from_ne_bytes(raw.try_into().unwrap()) as *mut pyo3::ffi::PyObject;
+                let pointer =
+                    usize::from_ne_bytes(raw.try_into().unwrap()) as *mut pyo3::ffi::PyObject;
                 let value = if pointer.is_null() {
                     Value::Null
                 } else {
@@ -304,7 +326,9 @@ impl Writer {
     #[new]
     #[pyo3(signature = (table, slice_id = 0))]
     fn new(py: Python<'_>, table: String, slice_id: u64) -> PyResult<Writer> {
-        let writer = py.detach(move || TableWriter::open(&table, slice_id)).py_err(py)?;
+        let writer = py
+            .detach(move || TableWriter::open(&table, slice_id))
+            .py_err(py)?;
         let columns = writer
             .schema()
             .all_columns()
@@ -319,7 +343,12 @@ impl Writer {
 
     /// Writes rows (a sequence of sequences, one value per index) to the table columns at
     /// `indices`.
-    fn write_rows(&self, py: Python<'_>, rows: &Bound<'_, PyAny>, indices: Vec<usize>) -> PyResult<()> {
+    fn write_rows(
+        &self,
+        py: Python<'_>,
+        rows: &Bound<'_, PyAny>,
+        indices: Vec<usize>,
+    ) -> PyResult<()> {
         let mut columns: Vec<Vec<Value>> = vec![Vec::new(); indices.len()];
         let mut count = 0;
         for (r, row) in rows.try_iter()?.enumerate() {
@@ -353,15 +382,28 @@ impl Writer {
     }
 
     /// Writes a 1-D C-contiguous numpy structured array: field `i` goes to `indices[i]`.
-    fn write_struct(&self, py: Python<'_>, array: &Bound<'_, PyAny>, indices: Vec<usize>) -> PyResult<()> {
+    fn write_struct(
+        &self,
+        py: Python<'_>,
+        array: &Bound<'_, PyAny>,
+        indices: Vec<usize>,
+    ) -> PyResult<()> {
         let untyped = array.cast::<PyUntypedArray>()?;
         if untyped.ndim() != 1 || !untyped.is_c_contiguous() {
-            return Err(errors::invalid(py, "values", "expected a 1-D C-contiguous structured array"));
+            return Err(errors::invalid(
+                py,
+                "values",
+                "expected a 1-D C-contiguous structured array",
+            ));
         }
         let dtype = array.getattr("dtype")?;
         let names: Vec<String> = match dtype.getattr("names")? {
             n if n.is_none() => {
-                return Err(errors::invalid(py, "values", "the array is not a structured array"));
+                return Err(errors::invalid(
+                    py,
+                    "values",
+                    "the array is not a structured array",
+                ));
             }
             n => n.extract()?,
         };
@@ -369,7 +411,12 @@ impl Writer {
             return Err(errors::invalid(
                 py,
                 "indices",
-                format!("{} indices for {} fields ({})", indices.len(), names.len(), names.join(", ")),
+                format!(
+                    "{} indices for {} fields ({})",
+                    indices.len(),
+                    names.len(),
+                    names.join(", ")
+                ),
             ));
         }
         let fields = dtype.getattr("fields")?;
@@ -388,7 +435,11 @@ impl Writer {
             let size: usize = field_dtype.getattr("itemsize")?.extract()?;
             let byteorder: String = field_dtype.getattr("byteorder")?.extract()?;
             if byteorder == ">" {
-                return Err(errors::invalid(py, "values", format!("field `{name}` is big-endian")));
+                return Err(errors::invalid(
+                    py,
+                    "values",
+                    format!("field `{name}` is big-endian"),
+                ));
             }
             let kind = kind.chars().next().unwrap_or('?');
             arrays.push(field_array(py, &records, kind, size, offset, index, name)?);
@@ -400,7 +451,12 @@ impl Writer {
     /// Writes Arrow data (an object with `__arrow_c_stream__` or `__arrow_c_array__`):
     /// column `i` goes to `indices[i]`, or, without indices, to the table column of its name.
     #[pyo3(signature = (data, indices = None))]
-    fn write_arrow(&self, py: Python<'_>, data: &Bound<'_, PyAny>, indices: Option<Vec<usize>>) -> PyResult<()> {
+    fn write_arrow(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        indices: Option<Vec<usize>>,
+    ) -> PyResult<()> {
         let batches = arrow_ffi::import_batches(py, data)?;
         for batch in batches {
             let indices = match &indices {
@@ -458,7 +514,12 @@ impl Writer {
     /// columns (what `indices` count).
     #[getter]
     fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.columns.iter().map(|(n, t)| PyTuple::new(py, [n, t])).collect::<PyResult<Vec<_>>>()?)
+        PyList::new(
+            py,
+            self.columns
+                .iter()
+                .map(|(n, t)| PyTuple::new(py, [n, t]))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
     }
 }
-

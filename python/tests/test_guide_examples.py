@@ -44,9 +44,9 @@ total_records_num = reader.get_row_count() # return 3
 batch_size = 2
 # Read the table. The return value will be a recarray in the format of [(uid, name, price)*2].
 records = reader.read(batch_size) # Returns [(25, "Apple", 5.0), (38, "Pear", 4.5)]
-print(total_records_num, [tuple(r) for r in records])
+print(total_records_num, records.tolist())
 records = reader.read(batch_size) # Returns [(17, "Watermelon", 2.2)]
-print([tuple(r) for r in records])
+print(records.tolist())
 # Reading further will throw an OutOfRange exception.
 try:
     reader.read(batch_size)

@@ -254,3 +254,14 @@ def test_equal_slices(wh):
     t = numbered(wh, "eq", 10)
     counts = [TableReader(t, slice_id=i, slice_count=3, equal=True).get_row_count() for i in range(3)]
     assert counts == [3, 3, 3]
+
+
+def test_read_batch_numeric_columns_are_zero_copy(wh):
+    from paiio import _native
+
+    t = numbered(wh, "zc", 10)
+    b = TableReader(t).read_batch(10)
+    assert isinstance(b["id"].base, _native.ArrowOwner)  # a view of the Arrow buffer
+    assert b["id"].flags.c_contiguous
+    b2 = TableReader(t, record_defaults=[0, "", 0.0]).read_batch(10)
+    assert b2["id"].dtype == np.int32 and b2["x"].dtype == np.float32

@@ -64,7 +64,7 @@ def test_numpy_scalars_and_type_casts(table):
     with TableWriter(table) as w:
         w.write((np.int32(5), np.str_("s"), np.float32(0.5), np.bool_(True)), [0, 1, 2, 3],
                 allow_type_cast=True)
-        w.write((6, "t", 7, 1), [0, 1, 2, 3])  # int to double, int to boolean
+        w.write((6, "t", 7, True), [0, 1, 2, 3])  # int to double
     assert sorted(rows_of(table)) == [(5, "s", 0.5, True), (6, "t", 7.0, True)]
 
 

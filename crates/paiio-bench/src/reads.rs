@@ -19,7 +19,11 @@ use crate::{proc_stats, table};
 /// Logical bytes of a batch as Arrow data: the bytes its arrays' slices cover (offsets and
 /// values of strings, 8 bytes per number, validity bitmaps), however the buffers are shared.
 pub fn batch_bytes(batch: &RecordBatch) -> u64 {
-    batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64).sum()
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 /// `n` consecutive row ranges `(offset, count)` covering `[0, rows)`, as even as can be.
@@ -100,7 +104,10 @@ pub async fn read_ranges(
             Ok::<_, BoxError>((rows, bytes, batches, began.elapsed().as_secs_f64()))
         }));
     }
-    let mut run = ReadRun { streams: ranges.len(), ..Default::default() };
+    let mut run = ReadRun {
+        streams: ranges.len(),
+        ..Default::default()
+    };
     for t in tasks {
         let (rows, bytes, batches, secs) = t.await??;
         run.rows += rows;
@@ -119,12 +126,16 @@ pub fn data_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "arrow") => out.push(path),
+                Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "arrow") => {
+                    out.push(path)
+                }
                 _ => {}
             }
         }
@@ -149,9 +160,11 @@ pub fn decode_files(files: &[PathBuf], threads: usize) -> Result<ReadRun, BoxErr
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(path) = files.get(i) else { break };
-                    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
+                    let file = std::fs::File::open(path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let reader =
+                        arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
                     for batch in reader {
                         let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
                         rows += batch.num_rows() as u64;
@@ -163,7 +176,10 @@ pub fn decode_files(files: &[PathBuf], threads: usize) -> Result<ReadRun, BoxErr
             })
         })
         .collect();
-    let mut run = ReadRun { streams: threads.max(1), ..Default::default() };
+    let mut run = ReadRun {
+        streams: threads.max(1),
+        ..Default::default()
+    };
     for h in handles {
         let (rows, bytes, batches, secs) = h.join().map_err(|_| "a decoding thread panicked")??;
         run.rows += rows;
@@ -202,17 +218,64 @@ pub fn run_pyodps(
     compress: Option<&str>,
     timeout: Duration,
 ) -> Result<PyodpsRun, BoxError> {
+    run_pyodps_range(
+        python,
+        script,
+        endpoint,
+        split_rows,
+        None,
+        max_batch_rows,
+        compress,
+        timeout,
+    )
+}
+
+/// [`run_pyodps`] reading only the rows `(offset, count)` (`--offset O --count C`) when given,
+/// in splits of `split_rows` rows (0: one split over the range).
+#[allow(clippy::too_many_arguments)]
+pub fn run_pyodps_range(
+    python: &Path,
+    script: &Path,
+    endpoint: &str,
+    split_rows: u64,
+    range: Option<(u64, u64)>,
+    max_batch_rows: usize,
+    compress: Option<&str>,
+    timeout: Duration,
+) -> Result<PyodpsRun, BoxError> {
     let mut cmd = std::process::Command::new(python);
     cmd.arg(script)
-        .args(["--endpoint", endpoint, "--project", "bench", "--table", "wide"])
-        .args(["--split-rows", &split_rows.to_string(), "--max-batch-rows", &max_batch_rows.to_string()])
+        .args([
+            "--endpoint",
+            endpoint,
+            "--project",
+            "bench",
+            "--table",
+            "wide",
+        ])
+        .args([
+            "--split-rows",
+            &split_rows.to_string(),
+            "--max-batch-rows",
+            &max_batch_rows.to_string(),
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     if let Some(c) = compress {
         cmd.args(["--compress", c]);
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if let Some((offset, count)) = range {
+        cmd.args([
+            "--offset",
+            &offset.to_string(),
+            "--count",
+            &count.to_string(),
+        ]);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -238,7 +301,11 @@ pub fn run_pyodps(
         )
         .into());
     }
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("no JSON from the PyODPS reader")?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or("no JSON from the PyODPS reader")?;
     let v: serde_json::Value = serde_json::from_str(line)?;
     let u = |k: &str| v[k].as_u64().unwrap_or(0);
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);

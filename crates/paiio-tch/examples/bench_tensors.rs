@@ -94,7 +94,11 @@ fn main() {
     // The data, in memory and in a table.
     let names: Vec<String> = (0..k).map(|i| format!("f{i}")).collect();
     let columns: Vec<Vec<f64>> = (0..k)
-        .map(|j| (0..rows).map(|i| ((i * 31 + j * 7) % 1000) as f64 / 1000.0).collect())
+        .map(|j| {
+            (0..rows)
+                .map(|i| ((i * 31 + j * 7) % 1000) as f64 / 1000.0)
+                .collect()
+        })
         .collect();
     let labels: Vec<i64> = (0..rows as i64).map(|i| i % 2).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +134,10 @@ fn main() {
                 )
             })
             .collect();
-        arrays.push(("y".into(), Arc::new(Int64Array::from(labels[s..e].to_vec()))));
+        arrays.push((
+            "y".into(),
+            Arc::new(Int64Array::from(labels[s..e].to_vec())),
+        ));
         let b = RecordBatch::try_from_iter(arrays).unwrap();
         writer.write(&b, &(0..=k).collect::<Vec<_>>()).unwrap();
         in_memory.push(b);
@@ -188,7 +195,10 @@ fn main() {
     let local: Arc<dyn TableService> = warehouse.clone();
     let reader = TableReader::open_with(local, uri, ReaderOptions::default()).unwrap();
     let threads = reader.num_threads();
-    let local_run = drain("local", TensorBatches::new(reader, options.clone()).unwrap());
+    let local_run = drain(
+        "local",
+        TensorBatches::new(reader, options.clone()).unwrap(),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -206,8 +216,7 @@ fn main() {
         .build()
         .unwrap();
     let reader =
-        TableReader::open_with(Arc::new(client), uri, ReaderOptions::default().threads(4))
-            .unwrap();
+        TableReader::open_with(Arc::new(client), uri, ReaderOptions::default().threads(4)).unwrap();
     let server_run = drain("server", TensorBatches::new(reader, options).unwrap());
     rt.block_on(handle.shutdown());
 

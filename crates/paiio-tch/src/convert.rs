@@ -276,7 +276,11 @@ fn coerce_with_default(array: &ArrayRef, name: &str, default: &RecordDefault) ->
         ));
     }
     let odps = odps_type_of(array.data_type()).ok_or_else(|| {
-        unsupported(name, array.data_type(), "no record_defaults rule applies to it")
+        unsupported(
+            name,
+            array.data_type(),
+            "no record_defaults rule applies to it",
+        )
     })?;
     Ok(coerce::coerce_column(array, name, &odps, default, 0)?)
 }
@@ -296,15 +300,14 @@ pub(crate) fn convert(
         other => (array, other),
     };
     let a = array.as_ref();
-    let fill = |d: Option<&RecordDefault>| d.cloned();
     match a.data_type() {
         DataType::Int8 => primitive::<Int8Type>(a, name, None, Kind::Int8),
         DataType::Int16 => primitive::<Int16Type>(a, name, None, Kind::Int16),
         DataType::Int32 => primitive::<Int32Type>(
             a,
             name,
-            match fill(default) {
-                Some(RecordDefault::Int32(v)) => Some(v),
+            match default {
+                Some(RecordDefault::Int32(v)) => Some(*v),
                 _ => None,
             },
             Kind::Int,
@@ -312,8 +315,8 @@ pub(crate) fn convert(
         DataType::Int64 => primitive::<Int64Type>(
             a,
             name,
-            match fill(default) {
-                Some(RecordDefault::Int64(v)) => Some(v),
+            match default {
+                Some(RecordDefault::Int64(v)) => Some(*v),
                 _ => None,
             },
             Kind::Int64,
@@ -323,8 +326,8 @@ pub(crate) fn convert(
         DataType::UInt32 => widened::<UInt32Type, i64>(a, name, Kind::Int64),
         DataType::UInt64 => {
             let values = a.as_primitive::<UInt64Type>();
-            if let Some(row) = (0..values.len())
-                .find(|&i| values.is_valid(i) && values.value(i) > i64::MAX as u64)
+            if let Some(row) =
+                (0..values.len()).find(|&i| values.is_valid(i) && values.value(i) > i64::MAX as u64)
             {
                 return Err(Error::Value {
                     column: name.to_string(),
@@ -337,14 +340,12 @@ pub(crate) fn convert(
             }
             widened::<UInt64Type, i64>(a, name, Kind::Int64)
         }
-        DataType::Float16 => {
-            primitive::<Float16Type>(a, name, None, Kind::Half)
-        }
+        DataType::Float16 => primitive::<Float16Type>(a, name, None, Kind::Half),
         DataType::Float32 => primitive::<Float32Type>(
             a,
             name,
-            match fill(default) {
-                Some(RecordDefault::Float32(v)) => Some(v),
+            match default {
+                Some(RecordDefault::Float32(v)) => Some(*v),
                 _ => None,
             },
             Kind::Float,
@@ -352,8 +353,8 @@ pub(crate) fn convert(
         DataType::Float64 => primitive::<Float64Type>(
             a,
             name,
-            match fill(default) {
-                Some(RecordDefault::Float64(v)) => Some(v),
+            match default {
+                Some(RecordDefault::Float64(v)) => Some(*v),
                 _ => None,
             },
             Kind::Double,
@@ -361,8 +362,8 @@ pub(crate) fn convert(
         DataType::Boolean => boolean(
             a.as_boolean(),
             name,
-            match fill(default) {
-                Some(RecordDefault::Bool(v)) => Some(v),
+            match default {
+                Some(RecordDefault::Bool(v)) => Some(*v),
                 _ => None,
             },
         ),
@@ -540,34 +541,33 @@ where
         }
     }
     alloc_with::<D>(&[rows as i64, cols as i64], kind, |dst| {
-    for (j, (_, array)) in arrays.iter().enumerate() {
-        let a = array.as_ref();
-        match a.data_type() {
-            DataType::Int8 => strided::<Int8Type, D>(dst, cols, j, a),
-            DataType::Int16 => strided::<Int16Type, D>(dst, cols, j, a),
-            DataType::Int32 => strided::<Int32Type, D>(dst, cols, j, a),
-            DataType::Int64 => strided::<Int64Type, D>(dst, cols, j, a),
-            DataType::UInt8 => strided::<UInt8Type, D>(dst, cols, j, a),
-            DataType::UInt16 => strided::<UInt16Type, D>(dst, cols, j, a),
-            DataType::UInt32 => strided::<UInt32Type, D>(dst, cols, j, a),
-            DataType::UInt64 => strided::<UInt64Type, D>(dst, cols, j, a),
-            DataType::Float16 => {
-                let values = a.as_primitive::<Float16Type>().values();
-                for (row, v) in dst.chunks_exact_mut(cols).zip(values.iter()) {
-                    row[j] = v.to_f32().as_();
+        for (j, (_, array)) in arrays.iter().enumerate() {
+            let a = array.as_ref();
+            match a.data_type() {
+                DataType::Int8 => strided::<Int8Type, D>(dst, cols, j, a),
+                DataType::Int16 => strided::<Int16Type, D>(dst, cols, j, a),
+                DataType::Int32 => strided::<Int32Type, D>(dst, cols, j, a),
+                DataType::Int64 => strided::<Int64Type, D>(dst, cols, j, a),
+                DataType::UInt8 => strided::<UInt8Type, D>(dst, cols, j, a),
+                DataType::UInt16 => strided::<UInt16Type, D>(dst, cols, j, a),
+                DataType::UInt32 => strided::<UInt32Type, D>(dst, cols, j, a),
+                DataType::UInt64 => strided::<UInt64Type, D>(dst, cols, j, a),
+                DataType::Float16 => {
+                    let values = a.as_primitive::<Float16Type>().values();
+                    for (row, v) in dst.chunks_exact_mut(cols).zip(values.iter()) {
+                        row[j] = v.to_f32().as_();
+                    }
                 }
-            }
-            DataType::Float32 => strided::<Float32Type, D>(dst, cols, j, a),
-            DataType::Float64 => strided::<Float64Type, D>(dst, cols, j, a),
-            DataType::Boolean => {
-                let values = a.as_boolean().values();
-                for (row, v) in dst.chunks_exact_mut(cols).zip(values.iter()) {
-                    row[j] = (v as u8).as_();
+                DataType::Float32 => strided::<Float32Type, D>(dst, cols, j, a),
+                DataType::Float64 => strided::<Float64Type, D>(dst, cols, j, a),
+                DataType::Boolean => {
+                    let values = a.as_boolean().values();
+                    for (row, v) in dst.chunks_exact_mut(cols).zip(values.iter()) {
+                        row[j] = (v as u8).as_();
+                    }
                 }
+                _ => unreachable!("checked by matrix()"),
             }
-            _ => unreachable!("checked by matrix()"),
         }
-    }
     })
 }
-

@@ -30,13 +30,44 @@ fn typed_table(w: &Warehouse, name: &str) -> String {
     }
     let arrays: Vec<(&str, ArrayRef)> = vec![
         ("id", Arc::new(Int64Array::from_iter_values(0..N as i64))),
-        ("ti", Arc::new(Int8Array::from_iter((0..N).map(|i| opt(i, (i % 256) as u8 as i8))))),
-        ("si", Arc::new(Int16Array::from_iter((0..N).map(|i| opt(i, i as i16 * -3))))),
-        ("i", Arc::new(Int32Array::from_iter((0..N).map(|i| opt(i, i as i32 * 1000))))),
-        ("bi", Arc::new(Int64Array::from_iter((0..N).map(|i| opt(i, (i as i64) << 33))))),
-        ("fl", Arc::new(Float32Array::from_iter((0..N).map(|i| opt(i, i as f32 / 4.0))))),
-        ("db", Arc::new(Float64Array::from_iter((0..N).map(|i| opt(i, i as f64 * 0.1))))),
-        ("bo", Arc::new(BooleanArray::from_iter((0..N).map(|i| opt(i, i % 2 == 0))))),
+        (
+            "ti",
+            Arc::new(Int8Array::from_iter(
+                (0..N).map(|i| opt(i, (i % 256) as u8 as i8)),
+            )),
+        ),
+        (
+            "si",
+            Arc::new(Int16Array::from_iter((0..N).map(|i| opt(i, i as i16 * -3)))),
+        ),
+        (
+            "i",
+            Arc::new(Int32Array::from_iter(
+                (0..N).map(|i| opt(i, i as i32 * 1000)),
+            )),
+        ),
+        (
+            "bi",
+            Arc::new(Int64Array::from_iter(
+                (0..N).map(|i| opt(i, (i as i64) << 33)),
+            )),
+        ),
+        (
+            "fl",
+            Arc::new(Float32Array::from_iter(
+                (0..N).map(|i| opt(i, i as f32 / 4.0)),
+            )),
+        ),
+        (
+            "db",
+            Arc::new(Float64Array::from_iter(
+                (0..N).map(|i| opt(i, i as f64 * 0.1)),
+            )),
+        ),
+        (
+            "bo",
+            Arc::new(BooleanArray::from_iter((0..N).map(|i| opt(i, i % 2 == 0)))),
+        ),
     ];
     let batch = RecordBatch::try_from_iter(arrays).unwrap();
     w.create(
@@ -67,7 +98,8 @@ fn ids(batch: &RecordBatch) -> Vec<i64> {
 /// Every column of a table read from the warehouse equals its Arrow data as a tensor, and
 /// NULLs are errors without defaults and defaults with them.
 fn check_every_type(service: Arc<dyn paiio_storage::TableService>, uri: &str) {
-    let mut reader = TableReader::open_with(service.clone(), uri, ReaderOptions::default()).unwrap();
+    let mut reader =
+        TableReader::open_with(service.clone(), uri, ReaderOptions::default()).unwrap();
     let batch = reader.read(N).unwrap();
     let kinds = [
         ("id", Kind::Int64),
@@ -89,7 +121,10 @@ fn check_every_type(service: Arc<dyn paiio_storage::TableService>, uri: &str) {
         }
         // NULLs without a default: an error naming the column.
         let e = column_to_tensor(&batch, name, None).unwrap_err();
-        assert!(matches!(&e, Error::Null { first_row: 3, .. }), "{name}: {e}");
+        assert!(
+            matches!(&e, Error::Null { first_row: 3, .. }),
+            "{name}: {e}"
+        );
         // With a default of the column's own type (or its native kind), values are equal.
         let t = match name {
             "ti" => {
@@ -284,11 +319,13 @@ fn batch_size_drop_last_and_every_row_once() {
     batches.set_epoch(1).unwrap();
     assert_eq!(batches.by_ref().count(), 7);
 
-    assert!(TensorBatches::new(
-        separable_reader(&w, &uri, ReaderOptions::default()),
-        options.clone().batch_size(0)
-    )
-    .is_err());
+    assert!(
+        TensorBatches::new(
+            separable_reader(&w, &uri, ReaderOptions::default()),
+            options.clone().batch_size(0)
+        )
+        .is_err()
+    );
     let e = TensorBatches::new(
         separable_reader(&w, &uri, ReaderOptions::default()),
         BatchOptions::default().features("f1,nope"),
@@ -309,7 +346,9 @@ fn deterministic_shuffle_epochs_and_exact_resume() {
     let open = || {
         TensorBatches::new(
             separable_reader(&w, &uri, ReaderOptions::default().shuffle(shuffle)),
-            BatchOptions::default().features("f1,f2,f3,f4").batch_size(100),
+            BatchOptions::default()
+                .features("f1,f2,f3,f4")
+                .batch_size(100),
         )
         .unwrap()
     };
@@ -368,7 +407,9 @@ fn two_slices_see_every_row_exactly_once() {
                     .slice(slice, 2)
                     .shuffle(Shuffle::new(1, 0)),
             ),
-            BatchOptions::default().features("f1,f2,f3,f4").batch_size(64),
+            BatchOptions::default()
+                .features("f1,f2,f3,f4")
+                .batch_size(64),
         )
         .unwrap();
         for epoch in 0..2 {
@@ -461,7 +502,10 @@ fn training_on_a_separable_table_reaches_95_percent() {
     }
     eprintln!("losses {losses:?}, last-epoch accuracy {accuracy}");
     assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
-    assert!(losses.windows(2).filter(|w| w[1] > w[0]).count() <= 1, "{losses:?}");
+    assert!(
+        losses.windows(2).filter(|w| w[1] > w[0]).count() <= 1,
+        "{losses:?}"
+    );
 
     // Evaluated over the whole table after training.
     let _guard = tch::no_grad_guard();

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float16Array, Float32Array, Float64Array, Int8Array,
-    Int16Array, Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt16Array,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float16Array, Float32Array, Float64Array, Int8Array, Int16Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt16Array, UInt32Array,
+    UInt64Array,
 };
 use paiio_tch::{
     Error, RecordDefault, array_as_tensor, array_to_tensor, column_to_tensor, features,
@@ -59,10 +59,16 @@ fn every_numeric_and_boolean_type_without_nulls() {
     let halves = Float16Array::from_iter_values([1.5f32, -2.0, 65504.0].map(half::f16::from_f32));
     let t = array_to_tensor(&arr(halves), None).unwrap();
     assert_eq!(t.kind(), Kind::Half);
-    assert_eq!(values::<f32>(&t.to_kind(Kind::Float)), vec![1.5, -2.0, 65504.0]);
+    assert_eq!(
+        values::<f32>(&t.to_kind(Kind::Float)),
+        vec![1.5, -2.0, 65504.0]
+    );
 
-    let t = array_to_tensor(&arr(Float32Array::from(vec![1.25, f32::MIN, f32::MAX])), None)
-        .unwrap();
+    let t = array_to_tensor(
+        &arr(Float32Array::from(vec![1.25, f32::MIN, f32::MAX])),
+        None,
+    )
+    .unwrap();
     assert_eq!(t.kind(), Kind::Float);
     assert_eq!(values::<f32>(&t), vec![1.25, f32::MIN, f32::MAX]);
 
@@ -105,7 +111,14 @@ fn sliced_arrays_respect_their_offset() {
         values::<bool>(&array_to_tensor(&a, None).unwrap()),
         bools[3..20].to_vec()
     );
-    let a = arr(Int32Array::from(vec![Some(1), None, Some(3), None, Some(5)])).slice(1, 3);
+    let a = arr(Int32Array::from(vec![
+        Some(1),
+        None,
+        Some(3),
+        None,
+        Some(5),
+    ]))
+    .slice(1, 3);
     let t = array_to_tensor(&a, Some(&RecordDefault::Int32(-1))).unwrap();
     assert_eq!(values::<i32>(&t), vec![-1, 3, -1]);
 }
@@ -134,18 +147,37 @@ fn nulls_without_a_default_are_an_error_naming_count_and_row() {
     let b = arr(BooleanArray::from(vec![Some(true), None]));
     assert!(matches!(
         array_to_tensor(&b, None).unwrap_err(),
-        Error::Null { count: 1, first_row: 1, .. }
+        Error::Null {
+            count: 1,
+            first_row: 1,
+            ..
+        }
     ));
 }
 
 #[test]
 fn nulls_are_filled_with_a_default_of_the_same_type() {
     let cases: Vec<(ArrayRef, RecordDefault)> = vec![
-        (arr(Int32Array::from(vec![Some(1), None, Some(3)])), RecordDefault::Int32(-7)),
-        (arr(Int64Array::from(vec![None, Some(2), None])), RecordDefault::Int64(9)),
-        (arr(Float32Array::from(vec![Some(0.5), None])), RecordDefault::Float32(1.5)),
-        (arr(Float64Array::from(vec![None, Some(-0.25)])), RecordDefault::Float64(3.0)),
-        (arr(BooleanArray::from(vec![Some(false), None, Some(true)])), RecordDefault::Bool(true)),
+        (
+            arr(Int32Array::from(vec![Some(1), None, Some(3)])),
+            RecordDefault::Int32(-7),
+        ),
+        (
+            arr(Int64Array::from(vec![None, Some(2), None])),
+            RecordDefault::Int64(9),
+        ),
+        (
+            arr(Float32Array::from(vec![Some(0.5), None])),
+            RecordDefault::Float32(1.5),
+        ),
+        (
+            arr(Float64Array::from(vec![None, Some(-0.25)])),
+            RecordDefault::Float64(3.0),
+        ),
+        (
+            arr(BooleanArray::from(vec![Some(false), None, Some(true)])),
+            RecordDefault::Bool(true),
+        ),
     ];
     let t = array_to_tensor(&cases[0].0, Some(&cases[0].1)).unwrap();
     assert_eq!(values::<i32>(&t), vec![1, -7, 3]);
@@ -195,7 +227,10 @@ fn a_default_of_another_type_follows_the_record_defaults_rules() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, Error::Paiio(paiio::Error::Conversion { row: Some(1), .. })),
+        matches!(
+            &e,
+            Error::Paiio(paiio::Error::Conversion { row: Some(1), .. })
+        ),
         "{e}"
     );
     // BIGINT -> int32 out of range fails.
@@ -243,7 +278,12 @@ fn mixed_batch() -> RecordBatch {
         ("c", arr(BooleanArray::from(vec![true, false, true]))),
         ("d", arr(Int64Array::from(vec![10, 20, 30]))),
         ("e", arr(UInt32Array::from(vec![7, 8, 9]))),
-        ("f", arr(Float16Array::from_iter_values([1.0f32, 2.0, 3.0].map(half::f16::from_f32)))),
+        (
+            "f",
+            arr(Float16Array::from_iter_values(
+                [1.0f32, 2.0, 3.0].map(half::f16::from_f32),
+            )),
+        ),
         (
             "n",
             arr(Float32Array::from(vec![Some(1.0), None, Some(3.0)])),
@@ -304,7 +344,10 @@ fn a_feature_matrix_from_several_columns() {
 fn labels_in_the_kind_asked_for() {
     let batch = mixed_batch();
     let y = labels(&batch, "d", None).unwrap();
-    assert_eq!((y.kind(), values::<i64>(&y)), (Kind::Int64, vec![10, 20, 30]));
+    assert_eq!(
+        (y.kind(), values::<i64>(&y)),
+        (Kind::Int64, vec![10, 20, 30])
+    );
     let y = labels(&batch, "c", Some(Kind::Float)).unwrap();
     assert_eq!(values::<f32>(&y), vec![1.0, 0.0, 1.0]);
 }
@@ -314,7 +357,12 @@ fn zero_copy_views_share_the_arrow_buffer() {
     let a = arr(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0]));
     // SAFETY: `a` outlives `t`, and nothing writes through `t`.
     let t = unsafe { array_as_tensor(&a).unwrap().unwrap() };
-    let ptr = a.as_any().downcast_ref::<Float32Array>().unwrap().values().as_ptr();
+    let ptr = a
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
+        .as_ptr();
     assert_eq!(t.data_ptr() as *const f32, ptr);
     assert_eq!(values::<f32>(&t), vec![1.0, 2.0, 3.0, 4.0]);
     // A slice is a view at its offset.
@@ -329,9 +377,21 @@ fn zero_copy_views_share_the_arrow_buffer() {
     // Layouts that need a conversion have no view.
     // SAFETY: nothing is created.
     unsafe {
-        assert!(array_as_tensor(&arr(BooleanArray::from(vec![true]))).unwrap().is_none());
-        assert!(array_as_tensor(&arr(Int32Array::from(vec![Some(1), None]))).unwrap().is_none());
-        assert!(array_as_tensor(&arr(UInt16Array::from(vec![1]))).unwrap().is_none());
+        assert!(
+            array_as_tensor(&arr(BooleanArray::from(vec![true])))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            array_as_tensor(&arr(Int32Array::from(vec![Some(1), None])))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            array_as_tensor(&arr(UInt16Array::from(vec![1])))
+                .unwrap()
+                .is_none()
+        );
         let h = arr(Float16Array::from_iter_values([half::f16::ONE]));
         assert_eq!(array_as_tensor(&h).unwrap().unwrap().kind(), Kind::Half);
     }

@@ -23,9 +23,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use clap::Parser;
 use paiio::{ReaderOptions, RecordDataset, RecordDefault, Shuffle, TableWriter, WriterOptions};
-use paiio_storage::{
-    Column, CreateTableOptions, OdpsType, TableSchema, TableService, TableUri,
-};
+use paiio_storage::{Column, CreateTableOptions, OdpsType, TableSchema, TableService, TableUri};
 use paiio_tch::{BatchOptions, TensorBatches};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -88,11 +86,11 @@ struct Args {
 
 fn env_u64(name: &str) -> BoxResult<Option<u64>> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(
-            v.trim()
-                .parse()
-                .map_err(|e| format!("${name}={v:?} is not a number: {e}"))?,
-        )),
+        Ok(v) if !v.trim().is_empty() => {
+            Ok(Some(v.trim().parse().map_err(|e| {
+                format!("${name}={v:?} is not a number: {e}")
+            })?))
+        }
         _ => Ok(None),
     }
 }
@@ -117,7 +115,15 @@ fn run(args: Args) -> BoxResult<()> {
     }
     if let Some(rows) = args.generate {
         let service = paiio::backend::open_default_service()?;
-        generate(service, &args.table, &features, &args.label, &args.id_column, rows, args.seed)?;
+        generate(
+            service,
+            &args.table,
+            &features,
+            &args.label,
+            &args.id_column,
+            rows,
+            args.seed,
+        )?;
         println!("generated {rows} rows in {}", args.table);
         return Ok(());
     }
@@ -172,9 +178,19 @@ fn run(args: Args) -> BoxResult<()> {
     let model: Box<dyn Module> = if args.hidden > 0 {
         Box::new(
             nn::seq()
-                .add(nn::linear(vs.root() / "l1", n_in, args.hidden, Default::default()))
+                .add(nn::linear(
+                    vs.root() / "l1",
+                    n_in,
+                    args.hidden,
+                    Default::default(),
+                ))
                 .add_fn(|x| x.relu())
-                .add(nn::linear(vs.root() / "l2", args.hidden, 1, Default::default())),
+                .add(nn::linear(
+                    vs.root() / "l2",
+                    args.hidden,
+                    1,
+                    Default::default(),
+                )),
         )
     } else {
         Box::new(nn::linear(vs.root() / "l1", n_in, 1, Default::default()))
@@ -216,7 +232,10 @@ fn run(args: Args) -> BoxResult<()> {
         if let Some(dir) = &args.ids_out {
             std::fs::create_dir_all(dir)?;
             let text: String = seen.iter().map(|id| format!("{id}\n")).collect();
-            std::fs::write(dir.join(format!("epoch-{epoch}-slice-{slice_id}.txt")), text)?;
+            std::fs::write(
+                dir.join(format!("epoch-{epoch}-slice-{slice_id}.txt")),
+                text,
+            )?;
         }
         println!(
             "epoch {}/{} slice {slice_id}: loss {:.4} accuracy {:.2}% rows {rows} batches \
@@ -372,7 +391,9 @@ fn generate(
         }
         let mut arrays: Vec<(String, ArrayRef)> = vec![(
             id_column.to_string(),
-            Arc::new(Int64Array::from_iter_values(id as i64..(id as i64 + n as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                id as i64..(id as i64 + n as i64),
+            )),
         )];
         for (f, col) in features.iter().zip(xs) {
             arrays.push((f.clone(), Arc::new(Float64Array::from(col))));

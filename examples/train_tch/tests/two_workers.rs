@@ -24,7 +24,10 @@ fn train_tch(config: &std::path::Path, args: &[&str], rank: Option<u32>) -> Comm
 fn check(output: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{stderr}"
+    );
     stdout
 }
 
@@ -33,20 +36,42 @@ fn two_workers_cover_the_table_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let config = dir.path().join("odps.ini");
-    std::fs::write(&config, format!("warehouse={}\nproject=demo\n", warehouse.display())).unwrap();
+    std::fs::write(
+        &config,
+        format!("warehouse={}\nproject=demo\n", warehouse.display()),
+    )
+    .unwrap();
     let table = "odps://demo/tables/train";
     let output = "odps://demo/tables/predictions";
 
-    let out = train_tch(&config, &["--generate", &ROWS.to_string(), "--table", table], None)
-        .output()
-        .unwrap();
+    let out = train_tch(
+        &config,
+        &["--generate", &ROWS.to_string(), "--table", table],
+        None,
+    )
+    .output()
+    .unwrap();
     check(&out, "--generate");
 
     let ids_dir = dir.path().join("ids");
     let ids_arg = ids_dir.to_str().unwrap();
     let common = [
-        "--ids-out", ids_arg, "--table", table, "--features", "f1,f2,f3,f4", "--label", "y", "--output", output,
-        "--epochs", "3", "--batch-size", "128", "--lr", "0.05",
+        "--ids-out",
+        ids_arg,
+        "--table",
+        table,
+        "--features",
+        "f1,f2,f3,f4",
+        "--label",
+        "y",
+        "--output",
+        output,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.05",
     ];
     // Both workers at once, as a launcher would start them.
     let children: Vec<_> = (0..2)
@@ -79,10 +104,16 @@ fn two_workers_cover_the_table_exactly_once() {
                 .unwrap();
             *rows_per_epoch.entry(epoch).or_default() += rows;
         }
-        assert!(stdout.contains(&format!("slice {rank}: wrote ")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("slice {rank}: wrote ")),
+            "{stdout}"
+        );
     }
     assert_eq!(rows_per_epoch.len(), 3);
-    assert!(rows_per_epoch.values().all(|&r| r == ROWS), "{rows_per_epoch:?}");
+    assert!(
+        rows_per_epoch.values().all(|&r| r == ROWS),
+        "{rows_per_epoch:?}"
+    );
     // Every epoch, the two slices together saw every id exactly once, each in its own order.
     let mut orders = Vec::new();
     for epoch in 0..3 {

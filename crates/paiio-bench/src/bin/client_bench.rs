@@ -5,6 +5,7 @@
 //! client_bench [--gb 1.1 | --rows N | --quick] [--paiio PATH] [--python PATH]
 //!              [--streams 1,4,16] [--compressed-streams 4] [--max-batch-rows 4096]
 //!              [--stream-rate 10MB] [--rate-streams 1,2,4,8,16,32,64] [--rate-stream-mb 20]
+//!              [--rate-compare-streams 1,4,16] [--rate-compare-mb 80]
 //!              [--no-pyodps] [--json FILE]
 //! ```
 //!
@@ -18,7 +19,9 @@
 //! * **local files**: the same `TableService::read` on the in-process `LocalWarehouse` (no
 //!   HTTP), and a raw `FileReader` decode of the warehouse's Arrow IPC data files.
 //! * **--stream-rate**: a second `paiio serve --stream-rate 10MB`, read by N = 1 … 64 concurrent
-//!   streams of a fixed number of bytes each; the aggregate against the ideal N × rate.
+//!   streams of a fixed number of bytes each; the aggregate against the ideal N × rate. On the
+//!   same server, PyODPS with 1 stream (one reader over its split, as PyODPS reads) against the
+//!   RestClient with 1, 4 and 16 streams, all reading the same prefix range of the table.
 //!
 //! Prints one table and writes the figures as JSON to `$PAIIO_CACHE/bench/client.json`.
 //! Run it with `scripts/bench-client.sh`.
@@ -37,7 +40,10 @@ use paiio_storage::rest::{ReadCompression, RestClient};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
-#[command(name = "client_bench", about = "Read throughput of the paiio client vs PyODPS and local files")]
+#[command(
+    name = "client_bench",
+    about = "Read throughput of the paiio client vs PyODPS and local files"
+)]
 struct Args {
     /// Size of the table in GB (10^9 bytes) of uncompressed Arrow.
     #[arg(long, default_value_t = 1.1, conflicts_with_all = ["rows", "quick"])]
@@ -97,24 +103,42 @@ struct Args {
     #[arg(long)]
     rate_stream_mb: Option<f64>,
 
+    /// Concurrent RestClient streams set against PyODPS (1 stream) on the rate-limited server,
+    /// all reading the same range (empty: skip the comparison).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    rate_compare_streams: Vec<usize>,
+
+    /// Megabytes (10^6, wire) of that range: the first rows of the table (default 80; 20 with
+    /// --quick).
+    #[arg(long)]
+    rate_compare_mb: Option<f64>,
+
     /// Where to write the figures as JSON (default: CACHE/client.json).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
 
 fn cache_base() -> PathBuf {
-    std::env::var_os("PAIIO_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache").join("paiio-rs")
-    })
+    std::env::var_os("PAIIO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache").join("paiio-rs")
+        })
 }
 
 /// A rate like `10MB`, `512KB`, `10MiB` in bytes per second (decimal units unless `i`).
 fn parse_rate(text: &str) -> Result<u64, String> {
     let t = text.trim().trim_end_matches("/s");
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a rate"))?;
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate"))?;
     let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -154,14 +178,20 @@ enum Kind {
 
 fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     if let Err(e) = runtime.block_on(run(args)) {
         eprintln!("client_bench: error: {e}");
         std::process::exit(1);
     }
 }
 
-fn rest_client(endpoint: &str, compression: Option<ReadCompression>) -> Result<Arc<dyn TableService>, BoxError> {
+fn rest_client(
+    endpoint: &str,
+    compression: Option<ReadCompression>,
+) -> Result<Arc<dyn TableService>, BoxError> {
     Ok(Arc::new(
         RestClient::builder(endpoint)
             .tunnel_endpoint(endpoint.trim_end_matches("/api"))
@@ -195,26 +225,42 @@ async fn run(args: Args) -> Result<(), BoxError> {
         (None, true) => table::rows_for_gb(0.1),
         (None, false) => table::rows_for_gb(args.gb),
     };
-    let cache = args.cache.clone().unwrap_or_else(|| cache_base().join("bench"));
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| cache_base().join("bench"));
     let warehouse = cache.join("warehouse");
     table::ensure_table(&warehouse, rows).await.map_err(boxed)?;
     let mbr = args.max_batch_rows;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
 
     let paiio = server::find_paiio(args.paiio.as_deref())?;
-    let serve = server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve.log"), &[]).map_err(boxed)?;
+    let serve =
+        server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve.log"), &[])
+            .map_err(boxed)?;
     let pid = serve.pid();
     eprintln!("bench: paiio serve (pid {pid}) at {}", serve.endpoint);
 
     // Warm-up (page cache), and the wire size of the table: raw HTTP reads of the
     // uncompressed IPC streams, decoded to check the row count.
     let http = client::http_client()?;
-    let warm = client::throughput(&http, &serve.v2_url(), pid, Encoding::None, 4, mbr, true).await?;
+    let warm =
+        client::throughput(&http, &serve.v2_url(), pid, Encoding::None, 4, mbr, true).await?;
     if warm.rows != rows {
-        return Err(format!("the warm-up read delivered {} rows, the table has {rows}", warm.rows).into());
+        return Err(format!(
+            "the warm-up read delivered {} rows, the table has {rows}",
+            warm.rows
+        )
+        .into());
     }
     let wire_bytes = warm.wire_bytes;
-    eprintln!("bench: warm-up: {rows} rows, {:.3} GB of Arrow IPC in {:.2} s", wire_bytes as f64 / 1e9, warm.wall_s);
+    eprintln!(
+        "bench: warm-up: {rows} rows, {:.3} GB of Arrow IPC in {:.2} s",
+        wire_bytes as f64 / 1e9,
+        warm.wall_s
+    );
 
     let mut results: Vec<Row> = Vec::new();
     let rest = rest_client(&serve.endpoint, None)?;
@@ -225,39 +271,62 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let (run, server_cpu) = timed_read(rest.clone(), &ranges, mbr, Some(pid)).await?;
         check_rows("RestClient", run.rows, rows)?;
         table_bytes = table_bytes.max(run.bytes);
-        eprintln!("bench: RestClient x{n}: {:.2} s, {:.3} GB/s", run.wall_s, run.bytes as f64 / 1e9 / run.wall_s);
+        eprintln!(
+            "bench: RestClient x{n}: {:.2} s, {:.3} GB/s",
+            run.wall_s,
+            run.bytes as f64 / 1e9 / run.wall_s
+        );
         results.push(row("paiio RestClient", n, &run, server_cpu, Kind::Rest));
     }
-    for (label, codec) in [("zstd", ReadCompression::Zstd), ("lz4", ReadCompression::Lz4Frame)] {
+    for (label, codec) in [
+        ("zstd", ReadCompression::Zstd),
+        ("lz4", ReadCompression::Lz4Frame),
+    ] {
         let service = rest_client(&serve.endpoint, Some(codec))?;
         for &n in &args.compressed_streams {
             let ranges = reads::even_ranges(rows, n);
             let (run, server_cpu) = timed_read(service.clone(), &ranges, mbr, Some(pid)).await?;
             check_rows("RestClient", run.rows, rows)?;
             eprintln!("bench: RestClient {label} x{n}: {:.2} s", run.wall_s);
-            results.push(row(&format!("paiio RestClient {label}"), n, &run, server_cpu, Kind::RestCompressed));
+            results.push(row(
+                &format!("paiio RestClient {label}"),
+                n,
+                &run,
+                server_cpu,
+                Kind::RestCompressed,
+            ));
         }
     }
 
     // PyODPS: the same single range as the 1-stream run.
     let mut pyodps: Option<PyodpsRun> = None;
     let mut pyodps_error: Option<String> = None;
+    let python = args.python.clone().unwrap_or_else(|| {
+        std::env::var_os("PAIIO_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache_base().join("venv"))
+            .join("bin")
+            .join("python")
+    });
+    let script = args.pyodps_script.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join("pyodps_read.py")
+    });
     if !args.no_pyodps {
-        let python = args.python.clone().unwrap_or_else(|| {
-            std::env::var_os("PAIIO_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| cache_base().join("venv"))
-                .join("bin")
-                .join("python")
-        });
-        let script = args
-            .pyodps_script
-            .clone()
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join("pyodps_read.py"));
+        let (python, script) = (python.clone(), script.clone());
         let cpu0 = proc_stats::cpu_seconds(pid);
         let endpoint = serve.endpoint.clone();
         let result = tokio::task::spawn_blocking(move || {
-            reads::run_pyodps(&python, &script, &endpoint, rows, mbr, None, Duration::from_secs(600))
+            reads::run_pyodps(
+                &python,
+                &script,
+                &endpoint,
+                rows,
+                mbr,
+                None,
+                Duration::from_secs(600),
+            )
         })
         .await?;
         match result {
@@ -293,31 +362,67 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let (run, _) = timed_read(local.clone(), &reads::even_ranges(rows, n), mbr, None).await?;
         check_rows("local", run.rows, rows)?;
         eprintln!("bench: local TableService::read x{n}: {:.2} s", run.wall_s);
-        results.push(row("local files (in-process read)", n, &run, None, Kind::Local));
+        results.push(row(
+            "local files (in-process read)",
+            n,
+            &run,
+            None,
+            Kind::Local,
+        ));
     }
     let table_dir = warehouse.join("bench").join("wide");
-    let files = reads::data_files(if table_dir.is_dir() { &table_dir } else { &warehouse });
+    let files = reads::data_files(if table_dir.is_dir() {
+        &table_dir
+    } else {
+        &warehouse
+    });
     let mut raw_note = None;
     for n in [1usize, cores.max(2)] {
         let f = files.clone();
         let run = tokio::task::spawn_blocking(move || reads::decode_files(&f, n)).await??;
         if run.rows != rows {
-            raw_note = Some(format!("the data files hold {} rows, the table {rows}", run.rows));
+            raw_note = Some(format!(
+                "the data files hold {} rows, the table {rows}",
+                run.rows
+            ));
         }
-        eprintln!("bench: raw IPC file decode x{n}: {:.2} s ({} files)", run.wall_s, files.len());
-        results.push(row("raw Arrow IPC file decode", n, &run, None, Kind::RawFiles));
+        eprintln!(
+            "bench: raw IPC file decode x{n}: {:.2} s ({} files)",
+            run.wall_s,
+            files.len()
+        );
+        results.push(row(
+            "raw Arrow IPC file decode",
+            n,
+            &run,
+            None,
+            Kind::RawFiles,
+        ));
     }
 
     // --stream-rate: aggregate against N × rate.
     let rate = parse_rate(&args.stream_rate)?;
     let mut rate_results: Vec<Value> = Vec::new();
-    if rate > 0 && !args.rate_streams.is_empty() {
-        let per_stream_wire = args.rate_stream_mb.unwrap_or(if args.quick { 10.0 } else { 20.0 }) * 1e6;
+    // The same range read by PyODPS (1 stream) and by the RestClient (N streams) at that rate.
+    let mut cmp_pyodps: Option<Value> = None;
+    let mut cmp_pyodps_error: Option<String> = None;
+    let mut cmp_rest: Vec<Value> = Vec::new();
+    let mut cmp_range = (0u64, 0u64);
+    if rate > 0 && (!args.rate_streams.is_empty() || !args.rate_compare_streams.is_empty()) {
+        let per_stream_wire = args
+            .rate_stream_mb
+            .unwrap_or(if args.quick { 10.0 } else { 20.0 })
+            * 1e6;
         let wire_per_row = wire_bytes as f64 / rows as f64;
         let per_stream_rows = ((per_stream_wire / wire_per_row) as u64).clamp(1, rows);
         let extra = vec!["--stream-rate".to_string(), args.stream_rate.clone()];
-        let serve = server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve-rate.log"), &extra)
-            .map_err(boxed)?;
+        let serve = server::ServeProcess::start(
+            &paiio,
+            &warehouse,
+            &cache.join("client-serve-rate.log"),
+            &extra,
+        )
+        .map_err(boxed)?;
         let rpid = serve.pid();
         let service = rest_client(&serve.endpoint, None)?;
         eprintln!(
@@ -358,6 +463,93 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 "server_cpu_s": server_cpu,
             }));
         }
+
+        // PyODPS 1 stream vs the RestClient with N streams over the same first rows.
+        if !args.rate_compare_streams.is_empty() {
+            let compare_wire = args
+                .rate_compare_mb
+                .unwrap_or(if args.quick { 20.0 } else { 80.0 })
+                * 1e6;
+            let count = ((compare_wire / wire_per_row) as u64).clamp(1, rows);
+            cmp_range = (0, count);
+            let wire = count as f64 * wire_per_row;
+            eprintln!(
+                "bench: --stream-rate {}: PyODPS vs RestClient on rows 0..{count} (~{:.0} MB)",
+                args.stream_rate,
+                wire / 1e6
+            );
+            if !args.no_pyodps {
+                let (python, script) = (python.clone(), script.clone());
+                let endpoint = serve.endpoint.clone();
+                let cpu0 = proc_stats::cpu_seconds(rpid);
+                // At the rate the read takes wire / rate seconds; leave it room.
+                let timeout = Duration::from_secs_f64(120.0 + 4.0 * wire / rate as f64);
+                let result = tokio::task::spawn_blocking(move || {
+                    reads::run_pyodps_range(
+                        &python,
+                        &script,
+                        &endpoint,
+                        0,
+                        Some((0, count)),
+                        mbr,
+                        None,
+                        timeout,
+                    )
+                })
+                .await?;
+                match result {
+                    Ok(p) => {
+                        check_rows("PyODPS (rate-limited)", p.rows, count)?;
+                        let server_cpu =
+                            proc_stats::cpu_seconds(rpid).zip(cpu0).map(|(b, a)| b - a);
+                        let mbps = wire / p.read_s / 1e6;
+                        eprintln!("bench: rate PyODPS x1: {mbps:.1} MB/s, {:.2} s", p.read_s);
+                        cmp_pyodps = Some(json!({
+                            "streams": 1,
+                            "rows": p.rows,
+                            "wire_bytes_est": wire as u64,
+                            "arrow_bytes": p.bytes,
+                            "read_s": p.read_s,
+                            "wall_s": p.wall_s,
+                            "mb_per_s": mbps,
+                            "splits": p.splits,
+                            "client_cpu_s": p.cpu_s,
+                            "server_cpu_s": server_cpu,
+                        }));
+                    }
+                    Err(e) => {
+                        eprintln!("bench: rate PyODPS reader: {e}");
+                        cmp_pyodps_error = Some(e.to_string());
+                    }
+                }
+            }
+            for &n in &args.rate_compare_streams {
+                let ranges = reads::even_ranges(count, n);
+                let (run, server_cpu) =
+                    timed_read(service.clone(), &ranges, mbr, Some(rpid)).await?;
+                check_rows("rate-limited read", run.rows, count)?;
+                let mbps = wire / run.read_s / 1e6;
+                eprintln!(
+                    "bench: rate RestClient x{n} (same rows): {mbps:.1} MB/s, {:.2} s",
+                    run.read_s
+                );
+                cmp_rest.push(json!({
+                    "streams": n,
+                    "rows": run.rows,
+                    "wire_bytes_est": wire as u64,
+                    "arrow_bytes": run.bytes,
+                    "read_s": run.read_s,
+                    "wall_s": run.wall_s,
+                    "mb_per_s": mbps,
+                    "vs_pyodps": cmp_pyodps
+                        .as_ref()
+                        .and_then(|p| p["mb_per_s"].as_f64())
+                        .map(|p| mbps / p),
+                    "client_cpu_s": run.self_cpu_s,
+                    "server_cpu_s": server_cpu,
+                }));
+            }
+        }
         drop(serve);
     }
 
@@ -365,7 +557,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let gb = table_bytes as f64 / 1e9;
     let gbps = |r: &Row| table_bytes as f64 / 1e9 / r.wall_s;
     let pyodps_gbps = results.iter().find(|r| r.kind == Kind::Pyodps).map(gbps);
-    let local_at = |n: usize| results.iter().find(|r| r.kind == Kind::Local && r.streams_n == n).map(gbps);
+    let local_at = |n: usize| {
+        results
+            .iter()
+            .find(|r| r.kind == Kind::Local && r.streams_n == n)
+            .map(gbps)
+    };
     println!(
         "client bench: table bench.wide, {:.2}M rows, {gb:.2} GB Arrow ({:.2} GB as uncompressed IPC); \
          client and server on one machine, {cores} cores; MaxBatchRows {mbr}",
@@ -376,14 +573,19 @@ async fn run(args: Args) -> Result<(), BoxError> {
         "{:<30} {:>7} {:>7} {:>7} {:>11} {:>12} {:>10} {:>10}",
         "reader", "streams", "wall s", "GB/s", "vs PyODPS 1", "vs local(N)", "client", "server"
     );
-    println!("{:<30} {:>7} {:>7} {:>7} {:>11} {:>12} {:>10} {:>10}", "", "", "", "", "", "", "CPU-s/GB", "CPU-s/GB");
+    println!(
+        "{:<30} {:>7} {:>7} {:>7} {:>11} {:>12} {:>10} {:>10}",
+        "", "", "", "", "", "", "CPU-s/GB", "CPU-s/GB"
+    );
     for r in &results {
         let g = gbps(r);
-        let vs_py = pyodps_gbps.map(|p| format!("{:.1}x", g / p)).unwrap_or_else(|| "-".into());
+        let vs_py = pyodps_gbps
+            .map(|p| format!("{:.1}x", g / p))
+            .unwrap_or_else(|| "-".into());
         let vs_local = match r.kind {
-            Kind::Rest | Kind::RestCompressed | Kind::Pyodps => {
-                local_at(r.streams_n).map(|l| format!("{:.0}%", 100.0 * g / l)).unwrap_or_else(|| "-".into())
-            }
+            Kind::Rest | Kind::RestCompressed | Kind::Pyodps => local_at(r.streams_n)
+                .map(|l| format!("{:.0}%", 100.0 * g / l))
+                .unwrap_or_else(|| "-".into()),
             _ => "-".into(),
         };
         println!(
@@ -395,7 +597,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             vs_py,
             vs_local,
             r.client_cpu_s / gb,
-            r.server_cpu_s.map(|s| format!("{:.2}", s / gb)).unwrap_or_else(|| "-".into()),
+            r.server_cpu_s
+                .map(|s| format!("{:.2}", s / gb))
+                .unwrap_or_else(|| "-".into()),
         );
     }
     if let Some(e) = &pyodps_error {
@@ -416,28 +620,87 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 )
             })
             .collect();
-        println!("--stream-rate {} (ideal N x {:.0} MB/s, % of ideal):", args.stream_rate, rate as f64 / 1e6);
+        println!(
+            "--stream-rate {} (ideal N x {:.0} MB/s, % of ideal):",
+            args.stream_rate,
+            rate as f64 / 1e6
+        );
         for chunk in parts.chunks(4) {
             println!("  {}", chunk.join(", "));
         }
     }
+    if !cmp_rest.is_empty() {
+        let py = cmp_pyodps.as_ref().and_then(|p| p["mb_per_s"].as_f64());
+        let py_text = match (&py, &cmp_pyodps_error) {
+            (Some(p), _) => format!("PyODPS 1 stream {p:.1} MB/s"),
+            (None, Some(_)) => "PyODPS 1 stream not measured".to_string(),
+            (None, None) => "PyODPS skipped".to_string(),
+        };
+        let label: Vec<String> = cmp_rest.iter().map(|v| v["streams"].to_string()).collect();
+        let mbps: Vec<f64> = cmp_rest
+            .iter()
+            .map(|v| v["mb_per_s"].as_f64().unwrap_or(0.0))
+            .collect();
+        let figures: Vec<String> = mbps.iter().map(|m| format!("{m:.1}")).collect();
+        let ratios = match py {
+            Some(p) => {
+                let r: Vec<String> = mbps.iter().map(|m| format!("{:.1}x", m / p)).collect();
+                format!(" ({} PyODPS)", r.join("/"))
+            }
+            None => String::new(),
+        };
+        println!(
+            "under --stream-rate {} (rows 0..{}, ~{:.0} MB each): {py_text}; \
+             paiio {} streams {} MB/s{ratios}",
+            args.stream_rate,
+            cmp_range.1,
+            cmp_range.1 as f64 * wire_bytes as f64 / rows as f64 / 1e6,
+            label.join("/"),
+            figures.join("/")
+        );
+        if let Some(e) = &cmp_pyodps_error {
+            println!("PyODPS under --stream-rate: not measured: {e}");
+        }
+    }
     // The goals of the issue.
-    let rest1 = results.iter().find(|r| r.kind == Kind::Rest && r.streams_n == 1).map(gbps);
-    let rest_best = results.iter().filter(|r| r.kind == Kind::Rest).map(gbps).fold(0.0, f64::max);
-    let rest4 = results.iter().find(|r| r.kind == Kind::Rest && r.streams_n == 4).map(gbps);
+    let rest1 = results
+        .iter()
+        .find(|r| r.kind == Kind::Rest && r.streams_n == 1)
+        .map(gbps);
+    let rest_best = results
+        .iter()
+        .filter(|r| r.kind == Kind::Rest)
+        .map(gbps)
+        .fold(0.0, f64::max);
+    let rest4 = results
+        .iter()
+        .find(|r| r.kind == Kind::Rest && r.streams_n == 4)
+        .map(gbps);
     let mut goals = Vec::new();
     if let Some(p) = pyodps_gbps {
         if let Some(r1) = rest1 {
             goals.push(format!("1 stream vs PyODPS 1 stream: {:.1}x", r1 / p));
         }
-        goals.push(format!("best streams vs PyODPS 1 stream: {:.1}x (goal >= 3x)", rest_best / p));
+        goals.push(format!(
+            "best streams vs PyODPS 1 stream: {:.1}x (goal >= 3x)",
+            rest_best / p
+        ));
     }
     if let (Some(r4), Some(l4)) = (rest4, local_at(4)) {
-        goals.push(format!("4 streams vs local files 4 streams: {:.0}% (goal >= 50%)", 100.0 * r4 / l4));
+        goals.push(format!(
+            "4 streams vs local files 4 streams: {:.0}% (goal >= 50%)",
+            100.0 * r4 / l4
+        ));
     }
     if !rate_results.is_empty() {
-        let worst = rate_results.iter().map(|v| v["ratio"].as_f64().unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
-        goals.push(format!("--stream-rate scaling: worst {:.0}% of ideal (goal >= 90%)", 100.0 * worst));
+        let worst = rate_results
+            .iter()
+            .map(|v| v["ratio"].as_f64().unwrap_or(0.0))
+            .fold(f64::INFINITY, f64::min);
+        goals.push(format!(
+            "--stream-rate scaling: worst {:.0}% of ideal (goal >= 90%)",
+            100.0 * worst
+        ));
     }
     println!("goals: {}", goals.join("; "));
 
@@ -468,8 +731,21 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "bytes_per_s": rate,
             "runs": rate_results,
         }) },
+        "stream_rate_vs_pyodps": if cmp_rest.is_empty() { Value::Null } else { json!({
+            "rate": args.stream_rate,
+            "bytes_per_s": rate,
+            "offset": cmp_range.0,
+            "count": cmp_range.1,
+            "wire_bytes_est": (cmp_range.1 as f64 * wire_bytes as f64 / rows as f64) as u64,
+            "pyodps": cmp_pyodps,
+            "pyodps_error": cmp_pyodps_error,
+            "paiio": cmp_rest,
+        }) },
     });
-    let json_path = args.json.clone().unwrap_or_else(|| cache.join("client.json"));
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| cache.join("client.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!("bench: figures written to {}", json_path.display());
     Ok(())
