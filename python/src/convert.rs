@@ -229,8 +229,7 @@ pub fn to_struct<'py>(
     itemsize: usize,
     rows: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let numpy = py.import("numpy")?;
-    let array = numpy.call_method1("empty", (rows, dtype))?;
+    let array = new_records(py, dtype, rows)?;
     if rows == 0 {
         return Ok(array);
     }
@@ -275,6 +274,41 @@ pub fn to_struct<'py>(
             unsafe { write_objects(py, base, itemsize, offset, column, rows)? };
         }
     }
+    Ok(array)
+}
+
+/// A new 1-D array of `rows` records of `dtype`, zero-filled.
+///
+/// Not `numpy.empty`: for a structured dtype with object fields it stores None in every
+/// field of every record through a generic per-item loop, which costs more than everything
+/// else a read does. Here the memory is zeroed (NULL object fields, which numpy reads and
+/// frees as None) and every field is written by the caller.
+fn new_records<'py>(
+    py: Python<'py>,
+    dtype: &Bound<'py, PyAny>,
+    rows: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    use numpy::npyffi::{self, PY_ARRAY_API, npy_intp};
+    let descr = dtype.cast::<numpy::PyArrayDescr>()?;
+    let mut dims = [rows as npy_intp];
+    // SAFETY: the documented constructor with a new reference to the dtype (it is stolen),
+    // one dimension, default strides and numpy-allocated data. Dtypes with object fields
+    // carry NPY_NEEDS_INIT, for which numpy allocates zeroed memory.
+    let array = unsafe {
+        pyo3::ffi::Py_INCREF(descr.as_ptr());
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type),
+            descr.as_ptr() as *mut npyffi::PyArray_Descr,
+            1,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(py, ptr)?
+    };
     Ok(array)
 }
 
@@ -508,11 +542,18 @@ pub fn struct_dtype<'py>(
     kinds: &[Kind],
 ) -> PyResult<(Bound<'py, PyAny>, Vec<usize>, usize)> {
     let mut offsets = Vec::with_capacity(kinds.len());
-    let mut at = 0;
+    // Every field at a multiple of its size, like numpy's `align=True` (and C structs):
+    // numpy handles unaligned object fields on a slow path (several times slower to fill
+    // and free).
+    let mut at: usize = 0;
+    let mut align: usize = 1;
     for k in kinds {
+        at = at.next_multiple_of(k.size());
         offsets.push(at);
         at += k.size();
+        align = align.max(k.size());
     }
+    let at = at.next_multiple_of(align);
     let spec = PyDict::new(py);
     spec.set_item("names", PyList::new(py, names)?)?;
     spec.set_item(
@@ -521,6 +562,7 @@ pub fn struct_dtype<'py>(
     )?;
     spec.set_item("offsets", PyList::new(py, &offsets)?)?;
     spec.set_item("itemsize", at.max(1))?;
+    spec.set_item("aligned", true)?;
     let dtype = py.import("numpy")?.getattr("dtype")?.call1((spec,))?;
     Ok((dtype, offsets, at.max(1)))
 }
