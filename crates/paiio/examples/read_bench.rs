@@ -394,15 +394,11 @@ fn main() -> paiio::Result<()> {
         "num_threads", "MB/s", "ideal MB/s", "efficiency"
     );
     for &threads in &args.rate_threads {
-        // Enough ranges for every stream, and small enough that all start at once.
-        let chunk = (rows / (threads as u64 * 8)).clamp(1024, 1 << 20) as usize;
+        // The reader's automatic request size (what users get).
         let reader = TableReader::open_with(
             client.clone(),
             uri.as_str(),
-            ReaderOptions::default()
-                .threads(threads)
-                .batch_rows(8192)
-                .chunk_rows(chunk),
+            ReaderOptions::default().threads(threads).batch_rows(8192),
         )?;
         let run = drain(reader, Some(Duration::from_secs_f64(args.rate_seconds)))?;
         let ideal = mb(rate as f64) * threads as f64;

@@ -117,6 +117,8 @@ struct OpenTable {
     session_id: String,
     /// This slice's rows of the session.
     range: std::ops::Range<u64>,
+    /// The session's estimated bytes per row (0 when the backend gives no estimate).
+    row_bytes: u64,
 }
 
 /// The order of the slice's rows before the in-window shuffle: segments with their start
@@ -573,6 +575,20 @@ fn auto_threads(service: &dyn TableService) -> usize {
     }
 }
 
+/// Bytes one prefetch request should carry when the caller gave no chunk size. Rows are
+/// delivered in slice order, so a request's rows reach the caller only after the requests before
+/// it: small requests let `threads` requests stream at once (the service caps each request's
+/// rate, about 10 MB/s), large ones would serialise behind the first.
+const AUTO_CHUNK_BYTES: u64 = 8 << 20;
+
+/// Rows per prefetch request: at least four requests per thread, at most about
+/// [`AUTO_CHUNK_BYTES`] (64K rows without a size estimate), never fewer than a batch.
+fn auto_chunk_rows(rows: u64, row_bytes: u64, threads: usize, batch_rows: usize) -> u64 {
+    let per_thread = rows.div_ceil((threads as u64 * 4).max(1));
+    let by_bytes = if row_bytes > 0 { AUTO_CHUNK_BYTES / row_bytes } else { 64 * 1024 };
+    per_thread.min(by_bytes).clamp(batch_rows.max(1) as u64, 1 << 20)
+}
+
 fn make_plan(tables: &[OpenTable], options: &ReaderOptions, threads: usize) -> Plan {
     let mut segments = Vec::new();
     match &options.shuffle {
@@ -582,8 +598,7 @@ fn make_plan(tables: &[OpenTable], options: &ReaderOptions, threads: usize) -> P
                 let chunk = if options.chunk_rows > 0 {
                     options.chunk_rows as u64
                 } else {
-                    rows.div_ceil((threads as u64 * 4).max(1))
-                        .clamp(options.batch_rows as u64, 1 << 20)
+                    auto_chunk_rows(rows, t.row_bytes, threads, options.batch_rows)
                 };
                 segments.extend(shard::chunks(t.range.clone(), chunk).into_iter().map(|r| {
                     Segment {
@@ -731,10 +746,15 @@ async fn open_async(
         let total = u64::try_from(session.record_count).unwrap_or(0);
         let range =
             shard::slice_range(total, options.slice_id, options.slice_count, options.equal)?;
+        let row_bytes = match (u64::try_from(session.estimated_size), total) {
+            (Ok(size), rows) if rows > 0 => size / rows,
+            _ => 0,
+        };
         tables.push(OpenTable {
             uri,
             session_id: session.session_id,
             range,
+            row_bytes,
         });
     }
     let columns = columns.unwrap_or_default();
