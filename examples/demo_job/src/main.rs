@@ -142,8 +142,9 @@ fn coordinate(args: &Args) -> BoxResult<()> {
     let exe = std::env::current_exe()?;
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template(
-        "worker {prefix} [{bar:30}] {pos}/{len} rows {per_sec} {msg}",
+        "worker {prefix} [{bar:30}] {human_pos}/{human_len} rows {rate} {msg}",
     )?
+    .with_key("rate", rows_per_sec)
     .progress_chars("=> ");
     let train_start = Instant::now();
     let mut handles = Vec::new();
@@ -314,7 +315,8 @@ fn generate(service: Arc<dyn TableService>, args: &Args) -> BoxResult<()> {
     let b = rng.unit() * 0.1;
     let indices: Vec<usize> = (0..FEATURES + 2).collect();
     let bar = ProgressBar::new(args.rows).with_style(
-        ProgressStyle::with_template("generate [{bar:30}] {pos}/{len} rows {per_sec}")?
+        ProgressStyle::with_template("generate [{bar:30}] {human_pos}/{human_len} rows {rate}")?
+            .with_key("rate", rows_per_sec)
             .progress_chars("=> "),
     );
     let chunk = 65536u64;
@@ -518,4 +520,9 @@ fn worker(args: &Args, slice: u64) -> BoxResult<()> {
 
 fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
+}
+
+/// The progress bars' rate, in whole rows per second.
+fn rows_per_sec(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{:.0} rows/s", state.per_sec());
 }
