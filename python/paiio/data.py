@@ -4,7 +4,8 @@ A real ``tf.data.Dataset`` whose elements are flat tuples of scalar tensors, one
 typed by ``record_defaults``. Rows come from the native reader in large column batches
 (``tf.data.Dataset.from_generator`` over batches, then ``unbatch``): no Python runs per row.
 It works in TF2 eager mode and in ``tf.compat.v1`` graph mode (one-shot iterators in a
-``Session``).
+``Session``). TF1-style scripts run unchanged on TensorFlow 2: see
+:func:`_graph_mode_for_v1_scripts`.
 
 TensorFlow is imported when a dataset is created, not when ``paiio`` is imported. The helpers
 at the top of this module (table lists, record_defaults) are shared with :mod:`paiio.torch`
@@ -288,6 +289,61 @@ def _dataset_base():
     return dataset_ops.DatasetV2
 
 
+#: A call that makes a TF1 session: ``tf.Session(``, ``tf.compat.v1.Session(``,
+#: ``tf.compat.v1.train.MonitoredTrainingSession(`` and the like (never ``requests.Session(``).
+_V1_SESSION_CALL = re.compile(
+    r"(?:\btf|compat\s*\.\s*v1)\s*\.\s*(?:train\s*\.\s*)?"
+    r"(?:Session|InteractiveSession|MonitoredTrainingSession|MonitoredSession|"
+    r"SingularMonitoredSession)\s*\("
+)
+
+
+def _main_script_uses_v1_sessions() -> bool:
+    """Whether the program's main script (``python script.py``) calls a TF1 session."""
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return False
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            return _V1_SESSION_CALL.search(f.read()) is not None
+    except OSError:
+        return False
+
+
+def _graph_mode_for_v1_scripts() -> None:
+    """Runs TF1-style scripts unchanged on TensorFlow 2.
+
+    PAI's scripts (the guide's TableRecordDataset example among them) are TF1 programs:
+    ``make_one_shot_iterator(dataset).get_next()`` then ``Session.run``. Under TF2's default
+    eager execution ``get_next()`` returns eager tensors that a session cannot run. So when
+    the first TensorFlow object of the program is a TableRecordDataset (no eager operation
+    has run yet) and the main script calls a TF1 session, eager execution is turned off
+    before the dataset is built, as TF1 had it. ``PAIIO_TF_GRAPH_MODE=0`` never does this,
+    ``=1`` always does (before any eager operation), unset or ``auto``: as described.
+    """
+    import logging
+    import os
+
+    setting = os.environ.get("PAIIO_TF_GRAPH_MODE", "auto").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return
+    tf = _tf()
+    if not tf.executing_eagerly():
+        return
+    from tensorflow.python.eager import context
+
+    if getattr(context.context(), "_initialized", True):
+        return  # eager operations have run: switching now would strand their tensors
+    if setting in ("1", "true", "yes", "on") or _main_script_uses_v1_sessions():
+        tf.compat.v1.disable_eager_execution()
+        logging.getLogger("paiio").info(
+            "the main script runs TF1 sessions: eager execution turned off "
+            "(PAIIO_TF_GRAPH_MODE=0 keeps it)"
+        )
+
+
 class _Meta(type):
     """Creates the ``tf.data.Dataset`` subclass on first use, so that importing this module
     does not import TensorFlow."""
@@ -295,7 +351,9 @@ class _Meta(type):
     _cls = None
 
     def __call__(cls, *args, **kwargs):
-        return _TableRecordDatasetClass()(*args, **kwargs)
+        dataset_class = _TableRecordDatasetClass()
+        _graph_mode_for_v1_scripts()
+        return dataset_class(*args, **kwargs)
 
     def __instancecheck__(cls, obj):
         real = _Meta._cls

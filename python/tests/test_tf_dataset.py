@@ -324,22 +324,62 @@ with tf.compat.v1.Session() as sess:
 '''
 
 
+def run_script(text, tmp_path, extra_env=None, name="script.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ODPS_CONFIG_FILE_PATH", "PAIIO_WAREHOUSE", "PAIIO_TF_GRAPH_MODE")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          env=env, timeout=240, cwd=str(tmp_path))
+
+
 def run_guide(config, tmp_path):
+    # The guide's example is a TF1 program (one-shot iterator, Session.run); it runs as
+    # printed, with `python guide_example.py`, on TensorFlow 2.
     script = (GUIDE_EXAMPLE.replace("/mnt/data/odps_config.ini", config)
               .replace("${your_projectname}", "demo").replace("${table_name}", "test"))
-    path = tmp_path / "guide_example.py"
-    path.write_text(script)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ODPS_CONFIG_FILE_PATH", "PAIIO_WAREHOUSE")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    # The guide targets TF 1.x, where graph mode is the default (PAI's TF 2 images run such
-    # scripts with v2 behaviour disabled): the script runs unchanged under that setting.
-    launcher = ("import tensorflow as tf; tf.compat.v1.disable_eager_execution(); "
-                f"import runpy; runpy.run_path({str(path)!r}, run_name='__main__')")
-    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True,
-                         env=env, timeout=240)
+    out = run_script(script, tmp_path, name="guide_example.py")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
+
+
+EAGER_PROBE = '''
+import os, sys
+import tensorflow as tf
+import paiio
+@PRELUDE@
+ds = paiio.data.TableRecordDataset("odps://demo/tables/test", record_defaults=[0, 0.0],
+                                   selected_cols="itemid,price")
+print("eager", tf.executing_eagerly(), [int(x) for x, _ in ds])
+# Not a TF1 session: requests.Session(), boto3.Session()
+'''
+
+
+@pytest.mark.parametrize("prelude, env, eager", [
+    ("", {}, True),                                            # a TF2 script stays eager
+    ("", {"PAIIO_TF_GRAPH_MODE": "0"}, True),
+    ("tf.constant(1) + 1", {"PAIIO_TF_GRAPH_MODE": "1"}, True),  # eager ops ran: no switch
+])
+def test_tf2_scripts_stay_eager(warehouse, tmp_path, prelude, env, eager):
+    config = write_config(str(tmp_path / "odps_config.ini"), warehouse)
+    script = EAGER_PROBE.replace("@PRELUDE@", prelude)
+    out = run_script(script, tmp_path, {"ODPS_CONFIG_FILE_PATH": config, **env})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == f"eager {eager} [25, 38, 17]"
+
+
+def test_graph_mode_can_be_asked_for(warehouse, tmp_path):
+    config = write_config(str(tmp_path / "odps_config.ini"), warehouse)
+    script = ("import tensorflow as tf, paiio\n"
+              "ds = paiio.data.TableRecordDataset('odps://demo/tables/test', [0, 0.0],\n"
+              "                                   selected_cols='itemid,price')\n"
+              "print('eager', tf.executing_eagerly())\n")
+    out = run_script(script, tmp_path, {"ODPS_CONFIG_FILE_PATH": config,
+                                        "PAIIO_TF_GRAPH_MODE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "eager False"
 
 
 def check_guide_output(stdout):
