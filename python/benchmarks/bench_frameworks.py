@@ -2,11 +2,14 @@
 warehouse and through `paiio serve`.
 
     python benchmarks/bench_frameworks.py [--rows 1000000] [--batch 1024] [--workers 0,2,4]
+        [--shuffle both|true|false] [--repeat 1]
 
 Measures:
   * tf  TableRecordDataset: elements/s of the unbatched dataset consumed inside TensorFlow
     (``Dataset.reduce``: no Python per element), and of ``.batch(B)`` iterated in eager Python;
-  * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count.
+  * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count, with
+    shuffle=False and shuffle=True side by side (one epoch each; with --repeat N, the median
+    of N epochs, each with a new loader as a training loop makes every epoch).
 
 The table (id bigint, x double, y double, label bigint, s string) is made with the `paiio`
 CLI (PAIIO_BIN, else $CARGO_TARGET_DIR/{release,debug}/paiio).
@@ -103,20 +106,30 @@ def bench_tf(uri, batch):
     return out
 
 
-def bench_torch(uri, batch, workers):
+def torch_epoch(uri, batch, workers, shuffle):
+    """Batches and rows per second of one epoch of a new TableDataset and DataLoader."""
     from paiio.torch import DataLoader, TableDataset
 
+    ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=shuffle)
+    loader = DataLoader(ds, num_workers=workers,
+                        **({"multiprocessing_context": "fork"} if workers else {}))
+    t, nb, rows = time.perf_counter(), 0, 0
+    for b in loader:
+        nb += 1
+        rows += int(b["id"].shape[0])
+    dt = time.perf_counter() - t
+    return nb / dt, rows / dt
+
+
+def bench_torch(uri, batch, workers, shuffles, repeat):
     out = {}
     for w in workers:
-        ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=True)
-        loader = DataLoader(ds, num_workers=w, **({"multiprocessing_context": "fork"} if w else {}))
-        t, nb, rows = time.perf_counter(), 0, 0
-        for b in loader:
-            nb += 1
-            rows += int(b["id"].shape[0])
-        dt = time.perf_counter() - t
-        out[f"torch batches/s (workers={w})"] = nb / dt
-        out[f"torch rows/s    (workers={w})"] = rows / dt
+        for shuffle in shuffles:
+            runs = sorted(torch_epoch(uri, batch, w, shuffle) for _ in range(repeat))
+            batches, rows = runs[len(runs) // 2]
+            label = f"workers={w}, shuffle={shuffle}"
+            out[f"torch batches/s ({label})"] = batches
+            out[f"torch rows/s    ({label})"] = rows
     return out
 
 
@@ -127,8 +140,13 @@ def main():
     p.add_argument("--workers", default="0,2,4")
     p.add_argument("--skip-tf", action="store_true")
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--shuffle", choices=("both", "true", "false"), default="both",
+                   help="torch: measure shuffle=False, shuffle=True, or both side by side")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="torch: epochs per measurement (the median is shown)")
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",") if w != ""]
+    shuffles = {"both": (False, True), "true": (True,), "false": (False,)}[args.shuffle]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = os.path.join(tmp, "warehouse")
@@ -145,7 +163,8 @@ def main():
                 if not args.skip_tf:
                     r.update(bench_tf(uri, args.batch))
                 if not args.skip_torch:
-                    r.update(bench_torch(uri, args.batch, workers))
+                    r.update(bench_torch(uri, args.batch, workers, shuffles,
+                                         max(args.repeat, 1)))
                 results[backend] = r
         finally:
             server.stop()

@@ -65,6 +65,11 @@ class Reader:
         zero-copy views of the Arrow data)."""
     def read_arrow(self, n: int) -> ArrowBatch: ...
     def seek(self, offset: int) -> None: ...
+    def prefetch(self) -> None:
+        """Starts reading ahead now rather than at the first read."""
+    def open_slice(self, slice_id: int, slice_count: int) -> "Reader":
+        """A new reader of another slice of the same tables, over this reader's read
+        sessions (no new session: one snapshot of the tables), with its other options."""
     def set_epoch(self, epoch: int) -> None: ...
     def state(self) -> str:
         """The exact position (JSON) for :meth:`restore`."""

@@ -36,6 +36,14 @@ Resume
     ``torch.utils.data.DataLoader`` and workers, pass the number of batches received this
     epoch: ``ds.state_dict(batches=n)``.
 
+Workers
+    :class:`paiio.torch.DataLoader` has its workers send batches as numpy arrays (plain bytes
+    through each worker's pipe) and makes the tensors in the training process. torch's own
+    transfer gives every tensor a shared-memory segment whose file descriptor the receiver
+    fetches over a connection of its own: with a plain ``torch.utils.data.DataLoader``, a
+    batch of a few small columns costs about a millisecond to hand over, whatever the
+    number of workers.
+
 Importing this module imports torch; ``import paiio`` does not.
 """
 
@@ -60,6 +68,8 @@ _AUTO_SHARDS = (24, 12, 8, 6, 4, 2, 1)
 #: ``num_shards=0`` picks the largest count giving every shard at least this many batches.
 _MIN_BATCHES_PER_SHARD = 16
 _STATE_VERSION = 1
+#: Rows per batch the shard readers request (at least): see ``TableDataset._open_sessions``.
+_READ_BATCH_ROWS = 8192
 
 
 def _slice_range(total: int, slice_id: int, slice_count: int, equal: bool) -> Tuple[int, int]:
@@ -131,10 +141,13 @@ class TableDataset(torch.utils.data.IterableDataset):
         num_shards: virtual shards per rank (0: automatic, at most 24). Part of the order:
             keep it to resume a saved state. Best a multiple of ``num_workers``.
         num_threads: prefetch streams per open shard reader (0: 1).
-        capacity: rows of read-ahead per shard reader (0: about four batches).
+        capacity: rows of read-ahead per shard reader (0: four batches, at least 16384
+            rows).
         as_tuple: yield tuples of tensors in column order instead of dicts.
         strings: ``"str"`` (default) or ``"bytes"`` for text columns, which stay numpy
-            object arrays (torch has no string tensor).
+            object arrays (torch has no string tensor). Every value becomes a Python object,
+            the largest cost of a batch with text (``"bytes"`` is a little cheaper): leave
+            out the text columns the training does not use.
     """
 
     def __init__(
@@ -363,20 +376,30 @@ class TableDataset(torch.utils.data.IterableDataset):
             in_consumer = False
         return self._generate(worker, workers, start, in_consumer)
 
-    def _open_shard(self, shard: int, shards: int) -> Any:
-        rank, world = self._rank_world()
+    def _open_sessions(self) -> Any:
+        """A native reader (of the whole tables, never read) whose read sessions the shard
+        readers of an iteration share (``open_slice``): opening a reader makes a session per
+        table, which costs a request (and with the local warehouse a synced file) per shard
+        and epoch otherwise, and the shards of one session read one snapshot."""
         kwargs = self._reader_kwargs()
         if self.shuffle:
             kwargs.update(shuffle_seed=self.seed, epoch=self.epoch)
+        # The reader's batches are sliced into ours without copying, so they need not be our
+        # size: larger ones mean fewer hand-overs between the backend, the prefetch and the
+        # reader for each row (with batches of a few hundred rows, those dominated a read).
+        batch_rows = min(max(self.batch_size, _READ_BATCH_ROWS), 65536)
         return _frameworks.open_reader(
             self.tables,
-            slice_id=rank * shards + shard,
-            slice_count=world * shards,
             num_threads=self.num_threads or 1,
-            capacity=self.capacity or max(4 * self.batch_size, 8192),
-            batch_rows=min(self.batch_size, 65536),
+            # Two of the reader's batches: one being read while the other is used.
+            capacity=self.capacity or max(4 * self.batch_size, 2 * batch_rows),
+            batch_rows=batch_rows,
             **kwargs,
         )
+
+    def _open_shard(self, sessions: Any, shard: int, shards: int) -> Any:
+        rank, world = self._rank_world()
+        return sessions.open_slice(rank * shards + shard, world * shards)
 
     def _generate(self, worker: int, workers: int, start: int, in_consumer: bool) -> Iterator[Any]:
         order = self._order()
@@ -389,14 +412,26 @@ class TableDataset(torch.utils.data.IterableDataset):
         readers: Dict[int, Any] = {}
         positions: Dict[int, int] = {}
         names: Optional[List[str]] = None
+        sessions = None
         try:
+            if mine:
+                # Every shard reader starts reading now: the first round of batches takes
+                # one from each, and a shuffled one needs a whole window before its first.
+                sessions = self._open_sessions()
+                for k, (v, j, _) in mine:
+                    if v not in readers:
+                        reader = readers[v] = self._open_shard(sessions, v, shards)
+                        positions[v] = j * self.batch_size
+                        if positions[v]:
+                            reader.seek(positions[v])
+                        reader.prefetch()
             for k, (v, j, rows) in mine:
-                reader = readers.get(v)
-                if reader is None:
-                    reader = readers[v] = self._open_shard(v, shards)
-                    positions[v] = 0
+                reader = readers[v]
                 at = j * self.batch_size
                 if positions[v] != at:
+                    # Always ahead: at a resume, or when the worker count does not divide
+                    # the shard count. The reader skips the rows it holds, not reading them
+                    # again.
                     reader.seek(at)
                 cols = reader.read_batch(rows)
                 positions[v] = at + rows
@@ -412,6 +447,8 @@ class TableDataset(torch.utils.data.IterableDataset):
         finally:
             for reader in readers.values():
                 reader.close()
+            if sessions is not None:
+                sessions.close()
 
 
 def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
@@ -433,11 +470,75 @@ def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
     return out
 
 
+class _Transfer:
+    """A batch on its way from a DataLoader worker to the training process, as numpy arrays.
+
+    ``torch.multiprocessing`` sends every tensor through its own shared-memory segment, and
+    with the default ``file_descriptor`` strategy the receiver fetches each segment's file
+    descriptor over a fresh authenticated connection to the worker: for a batch of a few
+    small columns that costs a millisecond or more, capping a loader at a few hundred
+    batches per second whatever the number of workers. numpy arrays pickle as plain bytes
+    through the worker's pipe instead (a batch of 1024 rows is some tens of kilobytes), and
+    become tensors again in the training process, sharing the unpickled memory."""
+
+    __slots__ = ("names", "arrays")
+
+    def __init__(self, names: Optional[List[str]], arrays: List[Any]):
+        self.names = names  # None: a tuple batch
+        self.arrays = arrays
+
+    def __reduce__(self) -> Any:
+        return (_Transfer, (self.names, self.arrays))
+
+    def unpack(self) -> Any:
+        """The batch as the dataset yielded it (dict or tuple), with tensors."""
+        values = [
+            torch.from_numpy(a)
+            if isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
+            else a
+            for a in self.arrays
+        ]
+        if self.names is None:
+            return tuple(values)
+        return dict(zip(self.names, values))
+
+    def pin_memory(self) -> Any:
+        # Called by the DataLoader's pin-memory thread (pin_memory=True) on whatever has a
+        # `pin_memory` method: the batch it hands on is the unpacked one, pinned.
+        return torch.utils.data._utils.pin_memory.pin_memory(self.unpack())
+
+
+def _as_is(batch: Any) -> Any:
+    """The ``collate_fn`` of :class:`DataLoader` without workers: TableDataset batches are
+    ready (torch's ``default_convert`` would only rebuild every dict)."""
+    return batch
+
+
+def _pack_for_transfer(batch: Any) -> Any:
+    """The ``collate_fn`` of :class:`DataLoader`'s workers: a TableDataset batch (a dict or
+    tuple of tensors and object arrays) as a :class:`_Transfer`. Anything else is left
+    alone."""
+    if isinstance(batch, dict):
+        names: Optional[List[str]] = list(batch)
+        values = list(batch.values())
+    elif isinstance(batch, tuple):
+        names, values = None, list(batch)
+    else:
+        return batch
+    arrays = [v.numpy() if isinstance(v, torch.Tensor) else v for v in values]
+    return _Transfer(names, arrays)
+
+
 class DataLoader(torch.utils.data.DataLoader):
     """A ``torch.utils.data.DataLoader`` for a :class:`TableDataset` (which yields whole
     batches, so ``batch_size`` defaults to ``None``) that counts the batches it delivers, so
     that :meth:`state_dict` is the exact position of the training loop with any number of
-    workers. ``load_state_dict`` restores it (with any worker count)."""
+    workers. ``load_state_dict`` restores it (with any worker count).
+
+    With workers and no ``collate_fn`` of the caller's, batches travel from the workers as
+    numpy arrays and become tensors in the training process: much faster than torch's
+    shared-memory transfer of small tensors (see ``_Transfer``). The batches delivered are
+    the same."""
 
     def __init__(self, dataset: TableDataset, batch_size: Optional[int] = None, **kwargs: Any):
         if kwargs.get("persistent_workers"):
@@ -447,6 +548,13 @@ class DataLoader(torch.utils.data.DataLoader):
             )
         if kwargs.get("in_order") is False:
             raise ValueError("in_order=False would make the order depend on worker timing")
+        if (
+            isinstance(dataset, TableDataset)
+            and batch_size is None
+            and kwargs.get("collate_fn") is None
+        ):
+            workers = kwargs.get("num_workers", 0)
+            kwargs["collate_fn"] = _pack_for_transfer if workers > 0 else _as_is
         super().__init__(dataset, batch_size=batch_size, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
@@ -455,12 +563,16 @@ class DataLoader(torch.utils.data.DataLoader):
             yield from super().__iter__()
             return
         ds._resolve_rank()
+        # Counted once here rather than by every worker (each opening every table).
+        ds.table_rows()
         # Workers get their copy of the dataset (with the start position) when the iterator
         # is created below; the consumer's progress is counted here.
         inner = super().__iter__()
         start = ds._begin_iteration()
         count = start
         for batch in inner:
+            if isinstance(batch, _Transfer):  # not unpacked by the pin-memory thread
+                batch = batch.unpack()
             count += 1
             ds._consumed = count
             yield batch

@@ -82,6 +82,20 @@ impl Source {
             Source::Typed(d) => d.close(),
         }
     }
+
+    fn prefetch(&mut self) -> paiio::Result<()> {
+        match self {
+            Source::Plain(r) => r.prefetch(),
+            Source::Typed(d) => d.prefetch(),
+        }
+    }
+
+    fn open_slice(&self, slice_id: u64, slice_count: u64) -> paiio::Result<Source> {
+        Ok(match self {
+            Source::Plain(r) => Source::Plain(r.open_slice(slice_id, slice_count)?),
+            Source::Typed(d) => Source::Typed(d.open_slice(slice_id, slice_count)?),
+        })
+    }
 }
 
 /// One entry of record_defaults from Python: `(kind, value)`.
@@ -150,6 +164,23 @@ fn columns_arg(cols: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>>
     Ok(Some(list).filter(|l| !l.is_empty()))
 }
 
+/// Up to `n` rows of `source`, and, if asked, their columns prepared for numpy.
+fn read_prepared(
+    source: &mut Source,
+    n: usize,
+    prepare: bool,
+    kinds: &[Kind],
+    types: Option<&[OdpsType]>,
+) -> paiio::Result<(RecordBatch, Option<Vec<Prepared>>)> {
+    let batch = source.read(n)?;
+    let prepared = if prepare {
+        Some(convert::prepare(&batch, kinds, types)?)
+    } else {
+        None
+    };
+    Ok((batch, prepared))
+}
+
 /// The dtype of structured arrays, made on first use.
 struct StructLayout {
     dtype: Py<PyAny>,
@@ -195,8 +226,13 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads up to `n` rows on the worker thread (Ctrl-C interrupts the wait; the position
-    /// is then unchanged), prepared for numpy if asked.
+    /// Reads up to `n` rows (Ctrl-C interrupts a wait; the position is then unchanged),
+    /// prepared for numpy if asked.
+    ///
+    /// Rows already at hand are read on the calling thread (without the GIL); otherwise the
+    /// read runs on the worker thread, so that a long wait for the backend stays
+    /// interruptible. Handing every read to the worker cost two thread switches per batch,
+    /// more than slicing a batch out of rows read ahead.
     fn fetch(
         &self,
         py: Python<'_>,
@@ -204,11 +240,25 @@ impl Reader {
         prepare: bool,
     ) -> PyResult<(RecordBatch, Option<Vec<Prepared>>)> {
         self.check_usable(py)?;
+        let types = (!self.typed).then_some(self.types.as_slice());
+        let at_hand = py.detach(|| {
+            // Busy: a read abandoned after Ctrl-C still runs on the worker; queue behind it.
+            let mut source = self.source.try_lock()?;
+            if !source.reader().can_read_now(n) {
+                return None;
+            }
+            let result = read_prepared(&mut source, n, prepare, &self.kinds, types);
+            self.position.store(source.position(), Ordering::SeqCst);
+            Some(result)
+        });
+        if let Some(result) = at_hand {
+            return result.py_err(py);
+        }
         let source = self.source.clone();
         let undo_source = self.source.clone();
         let (position, undo_position) = (self.position.clone(), self.position.clone());
         let kinds = self.kinds.clone();
-        let types = (!self.typed).then(|| self.types.clone());
+        let types = types.map(<[OdpsType]>::to_vec);
         type Out = (u64, paiio::Result<(RecordBatch, Option<Vec<Prepared>>)>);
         let (_, result) = interrupt::run::<Out, _, _>(
             py,
@@ -216,14 +266,7 @@ impl Reader {
             move |slot| {
                 let mut source = source.lock();
                 let before = source.position();
-                let result = source.read(n).and_then(|batch| {
-                    let prepared = if prepare {
-                        Some(convert::prepare(&batch, &kinds, types.as_deref())?)
-                    } else {
-                        None
-                    };
-                    Ok((batch, prepared))
-                });
+                let result = read_prepared(&mut source, n, prepare, &kinds, types.as_deref());
                 position.store(source.position(), Ordering::SeqCst);
                 if let Some((before, Ok(_))) = slot.finish((before, result)) {
                     // Nobody wants these rows any more: read them again next time.
@@ -425,6 +468,36 @@ impl Reader {
     fn read_arrow(&self, py: Python<'_>, n: usize) -> PyResult<ArrowBatch> {
         let (batch, _) = self.fetch(py, n, false)?;
         Ok(ArrowBatch { batch })
+    }
+
+    /// A new reader of slice `slice_id` of `slice_count` of the same tables, over this
+    /// reader's read sessions (no request to the backend; one snapshot of the tables), with
+    /// this reader's other options.
+    fn open_slice(&self, py: Python<'_>, slice_id: u64, slice_count: u64) -> PyResult<Reader> {
+        let source = self.with_source(py, |s| s.open_slice(slice_id, slice_count))?;
+        let reader = source.reader();
+        let (row_count, num_threads) = (reader.row_count(), reader.num_threads());
+        Ok(Reader {
+            source: Arc::new(Mutex::new(source)),
+            worker: Worker::default(),
+            names: self.names.clone(),
+            types: self.types.clone(),
+            kinds: self.kinds.clone(),
+            typed: self.typed,
+            arrow_schema: self.arrow_schema.clone(),
+            batch_rows: self.batch_rows,
+            row_count,
+            num_threads,
+            layout: PyOnceLock::new(),
+            position: Arc::new(AtomicU64::new(0)),
+            pid: std::process::id(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts reading ahead now rather than at the first read.
+    fn prefetch(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_source(py, |s| s.prefetch())
     }
 
     /// Moves to row `offset` of the slice (0..=row_count).

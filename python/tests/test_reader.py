@@ -265,3 +265,36 @@ def test_read_batch_numeric_columns_are_zero_copy(wh):
     assert b["id"].flags.c_contiguous
     b2 = TableReader(t, record_defaults=[0, "", 0.0]).read_batch(10)
     assert b2["id"].dtype == np.int32 and b2["x"].dtype == np.float32
+
+
+@pytest.mark.parametrize("defaults", [None, [("int64", 0), ("string", ""), ("float32", 0.0)]])
+def test_open_slice_shares_the_sessions_of_a_reader(wh, defaults):
+    from paiio import _native
+
+    t = numbered(wh, "os", 1000)
+    base = _native.Reader([t], record_defaults=defaults, shuffle_seed=3, epoch=1,
+                          shuffle_buffer=64, shuffle_block=16)
+    for slice_id in range(3):
+        derived = base.open_slice(slice_id, 3)
+        direct = _native.Reader([t], record_defaults=defaults, slice_id=slice_id, slice_count=3,
+                                shuffle_seed=3, epoch=1, shuffle_buffer=64, shuffle_block=16)
+        assert derived.row_count == direct.row_count
+        assert derived.columns == direct.columns
+        a, b = derived.read_batch(1000), direct.read_batch(1000)
+        assert a["id"].tolist() == b["id"].tolist() and a["s"].tolist() == b["s"].tolist()
+        assert a["x"].dtype == b["x"].dtype
+    # The sessions outlive the reader's own reading, not its closing.
+    base.close()
+    with pytest.raises(paiio.ClosedError):
+        base.open_slice(0, 3)
+
+
+def test_forward_seeks_skip_what_was_read_ahead(wh):
+    # seek() ahead keeps what the reader holds; the rows are those of a fresh reader.
+    t = numbered(wh, "fs", 3000)
+    for shuffle in ({}, dict(shuffle_seed=5, shuffle_buffer=512, shuffle_block=64)):
+        full = TableReader(t, **shuffle).read(3000)["id"].tolist()
+        r = TableReader(t, batch_rows=100, capacity=400, num_threads=1, **shuffle)
+        for at, n in [(0, 10), (50, 10), (300, 20), (700, 50), (2000, 10), (100, 5), (2999, 1)]:
+            r.seek(at)
+            assert r.read(n)["id"].tolist() == full[at:at + n], (at, shuffle)

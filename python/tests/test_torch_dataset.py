@@ -120,6 +120,17 @@ def test_order_does_not_depend_on_the_worker_count():
     assert sorted(i for b in orders[0] for i in b) == ALL
 
 
+@pytest.mark.parametrize("workers", [3, 5])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_worker_counts_that_do_not_divide_the_shards(workers, shuffle):
+    # Each worker then needs every few batches of several shards: its readers skip ahead.
+    ds = dataset(tables=[uri("nums"), uri("nums2")], shuffle=shuffle, seed=2, num_shards=8)
+    expected = batch_ids(run(ds, workers=0)[0])
+    batches, _ = run(ds, workers=workers)
+    assert batch_ids(batches) == expected
+    assert sorted(flat(batches)) == BOTH
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_simulated_ranks_split_the_rows(workers):
     parts = []
@@ -238,6 +249,62 @@ def test_fork_and_spawn_workers(context):
     assert sorted(flat(batches)) == ALL
     ref = dataset(shuffle=True, seed=4)
     assert batch_ids(batches) == batch_ids(run(ref)[0])
+
+
+def assert_same_batch(got, want):
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+        got, want = list(got.values()), list(want.values())
+    for a, b in zip(got, want):
+        if isinstance(b, torch.Tensor):
+            assert isinstance(a, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        else:
+            assert a.dtype == object and list(a) == list(b)
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+def test_worker_batches_travel_as_numpy_and_arrive_as_tensors(as_tuple):
+    ds = dataset(as_tuple=as_tuple)
+    loader = DataLoader(ds, num_workers=2, multiprocessing_context="fork")
+    assert loader.collate_fn is ptorch._pack_for_transfer
+    assert DataLoader(ds).collate_fn is ptorch._as_is
+    got = list(loader)
+    want = run(dataset(as_tuple=as_tuple))[0]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_same_batch(g, w)
+    # What crosses the process boundary: numpy arrays, no tensors.
+    packed = ptorch._pack_for_transfer(want[0])
+    assert not any(isinstance(a, torch.Tensor) for a in packed.arrays)
+    assert_same_batch(pickle.loads(pickle.dumps(packed)).unpack(), want[0])
+
+
+def test_pinned_worker_batches_are_unpacked_by_the_pin_thread(monkeypatch):
+    # The pin-memory thread calls `pin_memory()` on what a worker sent: the batch it hands on
+    # must be the tensors (pinning itself needs an accelerator, which tests may not have).
+    pinned = []
+
+    def fake_pin(data):
+        pinned.append(data)
+        return data
+
+    monkeypatch.setattr(torch.utils.data._utils.pin_memory, "pin_memory", fake_pin)
+    batch = run(dataset())[0][0]
+    out = ptorch._pack_for_transfer(batch).pin_memory()
+    assert pinned and pinned[0] is out
+    assert isinstance(out["id"], torch.Tensor) and torch.equal(out["id"], batch["id"])
+
+
+def test_a_collate_fn_of_the_callers_gets_the_dataset_batches():
+    def collate(batch):
+        assert isinstance(batch, dict)  # in the worker: the dataset's batch, as it is
+        return batch["id"]
+
+    loader = DataLoader(dataset(), num_workers=2, multiprocessing_context="fork",
+                        collate_fn=collate)
+    ids = [int(i) for b in loader for i in b]
+    assert sorted(ids) == ALL
 
 
 def test_loader_refuses_persistent_workers():

@@ -134,6 +134,23 @@ impl RecordDataset {
         self.reader.position()
     }
 
+    /// A dataset of another slice of the same tables, over the same read sessions (see
+    /// [`TableReader::open_slice`]), with the same defaults.
+    pub fn open_slice(&self, slice_id: u64, slice_count: u64) -> Result<RecordDataset> {
+        Ok(RecordDataset {
+            reader: self.reader.open_slice(slice_id, slice_count)?,
+            defaults: self.defaults.clone(),
+            columns: self.columns.clone(),
+            types: self.types.clone(),
+            schema: self.schema.clone(),
+        })
+    }
+
+    /// Starts reading ahead now (see [`TableReader::prefetch`]).
+    pub fn prefetch(&mut self) -> Result<()> {
+        self.reader.prefetch()
+    }
+
     /// Moves to row `offset` of the slice.
     pub fn seek(&mut self, offset: u64) -> Result<()> {
         self.reader.seek(offset)

@@ -111,10 +111,12 @@ pub struct ReaderState {
     pub shuffle: Option<Shuffle>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OpenTable {
     uri: TableUri,
     session_id: String,
+    /// Rows of the session (all slices).
+    total: u64,
     /// This slice's rows of the session.
     range: std::ops::Range<u64>,
     /// The session's estimated bytes per row (0 when the backend gives no estimate).
@@ -142,34 +144,113 @@ impl Plan {
 
     /// The segments from position `at` on (the first one trimmed).
     fn from(&self, at: u64) -> Vec<Segment> {
-        let i = self.starts.partition_point(|&s| s <= at).saturating_sub(1);
-        let mut out = self
-            .segments
-            .get(i..)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        if let Some(first) = out.first_mut() {
-            let skip = at - self.starts[i];
-            first.offset += skip;
-            first.rows -= skip;
-            if first.rows == 0 {
-                out.remove(0);
+        self.range(at, u64::MAX)
+    }
+
+    /// The segments of positions `start..end`, in plan order (the first and last trimmed).
+    fn range(&self, start: u64, end: u64) -> Vec<Segment> {
+        let i = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for (segment, &at) in self.segments.iter().zip(&self.starts).skip(i) {
+            if at >= end {
+                break;
+            }
+            let skip = start.saturating_sub(at);
+            let rows = segment.rows.min(end - at).saturating_sub(skip);
+            if rows > 0 {
+                out.push(Segment {
+                    offset: segment.offset + skip,
+                    rows,
+                    ..*segment
+                });
             }
         }
         out
     }
 }
 
+/// The order in which the rows of one shuffle window are read: its pieces (in plan order) by
+/// table and offset. The rows a window holds do not depend on the order they are read in, and
+/// the blocks of a slice are often neighbours in the table (a slice smaller than the window
+/// is one contiguous range): read in plan order, each block is a request of its own and a
+/// backend decodes every stored batch a block touches once per block.
+fn storage_order(pieces: &[Segment]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_unstable_by_key(|&i| (pieces[i].table, pieces[i].offset));
+    order
+}
+
+/// The reads of a shuffle window: its pieces in [`storage_order`], neighbours merged into
+/// reads of at most `max_rows` rows (a single piece may be longer).
+fn window_reads(pieces: &[Segment], max_rows: u64) -> Vec<Segment> {
+    let mut reads: Vec<Segment> = Vec::new();
+    for i in storage_order(pieces) {
+        let piece = pieces[i];
+        match reads.last_mut() {
+            Some(last)
+                if last.table == piece.table
+                    && last.offset + last.rows == piece.offset
+                    && last.rows + piece.rows <= max_rows =>
+            {
+                last.rows += piece.rows;
+            }
+            _ => reads.push(piece),
+        }
+    }
+    reads
+}
+
+/// For each row of a shuffle window in plan order, its index among the window's rows as
+/// read ([`window_reads`]: pieces in [`storage_order`]).
+fn read_indices(pieces: &[Segment]) -> Vec<u32> {
+    let mut read_start = vec![0u64; pieces.len()];
+    let mut at = 0;
+    for i in storage_order(pieces) {
+        read_start[i] = at;
+        at += pieces[i].rows;
+    }
+    let mut out = Vec::with_capacity(at as usize);
+    for (piece, &start) in pieces.iter().zip(&read_start) {
+        out.extend((start..start + piece.rows).map(|r| r as u32));
+    }
+    out
+}
+
 /// What delivers batches in output order from some position.
 struct Cursor {
     prefetch: Prefetch,
-    /// Batches taken from the prefetch, not yet returned.
+    /// Batches taken from the prefetch, not yet returned: without shuffling, the rest of a
+    /// prefetched batch; with shuffling, the rest of the last shuffled window.
     pending: VecDeque<RecordBatch>,
-    /// Shuffle state: rows read past the end of the last window (the next one's start),
-    /// the next window, and the rows to drop from its start.
-    carry: Option<RecordBatch>,
+    /// Shuffle state: the next window to shuffle, and the rows to drop from its start. The
+    /// prefetch reads window after window, each in [`window_reads`].
     window: u64,
     skip: usize,
+}
+
+impl Cursor {
+    fn pending_rows(&self) -> u64 {
+        self.pending.iter().map(|b| b.num_rows() as u64).sum()
+    }
+
+    /// Drops the first `rows` of `pending` (at most its rows).
+    fn drop_pending(&mut self, mut rows: u64) {
+        while rows > 0 {
+            let Some(first) = self.pending.pop_front() else {
+                return;
+            };
+            let n = first.num_rows() as u64;
+            if n > rows {
+                let keep = (n - rows) as usize;
+                self.pending.push_front(first.slice(rows as usize, keep));
+                return;
+            }
+            rows -= n;
+        }
+    }
 }
 
 /// Reads a slice of one or more tables. See the [module docs](self).
@@ -252,6 +333,42 @@ impl TableReader {
 
     pub fn options(&self) -> &ReaderOptions {
         &self.options
+    }
+
+    /// A reader of slice `slice_id` of `slice_count` of the same tables, over this reader's
+    /// read sessions, with its options otherwise (shuffle and epoch included), at the start
+    /// of that slice.
+    ///
+    /// Nothing is asked of the backend (opening a reader makes a session per table), and the
+    /// slices read this way see one snapshot of the tables: what a data loader wants when it
+    /// reads many slices at once.
+    pub fn open_slice(&self, slice_id: u64, slice_count: u64) -> Result<TableReader> {
+        self.check_usable()?;
+        let options = ReaderOptions {
+            slice_id,
+            slice_count,
+            ..self.options.clone()
+        };
+        options.validate()?;
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| {
+                Ok(OpenTable {
+                    range: shard::slice_range(t.total, slice_id, slice_count, options.equal)?,
+                    ..t.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(assemble(
+            self.service.clone(),
+            options,
+            tables,
+            self.schema.clone(),
+            self.arrow_schema.clone(),
+            self.threads,
+            self.byte_budget,
+        ))
     }
 
     /// What is buffered between the prefetch streams and the reader, and the peaks.
@@ -350,8 +467,35 @@ impl TableReader {
         Ok(out)
     }
 
+    /// Starts reading ahead from the current position now rather than at the first
+    /// [`read`](Self::read), so that the rows are on their way while the caller does other
+    /// work (such as reading other slices).
+    pub fn prefetch(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if self.cursor.is_none() && self.position < self.row_count {
+            self.cursor = Some(self.start_cursor());
+        }
+        Ok(())
+    }
+
+    /// Whether [`read(n)`](Self::read) would return at once, without waiting for the
+    /// backend or reading a shuffle window: the rows are already at hand (or none are left).
+    pub fn can_read_now(&self, n: usize) -> bool {
+        if self.closed || self.position >= self.row_count {
+            return true;
+        }
+        let want = (n as u64).min(self.row_count - self.position);
+        self.cursor
+            .as_ref()
+            .is_some_and(|c| c.pending_rows() >= want)
+    }
+
     /// Moves to row `offset` of the slice (`0..=row_count`); beyond is
     /// [`Error::OutOfRange`].
+    ///
+    /// A short move forward keeps what was read ahead: through the rows already prefetched,
+    /// or, when shuffling, within the current and the next window (a window is read whole
+    /// either way). Anything else starts reading again at `offset`.
     pub fn seek(&mut self, offset: u64) -> Result<()> {
         self.check_usable()?;
         if offset > self.row_count {
@@ -360,9 +504,60 @@ impl TableReader {
                 self.row_count
             )));
         }
-        self.cursor = None;
+        if offset < self.position || !self.skip_ahead(offset - self.position) {
+            self.cursor = None;
+        }
         self.position = offset;
         Ok(())
+    }
+
+    /// Moves the cursor (if any) `rows` rows ahead without new reads, if it can: see
+    /// [`seek`](Self::seek). `false`: it could not, and must start again (it may have moved
+    /// part of the way).
+    fn skip_ahead(&mut self, rows: u64) -> bool {
+        let shuffle = self.options.shuffle;
+        let target = self.position + rows;
+        let buffered = self.counters.buffered_rows.load(Ordering::Relaxed) as u64;
+        let Some(cursor) = self.cursor.as_mut() else {
+            return true; // nothing read ahead: the next read starts at the new position
+        };
+        let pending = cursor.pending_rows();
+        if rows <= pending {
+            cursor.drop_pending(rows);
+            return true;
+        }
+        if let Some(s) = shuffle {
+            // `pending` is the rest of the last shuffled window, which ends where the next
+            // one (`cursor.window`) starts: a target in the next window only moves its skip.
+            let b = s.buffer_rows as u64;
+            if target / b != cursor.window {
+                return false;
+            }
+            cursor.pending.clear();
+            cursor.skip = (target - cursor.window * b) as usize;
+            return true;
+        }
+        // Without shuffling, go through the rows the prefetch already holds, not further.
+        if rows > pending + buffered {
+            return false;
+        }
+        let mut left = rows - pending;
+        cursor.pending.clear();
+        while left > 0 {
+            let batch = match cursor.prefetch.next_batch() {
+                Some(Ok(batch)) => batch,
+                _ => return false,
+            };
+            let n = batch.num_rows() as u64;
+            if n > left {
+                cursor
+                    .pending
+                    .push_back(batch.slice(left as usize, (n - left) as usize));
+                return true;
+            }
+            left -= n;
+        }
+        true
     }
 
     /// Starts another epoch of shuffling (a new order) at the start of the slice. Without
@@ -373,6 +568,8 @@ impl TableReader {
             shuffle.epoch = epoch;
             self.plan = make_plan(&self.tables, &self.options, self.threads);
         }
+        // What was read ahead belongs to the previous order.
+        self.cursor = None;
         self.seek(0)
     }
 
@@ -450,6 +647,7 @@ impl TableReader {
             shuffle.epoch = saved.epoch;
             self.plan = make_plan(&self.tables, &self.options, self.threads);
         }
+        self.cursor = None;
         self.seek(state.position)
     }
 
@@ -461,18 +659,26 @@ impl TableReader {
     }
 
     fn start_cursor(&self) -> Cursor {
-        let (start, window, skip) = match &self.options.shuffle {
+        let row_bytes = self.tables.iter().map(|t| t.row_bytes).max().unwrap_or(0);
+        let (segments, window, skip) = match &self.options.shuffle {
             Some(s) => {
                 let b = s.buffer_rows as u64;
                 let window = self.position / b;
-                (window * b, window, (self.position - window * b) as usize)
+                let max_rows = window_read_rows(b, row_bytes, self.threads, s.block_rows);
+                let mut segments = Vec::new();
+                let mut start = window * b;
+                while start < self.row_count {
+                    let end = (start + b).min(self.row_count);
+                    segments.extend(window_reads(&self.plan.range(start, end), max_rows));
+                    start = end;
+                }
+                (segments, window, (self.position - window * b) as usize)
             }
-            None => (self.position, 0, 0),
+            None => (self.plan.from(self.position), 0, 0),
         };
-        let segments = self.plan.from(start);
         let settings = Settings {
             threads: self.threads,
-            batch_rows: self.options.batch_rows,
+            batch_rows: request_batch_rows(self.options.batch_rows, row_bytes, self.byte_budget),
             max_bytes: self.byte_budget,
             capacity_rows: self.options.capacity,
             auto_bytes: self.threads.max(1) * AUTO_BYTES_PER_THREAD,
@@ -488,7 +694,6 @@ impl TableReader {
         Cursor {
             prefetch,
             pending: VecDeque::new(),
-            carry: None,
             window,
             skip,
         }
@@ -509,32 +714,36 @@ impl TableReader {
         if window_start >= total {
             return None;
         }
-        let window_rows = (total - window_start).min(b) as usize;
+        let window_end = (window_start + b).min(total);
+        let window_rows = (window_end - window_start) as usize;
+        // The window's reads come one after the other, and batches never cross them.
         let mut parts = Vec::new();
         let mut have = 0;
         while have < window_rows {
-            let batch = match cursor.carry.take() {
-                Some(batch) => batch,
-                None => match cursor.prefetch.next_batch()? {
-                    Ok(batch) => batch,
-                    Err(e) => return Some(Err(e)),
-                },
-            };
-            have += batch.num_rows();
-            parts.push(batch);
+            match cursor.prefetch.next_batch()? {
+                Ok(batch) => {
+                    have += batch.num_rows();
+                    parts.push(batch);
+                }
+                Err(e) => return Some(Err(e)),
+            }
         }
-        // Windows cut through batches: the rest belongs to the next window.
-        let mut window = match arrow_select::concat::concat_batches(&schema, &parts) {
+        if have != window_rows {
+            return Some(Err(Error::invalid(
+                "shuffle window",
+                format!("its reads delivered {have} rows where it has {window_rows}"),
+            )));
+        }
+        let window = match arrow_select::concat::concat_batches(&schema, &parts) {
             Ok(w) => w,
             Err(e) => return Some(Err(paiio_storage::Error::arrow("shuffle window", e).into())),
         };
-        if have > window_rows {
-            cursor.carry = Some(window.slice(window_rows, have - window_rows));
-            window = window.slice(0, window_rows);
-        }
+        // Output row i is the window's row `order[i]` in plan order, which was read as row
+        // `read[order[i]]`: one gather does both.
+        let read = read_indices(&self.plan.range(window_start, window_end));
         let order =
             shard::window_permutation(window_rows, shuffle.seed, shuffle.epoch, cursor.window);
-        let indices = UInt32Array::from_iter_values(order[cursor.skip..].iter().map(|&i| i as u32));
+        let indices = UInt32Array::from_iter_values(order[cursor.skip..].iter().map(|&i| read[i]));
         cursor.window += 1;
         cursor.skip = 0;
         let shuffled = runtime::cpu_pool()
@@ -581,12 +790,42 @@ fn auto_threads(service: &dyn TableService) -> usize {
 /// rate, about 10 MB/s), large ones would serialise behind the first.
 const AUTO_CHUNK_BYTES: u64 = 8 << 20;
 
-/// Rows per prefetch request: at least four requests per thread, at most about
-/// [`AUTO_CHUNK_BYTES`] (64K rows without a size estimate), never fewer than a batch.
+/// Rows per prefetch request: at least four requests per thread (so that the threads share
+/// the work evenly), at most about [`AUTO_CHUNK_BYTES`] (64K rows without a size estimate),
+/// never fewer than a batch. A single thread reads its requests one after the other, so
+/// cutting its range finer gains nothing and costs a request each (and a backend decodes
+/// the stored batches at a cut twice).
 fn auto_chunk_rows(rows: u64, row_bytes: u64, threads: usize, batch_rows: usize) -> u64 {
-    let per_thread = rows.div_ceil((threads as u64 * 4).max(1));
-    let by_bytes = if row_bytes > 0 { AUTO_CHUNK_BYTES / row_bytes } else { 64 * 1024 };
-    per_thread.min(by_bytes).clamp(batch_rows.max(1) as u64, 1 << 20)
+    let requests = if threads <= 1 { 1 } else { threads as u64 * 4 };
+    let per_thread = rows.div_ceil(requests);
+    per_thread
+        .min(chunk_rows_by_bytes(row_bytes))
+        .clamp(batch_rows.max(1) as u64, 1 << 20)
+}
+
+/// Rows per batch asked of the backend: `batch_rows`, but by the row size estimate no more
+/// than an eighth of the byte budget, which the prefetch may exceed by one batch (reads
+/// return `batch_rows` all the same, joining smaller batches).
+fn request_batch_rows(batch_rows: usize, row_bytes: u64, byte_budget: usize) -> usize {
+    let cap = (byte_budget as u64 / 8)
+        .checked_div(row_bytes)
+        .unwrap_or(u64::MAX);
+    (batch_rows as u64).min(cap).max(1) as usize
+}
+
+/// Rows of about [`AUTO_CHUNK_BYTES`] (64K rows without a size estimate).
+fn chunk_rows_by_bytes(row_bytes: u64) -> u64 {
+    AUTO_CHUNK_BYTES.checked_div(row_bytes).unwrap_or(64 * 1024)
+}
+
+/// Rows per read of a shuffle window of `window_rows`: the window split evenly over the
+/// prefetch streams (the whole window is needed before any of its rows is delivered), at most
+/// about [`AUTO_CHUNK_BYTES`] per read, and never less than a block.
+fn window_read_rows(window_rows: u64, row_bytes: u64, threads: usize, block_rows: usize) -> u64 {
+    let per_thread = window_rows.div_ceil(threads.max(1) as u64);
+    per_thread
+        .min(chunk_rows_by_bytes(row_bytes))
+        .max(block_rows.max(1) as u64)
 }
 
 fn make_plan(tables: &[OpenTable], options: &ReaderOptions, threads: usize) -> Plan {
@@ -753,6 +992,7 @@ async fn open_async(
         tables.push(OpenTable {
             uri,
             session_id: session.session_id,
+            total,
             range,
             row_bytes,
         });
@@ -776,6 +1016,27 @@ async fn open_async(
     let byte_budget = options
         .byte_budget
         .unwrap_or(threads * AUTO_BYTES_PER_THREAD);
+    Ok(assemble(
+        service,
+        options,
+        tables,
+        schema,
+        arrow_schema,
+        threads,
+        byte_budget,
+    ))
+}
+
+/// A reader at the start of its slice of `tables` (whose sessions are open).
+fn assemble(
+    service: Arc<dyn TableService>,
+    options: ReaderOptions,
+    tables: Vec<OpenTable>,
+    schema: TableSchema,
+    arrow_schema: SchemaRef,
+    threads: usize,
+    byte_budget: usize,
+) -> TableReader {
     let row_count = tables.iter().map(|t| t.range.end - t.range.start).sum();
     let sources = Arc::new(
         tables
@@ -787,7 +1048,7 @@ async fn open_async(
             .collect(),
     );
     let plan = make_plan(&tables, &options, threads);
-    Ok(TableReader {
+    TableReader {
         service,
         options,
         tables,
@@ -803,7 +1064,7 @@ async fn open_async(
         counters: Arc::new(Counters::default()),
         pid: std::process::id(),
         closed: false,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -864,5 +1125,76 @@ mod tests {
             }]
         );
         assert!(plan.from(8).is_empty());
+        assert_eq!(
+            plan.range(3, 6),
+            vec![
+                Segment {
+                    table: 0,
+                    offset: 13,
+                    rows: 2
+                },
+                Segment {
+                    table: 1,
+                    offset: 0,
+                    rows: 1
+                }
+            ]
+        );
+        assert_eq!(
+            plan.range(1, 2),
+            vec![Segment {
+                table: 0,
+                offset: 11,
+                rows: 1
+            }]
+        );
+        assert!(plan.range(5, 5).is_empty());
+    }
+
+    #[test]
+    fn window_reads_merge_neighbours_in_storage_order() {
+        let seg = |table, offset, rows| Segment {
+            table,
+            offset,
+            rows,
+        };
+        // Plan order: blocks of a table shuffled, and a block of another table.
+        let pieces = vec![
+            seg(0, 20, 10),
+            seg(1, 0, 5),
+            seg(0, 0, 10),
+            seg(0, 10, 10),
+            seg(0, 40, 10),
+        ];
+        assert_eq!(
+            window_reads(&pieces, 100),
+            vec![seg(0, 0, 30), seg(0, 40, 10), seg(1, 0, 5)]
+        );
+        assert_eq!(
+            window_reads(&pieces, 20),
+            vec![seg(0, 0, 20), seg(0, 20, 10), seg(0, 40, 10), seg(1, 0, 5)]
+        );
+        // Rows as read: table 0 rows 0..30 are read rows 0..30, 40..50 are 30..40, and
+        // table 1 is 40..45. In plan order:
+        let read = read_indices(&pieces);
+        let expected: Vec<u32> = (20..30).chain(40..45).chain(0..20).chain(30..40).collect();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn request_batches_stay_well_within_the_byte_budget() {
+        assert_eq!(request_batch_rows(8192, 40, 64 << 20), 8192);
+        assert_eq!(request_batch_rows(8192, 10_000, 64 << 20), 838);
+        assert_eq!(request_batch_rows(8192, 0, 64 << 20), 8192);
+        assert_eq!(request_batch_rows(8192, 1 << 30, 64 << 20), 1);
+    }
+
+    #[test]
+    fn window_reads_split_over_threads() {
+        assert_eq!(window_read_rows(65536, 40, 1, 4096), 65536);
+        assert_eq!(window_read_rows(65536, 40, 4, 4096), 16384);
+        assert_eq!(window_read_rows(65536, 40, 64, 4096), 4096);
+        // At most about 8 MB a read.
+        assert_eq!(window_read_rows(65536, 1024, 1, 16), 8192);
     }
 }

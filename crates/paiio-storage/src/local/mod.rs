@@ -42,6 +42,10 @@ use crate::uri::{DEFAULT_SCHEMA, PartitionSpec, TableId, validate_name};
 const META_DIR: &str = ".paiio";
 const READ_SESSIONS_DIR: &str = "read_sessions";
 const TRASH_DIR: &str = "trash";
+/// Under `.paiio/`: touched by each sweep of expired read session files.
+const SWEEP_MARKER: &str = "read_sessions.swept";
+/// The least time between two sweeps of expired read session files, over all processes.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 /// How many times a commit rebases onto concurrent commits before giving up.
 const MAX_COMMIT_ATTEMPTS: usize = 1000;
 
@@ -421,10 +425,36 @@ impl Inner {
             arrow_options: req.arrow_options,
         };
         self.save_read_session(&state)?;
-        if self.sessions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256 == 0 {
+        // Every open of a reader makes a session, and often a new `LocalWarehouse` (one per
+        // process, a data loader forks new ones every epoch): the counter alone would sweep
+        // on nearly every session, stat-ing every session file, which made opening a reader
+        // slower the longer a warehouse was used. The marker spaces sweeps across processes.
+        if self.sessions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(256)
+            && self.claim_sweep()
+        {
             self.remove_old_read_sessions();
         }
         Ok(state.to_session(self.now()))
+    }
+
+    /// Whether this process should sweep old read sessions now: no process swept in the last
+    /// [`SWEEP_INTERVAL`] (the marker file's modification time says when one did). Claims
+    /// the sweep by touching the marker; two processes racing both sweep, which is harmless.
+    fn claim_sweep(&self) -> bool {
+        let marker = self.root.join(META_DIR).join(SWEEP_MARKER);
+        let recent = fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < SWEEP_INTERVAL);
+        if recent {
+            return false;
+        }
+        // A marker that cannot be written (a read-only warehouse) still lets this sweep run.
+        if let Ok(file) = fs::File::create(&marker) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+        true
     }
 
     /// Deletes read session files untouched for longer than the session lifetime (a refresh

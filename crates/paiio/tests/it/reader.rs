@@ -29,6 +29,9 @@ over_backends!(
     seek_is_relative_to_the_slice,
     equal_mode_trims_every_slice,
     shuffle_is_deterministic_and_exactly_once,
+    shuffle_order_is_the_documented_one,
+    forward_seeks_land_on_the_same_rows,
+    open_slice_reads_the_same_snapshot,
     state_restores_the_exact_remaining_rows,
     reads_a_consistent_snapshot_while_a_writer_commits,
     memory_stays_within_the_budget,
@@ -369,6 +372,168 @@ fn shuffle_is_deterministic_and_exactly_once(b: &TestBackend) {
         ReaderOptions::default().shuffle(shuffle).slice(1, 3),
     );
     assert_exactly_once(&read_ids(&mut r), 167..334, "a shuffled slice");
+}
+
+/// The shuffled order of a slice, computed from its definition: the slice's rows of each
+/// table cut into blocks of `block_rows`, the blocks in the seeded order, and the rows
+/// permuted within consecutive windows of `buffer_rows`. `tables` are `(first id, rows)`
+/// of tables whose ids count up from their first.
+fn documented_shuffle(tables: &[(i64, u64)], slice: (u64, u64), s: Shuffle) -> Vec<i64> {
+    use paiio::shard;
+    let mut blocks = Vec::new();
+    for &(first, rows) in tables {
+        let range = shard::slice_range(rows, slice.0, slice.1, false).unwrap();
+        for c in shard::chunks(range, s.block_rows as u64) {
+            blocks.push(first + c.start as i64..first + c.end as i64);
+        }
+    }
+    let order = shard::permutation(blocks.len(), s.seed, s.epoch, shard::BLOCK_ORDER_STREAM);
+    let plan: Vec<i64> = order.iter().flat_map(|&i| blocks[i].clone()).collect();
+    let mut out = Vec::new();
+    for (w, window) in plan.chunks(s.buffer_rows).enumerate() {
+        let p = shard::window_permutation(window.len(), s.seed, s.epoch, w as u64);
+        out.extend(p.iter().map(|&i| window[i]));
+    }
+    out
+}
+
+fn shuffle_order_is_the_documented_one(b: &TestBackend) {
+    // The order is part of every saved state: it must not change with how rows are read.
+    let (t, _) = b.table("order", 0..500);
+    let (t2, _) = b.table("order2", 1000..1100);
+    let uri = format!("{},{}", b.uri(&t, ""), b.uri(&t2, ""));
+    let shuffles = [
+        // Windows of whole blocks, windows cutting through blocks (short blocks at the end
+        // of each table's range shift the cuts), one window for everything.
+        (64, 16),
+        (50, 8),
+        (45, 7),
+        (4096, 16),
+    ];
+    for (buffer_rows, block_rows) in shuffles {
+        for threads in [1, 3] {
+            let s = Shuffle {
+                seed: 5,
+                epoch: 2,
+                buffer_rows,
+                block_rows,
+            };
+            let options = ReaderOptions::default()
+                .shuffle(s)
+                .slice(1, 3)
+                .threads(threads)
+                .batch_rows(19);
+            assert_eq!(
+                read_ids(&mut open(b, &uri, options)),
+                documented_shuffle(&[(0, 500), (1000, 100)], (1, 3), s),
+                "{s:?} with {threads} threads"
+            );
+        }
+    }
+}
+
+fn forward_seeks_land_on_the_same_rows(b: &TestBackend) {
+    let (t, _) = b.table("skip", 0..400);
+    let uri = b.uri(&t, "");
+    let s = Shuffle {
+        seed: 3,
+        epoch: 1,
+        buffer_rows: 64,
+        block_rows: 16,
+    };
+    for shuffle in [None, Some(s)] {
+        let full: Vec<i64> = match shuffle {
+            Some(s) => documented_shuffle(&[(0, 400)], (0, 1), s),
+            None => (0..400).collect(),
+        };
+        let options = ReaderOptions {
+            shuffle,
+            batch_rows: 10,
+            capacity: 40,
+            ..ReaderOptions::default().threads(1)
+        };
+        let mut r = open(b, &uri, options);
+        // (seek to, rows to read): within the rows read ahead, to the next window, far
+        // ahead, back, to the same place, to the end.
+        let steps = [
+            (0, 5),
+            (5, 3),
+            (20, 10),
+            (60, 10),
+            (70, 1),
+            (130, 30),
+            (300, 20),
+            (10, 7),
+            (17, 7),
+            (24, 0),
+            (390, 10),
+        ];
+        for (i, (at, n)) in steps.into_iter().enumerate() {
+            r.seek(at).unwrap();
+            if i % 2 == 1 {
+                r.prefetch().unwrap();
+            }
+            assert_eq!(r.position(), at);
+            if n > 0 {
+                let got = common::ids(&[r.read(n).unwrap()]);
+                assert_eq!(
+                    got,
+                    full[at as usize..at as usize + n],
+                    "{n} rows at {at} ({shuffle:?})"
+                );
+            }
+        }
+        r.seek(400).unwrap();
+        assert!(r.read(1).unwrap_err().is_out_of_range());
+    }
+}
+
+fn open_slice_reads_the_same_snapshot(b: &TestBackend) {
+    let (t, g) = b.table("reslice", 0..300);
+    let (t2, _) = b.table("reslice2", 1000..1077);
+    let uri = format!("{},{}", b.uri(&t, ""), b.uri(&t2, ""));
+    let s = Shuffle {
+        seed: 4,
+        epoch: 2,
+        buffer_rows: 50,
+        block_rows: 8,
+    };
+    for shuffle in [None, Some(s)] {
+        for equal in [false, true] {
+            let options = ReaderOptions {
+                shuffle,
+                equal,
+                batch_rows: 13,
+                ..ReaderOptions::default().threads(2)
+            };
+            let base = open(b, &uri, options.clone().slice(0, 1));
+            for slice in 0..5 {
+                let mut derived = base.open_slice(slice, 5).unwrap();
+                // Reading ahead before the first read changes nothing of what is read.
+                derived.prefetch().unwrap();
+                let mut direct = open(b, &uri, options.clone().slice(slice, 5));
+                assert_eq!(derived.row_count(), direct.row_count());
+                assert_eq!(derived.options().slice_id, slice);
+                assert_eq!(
+                    read_ids(&mut derived),
+                    read_ids(&mut direct),
+                    "slice {slice} of 5 ({shuffle:?}, equal {equal})"
+                );
+            }
+            assert!(base.open_slice(5, 5).is_err());
+        }
+    }
+    // Slices of one reader read the snapshot its sessions pinned, whatever commits follow.
+    let base = open(b, &b.uri(&t, ""), ReaderOptions::default());
+    b.append(&t, &g, "", 300..400);
+    let mut all = Vec::new();
+    for slice in 0..3 {
+        all.extend(read_ids(&mut base.open_slice(slice, 3).unwrap()));
+    }
+    assert_eq!(all, (0..300).collect::<Vec<_>>());
+    let mut fresh = open(b, &b.uri(&t, ""), ReaderOptions::default());
+    assert_eq!(fresh.row_count(), 400);
+    assert_eq!(read_ids(&mut fresh).len(), 400);
 }
 
 fn state_restores_the_exact_remaining_rows(b: &TestBackend) {
