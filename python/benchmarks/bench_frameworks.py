@@ -9,7 +9,9 @@ Measures:
     (``Dataset.reduce``: no Python per element), and of ``.batch(B)`` iterated in eager Python;
   * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count, with
     shuffle=False and shuffle=True side by side (one epoch each; with --repeat N, the median
-    of N epochs, each with a new loader as a training loop makes every epoch).
+    of N epochs, each with a new loader as a training loop makes every epoch);
+  * the limit of the tf rows: TensorFlow reading the same elements from memory
+    (``from_tensor_slices`` of the columns).
 
 The table (id bigint, x double, y double, label bigint, s string) is made with the `paiio`
 CLI (PAIIO_BIN, else $CARGO_TARGET_DIR/{release,debug}/paiio).
@@ -106,6 +108,27 @@ def bench_tf(uri, batch):
     return out
 
 
+def bench_tf_in_memory(rows, batch):
+    """TensorFlow's own rate for the same elements from memory (``from_tensor_slices`` of
+    the table's columns, typed as DEFAULTS asks): the limit of any tf.data source."""
+    import tensorflow as tf
+
+    k = np.arange(rows, dtype=np.int64)
+    cols = (k, (k * 0.5).astype(np.float32), (k * 0.25).astype(np.float32),
+            (k % 10).astype(np.int32), np.array([f"item{i}" for i in range(1000)])[k % 1000])
+    out = {}
+    ds = tf.data.Dataset.from_tensor_slices(cols)
+    t = time.perf_counter()
+    n = int(ds.reduce(np.int64(0), lambda acc, *f: acc + 1))
+    out["tf elements/s (reduce)"] = n / (time.perf_counter() - t)
+    ds = tf.data.Dataset.from_tensor_slices(cols).batch(batch).prefetch(4)
+    t, n = time.perf_counter(), 0
+    for b in ds:
+        n += int(b[0].shape[0])
+    out[f"tf elements/s (.batch({batch}) eager loop)"] = n / (time.perf_counter() - t)
+    return out
+
+
 def torch_epoch(uri, batch, workers, shuffle):
     """Batches and rows per second of one epoch of a new TableDataset and DataLoader."""
     from paiio.torch import DataLoader, TableDataset
@@ -168,11 +191,13 @@ def main():
                 results[backend] = r
         finally:
             server.stop()
+    limit = {} if args.skip_tf else bench_tf_in_memory(args.rows, args.batch)
     keys = list(results["embedded"])
     width = max(len(k) for k in keys)
-    print(f"{'':{width}}  {'embedded':>14}  {'paiio serve':>14}")
+    print(f"{'':{width}}  {'embedded':>14}  {'paiio serve':>14}  {'in memory (limit)':>18}")
     for k in keys:
-        print(f"{k:{width}}  {results['embedded'][k]:>14,.0f}  {results['serve'][k]:>14,.0f}")
+        lim = f"{limit[k]:>18,.0f}" if k in limit else f"{'-':>18}"
+        print(f"{k:{width}}  {results['embedded'][k]:>14,.0f}  {results['serve'][k]:>14,.0f}  {lim}")
 
 
 if __name__ == "__main__":
