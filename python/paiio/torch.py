@@ -302,6 +302,15 @@ class TableDataset(torch.utils.data.IterableDataset):
         self._start = 0
         self._consumed = 0
         self._resume_pending = False
+        self._publish_position()
+
+    def _publish_position(self) -> None:
+        """Writes (epoch, first batch of the next iteration) where persistent DataLoader
+        workers read it (see :class:`DataLoader`); kept current by every change, so that
+        workers of any loader of this dataset find what their own copy would hold."""
+        shared = getattr(self, "_shared_position", None)
+        if shared is not None:
+            shared[0], shared[1] = self.epoch, self._start
 
     def _fingerprint(self) -> Dict[str, Any]:
         rank, world = self._rank_world()
@@ -353,6 +362,7 @@ class TableDataset(torch.utils.data.IterableDataset):
         self._start = int(state["batches"])
         self._consumed = self._start
         self._resume_pending = True
+        self._publish_position()
 
     def _begin_iteration(self) -> int:
         """The first batch of the iteration starting now (uses a pending resume)."""
@@ -372,7 +382,13 @@ class TableDataset(torch.utils.data.IterableDataset):
             in_consumer = True
         else:
             worker, workers = info.id, info.num_workers
-            start = self._start  # this worker's copy; the main process tracks the progress
+            shared = getattr(self, "_shared_position", None)
+            if shared is not None:
+                # A persistent worker: its copy of the dataset was made once, the position
+                # of this iteration is what the DataLoader just published.
+                self.epoch, start = int(shared[0]), int(shared[1])
+            else:
+                start = self._start  # this worker's copy, made for this iteration
             in_consumer = False
         return self._generate(worker, workers, start, in_consumer)
 
@@ -538,14 +554,29 @@ class DataLoader(torch.utils.data.DataLoader):
     With workers and no ``collate_fn`` of the caller's, batches travel from the workers as
     numpy arrays and become tensors in the training process: much faster than torch's
     shared-memory transfer of small tensors (see ``_Transfer``). The batches delivered are
-    the same."""
+    the same.
+
+    ``persistent_workers=True`` keeps the workers (and their open state) across epochs;
+    ``set_epoch`` and ``load_state_dict`` still reach them, through a position the loader
+    shares with its workers, so the batches are those of a loader made for each epoch."""
 
     def __init__(self, dataset: TableDataset, batch_size: Optional[int] = None, **kwargs: Any):
-        if kwargs.get("persistent_workers"):
-            raise ValueError(
-                "persistent_workers=True would keep each worker's copy of the dataset from "
-                "seeing set_epoch() and load_state_dict(); leave it off"
-            )
+        if (
+            kwargs.get("persistent_workers")
+            and isinstance(dataset, TableDataset)
+            and kwargs.get("num_workers", 0) > 0
+        ):
+            # Persistent workers keep the copy of the dataset they started with, so
+            # set_epoch() and load_state_dict() never reach it: each iteration publishes
+            # (epoch, first batch) in shared memory, which the workers read as they start it.
+            # Made before the workers are, so that they inherit it (or receive it when spawned).
+            import multiprocessing
+
+            context = kwargs.get("multiprocessing_context")
+            if isinstance(context, str):
+                context = multiprocessing.get_context(context)
+            dataset._shared_position = (context or multiprocessing).RawArray("q", 2)
+            dataset._publish_position()
         if kwargs.get("in_order") is False:
             raise ValueError("in_order=False would make the order depend on worker timing")
         if (
@@ -566,7 +597,9 @@ class DataLoader(torch.utils.data.DataLoader):
         # Counted once here rather than by every worker (each opening every table).
         ds.table_rows()
         # Workers get their copy of the dataset (with the start position) when the iterator
-        # is created below; the consumer's progress is counted here.
+        # is created below, persistent workers the shared position; the consumer's progress
+        # is counted here.
+        ds._publish_position()
         inner = super().__iter__()
         start = ds._begin_iteration()
         count = start

@@ -307,9 +307,38 @@ def test_a_collate_fn_of_the_callers_gets_the_dataset_batches():
     assert sorted(ids) == ALL
 
 
-def test_loader_refuses_persistent_workers():
-    with pytest.raises(ValueError, match="persistent_workers"):
-        DataLoader(dataset(), num_workers=2, persistent_workers=True)
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_epochs_and_resumes(context):
+    def loader(ds):
+        return DataLoader(ds, num_workers=2, persistent_workers=True,
+                          multiprocessing_context=context)
+
+    ds = dataset(shuffle=True, seed=3)
+    persistent = loader(ds)
+    epochs = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        epochs.append(batch_ids(list(persistent)))
+    # The same batches as loaders made for each epoch, every row once per epoch.
+    for epoch in range(2):
+        fresh = dataset(shuffle=True, seed=3)
+        fresh.set_epoch(epoch)
+        assert batch_ids(run(fresh, workers=2)[0]) == epochs[epoch]
+        assert sorted(i for b in epochs[epoch] for i in b) == ALL
+    assert epochs[0] != epochs[1]
+    # A resume in the middle of epoch 1 on persistent workers continues exactly.
+    ds.set_epoch(1)
+    got = []
+    for b in persistent:
+        got.append(b["id"].tolist())
+        if len(got) == 3:
+            break
+    state = persistent.state_dict()
+    again = dataset(shuffle=True, seed=3)
+    resumed = loader(again)
+    resumed.load_state_dict(state)
+    again.set_epoch(1)
+    assert got + batch_ids(list(resumed)) == epochs[1]
 
 
 def test_plan_is_balanced_and_complete():
