@@ -212,6 +212,36 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader over `source` (a new reader or a slice of one), at its start.
+    fn over(
+        source: Source,
+        names: Vec<String>,
+        types: Vec<OdpsType>,
+        kinds: Vec<Kind>,
+        typed: bool,
+        arrow_schema: SchemaRef,
+        batch_rows: usize,
+    ) -> Reader {
+        let reader = source.reader();
+        let (row_count, num_threads) = (reader.row_count(), reader.num_threads());
+        Reader {
+            source: Arc::new(Mutex::new(source)),
+            worker: Worker::default(),
+            names,
+            types,
+            kinds,
+            typed,
+            arrow_schema,
+            batch_rows,
+            row_count,
+            num_threads,
+            layout: PyOnceLock::new(),
+            position: Arc::new(AtomicU64::new(0)),
+            pid: std::process::id(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     fn check_usable(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(errors::to_py(py, paiio::Error::Closed("TableReader")));
@@ -423,24 +453,15 @@ impl Reader {
             .zip(&types)
             .map(|(f, t)| convert::kind_of(Some(t), f.data_type(), strings_as_bytes))
             .collect();
-        let reader = source.reader();
-        let (row_count, num_threads) = (reader.row_count(), reader.num_threads());
-        Ok(Reader {
-            source: Arc::new(Mutex::new(source)),
-            worker: Worker::default(),
+        Ok(Reader::over(
+            source,
             names,
             types,
             kinds,
             typed,
             arrow_schema,
             batch_rows,
-            row_count,
-            num_threads,
-            layout: PyOnceLock::new(),
-            position: Arc::new(AtomicU64::new(0)),
-            pid: std::process::id(),
-            closed: AtomicBool::new(false),
-        })
+        ))
     }
 
     /// Up to `n` rows as a numpy structured array (fields named after the columns).
@@ -475,24 +496,15 @@ impl Reader {
     /// this reader's other options.
     fn open_slice(&self, py: Python<'_>, slice_id: u64, slice_count: u64) -> PyResult<Reader> {
         let source = self.with_source(py, |s| s.open_slice(slice_id, slice_count))?;
-        let reader = source.reader();
-        let (row_count, num_threads) = (reader.row_count(), reader.num_threads());
-        Ok(Reader {
-            source: Arc::new(Mutex::new(source)),
-            worker: Worker::default(),
-            names: self.names.clone(),
-            types: self.types.clone(),
-            kinds: self.kinds.clone(),
-            typed: self.typed,
-            arrow_schema: self.arrow_schema.clone(),
-            batch_rows: self.batch_rows,
-            row_count,
-            num_threads,
-            layout: PyOnceLock::new(),
-            position: Arc::new(AtomicU64::new(0)),
-            pid: std::process::id(),
-            closed: AtomicBool::new(false),
-        })
+        Ok(Reader::over(
+            source,
+            self.names.clone(),
+            self.types.clone(),
+            self.kinds.clone(),
+            self.typed,
+            self.arrow_schema.clone(),
+            self.batch_rows,
+        ))
     }
 
     /// Starts reading ahead now rather than at the first read.
