@@ -47,7 +47,16 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // File reads and writes run on the blocking pool. Tokio's default of 512 threads lets
+    // 1,000 concurrent reads of `paiio serve` start a thread each, every one with its own
+    // allocator caches, for no gain on a machine with a few cores: a few threads per core
+    // keep the disks and cores busy, and the reads queue in order.
+    let blocking = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4) * 8;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return report(&CliError::failure(format!("cannot start the async runtime: {e}"))),
     };
