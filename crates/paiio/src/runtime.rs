@@ -101,11 +101,19 @@ fn worker_threads() -> usize {
         .clamp(2, 4)
 }
 
+fn blocking_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4) * 8
+}
+
 /// The process-wide I/O runtime (multi-thread, 2 to 4 workers named `paiio-io`).
 pub fn runtime() -> &'static Runtime {
     get_or_build(&RUNTIME, || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads())
+            // The local warehouse reads and writes on the blocking pool: a few threads per
+            // core keep disk and cores busy, where tokio's default of 512 would give every
+            // concurrent read (dozens of shard readers, each prefetching) a thread of its own.
+            .max_blocking_threads(blocking_threads())
             .thread_name("paiio-io")
             .enable_all()
             .build()
