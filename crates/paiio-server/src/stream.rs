@@ -147,19 +147,12 @@ impl Encoder {
     }
 
     /// The end of the stream (and the schema, for a stream without batches).
-    fn finish(self) -> std::io::Result<Bytes> {
+    fn finish(self) -> std::io::Result<Vec<Bytes>> {
         match self {
-            Encoder::Plain(e) => Ok(chunks(e.finish().map_err(std::io::Error::other)?).into_iter().fold(
-                bytes::BytesMut::new(),
-                |mut all, c| {
-                    all.extend_from_slice(&c);
-                    all
-                },
-            )
-            .freeze()),
+            Encoder::Plain(e) => Ok(chunks(e.finish().map_err(std::io::Error::other)?)),
             Encoder::Compressed(mut w) => {
                 w.finish().map_err(std::io::Error::other)?;
-                w.into_inner().map_err(std::io::Error::other)?.finish()
+                Ok(vec![w.into_inner().map_err(std::io::Error::other)?.finish()?])
             }
         }
     }
@@ -221,7 +214,7 @@ pub(crate) async fn arrow_stream_body(mut stream: RecordBatchStream, compression
                     tracing::warn!("row stream failed after the response started: {e}");
                     Some((Err(std::io::Error::other(e.to_string())), (None, None, None)))
                 }
-                None => Some((encoder.finish().map(|end| vec![end]), (None, None, None))),
+                None => Some((encoder.finish(), (None, None, None))),
             }
         },
     )
@@ -273,7 +266,7 @@ mod tests {
         assert!(first.iter().any(|c| c.as_ptr() == ids), "the id column was copied");
         body.extend(first);
         body.extend(encoder.batch(&sliced).unwrap());
-        body.push(encoder.finish().unwrap());
+        body.extend(encoder.finish().unwrap());
         let bytes: Vec<u8> = body.iter().flat_map(|c| c.iter().copied()).collect();
         let got: Vec<RecordBatch> =
             StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap().map(|b| b.unwrap()).collect();
@@ -286,7 +279,7 @@ mod tests {
         for compression in [Compression::None, Compression::Zstd, Compression::Lz4Frame] {
             let mut encoder = Encoder::new(&schema, compression).unwrap();
             let mut body: Vec<u8> = encoder.head().unwrap().iter().flat_map(|c| c.to_vec()).collect();
-            body.extend_from_slice(&encoder.finish().unwrap());
+            body.extend(encoder.finish().unwrap().iter().flat_map(|c| c.to_vec()));
             let body = match compression {
                 Compression::None => body,
                 Compression::Zstd => zstd::decode_all(&body[..]).unwrap(),
