@@ -125,6 +125,13 @@ mod type_string {
     }
 }
 
+/// How deeply ARRAY, MAP and STRUCT may nest in one type: `bigint` nests 0 levels,
+/// `array<bigint>` 1, `map<string,array<bigint>>` 2. MaxCompute documents no figure; it
+/// rejects absurd depths, and no real schema comes near 32. Every conversion that reads a
+/// type from outside (type strings, write-schema JSON, Arrow types) refuses deeper ones
+/// before recursing into them, so a hostile type cannot exhaust the stack.
+pub const MAX_TYPE_DEPTH: usize = 32;
+
 /// The largest precision of a bounded `DECIMAL(p,s)`.
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
 
@@ -253,15 +260,49 @@ impl OdpsType {
 
     /// Checks the limits the parser enforces on a type built some other way: decimal
     /// precision and scale, char and varchar lengths, primitive map keys, and non-empty,
-    /// unique (case-insensitively) struct field names, at every depth.
+    /// unique (case-insensitively) struct field names, at every depth, and a nesting depth
+    /// of at most [`MAX_TYPE_DEPTH`].
     pub fn validate(&self) -> Result<()> {
+        if self.nesting_depth() > MAX_TYPE_DEPTH {
+            return Err(Error::invalid("type", too_deep()));
+        }
         self.check()
             .map_err(|message| Error::invalid("type", format!("{self}: {message}")))
     }
 
+    /// How many levels of ARRAY, MAP and STRUCT the type nests (0 for a primitive type),
+    /// computed without recursion, so that it is safe on a type of any depth.
+    pub fn nesting_depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(self, 0usize)];
+        while let Some((ty, depth)) = pending.pop() {
+            deepest = deepest.max(depth);
+            match ty {
+                OdpsType::Array(element) => pending.push((element, depth + 1)),
+                OdpsType::Map(key, value) => {
+                    pending.push((key, depth + 1));
+                    pending.push((value, depth + 1));
+                }
+                OdpsType::Struct(fields) => {
+                    pending.extend(fields.iter().map(|field| (&field.ty, depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        deepest
+    }
+
     /// [`validate`](Self::validate) with a bare message, for callers that add their own
-    /// context.
+    /// context. The depth is checked first, without recursion; the rest recurses over a
+    /// type known to be shallow.
     fn check(&self) -> Result<(), String> {
+        if self.nesting_depth() > MAX_TYPE_DEPTH {
+            return Err(too_deep());
+        }
+        self.check_limits()
+    }
+
+    fn check_limits(&self) -> Result<(), String> {
         match self {
             OdpsType::Decimal(Some((precision, scale))) => {
                 check_decimal(i64::from(*precision), i64::from(*scale)).map(|_| ())
@@ -272,13 +313,13 @@ impl OdpsType {
             OdpsType::Char(length) => {
                 check_length("char", i64::from(*length), MAX_CHAR_LENGTH).map(|_| ())
             }
-            OdpsType::Array(element) => element.check(),
+            OdpsType::Array(element) => element.check_limits(),
             OdpsType::Map(key, value) => {
                 if !key.is_primitive() {
                     return Err(format!("map key type must be primitive, not {key}"));
                 }
-                key.check()?;
-                value.check()
+                key.check_limits()?;
+                value.check_limits()
             }
             OdpsType::Struct(fields) => {
                 if fields.is_empty() {
@@ -287,13 +328,21 @@ impl OdpsType {
                 let mut seen = HashSet::new();
                 for field in fields {
                     check_field_name(&field.name, &mut seen)?;
-                    field.ty.check()?;
+                    field.ty.check_limits()?;
                 }
                 Ok(())
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The error for a type that nests deeper than [`MAX_TYPE_DEPTH`].
+fn too_deep() -> String {
+    format!(
+        "ARRAY, MAP and STRUCT nest more than {MAX_TYPE_DEPTH} levels deep (the limit is \
+         {MAX_TYPE_DEPTH})"
+    )
 }
 
 /// Checks a decimal's precision (1..=38) and scale (0..=precision).
@@ -438,11 +487,17 @@ type ParseResult<T> = std::result::Result<T, ParseError>;
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// How many ARRAY, MAP and STRUCT levels enclose the type being parsed.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { text, pos: 0 }
+        Parser {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn rest(&self) -> &'a str {
@@ -541,9 +596,25 @@ impl<'a> Parser<'a> {
         Ok(ty)
     }
 
+    /// A type; a nested one (ARRAY, MAP, STRUCT) only within [`MAX_TYPE_DEPTH`], checked
+    /// before its element types are parsed.
     fn parse_type(&mut self) -> ParseResult<OdpsType> {
         let (word, start) = self.keyword("a type name")?;
-        let ty = match word.to_ascii_lowercase().as_str() {
+        let lower = word.to_ascii_lowercase();
+        if !matches!(lower.as_str(), "array" | "map" | "struct") {
+            return self.parse_primitive(&lower, word, start);
+        }
+        if self.depth >= MAX_TYPE_DEPTH {
+            return self.fail(start, too_deep());
+        }
+        self.depth += 1;
+        let ty = self.parse_nested(&lower);
+        self.depth -= 1;
+        ty
+    }
+
+    fn parse_primitive(&mut self, lower: &str, word: &str, start: usize) -> ParseResult<OdpsType> {
+        let ty = match lower {
             "tinyint" => OdpsType::TinyInt,
             "smallint" => OdpsType::SmallInt,
             "int" => OdpsType::Int,
@@ -564,6 +635,15 @@ impl<'a> Parser<'a> {
             "interval_year_month" => OdpsType::IntervalYearMonth,
             "json" => OdpsType::Json,
             "blob" => OdpsType::Blob,
+            "variant" => return self.fail(start, "the VARIANT type is not supported"),
+            _ => return self.fail(start, format!("unknown type '{word}'")),
+        };
+        Ok(ty)
+    }
+
+    /// The element types of an ARRAY, MAP or STRUCT, after its name.
+    fn parse_nested(&mut self, kind: &str) -> ParseResult<OdpsType> {
+        let ty = match kind {
             "array" => {
                 self.expect('<')?;
                 let element = self.parse_type()?;
@@ -586,9 +666,7 @@ impl<'a> Parser<'a> {
                 self.expect('>')?;
                 OdpsType::Map(Box::new(key), Box::new(value))
             }
-            "struct" => self.parse_struct_fields()?,
-            "variant" => return self.fail(start, "the VARIANT type is not supported"),
-            _ => return self.fail(start, format!("unknown type '{word}'")),
+            _ => self.parse_struct_fields()?,
         };
         Ok(ty)
     }
@@ -855,7 +933,7 @@ impl OdpsType {
     /// `Nullable` means nullable, and precision 54 scale 18 (or no precision) means the
     /// unbounded decimal.
     pub fn from_write_schema_json(value: &Value) -> Result<(String, OdpsType, bool)> {
-        read_write_schema_member(value, "")
+        read_write_schema_member(value, "", 0)
             .map_err(|message| Error::invalid("write schema", message))
     }
 }
@@ -886,10 +964,13 @@ fn simple_type_for_code(code: i64) -> Option<OdpsType> {
 }
 
 /// [`OdpsType::from_write_schema_json`] with a bare message. `parent` is the dotted path of
-/// the enclosing member, so that an error deep in a nested type says where it is.
+/// the enclosing member, so that an error deep in a nested type says where it is; `depth`
+/// is how many members enclose this one, so that nesting beyond [`MAX_TYPE_DEPTH`] is
+/// refused before it is recursed into.
 fn read_write_schema_member(
     value: &Value,
     parent: &str,
+    depth: usize,
 ) -> Result<(String, OdpsType, bool), String> {
     let Some(member) = value.as_object() else {
         let location = if parent.is_empty() {
@@ -931,9 +1012,12 @@ fn read_write_schema_member(
         Some(Value::Array(values)) => values,
         Some(other) => return Err(fail(format!("SubTypes {other} is not an array"))),
     };
+    if !sub_values.is_empty() && depth >= MAX_TYPE_DEPTH {
+        return Err(fail(too_deep()));
+    }
     let mut sub_types = sub_values
         .iter()
-        .map(|sub| read_write_schema_member(sub, &path))
+        .map(|sub| read_write_schema_member(sub, &path, depth + 1))
         .collect::<Result<Vec<_>, String>>()?;
     let type_name = type_code_name(code);
     let expected_sub_types = match code {
@@ -1174,8 +1258,47 @@ fn map_key_value(data_type: &DataType) -> Option<(&Field, &Field)> {
     }
 }
 
-/// [`OdpsType::from_arrow`] with a bare message, including the limits checks.
+/// Whether an Arrow type nests more than [`MAX_TYPE_DEPTH`] levels, counted as for the
+/// MaxCompute type it would become (a map's entries struct is not a level of its own).
+/// Computed without recursion, and without looking below the limit, so that it is safe on
+/// a type of any depth.
+fn arrow_too_deep(data_type: &DataType) -> bool {
+    use DataType as A;
+    let mut pending = vec![(data_type, 0usize)];
+    while let Some((data_type, depth)) = pending.pop() {
+        let children: Vec<&DataType> = match data_type {
+            A::List(field)
+            | A::LargeList(field)
+            | A::ListView(field)
+            | A::LargeListView(field)
+            | A::FixedSizeList(field, _) => vec![field.data_type()],
+            A::Map(entries, _) => match entries.data_type() {
+                A::Struct(fields) => fields.iter().map(|f| f.data_type()).collect(),
+                other => vec![other],
+            },
+            A::Struct(fields) => fields.iter().map(|f| f.data_type()).collect(),
+            A::Union(fields, _) => fields.iter().map(|(_, f)| f.data_type()).collect(),
+            A::Dictionary(key, value) => vec![key.as_ref(), value.as_ref()],
+            A::RunEndEncoded(run_ends, values) => vec![run_ends.data_type(), values.data_type()],
+            _ => Vec::new(),
+        };
+        if children.is_empty() {
+            continue;
+        }
+        if depth >= MAX_TYPE_DEPTH {
+            return true;
+        }
+        pending.extend(children.into_iter().map(|child| (child, depth + 1)));
+    }
+    false
+}
+
+/// [`OdpsType::from_arrow`] with a bare message, including the limits checks. A type too
+/// deep is refused before anything recurses into it (or prints it).
 fn checked_type_from_arrow(data_type: &DataType) -> Result<OdpsType, String> {
+    if arrow_too_deep(data_type) {
+        return Err(format!("an Arrow type in which {}", too_deep()));
+    }
     let ty = type_from_arrow(data_type)?;
     ty.check()
         .map_err(|message| format!("{data_type}: {message}"))?;
@@ -1495,7 +1618,7 @@ fn read_write_schema_column(item: &Value) -> Result<Column, String> {
         Some(Value::String(comment)) => comment.clone(),
         Some(other) => return Err(format!("comment {other} is not a string")),
     };
-    let (name, ty, nullable) = read_write_schema_member(column_type, "")?;
+    let (name, ty, nullable) = read_write_schema_member(column_type, "", 0)?;
     Ok(Column {
         name,
         ty,
@@ -2719,6 +2842,137 @@ mod tests {
             OdpsType::Map(key, value) => member_count(key) + member_count(value),
             OdpsType::Struct(fields) => fields.iter().map(|f| member_count(&f.ty)).sum(),
             _ => 0,
+        }
+    }
+
+    /// `array<` × `depth`, then `leaf`, then `>` × `depth`.
+    fn nested_text(depth: usize, open: &str, leaf: &str, close: &str) -> String {
+        format!("{}{leaf}{}", open.repeat(depth), close.repeat(depth))
+    }
+
+    fn nested_arrays(depth: usize) -> OdpsType {
+        (0..depth).fold(OdpsType::BigInt, |ty, _| array(ty))
+    }
+
+    #[test]
+    fn type_strings_nest_at_most_max_type_depth_levels() {
+        let deepest = nested_text(MAX_TYPE_DEPTH, "array<", "bigint", ">");
+        assert_eq!(parse(&deepest).nesting_depth(), MAX_TYPE_DEPTH);
+        let mixed = nested_text(MAX_TYPE_DEPTH / 2, "map<string,struct<a:", "int", ">>");
+        assert_eq!(parse(&mixed).nesting_depth(), MAX_TYPE_DEPTH);
+
+        let limit =
+            format!("more than {MAX_TYPE_DEPTH} levels deep (the limit is {MAX_TYPE_DEPTH})");
+        for (text, position) in [
+            (
+                nested_text(MAX_TYPE_DEPTH + 1, "array<", "bigint", ">"),
+                6 * MAX_TYPE_DEPTH,
+            ),
+            (
+                nested_text(MAX_TYPE_DEPTH / 2 + 1, "map<string,struct<a:", "int", ">>"),
+                20 * (MAX_TYPE_DEPTH / 2),
+            ),
+        ] {
+            let message = parse_error(&text);
+            assert!(message.contains(&limit), "{message}");
+            assert!(
+                message.contains(&format!("at position {position}")),
+                "{message}"
+            );
+        }
+        // Depths that exhausted the stack of the recursive parser: a clear error, no crash.
+        for depth in [1_000, 4_000, 100_000] {
+            let message = parse_error(&nested_text(depth, "array<", "bigint", ">"));
+            assert!(message.contains(&limit), "{message}");
+            let unclosed = "struct<a:".repeat(depth);
+            assert!(parse_error(&unclosed).contains(&limit));
+            let columns = format!("c {}", nested_text(depth, "array<", "int", ">"));
+            let message = TableSchema::parse_columns(&columns)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(&limit), "{message}");
+        }
+    }
+
+    #[test]
+    fn deep_types_built_in_code_are_refused_without_recursion() {
+        assert_eq!(nested_arrays(5_000).nesting_depth(), 5_000);
+        assert!(nested_arrays(MAX_TYPE_DEPTH).validate().is_ok());
+        for depth in [MAX_TYPE_DEPTH + 1, 5_000] {
+            let message = nested_arrays(depth).validate().unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("the limit is {MAX_TYPE_DEPTH}")),
+                "{message}"
+            );
+            let schema = TableSchema::new(vec![Column::new("c", nested_arrays(depth))], Vec::new());
+            let message = schema.unwrap_err().to_string();
+            assert!(
+                message.contains("`c`") && message.contains("the limit is"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_schema_json_nests_at_most_max_type_depth_levels() {
+        let deepest = nested_arrays(MAX_TYPE_DEPTH).to_write_schema_json("c", &mut 0, true);
+        let (_, ty, _) = OdpsType::from_write_schema_json(&deepest).unwrap();
+        assert_eq!(ty.nesting_depth(), MAX_TYPE_DEPTH);
+        // Deeper than any JSON text serde_json parses (128 levels, two per member).
+        for depth in [MAX_TYPE_DEPTH + 1, 100] {
+            let mut member = json!({"MemberName": "element", "Type": 0});
+            for _ in 0..depth {
+                member = json!({"MemberName": "element", "Type": 17, "SubTypes": [member]});
+            }
+            let message = OdpsType::from_write_schema_json(&member)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(&format!("the limit is {MAX_TYPE_DEPTH}")),
+                "{message}"
+            );
+            let table = json!({"DataColumns": [{"columnType": member}]});
+            let message = TableSchema::from_write_schema_json(&table)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("the limit is"), "{message}");
+        }
+    }
+
+    #[test]
+    fn arrow_types_nest_at_most_max_type_depth_levels() {
+        let list =
+            |data_type: DataType| DataType::List(Arc::new(Field::new("element", data_type, true)));
+        let nested = |depth: usize| (0..depth).fold(DataType::Int64, |t, _| list(t));
+        assert_eq!(
+            OdpsType::from_arrow(&nested(MAX_TYPE_DEPTH)).unwrap(),
+            nested_arrays(MAX_TYPE_DEPTH)
+        );
+        // A map counts one level, like MAP: its entries struct is not a level of its own.
+        let options = ArrowOptions::default();
+        let maps = (0..MAX_TYPE_DEPTH).fold(OdpsType::Int, |ty, _| map(OdpsType::String, ty));
+        assert_eq!(
+            OdpsType::from_arrow(&maps.to_arrow(&options)).unwrap(),
+            maps
+        );
+        let too_deep = map(OdpsType::String, maps);
+        assert!(OdpsType::from_arrow(&too_deep.to_arrow(&options)).is_err());
+        for depth in [MAX_TYPE_DEPTH + 1, 1_000] {
+            let message = OdpsType::from_arrow(&nested(depth))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(&format!("the limit is {MAX_TYPE_DEPTH}")),
+                "{message}"
+            );
+            let schema = Schema::new(vec![Field::new("deep", nested(depth), true)]);
+            let message = TableSchema::from_arrow_schema(&schema)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains("deep") && message.contains("the limit is"),
+                "{message}"
+            );
         }
     }
 

@@ -84,3 +84,68 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A stored schema whose type nests too deep (written by an older version, or tampered
+/// with) is a clear `Corrupt` error naming the limit on every access, also after the
+/// warehouse is opened again, never a stack overflow.
+#[tokio::test]
+async fn a_stored_schema_nested_too_deep_is_corrupt() {
+    use paiio_storage::types::MAX_TYPE_DEPTH;
+    use paiio_storage::{Column, Error, OdpsType, ReadSessionRequest, TableSchema};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("warehouse");
+    let warehouse = LocalWarehouse::open(&root).unwrap();
+    let table = TableId {
+        project: "p".into(),
+        schema: None,
+        table: "deep".into(),
+    };
+    let schema = TableSchema::new(
+        vec![
+            Column::new("id", OdpsType::BigInt),
+            Column::new("c", OdpsType::Array(Box::new(OdpsType::BigInt))),
+        ],
+        vec![],
+    )
+    .unwrap();
+    warehouse
+        .create_table(&table, &schema, CreateTableOptions::default())
+        .await
+        .unwrap();
+    let manifest = root
+        .join("p")
+        .join("default")
+        .join("deep")
+        .join("_manifest")
+        .join(format!("{:020}.json", 0));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"array<bigint>\""), "{text}");
+
+    for depth in [MAX_TYPE_DEPTH + 1, 1_000, 100_000] {
+        let deep = format!("{}bigint{}", "array<".repeat(depth), ">".repeat(depth));
+        std::fs::write(
+            &manifest,
+            text.replace("\"array<bigint>\"", &format!("\"{deep}\"")),
+        )
+        .unwrap();
+        // A fresh warehouse each time: nothing cached, as after a restart.
+        let reopened = LocalWarehouse::open(&root).unwrap();
+        let described = reopened.describe_table(&table).await;
+        let read = reopened
+            .create_read_session(&ReadSessionRequest::new(table.clone()))
+            .await;
+        for result in [described.map(|_| ()), read.map(|_| ())] {
+            match result {
+                Err(Error::Corrupt { location, message }) => {
+                    assert!(location.ends_with(".json"), "{location}");
+                    assert!(
+                        message.contains(&format!("the limit is {MAX_TYPE_DEPTH}")),
+                        "{message}"
+                    );
+                }
+                other => panic!("depth {depth}: expected a Corrupt error, got {other:?}"),
+            }
+        }
+    }
+}
