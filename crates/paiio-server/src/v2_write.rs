@@ -33,8 +33,11 @@ use crate::v2::{
 
 /// The request header of the exactly-once write token.
 const ACCESS_TOKEN_HEADER: &str = "x-odps-max-storage-write-access-token";
+/// The retry correlation headers PyODPS (`odps/tunnel/retry.py`) puts on every Storage API
+/// request: one trace id per retry sequence (a call and its retries), and the zero-based
+/// index of the attempt within it (0 for the first, 1 for the first retry, ...).
 const RETRY_TRACE_ID: &str = "odps-tunnel-retry-trace-id";
-const RETRY_TRACE_INDEX: &str = "odps-tunnel-retry-trace-index";
+const RETRY_INDEX: &str = "odps-tunnel-retry-index";
 /// The most blocks a BatchCompatible session accepts.
 const MAX_BLOCK_NUMBER: u64 = 20_000;
 
@@ -405,7 +408,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The trace id of a request, and whether it says it is a retry.
 fn retry_trace(headers: &HeaderMap) -> Option<(String, bool)> {
     let id = header_str(headers, RETRY_TRACE_ID)?;
-    let index = header_str(headers, RETRY_TRACE_INDEX).and_then(|i| i.parse::<i64>().ok()).unwrap_or(0);
+    let index = header_str(headers, RETRY_INDEX).and_then(|i| i.parse::<i64>().ok()).unwrap_or(0);
     Some((id.to_string(), index > 0))
 }
 

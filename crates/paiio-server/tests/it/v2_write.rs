@@ -347,6 +347,41 @@ async fn exactly_once_offsets_and_tokens() {
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
 }
 
+/// A TableWrite retried by PyODPS after its answer was lost (the same
+/// `odps-tunnel-retry-trace-id`, `odps-tunnel-retry-index` above 0) gets the first answer
+/// and is not applied again, in the default (not exactly-once) mode, which sends no
+/// RowOffset. A new trace id is a new write, and a retry index 0 is never a replay.
+#[tokio::test]
+async fn retried_write_is_applied_once() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Count", "5")];
+    let upload = |trace: &'static str, index: &'static str, range: std::ops::Range<i64>| {
+        let h = [
+            ("content-type", "application/octet-stream"),
+            ("odps-tunnel-retry-trace-id", trace),
+            ("odps-tunnel-retry-index", index),
+        ];
+        let body = ipc(range);
+        let env = &env;
+        async move { env.post_bytes("TableWrite", TABLE, &q, &h, body).await.ok() }
+    };
+    let first = upload("trace-a", "0", 0..5).await;
+    assert_eq!(first["RowsWritten"], 5);
+    // The retries of the same sequence: the first answer, nothing written.
+    assert_eq!(upload("trace-a", "1", 0..5).await, first);
+    assert_eq!(upload("trace-a", "2", 0..5).await, first);
+    // Another sequence writes; so does an index 0, which is always a first attempt.
+    let second = upload("trace-b", "0", 5..10).await;
+    assert_eq!(second["ExactlyOnceRowOffset"], 10);
+    let third = upload("trace-b", "0", 10..12).await;
+    assert_eq!(third["ExactlyOnceRowOffset"], 12);
+    env.close(TABLE, &sid, "0", 1).await;
+    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"], 12);
+    assert_eq!(env.read_all(TABLE).await, expected(0..12));
+}
+
 #[tokio::test]
 async fn get_write_stream_answers_both_casings() {
     let env = env().await;
@@ -441,7 +476,7 @@ async fn batch_compatible_blocks_and_commit_messages() {
         let (b, at) = (block.to_string(), attempt.to_string());
         let q = [("WriteMode", "BatchCompatible"), ("SessionId", sid.as_str()), ("BlockNumber", &b), ("AttemptNumber", &at), ("quotaToken", &qt)];
         let rows = range.end - range.start;
-        let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-trace-index", "0")];
+        let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-index", "0")];
         let w = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
         assert_eq!(w["RecordCount"], rows);
         let cm: Value = serde_json::from_str(w["CommitMessage"].as_str().unwrap()).unwrap();
@@ -450,7 +485,7 @@ async fn batch_compatible_blocks_and_commit_messages() {
         assert_eq!(cm["WriterStats"]["RecordNum"], rows);
         if block == 0 {
             // A replay of the same upload (retry index 1) answers the first answer again.
-            let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-trace-index", "1")];
+            let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-index", "1")];
             let again = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
             assert_eq!(again, w);
         }
