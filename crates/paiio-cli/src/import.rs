@@ -66,11 +66,20 @@ pub async fn run(service: Arc<dyn TableService>, out: &mut Output, args: ImportA
             .filter(|c| fixed.get(&c.name).is_none())
             .map(|c| WriteColumn::partition(c, c.ty.to_arrow(&options))),
     );
+    // The partition columns the URI fixes, which the file may still carry (as an export of
+    // the partition does) if every value is the fixed one.
+    let fixed_columns = schema
+        .partition_columns
+        .iter()
+        .filter(|c| fixed.get(&c.name).is_some())
+        .map(|c| WriteColumn::partition(c, c.ty.to_arrow(&options)))
+        .collect();
     let plan = InputPlan {
         path: args.file.to_path_buf(),
         format,
         columns,
         fixed: fixed.clone(),
+        fixed_columns,
         table: target.uri.table.to_string(),
         batch_rows: args.batch_rows,
     };

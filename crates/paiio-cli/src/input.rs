@@ -4,6 +4,9 @@
 //! columns, then the partition columns the URI does not fix), in that order. CSV and JSON
 //! are parsed straight into the target types; when parsing fails, the source looks the
 //! failing batch up again to name the line, the column and the value.
+//!
+//! A file may also carry a partition column that the URI fixes (as `export` of a partition
+//! writes it), provided every value is the URI's: those columns are checked and dropped.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -15,6 +18,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use indicatif::ProgressBar;
+use paiio_storage::types::MAX_TYPE_DEPTH;
 use paiio_storage::{Column, OdpsType, PartitionSpec};
 
 use crate::cli::Format;
@@ -64,6 +68,8 @@ pub struct InputPlan {
     pub columns: Vec<WriteColumn>,
     /// The partition the URI fixes.
     pub fixed: PartitionSpec,
+    /// The partition columns the URI fixes, which the file may carry with the fixed values.
+    pub fixed_columns: Vec<WriteColumn>,
     /// The table, for messages.
     pub table: String,
     pub batch_rows: usize,
@@ -81,8 +87,55 @@ impl InputPlan {
         ))
     }
 
-    /// For each file column, the write column it feeds. Every file column must be a write
-    /// column and every write column must be in the file.
+    /// A write column (`index` below `columns.len()`), or the fixed partition column
+    /// `index - columns.len()`.
+    fn column(&self, index: usize) -> &WriteColumn {
+        match self.columns.get(index) {
+            Some(column) => column,
+            None => &self.fixed_columns[index - self.columns.len()],
+        }
+    }
+
+    /// Checks a file's values of a fixed partition column: each must be the URI's value
+    /// (a NULL too, unless `null_is_absent`, as for a key missing from a JSON line).
+    /// `where_` names the row for messages.
+    fn check_fixed(
+        &self,
+        column: &WriteColumn,
+        array: &ArrayRef,
+        null_is_absent: bool,
+        where_: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        let expected = self.fixed.get(&column.name).unwrap_or_default();
+        let text = arrow::compute::cast(array, &DataType::Utf8).map_err(|e| {
+            CliError::input(format!("{}: column `{}`: {}", self.path.display(), column.name, arrow_message(&e)))
+        })?;
+        let text = text.as_string::<i32>();
+        for row in 0..text.len() {
+            let value = if text.is_null(row) {
+                if null_is_absent {
+                    continue;
+                }
+                "NULL".to_string()
+            } else if text.value(row) == expected {
+                continue;
+            } else {
+                format!("{:?}", text.value(row))
+            };
+            return Err(CliError::input(format!(
+                "{}: partition column `{}` has the value {value}, but the URI fixes {}={expected}: \
+                 every row of a file imported into a partition must belong to it",
+                where_(row),
+                column.name,
+                column.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// For each file column, the column it feeds: a write column, or a fixed partition
+    /// column (see [`column`](Self::column)). Every file column must be one of them and
+    /// every write column must be in the file.
     fn match_columns(&self, file_columns: &[String]) -> Result<Vec<usize>> {
         let file = self.path.display();
         let mut mapping = Vec::with_capacity(file_columns.len());
@@ -91,17 +144,12 @@ impl InputPlan {
             if file_columns[..i].iter().any(|other| other.trim().eq_ignore_ascii_case(trimmed)) {
                 return Err(CliError::input(format!("{file} has the column `{trimmed}` twice")));
             }
-            match self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(trimmed)) {
-                Some(index) => mapping.push(index),
-                None if self.fixed.get(trimmed).is_some() => {
-                    return Err(CliError::input(format!(
-                        "{file} has the column `{trimmed}`, a partition column that the URI fixes \
-                         ({}): leave the column out of the file, or import into the table URI to \
-                         partition by the column's values",
-                        self.fixed
-                    )));
-                }
-                None => {
+            let written = self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(trimmed));
+            let fixed = self.fixed_columns.iter().position(|c| c.name.eq_ignore_ascii_case(trimmed));
+            match (written, fixed) {
+                (Some(index), _) => mapping.push(index),
+                (None, Some(k)) => mapping.push(self.columns.len() + k),
+                (None, None) => {
                     let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
                     return Err(CliError::input(format!(
                         "{file} has the column `{trimmed}`, which table {} does not have \
@@ -232,8 +280,11 @@ struct CsvSource {
     reader: BufReader<Counting<File>>,
     decoder: arrow::csv::reader::Decoder,
     schema: SchemaRef,
-    /// For each file column, the write column it feeds.
+    /// For each file column, the column it feeds (see [`InputPlan::column`]).
     mapping: Vec<usize>,
+    /// The fixed partition columns the file carries, in the order the decoder delivers
+    /// them (after the write columns).
+    fixed_in_file: Vec<usize>,
     /// Data records delivered so far.
     rows_before: u64,
 }
@@ -262,7 +313,7 @@ impl CsvSource {
         drop(header_reader);
         let mapping = plan.match_columns(&header)?;
         for &w in &mapping {
-            let column = &plan.columns[w];
+            let column = plan.column(w);
             if !csv_can_read(&column.data_type) {
                 return Err(cannot_carry("CSV", &column.name, &column.ty.to_string(), "jsonl or arrow"));
             }
@@ -271,11 +322,15 @@ impl CsvSource {
             header
                 .iter()
                 .zip(&mapping)
-                .map(|(name, &w)| Field::new(name.trim(), plan.columns[w].data_type.clone(), true))
+                .map(|(name, &w)| Field::new(name.trim(), plan.column(w).data_type.clone(), true))
                 .collect::<Vec<_>>(),
         ));
-        // Deliver the columns in write order.
+        // Deliver the columns in write order, then the fixed partition columns in the file.
+        let fixed_in_file: Vec<usize> = (0..plan.fixed_columns.len())
+            .filter(|k| mapping.contains(&(plan.columns.len() + k)))
+            .collect();
         let projection: Vec<usize> = (0..plan.columns.len())
+            .chain(fixed_in_file.iter().map(|k| plan.columns.len() + k))
             .map(|w| mapping.iter().position(|&m| m == w).unwrap_or_default())
             .collect();
         let decoder = arrow::csv::ReaderBuilder::new(file_schema)
@@ -287,7 +342,7 @@ impl CsvSource {
         file.seek(SeekFrom::Start(data_start)).map_err(|e| read_error(path, e))?;
         let reader = BufReader::with_capacity(READ_BUFFER, Counting::new(file, data_start, progress));
         let schema = plan.output_schema(|i| plan.columns[i].data_type.clone());
-        Ok(CsvSource { plan: plan.clone(), reader, decoder, schema, mapping, rows_before: 0 })
+        Ok(CsvSource { plan: plan.clone(), reader, decoder, schema, mapping, fixed_in_file, rows_before: 0 })
     }
 
     fn read_batch(&mut self) -> std::result::Result<Option<RecordBatch>, ReadFailure> {
@@ -347,7 +402,7 @@ impl CsvSource {
     /// Finds the first record of the failed batch that does not parse, and says why.
     fn diagnose(&self, error: &ArrowError) -> CliError {
         let path = self.plan.path.display().to_string();
-        let columns: Vec<&WriteColumn> = self.mapping.iter().map(|&w| &self.plan.columns[w]).collect();
+        let columns: Vec<&WriteColumn> = self.mapping.iter().map(|&w| self.plan.column(w)).collect();
         let first = self.rows_before;
         let count = self.plan.batch_rows as u64 + 1;
         let mut lines: Vec<u64> = Vec::new();
@@ -432,6 +487,8 @@ fn first_unparsable(values: &[Option<String>], data_type: &DataType) -> Option<u
 enum ReadFailure {
     Io(std::io::Error),
     Arrow(ArrowError),
+    /// A JSON value nested deeper than [`MAX_JSON_DEPTH`], on this line.
+    TooDeep(u64),
 }
 
 impl BatchSource for CsvSource {
@@ -441,8 +498,16 @@ impl BatchSource for CsvSource {
             Ok(None) => return Ok(None),
             Err(ReadFailure::Io(e)) => return Err(read_error(&self.plan.path, e)),
             Err(ReadFailure::Arrow(e)) => return Err(self.diagnose(&e)),
+            Err(ReadFailure::TooDeep(line)) => return Err(too_deep(&self.plan.path, line)),
         };
-        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
+        let written = self.plan.columns.len();
+        for (i, &k) in self.fixed_in_file.iter().enumerate() {
+            let column = &self.plan.fixed_columns[k];
+            self.plan.check_fixed(column, batch.column(written + i), false, |row| {
+                self.line_of(self.rows_before + row as u64)
+            })?;
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns()[..written].to_vec())
             .map_err(|e| CliError::failure(format!("{}: {e}", self.plan.path.display())))?;
         if let Some((row, column)) = first_forbidden_null(&batch, &self.plan.columns) {
             let where_ = self.line_of(self.rows_before + row as u64);
@@ -455,11 +520,79 @@ impl BatchSource for CsvSource {
 
 // ---------------------------------------------------------------- JSON lines
 
+/// How deeply JSON arrays and objects may nest in one line: the row object, and one level
+/// for each level of ARRAY, MAP and STRUCT a column type may have. A deeper value cannot
+/// fit any column, and is refused before arrow-json sees it (its error messages recurse
+/// over the value, so a value thousands of levels deep would exhaust the stack).
+const MAX_JSON_DEPTH: usize = MAX_TYPE_DEPTH + 1;
+
+/// Follows the nesting of JSON arrays and objects through the bytes of a file, without
+/// parsing them, in pieces of any size.
+#[derive(Default)]
+struct JsonDepth {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Line breaks seen so far.
+    lines: u64,
+}
+
+impl JsonDepth {
+    /// Scans the next bytes; a value nested deeper than [`MAX_JSON_DEPTH`] is an error
+    /// carrying its line number (1-based).
+    fn scan(&mut self, bytes: &[u8]) -> std::result::Result<(), u64> {
+        for &b in bytes {
+            if b == b'\n' {
+                self.lines += 1;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'[' | b'{' => {
+                    self.depth += 1;
+                    if self.depth > MAX_JSON_DEPTH {
+                        return Err(self.lines + 1);
+                    }
+                }
+                b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_deep(path: &Path, line: u64) -> CliError {
+    CliError::input(format!(
+        "{} line {line}: the value nests JSON arrays and objects more than {MAX_JSON_DEPTH} levels \
+         deep, which no column can hold (types nest at most {MAX_TYPE_DEPTH} levels)",
+        path.display()
+    ))
+}
+
 struct JsonSource {
     plan: InputPlan,
     reader: BufReader<Counting<File>>,
     decoder: arrow::json::reader::Decoder,
+    /// The batches delivered: the write columns.
     schema: SchemaRef,
+    /// The batches decoded: the write columns, then the fixed partition columns, whose
+    /// keys a line may have.
+    decoded_schema: SchemaRef,
+    /// The nesting of the bytes scanned so far.
+    depth: JsonDepth,
+    /// File offsets up to which the bytes were scanned, and handed to the decoder.
+    scanned: u64,
+    decoded: u64,
     rows_before: u64,
 }
 
@@ -469,9 +602,22 @@ impl JsonSource {
             return Err(cannot_carry("JSON lines", &column.name, &column.ty.to_string(), "arrow"));
         }
         let schema = plan.output_schema(|i| plan.columns[i].data_type.clone());
-        let decoder = Self::decoder(&schema, plan.batch_rows)?;
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(plan.fixed_columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)));
+        let decoded_schema = Arc::new(Schema::new(fields));
+        let decoder = Self::decoder(&decoded_schema, plan.batch_rows)?;
         let reader = BufReader::with_capacity(READ_BUFFER, Counting::new(file, 0, progress));
-        Ok(JsonSource { plan: plan.clone(), reader, decoder, schema, rows_before: 0 })
+        Ok(JsonSource {
+            plan: plan.clone(),
+            reader,
+            decoder,
+            schema,
+            decoded_schema,
+            depth: JsonDepth::default(),
+            scanned: 0,
+            decoded: 0,
+            rows_before: 0,
+        })
     }
 
     fn decoder(schema: &SchemaRef, batch_rows: usize) -> Result<arrow::json::reader::Decoder> {
@@ -489,8 +635,13 @@ impl JsonSource {
                 break;
             }
             let read = buf.len();
+            // Bytes the decoder left unread come back in the next buffer: scan only the new.
+            let new = usize::try_from(self.scanned - self.decoded).map_or(read, |seen| seen.min(read));
+            self.depth.scan(&buf[new..]).map_err(ReadFailure::TooDeep)?;
+            self.scanned = self.decoded + read as u64;
             let decoded = self.decoder.decode(buf).map_err(ReadFailure::Arrow)?;
             self.reader.consume(decoded);
+            self.decoded += decoded as u64;
             if decoded != read {
                 break;
             }
@@ -538,7 +689,11 @@ impl JsonSource {
         let path = self.plan.path.display().to_string();
         let mut problem = None;
         self.scan(self.rows_before, self.plan.batch_rows as u64 + 1, |_, number, text| {
-            let Ok(mut decoder) = Self::decoder(&self.schema, 1) else { return false };
+            if JsonDepth::default().scan(text).is_err() {
+                problem = Some(too_deep(&self.plan.path, number).to_string());
+                return false;
+            }
+            let Ok(mut decoder) = Self::decoder(&self.decoded_schema, 1) else { return false };
             let result = decoder.decode(text).and_then(|_| decoder.flush());
             match result {
                 Ok(_) => true,
@@ -580,7 +735,7 @@ fn json_message(error: &ArrowError) -> String {
 impl JsonSource {
     /// The first column whose value in this JSON text does not decode on its own.
     fn failing_column(&self, text: &[u8]) -> Option<String> {
-        for field in self.schema.fields() {
+        for field in self.decoded_schema.fields() {
             let schema = Arc::new(Schema::new(vec![field.as_ref().clone()]));
             let Ok(mut decoder) =
                 arrow::json::ReaderBuilder::new(schema).with_batch_size(1).build_decoder()
@@ -602,7 +757,16 @@ impl BatchSource for JsonSource {
             Ok(None) => return Ok(None),
             Err(ReadFailure::Io(e)) => return Err(read_error(&self.plan.path, e)),
             Err(ReadFailure::Arrow(e)) => return Err(self.diagnose(&e)),
+            Err(ReadFailure::TooDeep(line)) => return Err(too_deep(&self.plan.path, line)),
         };
+        let written = self.plan.columns.len();
+        for (k, column) in self.plan.fixed_columns.iter().enumerate() {
+            self.plan.check_fixed(column, batch.column(written + k), true, |row| {
+                self.line_of(self.rows_before + row as u64)
+            })?;
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns()[..written].to_vec())
+            .map_err(|e| CliError::failure(format!("{}: {e}", self.plan.path.display())))?;
         if let Some((row, column)) = first_forbidden_null(&batch, &self.plan.columns) {
             let where_ = self.line_of(self.rows_before + row as u64);
             return Err(CliError::input(forbidden_null_message(&where_, &self.plan.columns[column])));
@@ -620,6 +784,8 @@ struct ArrowSource {
     schema: SchemaRef,
     /// For each write column, the file column it comes from.
     sources: Vec<usize>,
+    /// The fixed partition columns the file carries, and the file column of each.
+    fixed_sources: Vec<(usize, usize)>,
     rows_before: u64,
 }
 
@@ -646,9 +812,13 @@ impl ArrowSource {
         let names: Vec<String> = file_schema.fields().iter().map(|f| f.name().clone()).collect();
         let mapping = plan.match_columns(&names)?;
         let mut sources = vec![0usize; plan.columns.len()];
+        let mut fixed_sources = Vec::new();
         for (f, &w) in mapping.iter().enumerate() {
-            sources[w] = f;
-            let column = &plan.columns[w];
+            match sources.get_mut(w) {
+                Some(source) => *source = f,
+                None => fixed_sources.push((w - plan.columns.len(), f)),
+            }
+            let column = plan.column(w);
             let data_type = file_schema.field(f).data_type();
             let ok = column.ty.arrow_compatible(data_type)
                 || (column.is_partition && matches!(data_type, DataType::Utf8 | DataType::LargeUtf8));
@@ -669,7 +839,7 @@ impl ArrowSource {
                 file_schema.field(sources[w]).data_type().clone()
             }
         });
-        Ok(ArrowSource { plan: plan.clone(), reader, schema, sources, rows_before: 0 })
+        Ok(ArrowSource { plan: plan.clone(), reader, schema, sources, fixed_sources, rows_before: 0 })
     }
 }
 
@@ -719,6 +889,12 @@ impl BatchSource for ArrowSource {
             };
             if batch.num_rows() == 0 {
                 continue;
+            }
+            for &(k, f) in &self.fixed_sources {
+                let path = self.plan.path.display();
+                self.plan.check_fixed(&self.plan.fixed_columns[k], batch.column(f), false, |row| {
+                    format!("{path} row {}", self.rows_before + row as u64 + 1)
+                })?;
             }
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources.len());
             for (column, &f) in self.plan.columns.iter().zip(&self.sources) {

@@ -201,7 +201,7 @@ fn file_columns_that_do_not_match() {
         ("id,name,price,flag\n1,x,1,true\n", "no column `ts`"),
         ("id,name,price,flag,ts,extra\n1,x,1,true,,\n", "`extra`"),
         ("id,name,price,flag,ts,ID\n1,x,1,true,,1\n", "twice"),
-        ("id,name,price,flag,ts,pt\n1,x,1,true,,b\n", "fixes"),
+        ("id,name,price,flag,ts,pt\n1,x,1,true,,c\n", "fixes pt=b"),
         ("id,name,price,flag,ts\n1,x,1,true\n", "expected 5 fields"),
     ] {
         std::fs::write(&bad, content).unwrap();
@@ -336,4 +336,48 @@ fn partition_values_must_fit_their_type() {
     env.ok(&["table", "export", only, arrow.to_str().unwrap()]);
     env.ok(&["table", "import", t, arrow.to_str().unwrap()]);
     assert_eq!(env.ok(&["table", "partitions", t]), "region=-7  1\nregion=12  1\n");
+}
+
+/// Types nested deeper than MaxCompute's limit are refused when a table is created, and a
+/// JSON-lines value nested thousands of levels deep is refused on import, with one-line
+/// errors naming the limit; nothing crashes and nothing changes.
+#[test]
+fn types_and_values_nested_too_deep() {
+    let env = Env::new();
+    let nested = |depth: usize| format!("{}bigint{}", "array<".repeat(depth), ">".repeat(depth));
+    for depth in [33, 1_000, 4_000] {
+        let uri = format!("odps://proj/tables/deep_{depth}");
+        let schema = format!("id bigint, c {}", nested(depth));
+        let (code, message) = env.fail(&["table", "create", &uri, "--schema", &schema]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains("more than 32 levels deep (the limit is 32)"), "{message}");
+        assert!(message.len() < 600, "{message}");
+        let (_, message) = env.fail(&["table", "count", &uri]);
+        assert!(message.contains("not found") || message.contains("does not exist"), "{message}");
+    }
+
+    // The deepest type allowed works end to end.
+    let t = "odps://proj/tables/deepest";
+    env.create(t, &format!("id bigint, c {}", nested(32)), None);
+    let value = format!("{}7{}", "[".repeat(32), "]".repeat(32));
+    let rows = env.path("deepest.jsonl");
+    std::fs::write(&rows, format!("{{\"id\":1,\"c\":{value}}}\n")).unwrap();
+    env.ok(&["table", "import", t, rows.to_str().unwrap()]);
+    assert_eq!(env.count(t), 1);
+    assert!(env.ok(&["table", "schema", t]).contains(&nested(32)));
+    assert!(env.ok(&["table", "head", t]).contains('7'));
+    let before = env.state(t);
+
+    // A value nested 30,000 levels deep, on line 2: refused before it is parsed.
+    let deep = env.path("deep.jsonl");
+    let line = format!("{{\"id\":2,\"c\":{}{}}}", "[".repeat(30_000), "]".repeat(30_000));
+    std::fs::write(&deep, format!("{{\"id\":1,\"c\":null}}\n{line}\n")).unwrap();
+    let (code, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("line 2") && message.contains("more than 33 levels"), "{message}");
+    // Even where a string is expected, and within a string nothing counts.
+    std::fs::write(&deep, format!("{{\"id\":\"[[[[\",\"c\":null}}\n{}\n", line.replace("\"c\"", "\"x\""))).unwrap();
+    let (_, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
+    assert!(message.contains("line 2") && message.contains("more than 33 levels"), "{message}");
+    assert_eq!(env.state(t), before);
 }

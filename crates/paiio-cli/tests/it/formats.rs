@@ -55,15 +55,17 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
     // coming from the data.
     let part = env.path("x.arrow");
     env.ok(&["table", "export", &format!("{t}/pt=x"), part.to_str().unwrap()]);
-    // The exported file carries `pt`, which the URI now fixes: refused.
+    // The exported file carries `pt`, which the URI now fixes: its values are all `x`.
     let copy = "odps://proj/tables/copy_x";
     all_types_table(&env, copy);
-    let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=x"), part.to_str().unwrap()]);
-    assert_eq!(code, 2);
-    assert!(message.contains("`pt`") && message.contains("fixes"), "{message}");
-    env.ok(&["table", "import", copy, part.to_str().unwrap()]);
+    env.ok(&["table", "import", &format!("{copy}/pt=x"), part.to_str().unwrap()]);
     assert_eq!(env.count(copy), 2);
     assert_eq!(env.checksum(copy), env.checksum(&format!("{t}/pt=x")));
+    // ...but not into another partition.
+    let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=z"), part.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(message.contains("`pt`") && message.contains("\"x\"") && message.contains("fixes pt=z"), "{message}");
+    assert_eq!(env.count(copy), 2);
 
     // CSV cannot carry binary or nested columns: a clear error and no file.
     let csv = env.path("out.csv");
@@ -265,4 +267,68 @@ fn csv_export_warns_about_empty_strings() {
     let json = env.path("e.jsonl2");
     let run = env.run(&["table", "export", t, json.to_str().unwrap(), "--format", "jsonl"]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
+}
+
+/// An exported partition (which carries its partition column) imports back into a
+/// partition, in every format: a partition column the URI fixes may be in the file if all
+/// its values are the URI's. Any other value is an error naming the column, the row and
+/// the value, and changes nothing.
+#[test]
+fn exported_partition_reimports_into_a_partition() {
+    let env = Env::new();
+    let t = "odps://proj/tables/parts";
+    let shape = ("id bigint, name string", "pt string, n bigint");
+    env.create(t, shape.0, Some(shape.1));
+    let seed = env.path("seed.csv");
+    std::fs::write(&seed, "id,name,pt,n\n1,one,a,7\n2,,a,7\n3,three,a,-8\n4,four,b,7\n").unwrap();
+    env.ok(&["table", "import", t, seed.to_str().unwrap()]);
+    let source = format!("{t}/pt=a");
+    let want = env.checksum(&source);
+
+    for (i, name) in ["a.csv", "a.jsonl", "a.arrow", "a.arrows"].iter().enumerate() {
+        let file = env.path(name);
+        env.ok(&["table", "export", &source, file.to_str().unwrap()]);
+        let text = std::fs::read(&file).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("pt"), "{name} carries pt");
+        // Into the same partition of a table of the same shape, also naming both levels.
+        let copy = format!("odps://proj/tables/copy_{i}");
+        env.create(&copy, shape.0, Some(shape.1));
+        env.ok(&["table", "import", &format!("{copy}/pt=a"), file.to_str().unwrap()]);
+        assert_eq!(env.checksum(&copy), want, "{name}");
+        let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a/n=7"), file.to_str().unwrap()]);
+        assert!(message.contains("`n`") && message.contains("\"-8\"") && message.contains("fixes n=7"), "{name}: {message}");
+        // Into another partition: refused, naming the column, the row and the value.
+        let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=b"), file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains("`pt`") && message.contains("\"a\"") && message.contains("fixes pt=b"), "{name}: {message}");
+        // The first row: after the header of a CSV file.
+        let row = match *name {
+            "a.csv" => "line 2",
+            "a.jsonl" => "line 1",
+            _ => "row 1",
+        };
+        assert!(message.contains(row), "{name}: {message}");
+        assert_eq!(env.checksum(&copy), want, "{name}: nothing changed");
+    }
+
+    // One stray row, in the middle: its line is named, nothing is imported.
+    let copy = "odps://proj/tables/mixed";
+    env.create(copy, shape.0, Some(shape.1));
+    let mixed = env.path("mixed.csv");
+    std::fs::write(&mixed, "id,name,pt,n\n1,one,a,7\n2,two,b,7\n3,three,a,7\n").unwrap();
+    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), mixed.to_str().unwrap()]);
+    assert!(message.contains("line 3") && message.contains("\"b\"") && message.contains("fixes pt=a"), "{message}");
+    let empty = env.path("empty.csv");
+    std::fs::write(&empty, "id,name,pt,n\n1,one,,7\n").unwrap();
+    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), empty.to_str().unwrap()]);
+    assert!(message.contains("line 2") && message.contains("NULL") && message.contains("`pt`"), "{message}");
+    let jsonl = env.path("mixed.jsonl");
+    std::fs::write(&jsonl, "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n{\"id\":3,\"pt\":\"c\",\"n\":7}\n").unwrap();
+    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), jsonl.to_str().unwrap()]);
+    assert!(message.contains("line 3") && message.contains("\"c\"") && message.contains("fixes pt=a"), "{message}");
+    assert_eq!(env.count(copy), 0);
+    // A JSON line may leave the fixed key out, or give it.
+    std::fs::write(&jsonl, "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n").unwrap();
+    env.ok(&["table", "import", &format!("{copy}/pt=a"), jsonl.to_str().unwrap()]);
+    assert_eq!(env.ok(&["table", "partitions", copy]), "pt=a/n=7  2\n");
 }
