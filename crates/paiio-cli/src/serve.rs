@@ -4,8 +4,8 @@
 //! ```text
 //! paiio serve --warehouse DIR [--listen 127.0.0.1:8080] [--config FILE | --access-id X --access-key Y]
 //!             [--allow-anonymous] [--stream-rate 10MB] [--max-concurrency N] [--admin]
-//!             [--header-timeout 30s] [--body-idle-timeout 60s] [--keep-alive-timeout 75s]
-//!             [--max-connections N]
+//!             [--header-timeout 30s] [--body-idle-timeout 60s] [--body-min-rate 500B]
+//!             [--keep-alive-timeout 75s] [--max-connections N]
 //! ```
 //!
 //! At start the soft limit on open files is raised to the hard limit, and the cap on open
@@ -77,6 +77,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub body_idle_timeout: Timeout,
 
+    /// The lowest average rate of a request body once the body-idle timeout has passed
+    /// (e.g. 500B, 10KB); slower uploads are answered 408 and their slot freed. `off`
+    /// disables it.
+    #[arg(long, value_name = "RATE", default_value = "500B", value_parser = parse_min_rate)]
+    pub body_min_rate: MinRate,
+
     /// How long an idle keep-alive connection stays open. `off` disables it.
     #[arg(long, value_name = "DURATION", default_value = "75s", value_parser = parse_timeout)]
     pub keep_alive_timeout: Timeout,
@@ -87,7 +93,21 @@ pub struct ServeArgs {
     pub max_connections: Option<u32>,
 }
 
-/// A timeout option: a duration, or `None` for `off`.
+/// A rate option: bytes per second, or `None` for `off` (an alias, so clap does not take the
+/// option for an optional `u64`).
+pub type MinRate = Option<u64>;
+
+fn parse_min_rate(text: &str) -> std::result::Result<MinRate, String> {
+    if ["off", "none"]
+        .iter()
+        .any(|w| text.trim().eq_ignore_ascii_case(w))
+    {
+        return Ok(None);
+    }
+    parse_rate(text).map(Some)
+}
+
+/// A timeout option: a duration, or `None` for `off` (an alias, as for [`MinRate`]).
 pub type Timeout = Option<Duration>;
 
 fn parse_timeout(text: &str) -> std::result::Result<Timeout, String> {
@@ -179,6 +199,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         .max_concurrency(args.max_concurrency)
         .header_timeout(args.header_timeout)
         .body_idle_timeout(args.body_idle_timeout)
+        .body_min_rate(args.body_min_rate)
         .keep_alive_timeout(args.keep_alive_timeout)
         .max_connections(max_connections)
         .admin(args.admin);
@@ -245,6 +266,9 @@ mod tests {
         );
         assert_eq!(parse_timeout("2m").unwrap(), Some(Duration::from_secs(120)));
         assert_eq!(parse_timeout("off").unwrap(), None);
+        assert_eq!(parse_min_rate("10KB").unwrap(), Some(10_000));
+        assert_eq!(parse_min_rate("off").unwrap(), None);
+        assert!(parse_min_rate("0").unwrap_err().contains("`0`"));
         for bad in ["30", "0s", "soon", "-5s"] {
             let err = parse_timeout(bad).unwrap_err();
             assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");

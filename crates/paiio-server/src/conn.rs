@@ -9,8 +9,9 @@
 //! - *head*: the first bytes of a request arrived; the request must reach the router within
 //!   `header_timeout` of the first one, else the connection is closed (slow headers).
 //! - *busy*: a request is in flight, from its headers to the end of its response body. Only
-//!   the body-idle timeout applies: when no body byte arrives for `body_idle_timeout`, the
-//!   body read fails and the request is answered `408 RequestTimeout`, freeing its slot.
+//!   the body bounds apply: when no body byte arrives for `body_idle_timeout`, or the body
+//!   falls behind `body_min_rate` (after a grace period), the body read fails and the request
+//!   is answered `408 RequestTimeout` with `Connection: close`, freeing its slot.
 //!
 //! At most `max_connections` connections are open. When all are taken, the loop accepts one
 //! more, asks every waiting connection to close (they hold no request, clients reconnect),
@@ -22,7 +23,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ use crate::error::ApiError;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default silence allowed inside a request body.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default lowest average rate of a request body, in bytes per second, after a grace
+/// period of the body-idle timeout (Apache's mod_reqtimeout uses the same rate).
+pub const DEFAULT_BODY_MIN_RATE: u64 = 500;
 /// The default time an idle keep-alive connection stays open.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// The default cap on open connections (`paiio serve` derives its own from the open-file
@@ -68,6 +72,7 @@ const MIN_IDLE_TO_SHED: Duration = Duration::from_millis(100);
 pub(crate) struct ConnOptions {
     pub header_timeout: Option<Duration>,
     pub body_idle_timeout: Option<Duration>,
+    pub body_min_rate: Option<u64>,
     pub keep_alive_timeout: Option<Duration>,
     pub max_connections: usize,
 }
@@ -77,6 +82,7 @@ impl Default for ConnOptions {
         ConnOptions {
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
             body_idle_timeout: Some(DEFAULT_BODY_IDLE_TIMEOUT),
+            body_min_rate: Some(DEFAULT_BODY_MIN_RATE),
             keep_alive_timeout: Some(DEFAULT_KEEP_ALIVE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -97,6 +103,15 @@ impl ServerBuilder {
     /// disables it. Default 60 s.
     pub fn body_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.conn.body_idle_timeout = timeout.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The lowest average rate of a request body in bytes per second: by `t` seconds after
+    /// the handler began to read it, `(t - body_idle_timeout) * rate` bytes must have arrived,
+    /// else the request is answered `408 RequestTimeout`, so a client sending a byte now and
+    /// then cannot hold a slot. `None` disables it. Default 500 bytes/s.
+    pub fn body_min_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.conn.body_min_rate = bytes_per_second.filter(|r| *r > 0);
         self
     }
 
@@ -342,10 +357,13 @@ impl Connection {
             tracker: tracker.clone(),
         });
         let router = self.router.clone();
-        let body_idle = self.options.body_idle_timeout;
+        let pace = BodyPace {
+            idle: self.options.body_idle_timeout,
+            min_rate: self.options.body_min_rate,
+        };
         let service_tracker = tracker.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            handle(request, router.clone(), service_tracker.clone(), body_idle)
+            handle(request, router.clone(), service_tracker.clone(), pace)
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // The tracker times headers and idle connections; hyper's timer would conflate the two.
@@ -404,26 +422,20 @@ async fn handle(
     request: hyper::Request<Incoming>,
     mut router: Router,
     tracker: Arc<Tracker>,
-    body_idle: Option<Duration>,
+    pace: BodyPace,
 ) -> std::result::Result<Response, Infallible> {
     let busy = tracker.begin();
     let timed_out = BodyTimedOut::default();
     let (mut parts, body) = request.into_parts();
     let timed_out_flag = timed_out.clone();
     parts.extensions.insert(timed_out.clone());
-    let body = Body::new(IdleBody {
-        inner: body,
-        timeout: body_idle,
-        sleep: None,
-        waiting: false,
-        timed_out,
-    });
+    let body = Body::new(PacedBody::new(body, pace, timed_out));
     let response = match router.call(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     let (mut parts, body) = response.into_parts();
-    if timed_out_flag.0.load(Ordering::SeqCst) {
+    if timed_out_flag.reason().is_some() {
         // The rest of the body may still come: the connection cannot be reused.
         parts
             .headers
@@ -587,77 +599,164 @@ impl AsyncWrite for TrackedIo {
     }
 }
 
-// ---- the body-idle timeout ----
+// ---- the body timeouts ----
 
-/// Set when a request's body went silent for longer than the body-idle timeout (a request
-/// extension, read by [`body_timeout_layer`]).
+/// Set (with the reason) when a request's body went silent, or arrived too slowly (a
+/// request extension, read by [`body_timeout_layer`] and the connection).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct BodyTimedOut(Arc<AtomicBool>);
+pub(crate) struct BodyTimedOut(Arc<Mutex<Option<String>>>);
 
-/// The error a request body fails with when the client stops sending it.
-#[derive(Debug)]
-pub(crate) struct BodyIdleTimeout(Duration);
+impl BodyTimedOut {
+    fn reason(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+}
 
-impl fmt::Display for BodyIdleTimeout {
+/// The error a request body fails with when the client stops sending it, or sends it too
+/// slowly.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyTimeout(String);
+
+impl fmt::Display for BodyTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no request body byte arrived for {} ms",
-            self.0.as_millis()
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for BodyTimeout {}
+
+/// The bounds on how a request body arrives.
+#[derive(Debug, Clone, Copy)]
+struct BodyPace {
+    /// The longest wait for the next frame.
+    idle: Option<Duration>,
+    /// The lowest average rate in bytes per second, enforced after a grace period of the
+    /// idle timeout (or its default).
+    min_rate: Option<u64>,
+}
+
+/// A request body that fails when no frame arrives for the idle timeout while it is read, or
+/// when it falls behind the minimum rate: by `t` seconds after the first read,
+/// `(t - grace) * min_rate` bytes must have arrived.
+struct PacedBody {
+    inner: Incoming,
+    pace: BodyPace,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When the reader began to wait for the current frame.
+    waiting_since: Option<Instant>,
+    started: Option<Instant>,
+    received: u64,
+    timed_out: BodyTimedOut,
+    failed: Option<BodyTimeout>,
+}
+
+impl PacedBody {
+    fn new(inner: Incoming, pace: BodyPace, timed_out: BodyTimedOut) -> Self {
+        PacedBody {
+            inner,
+            pace,
+            sleep: None,
+            waiting_since: None,
+            started: None,
+            received: 0,
+            timed_out,
+            failed: None,
+        }
+    }
+
+    /// When the body falls behind the minimum rate unless more bytes arrive.
+    fn rate_deadline(&self) -> Option<Instant> {
+        let rate = self.pace.min_rate.filter(|r| *r > 0)?;
+        let grace = self.pace.idle.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT);
+        let earned = Duration::from_secs_f64((self.received as f64 / rate as f64).min(1e9));
+        Some(self.started? + grace + earned)
+    }
+
+    fn fail(
+        &mut self,
+        reason: String,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        *self.timed_out.0.lock() = Some(reason.clone());
+        let err = BodyTimeout(reason);
+        self.failed = Some(err.clone());
+        Poll::Ready(Some(Err(Box::new(err))))
+    }
+
+    fn too_slow(&self, now: Instant) -> String {
+        let secs = self.started.map_or(0.0, |s| (now - s).as_secs_f64());
+        format!(
+            "the request body arrived slower than the minimum rate of {} bytes/s ({} bytes in {secs:.1} s)",
+            self.pace.min_rate.unwrap_or(0),
+            self.received
         )
     }
 }
 
-impl StdError for BodyIdleTimeout {}
+type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// A request body that fails when no frame arrives for `timeout` while it is being read.
-struct IdleBody {
-    inner: Incoming,
-    timeout: Option<Duration>,
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether the reader is waiting for a frame (the timer runs only then).
-    waiting: bool,
-    timed_out: BodyTimedOut,
-}
-
-impl hyper::body::Body for IdleBody {
+impl hyper::body::Body for PacedBody {
     type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(err) = &this.failed {
+            return Poll::Ready(Some(Err(Box::new(err.clone()))));
+        }
+        let now = Instant::now();
+        this.started.get_or_insert(now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.waiting = false;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting_since = None;
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => {
+                this.waiting_since = None;
+                Poll::Ready(other.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let Some(timeout) = this.timeout else {
-                    return Poll::Pending;
+                let waiting = *this.waiting_since.get_or_insert(now);
+                let idle_deadline = this.pace.idle.map(|d| waiting + d);
+                let rate_deadline = this.rate_deadline();
+                let deadline = match (idle_deadline, rate_deadline) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => match a.or(b) {
+                        Some(d) => d,
+                        None => return Poll::Pending,
+                    },
                 };
-                let deadline = Instant::now() + timeout;
                 let sleep = this
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.waiting {
-                    this.waiting = true;
+                if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    this.timed_out.0.store(true, Ordering::SeqCst);
-                    this.timeout = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(timeout)))));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                let now = Instant::now();
+                match (idle_deadline, this.pace.idle) {
+                    (Some(d), Some(idle)) if d <= now => this.fail(format!(
+                        "no request body byte arrived for {} ms (the body-idle timeout)",
+                        idle.as_millis()
+                    )),
+                    _ => {
+                        let reason = this.too_slow(now);
+                        this.fail(reason)
+                    }
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -665,22 +764,21 @@ impl hyper::body::Body for IdleBody {
     }
 }
 
-/// Answers `408 RequestTimeout` (and closes the connection) for a request whose body went
-/// silent, whatever the handler made of the failed read.
+/// Answers `408 RequestTimeout` for a request whose body went silent or arrived too slowly,
+/// whatever the handler made of the failed read (the connection adds `Connection: close`).
 pub(crate) async fn body_timeout_layer(request: Request, next: Next) -> Response {
     let Some(flag) = request.extensions().get::<BodyTimedOut>().cloned() else {
         return next.run(request).await;
     };
     let response = next.run(request).await;
-    if !flag.0.load(Ordering::SeqCst) {
+    let Some(reason) = flag.reason() else {
         return response;
-    }
+    };
     drop(response);
-    // The accept loop adds `Connection: close` (the request-id layer renders this anew).
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "RequestTimeout",
-        "the request body stopped arriving (no byte within the body-idle timeout); send the request again",
+        format!("{reason}; send the request again"),
     )
     .into_response()
 }

@@ -25,6 +25,7 @@ fn bad_durations_are_one_line_errors_naming_the_value() {
         ("--body-idle-timeout", "0s", "not above zero"),
         ("--keep-alive-timeout", "soon", "no number"),
         ("--keep-alive-timeout", "5 fortnights", "unknown unit"),
+        ("--body-min-rate", "fast", "no number"),
     ] {
         let args = [
             "serve",
@@ -59,6 +60,8 @@ fn serve_closes_idle_keep_alive_connections_after_the_flag() {
             "127.0.0.1:0",
             "--keep-alive-timeout",
             "300ms",
+            "--body-min-rate",
+            "1KB",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

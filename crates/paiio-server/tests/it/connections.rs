@@ -267,6 +267,7 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
     let env = start(|b| {
         b.max_concurrency(1)
             .body_idle_timeout(Some(Duration::from_millis(300)))
+            .body_min_rate(None)
     })
     .await;
     let mut slow = TcpStream::connect(env.addr()).await.unwrap();
@@ -326,6 +327,66 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(env.status().await["limits"]["active"], 0);
+}
+
+#[tokio::test]
+async fn a_body_below_the_minimum_rate_gets_408() {
+    let env = start(|b| {
+        b.max_concurrency(1)
+            .body_idle_timeout(Some(Duration::from_millis(300)))
+            .body_min_rate(Some(100))
+    })
+    .await;
+    let mut slow = TcpStream::connect(env.addr()).await.unwrap();
+    let path = format!(
+        "/api/storage/v2?Action=TableCreateReadSession&Target={}",
+        env.table.target()
+    );
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: paiio\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (mut read, mut write) = slow.into_split();
+    // A byte every 100 ms: never idle for 300 ms, but 10 bytes/s, below the 100 bytes/s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The head and the JSON error body (whole, with a Content-Length).
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}")) {
+        let n = tokio::time::timeout(Duration::from_secs(3), read.read(&mut chunk))
+            .await
+            .expect("no answer within 3 s while the body trickled")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let took = started.elapsed();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("RequestTimeout") && text.contains("minimum rate of 100 bytes/s"),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+    let r = env
+        .http
+        .get(format!("{}/api/tenants", env.handle.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the slot is free again");
 }
 
 #[tokio::test]
