@@ -607,3 +607,45 @@ async fn advancing_the_clock_past_its_range_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn shutdown_lets_open_requests_finish_and_closes_idle_connections() {
+    let env = start(|b| b).await;
+    let addr = env.addr();
+    // An idle kept-alive connection, and a request stalled 300 ms before its handler.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(TENANTS).await.unwrap();
+    assert_eq!(read_response(&mut idle).await.status, 200);
+    let plan = json!({"fault": {"kind": "stall", "ms": 300}, "when": "always"});
+    let r = env
+        .http
+        .post(format!("{}/__paiio/faults", env.handle.url()))
+        .body(plan.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(TENANTS).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let Env { handle, _dir, .. } = env;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(handle.shutdown());
+    // The idle connection is closed at once; the stalled request still gets its answer.
+    let closed = time_to_close(&mut idle, Duration::from_secs(2)).await;
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_millis(250)),
+        "{closed:?}"
+    );
+    assert_eq!(read_response(&mut busy).await.status, 200);
+    shutdown.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
