@@ -350,7 +350,7 @@ struct Connection {
 
 impl Connection {
     async fn serve(mut self, stream: TcpStream) {
-        self.stats.open.fetch_add(1, Ordering::SeqCst);
+        let _open = OpenGuard::new(self.stats.clone());
         let tracker = Arc::new(Tracker::new());
         let io = TokioIo::new(TrackedIo {
             inner: stream,
@@ -405,7 +405,22 @@ impl Connection {
                 }
             }
         }
-        self.stats.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a connection as open for as long as its task lives (also when it is aborted).
+struct OpenGuard(Arc<ConnStats>);
+
+impl OpenGuard {
+    fn new(stats: Arc<ConnStats>) -> Self {
+        stats.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(stats)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
