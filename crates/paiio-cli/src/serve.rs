@@ -4,7 +4,13 @@
 //! ```text
 //! paiio serve --warehouse DIR [--listen 127.0.0.1:8080] [--config FILE | --access-id X --access-key Y]
 //!             [--allow-anonymous] [--stream-rate 10MB] [--max-concurrency N] [--admin]
+//!             [--header-timeout 30s] [--body-idle-timeout 60s] [--body-min-rate 500B]
+//!             [--keep-alive-timeout 75s] [--max-connections N]
 //! ```
+//!
+//! At start the soft limit on open files is raised to the hard limit, and the cap on open
+//! connections defaults to half of it (16 to 10,000), so idle sockets cannot take every
+//! descriptor.
 //!
 //! Prints `paiio serve: listening on http://ADDR/api (warehouse DIR)` once it accepts
 //! connections, and serves until Ctrl-C or SIGTERM, then stops gracefully.
@@ -12,12 +18,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use paiio_server::Server;
 use paiio_storage::auth::{Credentials, Verifier};
-use paiio_storage::config::{Backend, Config};
 use paiio_storage::clock::ManualClock;
+use paiio_storage::config::{Backend, Config};
 use paiio_storage::local::LocalWarehouse;
 
 use crate::cli::Cli;
@@ -59,6 +66,60 @@ pub struct ServeArgs {
     /// Serve the test endpoints under /__paiio/ (fault injection; not signature-checked).
     #[arg(long)]
     pub admin: bool,
+
+    /// The time a client has to send a request's headers (and a new connection its first
+    /// request), e.g. 500ms, 30s, 2m; `off` disables it.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub header_timeout: Timeout,
+
+    /// The longest silence inside a request body; then the request is answered 408 and its
+    /// slot freed. `off` disables it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub body_idle_timeout: Timeout,
+
+    /// The lowest average rate of a request body once the body-idle timeout has passed
+    /// (e.g. 500B, 10KB); slower uploads are answered 408 and their slot freed. `off`
+    /// disables it.
+    #[arg(long, value_name = "RATE", default_value = "500B", value_parser = parse_min_rate)]
+    pub body_min_rate: MinRate,
+
+    /// How long an idle keep-alive connection stays open. `off` disables it.
+    #[arg(long, value_name = "DURATION", default_value = "75s", value_parser = parse_timeout)]
+    pub keep_alive_timeout: Timeout,
+
+    /// The most connections open at once; beyond it idle connections are closed to make room
+    /// and new clients wait. Default: half the open-file limit, between 16 and 10,000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+}
+
+/// A rate option: bytes per second, or `None` for `off` (an alias, so clap does not take the
+/// option for an optional `u64`).
+pub type MinRate = Option<u64>;
+
+fn parse_min_rate(text: &str) -> std::result::Result<MinRate, String> {
+    if ["off", "none"]
+        .iter()
+        .any(|w| text.trim().eq_ignore_ascii_case(w))
+    {
+        return Ok(None);
+    }
+    parse_rate(text).map(Some)
+}
+
+/// A timeout option: a duration, or `None` for `off` (an alias, as for [`MinRate`]).
+pub type Timeout = Option<Duration>;
+
+fn parse_timeout(text: &str) -> std::result::Result<Timeout, String> {
+    if ["off", "none"]
+        .iter()
+        .any(|w| text.trim().eq_ignore_ascii_case(w))
+    {
+        return Ok(None);
+    }
+    paiio_server::parse_duration(text)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_rate(text: &str) -> std::result::Result<u64, String> {
@@ -109,6 +170,20 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         ));
     }
     let dir = warehouse_dir(cli)?;
+    // Cheap insurance against descriptor exhaustion; the cap below follows the new limit.
+    let open_files = paiio_server::raise_open_file_limit();
+    let max_connections = match args.max_connections {
+        Some(n) => n as usize,
+        None => paiio_server::default_max_connections(),
+    };
+    if let Some(limit) = open_files
+        && max_connections as u64 + 64 > limit
+    {
+        eprintln!(
+            "paiio serve: warning: --max-connections {max_connections} leaves little of the \
+             open-file limit ({limit}) to the warehouse"
+        );
+    }
     // With --admin, tests can move the warehouse's clock forward to expire sessions.
     let clock = args.admin.then(ManualClock::new);
     let mut warehouse = LocalWarehouse::builder(&dir);
@@ -122,6 +197,11 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         .blob_dir(blob_dir)
         .stream_rate(args.stream_rate)
         .max_concurrency(args.max_concurrency)
+        .header_timeout(args.header_timeout)
+        .body_idle_timeout(args.body_idle_timeout)
+        .body_min_rate(args.body_min_rate)
+        .keep_alive_timeout(args.keep_alive_timeout)
+        .max_connections(max_connections)
         .admin(args.admin);
     if let Some(clock) = clock {
         builder = builder.clock(clock);
@@ -170,5 +250,28 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_with_clear_errors() {
+        assert_eq!(parse_timeout("30s").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_timeout("500ms").unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_timeout("2m").unwrap(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("off").unwrap(), None);
+        assert_eq!(parse_min_rate("10KB").unwrap(), Some(10_000));
+        assert_eq!(parse_min_rate("off").unwrap(), None);
+        assert!(parse_min_rate("0").unwrap_err().contains("`0`"));
+        for bad in ["30", "0s", "soon", "-5s"] {
+            let err = parse_timeout(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
     }
 }

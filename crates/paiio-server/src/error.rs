@@ -90,10 +90,10 @@ impl IntoResponse for ApiError {
             "HostId": "paiio",
         });
         let mut response = (self.status, axum::Json(body)).into_response();
-        if !request_id.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, v);
-            }
+        if !request_id.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&request_id)
+        {
+            response.headers_mut().insert(REQUEST_ID_HEADER, v);
         }
         // Let the request-id layer see the error (for logs) without re-parsing the body.
         response.extensions_mut().insert(self);

@@ -30,7 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use paiio_storage::clock::{Clock, ManualClock};
+use paiio_storage::clock::ManualClock;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -408,7 +408,7 @@ impl FaultControl {
 
     /// The plan, counters and limits, as `GET /__paiio/faults` answers.
     pub fn status(&self) -> Value {
-        self.state.realism.json()
+        status_json(&self.state)
     }
 }
 
@@ -647,7 +647,16 @@ pub(crate) fn with_admin_routes(
 }
 
 async fn get_faults(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.realism.json()).into_response()
+    axum::Json(status_json(&state)).into_response()
+}
+
+/// The plan, the counters, and the limits with the count of open connections.
+fn status_json(state: &AppState) -> Value {
+    let mut v = state.realism.json();
+    if let Some(limits) = v.get_mut("limits").and_then(Value::as_object_mut) {
+        limits.insert("open_connections".into(), state.connections.open().into());
+    }
+    v
 }
 
 async fn post_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -690,11 +699,11 @@ async fn advance_clock(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
         Ok(b) => b,
         Err(e) => return ApiError::invalid(format!("expected {{\"ms\": N}}: {e}")).into_response(),
     };
-    if body.ms < 0 {
-        return ApiError::invalid("the clock only moves forward").into_response();
+    // Checked: a move that would overflow (or pass the year 9999) is refused, not wrapped.
+    match clock.try_advance_ms(body.ms) {
+        Ok(now_ms) => axum::Json(json!({"advanced_ms": body.ms, "now_ms": now_ms})).into_response(),
+        Err(e) => ApiError::invalid(format!("ms {}: {e}", body.ms)).into_response(),
     }
-    clock.advance_ms(body.ms);
-    axum::Json(json!({"advanced_ms": body.ms, "now_ms": clock.now_ms()})).into_response()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 
 mod blobs;
 mod codec;
+mod conn;
 mod control;
 pub mod error;
 mod faults;
@@ -42,6 +43,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use conn::{
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_BODY_MIN_RATE, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    default_max_connections, open_file_limit, parse_duration, raise_open_file_limit,
+};
 pub use error::ApiError;
 pub use faults::{Fault, FaultControl, FaultPlan, FaultRule, When};
 pub use limits::{DEFAULT_MAX_CONCURRENCY, parse_size};
@@ -78,6 +83,8 @@ pub struct ServerBuilder {
     blob_dir: Option<std::path::PathBuf>,
     /// Fault injection, admin endpoints, bandwidth and concurrency caps (faults.rs, limits.rs).
     realism: faults::RealismOptions,
+    /// Connection cap and timeouts (conn.rs).
+    conn: conn::ConnOptions,
 }
 
 impl ServerBuilder {
@@ -122,7 +129,9 @@ impl ServerBuilder {
                 blob_dir: self.blob_dir,
                 addr: parking_lot::RwLock::new(None),
                 realism: faults::Realism::new(self.realism),
+                connections: Arc::default(),
             }),
+            conn: self.conn,
         })
     }
 }
@@ -139,17 +148,28 @@ pub(crate) struct AppState {
     pub addr: parking_lot::RwLock<Option<SocketAddr>>,
     /// Fault injection, admin endpoints, bandwidth and concurrency caps.
     pub realism: faults::Realism,
+    /// Counters of the accept loop.
+    pub connections: Arc<conn::ConnStats>,
 }
 
 /// The Storage API server.
 #[derive(Debug)]
 pub struct Server {
     state: Arc<AppState>,
+    conn: conn::ConnOptions,
 }
 
 impl Server {
     pub fn builder(service: Arc<dyn TableService>) -> ServerBuilder {
-        ServerBuilder { service, verifier: None, allow_anonymous: false, limits: Limits::default(), blob_dir: None, realism: Default::default() }
+        ServerBuilder {
+            service,
+            verifier: None,
+            allow_anonymous: false,
+            limits: Limits::default(),
+            blob_dir: None,
+            realism: Default::default(),
+            conn: Default::default(),
+        }
     }
 
     /// The HTTP routes, for embedding in another server.
@@ -167,6 +187,7 @@ impl Server {
             .layer(axum::middleware::from_fn_with_state(self.state.clone(), limits::limit_layer));
         // The admin routes (test servers only) skip the signature check and the limits.
         faults::with_admin_routes(api, &self.state)
+            .layer(axum::middleware::from_fn(conn::body_timeout_layer))
             .layer(axum::middleware::from_fn(middleware::request_id))
             .with_state(self.state.clone())
     }
@@ -179,20 +200,15 @@ impl Server {
         self.serve(listener).await
     }
 
-    /// Serves on a bound listener in the background.
+    /// Serves on a bound listener in the background, with the connection cap and the
+    /// timeouts of the builder.
     pub async fn serve(self, listener: TcpListener) -> Result<ServerHandle> {
         let addr = listener.local_addr().map_err(|e| Error::io("listener", e))?;
         *self.state.addr.write() = Some(addr);
         let app = self.router();
         let (tx, rx) = oneshot::channel::<()>();
-        let join = tokio::spawn(async move {
-            let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("server stopped: {e}");
-            }
-        });
+        let stats = self.state.connections.clone();
+        let join = tokio::spawn(conn::accept_loop(listener, app, self.conn, stats, rx));
         Ok(ServerHandle { addr, shutdown: Some(tx), join: Some(join) })
     }
 }

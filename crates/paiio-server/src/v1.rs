@@ -591,6 +591,13 @@ async fn write_rows_inner(
     if block >= MAX_BLOCK_NUMBER {
         return Err(ApiError::invalid(format!("block_number {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}")));
     }
+    // The session first: an unknown, expired or finished one is refused before the body.
+    let session = crate::v2_write::writable_session(state, &table, &session_id).await?;
+    if session.mode != WriteMode::BatchCompatible {
+        return Err(ApiError::invalid(format!(
+            "session {session_id} is a V2 batch write session; V1 uploads need a V1 write session"
+        )));
+    }
     // Read the whole body before answering (§2.2), bounded by the upload limit.
     let codec = codec::request_encoding(headers)?;
     let limit = state.limits.max_upload_body;
@@ -598,12 +605,6 @@ async fn write_rows_inner(
     let batches = tokio::task::spawn_blocking(move || decode_ipc(codec::decode(codec, raw, limit, "row upload")?))
         .await
         .map_err(internal)??;
-    let session = state.service.get_write_session(&table, &session_id).await?;
-    if session.mode != WriteMode::BatchCompatible {
-        return Err(ApiError::invalid(format!(
-            "session {session_id} is a V2 batch write session; V1 uploads need a V1 write session"
-        )));
-    }
     let stream_id = block_stream_id(block, attempt);
     // Each upload is a fresh version of the attempt's stream, so a repeated upload of the same
     // block attempt supersedes the earlier one instead of adding to it.

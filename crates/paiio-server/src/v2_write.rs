@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use paiio_storage::service::StreamStatus;
+use paiio_storage::service::{SessionStatus, StreamStatus};
 use paiio_storage::{
     Error as StorageError, PartitionSpec, TableId, WriteMode, WriteRequest, WriteSession,
     WriteSessionRequest, WriteStream,
@@ -146,6 +146,22 @@ fn parse_block_stream_id(id: &str) -> Option<(u64, u64)> {
 
 fn quota_token(session_id: &str, stream_id: &str) -> String {
     format!("qt-{session_id}-{stream_id}")
+}
+
+/// The session an upload writes to, refused (before its body is read) unless it exists,
+/// has not expired, and is still open for writes.
+pub(crate) async fn writable_session(state: &AppState, table: &TableId, session_id: &str) -> ApiResult<WriteSession> {
+    let session = state.service.get_write_session(table, session_id).await?;
+    match session.status {
+        SessionStatus::Init | SessionStatus::Normal => Ok(session),
+        SessionStatus::Expired => Err(StorageError::SessionExpired { session_id: session_id.to_string() }.into()),
+        other => Err(StorageError::InvalidState {
+            session_id: session_id.to_string(),
+            state: other.as_str().to_string(),
+            message: "the session no longer accepts uploads".to_string(),
+        }
+        .into()),
+    }
 }
 
 // ---- sessions ----
@@ -433,6 +449,15 @@ async fn table_write(state: &Arc<AppState>, params: &Params, headers: &HeaderMap
         block
     );
     let trace = retry_trace(headers);
+    let replay = match &trace {
+        Some((id, true)) => replays().lock().answers.get(id).filter(|(ident, _)| *ident == identity).cloned(),
+        _ => None,
+    };
+    // Refuse an unknown, expired or finished session before reading megabytes of body (a
+    // replay of an applied upload still gets its first answer).
+    if replay.is_none() {
+        writable_session(state, &table, &session_id).await?;
+    }
     if let Some((id, true)) = &trace {
         let stored = replays().lock().answers.get(id).cloned();
         if let Some((ident, answer)) = stored

@@ -296,6 +296,45 @@ fn parse_qsl(query: &str) -> BTreeMap<String, String> {
     params
 }
 
+/// Whether a header takes part in the signature, or in the check of it: `Content-MD5`,
+/// `Content-Type`, `Date`, every `x-odps*` header, `Authorization` and the STS token header
+/// (names compared case-insensitively). Legacy and V4 signatures sign the same headers.
+pub fn is_signed_header(name: &str) -> bool {
+    let name = name.trim();
+    [
+        "content-md5",
+        "content-type",
+        "date",
+        "authorization",
+        STS_TOKEN_HEADER,
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-odps"))
+}
+
+/// The first header that [`is_signed_header`] and that occurs more than once, lower-cased.
+///
+/// The signature covers one value of such a header (the last), while a server may act on
+/// another (the first), so a request that repeats one is ambiguous and must be refused.
+pub fn repeated_signed_header(headers: &[(impl AsRef<str>, impl AsRef<str>)]) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for (name, _) in headers {
+        let name = name.as_ref();
+        if !is_signed_header(name) {
+            continue;
+        }
+        let lower = name.trim().to_ascii_lowercase();
+        if seen.contains(&lower) {
+            return Some(lower);
+        }
+        seen.push(lower);
+    }
+    None
+}
+
 /// The last value of a header, matching the name case-insensitively.
 fn header_value<'a>(
     headers: &'a [(impl AsRef<str>, impl AsRef<str>)],
@@ -570,6 +609,8 @@ impl Verifier {
     ///
     /// Checks, in this order:
     ///
+    /// * no signed header ([`is_signed_header`]) occurs twice, else
+    ///   [`Error::InvalidArgument`] naming it;
     /// * `Authorization` is present and is `ODPS id:sig` or
     ///   `ODPS id/yyyymmdd/region/odps/{prefix}_request:sig`, else
     ///   [`AUTHORIZATION_REQUIRED`];
@@ -630,6 +671,12 @@ impl Verifier {
         headers: &'a [(String, String)],
         now: SystemTime,
     ) -> Result<Prepared<'a>> {
+        if let Some(name) = repeated_signed_header(headers) {
+            return Err(Error::invalid(
+                "request headers",
+                format!("the signed header {name} occurs more than once; send it once"),
+            ));
+        }
         let value = header_value(headers, AUTHORIZATION_HEADER).ok_or_else(|| {
             unauthenticated(AUTHORIZATION_REQUIRED, "missing Authorization header")
         })?;
@@ -1181,6 +1228,55 @@ mod tests {
                 "/api/storage/v1/projects/p/tables/t/sessions?c=3&x-odps-q=qv&flag&A=1&b=2";
             v.verify("POST", reordered, &base, now()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_repeated_signed_header_is_refused() {
+        let v = verifier();
+        for version in [
+            SignatureVersion::Legacy,
+            SignatureVersion::V4 {
+                region: "cn-test".into(),
+            },
+        ] {
+            let base = signed_request(&version);
+            v.verify("POST", M_URL, &base, now())
+                .expect("the request as signed verifies");
+            for name in [
+                "x-odps-user-agent",
+                "Content-Type",
+                "content-md5",
+                "Date",
+                "Authorization",
+            ] {
+                let value = base
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                // The repeat goes first: the signature covers the last value.
+                let mut headers = vec![(name.to_owned(), value)];
+                headers.extend(base.iter().cloned());
+                let err = v.verify("POST", M_URL, &headers, now()).unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidArgument { .. }),
+                    "{name}: {err}"
+                );
+                assert!(
+                    err.to_string().contains(&name.to_ascii_lowercase()),
+                    "{name}: {err}"
+                );
+            }
+            // Unsigned headers may repeat.
+            let mut headers = base.clone();
+            headers.push(("Accept".to_owned(), "a".to_owned()));
+            headers.push(("accept".to_owned(), "b".to_owned()));
+            v.verify("POST", M_URL, &headers, now())
+                .expect("repeated unsigned headers are fine");
+        }
+        assert!(is_signed_header("X-ODPS-Foo") && is_signed_header("x-odpsfoo"));
+        assert!(!is_signed_header("x-od") && !is_signed_header("content-length"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Integration tests of the Storage API server, over HTTP against an in-process server.
 
+mod connections;
 mod faults;
 mod v1;
 mod v2_write;
