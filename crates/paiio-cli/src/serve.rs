@@ -18,7 +18,7 @@ use paiio_server::Server;
 use paiio_storage::auth::{Credentials, Verifier};
 use paiio_storage::config::{Backend, Config};
 use paiio_storage::clock::ManualClock;
-use paiio_storage::local::LocalWarehouse;
+use paiio_storage::local::{LocalWarehouse, VacuumOptions};
 
 use crate::cli::Cli;
 use crate::error::{CliError, Result};
@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Serve the test endpoints under /__paiio/ (fault injection; not signature-checked).
     #[arg(long)]
     pub admin: bool,
+
+    /// Vacuum the warehouse this often (expired sessions, old versions, unreferenced files,
+    /// with the defaults of `paiio table vacuum`); 0 turns it off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub vacuum_interval: u64,
 }
 
 fn parse_rate(text: &str) -> std::result::Result<u64, String> {
@@ -116,6 +121,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         warehouse = warehouse.clock(Arc::new(clock.clone()));
     }
     let warehouse = Arc::new(warehouse.open()?);
+    let vacuum = spawn_vacuum(&warehouse, args.vacuum_interval);
     let blob_dir = warehouse.root().join(".paiio").join("blobs");
     let mut builder = Server::builder(warehouse)
         .allow_anonymous(creds.is_none())
@@ -133,8 +139,35 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     announce(&handle.endpoint(), &dir)?;
     shutdown_signal().await;
     eprintln!("paiio serve: shutting down");
+    if let Some(vacuum) = vacuum {
+        vacuum.abort();
+    }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Vacuums the warehouse every `interval_s` seconds (the first time after one interval).
+fn spawn_vacuum(warehouse: &Arc<LocalWarehouse>, interval_s: u64) -> Option<tokio::task::JoinHandle<()>> {
+    if interval_s == 0 {
+        return None;
+    }
+    let warehouse = warehouse.clone();
+    let interval = std::time::Duration::from_secs(interval_s);
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match warehouse.vacuum(None, &VacuumOptions::default()).await {
+                Ok(r) if r.files > 0 => tracing::info!(
+                    "vacuum freed {} files ({} bytes): {} write sessions, {} read sessions, {} versions, {} data files",
+                    r.files, r.bytes, r.write_sessions, r.read_sessions, r.versions, r.data_files
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("vacuum of {} failed: {e}", warehouse.root().display()),
+            }
+        }
+    }))
 }
 
 /// The line tests and scripts wait for, flushed at once.

@@ -67,6 +67,8 @@ impl From<Error> for ApiError {
             Error::Conflict { .. } => (StatusCode::CONFLICT, "TableModified"),
             Error::NotSupported { .. } => (StatusCode::BAD_REQUEST, "NotSupported"),
             Error::Transient { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            // A full or read-only disk: the message says which and what could not be done.
+            Error::Unwritable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Error::Service { status, code, .. } => {
                 return ApiError::new(
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),

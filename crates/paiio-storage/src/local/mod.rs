@@ -1144,6 +1144,67 @@ type Staged = Vec<(PartitionSpec, DataFile)>;
 mod tests {
     use super::*;
 
+    use futures::StreamExt;
+
+    /// A read of one split costs a `stat` of the session file, not a parse of all its splits;
+    /// a refresh by another process (a new file) is seen.
+    #[tokio::test]
+    async fn reads_parse_a_read_session_once() {
+        let root = tempfile::tempdir().unwrap();
+        let w = LocalWarehouse::open(root.path()).unwrap();
+        let table = TableId::new("p", None, "t").unwrap();
+        let schema = TableSchema::new(vec![Column::new("id", crate::types::OdpsType::BigInt)], vec![]).unwrap();
+        w.create_table(&table, &schema, CreateTableOptions::default()).await.unwrap();
+        let sid = w.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap().session_id;
+        let stream = w.create_write_stream(&table, &sid, None, false).await.unwrap();
+        let ids = arrow_array::Int64Array::from_iter_values(0..2000);
+        let arrow = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "id",
+            arrow_schema::DataType::Int64,
+            true,
+        )]));
+        let batch = arrow_array::RecordBatch::try_new(arrow, vec![Arc::new(ids)]).unwrap();
+        w.write(WriteRequest {
+            table: table.clone(),
+            session_id: sid.clone(),
+            stream_id: stream.stream_id.clone(),
+            version: stream.version,
+            row_offset: None,
+            access_token: None,
+            batches: vec![batch],
+        })
+        .await
+        .unwrap();
+        w.close_write_stream(&table, &sid, &stream.stream_id, stream.version).await.unwrap();
+        w.commit_write_session(&table, &sid, None).await.unwrap();
+
+        let mut request = ReadSessionRequest::new(table.clone());
+        request.split_options = SplitOptions::parallelism(2000);
+        let session = w.create_read_session(&request).await.unwrap();
+        let other = LocalWarehouse::open(root.path()).unwrap();
+        let parses = |w: &LocalWarehouse| w.inner.read_session_parses.load(std::sync::atomic::Ordering::Relaxed);
+        for split in (0..2000).step_by(20) {
+            for w in [&w, &other] {
+                let read = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
+                let mut rows = 0;
+                let mut stream = w.read(&read).await.unwrap();
+                while let Some(b) = stream.next().await {
+                    rows += b.unwrap().num_rows();
+                }
+                assert_eq!(rows, 1);
+            }
+        }
+        assert_eq!(parses(&w), 0, "the creating process parses its session never");
+        assert_eq!(parses(&other), 1, "another process parses it once");
+
+        // A refresh elsewhere replaces the file: the cached copy is not used any more.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let refreshed = w.get_read_session(&table, &session.session_id, true).await.unwrap();
+        let seen = other.get_read_session(&table, &session.session_id, false).await.unwrap();
+        assert_eq!(seen.expiration_time_ms, refreshed.expiration_time_ms);
+        assert_eq!(parses(&other), 2);
+    }
+
     #[test]
     fn balanced_splits_follow_the_formula() {
         assert_eq!(balanced_splits(10, 3), vec![(0, 4), (4, 7), (7, 10)]);
