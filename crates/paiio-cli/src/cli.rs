@@ -146,6 +146,10 @@ pub enum TableCommand {
         /// nothing else uses the warehouse.
         #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
         grace: u64,
+        /// Also remove write sessions that have not expired but saw no write for this many
+        /// seconds (killed imports), with what they staged.
+        #[arg(long, value_name = "SECONDS")]
+        abandon_idle: Option<u64>,
     },
     /// Print `ROWS DIGEST`: an order-independent SHA-256 based digest of all rows.
     Checksum {

@@ -7,7 +7,7 @@
 //! paiio [--warehouse DIR] table drop URI [--if-exists]
 //! paiio [--warehouse DIR] table import URI FILE [--format csv|jsonl|arrow] [--overwrite] [--batch-rows N]
 //! paiio [--warehouse DIR] table export URI FILE [--format csv|jsonl|arrow]
-//! paiio [--warehouse DIR] table vacuum URI|--all [--dry-run] [--retention S] [--keep-versions N] [--grace S]
+//! paiio [--warehouse DIR] table vacuum URI|--all [--dry-run] [--retention S] [--keep-versions N] [--grace S] [--abandon-idle S]
 //! paiio serve --warehouse DIR [--listen ADDR] [--config FILE] [--allow-anonymous] [--admin] ...
 //! ```
 //!
@@ -77,12 +77,15 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
         Command::Serve(args) => return serve::run(cli, args).await,
         Command::Table(command) => command,
     };
-    if let TableCommand::Vacuum { uri, all: _, dry_run, retention, keep_versions, grace } = command {
+    if let TableCommand::Vacuum { uri, all: _, dry_run, retention, keep_versions, grace, abandon_idle } =
+        command
+    {
         let options = paiio_storage::local::VacuumOptions {
             dry_run: *dry_run,
             version_retention: std::time::Duration::from_secs(*retention),
             keep_versions: *keep_versions,
             grace: std::time::Duration::from_secs(*grace),
+            abandon_idle: abandon_idle.map(std::time::Duration::from_secs),
         };
         return vacuum::run(cli, out, uri.as_deref(), &options).await;
     }

@@ -9,7 +9,12 @@ use crate::error::{CliError, Result};
 use crate::output::Output;
 use crate::service::parse_uri;
 
-pub async fn run(cli: &Cli, out: &mut Output, uri: Option<&str>, options: &VacuumOptions) -> Result<()> {
+pub async fn run(
+    cli: &Cli,
+    out: &mut Output,
+    uri: Option<&str>,
+    options: &VacuumOptions,
+) -> Result<()> {
     let table = match uri {
         Some(text) => {
             let uri = parse_uri(text)?;
@@ -35,7 +40,10 @@ pub async fn run(cli: &Cli, out: &mut Output, uri: Option<&str>, options: &Vacuu
         },
     };
     if !root.is_dir() {
-        return Err(CliError::input(format!("no warehouse at {}", root.display())));
+        return Err(CliError::input(format!(
+            "no warehouse at {}",
+            root.display()
+        )));
     }
     let warehouse = LocalWarehouse::open(&root)?;
     let report = warehouse.vacuum(table.as_ref(), options).await?;

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, DATA_DIR, MANIFEST_DIR, WRITE_DIR};
 use super::write::State;
-use super::{Backing, Inner, LocalWarehouse, META_DIR, READ_SESSIONS_DIR, TRASH_DIR, list_dir_names};
+use super::{
+    Backing, Inner, LocalWarehouse, META_DIR, READ_SESSIONS_DIR, TRASH_DIR, list_dir_names,
+};
 use crate::error::{Error, Result};
 use crate::uri::{DEFAULT_SCHEMA, TableId};
 
@@ -40,6 +42,10 @@ pub struct VacuumOptions {
     /// Files younger than this are kept, and sessions are removed only this long after they
     /// expire (default 1 hour). Zero is safe only while nothing else uses the warehouse.
     pub grace: Duration,
+    /// Also remove write sessions that are not expired but had no write, stream or state
+    /// change for this long (killed imports), with the files they staged (default: none,
+    /// sessions go when they expire; a client may legitimately wait that long).
+    pub abandon_idle: Option<Duration>,
 }
 
 impl Default for VacuumOptions {
@@ -49,6 +55,7 @@ impl Default for VacuumOptions {
             version_retention: Duration::from_secs(3600),
             keep_versions: 10,
             grace: Duration::from_secs(3600),
+            abandon_idle: None,
         }
     }
 }
@@ -87,12 +94,17 @@ impl VacuumReport {
 impl LocalWarehouse {
     /// Removes what nothing needs any more from one table, or from the whole warehouse
     /// (`None`: every table, expired read sessions, and leftovers of dropped tables).
-    pub async fn vacuum(&self, table: Option<&TableId>, options: &VacuumOptions) -> Result<VacuumReport> {
+    pub async fn vacuum(
+        &self,
+        table: Option<&TableId>,
+        options: &VacuumOptions,
+    ) -> Result<VacuumReport> {
         if let Some(t) = table {
             t.validate()?;
         }
         let (table, options) = (table.cloned(), options.clone());
-        self.blocking(move |w| w.vacuum(table.as_ref(), &options)).await
+        self.blocking(move |w| w.vacuum(table.as_ref(), &options))
+            .await
     }
 }
 
@@ -113,11 +125,18 @@ impl Inner {
         let mut pins: HashMap<(TableId, String), HashSet<u64>> = HashMap::new();
         let dir = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
         let now = self.now();
-        let live = |expiration_ms: i64| self.revive_expired_read_sessions || now <= expiration_ms.saturating_add(grace_ms);
+        let live = |expiration_ms: i64| {
+            self.revive_expired_read_sessions || now <= expiration_ms.saturating_add(grace_ms)
+        };
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let path = entry.path();
-            let Some(id) = entry.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string) else {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+            else {
                 if is_old_temp(&entry, options.grace) {
                     remove_file(&path, options, &mut report);
                 }
@@ -129,8 +148,12 @@ impl Inner {
                 _ => continue,
             };
             if live(pin.expiration_ms) {
-                pins.entry((pin.table, pin.table_uuid)).or_default().insert(pin.version);
-            } else if table.is_none_or(|t| t == &pin.table) && remove_file(&path, options, &mut report) {
+                pins.entry((pin.table, pin.table_uuid))
+                    .or_default()
+                    .insert(pin.version);
+            } else if table.is_none_or(|t| t == &pin.table)
+                && remove_file(&path, options, &mut report)
+            {
                 report.read_sessions += 1;
                 if !options.dry_run {
                     self.read_sessions.lock().remove(&id);
@@ -140,7 +163,9 @@ impl Inner {
         {
             let mut cache = self.read_sessions.lock();
             for c in cache.values().filter(|c| c.backing == Backing::Memory) {
-                pins.entry((c.state.table.clone(), c.state.table_uuid.clone())).or_default().insert(c.state.version);
+                pins.entry((c.state.table.clone(), c.state.table_uuid.clone()))
+                    .or_default()
+                    .insert(c.state.version);
             }
             if !options.dry_run {
                 cache.retain(|_, c| c.backing != Backing::Memory || live(c.state.expiration_ms));
@@ -176,7 +201,9 @@ impl Inner {
             for schema in list_dir_names(&self.root.join(&project))? {
                 for name in list_dir_names(&self.root.join(&project).join(&schema))? {
                     let schema = (schema != DEFAULT_SCHEMA).then_some(schema.as_str());
-                    let Ok(id) = TableId::new(&project, schema, &name) else { continue };
+                    let Ok(id) = TableId::new(&project, schema, &name) else {
+                        continue;
+                    };
                     if self.table_dir(&id).join(MANIFEST_DIR).is_dir() {
                         out.push(id);
                     }
@@ -194,7 +221,10 @@ impl Inner {
     ) -> Result<VacuumReport> {
         let grace_ms = options.grace.as_millis().min(i64::MAX as u128) as i64;
         let dir = self.table_dir(table);
-        let mut report = VacuumReport { tables: 1, ..VacuumReport::default() };
+        let mut report = VacuumReport {
+            tables: 1,
+            ..VacuumReport::default()
+        };
         let now = self.now();
 
         // 1. Write sessions: the files of live ones are needed; expired ones go.
@@ -206,7 +236,9 @@ impl Inner {
                 continue;
             }
             // Commits, aborts and stream creation hold this lock; one held now is in use.
-            let Ok(lock) = try_lock(&session_dir.join(".lock")) else { continue };
+            let Ok(lock) = try_lock(&session_dir.join(".lock")) else {
+                continue;
+            };
             let Some(_lock) = lock else {
                 needed.extend(self.staged_files(table, &id).unwrap_or_default());
                 continue;
@@ -226,7 +258,11 @@ impl Inner {
                     continue;
                 }
             };
-            let past = now > session.expiration_ms.saturating_add(grace_ms);
+            let idle = session.state == State::Normal
+                && options
+                    .abandon_idle
+                    .is_some_and(|idle| !tree_touched_within(&session_dir, idle));
+            let past = idle || now > session.expiration_ms.saturating_add(grace_ms);
             if session.state == State::Normal && !past {
                 needed.extend(self.staged_files(table, &id)?);
                 for sub in [session_dir.clone(), session_dir.join("streams")] {
@@ -255,13 +291,17 @@ impl Inner {
         for (i, &v) in versions.iter().enumerate() {
             let m = match self.manifest(&dir, v) {
                 Ok(m) => m,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let keep = versions.len() - i <= keep_last
                 || now.saturating_sub(m.committed_ms) < retention_ms
                 || pinned.is_some_and(|p| p.contains(&v))
-                || m.session_id.as_deref().is_some_and(|sid| self.session_may_retry(table, sid));
+                || m.session_id
+                    .as_deref()
+                    .is_some_and(|sid| self.session_may_retry(table, sid));
             if keep {
                 kept.push(m);
                 continue;
@@ -277,8 +317,12 @@ impl Inner {
         remove_old_temps(&manifest_dir, options, &mut report);
 
         // 3. Data files nothing retained lists and no live session staged.
-        let referenced: HashSet<&str> =
-            kept.iter().flat_map(|m| &m.partitions).flat_map(|p| &p.files).map(|f| f.path.as_str()).collect();
+        let referenced: HashSet<&str> = kept
+            .iter()
+            .flat_map(|m| &m.partitions)
+            .flat_map(|p| &p.files)
+            .map(|f| f.path.as_str())
+            .collect();
         let data_dir = dir.join(DATA_DIR);
         let entries = match fs::read_dir(&data_dir) {
             Ok(e) => e,
@@ -287,9 +331,14 @@ impl Inner {
         };
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&data_dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             let rel = format!("{DATA_DIR}/{name}");
-            if referenced.contains(rel.as_str()) || needed.contains(&rel) || !is_old(&entry.path(), options.grace) {
+            if referenced.contains(rel.as_str())
+                || needed.contains(&rel)
+                || !is_old(&entry.path(), options.grace)
+            {
                 continue;
             }
             if remove_file(&entry.path(), options, &mut report) {
@@ -314,12 +363,32 @@ impl Inner {
 /// Takes the lock file of a write session without waiting: `Ok(None)` when someone holds it,
 /// `Err` when the session directory has gone.
 fn try_lock(path: &Path) -> std::io::Result<Option<fs::File>> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Whether any file under `dir` (two levels: the session and its streams) was modified within
+/// `window`.
+fn tree_touched_within(dir: &Path, window: Duration) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir {
+            tree_touched_within(&e.path(), window)
+        } else {
+            !is_old(&e.path(), window)
+        }
+    })
 }
 
 /// Whether `path` was last modified longer than `grace` ago.
@@ -331,12 +400,18 @@ fn is_old(path: &Path, grace: Duration) -> bool {
 }
 
 fn is_old_temp(entry: &fs::DirEntry, grace: Duration) -> bool {
-    entry.file_name().to_str().is_some_and(|n| n.starts_with(".tmp-")) && is_old(&entry.path(), grace)
+    entry
+        .file_name()
+        .to_str()
+        .is_some_and(|n| n.starts_with(".tmp-"))
+        && is_old(&entry.path(), grace)
 }
 
 /// Removes the temporary files (`.tmp-*`) older than the grace period in `dir`.
 fn remove_old_temps(dir: &Path, options: &VacuumOptions, report: &mut VacuumReport) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if is_old_temp(&entry, options.grace) {
             remove_file(&entry.path(), options, report);
@@ -346,7 +421,9 @@ fn remove_old_temps(dir: &Path, options: &VacuumOptions, report: &mut VacuumRepo
 
 /// Removes one file (not in a dry run) and counts it; false if it could not be removed.
 fn remove_file(path: &Path, options: &VacuumOptions, report: &mut VacuumReport) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
     if !options.dry_run
         && let Err(e) = fs::remove_file(path)
     {
@@ -362,11 +439,17 @@ fn remove_file(path: &Path, options: &VacuumOptions, report: &mut VacuumReport) 
 
 /// Removes a directory tree (not in a dry run), counting its files; false if any of it stayed.
 fn remove_tree(dir: &Path, options: &VacuumOptions, report: &mut VacuumReport) -> bool {
-    let Ok(entries) = fs::read_dir(dir) else { return false };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
     let mut all = true;
     for entry in entries.flatten() {
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        all &= if is_dir { remove_tree(&entry.path(), options, report) } else { remove_file(&entry.path(), options, report) };
+        all &= if is_dir {
+            remove_tree(&entry.path(), options, report)
+        } else {
+            remove_file(&entry.path(), options, report)
+        };
     }
     if !options.dry_run && all {
         if let Err(e) = fs::remove_dir(dir)

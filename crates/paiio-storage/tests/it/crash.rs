@@ -690,11 +690,22 @@ async fn child_disk_full_import(w: &LocalWarehouse, table: &TableId) {
     let mut request = WriteSessionRequest::new(table.clone());
     request.partition = spec("a1");
     let sid = w.create_write_session(&request).await.unwrap().session_id;
-    let stream = w.create_write_stream(table, &sid, None, true).await.unwrap();
+    let stream = w
+        .create_write_stream(table, &sid, None, true)
+        .await
+        .unwrap();
     let mut offset = 0;
     for rows in [100u64, 60_000] {
-        let p = Plan { c: 50, kind: Kind::Append(1), rows, streams: 1, batches_per_stream: 1 };
-        let ids: Vec<u64> = (offset..offset + rows).map(|i| p.c * ROW_STRIDE + i).collect();
+        let p = Plan {
+            c: 50,
+            kind: Kind::Append(1),
+            rows,
+            streams: 1,
+            batches_per_stream: 1,
+        };
+        let ids: Vec<u64> = (offset..offset + rows)
+            .map(|i| p.c * ROW_STRIDE + i)
+            .collect();
         let result = w
             .write(WriteRequest {
                 table: table.clone(),
@@ -738,7 +749,8 @@ async fn child_disk_full_read(w: &LocalWarehouse, table: &TableId) {
     let count = session.splits_count as u64;
     let mut rows = 0u64;
     for split in (0..count).step_by(97).chain([count - 1]) {
-        let mut request = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
+        let mut request =
+            ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
         request.max_batch_rows = 1024;
         let mut stream = match w.read(&request).await {
             Ok(s) => s,
@@ -751,7 +763,11 @@ async fn child_disk_full_read(w: &LocalWarehouse, table: &TableId) {
             rows += batch.unwrap().num_rows() as u64;
         }
     }
-    println!("PAIIO_READ rows={rows} sampled={} splits={}", count.div_ceil(97) + 1, session.splits_count);
+    println!(
+        "PAIIO_READ rows={rows} sampled={} splits={}",
+        count.div_ceil(97) + 1,
+        session.splits_count
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1202,7 +1218,8 @@ fn unreferenced_data_files(root: &Path, table: &TableId) -> Vec<String> {
         .max()
         .unwrap();
     let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("_manifest").join(latest)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("_manifest").join(latest)).unwrap())
+            .unwrap();
     let listed: HashSet<String> = m["partitions"]
         .as_array()
         .into_iter()
@@ -1224,16 +1241,24 @@ fn unreferenced_data_files(root: &Path, table: &TableId) -> Vec<String> {
 #[test]
 fn failed_import_on_a_full_disk_leaves_no_files() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let table = table_id("fullimport");
     runtime.block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
-        w.create_table(&table, &table_schema(), CreateTableOptions::default()).await.unwrap();
-        write_and_commit(&w, &table, &plan(Profile::ManyFiles, 0)).await.unwrap();
+        w.create_table(&table, &table_schema(), CreateTableOptions::default())
+            .await
+            .unwrap();
+        write_and_commit(&w, &table, &plan(Profile::ManyFiles, 0))
+            .await
+            .unwrap();
     });
     let before = unreferenced_data_files(root.path(), &table);
     assert!(before.is_empty(), "{before:?}");
-    let mut child = ChildProcess::spawn("disk-full-import", root.path(), "fullimport", 0, Some(128));
+    let mut child =
+        ChildProcess::spawn("disk-full-import", root.path(), "fullimport", 0, Some(128));
     let status = child.wait_exit(Duration::from_secs(60));
     let output = child.output();
     if status.code() == Some(77) {
@@ -1251,11 +1276,20 @@ fn failed_import_on_a_full_disk_leaves_no_files() {
         failed.contains("unwritable=true") && failed.contains("over the file size limit"),
         "a write that does not fit should say the warehouse is full: {failed}"
     );
-    assert!(lines.iter().any(|l| l == "PAIIO_ABORTED"), "the abort failed\n{output}");
+    assert!(
+        lines.iter().any(|l| l == "PAIIO_ABORTED"),
+        "the abort failed\n{output}"
+    );
     let left = unreferenced_data_files(root.path(), &table);
-    assert!(left.is_empty(), "the failed import left data files nothing lists: {left:?}\n{output}");
+    assert!(
+        left.is_empty(),
+        "the failed import left data files nothing lists: {left:?}\n{output}"
+    );
     runtime.block_on(async {
-        assert_eq!(verify_table(root.path(), &table, Profile::ManyFiles).await, Some(1));
+        assert_eq!(
+            verify_table(root.path(), &table, Profile::ManyFiles).await,
+            Some(1)
+        );
     });
 }
 
@@ -1264,12 +1298,23 @@ fn failed_import_on_a_full_disk_leaves_no_files() {
 #[test]
 fn full_disk_still_serves_reads() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let table = table_id("fullread");
     runtime.block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
-        w.create_table(&table, &table_schema(), CreateTableOptions::default()).await.unwrap();
-        let p = Plan { c: 0, kind: Kind::Append(0), rows: 20_000, streams: 1, batches_per_stream: 1 };
+        w.create_table(&table, &table_schema(), CreateTableOptions::default())
+            .await
+            .unwrap();
+        let p = Plan {
+            c: 0,
+            kind: Kind::Append(0),
+            rows: 20_000,
+            streams: 1,
+            batches_per_stream: 1,
+        };
         write_and_commit(&w, &table, &p).await.unwrap();
     });
     let mut child = ChildProcess::spawn("disk-full-read", root.path(), "fullread", 0, Some(128));
@@ -1285,7 +1330,10 @@ fn full_disk_still_serves_reads() {
         .iter()
         .find(|l| l.starts_with("PAIIO_READ"))
         .unwrap_or_else(|| panic!("no read report\n{output}"));
-    assert_eq!(read, "PAIIO_READ rows=208 sampled=208 splits=20000", "\n{output}");
+    assert_eq!(
+        read, "PAIIO_READ rows=208 sampled=208 splits=20000",
+        "\n{output}"
+    );
 }
 
 #[test]

@@ -34,14 +34,26 @@ fn eager() -> VacuumOptions {
         version_retention: Duration::ZERO,
         keep_versions: 1,
         grace: Duration::ZERO,
+        abandon_idle: None,
     }
 }
 
 async fn open(root: &Path) -> (LocalWarehouse, ManualClock) {
     let clock = ManualClock::new();
-    let w = LocalWarehouse::builder(root).clock(Arc::new(clock.clone())).open().unwrap();
+    let w = LocalWarehouse::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
     let schema = TableSchema::new(vec![Column::new("id", OdpsType::BigInt)], vec![]).unwrap();
-    w.create_table(&table(), &schema, CreateTableOptions { if_not_exists: true }).await.unwrap();
+    w.create_table(
+        &table(),
+        &schema,
+        CreateTableOptions {
+            if_not_exists: true,
+        },
+    )
+    .await
+    .unwrap();
     (w, clock)
 }
 
@@ -53,7 +65,11 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 /// A session with `ids` written to one closed stream, not committed.
 async fn write(w: &LocalWarehouse, ids: std::ops::Range<i64>) -> String {
     let t = table();
-    let sid = w.create_write_session(&WriteSessionRequest::new(t.clone())).await.unwrap().session_id;
+    let sid = w
+        .create_write_session(&WriteSessionRequest::new(t.clone()))
+        .await
+        .unwrap()
+        .session_id;
     let stream = w.create_write_stream(&t, &sid, None, false).await.unwrap();
     let request = WriteRequest {
         table: t.clone(),
@@ -65,13 +81,18 @@ async fn write(w: &LocalWarehouse, ids: std::ops::Range<i64>) -> String {
         batches: vec![batch(ids)],
     };
     w.write(request).await.unwrap();
-    w.close_write_stream(&t, &sid, &stream.stream_id, stream.version).await.unwrap();
+    w.close_write_stream(&t, &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
     sid
 }
 
 async fn append(w: &LocalWarehouse, ids: std::ops::Range<i64>) -> u64 {
     let sid = write(w, ids).await;
-    w.commit_write_session(&table(), &sid, None).await.unwrap().version
+    w.commit_write_session(&table(), &sid, None)
+        .await
+        .unwrap()
+        .version
 }
 
 /// Every id of the current version, sorted.
@@ -79,11 +100,16 @@ async fn ids(w: &LocalWarehouse) -> Vec<i64> {
     let mut request = ReadSessionRequest::new(table());
     request.split_options = SplitOptions::row_offset();
     let session = w.create_read_session(&request).await.unwrap();
-    read_session(w, &session.session_id, session.record_count as u64).await.unwrap()
+    read_session(w, &session.session_id, session.record_count as u64)
+        .await
+        .unwrap()
 }
 
 async fn read_session(w: &LocalWarehouse, sid: &str, rows: u64) -> paiio_storage::Result<Vec<i64>> {
-    let range = ReadRange::Rows { offset: 0, count: rows };
+    let range = ReadRange::Rows {
+        offset: 0,
+        count: rows,
+    };
     let mut stream = w.read(&ReadRequest::new(table(), sid, range)).await?;
     let mut out = Vec::new();
     while let Some(b) = stream.next().await {
@@ -97,13 +123,21 @@ async fn read_session(w: &LocalWarehouse, sid: &str, rows: u64) -> paiio_storage
 
 fn files(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
-        .map(|e| e.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|e| e.flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum())
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -121,17 +155,34 @@ async fn vacuum_reclaims_abandoned_writes_and_keeps_live_ones() {
         killed.push(write(&w, 1000 * (k + 1)..1000 * (k + 1) + 500).await);
     }
     // A file a writer wrote and never recorded (killed between the two).
-    std::fs::write(table_dir(&w).join("data").join("0123456789abcdef.arrow"), vec![0u8; 4096]).unwrap();
+    std::fs::write(
+        table_dir(&w).join("data").join("0123456789abcdef.arrow"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
     assert_eq!(files(&table_dir(&w).join("data")).len(), 5);
     assert_eq!(files(&table_dir(&w).join("_write")).len(), 4);
 
     // A dry run changes nothing, and reports what a real run frees.
-    let dry = w.vacuum(None, &VacuumOptions { dry_run: true, ..eager() }).await.unwrap();
+    let dry = w
+        .vacuum(
+            None,
+            &VacuumOptions {
+                dry_run: true,
+                ..eager()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(files(&table_dir(&w).join("data")).len(), 5);
 
     // The sessions are live: only the unrecorded file goes.
     let report = w.vacuum(None, &eager()).await.unwrap();
-    assert_eq!((report.data_files, report.write_sessions), (1, 0), "{report:?}");
+    assert_eq!(
+        (report.data_files, report.write_sessions),
+        (1, 0),
+        "{report:?}"
+    );
     assert_eq!(dry.data_files, 1, "{dry:?}");
     assert_eq!(files(&table_dir(&w).join("data")).len(), 4);
 
@@ -140,11 +191,22 @@ async fn vacuum_reclaims_abandoned_writes_and_keeps_live_ones() {
     let live = write(&w, 9000..9010).await;
     let report = w.vacuum(None, &eager()).await.unwrap();
     // 4 sessions (the committed one too, past its lifetime) and 3 staged files.
-    assert_eq!((report.write_sessions, report.data_files), (4, 3), "{report:?}");
+    assert_eq!(
+        (report.write_sessions, report.data_files),
+        (4, 3),
+        "{report:?}"
+    );
     assert!(report.bytes > 0 && report.files >= 3 + 4 * 2, "{report:?}");
-    assert_eq!(files(&table_dir(&w).join("_write")), BTreeSet::from([live.clone()]));
+    assert_eq!(
+        files(&table_dir(&w).join("_write")),
+        BTreeSet::from([live.clone()])
+    );
     let data = files(&table_dir(&w).join("data"));
-    assert_eq!(data.len(), live_before.len() + 1, "the table's files and the live session's file stay");
+    assert_eq!(
+        data.len(),
+        live_before.len() + 1,
+        "the table's files and the live session's file stay"
+    );
     assert!(live_before.is_subset(&data));
 
     // The live session still commits, and the table holds exactly what was committed.
@@ -153,7 +215,10 @@ async fn vacuum_reclaims_abandoned_writes_and_keeps_live_ones() {
     assert_eq!(ids(&w).await, expected);
     // A removed session cannot be committed: a clear answer, nothing applied.
     match w.commit_write_session(&table(), &killed[0], None).await {
-        Err(Error::NotFound { kind: "write session", .. }) => {}
+        Err(Error::NotFound {
+            kind: "write session",
+            ..
+        }) => {}
         other => panic!("committing a vacuumed session: {other:?}"),
     }
     assert_eq!(ids(&w).await, expected);
@@ -172,11 +237,17 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     assert_eq!(pinned.table_version, 1);
     // An overwrite replaces the rows of v1: its file is referenced by v1 only.
     let sid = w
-        .create_write_session(&WriteSessionRequest { overwrite: true, ..WriteSessionRequest::new(table()) })
+        .create_write_session(&WriteSessionRequest {
+            overwrite: true,
+            ..WriteSessionRequest::new(table())
+        })
         .await
         .unwrap()
         .session_id;
-    let stream = w.create_write_stream(&table(), &sid, None, false).await.unwrap();
+    let stream = w
+        .create_write_stream(&table(), &sid, None, false)
+        .await
+        .unwrap();
     w.write(WriteRequest {
         table: table(),
         session_id: sid.clone(),
@@ -188,7 +259,9 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     })
     .await
     .unwrap();
-    w.close_write_stream(&table(), &sid, &stream.stream_id, stream.version).await.unwrap();
+    w.close_write_stream(&table(), &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
     w.commit_write_session(&table(), &sid, None).await.unwrap();
     for k in 0..5 {
         append(&w, 200 + k * 10..200 + k * 10 + 10).await;
@@ -198,7 +271,10 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     assert_eq!(report.versions, 6, "{report:?}");
     let manifests = files(&table_dir(&w).join("_manifest"));
     assert_eq!(manifests.len(), 2, "{manifests:?}");
-    assert_eq!(read_session(&w, &pinned.session_id, 10).await.unwrap(), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        read_session(&w, &pinned.session_id, 10).await.unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
 
     // The session expires: its version and the file only it needed go.
     clock.advance_ms(DAY_MS + 1);
@@ -212,8 +288,13 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
         .open()
         .unwrap();
     // The session file was removed with its version: a clear not-found.
-    match reviving.get_read_session(&table(), &pinned.session_id, true).await {
-        Err(Error::NotFound { kind, .. }) => assert!(kind.contains("session") || kind.contains("version")),
+    match reviving
+        .get_read_session(&table(), &pinned.session_id, true)
+        .await
+    {
+        Err(Error::NotFound { kind, .. }) => {
+            assert!(kind.contains("session") || kind.contains("version"))
+        }
         other => panic!("refreshing a vacuumed session: {other:?}"),
     }
 }
@@ -229,7 +310,10 @@ async fn reading_a_removed_version_says_why() {
     request.split_options = SplitOptions::row_offset();
     let session = w.create_read_session(&request).await.unwrap();
     append(&w, 10..20).await;
-    let file = w.root().join(".paiio/read_sessions").join(format!("{}.json", session.session_id));
+    let file = w
+        .root()
+        .join(".paiio/read_sessions")
+        .join(format!("{}.json", session.session_id));
     let saved = std::fs::read(&file).unwrap();
     clock.advance_ms(DAY_MS + 1);
     w.vacuum(Some(&table()), &eager()).await.unwrap();
@@ -240,9 +324,15 @@ async fn reading_a_removed_version_says_why() {
         .revive_expired_read_sessions(true)
         .open()
         .unwrap();
-    let err = reviving.get_read_session(&table(), &session.session_id, true).await.unwrap_err();
+    let err = reviving
+        .get_read_session(&table(), &session.session_id, true)
+        .await
+        .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("removed by vacuum") && message.contains("version 1"), "{message}");
+    assert!(
+        message.contains("removed by vacuum") && message.contains("version 1"),
+        "{message}"
+    );
 }
 
 /// A commit whose answer was lost (published, state not saved) is recognised when retried
@@ -261,15 +351,24 @@ async fn retried_commit_after_vacuum_applies_once() {
         append(&w, 100 + k * 10..110 + k * 10).await;
     }
     let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
-    assert_eq!(report.versions, 5, "v0 and v2..v5 go (v6 is the latest); v1 stays: {report:?}");
+    assert_eq!(
+        report.versions, 5,
+        "v0 and v2..v5 go (v6 is the latest); v1 stays: {report:?}"
+    );
     let again = w.commit_write_session(&table(), &sid, None).await.unwrap();
-    assert_eq!(again, info, "the retried commit must answer the version it published");
+    assert_eq!(
+        again, info,
+        "the retried commit must answer the version it published"
+    );
     let expected: Vec<i64> = (0..10).chain(100..150).collect();
     assert_eq!(ids(&w).await, expected, "rows applied exactly once");
     // Now recorded as committed, its version may go.
     let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
     assert_eq!(report.versions, 1, "{report:?}");
-    assert_eq!(w.commit_write_session(&table(), &sid, None).await.unwrap(), info);
+    assert_eq!(
+        w.commit_write_session(&table(), &sid, None).await.unwrap(),
+        info
+    );
     assert_eq!(ids(&w).await, expected);
 }
 
@@ -280,23 +379,36 @@ async fn manifest_bytes_stay_bounded_with_retention() {
     let root = tempfile::tempdir().unwrap();
     let (w, _clock) = open(root.path()).await;
     let manifest_dir = table_dir(&w).join("_manifest");
-    let options = VacuumOptions { keep_versions: 10, ..eager() };
+    let options = VacuumOptions {
+        keep_versions: 10,
+        ..eager()
+    };
     let (mut peak_after, mut without_retention) = (0, 0);
     for k in 0..400 {
         let version = append(&w, k * 3..k * 3 + 3).await;
-        without_retention += std::fs::metadata(manifest_dir.join(format!("{version:020}.json"))).unwrap().len();
+        without_retention += std::fs::metadata(manifest_dir.join(format!("{version:020}.json")))
+            .unwrap()
+            .len();
         if k % 50 == 49 {
             w.vacuum(Some(&table()), &options).await.unwrap();
             peak_after = peak_after.max(dir_bytes(&manifest_dir));
         }
     }
-    let latest = std::fs::metadata(manifest_dir.join(format!("{:020}.json", 400))).unwrap().len();
+    let latest = std::fs::metadata(manifest_dir.join(format!("{:020}.json", 400)))
+        .unwrap()
+        .len();
     eprintln!(
         "400 commits: {without_retention} bytes of manifests without retention, at most \
          {peak_after} bytes after vacuum (latest manifest {latest} bytes)"
     );
     assert!(files(&manifest_dir).len() <= 10 + 50);
-    assert!(peak_after <= 10 * latest, "manifests after vacuum: {peak_after} bytes (latest {latest})");
-    assert!(without_retention > 100 * latest, "{without_retention} bytes without retention");
+    assert!(
+        peak_after <= 10 * latest,
+        "manifests after vacuum: {peak_after} bytes (latest {latest})"
+    );
+    assert!(
+        without_retention > 100 * latest,
+        "{without_retention} bytes without retention"
+    );
     assert_eq!(ids(&w).await, (0..1200).collect::<Vec<_>>());
 }
