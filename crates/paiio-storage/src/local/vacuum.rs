@@ -451,13 +451,13 @@ fn remove_tree(dir: &Path, options: &VacuumOptions, report: &mut VacuumReport) -
             remove_file(&entry.path(), options, report)
         };
     }
-    if !options.dry_run && all {
-        if let Err(e) = fs::remove_dir(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("vacuum: cannot remove {}: {e}", dir.display());
-            return false;
-        }
+    if !options.dry_run
+        && all
+        && let Err(e) = fs::remove_dir(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("vacuum: cannot remove {}: {e}", dir.display());
+        return false;
     }
     all
 }
