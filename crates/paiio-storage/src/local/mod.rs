@@ -14,7 +14,12 @@
 //!
 //! Data files are written straight into `data/` and become visible only when a manifest
 //! version that lists them is published (see [`manifest`]). A read session pins the version it
-//! was created on, so it sees a consistent snapshot whatever commits follow.
+//! was created on, so it sees a consistent snapshot whatever commits follow. Parsed read
+//! sessions are cached in memory, checked against their file's inode, size and modification
+//! time, so a read costs one `stat` however many splits the session has.
+//!
+//! A write that fails removes the data files it wrote. [`LocalWarehouse::vacuum`] removes
+//! expired sessions, old versions and files nothing needs (see [`vacuum`]).
 
 mod files;
 pub(crate) mod manifest;
@@ -110,7 +115,7 @@ impl FileStamp {
 /// The cache of parsed read sessions is emptied (but for sessions kept in memory only) when
 /// it holds more sessions or splits than this.
 const READ_SESSION_CACHE_ENTRIES: usize = 1024;
-const READ_SESSION_CACHE_SPLITS: usize = 16 << 20;
+const READ_SESSION_CACHE_SPLITS: usize = 4 << 20;
 
 /// Options of a [`LocalWarehouse`].
 #[derive(Debug, Clone)]
