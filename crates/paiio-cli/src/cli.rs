@@ -122,6 +122,35 @@ pub enum TableCommand {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Reclaim space in the local warehouse: remove expired write sessions (killed or
+    /// abandoned imports), old table versions no live read session pins, and data files
+    /// nothing needs, then report what was freed.
+    Vacuum {
+        /// odps://PROJECT/tables/[SCHEMA.]TABLE (or --all for every table)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        uri: Option<String>,
+        /// Every table, expired read sessions, and leftovers of dropped tables.
+        #[arg(long)]
+        all: bool,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep table versions committed less than this many seconds ago.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        retention: u64,
+        /// Always keep this many latest versions of each table (at least 1).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        keep_versions: usize,
+        /// Keep files younger than this many seconds, and sessions until this long after they
+        /// expire (a writer may have written a file and not yet recorded it). 0 only when
+        /// nothing else uses the warehouse.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        grace: u64,
+        /// Also remove write sessions that have not expired but saw no write for this many
+        /// seconds (killed imports), with what they staged.
+        #[arg(long, value_name = "SECONDS")]
+        abandon_idle: Option<u64>,
+    },
     /// Print `ROWS DIGEST`: an order-independent SHA-256 based digest of all rows.
     Checksum {
         /// odps://PROJECT/tables/[SCHEMA.]TABLE[/key=value...]

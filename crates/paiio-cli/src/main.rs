@@ -7,6 +7,7 @@
 //! paiio [--warehouse DIR] table drop URI [--if-exists]
 //! paiio [--warehouse DIR] table import URI FILE [--format csv|jsonl|arrow] [--overwrite] [--batch-rows N]
 //! paiio [--warehouse DIR] table export URI FILE [--format csv|jsonl|arrow]
+//! paiio [--warehouse DIR] table vacuum URI|--all [--dry-run] [--retention S] [--keep-versions N] [--grace S] [--abandon-idle S]
 //! paiio serve --warehouse DIR [--listen ADDR] [--config FILE] [--allow-anonymous] [--admin] ...
 //! ```
 //!
@@ -31,6 +32,7 @@ mod output;
 mod read;
 mod serve;
 mod service;
+mod vacuum;
 
 use std::process::ExitCode;
 
@@ -75,6 +77,18 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
         Command::Serve(args) => return serve::run(cli, args).await,
         Command::Table(command) => command,
     };
+    if let TableCommand::Vacuum { uri, all: _, dry_run, retention, keep_versions, grace, abandon_idle } =
+        command
+    {
+        let options = paiio_storage::local::VacuumOptions {
+            dry_run: *dry_run,
+            version_retention: std::time::Duration::from_secs(*retention),
+            keep_versions: *keep_versions,
+            grace: std::time::Duration::from_secs(*grace),
+            abandon_idle: abandon_idle.map(std::time::Duration::from_secs),
+        };
+        return vacuum::run(cli, out, uri.as_deref(), &options).await;
+    }
     let service = service::open_service(cli)?;
     match command {
         TableCommand::Create { uri, schema, partitioned_by, if_not_exists } => {
@@ -102,6 +116,7 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
             export::run(service, out, uri, file, *format).await
         }
         TableCommand::Checksum { uri } => checksum::run(service, out, uri).await,
+        TableCommand::Vacuum { .. } => unreachable!("vacuum runs on the warehouse directly"),
     }
 }
 

@@ -25,7 +25,7 @@ use paiio_server::Server;
 use paiio_storage::auth::{Credentials, Verifier};
 use paiio_storage::clock::ManualClock;
 use paiio_storage::config::{Backend, Config};
-use paiio_storage::local::LocalWarehouse;
+use paiio_storage::local::{LocalWarehouse, VacuumOptions};
 
 use crate::cli::Cli;
 use crate::error::{CliError, Result};
@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// and new clients wait. Default: half the open-file limit, between 16 and 10,000.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
+
+    /// Vacuum the warehouse this often (expired sessions, old versions, unreferenced files,
+    /// with the defaults of `paiio table vacuum`), e.g. 5m, 1h; `off` turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    pub vacuum_interval: Timeout,
 }
 
 /// A rate option: bytes per second, or `None` for `off` (an alias, so clap does not take the
@@ -191,6 +196,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
         warehouse = warehouse.clock(Arc::new(clock.clone()));
     }
     let warehouse = Arc::new(warehouse.open()?);
+    let vacuum = spawn_vacuum(&warehouse, args.vacuum_interval);
     let blob_dir = warehouse.root().join(".paiio").join("blobs");
     let mut builder = Server::builder(warehouse)
         .allow_anonymous(creds.is_none())
@@ -213,8 +219,32 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     announce(&handle.endpoint(), &dir)?;
     shutdown_signal().await;
     eprintln!("paiio serve: shutting down");
+    if let Some(vacuum) = vacuum {
+        vacuum.abort();
+    }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Vacuums the warehouse every `interval` (the first time after one interval); `None`: never.
+fn spawn_vacuum(warehouse: &Arc<LocalWarehouse>, interval: Timeout) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = interval?;
+    let warehouse = warehouse.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match warehouse.vacuum(None, &VacuumOptions::default()).await {
+                Ok(r) if r.files > 0 => tracing::info!(
+                    "vacuum freed {} files ({} bytes): {} write sessions, {} read sessions, {} versions, {} data files",
+                    r.files, r.bytes, r.write_sessions, r.read_sessions, r.versions, r.data_files
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("vacuum of {} failed: {e}", warehouse.root().display()),
+            }
+        }
+    }))
 }
 
 /// The line tests and scripts wait for, flushed at once.

@@ -47,6 +47,7 @@ fn catalog_command(cli: &Cli) -> Option<&'static str> {
         Command::Table(TableCommand::Drop { .. }) => Some("drop"),
         Command::Table(TableCommand::Ls { .. }) => Some("ls"),
         Command::Table(TableCommand::Partitions { .. }) => Some("partitions"),
+        Command::Table(TableCommand::Vacuum { .. }) => Some("vacuum"),
         _ => None,
     }
 }

@@ -67,6 +67,8 @@ impl From<Error> for ApiError {
             Error::Conflict { .. } => (StatusCode::CONFLICT, "TableModified"),
             Error::NotSupported { .. } => (StatusCode::BAD_REQUEST, "NotSupported"),
             Error::Transient { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            // A full or read-only disk: the message says which and what could not be done.
+            Error::Unwritable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             Error::Service { status, code, .. } => {
                 return ApiError::new(
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -102,3 +104,22 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_or_read_only_warehouse_is_503_with_the_reason() {
+        let e = Error::Unwritable {
+            root: "/wh".into(),
+            condition: "read-only",
+            action: "record read session abc".into(),
+            path: "/wh/.paiio/read_sessions/abc.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+        };
+        let api = ApiError::from(e);
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(api.message.contains("the warehouse at /wh is read-only: cannot record read session abc"), "{}", api.message);
+    }
+}

@@ -77,6 +77,22 @@ pub enum Error {
     #[error("service error {status} {code}: {message} (request id {request_id})")]
     Service { status: u16, code: String, message: String, request_id: String },
 
+    /// The warehouse's disk refused a write: it is full, over quota or a file size limit, or
+    /// read-only. Nothing was changed; freeing space (`paiio table vacuum`) or making the
+    /// disk writable lets the operation succeed.
+    #[error("the warehouse at {} is {condition}: cannot {action} ({}: {source})", root.display(), path.display())]
+    Unwritable {
+        root: PathBuf,
+        /// `out of space`, `over its disk quota`, `over the file size limit`, `read-only`.
+        condition: &'static str,
+        /// What could not be done, e.g. `record the read session`.
+        action: String,
+        /// The file that could not be written.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An I/O error on a local path.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -120,6 +136,37 @@ impl Error {
         Error::TypeMismatch { column: column.into(), message: message.into() }
     }
 
+    /// Turns an [`Error::Io`] that says the disk is full or read-only into
+    /// [`Error::Unwritable`] naming the warehouse and what could not be done; any other error
+    /// is returned unchanged.
+    pub fn unwritable(self, root: &std::path::Path, action: impl Into<String>) -> Self {
+        match self {
+            Error::Io { path, source } => match unwritable_condition(&source) {
+                Some(condition) => Error::Unwritable {
+                    root: root.to_path_buf(),
+                    condition,
+                    action: action.into(),
+                    path,
+                    source,
+                },
+                None => Error::Io { path, source },
+            },
+            Error::Arrow { context, source: arrow_schema::ArrowError::IoError(message, source) } => {
+                match unwritable_condition(&source) {
+                    Some(condition) => Error::Unwritable {
+                        root: root.to_path_buf(),
+                        condition,
+                        action: action.into(),
+                        path: PathBuf::from(context),
+                        source,
+                    },
+                    None => Error::Arrow { context, source: arrow_schema::ArrowError::IoError(message, source) },
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Whether trying the same request again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -127,5 +174,17 @@ impl Error {
             Error::Service { status, .. } => matches!(status, 408 | 429 | 500..=599),
             _ => false,
         }
+    }
+}
+
+/// What an I/O error says about the disk, when it says the disk takes no more writes.
+pub(crate) fn unwritable_condition(error: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::StorageFull => Some("out of space"),
+        ErrorKind::QuotaExceeded => Some("over its disk quota"),
+        ErrorKind::FileTooLarge => Some("over the file size limit"),
+        ErrorKind::ReadOnlyFilesystem => Some("read-only"),
+        _ => None,
     }
 }

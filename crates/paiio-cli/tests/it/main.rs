@@ -6,3 +6,4 @@ mod errors;
 mod flow;
 mod formats;
 mod serve;
+mod vacuum;

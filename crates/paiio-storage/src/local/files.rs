@@ -56,6 +56,23 @@ pub(crate) fn write_data_file(
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     let file = File::create_new(&path).map_err(|e| Error::io(&path, e))?;
+    // A file that could not be written whole (a full disk, a killed request) is removed at
+    // once: nothing will ever name it, and it would keep the disk full.
+    let written = write_batches(file, &path, rel_path, schema, batches, compression);
+    if written.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    written
+}
+
+fn write_batches(
+    file: File,
+    path: &Path,
+    rel_path: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    compression: FileCompression,
+) -> Result<DataFile> {
     let options = IpcWriteOptions::default()
         .try_with_compression(compression.ipc())
         .map_err(|e| Error::arrow("write options", e))?;
@@ -76,13 +93,13 @@ pub(crate) fn write_data_file(
     }
     writer.finish().map_err(|e| Error::arrow(path.display().to_string(), e))?;
     let buf = writer.into_inner().map_err(|e| Error::arrow(path.display().to_string(), e))?;
-    let file = buf.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    let file = buf.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(path, e))?;
     if let Some(parent) = path.parent() {
         // The directory entry must be durable before a manifest names the file.
         super::manifest::sync_dir(parent)?;
     }
-    let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
     Ok(DataFile {
         path: rel_path.to_string(),
         rows: batch_rows.iter().sum(),

@@ -180,7 +180,7 @@ pub(crate) fn publish(table_dir: &Path, manifest: &Manifest) -> Result<bool> {
     } else if !dir.is_dir() {
         return Err(Error::not_found("table", format!("{} (dropped during the commit)", table_dir.display())));
     }
-    let body = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Corrupt {
+    let body = serde_json::to_vec(manifest).map_err(|e| Error::Corrupt {
         location: dir.display().to_string(),
         message: format!("cannot encode manifest: {e}"),
     })?;

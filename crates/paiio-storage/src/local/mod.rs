@@ -14,10 +14,16 @@
 //!
 //! Data files are written straight into `data/` and become visible only when a manifest
 //! version that lists them is published (see [`manifest`]). A read session pins the version it
-//! was created on, so it sees a consistent snapshot whatever commits follow.
+//! was created on, so it sees a consistent snapshot whatever commits follow. Parsed read
+//! sessions are cached in memory, checked against their file's inode, size and modification
+//! time, so a read costs one `stat` however many splits the session has.
+//!
+//! A write that fails removes the data files it wrote. [`LocalWarehouse::vacuum`] removes
+//! expired sessions, old versions and files nothing needs (see [`vacuum`]).
 
 mod files;
 pub(crate) mod manifest;
+mod vacuum;
 mod write;
 
 use std::collections::HashMap;
@@ -30,6 +36,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use files::FileCompression;
+pub use vacuum::{VacuumOptions, VacuumReport};
 use files::{ColumnSource, OutputShape, Piece, RangeReader};
 use manifest::{DataFile, Manifest};
 
@@ -64,8 +71,51 @@ struct Inner {
     revive_expired_read_sessions: bool,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     manifests: Mutex<HashMap<(PathBuf, u64), Arc<Manifest>>>,
+    /// Parsed read sessions by id, so a read does not parse a session of many splits again.
+    read_sessions: Mutex<HashMap<String, CachedReadSession>>,
+    /// How many times a read session file was parsed (tests check the cache with it).
+    read_session_parses: std::sync::atomic::AtomicU64,
     sessions_created: std::sync::atomic::AtomicU64,
 }
+
+/// A parsed read session and where it lives.
+#[derive(Debug, Clone)]
+struct CachedReadSession {
+    state: Arc<ReadSessionState>,
+    backing: Backing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Backing {
+    /// The session file as it was when parsed: a refresh (by any process) replaces the file,
+    /// which changes its inode, size or modification time.
+    File(FileStamp),
+    /// The warehouse could not take the session file (a full or read-only disk): the session
+    /// lives in this process only, and is lost when it ends.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        FileStamp { len: meta.len(), modified: meta.modified().ok(), inode }
+    }
+}
+
+/// The cache of parsed read sessions is emptied (but for sessions kept in memory only) when
+/// it holds more sessions or splits than this.
+const READ_SESSION_CACHE_ENTRIES: usize = 1024;
+const READ_SESSION_CACHE_SPLITS: usize = 4 << 20;
 
 /// Options of a [`LocalWarehouse`].
 #[derive(Debug, Clone)]
@@ -120,6 +170,8 @@ impl LocalWarehouseBuilder {
                 revive_expired_read_sessions: self.revive_expired_read_sessions,
                 locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(HashMap::new()),
+                read_sessions: Mutex::new(HashMap::new()),
+                read_session_parses: std::sync::atomic::AtomicU64::new(0),
                 sessions_created: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -330,29 +382,75 @@ impl Inner {
         self.root.join(META_DIR).join(READ_SESSIONS_DIR).join(format!("{session_id}.json"))
     }
 
-    fn load_read_session(&self, table: &TableId, session_id: &str) -> Result<ReadSessionState> {
+    /// A read session: from the cache while its file is unchanged (one `stat`), else parsed.
+    fn load_read_session(&self, table: &TableId, session_id: &str) -> Result<Arc<ReadSessionState>> {
         check_id("read session", session_id)?;
         let path = self.read_session_path(session_id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found("read session", session_id));
-            }
+        let stamp = match fs::metadata(&path) {
+            Ok(meta) => Some(FileStamp::of(&meta)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(path, e)),
         };
-        let state: ReadSessionState = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            location: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let cached = self.read_sessions.lock().get(session_id).cloned();
+        let state = match (cached, stamp) {
+            (Some(c), _) if c.backing == Backing::Memory => c.state,
+            (Some(c), Some(stamp)) if c.backing == Backing::File(stamp) => c.state,
+            (_, None) => {
+                self.read_sessions.lock().remove(session_id);
+                return Err(Error::not_found("read session", session_id));
+            }
+            (_, Some(stamp)) => {
+                let bytes = match fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::not_found("read session", session_id));
+                    }
+                    Err(e) => return Err(Error::io(path, e)),
+                };
+                self.read_session_parses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let state: ReadSessionState = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                    location: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                // A file replaced between the `stat` and the read is parsed again next time.
+                self.cache_read_session(Arc::new(state), Backing::File(stamp))
+            }
+        };
         if &state.table != table {
             return Err(Error::not_found("read session", format!("{session_id} of table {table}")));
         }
         Ok(state)
     }
 
-    fn save_read_session(&self, state: &ReadSessionState) -> Result<()> {
-        let body = serde_json::to_vec(state).map_err(|e| Error::invalid("read session", e.to_string()))?;
-        manifest::replace_file(&self.read_session_path(&state.session_id), &body)
+    fn cache_read_session(&self, state: Arc<ReadSessionState>, backing: Backing) -> Arc<ReadSessionState> {
+        let mut cache = self.read_sessions.lock();
+        let splits: usize = cache.values().map(|c| c.state.splits.len()).sum();
+        if cache.len() >= READ_SESSION_CACHE_ENTRIES || splits + state.splits.len() > READ_SESSION_CACHE_SPLITS {
+            cache.retain(|_, c| c.backing == Backing::Memory);
+        }
+        cache.insert(state.session_id.clone(), CachedReadSession { state: state.clone(), backing });
+        state
+    }
+
+    /// Records a read session in its file. A warehouse whose disk takes no more writes (full
+    /// or read-only) can still be read: the session is then kept in this process's memory.
+    fn save_read_session(&self, state: ReadSessionState) -> Result<Arc<ReadSessionState>> {
+        let body = serde_json::to_vec(&state).map_err(|e| Error::invalid("read session", e.to_string()))?;
+        let path = self.read_session_path(&state.session_id);
+        let state = Arc::new(state);
+        match manifest::replace_file(&path, &body) {
+            Ok(()) => match fs::metadata(&path) {
+                Ok(meta) => Ok(self.cache_read_session(state, Backing::File(FileStamp::of(&meta)))),
+                Err(_) => Ok(state),
+            },
+            Err(e) => match e.unwritable(&self.root, format!("record read session {}", state.session_id)) {
+                e @ Error::Unwritable { .. } => {
+                    tracing::warn!("{e}; the session is kept in the memory of this process only");
+                    Ok(self.cache_read_session(state, Backing::Memory))
+                }
+                e => Err(e),
+            },
+        }
     }
 
     fn create_read_session(&self, req: &ReadSessionRequest) -> Result<ReadSession> {
@@ -424,7 +522,7 @@ impl Inner {
             schema: TableSchema { columns: data_columns, partition_columns },
             arrow_options: req.arrow_options,
         };
-        self.save_read_session(&state)?;
+        let state = self.save_read_session(state)?;
         // Every open of a reader makes a session, and often a new `LocalWarehouse` (one per
         // process, a data loader forks new ones every epoch): the counter alone would sweep
         // on nearly every session, stat-ing every session file, which made opening a reader
@@ -482,14 +580,47 @@ impl Inner {
         let mut state = self.load_read_session(table, session_id)?;
         if refresh {
             // Reviving is opt-in (see `revive_expired_read_sessions`): the session's version
-            // is pinned, so its rows are still there to read.
-            if self.now() > state.expiration_ms && !self.revive_expired_read_sessions {
-                return Err(Error::SessionExpired { session_id: session_id.to_string() });
+            // is pinned, so its rows are still there to read, unless vacuum removed it.
+            if self.now() > state.expiration_ms {
+                if !self.revive_expired_read_sessions {
+                    return Err(Error::SessionExpired { session_id: session_id.to_string() });
+                }
+                self.pinned_manifest(&state)?;
             }
-            state.expiration_ms = self.now() + self.session_ttl_ms;
-            self.save_read_session(&state)?;
+            let mut refreshed = (*state).clone();
+            refreshed.expiration_ms = self.now() + self.session_ttl_ms;
+            state = self.save_read_session(refreshed)?;
         }
         Ok(state.to_session(self.now()))
+    }
+
+    /// The table version a read session pinned, or a clear error when the table was dropped or
+    /// vacuum removed that version (only versions of expired sessions are removed).
+    fn pinned_manifest(&self, state: &ReadSessionState) -> Result<Arc<Manifest>> {
+        let dir = self.table_dir(&state.table);
+        let dropped = || Error::not_found("table", format!("{} (dropped after the session was created)", state.table));
+        let m = match self.manifest(&dir, state.version) {
+            Ok(m) => m,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return match self.current(&state.table) {
+                    Ok((_, latest)) if latest.table_uuid == state.table_uuid => Err(Error::not_found(
+                        "table version",
+                        format!(
+                            "version {} of {}, which read session {} pinned, was removed by vacuum \
+                             after the session expired: create a new read session",
+                            state.version, state.table, state.session_id
+                        ),
+                    )),
+                    _ => Err(dropped()),
+                };
+            }
+            Err(Error::Io { .. }) => return Err(dropped()),
+            Err(e) => return Err(e),
+        };
+        if m.table_uuid != state.table_uuid {
+            return Err(dropped());
+        }
+        Ok(m)
     }
 
     /// Plans the read of one request: the pieces of files and the output shape.
@@ -529,14 +660,7 @@ impl Inner {
         }
         let start = start + req.skip_rows;
         let dir = self.table_dir(&state.table);
-        let dropped = || Error::not_found("table", format!("{} (dropped after the session was created)", state.table));
-        let m = self.manifest(&dir, state.version).map_err(|e| match e {
-            Error::Io { .. } => dropped(),
-            e => e,
-        })?;
-        if m.table_uuid != state.table_uuid {
-            return Err(dropped());
-        }
+        let m = self.pinned_manifest(&state)?;
         let shape = output_shape(&state, &req.columns)?;
         let pieces = pieces_for(&dir, &selected_partitions(&m, &state.partitions), start, end);
         let max_batch_rows = if req.max_batch_rows == 0 { ReadRequest::DEFAULT_MAX_BATCH_ROWS } else { req.max_batch_rows };
@@ -1024,6 +1148,67 @@ type Staged = Vec<(PartitionSpec, DataFile)>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use futures::StreamExt;
+
+    /// A read of one split costs a `stat` of the session file, not a parse of all its splits;
+    /// a refresh by another process (a new file) is seen.
+    #[tokio::test]
+    async fn reads_parse_a_read_session_once() {
+        let root = tempfile::tempdir().unwrap();
+        let w = LocalWarehouse::open(root.path()).unwrap();
+        let table = TableId::new("p", None, "t").unwrap();
+        let schema = TableSchema::new(vec![Column::new("id", crate::types::OdpsType::BigInt)], vec![]).unwrap();
+        w.create_table(&table, &schema, CreateTableOptions::default()).await.unwrap();
+        let sid = w.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap().session_id;
+        let stream = w.create_write_stream(&table, &sid, None, false).await.unwrap();
+        let ids = arrow_array::Int64Array::from_iter_values(0..2000);
+        let arrow = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "id",
+            arrow_schema::DataType::Int64,
+            true,
+        )]));
+        let batch = arrow_array::RecordBatch::try_new(arrow, vec![Arc::new(ids)]).unwrap();
+        w.write(WriteRequest {
+            table: table.clone(),
+            session_id: sid.clone(),
+            stream_id: stream.stream_id.clone(),
+            version: stream.version,
+            row_offset: None,
+            access_token: None,
+            batches: vec![batch],
+        })
+        .await
+        .unwrap();
+        w.close_write_stream(&table, &sid, &stream.stream_id, stream.version).await.unwrap();
+        w.commit_write_session(&table, &sid, None).await.unwrap();
+
+        let mut request = ReadSessionRequest::new(table.clone());
+        request.split_options = SplitOptions::parallelism(2000);
+        let session = w.create_read_session(&request).await.unwrap();
+        let other = LocalWarehouse::open(root.path()).unwrap();
+        let parses = |w: &LocalWarehouse| w.inner.read_session_parses.load(std::sync::atomic::Ordering::Relaxed);
+        for split in (0..2000).step_by(20) {
+            for w in [&w, &other] {
+                let read = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
+                let mut rows = 0;
+                let mut stream = w.read(&read).await.unwrap();
+                while let Some(b) = stream.next().await {
+                    rows += b.unwrap().num_rows();
+                }
+                assert_eq!(rows, 1);
+            }
+        }
+        assert_eq!(parses(&w), 0, "the creating process parses its session never");
+        assert_eq!(parses(&other), 1, "another process parses it once");
+
+        // A refresh elsewhere replaces the file: the cached copy is not used any more.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let refreshed = w.get_read_session(&table, &session.session_id, true).await.unwrap();
+        let seen = other.get_read_session(&table, &session.session_id, false).await.unwrap();
+        assert_eq!(seen.expiration_time_ms, refreshed.expiration_time_ms);
+        assert_eq!(parses(&other), 2);
+    }
 
     #[test]
     fn balanced_splits_follow_the_formula() {

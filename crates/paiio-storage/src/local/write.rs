@@ -19,17 +19,17 @@ use crate::types::{Column, OdpsType, TableSchema};
 use crate::uri::{PartitionSpec, TableId, validate_partition_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum State {
+pub(super) enum State {
     Normal,
     Committed { version: u64, rows: u64 },
     Aborted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct WriteSessionState {
+pub(super) struct WriteSessionState {
     session_id: String,
     table: TableId,
-    expiration_ms: i64,
+    pub(super) expiration_ms: i64,
     partition: PartitionSpec,
     overwrite: bool,
     mode: WriteMode,
@@ -38,7 +38,7 @@ struct WriteSessionState {
     base_version: u64,
     /// The full table schema at creation.
     table_schema: TableSchema,
-    state: State,
+    pub(super) state: State,
     next_stream: u64,
 }
 
@@ -91,11 +91,11 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 }
 
 impl Inner {
-    fn session_dir(&self, table: &TableId, session_id: &str) -> PathBuf {
+    pub(super) fn session_dir(&self, table: &TableId, session_id: &str) -> PathBuf {
         self.table_dir(table).join(WRITE_DIR).join(session_id)
     }
 
-    fn load_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
+    pub(super) fn load_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
         check_id("write session", session_id)?;
         let path = self.session_dir(table, session_id).join("session.json");
         let bytes = match fs::read(&path) {
@@ -219,7 +219,7 @@ impl Inner {
             state: State::Normal,
             next_stream: 0,
         };
-        self.save_write_session(&state)?;
+        self.save_write_session(&state).map_err(|e| e.unwritable(&self.root, "record a new write session"))?;
         self.to_write_session(&state)
     }
 
@@ -247,6 +247,18 @@ impl Inner {
             streams,
             committed_version,
         })
+    }
+
+    /// The data files (relative to the table directory) staged by any stream version of a
+    /// session.
+    pub(super) fn staged_files(&self, table: &TableId, session_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .all_streams(table, session_id)?
+            .into_iter()
+            .flat_map(|s| s.versions)
+            .flat_map(|v| v.files)
+            .map(|(_, f)| f.path)
+            .collect())
     }
 
     pub(super) fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
@@ -392,10 +404,15 @@ impl Inner {
             return Err(Error::invalid("row offset", format!("{stream_name} is exactly-once: every write needs RowOffset")));
         }
         let staged = self.stage(&session, &req.batches)?;
+        let staged_paths: Vec<String> = staged.iter().map(|(_, f)| f.path.clone()).collect();
         v.files.extend(staged);
         v.row_offset += rows;
         let ack = WriteAck { next_row_offset: v.row_offset, rows_written: rows, duplicate: false };
-        self.save_stream(&req.table, &req.session_id, &stream)?;
+        if let Err(e) = self.save_stream(&req.table, &req.session_id, &stream) {
+            // The stream does not record the files, so nothing ever would: remove them.
+            self.remove_data_files(&req.table, staged_paths.iter().map(String::as_str));
+            return Err(e.unwritable(&self.root, format!("record the rows written to {stream_name}")));
+        }
         Ok(ack)
     }
 
@@ -422,13 +439,33 @@ impl Inner {
             }
         }
         let dir = self.table_dir(&session.table);
-        let mut staged = Vec::new();
+        let mut staged: Staged = Vec::new();
         for (spec, batches) in by_partition {
             let rel = format!("{DATA_DIR}/{}.arrow", uuid::Uuid::new_v4().simple());
-            let file = write_data_file(&dir, &rel, &storage, &batches, self.compression)?;
-            staged.push((spec, file));
+            match write_data_file(&dir, &rel, &storage, &batches, self.compression) {
+                Ok(file) => staged.push((spec, file)),
+                Err(e) => {
+                    // All or nothing: the files of the other partitions go too.
+                    self.remove_data_files(&session.table, staged.iter().map(|(_, f)| f.path.as_str()));
+                    return Err(e.unwritable(&self.root, format!("store the rows written to table {}", session.table)));
+                }
+            }
         }
         Ok(staged)
+    }
+
+    /// Removes data files of `table` (paths relative to its directory) that no manifest
+    /// names; one that cannot be removed is left to `vacuum`.
+    pub(super) fn remove_data_files<'a>(&self, table: &TableId, paths: impl IntoIterator<Item = &'a str>) {
+        let dir = self.table_dir(table);
+        for rel in paths {
+            let path = dir.join(rel);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot remove {}: {e} (vacuum removes it later)", path.display());
+            }
+        }
     }
 
     pub(super) fn close_write_stream(
@@ -531,9 +568,14 @@ impl Inner {
         let (overwrite, target) = (session.overwrite, session.partition.clone());
         let published = self.commit_with(table, |dir, latest| {
             // A commit whose response was lost may already be in a later version.
+            // Vacuum removes old versions, but never the one a session still in NORMAL state
+            // published, so a version that is gone is not this session's.
             for v in base_version + 1..=latest.version {
-                if self.manifest(dir, v)?.session_id.as_deref() == Some(sid.as_str()) {
-                    return Ok(None);
+                match self.manifest(dir, v) {
+                    Ok(m) if m.session_id.as_deref() == Some(sid.as_str()) => return Ok(None),
+                    Ok(_) => {}
+                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
             }
             let mut next = latest.clone();
@@ -552,7 +594,8 @@ impl Inner {
                 next.append(spec, files);
             }
             Ok(Some(next))
-        })?;
+        })
+        .map_err(|e| e.unwritable(&self.root, format!("publish the commit of write session {session_id}")))?;
         let version = if published.session_id.as_deref() == Some(session_id) {
             published.version
         } else {
@@ -585,15 +628,29 @@ impl Inner {
             State::Normal => {}
         }
         session.state = State::Aborted;
-        self.save_write_session(&session)?;
-        let dir = self.table_dir(table);
-        for s in self.all_streams(table, session_id)? {
-            for v in s.versions {
-                for (_, f) in v.files {
-                    let _ = fs::remove_file(dir.join(&f.path));
-                }
+        let staged: Vec<String> = self
+            .all_streams(table, session_id)?
+            .into_iter()
+            .flat_map(|s| s.versions)
+            .flat_map(|v| v.files)
+            .map(|(_, f)| f.path)
+            .collect();
+        if let Err(e) = self.save_write_session(&session) {
+            // A full disk cannot take the new state, and the staged files are what fills it.
+            // Under the session lock no commit can start, so the stream records (which name
+            // the files) go first, then the files; with the space freed the state is saved.
+            // A session whose state still cannot be saved has no files left to commit.
+            let streams = self.session_dir(table, session_id).join("streams");
+            for s in self.all_streams(table, session_id)? {
+                let path = streams.join(format!("{}.json", s.stream_id));
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
+            self.remove_data_files(table, staged.iter().map(String::as_str));
+            self.save_write_session(&session)
+                .map_err(|_| e.unwritable(&self.root, format!("record that write session {session_id} is aborted")))?;
+            return Ok(());
         }
+        self.remove_data_files(table, staged.iter().map(String::as_str));
         Ok(())
     }
 }

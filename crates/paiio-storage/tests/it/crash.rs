@@ -564,6 +564,8 @@ fn crash_child() {
             "commits" => child_commits(&w, &table, Profile::Varied, started).await,
             "catalog" => child_catalog(&w, seed, started).await,
             "disk-full" => child_disk_full(&w, &table).await,
+            "disk-full-import" => child_disk_full_import(&w, &table).await,
+            "disk-full-read" => child_disk_full_read(&w, &table).await,
             other => panic!("unknown child mode {other:?}"),
         }
     });
@@ -662,7 +664,7 @@ async fn child_disk_full(w: &LocalWarehouse, table: &TableId) {
         match w.commit_write_session(table, &sid, None).await {
             Ok(_) => continue,
             Err(e) => {
-                let io = matches!(e, Error::Io { .. });
+                let io = matches!(e, Error::Io { .. } | Error::Unwritable { .. });
                 let after = w.describe_table(table).await.unwrap();
                 let unchanged = (after.version, after.row_count) == (info.version, info.row_count);
                 // The session must still be committable (state not changed by the failure).
@@ -680,6 +682,92 @@ async fn child_disk_full(w: &LocalWarehouse, table: &TableId) {
         }
     }
     println!("PAIIO_NO_FAILURE");
+}
+
+/// An import under a small file size limit: a write that fits, one that does not, then the
+/// abort an importer sends. Reports on stdout for the parent.
+async fn child_disk_full_import(w: &LocalWarehouse, table: &TableId) {
+    let mut request = WriteSessionRequest::new(table.clone());
+    request.partition = spec("a1");
+    let sid = w.create_write_session(&request).await.unwrap().session_id;
+    let stream = w
+        .create_write_stream(table, &sid, None, true)
+        .await
+        .unwrap();
+    let mut offset = 0;
+    for rows in [100u64, 60_000] {
+        let p = Plan {
+            c: 50,
+            kind: Kind::Append(1),
+            rows,
+            streams: 1,
+            batches_per_stream: 1,
+        };
+        let ids: Vec<u64> = (offset..offset + rows)
+            .map(|i| p.c * ROW_STRIDE + i)
+            .collect();
+        let result = w
+            .write(WriteRequest {
+                table: table.clone(),
+                session_id: sid.clone(),
+                stream_id: stream.stream_id.clone(),
+                version: stream.version,
+                row_offset: Some(offset),
+                access_token: Some(stream.access_token.clone()),
+                batches: vec![batch(&p, &ids, false)],
+            })
+            .await;
+        match result {
+            Ok(_) => println!("PAIIO_WROTE rows={rows}"),
+            Err(e) => {
+                let unwritable = matches!(e, Error::Unwritable { .. });
+                println!("PAIIO_WRITE_FAILED rows={rows} unwritable={unwritable} err={e}");
+                break;
+            }
+        }
+        offset += rows;
+    }
+    match w.abort_write_session(table, &sid).await {
+        Ok(()) => println!("PAIIO_ABORTED"),
+        Err(e) => println!("PAIIO_ABORT_FAILED err={e}"),
+    }
+}
+
+/// A read session too large for the file size limit still reads (kept in memory).
+async fn child_disk_full_read(w: &LocalWarehouse, table: &TableId) {
+    let info = w.describe_table(table).await.unwrap();
+    let mut request = ReadSessionRequest::new(table.clone());
+    request.split_options = SplitOptions::parallelism(info.row_count);
+    let session = match w.create_read_session(&request).await {
+        Ok(s) => s,
+        Err(e) => {
+            println!("PAIIO_READ_FAILED err={e}");
+            return;
+        }
+    };
+    // A sample of the splits (each one row), the last one included.
+    let count = session.splits_count as u64;
+    let mut rows = 0u64;
+    for split in (0..count).step_by(97).chain([count - 1]) {
+        let mut request =
+            ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
+        request.max_batch_rows = 1024;
+        let mut stream = match w.read(&request).await {
+            Ok(s) => s,
+            Err(e) => {
+                println!("PAIIO_READ_FAILED split={split} err={e}");
+                return;
+            }
+        };
+        while let Some(batch) = stream.next().await {
+            rows += batch.unwrap().num_rows() as u64;
+        }
+    }
+    println!(
+        "PAIIO_READ rows={rows} sampled={} splits={}",
+        count.div_ceil(97) + 1,
+        session.splits_count
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1117,6 +1205,135 @@ fn failed_file_writes_leave_the_table_unchanged() {
             Some(c + 1)
         );
     });
+}
+
+/// The data files of a table that its latest manifest does not list.
+fn unreferenced_data_files(root: &Path, table: &TableId) -> Vec<String> {
+    let dir = table_dir(root, table);
+    let latest = std::fs::read_dir(dir.join("_manifest"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .max()
+        .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_manifest").join(latest)).unwrap())
+            .unwrap();
+    let listed: HashSet<String> = m["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["files"].as_array().cloned().unwrap_or_default())
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    std::fs::read_dir(dir.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| format!("data/{}", e.file_name().to_string_lossy()))
+        .filter(|p| !listed.contains(p))
+        .collect()
+}
+
+/// F11, an import on a full disk: the write that does not fit fails with an error that says
+/// the warehouse is out of space, and removes what it wrote; the abort that follows removes the
+/// rest. The table is unchanged and no data file is left that nothing lists.
+#[test]
+fn failed_import_on_a_full_disk_leaves_no_files() {
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = table_id("fullimport");
+    runtime.block_on(async {
+        let w = LocalWarehouse::open(root.path()).unwrap();
+        w.create_table(&table, &table_schema(), CreateTableOptions::default())
+            .await
+            .unwrap();
+        write_and_commit(&w, &table, &plan(Profile::ManyFiles, 0))
+            .await
+            .unwrap();
+    });
+    let before = unreferenced_data_files(root.path(), &table);
+    assert!(before.is_empty(), "{before:?}");
+    let mut child =
+        ChildProcess::spawn("disk-full-import", root.path(), "fullimport", 0, Some(128));
+    let status = child.wait_exit(Duration::from_secs(60));
+    let output = child.output();
+    if status.code() == Some(77) {
+        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+        return;
+    }
+    assert!(status.success(), "the child failed ({status})\n{output}");
+    let lines: Vec<String> = child.stdout_log.lock().clone();
+    drop(child);
+    let failed = lines
+        .iter()
+        .find(|l| l.starts_with("PAIIO_WRITE_FAILED"))
+        .unwrap_or_else(|| panic!("a 60,000-row write fit in the file size limit?\n{output}"));
+    assert!(
+        failed.contains("unwritable=true") && failed.contains("over the file size limit"),
+        "a write that does not fit should say the warehouse is full: {failed}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "PAIIO_ABORTED"),
+        "the abort failed\n{output}"
+    );
+    let left = unreferenced_data_files(root.path(), &table);
+    assert!(
+        left.is_empty(),
+        "the failed import left data files nothing lists: {left:?}\n{output}"
+    );
+    runtime.block_on(async {
+        assert_eq!(
+            verify_table(root.path(), &table, Profile::ManyFiles).await,
+            Some(1)
+        );
+    });
+}
+
+/// F11 for reads: a read session whose file does not fit on the disk is kept in memory, and
+/// the warehouse still serves reads.
+#[test]
+fn full_disk_still_serves_reads() {
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = table_id("fullread");
+    runtime.block_on(async {
+        let w = LocalWarehouse::open(root.path()).unwrap();
+        w.create_table(&table, &table_schema(), CreateTableOptions::default())
+            .await
+            .unwrap();
+        let p = Plan {
+            c: 0,
+            kind: Kind::Append(0),
+            rows: 20_000,
+            streams: 1,
+            batches_per_stream: 1,
+        };
+        write_and_commit(&w, &table, &p).await.unwrap();
+    });
+    let mut child = ChildProcess::spawn("disk-full-read", root.path(), "fullread", 0, Some(128));
+    let status = child.wait_exit(Duration::from_secs(120));
+    let output = child.output();
+    if status.code() == Some(77) {
+        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+        return;
+    }
+    assert!(status.success(), "the child failed ({status})\n{output}");
+    let lines: Vec<String> = child.stdout_log.lock().clone();
+    let read = lines
+        .iter()
+        .find(|l| l.starts_with("PAIIO_READ"))
+        .unwrap_or_else(|| panic!("no read report\n{output}"));
+    assert_eq!(
+        read, "PAIIO_READ rows=208 sampled=208 splits=20000",
+        "\n{output}"
+    );
 }
 
 #[test]

@@ -7,3 +7,4 @@ mod faulty;
 mod local;
 mod crash;
 mod concurrency;
+mod vacuum;

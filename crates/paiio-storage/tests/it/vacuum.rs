@@ -1,0 +1,414 @@
+//! Reclaiming space in the local warehouse: abandoned write sessions, unreferenced data
+//! files, and old manifest versions go; what a live session, a pinned snapshot or a retried
+//! commit needs stays.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use futures::StreamExt;
+use paiio_storage::clock::ManualClock;
+use paiio_storage::local::{LocalWarehouse, VacuumOptions};
+use paiio_storage::{
+    Column, CreateTableOptions, Error, OdpsType, ReadRange, ReadRequest, ReadSessionRequest,
+    SplitOptions, TableId, TableSchema, TableService, WriteRequest, WriteSessionRequest,
+};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn table() -> TableId {
+    TableId::new("vproj", None, "t").unwrap()
+}
+
+fn table_dir(w: &LocalWarehouse) -> PathBuf {
+    w.root().join("vproj").join("default").join("t")
+}
+
+/// Vacuum everything nothing needs, at once (nothing else uses these warehouses).
+fn eager() -> VacuumOptions {
+    VacuumOptions {
+        dry_run: false,
+        version_retention: Duration::ZERO,
+        keep_versions: 1,
+        grace: Duration::ZERO,
+        abandon_idle: None,
+    }
+}
+
+async fn open(root: &Path) -> (LocalWarehouse, ManualClock) {
+    let clock = ManualClock::new();
+    let w = LocalWarehouse::builder(root)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .unwrap();
+    let schema = TableSchema::new(vec![Column::new("id", OdpsType::BigInt)], vec![]).unwrap();
+    w.create_table(
+        &table(),
+        &schema,
+        CreateTableOptions {
+            if_not_exists: true,
+        },
+    )
+    .await
+    .unwrap();
+    (w, clock)
+}
+
+fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(ids))]).unwrap()
+}
+
+/// A session with `ids` written to one closed stream, not committed.
+async fn write(w: &LocalWarehouse, ids: std::ops::Range<i64>) -> String {
+    let t = table();
+    let sid = w
+        .create_write_session(&WriteSessionRequest::new(t.clone()))
+        .await
+        .unwrap()
+        .session_id;
+    let stream = w.create_write_stream(&t, &sid, None, false).await.unwrap();
+    let request = WriteRequest {
+        table: t.clone(),
+        session_id: sid.clone(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches: vec![batch(ids)],
+    };
+    w.write(request).await.unwrap();
+    w.close_write_stream(&t, &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    sid
+}
+
+async fn append(w: &LocalWarehouse, ids: std::ops::Range<i64>) -> u64 {
+    let sid = write(w, ids).await;
+    w.commit_write_session(&table(), &sid, None)
+        .await
+        .unwrap()
+        .version
+}
+
+/// Every id of the current version, sorted.
+async fn ids(w: &LocalWarehouse) -> Vec<i64> {
+    let mut request = ReadSessionRequest::new(table());
+    request.split_options = SplitOptions::row_offset();
+    let session = w.create_read_session(&request).await.unwrap();
+    read_session(w, &session.session_id, session.record_count as u64)
+        .await
+        .unwrap()
+}
+
+async fn read_session(w: &LocalWarehouse, sid: &str, rows: u64) -> paiio_storage::Result<Vec<i64>> {
+    let range = ReadRange::Rows {
+        offset: 0,
+        count: rows,
+    };
+    let mut stream = w.read(&ReadRequest::new(table(), sid, range)).await?;
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        out.extend((0..col.len()).map(|i| col.value(i)));
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn files(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Killed imports leave sessions and staged files; vacuum removes those of expired sessions
+/// and every unreferenced file, and keeps the table and a live session's files.
+#[tokio::test]
+async fn vacuum_reclaims_abandoned_writes_and_keeps_live_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, clock) = open(root.path()).await;
+    append(&w, 0..100).await;
+    let live_before = files(&table_dir(&w).join("data"));
+    // Three imports killed before their commit.
+    let mut killed = Vec::new();
+    for k in 0..3 {
+        killed.push(write(&w, 1000 * (k + 1)..1000 * (k + 1) + 500).await);
+    }
+    // A file a writer wrote and never recorded (killed between the two).
+    std::fs::write(
+        table_dir(&w).join("data").join("0123456789abcdef.arrow"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 5);
+    assert_eq!(files(&table_dir(&w).join("_write")).len(), 4);
+
+    // A dry run changes nothing, and reports what a real run frees.
+    let dry = w
+        .vacuum(
+            None,
+            &VacuumOptions {
+                dry_run: true,
+                ..eager()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 5);
+
+    // The sessions are live: only the unrecorded file goes.
+    let report = w.vacuum(None, &eager()).await.unwrap();
+    assert_eq!(
+        (report.data_files, report.write_sessions),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(dry.data_files, 1, "{dry:?}");
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 4);
+
+    // A day later the abandoned sessions have expired; a new one is live.
+    clock.advance_ms(DAY_MS + 1);
+    let live = write(&w, 9000..9010).await;
+    let report = w.vacuum(None, &eager()).await.unwrap();
+    // 4 sessions (the committed one too, past its lifetime) and 3 staged files.
+    assert_eq!(
+        (report.write_sessions, report.data_files),
+        (4, 3),
+        "{report:?}"
+    );
+    assert!(report.bytes > 0 && report.files >= 3 + 4 * 2, "{report:?}");
+    assert_eq!(
+        files(&table_dir(&w).join("_write")),
+        BTreeSet::from([live.clone()])
+    );
+    let data = files(&table_dir(&w).join("data"));
+    assert_eq!(
+        data.len(),
+        live_before.len() + 1,
+        "the table's files and the live session's file stay"
+    );
+    assert!(live_before.is_subset(&data));
+
+    // The live session still commits, and the table holds exactly what was committed.
+    w.commit_write_session(&table(), &live, None).await.unwrap();
+    let expected: Vec<i64> = (0..100).chain(9000..9010).collect();
+    assert_eq!(ids(&w).await, expected);
+    // A removed session cannot be committed: a clear answer, nothing applied.
+    match w.commit_write_session(&table(), &killed[0], None).await {
+        Err(Error::NotFound {
+            kind: "write session",
+            ..
+        }) => {}
+        other => panic!("committing a vacuumed session: {other:?}"),
+    }
+    assert_eq!(ids(&w).await, expected);
+}
+
+/// Old versions go; the latest stays, a live read session's pinned version stays and reads
+/// the same rows; once that session expired its version goes and reading it says why.
+#[tokio::test]
+async fn vacuum_expires_versions_but_never_a_pinned_one() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, clock) = open(root.path()).await;
+    append(&w, 0..10).await;
+    let mut request = ReadSessionRequest::new(table());
+    request.split_options = SplitOptions::row_offset();
+    let pinned = w.create_read_session(&request).await.unwrap();
+    assert_eq!(pinned.table_version, 1);
+    // An overwrite replaces the rows of v1: its file is referenced by v1 only.
+    let sid = w
+        .create_write_session(&WriteSessionRequest {
+            overwrite: true,
+            ..WriteSessionRequest::new(table())
+        })
+        .await
+        .unwrap()
+        .session_id;
+    let stream = w
+        .create_write_stream(&table(), &sid, None, false)
+        .await
+        .unwrap();
+    w.write(WriteRequest {
+        table: table(),
+        session_id: sid.clone(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches: vec![batch(100..105)],
+    })
+    .await
+    .unwrap();
+    w.close_write_stream(&table(), &sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    w.commit_write_session(&table(), &sid, None).await.unwrap();
+    for k in 0..5 {
+        append(&w, 200 + k * 10..200 + k * 10 + 10).await;
+    }
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    // v0 and v2..v6 go (v7 is the latest); v1 is pinned, so its file stays.
+    assert_eq!(report.versions, 6, "{report:?}");
+    let manifests = files(&table_dir(&w).join("_manifest"));
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    assert_eq!(
+        read_session(&w, &pinned.session_id, 10).await.unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // The session expires: its version and the file only it needed go.
+    clock.advance_ms(DAY_MS + 1);
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!((report.versions, report.data_files), (1, 1), "{report:?}");
+    let expected: Vec<i64> = (100..105).chain(200..250).collect();
+    assert_eq!(ids(&w).await, expected);
+    let reviving = LocalWarehouse::builder(root.path())
+        .clock(Arc::new(clock.clone()))
+        .revive_expired_read_sessions(true)
+        .open()
+        .unwrap();
+    // The session file was removed with its version: a clear not-found.
+    match reviving
+        .get_read_session(&table(), &pinned.session_id, true)
+        .await
+    {
+        Err(Error::NotFound { kind, .. }) => {
+            assert!(kind.contains("session") || kind.contains("version"))
+        }
+        other => panic!("refreshing a vacuumed session: {other:?}"),
+    }
+}
+
+/// A read session whose pinned version vacuum removed (its file still there, its lifetime
+/// over, revived) gets an error that says so.
+#[tokio::test]
+async fn reading_a_removed_version_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, clock) = open(root.path()).await;
+    append(&w, 0..10).await;
+    let mut request = ReadSessionRequest::new(table());
+    request.split_options = SplitOptions::row_offset();
+    let session = w.create_read_session(&request).await.unwrap();
+    append(&w, 10..20).await;
+    let file = w
+        .root()
+        .join(".paiio/read_sessions")
+        .join(format!("{}.json", session.session_id));
+    let saved = std::fs::read(&file).unwrap();
+    clock.advance_ms(DAY_MS + 1);
+    w.vacuum(Some(&table()), &eager()).await.unwrap();
+    // Bring the session file back (as a copy another process held) and revive it.
+    std::fs::write(&file, saved).unwrap();
+    let reviving = LocalWarehouse::builder(root.path())
+        .clock(Arc::new(clock.clone()))
+        .revive_expired_read_sessions(true)
+        .open()
+        .unwrap();
+    let err = reviving
+        .get_read_session(&table(), &session.session_id, true)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("removed by vacuum") && message.contains("version 1"),
+        "{message}"
+    );
+}
+
+/// A commit whose answer was lost (published, state not saved) is recognised when retried
+/// after vacuum: its version is kept while its session can retry, so it applies once.
+#[tokio::test]
+async fn retried_commit_after_vacuum_applies_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    let sid = write(&w, 0..10).await;
+    let session_file = table_dir(&w).join("_write").join(&sid).join("session.json");
+    let before_commit = std::fs::read(&session_file).unwrap();
+    let info = w.commit_write_session(&table(), &sid, None).await.unwrap();
+    // The process died after publishing, before recording the commit in the session.
+    std::fs::write(&session_file, before_commit).unwrap();
+    for k in 0..5 {
+        append(&w, 100 + k * 10..110 + k * 10).await;
+    }
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(
+        report.versions, 5,
+        "v0 and v2..v5 go (v6 is the latest); v1 stays: {report:?}"
+    );
+    let again = w.commit_write_session(&table(), &sid, None).await.unwrap();
+    assert_eq!(
+        again, info,
+        "the retried commit must answer the version it published"
+    );
+    let expected: Vec<i64> = (0..10).chain(100..150).collect();
+    assert_eq!(ids(&w).await, expected, "rows applied exactly once");
+    // Now recorded as committed, its version may go.
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(report.versions, 1, "{report:?}");
+    assert_eq!(
+        w.commit_write_session(&table(), &sid, None).await.unwrap(),
+        info
+    );
+    assert_eq!(ids(&w).await, expected);
+}
+
+/// 400 small commits: the manifests of all versions grow with the square of the commits;
+/// vacuum leaves a bounded number of them.
+#[tokio::test]
+async fn manifest_bytes_stay_bounded_with_retention() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    let manifest_dir = table_dir(&w).join("_manifest");
+    let options = VacuumOptions {
+        keep_versions: 10,
+        ..eager()
+    };
+    let (mut peak_after, mut without_retention) = (0, 0);
+    for k in 0..400 {
+        let version = append(&w, k * 3..k * 3 + 3).await;
+        without_retention += std::fs::metadata(manifest_dir.join(format!("{version:020}.json")))
+            .unwrap()
+            .len();
+        if k % 50 == 49 {
+            w.vacuum(Some(&table()), &options).await.unwrap();
+            peak_after = peak_after.max(dir_bytes(&manifest_dir));
+        }
+    }
+    let latest = std::fs::metadata(manifest_dir.join(format!("{:020}.json", 400)))
+        .unwrap()
+        .len();
+    eprintln!(
+        "400 commits: {without_retention} bytes of manifests without retention, at most \
+         {peak_after} bytes after vacuum (latest manifest {latest} bytes)"
+    );
+    assert!(files(&manifest_dir).len() <= 10 + 50);
+    assert!(
+        peak_after <= 10 * latest,
+        "manifests after vacuum: {peak_after} bytes (latest {latest})"
+    );
+    assert!(
+        without_retention > 100 * latest,
+        "{without_retention} bytes without retention"
+    );
+    assert_eq!(ids(&w).await, (0..1200).collect::<Vec<_>>());
+}
