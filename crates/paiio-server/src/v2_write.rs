@@ -364,25 +364,14 @@ async fn close_write_stream(state: &Arc<AppState>, params: &Params, body: Body) 
 
 // ---- rows ----
 
-/// Decodes a TableWrite body: one Arrow IPC stream.
-fn decode_ipc(bytes: Bytes) -> ApiResult<Vec<RecordBatch>> {
-    if bytes.is_empty() {
-        return Err(ApiError::invalid("the TableWrite body is empty: expected one Arrow IPC stream"));
-    }
-    codec::decode_ipc_stream(bytes, "TableWrite body")
-}
-
-/// Reads, decodes and parses a TableWrite body.
-async fn upload_batches(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Vec<RecordBatch>> {
-    let codec = codec::request_encoding(headers)?;
-    let limit = state.limits.max_upload_body;
-    let raw = read_body(body, limit, "row upload").await?;
-    tokio::task::spawn_blocking(move || {
-        let bytes = codec::decode(codec, raw, limit, "row upload")?;
-        decode_ipc(bytes)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))?
+/// Reads, decodes and checks a TableWrite body: one Arrow IPC stream. The permit holds the
+/// upload's share of the decode budget until its rows are written.
+async fn upload_batches(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Vec<RecordBatch>, codec::UploadPermit)> {
+    codec::decode_upload(state, headers, body, "TableWrite body", false).await
 }
 
 /// Answers of recent uploads by retry trace id, so a replayed TableWrite (the same trace id
@@ -475,7 +464,7 @@ async fn stream_write(
         Some(v) => v,
         None => state.service.get_write_stream(table, session_id, &stream_id).await?.version,
     };
-    let batches = upload_batches(state, headers, body).await?;
+    let (batches, _permit) = upload_batches(state, headers, body).await?;
     let request = WriteRequest {
         table: table.clone(),
         session_id: session_id.to_string(),
@@ -505,8 +494,12 @@ async fn block_write(
         return Err(ApiError::invalid(format!("BlockNumber {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}")));
     }
     let stream_id = block_stream_id(block, attempt);
-    let batches = upload_batches(state, headers, body).await?;
-    let existing = match state.service.get_write_stream(table, session_id, &stream_id).await {
+    let (batches, _permit) = upload_batches(state, headers, body).await?;
+    let existing = match state
+        .service
+        .get_write_stream(table, session_id, &stream_id)
+        .await
+    {
         Ok(s) => Some(s),
         Err(StorageError::NotFound { .. }) => {
             // The session itself must exist (a 404 naming it); the stream may not.
@@ -707,27 +700,95 @@ struct BlobReadBody {
 async fn blob_read(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let dir = blob_dir(state)?;
     let body: BlobReadBody = json_body(state, body).await?;
-    let ids = body.blob_references.iter().map(|r| blobs::parse_reference(r)).collect::<ApiResult<Vec<_>>>()?;
+    let limits = state.limits;
+    let refs = &body.blob_references;
+    if refs.len() > limits.max_blob_read_refs {
+        return Err(ApiError::invalid(format!(
+            "BlobReferences names {} blobs; one BlobRead may name at most {}",
+            refs.len(),
+            limits.max_blob_read_refs
+        )));
+    }
+    let ids = refs
+        .iter()
+        .map(|r| blobs::parse_reference(r))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for (id, r) in ids.iter().zip(refs) {
+        if !seen.insert(id.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "BlobReferences names {r:?} more than once"
+            )));
+        }
+    }
     let compression = Compression::from_accept_encoding(headers)?;
-    let wire = blocking(move || {
-        let payload = if ids.len() == 1 {
-            blobs::load(&dir, &ids[0])?.0
-        } else {
-            let mut out = Vec::new();
-            for id in &ids {
-                let (data, meta) = blobs::load(&dir, id)?;
-                blobs::write_frame(&mut out, &data, &meta);
+    let max_bytes = limits.max_blob_read_bytes;
+    // Every blob must exist, and the answer fit the limit, before anything is sent.
+    let found = blocking(move || {
+        let found = ids
+            .iter()
+            .map(|id| blobs::find(&dir, id))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let mut total = 0u64;
+        for f in &found {
+            total = total.saturating_add(f.size);
+            if found.len() > 1 {
+                total = total.saturating_add(blobs::frame_overhead(&f.meta));
             }
-            out
-        };
-        // An empty payload is zero bytes on the wire, uncompressed.
-        let compression = if payload.is_empty() { Compression::None } else { compression };
-        let compressed = codec::encode(compression, &payload)?;
-        Ok((codec::crc32c_blocked(&compressed), compression))
+        }
+        if total > max_bytes as u64 {
+            return Err(ApiError::too_large(
+                &format!("the BlobRead answer ({total} bytes)"),
+                max_bytes,
+            ));
+        }
+        Ok((found, total))
     })
     .await?;
-    let (wire, compression) = wire;
-    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(wire)).into_response();
+    let (found, total) = found;
+    // An empty payload is zero bytes on the wire, uncompressed.
+    let compression = if total == 0 {
+        Compression::None
+    } else {
+        compression
+    };
+    // Streamed: blob pieces go through the compressor and the CRC-32C blocking into a small
+    // channel, so the answer is never held whole.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let errors = tx.clone();
+        let blocks = codec::CrcBlockWriter::new(tx);
+        let written = match compression {
+            Compression::None => {
+                let mut w = blocks;
+                blobs::write_payload(&found, &mut w).and_then(|()| w.finish())
+            }
+            Compression::Zstd => zstd::stream::write::Encoder::new(blocks, 1).and_then(|mut w| {
+                blobs::write_payload(&found, &mut w)?;
+                w.finish()?.finish()
+            }),
+            Compression::Lz4Frame => {
+                let mut w = lz4_flex::frame::FrameEncoder::new(blocks);
+                blobs::write_payload(&found, &mut w)
+                    .and_then(|()| w.finish().map_err(std::io::Error::other))
+                    .and_then(|w| w.finish())
+            }
+        };
+        if let Err(e) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            tracing::warn!("BlobRead answer failed after it started: {e}");
+            let _ = errors.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response();
     if let Some(enc) = compression.content_encoding() {
         response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(enc));
     }
