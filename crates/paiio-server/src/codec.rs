@@ -315,6 +315,39 @@ impl Write for CrcBlockWriter {
     }
 }
 
+/// Decodes one Arrow IPC stream (buffer compression included) into its batches.
+///
+/// The body comes from the network and has passed [`ipc_guard`]: a malformed stream is a 400
+/// naming the message that failed. A decoder panic on hostile bytes the guard let through is
+/// caught without the panic hook's report, logged as one line and answered the same way.
+pub(crate) fn decode_ipc_stream(
+    bytes: Bytes,
+    what: &str,
+) -> ApiResult<Vec<arrow_array::RecordBatch>> {
+    let decode = || -> ApiResult<Vec<arrow_array::RecordBatch>> {
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (schema message): {e}")))?;
+        let mut batches = Vec::new();
+        for (i, batch) in reader.enumerate() {
+            batches.push(batch.map_err(|e| {
+                ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (batch {i}): {e}"))
+            })?);
+        }
+        Ok(batches)
+    };
+    match ipc_guard::catch_quietly(decode) {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::warn!(
+                "refused a malformed Arrow IPC stream in the {what}: the decoder failed: {panic}"
+            );
+            Err(ApiError::invalid(format!(
+                "malformed Arrow IPC stream in the {what}: it could not be decoded"
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,38 +399,5 @@ mod tests {
             }
         }
         assert_eq!(decode(Compression::Zstd, Bytes::from_static(b"nope"), 100, "body").unwrap_err().status, 400);
-    }
-}
-
-/// Decodes one Arrow IPC stream (buffer compression included) into its batches.
-///
-/// The body comes from the network and has passed [`ipc_guard`]: a malformed stream is a 400
-/// naming the message that failed. A decoder panic on hostile bytes the guard let through is
-/// caught without the panic hook's report, logged as one line and answered the same way.
-pub(crate) fn decode_ipc_stream(
-    bytes: Bytes,
-    what: &str,
-) -> ApiResult<Vec<arrow_array::RecordBatch>> {
-    let decode = || -> ApiResult<Vec<arrow_array::RecordBatch>> {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-            .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (schema message): {e}")))?;
-        let mut batches = Vec::new();
-        for (i, batch) in reader.enumerate() {
-            batches.push(batch.map_err(|e| {
-                ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (batch {i}): {e}"))
-            })?);
-        }
-        Ok(batches)
-    };
-    match ipc_guard::catch_quietly(decode) {
-        Ok(result) => result,
-        Err(panic) => {
-            tracing::warn!(
-                "refused a malformed Arrow IPC stream in the {what}: the decoder failed: {panic}"
-            );
-            Err(ApiError::invalid(format!(
-                "malformed Arrow IPC stream in the {what}: it could not be decoded"
-            )))
-        }
     }
 }

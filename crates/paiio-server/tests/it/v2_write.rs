@@ -1040,10 +1040,13 @@ fn mutate(mut body: Vec<u8>, mutation: &Mutation) -> Vec<u8> {
 
 /// Random and mutated bodies and headers never get a 5xx or a dropped connection, the
 /// server stays up, and nothing is staged or committed unless the request succeeded.
-#[test]
-fn hostile_requests_get_4xx_and_change_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_4xx_and_change_nothing() {
+    tokio::task::block_in_place(|| hostile_requests(tokio::runtime::Handle::current()));
+}
+
+fn hostile_requests(rt: tokio::runtime::Handle) {
     use proptest::test_runner::{Config, TestRunner};
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt.block_on(env());
     let (sid, v1_url) = rt.block_on(async {
         let sid = env.create_session(TABLE, json!({})).await;
