@@ -85,6 +85,73 @@ pub(crate) fn decode(
     }
 }
 
+/// Decodes a request body into pieces of at most 1 MiB, failing with 413 once the decoded
+/// bytes pass `limit`. The pieces are never joined (that would double the memory): readers
+/// take them through [`PiecesReader`].
+fn decode_pieces(codec: Compression, body: Bytes, limit: usize, what: &str) -> ApiResult<Vec<Bytes>> {
+    fn pieces(mut r: impl Read, limit: usize, what: &str, name: &str) -> ApiResult<Vec<Bytes>> {
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let room = limit.saturating_add(1) - total;
+            if room == 0 {
+                return Err(ApiError::too_large(&format!("the decompressed {what}"), limit));
+            }
+            let mut piece = vec![0u8; room.min(1 << 20)];
+            let mut filled = 0;
+            while filled < piece.len() {
+                match r.read(&mut piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ApiError::invalid(format!("the {what} is not valid {name} data: {e}"))),
+                }
+            }
+            let end = filled < piece.len();
+            piece.truncate(filled);
+            total += filled;
+            if filled > 0 {
+                out.push(Bytes::from(piece));
+            }
+            if end {
+                break;
+            }
+        }
+        if total > limit {
+            return Err(ApiError::too_large(&format!("the decompressed {what}"), limit));
+        }
+        Ok(out)
+    }
+    match codec {
+        Compression::None => Ok(vec![body]),
+        Compression::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| ApiError::invalid(format!("cannot start zstd decoding of the {what}: {e}")))?;
+            pieces(decoder, limit, what, "zstd")
+        }
+        Compression::Lz4Frame => pieces(lz4_flex::frame::FrameDecoder::new(&body[..]), limit, what, "LZ4 frame"),
+    }
+}
+
+/// Reads a body kept in pieces.
+struct PiecesReader(std::collections::VecDeque<Bytes>);
+
+impl Read for PiecesReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.0.front_mut() {
+            if front.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            let _ = front.split_to(n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
 /// Decoded upload bytes in flight, server-wide (`Limits::max_decoding_in_flight`), counted
 /// in KiB permits.
 #[derive(Debug)]
@@ -145,40 +212,41 @@ pub(crate) async fn decode_upload(
     let raw = crate::v2::read_body(body, limits.max_upload_body, "row upload").await?;
     let cap = limits.max_decoded_upload;
     let mut permit = UploadPermit::default();
-    let bytes = if codec == Compression::None {
-        raw
+    let pieces = if codec == Compression::None {
+        vec![raw]
     } else {
         // The decompressed size is unknown until it is done: hold the cap meanwhile.
         let mut held = state.decode_budget.reserve(cap).await?;
-        let bytes = blocking(move || decode(codec, raw, cap, "row upload")).await?;
-        let keep = bytes.len().div_ceil(1024) as u32;
-        if let Some(kept) = held.split(keep as usize) {
+        let pieces = blocking(move || decode_pieces(codec, raw, cap, "row upload")).await?;
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        if let Some(kept) = held.split(len.div_ceil(1024)) {
             permit.0.push(kept);
         }
         drop(held);
-        bytes
+        pieces
     };
-    if bytes.is_empty() {
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    if len == 0 {
         if empty_ok {
             return Ok((Vec::new(), permit));
         }
-        return Err(ApiError::invalid(format!(
-            "the {what} is empty: expected one Arrow IPC stream"
-        )));
+        return Err(ApiError::invalid(format!("the {what} is empty: expected one Arrow IPC stream")));
     }
     // Uncompressed buffers cannot exceed the body, so the cap bounds what decompression adds.
-    let guard_limits =
-        ipc_guard::IpcLimits::total(cap.max(bytes.len()) as u64, limits.max_upload_rows as u64);
-    let checked = bytes.clone();
+    let guard_limits = ipc_guard::IpcLimits::total(cap.max(len) as u64, limits.max_upload_rows as u64);
+    let checked = pieces.clone();
     let declared = blocking(move || {
-        ipc_guard::check_stream(&checked, what, guard_limits)
-            .map_err(|e| ApiError::invalid(format!("refusing the Arrow IPC stream of the {e}")))
+        let refused = |e: ipc_guard::IpcGuardError| ApiError::invalid(format!("refusing the Arrow IPC stream of the {e}"));
+        let mut guard = ipc_guard::IpcStreamGuard::new(what, guard_limits);
+        for piece in &checked {
+            guard.feed(piece).map_err(refused)?;
+        }
+        guard.finish().map_err(refused)?;
+        Ok(guard.declared_bytes())
     })
     .await?;
-    permit
-        .0
-        .push(state.decode_budget.reserve(declared as usize).await?);
-    let batches = blocking(move || decode_ipc_stream(bytes, what)).await?;
+    permit.0.push(state.decode_budget.reserve(declared as usize).await?);
+    let batches = blocking(move || decode_ipc_stream(pieces, what)).await?;
     Ok((batches, permit))
 }
 
@@ -315,17 +383,18 @@ impl Write for CrcBlockWriter {
     }
 }
 
-/// Decodes one Arrow IPC stream (buffer compression included) into its batches.
+/// Decodes one Arrow IPC stream (buffer compression included), kept in pieces, into its
+/// batches.
 ///
 /// The body comes from the network and has passed [`ipc_guard`]: a malformed stream is a 400
 /// naming the message that failed. A decoder panic on hostile bytes the guard let through is
 /// caught without the panic hook's report, logged as one line and answered the same way.
 pub(crate) fn decode_ipc_stream(
-    bytes: Bytes,
+    pieces: Vec<Bytes>,
     what: &str,
 ) -> ApiResult<Vec<arrow_array::RecordBatch>> {
     let decode = || -> ApiResult<Vec<arrow_array::RecordBatch>> {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        let reader = arrow_ipc::reader::StreamReader::try_new(PiecesReader(pieces.into()), None)
             .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (schema message): {e}")))?;
         let mut batches = Vec::new();
         for (i, batch) in reader.enumerate() {

@@ -68,7 +68,7 @@ pub struct Limits {
     /// The most bytes one upload may decode to: its `Content-Encoding` decompressed, plus the
     /// declared uncompressed lengths of its Arrow-compressed buffers (default 256 MiB).
     pub max_decoded_upload: usize,
-    /// The most decoded upload bytes all requests together may hold at once (default 1 GiB);
+    /// The most decoded upload bytes all requests together may hold at once (default 512 MiB);
     /// uploads beyond it wait for their turn. Never below `max_decoded_upload`.
     pub max_decoding_in_flight: usize,
     /// The most rows an uploaded Arrow batch (or any of its nested arrays) may declare
@@ -92,7 +92,7 @@ impl Default for Limits {
             max_upload_body: 512 << 20,
             max_batch_rows: 1 << 20,
             max_decoded_upload: 256 << 20,
-            max_decoding_in_flight: 1 << 30,
+            max_decoding_in_flight: 512 << 20,
             max_upload_rows: 1 << 26,
             max_column_names: 10_000,
             max_blob_read_refs: 1_000,
