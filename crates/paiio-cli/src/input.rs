@@ -18,6 +18,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use indicatif::ProgressBar;
+use paiio_storage::ipc_guard;
 use paiio_storage::types::MAX_TYPE_DEPTH;
 use paiio_storage::{Column, OdpsType, PartitionSpec};
 
@@ -778,6 +779,10 @@ impl BatchSource for JsonSource {
 
 // ---------------------------------------------------------------- Arrow IPC
 
+/// What one message of an imported Arrow IPC file may declare: 2 GiB decoded and 2^31 rows
+/// per batch, no cap on the whole file (it is streamed batch by batch).
+const IMPORT_IPC_LIMITS: ipc_guard::IpcLimits = ipc_guard::IpcLimits::RESPONSE;
+
 struct ArrowSource {
     plan: InputPlan,
     reader: Box<dyn RecordBatchReader + Send>,
@@ -798,6 +803,12 @@ impl ArrowSource {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
             Err(e) => return Err(read_error(path, e)),
         };
+        let what = path.display().to_string();
+        let refused = |e: ipc_guard::IpcGuardError| CliError::input(format!("refusing {e}"));
+        if is_file_format {
+            // The footer points at every message the reader will decode: check them first.
+            ipc_guard::check_file(&mut file, &what, IMPORT_IPC_LIMITS).map_err(refused)?;
+        }
         file.seek(SeekFrom::Start(0)).map_err(|e| read_error(path, e))?;
         let counting = Counting::new(file, 0, progress);
         let bad = |e: ArrowError| {
@@ -806,7 +817,12 @@ impl ArrowSource {
         let reader: Box<dyn RecordBatchReader + Send> = if is_file_format {
             Box::new(arrow::ipc::reader::FileReader::try_new_buffered(counting, None).map_err(bad)?)
         } else {
-            Box::new(arrow::ipc::reader::StreamReader::try_new_buffered(counting, None).map_err(bad)?)
+            // Each message is checked as it is read, before the reader decodes it.
+            let guard = ipc_guard::IpcStreamGuard::new(what, IMPORT_IPC_LIMITS);
+            let guarded = ipc_guard::GuardedReader::new(counting, guard);
+            Box::new(
+                arrow::ipc::reader::StreamReader::try_new_buffered(guarded, None).map_err(bad)?,
+            )
         };
         let file_schema = reader.schema();
         let names: Vec<String> = file_schema.fields().iter().map(|f| f.name().clone()).collect();

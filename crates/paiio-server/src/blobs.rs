@@ -15,7 +15,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::codec::crc32_ieee;
+use crate::codec::{crc32_ieee, crc32_ieee_update};
 use crate::error::{ApiError, ApiResult};
 
 const REF_PREFIX: &str = "paiio-blob:";
@@ -104,26 +104,6 @@ fn write_atomic(path: &Path, data: &[u8]) -> ApiResult<()> {
         return Err(io_error("writing", path, e));
     }
     Ok(())
-}
-
-/// Loads a blob's bytes and metadata; a missing blob is a 404.
-pub(crate) fn load(dir: &Path, id: &str) -> ApiResult<(Vec<u8>, BlobMeta)> {
-    if !valid_id(id) {
-        return Err(ApiError::invalid(format!("{id:?} is not a blob id")));
-    }
-    let (bin, json) = paths(dir, id);
-    let data = match fs::read(&bin) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!("no blob {}", reference(id))));
-        }
-        Err(e) => return Err(io_error("reading", &bin, e)),
-    };
-    let meta = fs::read(&json)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BlobMeta>(&b).ok())
-        .unwrap_or_else(|| BlobMeta::new(&data));
-    Ok((data, meta))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
@@ -267,8 +247,45 @@ fn verify_checksum(footer: &Value, data: &[u8], n: usize) -> ApiResult<()> {
     }
 }
 
-/// Appends one download frame (§7.4): header JSON, data, footer JSON, each length-prefixed.
-pub(crate) fn write_frame(out: &mut Vec<u8>, data: &[u8], meta: &BlobMeta) {
+/// A blob found on disk, ready to be streamed: where its bytes are, how many, its metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub path: PathBuf,
+    pub size: u64,
+    pub meta: BlobMeta,
+}
+
+/// Finds a blob without reading its bytes; a missing blob is a 404.
+pub(crate) fn find(dir: &Path, id: &str) -> ApiResult<Found> {
+    if !valid_id(id) {
+        return Err(ApiError::invalid(format!("{id:?} is not a blob id")));
+    }
+    let (bin, json) = paths(dir, id);
+    let size = match fs::metadata(&bin) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found(format!("no blob {}", reference(id))));
+        }
+        Err(e) => return Err(io_error("reading", &bin, e)),
+    };
+    let meta = fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BlobMeta>(&b).ok())
+        .unwrap_or_default();
+    Ok(Found {
+        path: bin,
+        size,
+        meta,
+    })
+}
+
+/// The bytes of one download frame around `size` bytes of data: two 8-byte lengths and
+/// the header; the footer is the third length and its JSON.
+pub(crate) fn frame_overhead(meta: &BlobMeta) -> u64 {
+    (frame_header(meta).len() + 24 + frame_footer(0).len()) as u64
+}
+
+fn frame_header(meta: &BlobMeta) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     header.insert(
         "ContentType".into(),
@@ -277,12 +294,58 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, data: &[u8], meta: &BlobMeta) {
     if let Some(name) = &meta.custom_file_name {
         header.insert("CustomFileName".into(), Value::String(name.clone()));
     }
-    let header = serde_json::to_vec(&Value::Object(header)).unwrap_or_default();
-    let footer = serde_json::to_vec(&json!({"Checksum": {"Type": 1, "Crc32": crc32_ieee(data)}})).unwrap_or_default();
-    for part in [&header[..], data, &footer[..]] {
-        out.extend_from_slice(&(part.len() as i64).to_le_bytes());
-        out.extend_from_slice(part);
+    serde_json::to_vec(&Value::Object(header)).unwrap_or_default()
+}
+
+fn frame_footer(crc: u32) -> Vec<u8> {
+    serde_json::to_vec(&json!({"Checksum": {"Type": 1, "Crc32": crc}})).unwrap_or_default()
+}
+
+/// Copies exactly `found.size` bytes of a blob to `out` in pieces, returning their CRC-32.
+fn copy_blob(found: &Found, out: &mut impl Write) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = fs::File::open(&found.path)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = found.size;
+    let mut crc = 0;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} is shorter than its {} bytes",
+                    found.path.display(),
+                    found.size
+                ),
+            ));
+        }
+        crc = crc32_ieee_update(crc, &buf[..n]);
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
     }
+    Ok(crc)
+}
+
+/// Streams a BlobRead payload (§7.4) to `out`: one blob's bytes as they are, or each blob as
+/// a frame (header JSON, data, footer JSON, each length-prefixed).
+pub(crate) fn write_payload(found: &[Found], out: &mut impl Write) -> std::io::Result<()> {
+    if let [one] = found {
+        copy_blob(one, out)?;
+        return Ok(());
+    }
+    for f in found {
+        let header = frame_header(&f.meta);
+        out.write_all(&(header.len() as i64).to_le_bytes())?;
+        out.write_all(&header)?;
+        out.write_all(&(f.size as i64).to_le_bytes())?;
+        let crc = copy_blob(f, out)?;
+        let footer = frame_footer(crc);
+        out.write_all(&(footer.len() as i64).to_le_bytes())?;
+        out.write_all(&footer)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

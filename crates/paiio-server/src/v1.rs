@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
 use arrow_ipc::CompressionType;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use axum::Router;
@@ -37,7 +36,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::codec;
 use crate::error::{ApiError, ApiResult};
-use crate::v2::{Params, read_body, read_schema_json, read_session_json};
+use crate::v2::{Params, check_column_names, read_body, read_schema_json, read_session_json};
 
 /// Valid block numbers are `[0, MAX_BLOCK_NUMBER)`.
 const MAX_BLOCK_NUMBER: u64 = 20_000;
@@ -313,10 +312,21 @@ async fn create_read_session(state: &AppState, table: TableId, body: &Value) -> 
         Value::String(s) => s.clone(),
         other => return Err(ApiError::invalid(format!("FilterPredicate {other} is not a string"))),
     };
+    let required_data_columns = json_strings(field("RequiredDataColumns"), "RequiredDataColumns")?;
+    check_column_names(state, &required_data_columns, "RequiredDataColumns")?;
+    let required_partition_columns = json_strings(
+        field("RequiredPartitionColumns"),
+        "RequiredPartitionColumns",
+    )?;
+    check_column_names(
+        state,
+        &required_partition_columns,
+        "RequiredPartitionColumns",
+    )?;
     let request = ReadSessionRequest {
         table,
-        required_data_columns: json_strings(field("RequiredDataColumns"), "RequiredDataColumns")?,
-        required_partition_columns: json_strings(field("RequiredPartitionColumns"), "RequiredPartitionColumns")?,
+        required_data_columns,
+        required_partition_columns,
         required_partitions,
         required_bucket_ids,
         split_options: SplitOptions { mode, number, cross_partition },
@@ -550,14 +560,6 @@ fn block_stream_id(block: u64, attempt: u64) -> String {
     format!("block-{block}-attempt-{attempt}")
 }
 
-/// Decodes a V1 block upload: one Arrow IPC stream. An empty body is no rows.
-fn decode_ipc(bytes: Bytes) -> ApiResult<Vec<RecordBatch>> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    crate::codec::decode_ipc_stream(bytes, "block upload")
-}
-
 async fn write_rows(
     State(state): State<Shared>,
     Path(path): PathParams,
@@ -598,13 +600,9 @@ async fn write_rows_inner(
             "session {session_id} is a V2 batch write session; V1 uploads need a V1 write session"
         )));
     }
-    // Read the whole body before answering (§2.2), bounded by the upload limit.
-    let codec = codec::request_encoding(headers)?;
-    let limit = state.limits.max_upload_body;
-    let raw = read_body(body, limit, "row upload").await?;
-    let batches = tokio::task::spawn_blocking(move || decode_ipc(codec::decode(codec, raw, limit, "row upload")?))
-        .await
-        .map_err(internal)??;
+    // Read the whole body before answering (§2.2), bounded by the upload limits. An empty
+    // body is no rows.
+    let (batches, _permit) = codec::decode_upload(state, headers, body, "block upload", true).await?;
     let stream_id = block_stream_id(block, attempt);
     // Each upload is a fresh version of the attempt's stream, so a repeated upload of the same
     // block attempt supersedes the earlier one instead of adding to it.

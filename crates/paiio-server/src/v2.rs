@@ -137,6 +137,27 @@ pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult
     }
 }
 
+/// Refuses a list of column names that repeats a name (MaxCompute names are
+/// case-insensitive) or lists more than `Limits::max_column_names`.
+pub(crate) fn check_column_names(state: &AppState, names: &[String], what: &str) -> ApiResult<()> {
+    let max = state.limits.max_column_names;
+    if names.len() > max {
+        return Err(ApiError::invalid(format!(
+            "{what} lists {} column names; at most {max} are allowed",
+            names.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    for name in names {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(ApiError::invalid(format!(
+                "{what} names the column {name:?} more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn json_response(value: Value) -> Response {
     axum::Json(value).into_response()
 }
@@ -177,7 +198,17 @@ struct ArrowOptionsBody {
     datetime_unit: Option<String>,
 }
 
-async fn create_read_session(state: &AppState, table: TableId, body: CreateReadSessionBody) -> ApiResult<Response> {
+async fn create_read_session(
+    state: &AppState,
+    table: TableId,
+    body: CreateReadSessionBody,
+) -> ApiResult<Response> {
+    check_column_names(state, &body.required_data_columns, "RequiredDataColumns")?;
+    check_column_names(
+        state,
+        &body.required_partition_columns,
+        "RequiredPartitionColumns",
+    )?;
     let split = body.split_options.unwrap_or_default();
     let mode: SplitMode = split.split_mode.as_deref().unwrap_or("Size").parse()?;
     let number = split.split_number.unwrap_or(0);
@@ -268,7 +299,12 @@ async fn table_read(
     body: ReadBody,
 ) -> ApiResult<Response> {
     let session_id = param(params, "SessionId")?;
-    let range = match (opt_u64(params, "Index")?, opt_u64(params, "Offset")?, opt_u64(params, "Count")?) {
+    check_column_names(state, &body.data_columns, "DataColumns")?;
+    let range = match (
+        opt_u64(params, "Index")?,
+        opt_u64(params, "Offset")?,
+        opt_u64(params, "Count")?,
+    ) {
         (Some(i), None, _) => ReadRange::Split(i),
         (_, Some(offset), Some(count)) => ReadRange::Rows { offset, count },
         (_, Some(offset), None) => {
@@ -312,7 +348,13 @@ struct PreviewBody {
     columns: Vec<String>,
 }
 
-async fn preview(state: &AppState, table: TableId, params: &Params, body: PreviewBody) -> ApiResult<Response> {
+async fn preview(
+    state: &AppState,
+    table: TableId,
+    params: &Params,
+    body: PreviewBody,
+) -> ApiResult<Response> {
+    check_column_names(state, &body.columns, "Columns")?;
     let limit = match body.limit {
         Some(n) if n < 0 => return Err(ApiError::invalid(format!("Limit {n} is negative"))),
         Some(n) => n as u64,

@@ -7,7 +7,7 @@
 //! version, and the commit commits exactly the listed versions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use axum::body::{Body, Bytes};
@@ -383,38 +383,118 @@ async fn close_write_stream(state: &Arc<AppState>, params: &Params, body: Body) 
 
 // ---- rows ----
 
-/// Decodes a TableWrite body: one Arrow IPC stream.
-fn decode_ipc(bytes: Bytes) -> ApiResult<Vec<RecordBatch>> {
-    if bytes.is_empty() {
-        return Err(ApiError::invalid("the TableWrite body is empty: expected one Arrow IPC stream"));
-    }
-    codec::decode_ipc_stream(bytes, "TableWrite body")
+/// Reads, decodes and checks a TableWrite body: one Arrow IPC stream. The permit holds the
+/// upload's share of the decode budget until its rows are written.
+async fn upload_batches(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Vec<RecordBatch>, codec::UploadPermit)> {
+    codec::decode_upload(state, headers, body, "TableWrite body", false).await
 }
 
-/// Reads, decodes and parses a TableWrite body.
-async fn upload_batches(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Vec<RecordBatch>> {
-    let codec = codec::request_encoding(headers)?;
-    let limit = state.limits.max_upload_body;
-    let raw = read_body(body, limit, "row upload").await?;
-    tokio::task::spawn_blocking(move || {
-        let bytes = codec::decode(codec, raw, limit, "row upload")?;
-        decode_ipc(bytes)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))?
+/// Uploads by retry trace id, so a replayed TableWrite (the same trace id and request, with an
+/// index above 0) gets the first attempt's answer instead of being applied twice: also when
+/// it arrives while the first attempt is still being applied (it waits for that outcome).
+#[derive(Debug, Default)]
+pub(crate) struct Replays {
+    inner: parking_lot::Mutex<ReplayMap>,
 }
 
-/// Answers of recent uploads by retry trace id, so a replayed TableWrite (the same trace id
-/// with an index above 0) gets the first answer instead of being applied twice.
-struct Replays {
-    answers: HashMap<String, (String, Value)>,
+#[derive(Debug, Default)]
+struct ReplayMap {
+    by_id: HashMap<String, Arc<ReplayEntry>>,
+    /// Trace ids, oldest first, to forget the oldest beyond [`MAX_REPLAYS`].
+    order: std::collections::VecDeque<String>,
 }
 
+#[derive(Debug)]
+struct ReplayEntry {
+    /// The request the trace id was first seen with.
+    identity: String,
+    outcome: tokio::sync::watch::Sender<Outcome>,
+}
+
+/// What became of the attempt a trace id was first seen with.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Running,
+    Applied(Value),
+    /// It failed: a retry is applied as a new attempt.
+    Failed,
+}
+
+/// The most trace ids remembered (the oldest are forgotten first).
 const MAX_REPLAYS: usize = 10_000;
 
-fn replays() -> &'static parking_lot::Mutex<Replays> {
-    static R: OnceLock<parking_lot::Mutex<Replays>> = OnceLock::new();
-    R.get_or_init(|| parking_lot::Mutex::new(Replays { answers: HashMap::new() }))
+/// What a request with a trace id is to do.
+enum Claim {
+    /// Apply it, then report the outcome through the entry.
+    Apply(Arc<ReplayEntry>),
+    /// An earlier attempt of the same request was applied: answer with its answer.
+    Replay(Value),
+}
+
+impl Replays {
+    /// Finds or registers the attempt of `id`. A retry (`is_retry`) of a request whose first
+    /// attempt is still running waits for it; one whose attempt failed is applied anew.
+    async fn claim(&self, id: &str, identity: &str, is_retry: bool) -> Claim {
+        loop {
+            let mut waiting = {
+                let mut map = self.inner.lock();
+                match map.by_id.get(id) {
+                    Some(entry) if is_retry && entry.identity == identity => {
+                        let rx = entry.outcome.subscribe();
+                        let outcome = rx.borrow().clone();
+                        match outcome {
+                            Outcome::Applied(answer) => return Claim::Replay(answer),
+                            Outcome::Running => rx,
+                            Outcome::Failed => return Claim::Apply(map.register(id, identity)),
+                        }
+                    }
+                    _ => return Claim::Apply(map.register(id, identity)),
+                }
+            };
+            // The first attempt is still running (it finishes even if its client left).
+            if waiting.wait_for(|o| !matches!(o, Outcome::Running)).await.is_err() {
+                // Its entry was dropped unfinished (forgotten): look again.
+                continue;
+            }
+        }
+    }
+}
+
+impl ReplayMap {
+    fn register(&mut self, id: &str, identity: &str) -> Arc<ReplayEntry> {
+        let (tx, _) = tokio::sync::watch::channel(Outcome::Running);
+        let entry = Arc::new(ReplayEntry { identity: identity.to_string(), outcome: tx });
+        if self.by_id.insert(id.to_string(), entry.clone()).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > MAX_REPLAYS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+        entry
+    }
+}
+
+impl ReplayEntry {
+    fn finish(&self, outcome: Outcome) {
+        self.outcome.send_replace(outcome);
+    }
+}
+
+/// Reports `Failed` for an attempt that ends without an outcome (an error, or a panic).
+struct FinishGuard(Option<Arc<ReplayEntry>>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if let Some(entry) = self.0.take() {
+            entry.finish(Outcome::Failed);
+        }
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -448,37 +528,42 @@ async fn table_write(state: &Arc<AppState>, params: &Params, headers: &HeaderMap
         params.get("RowOffset"),
         block
     );
-    let trace = retry_trace(headers);
-    let replay = match &trace {
-        Some((id, true)) => replays().lock().answers.get(id).filter(|(ident, _)| *ident == identity).cloned(),
-        _ => None,
+    let claim = match retry_trace(headers) {
+        Some((id, is_retry)) => Some(state.replays.claim(&id, &identity, is_retry).await),
+        None => None,
     };
-    // Refuse an unknown, expired or finished session before reading megabytes of body (a
-    // replay of an applied upload still gets its first answer).
-    if replay.is_none() {
-        writable_session(state, &table, &session_id).await?;
-    }
-    if let Some((id, true)) = &trace {
-        let stored = replays().lock().answers.get(id).cloned();
-        if let Some((ident, answer)) = stored
-            && ident == identity
-        {
+    let entry = match claim {
+        Some(Claim::Replay(answer)) => {
             // Drain the replayed body; the first answer stands.
             let _ = read_body(body, state.limits.max_upload_body, "row upload").await;
             return Ok(with_route_token(json_response(answer), &session_id));
         }
-    }
-    let answer = match block {
-        Some((b, a)) => block_write(state, &table, &session_id, b, a, headers, body).await?,
-        None => stream_write(state, &table, &session_id, params, headers, body).await?,
+        Some(Claim::Apply(entry)) => Some(entry),
+        None => None,
     };
-    if let Some((id, _)) = trace {
-        let mut r = replays().lock();
-        if r.answers.len() >= MAX_REPLAYS {
-            r.answers.clear();
-        }
-        r.answers.insert(id, (identity, answer.clone()));
-    }
+    // The upload is applied on its own task, so that a client that goes away (a lost
+    // response, a timeout) cannot cancel it between applying the rows and recording the
+    // answer a retry is to get.
+    let task = {
+        let (state, params, headers) = (state.clone(), params.clone(), headers.clone());
+        let (table, session_id) = (table.clone(), session_id.clone());
+        tokio::spawn(async move {
+            let mut guard = FinishGuard(entry);
+            // Refuse an unknown, expired or finished session before reading megabytes of body.
+            writable_session(&state, &table, &session_id).await?;
+            let answer = match block {
+                Some((b, a)) => block_write(&state, &table, &session_id, b, a, &headers, body).await?,
+                None => stream_write(&state, &table, &session_id, &params, &headers, body).await?,
+            };
+            if let Some(entry) = guard.0.take() {
+                entry.finish(Outcome::Applied(answer.clone()));
+            }
+            Ok::<Value, ApiError>(answer)
+        })
+    };
+    let answer = task
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))??;
     Ok(with_route_token(json_response(answer), &session_id))
 }
 
@@ -503,7 +588,7 @@ async fn stream_write(
         Some(v) => v,
         None => state.service.get_write_stream(table, session_id, &stream_id).await?.version,
     };
-    let batches = upload_batches(state, headers, body).await?;
+    let (batches, _permit) = upload_batches(state, headers, body).await?;
     let request = WriteRequest {
         table: table.clone(),
         session_id: session_id.to_string(),
@@ -533,8 +618,12 @@ async fn block_write(
         return Err(ApiError::invalid(format!("BlockNumber {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}")));
     }
     let stream_id = block_stream_id(block, attempt);
-    let batches = upload_batches(state, headers, body).await?;
-    let existing = match state.service.get_write_stream(table, session_id, &stream_id).await {
+    let (batches, _permit) = upload_batches(state, headers, body).await?;
+    let existing = match state
+        .service
+        .get_write_stream(table, session_id, &stream_id)
+        .await
+    {
         Ok(s) => Some(s),
         Err(StorageError::NotFound { .. }) => {
             // The session itself must exist (a 404 naming it); the stream may not.
@@ -735,27 +824,95 @@ struct BlobReadBody {
 async fn blob_read(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let dir = blob_dir(state)?;
     let body: BlobReadBody = json_body(state, body).await?;
-    let ids = body.blob_references.iter().map(|r| blobs::parse_reference(r)).collect::<ApiResult<Vec<_>>>()?;
+    let limits = state.limits;
+    let refs = &body.blob_references;
+    if refs.len() > limits.max_blob_read_refs {
+        return Err(ApiError::invalid(format!(
+            "BlobReferences names {} blobs; one BlobRead may name at most {}",
+            refs.len(),
+            limits.max_blob_read_refs
+        )));
+    }
+    let ids = refs
+        .iter()
+        .map(|r| blobs::parse_reference(r))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for (id, r) in ids.iter().zip(refs) {
+        if !seen.insert(id.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "BlobReferences names {r:?} more than once"
+            )));
+        }
+    }
     let compression = Compression::from_accept_encoding(headers)?;
-    let wire = blocking(move || {
-        let payload = if ids.len() == 1 {
-            blobs::load(&dir, &ids[0])?.0
-        } else {
-            let mut out = Vec::new();
-            for id in &ids {
-                let (data, meta) = blobs::load(&dir, id)?;
-                blobs::write_frame(&mut out, &data, &meta);
+    let max_bytes = limits.max_blob_read_bytes;
+    // Every blob must exist, and the answer fit the limit, before anything is sent.
+    let found = blocking(move || {
+        let found = ids
+            .iter()
+            .map(|id| blobs::find(&dir, id))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let mut total = 0u64;
+        for f in &found {
+            total = total.saturating_add(f.size);
+            if found.len() > 1 {
+                total = total.saturating_add(blobs::frame_overhead(&f.meta));
             }
-            out
-        };
-        // An empty payload is zero bytes on the wire, uncompressed.
-        let compression = if payload.is_empty() { Compression::None } else { compression };
-        let compressed = codec::encode(compression, &payload)?;
-        Ok((codec::crc32c_blocked(&compressed), compression))
+        }
+        if total > max_bytes as u64 {
+            return Err(ApiError::too_large(
+                &format!("the BlobRead answer ({total} bytes)"),
+                max_bytes,
+            ));
+        }
+        Ok((found, total))
     })
     .await?;
-    let (wire, compression) = wire;
-    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(wire)).into_response();
+    let (found, total) = found;
+    // An empty payload is zero bytes on the wire, uncompressed.
+    let compression = if total == 0 {
+        Compression::None
+    } else {
+        compression
+    };
+    // Streamed: blob pieces go through the compressor and the CRC-32C blocking into a small
+    // channel, so the answer is never held whole.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let errors = tx.clone();
+        let blocks = codec::CrcBlockWriter::new(tx);
+        let written = match compression {
+            Compression::None => {
+                let mut w = blocks;
+                blobs::write_payload(&found, &mut w).and_then(|()| w.finish())
+            }
+            Compression::Zstd => zstd::stream::write::Encoder::new(blocks, 1).and_then(|mut w| {
+                blobs::write_payload(&found, &mut w)?;
+                w.finish()?.finish()
+            }),
+            Compression::Lz4Frame => {
+                let mut w = lz4_flex::frame::FrameEncoder::new(blocks);
+                blobs::write_payload(&found, &mut w)
+                    .and_then(|()| w.finish().map_err(std::io::Error::other))
+                    .and_then(|w| w.finish())
+            }
+        };
+        if let Err(e) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            tracing::warn!("BlobRead answer failed after it started: {e}");
+            let _ = errors.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response();
     if let Some(enc) = compression.content_encoding() {
         response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(enc));
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod ipc_guard;
 pub mod local;
 pub mod rest;
 pub mod service;

@@ -381,3 +381,57 @@ fn types_and_values_nested_too_deep() {
     assert!(message.contains("line 2") && message.contains("more than 33 levels"), "{message}");
     assert_eq!(env.state(t), before);
 }
+
+/// An LZ4_FRAME buffer-compressed Arrow IPC stream or file with one buffer declaring 2^62
+/// uncompressed bytes.
+fn arrow_bomb(file_format: bool) -> Vec<u8> {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let id: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(0..1000));
+    let name: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("n{i}"))));
+    let batch = RecordBatch::try_new(schema.clone(), vec![id, name]).unwrap();
+    let options =
+        IpcWriteOptions::default().try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME)).unwrap();
+    let mut bytes = if file_format {
+        let mut w = FileWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        w.into_inner().unwrap()
+    } else {
+        let mut w = StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        w.into_inner().unwrap()
+    };
+    // The stream of a file starts after its magic and padding.
+    let start = bytes.iter().position(|b| *b == 0xFF).unwrap();
+    let p = start + paiio_storage::ipc_guard::compressed_prefix_positions(&bytes[start..])[0];
+    bytes[p..p + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+    bytes
+}
+
+#[test]
+fn arrow_with_a_huge_declared_buffer_length_is_refused() {
+    // Before the guard, importing either file aborted the process ("memory allocation failed").
+    let env = Env::new();
+    let t = "odps://proj/tables/bomb";
+    env.create(t, "id bigint, name string", None);
+    let before = env.state(t);
+    for file_format in [false, true] {
+        let path = env.path(if file_format { "bomb_file.arrow" } else { "bomb_stream.arrow" });
+        std::fs::write(&path, arrow_bomb(file_format)).unwrap();
+        let (code, message) = env.fail(&["table", "import", t, path.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert!(
+            message.contains("4611686018427387904") && message.contains("record batch"),
+            "file format {file_format}: {message}"
+        );
+        assert!(!message.contains("panicked") && !message.contains("memory allocation"), "{message}");
+        assert_eq!(env.state(t), before);
+    }
+}

@@ -530,3 +530,91 @@ async fn both_path_shapes() {
     let a = env.send(env.client.post(format!("{}/api/storage/v1", env.handle.url()))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
+
+/// An LZ4_FRAME buffer-compressed upload whose `index`th compressed buffer declares
+/// `declared` uncompressed bytes.
+fn lz4_declaring(range: std::ops::Range<i64>, index: usize, declared: i64) -> Vec<u8> {
+    let mut body = lz4(range);
+    let p = paiio_storage::ipc_guard::compressed_prefix_positions(&body)[index];
+    body[p..p + 8].copy_from_slice(&declared.to_le_bytes());
+    body
+}
+
+#[tokio::test]
+async fn block_with_a_huge_declared_buffer_length_is_refused() {
+    // Before the guard, this upload aborted the whole process ("memory allocation failed").
+    let env = env().await;
+    env.seed("t", 100..103).await;
+    let sid = env.create_write("t", json!({"Overwrite": true})).await;
+    for index in [0, 1, 2] {
+        let a = env
+            .upload("t", &sid, 0, 0, lz4_declaring(0..1000, index, 1 << 62))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let message = a.json()["Message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            message.contains("record batch 0") && message.contains("4611686018427387904"),
+            "{message}"
+        );
+    }
+    // Nothing was staged (a commit message naming block 0 names no upload), and the table
+    // is unchanged.
+    let m = json!({"BlockNumber": 0, "AttemptNumber": 0, "StreamVersion": 1, "SessionId": sid})
+        .to_string();
+    env.commit("t", &sid, json!([m]))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    assert_eq!(env.all_a("t").await, vec![100, 101, 102]);
+    // The server is up and a good upload still works.
+    let sid = env.create_write("t", json!({"Overwrite": false})).await;
+    let m = env.upload_ok("t", &sid, 0, 0, lz4(0..3)).await;
+    env.commit("t", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(env.all_a("t").await, vec![0, 1, 2, 100, 101, 102]);
+}
+
+#[tokio::test]
+async fn repeated_column_names_are_refused() {
+    let env = env().await;
+    let names: Vec<&str> = std::iter::repeat_n("a", 5000).collect();
+    for (field, list) in [
+        ("RequiredDataColumns", json!(names)),
+        ("RequiredDataColumns", json!(["a", "b", "A"])),
+    ] {
+        let body = json!({field: list, "SplitOptions": {"SplitMode": "Size", "SplitNumber": 0}});
+        let a = env.create("t", "batch_read", body).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert!(String::from_utf8_lossy(&a.body).contains("more than once"));
+    }
+    let many: Vec<String> = (0..10_001).map(|i| format!("c{i}")).collect();
+    let a = env
+        .create("t", "batch_read", json!({"RequiredDataColumns": many}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&a.body).contains("at most 10000"));
+    // Distinct names still work.
+    let ok = env
+        .create(
+            "t",
+            "batch_read",
+            json!({"RequiredDataColumns": ["b", "a"]}),
+        )
+        .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+}

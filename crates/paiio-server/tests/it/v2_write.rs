@@ -717,3 +717,471 @@ async fn bad_input_is_refused() {
     // The stream still works after all that.
     assert_eq!(env.write(TABLE, &sid, "0", "1", ipc(0..3)).await.ok()["ExactlyOnceRowOffset"], 3);
 }
+
+/// A buffer-compressed upload whose `index`th compressed buffer declares `declared`
+/// uncompressed bytes.
+fn compressed_declaring(codec: CompressionType, index: usize, declared: i64) -> Vec<u8> {
+    let mut body = ipc_with(&[batch(0..1000)], Some(codec));
+    let p = paiio_storage::ipc_guard::compressed_prefix_positions(&body)[index];
+    body[p..p + 8].copy_from_slice(&declared.to_le_bytes());
+    body
+}
+
+async fn record_count(env: &Env, sid: &str) -> i64 {
+    let body = json!({"SessionId": sid, "StreamId": "0"});
+    let v = env
+        .post_json("TableGetWriteStream", TABLE, &[("SessionId", sid)], body)
+        .await
+        .ok();
+    v["RecordCount"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn table_write_with_a_huge_declared_buffer_length_is_refused() {
+    // Before the guard, the LZ4 case aborted the whole process ("memory allocation failed").
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
+    for codec in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+        for index in [0, 1, 2] {
+            for declared in [1i64 << 62, i64::MAX, 1 << 40, -7] {
+                let a = env
+                    .write(
+                        TABLE,
+                        &sid,
+                        "0",
+                        "1",
+                        compressed_declaring(codec, index, declared),
+                    )
+                    .await;
+                assert_eq!(
+                    a.status,
+                    StatusCode::BAD_REQUEST,
+                    "{}",
+                    String::from_utf8_lossy(&a.body)
+                );
+                let message = a.json()["Message"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    message.contains("record batch 0") && message.contains(&declared.to_string()),
+                    "{message}"
+                );
+            }
+        }
+    }
+    assert_eq!(record_count(&env, &sid).await, 0);
+    // The server is up and the stream still takes a good upload.
+    let good = ipc_with(&[batch(0..3)], Some(CompressionType::LZ4_FRAME));
+    assert_eq!(
+        env.write(TABLE, &sid, "0", "1", good).await.ok()["ExactlyOnceRowOffset"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn decompression_bombs_are_refused_at_the_decoded_limit() {
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
+    // A few hundred KB of zstd that decompresses to 300 MiB of zeros.
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+    ];
+    let a = env
+        .post_bytes(
+            "TableWrite",
+            TABLE,
+            &q,
+            &[("content-encoding", "zstd")],
+            bomb,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(String::from_utf8_lossy(&a.body).contains(&(256usize << 20).to_string()));
+    assert_eq!(record_count(&env, &sid).await, 0);
+    // A small limit applies the same way, and a good compressed upload still passes.
+    let env = env_with(Limits {
+        max_decoded_upload: 4096,
+        ..Limits::default()
+    })
+    .await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+    ];
+    let big = zstd::stream::encode_all(&ipc(0..2000)[..], 3).unwrap();
+    let a = env
+        .post_bytes(
+            "TableWrite",
+            TABLE,
+            &q,
+            &[("content-encoding", "zstd")],
+            big,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Arrow buffer compression counts against the same limit.
+    let a = env
+        .write(
+            TABLE,
+            &sid,
+            "0",
+            "1",
+            ipc_with(&[batch(0..2000)], Some(CompressionType::LZ4_FRAME)),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(String::from_utf8_lossy(&a.body).contains("decoded bytes, over the limit of"));
+    let small = zstd::stream::encode_all(&ipc(0..3)[..], 3).unwrap();
+    let a = env
+        .post_bytes(
+            "TableWrite",
+            TABLE,
+            &q,
+            &[("content-encoding", "zstd")],
+            small,
+        )
+        .await;
+    assert_eq!(a.ok()["ExactlyOnceRowOffset"], 3);
+}
+
+#[tokio::test]
+async fn blob_read_refuses_repeats_and_oversized_answers() {
+    let env = env_with(Limits {
+        max_blob_read_bytes: 3 << 20,
+        ..Limits::default()
+    })
+    .await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    let q = [("SessionId", sid.as_str())];
+    let mut refs = Vec::new();
+    for i in 0..3u8 {
+        let a = env
+            .post_bytes("TableWriteBlob", TABLE, &q, &[], vec![i; 1 << 20])
+            .await;
+        refs.push(a.ok()["BlobReference"].as_str().unwrap().to_string());
+    }
+    // The same 1 MiB blob 400 times: refused before anything is read.
+    let a = blob_read(&env, &vec![refs[0].clone(); 400], None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(String::from_utf8_lossy(&a.body).contains("more than once"));
+    // Too many references.
+    let fake: Vec<String> = (0..1001u32)
+        .map(|i| format!("paiio-blob:{i:032x}"))
+        .collect();
+    let a = blob_read(&env, &fake, None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&a.body).contains("at most 1000"));
+    // Three 1 MiB blobs in frames are over a 3 MiB answer.
+    let a = blob_read(&env, &refs, None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    // Two are fine, streamed, compressed or not, and come back intact.
+    for accept in [None, Some("zstd"), Some("x-lz4-frame")] {
+        let a = blob_read(&env, &refs[..2], accept).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let frames = parse_download_frames(&unblock(&a), 2);
+        assert_eq!(frames[0].1, vec![0u8; 1 << 20]);
+        assert_eq!(frames[1].1, vec![1u8; 1 << 20]);
+    }
+}
+
+#[tokio::test]
+async fn repeated_column_names_are_refused_in_reads() {
+    let env = env().await;
+    let names: Vec<&str> = std::iter::repeat_n("a", 5000).collect();
+    let a = env
+        .post_json(
+            "TableCreateReadSession",
+            TABLE,
+            &[],
+            json!({"RequiredDataColumns": names}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("more than once"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let s = env
+        .post_json(
+            "TableCreateReadSession",
+            TABLE,
+            &[],
+            json!({"RequiredDataColumns": ["a", "b"]}),
+        )
+        .await
+        .ok();
+    let sid = s["SessionId"].as_str().unwrap();
+    let q = [("SessionId", sid), ("Index", "0")];
+    let a = env
+        .post_json("TableRead", TABLE, &q, json!({"DataColumns": ["b", "b"]}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("DataColumns names the column \"b\" more than once")
+    );
+    // Distinct names pass the check (the empty table has no split 0 to read).
+    let a = env
+        .post_json("TableRead", TABLE, &q, json!({"DataColumns": ["b", "a"]}))
+        .await;
+    assert!(
+        !String::from_utf8_lossy(&a.body).contains("more than once"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+}
+
+// ---- hostile requests (fuzz-style) ----
+
+/// One hostile request.
+#[derive(Debug, Clone)]
+enum Hostile {
+    /// A mutated upload, as a TableWrite (V2) or a V1 block.
+    Upload {
+        v1: bool,
+        base: u8,
+        mutation: Mutation,
+        encoding: u8,
+    },
+    /// A random JSON body for a session-creating call.
+    Session { call: u8, body: String },
+    /// A read session naming columns, possibly repeated.
+    Columns { names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    None,
+    Flip {
+        at: usize,
+        bit: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    /// A compressed buffer's uncompressed-length prefix set to a value.
+    Declare {
+        which: usize,
+        value: i64,
+    },
+    /// A message's metadata length (bytes 4..8 of a message prefix) set to a value.
+    MetaLength {
+        value: i32,
+    },
+    Garbage {
+        bytes: Vec<u8>,
+    },
+}
+
+fn hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    let huge = prop_oneof![
+        Just(1i64 << 62),
+        Just(i64::MAX),
+        Just(-1i64),
+        Just(-2i64),
+        Just(1i64 << 33),
+        0i64..100_000
+    ];
+    let mutation = prop_oneof![
+        Just(Mutation::None),
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+        (any::<usize>(), huge).prop_map(|(which, value)| Mutation::Declare { which, value }),
+        prop_oneof![Just(i32::MAX), Just(-5), Just(1 << 30), 0i32..4096]
+            .prop_map(|value| Mutation::MetaLength { value }),
+        proptest::collection::vec(any::<u8>(), 0..300)
+            .prop_map(|bytes| Mutation::Garbage { bytes }),
+    ];
+    let json_text = prop_oneof![
+        "[ -~]{0,80}",
+        Just("{\"RequiredDataColumns\": [\"a\", \"a\"]}".to_string()),
+        Just("{\"SplitOptions\": {\"SplitMode\": 7, \"SplitNumber\": -1}}".to_string()),
+        Just("{\"PartitionSpec\": \"pt=../../x\", \"Overwrite\": \"maybe\"}".to_string()),
+        Just("[1, 2, {\"a\": null}]".to_string()),
+        Just("{\"ArrowOptions\": {\"TimestampUnit\": \"eon\"}}".to_string()),
+    ];
+    prop_oneof![
+        4 => (any::<bool>(), 0u8..3, mutation, 0u8..5)
+            .prop_map(|(v1, base, mutation, encoding)| Hostile::Upload { v1, base, mutation, encoding }),
+        1 => (0u8..3, json_text).prop_map(|(call, body)| Hostile::Session { call, body }),
+        1 => proptest::collection::vec(prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("A".to_string())], 0..6)
+            .prop_map(|names| Hostile::Columns { names }),
+    ]
+}
+
+fn mutate(mut body: Vec<u8>, mutation: &Mutation) -> Vec<u8> {
+    match mutation {
+        Mutation::None => {}
+        Mutation::Flip { at, bit } => {
+            let i = at % body.len();
+            body[i] ^= 1 << bit;
+        }
+        Mutation::Truncate { at } => body.truncate(at % body.len()),
+        Mutation::Declare { which, value } => {
+            let positions = paiio_storage::ipc_guard::compressed_prefix_positions(&body);
+            if !positions.is_empty() {
+                let p = positions[which % positions.len()];
+                body[p..p + 8].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        // The record batch message follows the schema message; set the schema's length.
+        Mutation::MetaLength { value } => body[4..8].copy_from_slice(&value.to_le_bytes()),
+        Mutation::Garbage { bytes } => {
+            let at = bytes.len() % body.len();
+            body.splice(at..at, bytes.iter().copied());
+        }
+    }
+    body
+}
+
+/// Random and mutated bodies and headers never get a 5xx or a dropped connection, the
+/// server stays up, and nothing is staged or committed unless the request succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_4xx_and_change_nothing() {
+    tokio::task::block_in_place(|| hostile_requests(tokio::runtime::Handle::current()));
+}
+
+fn hostile_requests(rt: tokio::runtime::Handle) {
+    use proptest::test_runner::{Config, TestRunner};
+    let env = rt.block_on(env());
+    let (sid, v1_url) = rt.block_on(async {
+        let sid = env.create_session(TABLE, json!({})).await;
+        env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+            .await;
+        let v1 = format!("{}/api/storage/v1/projects/p/tables/t", env.handle.url());
+        let r = env
+            .client
+            .post(format!("{v1}/sessions?session_type=batch_write"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let created: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let v1_sid = created["SessionId"].as_str().unwrap().to_string();
+        (
+            sid,
+            format!("{v1}/sessions/{v1_sid}/data?block_number=0&attempt_number=0"),
+        )
+    });
+    let bases = [
+        ipc_with(&[batch(0..50), batch(50..60)], None),
+        ipc_with(
+            &[batch(0..50), batch(50..60)],
+            Some(CompressionType::LZ4_FRAME),
+        ),
+        ipc_with(&[batch(0..50)], Some(CompressionType::ZSTD)),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&hostile(), |case| {
+            rt.block_on(async {
+                let before = record_count(&env, &sid).await;
+                let request = match &case {
+                    Hostile::Upload { v1, base, mutation, encoding } => {
+                        let body = mutate(bases[*base as usize].clone(), mutation);
+                        let (body, header) = match encoding {
+                            0 => (body, None),
+                            1 => (zstd::stream::encode_all(&body[..], 1).unwrap(), Some("zstd")),
+                            2 => {
+                                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                                e.write_all(&body).unwrap();
+                                (e.finish().unwrap(), Some("x-lz4-frame"))
+                            }
+                            3 => (body, Some("zstd")),
+                            _ => (body, Some("br")),
+                        };
+                        let mut req = if *v1 {
+                            env.client.post(&v1_url)
+                        } else {
+                            let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1")];
+                            env.client.post(env.url("TableWrite", TABLE, &q))
+                        };
+                        if let Some(h) = header {
+                            req = req.header("content-encoding", h);
+                        }
+                        req.body(body)
+                    }
+                    Hostile::Session { call, body } => {
+                        let url = match call {
+                            0 => env.url("TableCreateReadSession", TABLE, &[]),
+                            1 => env.url("TableCreateWriteSession", TABLE, &[]),
+                            _ => format!("{}/api/storage/v1/projects/p/tables/t/sessions?session_type=batch_read", env.handle.url()),
+                        };
+                        env.client.post(url).body(body.clone())
+                    }
+                    Hostile::Columns { names } => env
+                        .client
+                        .post(env.url("TableCreateReadSession", TABLE, &[]))
+                        .body(json!({"RequiredDataColumns": names}).to_string()),
+                };
+                let response = request.send().await.map_err(|e| format!("{case:?}: the connection failed: {e}"))?;
+                let status = response.status();
+                let text = response.text().await.map_err(|e| format!("{case:?}: the body broke: {e}"))?;
+                if status.is_server_error() {
+                    return Err(format!("{case:?}: {status} {text}"));
+                }
+                if let Hostile::Columns { names } = &case {
+                    let mut lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+                    lower.sort();
+                    lower.dedup();
+                    if (lower.len() == names.len()) != status.is_success() {
+                        return Err(format!("{case:?}: {status} {text}"));
+                    }
+                }
+                // The server is up, and a refused upload staged nothing.
+                let after = record_count(&env, &sid).await;
+                if !status.is_success() && after != before {
+                    return Err(format!("{case:?}: refused with {status}, but the stream went from {before} to {after} rows"));
+                }
+                Ok(())
+            })
+            .map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .unwrap();
+    // Nothing was committed.
+    assert!(rt.block_on(env.read_all(TABLE)).is_empty());
+}

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::error::Error;
+use crate::ipc_guard::{IpcLimits, IpcStreamGuard};
 
 /// Body compression of a read (`Accept-Encoding` asked, `Content-Encoding` answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,25 +80,37 @@ fn arrow_fatal(e: arrow_schema::ArrowError) -> StreamError {
     StreamError::Fatal(Error::arrow("the row stream of the response", e))
 }
 
-/// Decodes the next message of `buf`. Arrow's decoder panics on some malformed input (a
-/// buffer that points past its body, found by flipping bits of a body): that is malformed
-/// data, a fatal error, never a crash of the caller.
-fn decode_guarded(decoder: &mut StreamDecoder, buf: &mut Buffer) -> Result<Option<RecordBatch>, StreamError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(buf))) {
+/// Decodes the next message of `buf`. The guard has checked every byte of it first; Arrow's
+/// decoder may still panic on other malformed input (found by flipping bits of a body): that
+/// is malformed data, a fatal error, never a crash of the caller, and no panic report.
+fn decode_guarded(
+    decoder: &mut StreamDecoder,
+    buf: &mut Buffer,
+) -> Result<Option<RecordBatch>, StreamError> {
+    match crate::ipc_guard::catch_quietly(|| decoder.decode(buf)) {
         Ok(r) => r.map_err(arrow_fatal),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a panic");
-            Err(StreamError::Fatal(Error::Transient {
-                message: format!("the row stream of the response is malformed Arrow data ({what})"),
-                retryable: false,
-                source: None,
-            }))
-        }
+        Err(what) => Err(StreamError::Fatal(Error::Transient {
+            message: format!("the row stream of the response is malformed Arrow data ({what})"),
+            retryable: false,
+            source: None,
+        })),
     }
+}
+
+/// Checks response bytes before the decoder sees them (declared sizes against
+/// [`IpcLimits::RESPONSE`]); a refusal is fatal.
+fn guard_chunk(guard: &mut IpcStreamGuard, chunk: &[u8]) -> Result<(), StreamError> {
+    guard.feed(chunk).map_err(|e| {
+        StreamError::Fatal(Error::Transient {
+            message: format!("refusing the row stream of the response: {e}"),
+            retryable: false,
+            source: None,
+        })
+    })
+}
+
+fn response_guard() -> IpcStreamGuard {
+    IpcStreamGuard::new("the response", IpcLimits::RESPONSE)
 }
 
 enum Item {
@@ -108,8 +121,15 @@ enum Item {
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 enum Inner {
-    Plain { body: ByteStream, decoder: StreamDecoder, buf: Buffer },
-    Threaded { rx: tokio::sync::mpsc::Receiver<Result<Item, StreamError>> },
+    Plain {
+        body: ByteStream,
+        decoder: StreamDecoder,
+        buf: Buffer,
+        guard: Box<IpcStreamGuard>,
+    },
+    Threaded {
+        rx: tokio::sync::mpsc::Receiver<Result<Item, StreamError>>,
+    },
     Done,
 }
 
@@ -129,7 +149,12 @@ impl BodyDecoder {
         };
         let body: ByteStream = Box::pin(response.bytes_stream());
         let inner = match codec {
-            None => Inner::Plain { body, decoder: StreamDecoder::new(), buf: Buffer::from(Vec::<u8>::new()) },
+            None => Inner::Plain {
+                body,
+                decoder: StreamDecoder::new(),
+                buf: Buffer::from(Vec::<u8>::new()),
+                guard: Box::new(response_guard()),
+            },
             Some(codec) => {
                 let reader = tokio_util::io::StreamReader::new(body.map_err(std::io::Error::other));
                 let bridge = tokio_util::io::SyncIoBridge::new(reader);
@@ -150,7 +175,12 @@ impl BodyDecoder {
     pub async fn next(&mut self) -> Result<Option<RecordBatch>, StreamError> {
         match &mut self.inner {
             Inner::Done => Ok(None),
-            Inner::Plain { body, decoder, buf } => loop {
+            Inner::Plain {
+                body,
+                decoder,
+                buf,
+                guard,
+            } => loop {
                 if !buf.is_empty() {
                     let batch = match decode_guarded(decoder, buf) {
                         Ok(b) => b,
@@ -168,7 +198,13 @@ impl BodyDecoder {
                     continue;
                 }
                 match body.next().await {
-                    Some(Ok(chunk)) => *buf = Buffer::from(chunk),
+                    Some(Ok(chunk)) => {
+                        if let Err(e) = guard_chunk(guard, &chunk) {
+                            self.inner = Inner::Done;
+                            return Err(e);
+                        }
+                        *buf = Buffer::from(chunk)
+                    }
                     Some(Err(e)) => {
                         return Err(StreamError::Resumable(transient(
                             format!("the row stream broke: {e}"),
@@ -230,6 +266,7 @@ fn decode_blocking(
         },
     };
     let mut decoder = StreamDecoder::new();
+    let mut guard = response_guard();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         let n = match reader.read(&mut chunk) {
@@ -244,6 +281,10 @@ fn decode_blocking(
         if n == 0 {
             let end = check_end(&mut decoder).map(|()| Item::End(decoder.schema()));
             let _ = tx.blocking_send(end);
+            return;
+        }
+        if let Err(e) = guard_chunk(&mut guard, &chunk[..n]) {
+            let _ = tx.blocking_send(Err(e));
             return;
         }
         let mut buf = Buffer::from(chunk[..n].to_vec());
@@ -310,6 +351,19 @@ mod tests {
         }
         check_end(&mut d)?;
         Ok(rows)
+    }
+
+    #[test]
+    fn declared_lengths_are_checked_before_decoding() {
+        let mut bytes = ipc(10);
+        let p = crate::ipc_guard::compressed_prefix_positions(&bytes)[1];
+        bytes[p..p + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+        let mut guard = response_guard();
+        let e = guard_chunk(&mut guard, &bytes).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Fatal(e) if e.to_string().contains("4611686018427387904")),
+            "{e:?}"
+        );
     }
 
     #[test]
