@@ -2,6 +2,7 @@
 
 use std::io::{Cursor, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::CompressionType;
@@ -380,6 +381,60 @@ async fn retried_write_is_applied_once() {
     env.close(TABLE, &sid, "0", 1).await;
     assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"], 12);
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
+}
+
+/// A retry that arrives while its first attempt is still being received (the client gave up
+/// waiting, as after a timeout) waits for that attempt instead of being applied beside it,
+/// and gets its answer: the rows are committed once.
+#[tokio::test]
+async fn a_retry_racing_its_first_attempt_is_applied_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env().await;
+    let sid = env.create_session(TABLE, json!({})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Count", "5")];
+    let body = ipc(0..5);
+    // The first attempt, by hand: headers and half of the body, then a pause.
+    let url = env.url("TableWrite", TABLE, &q);
+    let path = url.strip_prefix(&env.handle.url()).unwrap().to_string();
+    let mut first = tokio::net::TcpStream::connect(env.handle.addr()).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\n\
+         odps-tunnel-retry-trace-id: race-1\r\nodps-tunnel-retry-index: 0\r\ncontent-length: {}\r\n\r\n",
+        env.handle.addr(),
+        body.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    let half = body.len() / 2;
+    first.write_all(&body[..half]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The retry, complete, while the first attempt is still arriving.
+    let h = [
+        ("content-type", "application/octet-stream"),
+        ("odps-tunnel-retry-trace-id", "race-1"),
+        ("odps-tunnel-retry-index", "1"),
+    ];
+    let retry = {
+        let (env, q, h, body) = (&env, &q, &h, body.clone());
+        async move { env.post_bytes("TableWrite", TABLE, q, h, body).await }
+    };
+    let finish_first = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.write_all(&body[half..]).await.unwrap();
+        first.flush().await.unwrap();
+        // Its answer comes, but too late: the client had retried already.
+        let mut answer = vec![0u8; 4096];
+        let n = first.read(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let (retried, late) = tokio::join!(retry, finish_first);
+    assert!(late.starts_with("HTTP/1.1 200"), "{late}");
+    let retried = retried.ok();
+    assert_eq!(retried["RowsWritten"], 5, "{retried}");
+    assert_eq!(retried["ExactlyOnceRowOffset"], 5, "{retried}");
+    env.close(TABLE, &sid, "0", 1).await;
+    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"], 5);
+    assert_eq!(env.read_all(TABLE).await, expected(0..5));
 }
 
 #[tokio::test]
