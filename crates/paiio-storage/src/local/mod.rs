@@ -6,7 +6,9 @@
 //! ROOT/
 //!   .paiio/read_sessions/ID.json       read sessions (any process can serve them)
 //!   PROJECT/SCHEMA/TABLE/
-//!     _manifest/00000000000000000007.json   one immutable file per table version
+//!     _manifest/00000000000000000007.json   one immutable file per table version: a delta
+//!                                           of the files an append added, or a snapshot
+//!     _manifest/00000000000000000007.checkpoint.json   optional snapshot of a delta version
 //!     data/UUID.arrow                       Arrow IPC files (LZ4 or ZSTD bodies)
 //!     _write/SESSION/session.json           write session state
 //!     _write/SESSION/streams/STREAM.json    per-stream versions, offsets and staged files
@@ -323,18 +325,28 @@ impl Inner {
         self.clock.now_ms()
     }
 
+    /// Version `version` of the table in `dir`, materialised from its snapshot and deltas;
+    /// cached, and built from the cached versions below it where there are some (loading the
+    /// version after a cached one reads one delta).
     fn manifest(&self, dir: &Path, version: u64) -> Result<Arc<Manifest>> {
         let key = (dir.to_path_buf(), version);
         if let Some(m) = self.manifests.lock().get(&key) {
             return Ok(m.clone());
         }
-        let m = Arc::new(manifest::load(dir, version)?);
+        self.materialise(dir, version, false)
+    }
+
+    fn materialise(&self, dir: &Path, version: u64, fresh: bool) -> Result<Arc<Manifest>> {
+        let cached = |v: u64| self.manifests.lock().get(&(dir.to_path_buf(), v)).cloned();
+        let built = manifest::materialise(dir, version, &cached, fresh)?;
         let mut cache = self.manifests.lock();
-        if cache.len() > 4096 {
+        if cache.len() + built.len() > 4096 {
             cache.clear();
         }
-        cache.insert(key, m.clone());
-        Ok(m)
+        for m in &built {
+            cache.insert((dir.to_path_buf(), m.version), m.clone());
+        }
+        Ok(built.last().expect("materialise builds the version asked for").clone())
     }
 
     /// The latest version of an existing table, read from disk (not from the cache, which
@@ -343,8 +355,7 @@ impl Inner {
         let dir = self.table_dir(table);
         let version = manifest::latest_version(&dir)?
             .ok_or_else(|| Error::not_found("table", table.to_string()))?;
-        let m = Arc::new(manifest::load(&dir, version)?);
-        self.manifests.lock().insert((dir.clone(), version), m.clone());
+        let m = self.materialise(&dir, version, true)?;
         Ok((dir, m))
     }
 
@@ -367,7 +378,8 @@ impl Inner {
             };
             next.version = latest + 1;
             next.committed_ms = self.now();
-            if manifest::publish(&dir, &next)? {
+            if manifest::publish(&dir, &next, Some(&base))? {
+                self.manifests.lock().insert((dir.clone(), next.version), Arc::new(next.clone()));
                 return Ok(next);
             }
             // Another process published this version first: rebase and try again.
@@ -729,7 +741,7 @@ impl Inner {
         let dir = self.table_dir(table);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let m = Manifest::new_table(schema.clone(), self.now());
-        if manifest::latest_version(&dir)?.is_some() || !manifest::publish(&dir, &m)? {
+        if manifest::latest_version(&dir)?.is_some() || !manifest::publish(&dir, &m, None)? {
             if options.if_not_exists {
                 return Ok(());
             }

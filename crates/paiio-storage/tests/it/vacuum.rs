@@ -269,8 +269,19 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
     // v0 and v2..v6 go (v7 is the latest); v1 is pinned, so its file stays.
     assert_eq!(report.versions, 6, "{report:?}");
+    // v1 and v7 are deltas: each got a checkpoint, so the versions below could go.
     let manifests = files(&table_dir(&w).join("_manifest"));
-    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let expected = [
+        "00000000000000000001.checkpoint.json",
+        "00000000000000000001.json",
+        "00000000000000000007.checkpoint.json",
+        "00000000000000000007.json",
+    ];
+    assert_eq!(
+        manifests,
+        expected.map(String::from).into(),
+        "{manifests:?}"
+    );
     assert_eq!(
         read_session(&w, &pinned.session_id, 10).await.unwrap(),
         (0..10).collect::<Vec<_>>()
@@ -372,8 +383,8 @@ async fn retried_commit_after_vacuum_applies_once() {
     assert_eq!(ids(&w).await, expected);
 }
 
-/// 400 small commits: the manifests of all versions grow with the square of the commits;
-/// vacuum leaves a bounded number of them.
+/// 400 small commits with vacuum: it leaves a bounded number of manifests, the latest
+/// versions (deltas) and the snapshots they are built on.
 #[tokio::test]
 async fn manifest_bytes_stay_bounded_with_retention() {
     let root = tempfile::tempdir().unwrap();
@@ -394,21 +405,69 @@ async fn manifest_bytes_stay_bounded_with_retention() {
             peak_after = peak_after.max(dir_bytes(&manifest_dir));
         }
     }
-    let latest = std::fs::metadata(manifest_dir.join(format!("{:020}.json", 400)))
+    // v391 is the lowest version kept: it got a checkpoint, a snapshot of 400 files.
+    let snapshot = std::fs::metadata(manifest_dir.join(format!("{:020}.checkpoint.json", 391)))
         .unwrap()
         .len();
     eprintln!(
         "400 commits: {without_retention} bytes of manifests without retention, at most \
-         {peak_after} bytes after vacuum (latest manifest {latest} bytes)"
+         {peak_after} bytes after vacuum (a snapshot of the latest version: {snapshot} bytes)"
     );
-    assert!(files(&manifest_dir).len() <= 10 + 50);
+    let names = files(&manifest_dir);
+    assert_eq!(names.len(), 11, "ten versions and a checkpoint: {names:?}");
     assert!(
-        peak_after <= 10 * latest,
-        "manifests after vacuum: {peak_after} bytes (latest {latest})"
+        peak_after <= 2 * snapshot,
+        "manifests after vacuum: {peak_after} bytes (a snapshot {snapshot})"
+    );
+    // A fresh process loads the latest version from the checkpoint and nine deltas.
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..1200).collect::<Vec<_>>());
+}
+
+/// 400 small commits without vacuum: each commit writes a delta of the files it adds (a full
+/// snapshot every 32 versions), so the bytes of a commit do not grow with the table's history,
+/// and loading the latest version after a commit reads that commit's delta only.
+#[tokio::test]
+async fn manifest_bytes_per_commit_do_not_grow_with_history() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    let manifest_dir = table_dir(&w).join("_manifest");
+    let mut written = vec![0u64; 401];
+    for k in 0..400 {
+        let before = dir_bytes(&manifest_dir);
+        let version = append(&w, k * 3..k * 3 + 3).await;
+        written[version as usize] = dir_bytes(&manifest_dir) - before;
+    }
+    let total = dir_bytes(&manifest_dir);
+    let started = std::time::Instant::now();
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    let info = fresh.describe_table(&table()).await.unwrap();
+    let cold = started.elapsed();
+    append(&w, 1200..1203).await;
+    let started = std::time::Instant::now();
+    w.describe_table(&table()).await.unwrap();
+    let warm = started.elapsed();
+    eprintln!(
+        "400 commits: {total} bytes of manifests; commit 10 wrote {} bytes, commit 399 {}, \
+         commit 400 {}, the largest {}; latest version loaded in {cold:?} by a fresh process, \
+         in {warm:?} after one more commit",
+        written[10],
+        written[399],
+        written[400],
+        written.iter().max().unwrap()
+    );
+    assert_eq!(info.row_count, 1200);
+    // Versions that are multiples of 32 are checkpoints (full snapshots): excluded.
+    assert!(
+        written[399] <= written[10] + 64 && written[400] <= written[10] + 64,
+        "commit bytes grow with history: commit 10 {}, 399 {}, 400 {}",
+        written[10],
+        written[399],
+        written[400]
     );
     assert!(
-        without_retention > 100 * latest,
-        "{without_retention} bytes without retention"
+        total < 1 << 20,
+        "{total} bytes of manifests for 400 commits"
     );
-    assert_eq!(ids(&w).await, (0..1200).collect::<Vec<_>>());
+    assert_eq!(ids(&w).await, (0..1203).collect::<Vec<_>>());
 }
