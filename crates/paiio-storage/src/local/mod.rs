@@ -10,7 +10,7 @@
 //!                                           of the files an append added, or a snapshot
 //!     _manifest/00000000000000000007.checkpoint.json   optional snapshot of a delta version
 //!     data/UUID.arrow                       Arrow IPC files (LZ4 or ZSTD bodies)
-//!     _write/SESSION/session.json           write session state
+//!     _write/SESSION/session.json           write session state (and the process that owns it)
 //!     _write/SESSION/streams/STREAM.json    per-stream versions, offsets and staged files
 //! ```
 //!
@@ -25,6 +25,7 @@
 
 mod files;
 pub(crate) mod manifest;
+mod owner;
 mod vacuum;
 mod write;
 
@@ -71,6 +72,8 @@ struct Inner {
     compression: FileCompression,
     session_ttl_ms: i64,
     revive_expired_read_sessions: bool,
+    /// Recorded in the write sessions this process creates (none when not recorded).
+    session_owner: Option<owner::SessionOwner>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     manifests: Mutex<HashMap<(PathBuf, u64), Arc<Manifest>>>,
     /// Parsed read sessions by id, so a read does not parse a session of many splits again.
@@ -127,6 +130,7 @@ pub struct LocalWarehouseBuilder {
     compression: FileCompression,
     session_ttl_ms: i64,
     revive_expired_read_sessions: bool,
+    record_session_owner: bool,
 }
 
 impl LocalWarehouseBuilder {
@@ -158,6 +162,15 @@ impl LocalWarehouseBuilder {
         self
     }
 
+    /// Whether write sessions record the process that creates them (default on), so vacuum
+    /// removes a session as soon as its process is gone (a killed import) instead of when it
+    /// expires. A server, whose sessions belong to remote clients that resume them after a
+    /// restart, turns it off. Owners are known on Linux only.
+    pub fn record_session_owner(mut self, record: bool) -> Self {
+        self.record_session_owner = record;
+        self
+    }
+
     /// Opens the warehouse, creating the root directory if needed.
     pub fn open(self) -> Result<LocalWarehouse> {
         let meta = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
@@ -170,6 +183,7 @@ impl LocalWarehouseBuilder {
                 compression: self.compression,
                 session_ttl_ms: self.session_ttl_ms,
                 revive_expired_read_sessions: self.revive_expired_read_sessions,
+                session_owner: if self.record_session_owner { owner::SessionOwner::this_process() } else { None },
                 locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(HashMap::new()),
                 read_sessions: Mutex::new(HashMap::new()),
@@ -193,6 +207,7 @@ impl LocalWarehouse {
             compression: FileCompression::default(),
             session_ttl_ms: 24 * 3600 * 1000,
             revive_expired_read_sessions: false,
+            record_session_owner: true,
         }
     }
 

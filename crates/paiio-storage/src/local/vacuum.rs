@@ -12,8 +12,13 @@
 //!   the checkpoint, those versions stay;
 //! - every file a retained version lists (in its materialised manifest), and every file a
 //!   live write session staged;
-//! - every file younger than [`VacuumOptions::grace`]: a writer may have written a data file
-//!   and not yet recorded it.
+//! - every file younger than [`VacuumOptions::grace`] (but those a session whose process is
+//!   gone staged, see below): a writer may have written a data file and not yet recorded it.
+//!
+//! A write session created in-process records its owner (see [`super::owner`]): one whose
+//! owner ran on this host and is gone (a killed import) is removed at once, with the files it
+//! staged that no retained version lists, whatever their age. Sessions without an owner (those
+//! of a server, which clients resume after a restart) go when they expire.
 //!
 //! Write sessions are scanned before the versions are listed, so a session that commits while
 //! vacuum runs has its files either among its staged files or in a version that is listed.
@@ -234,6 +239,8 @@ impl Inner {
 
         // 1. Write sessions: the files of live ones are needed; expired ones go.
         let mut needed: HashSet<String> = HashSet::new();
+        // Files staged by sessions whose process is gone: removed without the grace period.
+        let mut orphaned: HashSet<String> = HashSet::new();
         let write_dir = dir.join(WRITE_DIR);
         for id in list_dir_names(&write_dir)? {
             let session_dir = write_dir.join(&id);
@@ -267,7 +274,14 @@ impl Inner {
                 && options
                     .abandon_idle
                     .is_some_and(|idle| !tree_touched_within(&session_dir, idle));
-            let past = idle || now > session.expiration_ms.saturating_add(grace_ms);
+            // Created by a process of this host that is gone (a killed import): nothing can
+            // write to it any more, so it and the files it staged go now, whatever their age.
+            let dead = session.state == State::Normal
+                && session.owner.as_ref().is_some_and(|o| o.is_gone());
+            if dead {
+                orphaned.extend(self.staged_files(table, &id).unwrap_or_default());
+            }
+            let past = idle || dead || now > session.expiration_ms.saturating_add(grace_ms);
             if session.state == State::Normal && !past {
                 needed.extend(self.staged_files(table, &id)?);
                 for sub in [session_dir.clone(), session_dir.join("streams")] {
@@ -386,7 +400,7 @@ impl Inner {
             let rel = format!("{DATA_DIR}/{name}");
             if referenced.contains(rel.as_str())
                 || needed.contains(&rel)
-                || !is_old(&entry.path(), options.grace)
+                || !(orphaned.contains(&rel) || is_old(&entry.path(), options.grace))
             {
                 continue;
             }

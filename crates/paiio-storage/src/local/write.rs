@@ -40,6 +40,10 @@ pub(super) struct WriteSessionState {
     table_schema: TableSchema,
     pub(super) state: State,
     next_stream: u64,
+    /// The process that created the session in-process (none for a server's sessions, or
+    /// where owners are unknown): vacuum removes the session once that process is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) owner: Option<super::owner::SessionOwner>,
 }
 
 impl WriteSessionState {
@@ -218,6 +222,7 @@ impl Inner {
             table_schema: m.schema.clone(),
             state: State::Normal,
             next_stream: 0,
+            owner: self.session_owner.clone(),
         };
         self.save_write_session(&state).map_err(|e| e.unwritable(&self.root, "record a new write session"))?;
         self.to_write_session(&state)

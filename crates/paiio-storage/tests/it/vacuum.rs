@@ -471,3 +471,119 @@ async fn manifest_bytes_per_commit_do_not_grow_with_history() {
     );
     assert_eq!(ids(&w).await, (0..1203).collect::<Vec<_>>());
 }
+
+const OWNER_CHILD_DIR: &str = "PAIIO_OWNER_CHILD_DIR";
+const OWNER_CHILD_READY: &str = "PAIIO_OWNER_CHILD_READY";
+
+/// Run as a child process by [`a_killed_writers_session_goes_at_once`] (does nothing unless
+/// `PAIIO_OWNER_CHILD_DIR` is set): writes to a session, says so, and waits to be killed.
+#[tokio::test]
+async fn owner_child() {
+    let Ok(dir) = std::env::var(OWNER_CHILD_DIR) else {
+        return;
+    };
+    let w = LocalWarehouse::open(dir).unwrap();
+    let sid = write(&w, 0..50).await;
+    println!("{OWNER_CHILD_READY} {sid}");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// An import killed with SIGKILL: its session records its process, which is gone, so vacuum
+/// with default options removes the session and its staged file at once. A session whose
+/// process is alive stays, and so does a session without an owner (a server's) until it
+/// expires.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_killed_writers_session_goes_at_once() {
+    use std::io::BufRead;
+
+    let root = tempfile::tempdir().unwrap();
+    let (w, clock) = open(root.path()).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "vacuum::owner_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(OWNER_CHILD_DIR, root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let killed = stdout.lines().map_while(|l| l.ok()).find_map(|l| {
+        let at = l.find(OWNER_CHILD_READY)?;
+        l[at + OWNER_CHILD_READY.len()..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = killed.expect("the child wrote to a session");
+
+    let live = write(&w, 100..110).await;
+    let server = LocalWarehouse::builder(root.path())
+        .clock(Arc::new(clock.clone()))
+        .record_session_owner(false)
+        .open()
+        .unwrap();
+    let ownerless = {
+        let t = table();
+        let sid = server
+            .create_write_session(&WriteSessionRequest::new(t.clone()))
+            .await
+            .unwrap()
+            .session_id;
+        let stream = server
+            .create_write_stream(&t, &sid, None, false)
+            .await
+            .unwrap();
+        server
+            .write(WriteRequest {
+                table: t.clone(),
+                session_id: sid.clone(),
+                stream_id: stream.stream_id.clone(),
+                version: stream.version,
+                row_offset: None,
+                access_token: None,
+                batches: vec![batch(200..210)],
+            })
+            .await
+            .unwrap();
+        sid
+    };
+    let sessions = files(&table_dir(&w).join("_write"));
+    assert_eq!(
+        sessions,
+        BTreeSet::from([killed.clone(), live.clone(), ownerless.clone()])
+    );
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 3);
+
+    let report = w
+        .vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.write_sessions, report.data_files),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        files(&table_dir(&w).join("_write")),
+        BTreeSet::from([live.clone(), ownerless.clone()])
+    );
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 2);
+    w.commit_write_session(&table(), &live, None).await.unwrap();
+    assert_eq!(ids(&w).await, (100..110).collect::<Vec<_>>());
+
+    // The ownerless session goes when it expires (and the grace period is over).
+    clock.advance_ms(DAY_MS + 3600 * 1000 + 1);
+    w.vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert!(!files(&table_dir(&w).join("_write")).contains(&ownerless));
+}
