@@ -586,4 +586,23 @@ async fn a_killed_writers_session_goes_at_once() {
         .await
         .unwrap();
     assert!(!files(&table_dir(&w).join("_write")).contains(&ownerless));
+
+    // --abandon-idle takes an ownerless session before it expires.
+    let idle = server
+        .create_write_session(&WriteSessionRequest::new(table()))
+        .await
+        .unwrap()
+        .session_id;
+    let keep = w
+        .vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(keep.write_sessions, 0, "{keep:?}");
+    let abandon = VacuumOptions {
+        abandon_idle: Some(Duration::ZERO),
+        ..VacuumOptions::default()
+    };
+    let report = w.vacuum(Some(&table()), &abandon).await.unwrap();
+    assert_eq!(report.write_sessions, 1, "{report:?}");
+    assert!(!files(&table_dir(&w).join("_write")).contains(&idle));
 }
