@@ -368,12 +368,47 @@ pub(crate) fn is_snapshot(table_dir: &Path, version: u64) -> Result<bool> {
 /// Returns the manifests built on the way, ascending (the last one is `version`), for the
 /// caller to cache. `fresh` skips `cached` for `version` itself (a cache may hold a dropped
 /// incarnation's manifest of the same number; below, the table uuid a delta carries tells).
+///
+/// Vacuum may remove the versions below a retained one while this walks down to them, once it
+/// has stored a checkpoint of that version: a version below `version` that is gone sends the
+/// walk back to the top, where it finds the checkpoint.
 pub(crate) fn materialise(
     table_dir: &Path,
     version: u64,
     cached: &dyn Fn(u64) -> Option<Arc<Manifest>>,
     fresh: bool,
 ) -> Result<Vec<Arc<Manifest>>> {
+    let mut attempts = 0;
+    loop {
+        match walk(table_dir, version, cached, fresh) {
+            Err(Walk::Below(e)) if attempts < 3 => {
+                attempts += 1;
+                tracing::debug!("loading version {version} again: {e}");
+            }
+            Err(Walk::Below(e) | Walk::Other(e)) => return Err(e),
+            Ok(built) => return Ok(built),
+        }
+    }
+}
+
+/// Why a walk failed: a version below the one asked for is gone, or anything else.
+enum Walk {
+    Below(Error),
+    Other(Error),
+}
+
+impl From<Error> for Walk {
+    fn from(e: Error) -> Self {
+        Walk::Other(e)
+    }
+}
+
+fn walk(
+    table_dir: &Path,
+    version: u64,
+    cached: &dyn Fn(u64) -> Option<Arc<Manifest>>,
+    fresh: bool,
+) -> std::result::Result<Vec<Arc<Manifest>>, Walk> {
     let mut deltas: Vec<Delta> = Vec::new();
     let mut built = Vec::new();
     let mut v = version;
@@ -384,18 +419,25 @@ pub(crate) fn materialise(
         {
             break m;
         }
-        match read_version(table_dir, v)? {
+        let stored = match read_version(table_dir, v) {
+            Ok(stored) => stored,
+            Err(Error::Io { path, source }) if v < version && source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Walk::Below(Error::Io { path, source }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match stored {
             Stored::Snapshot(m) if same_table(&deltas, &m) => {
                 let m = Arc::new(m);
                 built.push(m.clone());
                 break m;
             }
             Stored::Snapshot(_) => {
-                return Err(Error::Corrupt {
+                return Err(Walk::Other(Error::Corrupt {
                     location: table_dir.join(MANIFEST_DIR).join(version_file_name(v)).display().to_string(),
                     message: "the snapshot belongs to another incarnation of the table than the versions after it"
                         .into(),
-                });
+                }));
             }
             Stored::Delta(d) => {
                 let below_cached = cached(v - 1).is_some_and(|m| m.table_uuid == d.table_uuid);
@@ -448,11 +490,21 @@ pub(crate) fn publish(table_dir: &Path, manifest: &Manifest, previous: Option<&M
 }
 
 /// Stores a snapshot of delta version `manifest` beside it, so the versions before it are
-/// not needed to load it. Replaces nothing: an existing checkpoint is kept.
+/// not needed to load it. A readable checkpoint already there is kept; an unreadable one is
+/// replaced.
 pub(crate) fn write_checkpoint(table_dir: &Path, manifest: &Manifest) -> Result<()> {
     let dir = table_dir.join(MANIFEST_DIR);
     let target = dir.join(checkpoint_file_name(manifest.version));
-    link_new(&dir, &target, &Record::snapshot(manifest)).map(|_| ())
+    let record = Record::snapshot(manifest);
+    if link_new(&dir, &target, &record)? || read_checkpoint(table_dir, manifest.version).is_some() {
+        return Ok(());
+    }
+    fs::remove_file(&target).map_err(|e| Error::io(&target, e))?;
+    if link_new(&dir, &target, &record)? || read_checkpoint(table_dir, manifest.version).is_some() {
+        Ok(())
+    } else {
+        Err(Error::Corrupt { location: target.display().to_string(), message: "cannot replace the checkpoint".into() })
+    }
 }
 
 /// Writes `record` to a temporary file, syncs it, and links it as `target`: `Ok(false)` if
@@ -601,6 +653,53 @@ mod tests {
         fs::write(dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(v)), b"{\"format\":2,").unwrap();
         assert!(!is_snapshot(dir.path(), v).unwrap());
         assert!(load(dir.path(), v + 1).is_err(), "the delta chain is broken without the checkpoint");
+    }
+
+    /// Vacuum stores a checkpoint and removes the versions below while a load walks down to
+    /// them: the load starts again and finds the checkpoint.
+    #[test]
+    fn a_load_racing_vacuum_finds_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec![Manifest::new_table(schema(), 1)];
+        assert!(publish(dir.path(), &all[0], None).unwrap());
+        for v in 1..=4 {
+            let mut next = all[v - 1].clone();
+            next.version = v as u64;
+            next.append(&spec("pt=a"), &[file(&v.to_string())]);
+            assert!(publish(dir.path(), &next, Some(&all[v - 1])).unwrap());
+            all.push(next);
+        }
+        let vacuumed = std::cell::Cell::new(false);
+        let vacuum = |v: u64| {
+            if v == 1 && !vacuumed.replace(true) {
+                write_checkpoint(dir.path(), &all[3]).unwrap();
+                for gone in 0..3 {
+                    fs::remove_file(dir.path().join(MANIFEST_DIR).join(version_file_name(gone))).unwrap();
+                }
+            }
+            None
+        };
+        let built = materialise(dir.path(), 4, &vacuum, true).unwrap();
+        assert!(vacuumed.get());
+        let mut loaded = (**built.last().unwrap()).clone();
+        loaded.format = all[4].format;
+        assert_eq!(loaded, all[4]);
+    }
+
+    /// An unreadable checkpoint is replaced.
+    #[test]
+    fn an_unreadable_checkpoint_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let m0 = Manifest::new_table(schema(), 1);
+        assert!(publish(dir.path(), &m0, None).unwrap());
+        let mut m1 = m0.clone();
+        m1.version = 1;
+        m1.append(&spec("pt=a"), &[file("x")]);
+        assert!(publish(dir.path(), &m1, Some(&m0)).unwrap());
+        fs::write(dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(1)), b"not json").unwrap();
+        assert!(!is_snapshot(dir.path(), 1).unwrap());
+        write_checkpoint(dir.path(), &m1).unwrap();
+        assert!(is_snapshot(dir.path(), 1).unwrap());
     }
 
     /// Files written before deltas existed (format 1, always complete) load as snapshots.

@@ -310,6 +310,43 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     }
 }
 
+/// Where vacuum cannot store the checkpoint a retained delta needs, it keeps the version
+/// below it (and checkpoints that one instead); once it can, that version goes too.
+#[tokio::test]
+async fn vacuum_keeps_what_a_delta_needs_when_it_cannot_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    for k in 0..5 {
+        append(&w, k * 10..k * 10 + 10).await;
+    }
+    // Something that is not a file where the checkpoint of v5 goes.
+    let manifest_dir = table_dir(&w).join("_manifest");
+    let name = |v: u64, kind: &str| format!("{v:020}.{kind}json");
+    let blocker = manifest_dir.join(name(5, "checkpoint."));
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("x"), b"x").unwrap();
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(report.versions, 4, "v0..v3 go, v4 stays: {report:?}");
+    let left = files(&manifest_dir);
+    let expected = [
+        name(4, "checkpoint."),
+        name(4, ""),
+        name(5, "checkpoint."),
+        name(5, ""),
+    ];
+    assert_eq!(left, expected.into(), "{left:?}");
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..50).collect::<Vec<_>>());
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(report.versions, 1, "{report:?}");
+    assert!(blocker.is_file());
+    assert_eq!(files(&manifest_dir).len(), 2);
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..50).collect::<Vec<_>>());
+}
+
 /// A read session whose pinned version vacuum removed (its file still there, its lifetime
 /// over, revived) gets an error that says so.
 #[tokio::test]
