@@ -170,17 +170,15 @@ struct Delta {
 }
 
 impl Delta {
-    fn apply(&self, base: &Manifest) -> Manifest {
-        let mut next = base.clone();
+    fn apply(self, next: &mut Manifest) {
         next.format = FORMAT;
         next.version = self.version;
         next.committed_ms = self.committed_ms;
-        next.operation.clone_from(&self.operation);
-        next.session_id.clone_from(&self.session_id);
+        next.operation = self.operation;
+        next.session_id = self.session_id;
         for p in &self.added {
             next.append(&p.spec, &p.files);
         }
-        next
     }
 }
 
@@ -365,8 +363,9 @@ pub(crate) fn is_snapshot(table_dir: &Path, version: u64) -> Result<bool> {
 
 /// Materialises `version`: the nearest snapshot at or below it (a manifest `cached` already
 /// holds, a checkpoint, or a snapshot version file) plus the deltas after it, in order.
-/// Returns the manifests built on the way, ascending (the last one is `version`), for the
-/// caller to cache. `fresh` skips `cached` for `version` itself (a cache may hold a dropped
+/// Only the version asked for is returned (for the caller to cache), not the versions built
+/// on the way: a cache of every one of them would hold up to a checkpoint interval of copies
+/// of a large table. `fresh` skips `cached` for `version` itself (a cache may hold a dropped
 /// incarnation's manifest of the same number; below, the table uuid a delta carries tells).
 ///
 /// Vacuum may remove the versions below a retained one while this walks down to them, once it
@@ -377,7 +376,7 @@ pub(crate) fn materialise(
     version: u64,
     cached: &dyn Fn(u64) -> Option<Arc<Manifest>>,
     fresh: bool,
-) -> Result<Vec<Arc<Manifest>>> {
+) -> Result<Arc<Manifest>> {
     let mut attempts = 0;
     loop {
         match walk(table_dir, version, cached, fresh) {
@@ -408,12 +407,11 @@ fn walk(
     version: u64,
     cached: &dyn Fn(u64) -> Option<Arc<Manifest>>,
     fresh: bool,
-) -> std::result::Result<Vec<Arc<Manifest>>, Walk> {
+) -> std::result::Result<Arc<Manifest>, Walk> {
     let mut deltas: Vec<Delta> = Vec::new();
-    let mut built = Vec::new();
     let mut v = version;
     let same_table = |deltas: &[Delta], m: &Manifest| deltas.last().is_none_or(|d| d.table_uuid == m.table_uuid);
-    let mut base = loop {
+    let base = loop {
         if (!fresh || v != version)
             && let Some(m) = cached(v).filter(|m| same_table(&deltas, m))
         {
@@ -427,11 +425,7 @@ fn walk(
             Err(e) => return Err(e.into()),
         };
         match stored {
-            Stored::Snapshot(m) if same_table(&deltas, &m) => {
-                let m = Arc::new(m);
-                built.push(m.clone());
-                break m;
-            }
+            Stored::Snapshot(m) if same_table(&deltas, &m) => break Arc::new(m),
             Stored::Snapshot(_) => {
                 return Err(Walk::Other(Error::Corrupt {
                     location: table_dir.join(MANIFEST_DIR).join(version_file_name(v)).display().to_string(),
@@ -444,27 +438,27 @@ fn walk(
                 if !below_cached
                     && let Some(m) = read_checkpoint(table_dir, v).filter(|m| m.table_uuid == d.table_uuid)
                 {
-                    let m = Arc::new(m);
-                    built.push(m.clone());
-                    break m;
+                    break Arc::new(m);
                 }
                 deltas.push(d);
                 v -= 1;
             }
         }
     };
-    for d in deltas.iter().rev() {
-        base = Arc::new(d.apply(&base));
-        built.push(base.clone());
+    if deltas.is_empty() {
+        return Ok(base);
     }
-    Ok(built)
+    let mut next = Arc::unwrap_or_clone(base);
+    for d in deltas.into_iter().rev() {
+        d.apply(&mut next);
+    }
+    Ok(Arc::new(next))
 }
 
 /// Reads one version (from its snapshot and deltas, nothing cached).
 #[cfg(test)]
 pub(crate) fn load(table_dir: &Path, version: u64) -> Result<Manifest> {
-    let built = materialise(table_dir, version, &|_| None, true)?;
-    Ok(built.last().map(|m| (**m).clone()).expect("materialise builds the version asked for"))
+    Ok(Arc::unwrap_or_clone(materialise(table_dir, version, &|_| None, true)?))
 }
 
 /// Publishes `manifest` as its version: a delta of `previous` (the version it was made from)
@@ -679,9 +673,8 @@ mod tests {
             }
             None
         };
-        let built = materialise(dir.path(), 4, &vacuum, true).unwrap();
+        let mut loaded = Arc::unwrap_or_clone(materialise(dir.path(), 4, &vacuum, true).unwrap());
         assert!(vacuumed.get());
-        let mut loaded = (**built.last().unwrap()).clone();
         loaded.format = all[4].format;
         assert_eq!(loaded, all[4]);
     }

@@ -341,8 +341,8 @@ impl Inner {
     }
 
     /// Version `version` of the table in `dir`, materialised from its snapshot and deltas;
-    /// cached, and built from the cached versions below it where there are some (loading the
-    /// version after a cached one reads one delta).
+    /// cached, and built from the nearest cached version below it where there is one (loading
+    /// the version after a cached one reads one delta).
     fn manifest(&self, dir: &Path, version: u64) -> Result<Arc<Manifest>> {
         let key = (dir.to_path_buf(), version);
         if let Some(m) = self.manifests.lock().get(&key) {
@@ -353,15 +353,13 @@ impl Inner {
 
     fn materialise(&self, dir: &Path, version: u64, fresh: bool) -> Result<Arc<Manifest>> {
         let cached = |v: u64| self.manifests.lock().get(&(dir.to_path_buf(), v)).cloned();
-        let built = manifest::materialise(dir, version, &cached, fresh)?;
+        let m = manifest::materialise(dir, version, &cached, fresh)?;
         let mut cache = self.manifests.lock();
-        if cache.len() + built.len() > 4096 {
+        if cache.len() > 4096 {
             cache.clear();
         }
-        for m in &built {
-            cache.insert((dir.to_path_buf(), m.version), m.clone());
-        }
-        Ok(built.last().expect("materialise builds the version asked for").clone())
+        cache.insert((dir.to_path_buf(), version), m.clone());
+        Ok(m)
     }
 
     /// The latest version of an existing table, read from disk (not from the cache, which
