@@ -122,9 +122,9 @@ pub enum TableCommand {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Reclaim space in the local warehouse: remove expired write sessions (killed or
-    /// abandoned imports), old table versions no live read session pins, and data files
-    /// nothing needs, then report what was freed.
+    /// Reclaim space in the local warehouse: remove expired write sessions (abandoned
+    /// imports), sessions of local imports whose process is gone (killed), old table versions
+    /// no live read session pins, and data files nothing needs, then report what was freed.
     Vacuum {
         /// odps://PROJECT/tables/[SCHEMA.]TABLE (or --all for every table)
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -147,7 +147,8 @@ pub enum TableCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
         grace: u64,
         /// Also remove write sessions that have not expired but saw no write for this many
-        /// seconds (killed imports), with what they staged.
+        /// seconds (imports killed on another host, or sessions of `paiio serve`), with what
+        /// they staged.
         #[arg(long, value_name = "SECONDS")]
         abandon_idle: Option<u64>,
     },

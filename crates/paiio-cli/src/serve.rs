@@ -191,7 +191,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
     }
     // With --admin, tests can move the warehouse's clock forward to expire sessions.
     let clock = args.admin.then(ManualClock::new);
-    let mut warehouse = LocalWarehouse::builder(&dir);
+    // Sessions belong to remote clients, which resume them after a restart of the server:
+    // they go when they expire, not when this process does.
+    let mut warehouse = LocalWarehouse::builder(&dir).record_session_owner(false);
     if let Some(clock) = &clock {
         warehouse = warehouse.clock(Arc::new(clock.clone()));
     }

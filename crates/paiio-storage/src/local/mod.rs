@@ -6,9 +6,11 @@
 //! ROOT/
 //!   .paiio/read_sessions/ID.json       read sessions (any process can serve them)
 //!   PROJECT/SCHEMA/TABLE/
-//!     _manifest/00000000000000000007.json   one immutable file per table version
+//!     _manifest/00000000000000000007.json   one immutable file per table version: a delta
+//!                                           of the files an append added, or a snapshot
+//!     _manifest/00000000000000000007.checkpoint.json   optional snapshot of a delta version
 //!     data/UUID.arrow                       Arrow IPC files (LZ4 or ZSTD bodies)
-//!     _write/SESSION/session.json           write session state
+//!     _write/SESSION/session.json           write session state (and the process that owns it)
 //!     _write/SESSION/streams/STREAM.json    per-stream versions, offsets and staged files
 //! ```
 //!
@@ -23,6 +25,7 @@
 
 mod files;
 pub(crate) mod manifest;
+mod owner;
 mod vacuum;
 mod write;
 
@@ -69,6 +72,8 @@ struct Inner {
     compression: FileCompression,
     session_ttl_ms: i64,
     revive_expired_read_sessions: bool,
+    /// Recorded in the write sessions this process creates (none when not recorded).
+    session_owner: Option<owner::SessionOwner>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     manifests: Mutex<HashMap<(PathBuf, u64), Arc<Manifest>>>,
     /// Parsed read sessions by id, so a read does not parse a session of many splits again.
@@ -125,6 +130,7 @@ pub struct LocalWarehouseBuilder {
     compression: FileCompression,
     session_ttl_ms: i64,
     revive_expired_read_sessions: bool,
+    record_session_owner: bool,
 }
 
 impl LocalWarehouseBuilder {
@@ -156,6 +162,15 @@ impl LocalWarehouseBuilder {
         self
     }
 
+    /// Whether write sessions record the process that creates them (default on), so vacuum
+    /// removes a session as soon as its process is gone (a killed import) instead of when it
+    /// expires. A server, whose sessions belong to remote clients that resume them after a
+    /// restart, turns it off. Owners are known on Linux only.
+    pub fn record_session_owner(mut self, record: bool) -> Self {
+        self.record_session_owner = record;
+        self
+    }
+
     /// Opens the warehouse, creating the root directory if needed.
     pub fn open(self) -> Result<LocalWarehouse> {
         let meta = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
@@ -168,6 +183,7 @@ impl LocalWarehouseBuilder {
                 compression: self.compression,
                 session_ttl_ms: self.session_ttl_ms,
                 revive_expired_read_sessions: self.revive_expired_read_sessions,
+                session_owner: if self.record_session_owner { owner::SessionOwner::this_process() } else { None },
                 locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(HashMap::new()),
                 read_sessions: Mutex::new(HashMap::new()),
@@ -191,6 +207,7 @@ impl LocalWarehouse {
             compression: FileCompression::default(),
             session_ttl_ms: 24 * 3600 * 1000,
             revive_expired_read_sessions: false,
+            record_session_owner: true,
         }
     }
 
@@ -323,17 +340,25 @@ impl Inner {
         self.clock.now_ms()
     }
 
+    /// Version `version` of the table in `dir`, materialised from its snapshot and deltas;
+    /// cached, and built from the nearest cached version below it where there is one (loading
+    /// the version after a cached one reads one delta).
     fn manifest(&self, dir: &Path, version: u64) -> Result<Arc<Manifest>> {
         let key = (dir.to_path_buf(), version);
         if let Some(m) = self.manifests.lock().get(&key) {
             return Ok(m.clone());
         }
-        let m = Arc::new(manifest::load(dir, version)?);
+        self.materialise(dir, version, false)
+    }
+
+    fn materialise(&self, dir: &Path, version: u64, fresh: bool) -> Result<Arc<Manifest>> {
+        let cached = |v: u64| self.manifests.lock().get(&(dir.to_path_buf(), v)).cloned();
+        let m = manifest::materialise(dir, version, &cached, fresh)?;
         let mut cache = self.manifests.lock();
         if cache.len() > 4096 {
             cache.clear();
         }
-        cache.insert(key, m.clone());
+        cache.insert((dir.to_path_buf(), version), m.clone());
         Ok(m)
     }
 
@@ -343,8 +368,7 @@ impl Inner {
         let dir = self.table_dir(table);
         let version = manifest::latest_version(&dir)?
             .ok_or_else(|| Error::not_found("table", table.to_string()))?;
-        let m = Arc::new(manifest::load(&dir, version)?);
-        self.manifests.lock().insert((dir.clone(), version), m.clone());
+        let m = self.materialise(&dir, version, true)?;
         Ok((dir, m))
     }
 
@@ -367,7 +391,8 @@ impl Inner {
             };
             next.version = latest + 1;
             next.committed_ms = self.now();
-            if manifest::publish(&dir, &next)? {
+            if manifest::publish(&dir, &next, Some(&base))? {
+                self.manifests.lock().insert((dir.clone(), next.version), Arc::new(next.clone()));
                 return Ok(next);
             }
             // Another process published this version first: rebase and try again.
@@ -729,7 +754,7 @@ impl Inner {
         let dir = self.table_dir(table);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let m = Manifest::new_table(schema.clone(), self.now());
-        if manifest::latest_version(&dir)?.is_some() || !manifest::publish(&dir, &m)? {
+        if manifest::latest_version(&dir)?.is_some() || !manifest::publish(&dir, &m, None)? {
             if options.if_not_exists {
                 return Ok(());
             }

@@ -6,9 +6,19 @@
 //! - the latest version of every table, and every version a live read session pins;
 //! - every version published by a write session still in NORMAL state (its commit may have
 //!   been applied and its answer lost: a retried commit looks for itself in those versions);
-//! - every file a retained version lists, and every file a live write session staged;
-//! - every file younger than [`VacuumOptions::grace`]: a writer may have written a data file
-//!   and not yet recorded it.
+//! - what a retained version is built on: a delta version needs the versions below it down
+//!   to a snapshot, so vacuum first stores a checkpoint (a snapshot) beside the lowest
+//!   retained version of each run, then removes the versions below; where it cannot write
+//!   the checkpoint, those versions stay;
+//! - every file a retained version lists (in its materialised manifest), and every file a
+//!   live write session staged;
+//! - every file younger than [`VacuumOptions::grace`] (but those a session whose process is
+//!   gone staged, see below): a writer may have written a data file and not yet recorded it.
+//!
+//! A write session created in-process records its owner (see [`super::owner`]): one whose
+//! owner ran on this host and is gone (a killed import) is removed at once, with the files it
+//! staged that no retained version lists, whatever their age. Sessions without an owner (those
+//! of a server, which clients resume after a restart) go when they expire.
 //!
 //! Write sessions are scanned before the versions are listed, so a session that commits while
 //! vacuum runs has its files either among its staged files or in a version that is listed.
@@ -229,6 +239,8 @@ impl Inner {
 
         // 1. Write sessions: the files of live ones are needed; expired ones go.
         let mut needed: HashSet<String> = HashSet::new();
+        // Files staged by sessions whose process is gone: removed without the grace period.
+        let mut orphaned: HashSet<String> = HashSet::new();
         let write_dir = dir.join(WRITE_DIR);
         for id in list_dir_names(&write_dir)? {
             let session_dir = write_dir.join(&id);
@@ -262,7 +274,14 @@ impl Inner {
                 && options
                     .abandon_idle
                     .is_some_and(|idle| !tree_touched_within(&session_dir, idle));
-            let past = idle || now > session.expiration_ms.saturating_add(grace_ms);
+            // Created by a process of this host that is gone (a killed import): nothing can
+            // write to it any more, so it and the files it staged go now, whatever their age.
+            let dead = session.state == State::Normal
+                && session.owner.as_ref().is_some_and(|o| o.is_gone());
+            if dead {
+                orphaned.extend(self.staged_files(table, &id).unwrap_or_default());
+            }
+            let past = idle || dead || now > session.expiration_ms.saturating_add(grace_ms);
             if session.state == State::Normal && !past {
                 needed.extend(self.staged_files(table, &id)?);
                 for sub in [session_dir.clone(), session_dir.join("streams")] {
@@ -286,8 +305,8 @@ impl Inner {
         let pinned = pins.get(&(table.clone(), current.table_uuid.clone()));
         let retention_ms = options.version_retention.as_millis().min(i64::MAX as u128) as i64;
         let keep_last = options.keep_versions.max(1);
-        let mut kept: Vec<Arc<manifest::Manifest>> = Vec::new();
         let manifest_dir = dir.join(MANIFEST_DIR);
+        let mut loaded: Vec<(u64, Arc<manifest::Manifest>, bool)> = Vec::new();
         for (i, &v) in versions.iter().enumerate() {
             let m = match self.manifest(&dir, v) {
                 Ok(m) => m,
@@ -302,6 +321,32 @@ impl Inner {
                 || m.session_id
                     .as_deref()
                     .is_some_and(|sid| self.session_may_retry(table, sid));
+            loaded.push((v, m, keep));
+        }
+        // A kept delta version needs the versions below it down to a snapshot. The lowest
+        // kept version of each run gets a checkpoint (written before anything below it is
+        // removed), so the versions below can go; where that fails, they stay.
+        let mut keep_below = false;
+        for i in (0..loaded.len()).rev() {
+            let (v, keep) = (loaded[i].0, loaded[i].2);
+            if !keep && !keep_below {
+                continue;
+            }
+            loaded[i].2 = true;
+            let previous_kept = i > 0 && loaded[i - 1].2 && loaded[i - 1].0 + 1 == v;
+            keep_below = false;
+            if previous_kept || options.dry_run || manifest::is_snapshot(&dir, v).unwrap_or(false) {
+                continue;
+            }
+            if let Err(e) = manifest::write_checkpoint(&dir, &loaded[i].1) {
+                tracing::warn!(
+                    "vacuum: keeping the versions below v{v} of {table}: cannot write its checkpoint: {e}"
+                );
+                keep_below = true;
+            }
+        }
+        let mut kept: Vec<Arc<manifest::Manifest>> = Vec::new();
+        for (v, m, keep) in loaded {
             if keep {
                 kept.push(m);
                 continue;
@@ -309,9 +354,27 @@ impl Inner {
             let path = manifest_dir.join(format!("{v:020}.json"));
             if remove_file(&path, options, &mut report) {
                 report.versions += 1;
+                remove_file(
+                    &manifest_dir.join(manifest::checkpoint_file_name(v)),
+                    options,
+                    &mut report,
+                );
                 if !options.dry_run {
                     self.manifests.lock().remove(&(dir.clone(), v));
                 }
+            }
+        }
+        // Checkpoints whose version is gone (a vacuum stopped between the two removals).
+        for name in fs::read_dir(&manifest_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        {
+            if manifest::parse_checkpoint_file_name(&name)
+                .is_some_and(|v| v < latest && !manifest_dir.join(format!("{v:020}.json")).exists())
+            {
+                remove_file(&manifest_dir.join(&name), options, &mut report);
             }
         }
         remove_old_temps(&manifest_dir, options, &mut report);
@@ -337,7 +400,7 @@ impl Inner {
             let rel = format!("{DATA_DIR}/{name}");
             if referenced.contains(rel.as_str())
                 || needed.contains(&rel)
-                || !is_old(&entry.path(), options.grace)
+                || !(orphaned.contains(&rel) || is_old(&entry.path(), options.grace))
             {
                 continue;
             }

@@ -40,6 +40,10 @@ pub(super) struct WriteSessionState {
     table_schema: TableSchema,
     pub(super) state: State,
     next_stream: u64,
+    /// The process that created the session in-process (none for a server's sessions, or
+    /// where owners are unknown): vacuum removes the session once that process is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) owner: Option<super::owner::SessionOwner>,
 }
 
 impl WriteSessionState {
@@ -218,6 +222,7 @@ impl Inner {
             table_schema: m.schema.clone(),
             state: State::Normal,
             next_stream: 0,
+            owner: self.session_owner.clone(),
         };
         self.save_write_session(&state).map_err(|e| e.unwritable(&self.root, "record a new write session"))?;
         self.to_write_session(&state)
@@ -570,9 +575,10 @@ impl Inner {
             // A commit whose response was lost may already be in a later version.
             // Vacuum removes old versions, but never the one a session still in NORMAL state
             // published, so a version that is gone is not this session's.
+            // Each version file carries its session: a delta is read, not materialised.
             for v in base_version + 1..=latest.version {
-                match self.manifest(dir, v) {
-                    Ok(m) if m.session_id.as_deref() == Some(sid.as_str()) => return Ok(None),
+                match manifest::session_of(dir, v) {
+                    Ok(s) if s.as_deref() == Some(sid.as_str()) => return Ok(None),
                     Ok(_) => {}
                     Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
@@ -602,7 +608,7 @@ impl Inner {
             // Already applied earlier: find the version that holds it.
             let dir = self.table_dir(table);
             (base_version + 1..=published.version)
-                .find(|v| self.manifest(&dir, *v).map(|m| m.session_id.as_deref() == Some(session_id)).unwrap_or(false))
+                .find(|v| manifest::session_of(&dir, *v).is_ok_and(|s| s.as_deref() == Some(session_id)))
                 .unwrap_or(published.version)
         };
         session.state = State::Committed { version, rows };

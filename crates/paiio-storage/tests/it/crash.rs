@@ -402,7 +402,12 @@ fn check_manifests(dir: &Path, profile: Profile) -> Vec<u64> {
                 p.c, p.kind
             );
         }
-        for part in m["partitions"].as_array().into_iter().flatten() {
+        // A snapshot lists every partition, a delta the files it added.
+        let listed = m["partitions"]
+            .as_array()
+            .into_iter()
+            .chain(m["added"].as_array());
+        for part in listed.flatten() {
             for f in part["files"].as_array().into_iter().flatten() {
                 let path = dir.join(f["path"].as_str().unwrap());
                 let meta = std::fs::metadata(&path).unwrap_or_else(|e| {
@@ -1207,26 +1212,28 @@ fn failed_file_writes_leave_the_table_unchanged() {
     });
 }
 
-/// The data files of a table that its latest manifest does not list.
+/// The data files of a table that no manifest lists (snapshots list every partition, deltas
+/// the files they added: together they list every file of every version).
 fn unreferenced_data_files(root: &Path, table: &TableId) -> Vec<String> {
     let dir = table_dir(root, table);
-    let latest = std::fs::read_dir(dir.join("_manifest"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| !n.starts_with('.'))
-        .max()
-        .unwrap();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("_manifest").join(latest)).unwrap())
-            .unwrap();
-    let listed: HashSet<String> = m["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|p| p["files"].as_array().cloned().unwrap_or_default())
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect();
+    let mut listed: HashSet<String> = HashSet::new();
+    for entry in std::fs::read_dir(dir.join("_manifest")).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        let parts = m["partitions"]
+            .as_array()
+            .into_iter()
+            .chain(m["added"].as_array());
+        listed.extend(
+            parts
+                .flatten()
+                .flat_map(|p| p["files"].as_array().cloned().unwrap_or_default())
+                .map(|f| f["path"].as_str().unwrap().to_string()),
+        );
+    }
     std::fs::read_dir(dir.join("data"))
         .unwrap()
         .filter_map(|e| e.ok())

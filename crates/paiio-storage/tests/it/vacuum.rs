@@ -269,8 +269,19 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
     let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
     // v0 and v2..v6 go (v7 is the latest); v1 is pinned, so its file stays.
     assert_eq!(report.versions, 6, "{report:?}");
+    // v1 and v7 are deltas: each got a checkpoint, so the versions below could go.
     let manifests = files(&table_dir(&w).join("_manifest"));
-    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let expected = [
+        "00000000000000000001.checkpoint.json",
+        "00000000000000000001.json",
+        "00000000000000000007.checkpoint.json",
+        "00000000000000000007.json",
+    ];
+    assert_eq!(
+        manifests,
+        expected.map(String::from).into(),
+        "{manifests:?}"
+    );
     assert_eq!(
         read_session(&w, &pinned.session_id, 10).await.unwrap(),
         (0..10).collect::<Vec<_>>()
@@ -297,6 +308,43 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
         }
         other => panic!("refreshing a vacuumed session: {other:?}"),
     }
+}
+
+/// Where vacuum cannot store the checkpoint a retained delta needs, it keeps the version
+/// below it (and checkpoints that one instead); once it can, that version goes too.
+#[tokio::test]
+async fn vacuum_keeps_what_a_delta_needs_when_it_cannot_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    for k in 0..5 {
+        append(&w, k * 10..k * 10 + 10).await;
+    }
+    // Something that is not a file where the checkpoint of v5 goes.
+    let manifest_dir = table_dir(&w).join("_manifest");
+    let name = |v: u64, kind: &str| format!("{v:020}.{kind}json");
+    let blocker = manifest_dir.join(name(5, "checkpoint."));
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("x"), b"x").unwrap();
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(report.versions, 4, "v0..v3 go, v4 stays: {report:?}");
+    let left = files(&manifest_dir);
+    let expected = [
+        name(4, "checkpoint."),
+        name(4, ""),
+        name(5, "checkpoint."),
+        name(5, ""),
+    ];
+    assert_eq!(left, expected.into(), "{left:?}");
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..50).collect::<Vec<_>>());
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let report = w.vacuum(Some(&table()), &eager()).await.unwrap();
+    assert_eq!(report.versions, 1, "{report:?}");
+    assert!(blocker.is_file());
+    assert_eq!(files(&manifest_dir).len(), 2);
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..50).collect::<Vec<_>>());
 }
 
 /// A read session whose pinned version vacuum removed (its file still there, its lifetime
@@ -372,8 +420,8 @@ async fn retried_commit_after_vacuum_applies_once() {
     assert_eq!(ids(&w).await, expected);
 }
 
-/// 400 small commits: the manifests of all versions grow with the square of the commits;
-/// vacuum leaves a bounded number of them.
+/// 400 small commits with vacuum: it leaves a bounded number of manifests, the latest
+/// versions (deltas) and the snapshots they are built on.
 #[tokio::test]
 async fn manifest_bytes_stay_bounded_with_retention() {
     let root = tempfile::tempdir().unwrap();
@@ -394,21 +442,204 @@ async fn manifest_bytes_stay_bounded_with_retention() {
             peak_after = peak_after.max(dir_bytes(&manifest_dir));
         }
     }
-    let latest = std::fs::metadata(manifest_dir.join(format!("{:020}.json", 400)))
+    // v391 is the lowest version kept: it got a checkpoint, a snapshot of 400 files.
+    let snapshot = std::fs::metadata(manifest_dir.join(format!("{:020}.checkpoint.json", 391)))
         .unwrap()
         .len();
     eprintln!(
         "400 commits: {without_retention} bytes of manifests without retention, at most \
-         {peak_after} bytes after vacuum (latest manifest {latest} bytes)"
+         {peak_after} bytes after vacuum (a snapshot of the latest version: {snapshot} bytes)"
     );
-    assert!(files(&manifest_dir).len() <= 10 + 50);
+    let names = files(&manifest_dir);
+    assert_eq!(names.len(), 11, "ten versions and a checkpoint: {names:?}");
     assert!(
-        peak_after <= 10 * latest,
-        "manifests after vacuum: {peak_after} bytes (latest {latest})"
+        peak_after <= 2 * snapshot,
+        "manifests after vacuum: {peak_after} bytes (a snapshot {snapshot})"
+    );
+    // A fresh process loads the latest version from the checkpoint and nine deltas.
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    assert_eq!(ids(&fresh).await, (0..1200).collect::<Vec<_>>());
+}
+
+/// 400 small commits without vacuum: each commit writes a delta of the files it adds (a full
+/// snapshot every 32 versions), so the bytes of a commit do not grow with the table's history,
+/// and loading the latest version after a commit reads that commit's delta only.
+#[tokio::test]
+async fn manifest_bytes_per_commit_do_not_grow_with_history() {
+    let root = tempfile::tempdir().unwrap();
+    let (w, _clock) = open(root.path()).await;
+    let manifest_dir = table_dir(&w).join("_manifest");
+    let mut written = vec![0u64; 401];
+    for k in 0..400 {
+        let before = dir_bytes(&manifest_dir);
+        let version = append(&w, k * 3..k * 3 + 3).await;
+        written[version as usize] = dir_bytes(&manifest_dir) - before;
+    }
+    let total = dir_bytes(&manifest_dir);
+    let started = std::time::Instant::now();
+    let fresh = LocalWarehouse::open(root.path()).unwrap();
+    let info = fresh.describe_table(&table()).await.unwrap();
+    let cold = started.elapsed();
+    append(&w, 1200..1203).await;
+    let started = std::time::Instant::now();
+    w.describe_table(&table()).await.unwrap();
+    let warm = started.elapsed();
+    eprintln!(
+        "400 commits: {total} bytes of manifests; commit 10 wrote {} bytes, commit 399 {}, \
+         commit 400 {}, the largest {}; latest version loaded in {cold:?} by a fresh process, \
+         in {warm:?} after one more commit",
+        written[10],
+        written[399],
+        written[400],
+        written.iter().max().unwrap()
+    );
+    assert_eq!(info.row_count, 1200);
+    // Versions that are multiples of 32 are checkpoints (full snapshots): excluded.
+    assert!(
+        written[399] <= written[10] + 64 && written[400] <= written[10] + 64,
+        "commit bytes grow with history: commit 10 {}, 399 {}, 400 {}",
+        written[10],
+        written[399],
+        written[400]
     );
     assert!(
-        without_retention > 100 * latest,
-        "{without_retention} bytes without retention"
+        total < 1 << 20,
+        "{total} bytes of manifests for 400 commits"
     );
-    assert_eq!(ids(&w).await, (0..1200).collect::<Vec<_>>());
+    assert_eq!(ids(&w).await, (0..1203).collect::<Vec<_>>());
+}
+
+const OWNER_CHILD_DIR: &str = "PAIIO_OWNER_CHILD_DIR";
+const OWNER_CHILD_READY: &str = "PAIIO_OWNER_CHILD_READY";
+
+/// Run as a child process by [`a_killed_writers_session_goes_at_once`] (does nothing unless
+/// `PAIIO_OWNER_CHILD_DIR` is set): writes to a session, says so, and waits to be killed.
+#[tokio::test]
+async fn owner_child() {
+    let Ok(dir) = std::env::var(OWNER_CHILD_DIR) else {
+        return;
+    };
+    let w = LocalWarehouse::open(dir).unwrap();
+    let sid = write(&w, 0..50).await;
+    println!("{OWNER_CHILD_READY} {sid}");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// An import killed with SIGKILL: its session records its process, which is gone, so vacuum
+/// with default options removes the session and its staged file at once. A session whose
+/// process is alive stays, and so does a session without an owner (a server's) until it
+/// expires.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_killed_writers_session_goes_at_once() {
+    use std::io::BufRead;
+
+    let root = tempfile::tempdir().unwrap();
+    let (w, clock) = open(root.path()).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "vacuum::owner_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(OWNER_CHILD_DIR, root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let killed = stdout.lines().map_while(|l| l.ok()).find_map(|l| {
+        let at = l.find(OWNER_CHILD_READY)?;
+        l[at + OWNER_CHILD_READY.len()..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = killed.expect("the child wrote to a session");
+
+    let live = write(&w, 100..110).await;
+    let server = LocalWarehouse::builder(root.path())
+        .clock(Arc::new(clock.clone()))
+        .record_session_owner(false)
+        .open()
+        .unwrap();
+    let ownerless = {
+        let t = table();
+        let sid = server
+            .create_write_session(&WriteSessionRequest::new(t.clone()))
+            .await
+            .unwrap()
+            .session_id;
+        let stream = server
+            .create_write_stream(&t, &sid, None, false)
+            .await
+            .unwrap();
+        server
+            .write(WriteRequest {
+                table: t.clone(),
+                session_id: sid.clone(),
+                stream_id: stream.stream_id.clone(),
+                version: stream.version,
+                row_offset: None,
+                access_token: None,
+                batches: vec![batch(200..210)],
+            })
+            .await
+            .unwrap();
+        sid
+    };
+    let sessions = files(&table_dir(&w).join("_write"));
+    assert_eq!(
+        sessions,
+        BTreeSet::from([killed.clone(), live.clone(), ownerless.clone()])
+    );
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 3);
+
+    let report = w
+        .vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.write_sessions, report.data_files),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        files(&table_dir(&w).join("_write")),
+        BTreeSet::from([live.clone(), ownerless.clone()])
+    );
+    assert_eq!(files(&table_dir(&w).join("data")).len(), 2);
+    w.commit_write_session(&table(), &live, None).await.unwrap();
+    assert_eq!(ids(&w).await, (100..110).collect::<Vec<_>>());
+
+    // The ownerless session goes when it expires (and the grace period is over).
+    clock.advance_ms(DAY_MS + 3600 * 1000 + 1);
+    w.vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert!(!files(&table_dir(&w).join("_write")).contains(&ownerless));
+
+    // --abandon-idle takes an ownerless session before it expires.
+    let idle = server
+        .create_write_session(&WriteSessionRequest::new(table()))
+        .await
+        .unwrap()
+        .session_id;
+    let keep = w
+        .vacuum(Some(&table()), &VacuumOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(keep.write_sessions, 0, "{keep:?}");
+    let abandon = VacuumOptions {
+        abandon_idle: Some(Duration::ZERO),
+        ..VacuumOptions::default()
+    };
+    let report = w.vacuum(Some(&table()), &abandon).await.unwrap();
+    assert_eq!(report.write_sessions, 1, "{report:?}");
+    assert!(!files(&table_dir(&w).join("_write")).contains(&idle));
 }
