@@ -8,8 +8,14 @@ ensure_rust
 
 step() { echo; echo "== $* =="; }
 
+step "cargo fmt --check"
+cargo fmt --all --check
+
 step "cargo test (workspace default members)"
 cargo test --all-features --no-fail-fast
+
+step "cargo clippy (workspace default members, warnings are errors)"
+cargo clippy --all-targets --all-features -- -D warnings
 
 step "Python environment (PyODPS 0.13.2, pyarrow, numpy, TensorFlow, torch 2.13.0, maturin)"
 ensure_venv scripts/requirements-test.txt

@@ -12,8 +12,9 @@ use paiio_storage::local::LocalWarehouse;
 use paiio_storage::rest::{RestClient, RestClientBuilder, RetryConfig};
 use paiio_storage::service::{CreateTableOptions, PartitionInfo};
 use paiio_storage::{
-    CommitInfo, PartitionSpec, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream, Result, TableId,
-    TableInfo, TableSchema, TableService, WriteAck, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    CommitInfo, PartitionSpec, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
+    Result, TableId, TableInfo, TableSchema, TableService, WriteAck, WriteRequest, WriteSession,
+    WriteSessionRequest, WriteStream,
 };
 
 /// The access id the test servers accept.
@@ -35,7 +36,9 @@ pub struct TestServer {
 
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer").field("endpoint", &self.handle.endpoint()).finish()
+        f.debug_struct("TestServer")
+            .field("endpoint", &self.handle.endpoint())
+            .finish()
     }
 }
 
@@ -59,7 +62,10 @@ impl TestServer {
     pub async fn start_with(options: TestServerOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let clock = ManualClock::new();
-        let root = options.warehouse_dir.clone().unwrap_or_else(|| dir.path().join("warehouse"));
+        let root = options
+            .warehouse_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("warehouse"));
         let warehouse = Arc::new(
             LocalWarehouse::builder(root)
                 .clock(Arc::new(clock.clone()))
@@ -74,7 +80,13 @@ impl TestServer {
             .expect("the server builds");
         let faults = server.fault_control();
         let handle = server.bind("127.0.0.1:0").await.expect("the server binds");
-        TestServer { handle, warehouse, clock, faults, _dir: dir }
+        TestServer {
+            handle,
+            warehouse,
+            clock,
+            faults,
+            _dir: dir,
+        }
     }
 
     /// A client builder for this server: right keys, legacy signing, tunnel discovery, and a
@@ -132,7 +144,12 @@ impl TableService for RestHarness {
         self.rest.create_read_session(request).await
     }
 
-    async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+    async fn get_read_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        refresh: bool,
+    ) -> Result<ReadSession> {
         self.rest.get_read_session(table, session_id, refresh).await
     }
 
@@ -166,11 +183,20 @@ impl TableService for RestHarness {
         version: Option<u64>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
-        self.rest.create_write_stream_version(table, session_id, stream_id, version, exactly_once).await
+        self.rest
+            .create_write_stream_version(table, session_id, stream_id, version, exactly_once)
+            .await
     }
 
-    async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
-        self.rest.get_write_stream(table, session_id, stream_id).await
+    async fn get_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<WriteStream> {
+        self.rest
+            .get_write_stream(table, session_id, stream_id)
+            .await
     }
 
     async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
@@ -184,7 +210,9 @@ impl TableService for RestHarness {
         stream_id: &str,
         version: u64,
     ) -> Result<WriteStream> {
-        self.rest.close_write_stream(table, session_id, stream_id, version).await
+        self.rest
+            .close_write_stream(table, session_id, stream_id, version)
+            .await
     }
 
     async fn commit_write_session(
@@ -193,14 +221,21 @@ impl TableService for RestHarness {
         session_id: &str,
         streams: Option<&[(String, u64)]>,
     ) -> Result<CommitInfo> {
-        self.rest.commit_write_session(table, session_id, streams).await
+        self.rest
+            .commit_write_session(table, session_id, streams)
+            .await
     }
 
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
         self.rest.abort_write_session(table, session_id).await
     }
 
-    async fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+    async fn create_table(
+        &self,
+        table: &TableId,
+        schema: &TableSchema,
+        options: CreateTableOptions,
+    ) -> Result<()> {
         self.catalog.create_table(table, schema, options).await
     }
 
@@ -216,8 +251,15 @@ impl TableService for RestHarness {
         self.catalog.list_partitions(table).await
     }
 
-    async fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
-        self.catalog.drop_partition(table, partition, if_exists).await
+    async fn drop_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_exists: bool,
+    ) -> Result<()> {
+        self.catalog
+            .drop_partition(table, partition, if_exists)
+            .await
     }
 }
 
@@ -225,7 +267,12 @@ impl TableService for RestHarness {
 /// warehouse's clock (expiry capabilities run), and the server kept alive by the guard.
 pub async fn rest_backend() -> paiio_storage::testing::Backend {
     let server = TestServer::start().await;
-    let harness = RestHarness { rest: server.client(), catalog: server.warehouse.clone() };
+    let harness = RestHarness {
+        rest: server.client(),
+        catalog: server.warehouse.clone(),
+    };
     let clock = server.clock.clone();
-    paiio_storage::testing::Backend::new(Arc::new(harness), PROJECT).with_clock(clock).with_guard(server)
+    paiio_storage::testing::Backend::new(Arc::new(harness), PROJECT)
+        .with_clock(clock)
+        .with_guard(server)
 }

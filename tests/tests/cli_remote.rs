@@ -18,7 +18,11 @@ fn paiio_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test's path");
         // <target>/<profile>/deps/cli_remote-HASH
-        let profile_dir = exe.parent().and_then(Path::parent).expect("the profile directory").to_path_buf();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the profile directory")
+            .to_path_buf();
         let target_dir = profile_dir.parent().expect("the target directory");
         let mut build = Command::new(env!("CARGO"));
         build
@@ -29,7 +33,10 @@ fn paiio_bin() -> &'static Path {
             build.arg("--release");
         }
         let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p paiio-cli failed: {status}");
+        assert!(
+            status.success(),
+            "cargo build -p paiio-cli failed: {status}"
+        );
         let bin = profile_dir.join(format!("paiio{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.is_file(), "no binary at {}", bin.display());
         bin
@@ -82,17 +89,23 @@ fn ok(via: &Via, args: &[&str]) -> String {
 }
 
 async fn run_ok(via: &Via, args: &[&str]) -> String {
-    let (via, args): (Via, Vec<String>) = (via.clone(), args.iter().map(|s| s.to_string()).collect());
-    tokio::task::spawn_blocking(move || ok(&via, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap()
+    let (via, args): (Via, Vec<String>) =
+        (via.clone(), args.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        ok(&via, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
 }
 
 async fn run(via: &Via, args: &[&str]) -> Output {
-    let (via, args): (Via, Vec<String>) = (via.clone(), args.iter().map(|s| s.to_string()).collect());
-    tokio::task::spawn_blocking(move || paiio(&via, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap()
+    let (via, args): (Via, Vec<String>) =
+        (via.clone(), args.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        paiio(&via, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
 }
 
 fn uri(table: &str) -> String {
@@ -123,7 +136,11 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
     run_ok(&local, &["table", "import", &uri("src"), data]).await;
 
     // The server over that warehouse, and a configuration naming it.
-    let server = TestServer::start_with(TestServerOptions { warehouse_dir: Some(wh.clone()), ..Default::default() }).await;
+    let server = TestServer::start_with(TestServerOptions {
+        warehouse_dir: Some(wh.clone()),
+        ..Default::default()
+    })
+    .await;
     let ini = dir.path().join("odps_config.ini");
     std::fs::write(
         &ini,
@@ -133,7 +150,10 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
         ),
     )
     .unwrap();
-    assert!(server.handle.endpoint().starts_with("http://127.0.0.1:") && server.handle.endpoint().ends_with("/api"));
+    assert!(
+        server.handle.endpoint().starts_with("http://127.0.0.1:")
+            && server.handle.endpoint().ends_with("/api")
+    );
     let remote = Via::Server(ini.clone());
 
     // Reads answer the same.
@@ -147,7 +167,10 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
         let got = run_ok(&remote, &args).await;
         assert_eq!(got, want, "paiio {args:?} through the server");
     }
-    assert_eq!(run_ok(&remote, &["table", "count", &src]).await.trim(), rows.to_string());
+    assert_eq!(
+        run_ok(&remote, &["table", "count", &src]).await.trim(),
+        rows.to_string()
+    );
 
     // Exports hold the same bytes.
     for ext in ["csv", "jsonl", "arrow"] {
@@ -155,7 +178,11 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
         let b = dir.path().join(format!("remote.{ext}"));
         run_ok(&local, &["table", "export", &src, a.to_str().unwrap()]).await;
         run_ok(&remote, &["table", "export", &src, b.to_str().unwrap()]).await;
-        assert_eq!(std::fs::read(&b).unwrap(), std::fs::read(&a).unwrap(), "exported {ext}");
+        assert_eq!(
+            std::fs::read(&b).unwrap(),
+            std::fs::read(&a).unwrap(),
+            "exported {ext}"
+        );
     }
 
     // Imports into an existing table land the same rows.
@@ -163,25 +190,45 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
     run_ok(&remote, &["table", "import", &uri("into_remote"), data]).await;
     let want = run_ok(&local, &["table", "checksum", &src]).await;
     for t in ["into_local", "into_remote"] {
-        assert_eq!(run_ok(&local, &["table", "checksum", &uri(t)]).await, want, "{t} (checked locally)");
-        assert_eq!(run_ok(&remote, &["table", "checksum", &uri(t)]).await, want, "{t} (checked remotely)");
+        assert_eq!(
+            run_ok(&local, &["table", "checksum", &uri(t)]).await,
+            want,
+            "{t} (checked locally)"
+        );
+        assert_eq!(
+            run_ok(&remote, &["table", "checksum", &uri(t)]).await,
+            want,
+            "{t} (checked remotely)"
+        );
     }
 
     // Catalog commands are not part of the Storage API: a clear error, nothing changed.
     for args in [
-        vec!["table", "create", "odps://conformance/tables/nope", "--schema", "a bigint"],
+        vec![
+            "table",
+            "create",
+            "odps://conformance/tables/nope",
+            "--schema",
+            "a bigint",
+        ],
         vec!["table", "drop", src.as_str()],
         vec!["table", "ls", "odps://conformance"],
         vec!["table", "partitions", src.as_str()],
     ] {
         let out = run(&remote, &args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "paiio {args:?} through the server should fail");
+        assert!(
+            !out.status.success(),
+            "paiio {args:?} through the server should fail"
+        );
         assert!(
             stderr.contains("not offered by the Storage API") && stderr.contains("--warehouse"),
             "paiio {args:?}: {stderr}"
         );
     }
     let listed = run_ok(&local, &["table", "ls", "odps://conformance"]).await;
-    assert!(!listed.contains("nope") && listed.contains("src"), "{listed}");
+    assert!(
+        !listed.contains("nope") && listed.contains("src"),
+        "{listed}"
+    );
 }

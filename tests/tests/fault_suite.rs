@@ -39,8 +39,8 @@ use paiio_storage::rest::retry::SplitMix64;
 use paiio_storage::rest::{ClientStats, ReadCompression, RestClient, RetryConfig};
 use paiio_storage::testing::datagen::{DataGen, assert_exactly_once, ids};
 use paiio_storage::{
-    Error, ReadRange, ReadRequest, ReadSessionRequest, SessionStatus, SplitOptions, TableId, TableService,
-    WriteRequest, WriteSessionRequest,
+    Error, ReadRange, ReadRequest, ReadSessionRequest, SessionStatus, SplitOptions, TableId,
+    TableService, WriteRequest, WriteSessionRequest,
 };
 use paiio_tests::{PROJECT, TestServer, TestServerOptions};
 
@@ -211,7 +211,10 @@ const WRITE_ACTIONS: [&str; 8] = [
 /// and the whole body (approximate: encoded here the way the server encodes).
 fn body_points(g: &DataGen, ids: std::ops::Range<i64>, max_batch_rows: usize) -> Vec<u64> {
     let batches = g.batches(ids, max_batch_rows);
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| g.arrow_schema());
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| g.arrow_schema());
     let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
     let mut points = vec![0, 1, w.get_ref().len() as u64];
     for b in &batches {
@@ -241,7 +244,12 @@ fn status_fault(rng: &mut Rng) -> Fault {
         429 => Some(if rng.chance(0.05) { 1 } else { 0 }),
         _ => None,
     };
-    Fault::Status { status, retry_after, code: None, message: None }
+    Fault::Status {
+        status,
+        retry_after,
+        code: None,
+        message: None,
+    }
 }
 
 fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
@@ -272,12 +280,21 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
             cuts.dedup();
             (None, cuts.windows(2).map(|w| (w[0], w[1] - w[0])).collect())
         };
-        ReadSpec { splits, ranges, max_batch_rows, compression, expire_at: None, clock_client: rng.chance(0.5) }
+        ReadSpec {
+            splits,
+            ranges,
+            max_batch_rows,
+            compression,
+            expire_at: None,
+            clock_client: rng.chance(0.5),
+        }
     });
     let write = writes.then(|| {
         let streams = rng.range(1, 3) as usize;
         let k = rng.range(1, 6);
-        let batches = (0..k).map(|i| ((i as usize) % streams, rng.range(1, 80))).collect();
+        let batches = (0..k)
+            .map(|i| ((i as usize) % streams, rng.range(1, 80)))
+            .collect();
         WriteSpec { streams, batches }
     });
     let mut read = read;
@@ -289,7 +306,9 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
         None => 0,
     };
     let points = match &read {
-        Some(r) if r.compression.is_none() => body_points(g, 0..first_range_rows as i64, r.max_batch_rows),
+        Some(r) if r.compression.is_none() => {
+            body_points(g, 0..first_range_rows as i64, r.max_batch_rows)
+        }
         _ => vec![0, 1, 100, 1000, 4000],
     };
     let n = rng.range(1, 3);
@@ -328,16 +347,31 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
                 let a = if reads && (!writes || rng.chance(0.6)) {
                     "TableRead"
                 } else {
-                    rng.pick(&["TableWrite", "TableCommitWriteSession", "TableGetWriteSession"])
+                    rng.pick(&[
+                        "TableWrite",
+                        "TableCommitWriteSession",
+                        "TableGetWriteSession",
+                    ])
                 };
                 let bytes = body_bytes(&mut rng, a);
-                let f = if kind == Kind::F2ResetMidBody { Fault::ResetAfter { bytes } } else { Fault::Truncate { bytes } };
+                let f = if kind == Kind::F2ResetMidBody {
+                    Fault::ResetAfter { bytes }
+                } else {
+                    Fault::Truncate { bytes }
+                };
                 (f, a)
             }
             Kind::F4Stall => {
                 let a = action(&mut rng);
-                let after_bytes = (a == "TableRead" && rng.chance(0.6)).then(|| body_bytes(&mut rng, a));
-                (Fault::Stall { ms: STALL_MS, after_bytes }, a)
+                let after_bytes =
+                    (a == "TableRead" && rng.chance(0.6)).then(|| body_bytes(&mut rng, a));
+                (
+                    Fault::Stall {
+                        ms: STALL_MS,
+                        after_bytes,
+                    },
+                    a,
+                )
             }
             Kind::F6Status => (status_fault(&mut rng), action(&mut rng)),
             Kind::F7LostAnswer => {
@@ -346,7 +380,12 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
                 }
                 (
                     Fault::ResponseLost,
-                    rng.pick(&["TableCommitWriteSession", "TableCommitWriteSession", "TableCloseWriteStream", "TableCreateWriteStream"]),
+                    rng.pick(&[
+                        "TableCommitWriteSession",
+                        "TableCommitWriteSession",
+                        "TableCloseWriteStream",
+                        "TableCreateWriteStream",
+                    ]),
                 )
             }
             Kind::F8DuplicateWrite => {
@@ -365,12 +404,28 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
             }
         };
         // `Always` only where each attempt cannot make progress (else a read could crawl).
-        let no_progress = !matches!(fault, Fault::ResetAfter { .. } | Fault::Truncate { .. } | Fault::Stall { after_bytes: Some(_), .. })
-            || action != "TableRead";
+        let no_progress = !matches!(
+            fault,
+            Fault::ResetAfter { .. }
+                | Fault::Truncate { .. }
+                | Fault::Stall {
+                    after_bytes: Some(_),
+                    ..
+                }
+        ) || action != "TableRead";
         let w = when(&mut rng, no_progress);
         rules.push((kind, FaultRule::new(fault, w).action(action)));
     }
-    Schedule { index, seed, rows, workload, read, write, rules, drawn }
+    Schedule {
+        index,
+        seed,
+        rows,
+        workload,
+        read,
+        write,
+        rules,
+        drawn,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,7 +446,11 @@ struct Worker {
 
 impl Worker {
     async fn start(index: usize) -> Worker {
-        let server = TestServer::start_with(TestServerOptions { revive_expired_read_sessions: true, ..Default::default() }).await;
+        let server = TestServer::start_with(TestServerOptions {
+            revive_expired_read_sessions: true,
+            ..Default::default()
+        })
+        .await;
         let build = |clock: bool, compression: Option<ReadCompression>| {
             let mut b = server
                 .client_builder()
@@ -428,7 +487,14 @@ impl Worker {
     }
 
     fn all_clients(&self) -> [&RestClient; 6] {
-        [&self.client, &self.client_zstd, &self.client_lz4, &self.clock_client, &self.clock_client_zstd, &self.clock_client_lz4]
+        [
+            &self.client,
+            &self.client_zstd,
+            &self.client_lz4,
+            &self.clock_client,
+            &self.clock_client_zstd,
+            &self.clock_client_lz4,
+        ]
     }
 
     fn stats(&self) -> ClientStats {
@@ -464,12 +530,19 @@ fn classify(e: &Error, what: &str, s: &Schedule) -> Outcome {
             Outcome::FailedSessionExpired
         }
         e if e.is_retryable() => Outcome::FailedBudget,
-        e => panic!("{what}: an error that is neither the retry budget spent nor F9: {e:?}\n{}", s.describe()),
+        e => panic!(
+            "{what}: an error that is neither the retry budget spent nor F9: {e:?}\n{}",
+            s.describe()
+        ),
     }
 }
 
 fn check_time(elapsed: Duration, bound: Duration, what: &str, s: &Schedule) {
-    assert!(elapsed <= bound + SLACK, "{what} took {elapsed:?}, over its budget {bound:?} + {SLACK:?}\n{}", s.describe());
+    assert!(
+        elapsed <= bound + SLACK,
+        "{what} took {elapsed:?}, over its budget {bound:?} + {SLACK:?}\n{}",
+        s.describe()
+    );
 }
 
 #[derive(Debug, Default)]
@@ -503,18 +576,35 @@ async fn run_read(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId) -> Out
     };
     check_time(t0.elapsed(), call_bound(), "TableCreateReadSession", s);
     let record_count = session.record_count as u64;
-    assert!(record_count == s.rows || record_count == s.rows + s.write.as_ref().map_or(0, |w| w.rows()), "{}", s.describe());
+    assert!(
+        record_count == s.rows || record_count == s.rows + s.write.as_ref().map_or(0, |w| w.rows()),
+        "{}",
+        s.describe()
+    );
     let ranges: Vec<ReadRange> = match spec.splits {
-        Some(_) => (0..session.splits_count as u64).map(ReadRange::Split).collect(),
-        None => spec.ranges.iter().map(|&(offset, count)| ReadRange::Rows { offset, count }).collect(),
+        Some(_) => (0..session.splits_count as u64)
+            .map(ReadRange::Split)
+            .collect(),
+        None => spec
+            .ranges
+            .iter()
+            .map(|&(offset, count)| ReadRange::Rows { offset, count })
+            .collect(),
     };
     // What each range holds, read from the warehouse directly (no HTTP, no faults).
     let mut expected = Vec::new();
     for range in &ranges {
         let mut req = ReadRequest::new(table.clone(), &session.session_id, *range);
         req.max_batch_rows = spec.max_batch_rows;
-        let batches: Vec<RecordBatch> =
-            w.server.warehouse.read(&req).await.unwrap().map(|b| b.unwrap()).collect().await;
+        let batches: Vec<RecordBatch> = w
+            .server
+            .warehouse
+            .read(&req)
+            .await
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+            .await;
         expected.push(ids(&batches));
     }
     let all: Vec<i64> = expected.iter().flatten().copied().collect();
@@ -535,7 +625,12 @@ async fn run_read(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId) -> Out
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(b) => {
-                            assert!(b.num_rows() <= spec.max_batch_rows, "{what}: a batch of {} rows\n{}", b.num_rows(), s.describe());
+                            assert!(
+                                b.num_rows() <= spec.max_batch_rows,
+                                "{what}: a batch of {} rows\n{}",
+                                b.num_rows(),
+                                s.describe()
+                            );
                             got.push(b);
                             if spec.expire_at == Some((i, got.len())) {
                                 w.server.clock.advance_ms(TTL_MS + 60_000);
@@ -554,11 +649,15 @@ async fn run_read(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId) -> Out
         let progress = got.iter().filter(|b| b.num_rows() > 0).count() as u32;
         let refreshes = (after.refreshes - before.refreshes) as u32;
         // Each run without progress is bounded; progress and refreshes start new runs.
-        let bound = (RETRY_TIMEOUT + READ_TIMEOUT + REQUEST_TIMEOUT) * (progress + 2) + call_bound() * refreshes;
+        let bound = (RETRY_TIMEOUT + READ_TIMEOUT + REQUEST_TIMEOUT) * (progress + 2)
+            + call_bound() * refreshes;
         check_time(elapsed, bound, &what, s);
-        let read_ids = g
-            .verify(&got)
-            .unwrap_or_else(|e| panic!("{what}: rows handed out do not verify (corrupt data delivered): {e}\n{}", s.describe()));
+        let read_ids = g.verify(&got).unwrap_or_else(|e| {
+            panic!(
+                "{what}: rows handed out do not verify (corrupt data delivered): {e}\n{}",
+                s.describe()
+            )
+        });
         let want = &expected[i];
         match error {
             None => {
@@ -569,7 +668,11 @@ async fn run_read(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId) -> Out
                     after.resumes - before.resumes,
                     s.describe()
                 );
-                assert!(read_ids == *want, "{what}: rows out of order, duplicated or missing across resumes\n{}", s.describe());
+                assert!(
+                    read_ids == *want,
+                    "{what}: rows out of order, duplicated or missing across resumes\n{}",
+                    s.describe()
+                );
             }
             Some(e) => {
                 assert!(
@@ -585,10 +688,19 @@ async fn run_read(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId) -> Out
 }
 
 /// Exactly-once writes and a commit; the table is checked afterwards by the caller.
-async fn run_write(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId, sid_out: &mut Option<String>, committing: &mut bool) -> Outcome {
+async fn run_write(
+    w: &Worker,
+    s: &Schedule,
+    g: &DataGen,
+    table: &TableId,
+    sid_out: &mut Option<String>,
+    committing: &mut bool,
+) -> Outcome {
     let spec = s.write.as_ref().unwrap();
     let client = &w.client;
-    let timed = |t0: Instant, calls: u32, what: &str| check_time(t0.elapsed(), call_bound() * calls, what, s);
+    let timed = |t0: Instant, calls: u32, what: &str| {
+        check_time(t0.elapsed(), call_bound() * calls, what, s)
+    };
     macro_rules! step {
         ($what:expr, $calls:expr, $e:expr) => {{
             let t0 = Instant::now();
@@ -600,14 +712,26 @@ async fn run_write(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId, sid_o
             }
         }};
     }
-    let session = step!("create write session", 2, client.create_write_session(&WriteSessionRequest::new(table.clone())));
+    let session = step!(
+        "create write session",
+        2,
+        client.create_write_session(&WriteSessionRequest::new(table.clone()))
+    );
     let sid = session.session_id.clone();
     *sid_out = Some(sid.clone());
     let mut streams = Vec::new();
     for i in 0..spec.streams {
         let id = format!("s{i}");
-        let st = step!("create write stream", 1, client.create_write_stream_version(table, &sid, Some(&id), Some(0), true));
-        assert!(st.exactly_once && !st.access_token.is_empty(), "{}", s.describe());
+        let st = step!(
+            "create write stream",
+            1,
+            client.create_write_stream_version(table, &sid, Some(&id), Some(0), true)
+        );
+        assert!(
+            st.exactly_once && !st.access_token.is_empty(),
+            "{}",
+            s.describe()
+        );
         streams.push((id, st.version, st.access_token, 0u64));
     }
     let mut next_id = s.rows as i64;
@@ -626,23 +750,45 @@ async fn run_write(w: &Worker, s: &Schedule, g: &DataGen, table: &TableId, sid_o
                 batches: vec![g.batch(next_id..next_id + n as i64)],
             })
         );
-        assert_eq!(ack.next_row_offset, offset + n, "exactly-once ack\n{}", s.describe());
+        assert_eq!(
+            ack.next_row_offset,
+            offset + n,
+            "exactly-once ack\n{}",
+            s.describe()
+        );
         streams[i].3 += n;
         next_id += n as i64;
     }
     for (id, version, _, _) in &streams {
-        step!("close write stream", 3, client.close_write_stream(table, &sid, id, *version));
+        step!(
+            "close write stream",
+            3,
+            client.close_write_stream(table, &sid, id, *version)
+        );
     }
-    let list: Vec<(String, u64)> = streams.iter().map(|(id, v, _, _)| (id.clone(), *v)).collect();
+    let list: Vec<(String, u64)> = streams
+        .iter()
+        .map(|(id, v, _, _)| (id.clone(), *v))
+        .collect();
     *committing = true;
-    let info = step!("commit", 2, client.commit_write_session(table, &sid, Some(&list)));
+    let info = step!(
+        "commit",
+        2,
+        client.commit_write_session(table, &sid, Some(&list))
+    );
     assert_eq!(info.rows, spec.rows(), "committed rows\n{}", s.describe());
     Outcome::Ok
 }
 
 async fn table_ids(w: &Worker, table: &TableId) -> (u64, Vec<i64>) {
     let b = paiio_storage::testing::Backend::new(w.server.warehouse.clone(), PROJECT);
-    let version = w.server.warehouse.describe_table(table).await.unwrap().version;
+    let version = w
+        .server
+        .warehouse
+        .describe_table(table)
+        .await
+        .unwrap()
+        .version;
     (version, ids(&b.read_table(table).await))
 }
 
@@ -650,9 +796,12 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     let g = DataGen::simple(s.seed);
     let table = TableId::new(PROJECT, None, &format!("t{}", s.index)).unwrap();
     let wh = &w.server.warehouse;
-    wh.create_table(&table, &g.table_schema(Vec::new()), Default::default()).await.unwrap();
+    wh.create_table(&table, &g.table_schema(Vec::new()), Default::default())
+        .await
+        .unwrap();
     let b = paiio_storage::testing::Backend::new(wh.clone(), PROJECT);
-    b.write_and_commit(&table, "", false, vec![g.batch(0..s.rows as i64)]).await;
+    b.write_and_commit(&table, "", false, vec![g.batch(0..s.rows as i64)])
+        .await;
     let (version_before, _) = table_ids(w, &table).await;
     for c in w.all_clients() {
         c.reset_stats();
@@ -665,9 +814,15 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     let mut committing = false;
     let (read, write) = match s.workload {
         Workload::Read => (Some(run_read(w, s, &g, &table).await), None),
-        Workload::Write => (None, Some(run_write(w, s, &g, &table, &mut sid, &mut committing).await)),
+        Workload::Write => (
+            None,
+            Some(run_write(w, s, &g, &table, &mut sid, &mut committing).await),
+        ),
         Workload::Both => {
-            let (r, wr) = tokio::join!(run_read(w, s, &g, &table), run_write(w, s, &g, &table, &mut sid, &mut committing));
+            let (r, wr) = tokio::join!(
+                run_read(w, s, &g, &table),
+                run_write(w, s, &g, &table, &mut sid, &mut committing)
+            );
             (Some(r), Some(wr))
         }
     };
@@ -680,8 +835,17 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     let rules = status["rules"].as_array().unwrap();
     let fired: u64 = rules.iter().map(|r| r["fired"].as_u64().unwrap()).sum();
     let unfaulted = rules.last().unwrap()["seen"].as_u64().unwrap();
-    assert_eq!(fired + unfaulted, stats.attempts, "requests the server saw vs attempts the client counted {stats:?}\n{status}\n{}", s.describe());
-    assert!(stats.max_run_attempts <= u64::from(MAX_RETRIES) + 1, "{stats:?}\n{}", s.describe());
+    assert_eq!(
+        fired + unfaulted,
+        stats.attempts,
+        "requests the server saw vs attempts the client counted {stats:?}\n{status}\n{}",
+        s.describe()
+    );
+    assert!(
+        stats.max_run_attempts <= u64::from(MAX_RETRIES) + 1,
+        "{stats:?}\n{}",
+        s.describe()
+    );
     for ((kind, _), r) in s.rules.iter().zip(rules) {
         *tally.fired.entry(*kind).or_default() += r["fired"].as_u64().unwrap();
     }
@@ -698,17 +862,37 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
         let (version, got) = table_ids(w, &table).await;
         let committed = match (&sid, outcome) {
             (_, Outcome::Ok) => true,
-            (Some(sid), _) if committing => {
-                wh.get_write_session(&table, sid).await.map(|ws| ws.status == SessionStatus::Committed).unwrap_or(false)
-            }
+            (Some(sid), _) if committing => wh
+                .get_write_session(&table, sid)
+                .await
+                .map(|ws| ws.status == SessionStatus::Committed)
+                .unwrap_or(false),
             _ => false,
         };
         if committed {
-            assert_eq!(version, version_before + 1, "one commit, applied once\n{}", s.describe());
-            assert_exactly_once(&got, 0..(s.rows + total) as i64, &format!("after the commit\n{}", s.describe()));
+            assert_eq!(
+                version,
+                version_before + 1,
+                "one commit, applied once\n{}",
+                s.describe()
+            );
+            assert_exactly_once(
+                &got,
+                0..(s.rows + total) as i64,
+                &format!("after the commit\n{}", s.describe()),
+            );
         } else {
-            assert_eq!(version, version_before, "a failed write changed the table version\n{}", s.describe());
-            assert_exactly_once(&got, 0..s.rows as i64, &format!("after a failed write\n{}", s.describe()));
+            assert_eq!(
+                version,
+                version_before,
+                "a failed write changed the table version\n{}",
+                s.describe()
+            );
+            assert_exactly_once(
+                &got,
+                0..s.rows as i64,
+                &format!("after a failed write\n{}", s.describe()),
+            );
             if let Some(sid) = &sid {
                 let _ = wh.abort_write_session(&table, sid).await;
             }
@@ -720,7 +904,11 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     }
     // Every call of these workloads is safe to repeat: a failure is a spent budget.
     if read == Some(Outcome::FailedBudget) || write == Some(Outcome::FailedBudget) {
-        assert!(stats.budget_exhausted >= 1, "a failure without a spent budget {stats:?}\n{}", s.describe());
+        assert!(
+            stats.budget_exhausted >= 1,
+            "a failure without a spent budget {stats:?}\n{}",
+            s.describe()
+        );
     }
     let t = &mut tally.stats;
     t.attempts += stats.attempts;
@@ -740,14 +928,20 @@ fn seed_of(index: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fault_schedules() {
-    let count: usize = std::env::var("PAIIO_FAULT_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(SCHEDULES);
+    let count: usize = std::env::var("PAIIO_FAULT_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SCHEDULES);
     let only: Option<u64> = std::env::var("PAIIO_FAULT_SEED").ok().and_then(|v| {
         let v = v.trim();
-        v.strip_prefix("0x").map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+        v.strip_prefix("0x")
+            .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
     });
     let schedules: Vec<Schedule> = match only {
         Some(seed) => vec![draw(0, seed, &DataGen::simple(seed))],
-        None => (0..count).map(|i| draw(i, seed_of(i), &DataGen::simple(seed_of(i)))).collect(),
+        None => (0..count)
+            .map(|i| draw(i, seed_of(i), &DataGen::simple(seed_of(i))))
+            .collect(),
     };
     let schedules = Arc::new(schedules);
     let next = Arc::new(AtomicU64::new(0));
@@ -777,7 +971,9 @@ async fn fault_schedules() {
     }
     let mut total = Tally::default();
     for t in tasks {
-        let t = t.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let t = t
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         total.schedules += t.schedules;
         for (k, v) in t.drawn {
             *total.drawn.entry(k).or_default() += v;
@@ -806,13 +1002,20 @@ async fn fault_schedules() {
         WORKERS,
         total.slowest
     );
-    let _ = writeln!(out, "  F5Corrupt: not drawn (no checksum in V2 Arrow or JSON bodies to detect a flip)");
+    let _ = writeln!(
+        out,
+        "  F5Corrupt: not drawn (no checksum in V2 Arrow or JSON bodies to detect a flip)"
+    );
     for k in KINDS {
         let fired = match k {
             Kind::F9Expiry => format!("{} clock advances armed", total.expiries),
             _ => total.fired.get(&k).copied().unwrap_or(0).to_string(),
         };
-        let _ = writeln!(out, "  {k:?}: {} / {fired}", total.drawn.get(&k).copied().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "  {k:?}: {} / {fired}",
+            total.drawn.get(&k).copied().unwrap_or(0)
+        );
     }
     for ((what, outcome), n) in &total.ops {
         let _ = writeln!(out, "  {what} {outcome:?}: {n}");
@@ -829,9 +1032,14 @@ async fn fault_schedules() {
 async fn filled(server: &TestServer, name: &str, rows: i64) -> (TableId, DataGen) {
     let g = DataGen::simple(11);
     let table = TableId::new(PROJECT, None, name).unwrap();
-    server.warehouse.create_table(&table, &g.table_schema(Vec::new()), Default::default()).await.unwrap();
+    server
+        .warehouse
+        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
+        .await
+        .unwrap();
     let b = paiio_storage::testing::Backend::new(server.warehouse.clone(), PROJECT);
-    b.write_and_commit(&table, "", false, vec![g.batch(0..rows)]).await;
+    b.write_and_commit(&table, "", false, vec![g.batch(0..rows)])
+        .await;
     (table, g)
 }
 
@@ -860,7 +1068,10 @@ async fn read_splits(
 }
 
 fn parallel(table: &TableId, k: u64) -> ReadSessionRequest {
-    ReadSessionRequest { split_options: SplitOptions::parallelism(k), ..ReadSessionRequest::new(table.clone()) }
+    ReadSessionRequest {
+        split_options: SplitOptions::parallelism(k),
+        ..ReadSessionRequest::new(table.clone())
+    }
 }
 
 /// The clock moves past expiry in the middle of a split whose body then breaks: the resume
@@ -868,15 +1079,28 @@ fn parallel(table: &TableId, k: u64) -> ReadSessionRequest {
 /// the read completes, every row once.
 #[tokio::test]
 async fn session_expires_mid_read_and_is_refreshed() {
-    let server = TestServer::start_with(TestServerOptions { revive_expired_read_sessions: true, ..Default::default() }).await;
+    let server = TestServer::start_with(TestServerOptions {
+        revive_expired_read_sessions: true,
+        ..Default::default()
+    })
+    .await;
     let (table, g) = filled(&server, "expire_mid_read", 3000).await;
     let client = server.client();
-    let session = client.create_read_session(&parallel(&table, 2)).await.unwrap();
-    assert!(client.read_session_expiration(&session.session_id).is_some());
+    let session = client
+        .create_read_session(&parallel(&table, 2))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .read_session_expiration(&session.session_id)
+            .is_some()
+    );
     // The first body breaks after its first few batches.
     server
         .faults
-        .set(FaultPlan::new().rule(FaultRule::new(Fault::ResetAfter { bytes: 6000 }, When::Nth(1)).action("TableRead")))
+        .set(FaultPlan::new().rule(
+            FaultRule::new(Fault::ResetAfter { bytes: 6000 }, When::Nth(1)).action("TableRead"),
+        ))
         .unwrap();
     let clock = server.clock.clone();
     let batches = read_splits(&client, &table, &session.session_id, 2, 100, |split, k| {
@@ -887,9 +1111,16 @@ async fn session_expires_mid_read_and_is_refreshed() {
     .await
     .unwrap();
     assert_eq!(server.faults.status()["fired"], 1);
-    assert_exactly_once(&g.verified_ids(&batches, "expired mid-read"), 0..3000, "expired mid-read");
+    assert_exactly_once(
+        &g.verified_ids(&batches, "expired mid-read"),
+        0..3000,
+        "expired mid-read",
+    );
     let stats = client.stats();
-    assert!(stats.resumes >= 1 && stats.refreshes >= 1 && stats.refresh_failures == 0, "{stats:?}");
+    assert!(
+        stats.resumes >= 1 && stats.refreshes >= 1 && stats.refresh_failures == 0,
+        "{stats:?}"
+    );
     // The session lives again, past the new clock.
     let now = server.clock.now_ms();
     assert!(client.read_session_expiration(&session.session_id).unwrap() > now);
@@ -900,7 +1131,11 @@ async fn session_expires_mid_read_and_is_refreshed() {
 /// it refreshes before reading instead.
 #[tokio::test]
 async fn session_expired_before_reading_is_refreshed() {
-    let server = TestServer::start_with(TestServerOptions { revive_expired_read_sessions: true, ..Default::default() }).await;
+    let server = TestServer::start_with(TestServerOptions {
+        revive_expired_read_sessions: true,
+        ..Default::default()
+    })
+    .await;
     let (table, g) = filled(&server, "expire_before", 500).await;
     for on_server_clock in [false, true] {
         let mut b = server.client_builder();
@@ -908,13 +1143,26 @@ async fn session_expired_before_reading_is_refreshed() {
             b = b.clock(Arc::new(server.clock.clone()));
         }
         let client = b.build().unwrap();
-        let session = client.create_read_session(&parallel(&table, 3)).await.unwrap();
+        let session = client
+            .create_read_session(&parallel(&table, 3))
+            .await
+            .unwrap();
         server.clock.advance_ms(TTL_MS + 60_000);
-        let batches = read_splits(&client, &table, &session.session_id, 3, 64, |_, _| {}).await.unwrap();
-        assert_exactly_once(&g.verified_ids(&batches, "expired before"), 0..500, "expired before reading");
+        let batches = read_splits(&client, &table, &session.session_id, 3, 64, |_, _| {})
+            .await
+            .unwrap();
+        assert_exactly_once(
+            &g.verified_ids(&batches, "expired before"),
+            0..500,
+            "expired before reading",
+        );
         let stats = client.stats();
         // One refresh, then the session is good for the rest of the read.
-        assert_eq!((stats.refreshes, stats.refresh_failures), (1, 0), "on the server clock: {on_server_clock}");
+        assert_eq!(
+            (stats.refreshes, stats.refresh_failures),
+            (1, 0),
+            "on the server clock: {on_server_clock}"
+        );
     }
 }
 
@@ -925,20 +1173,43 @@ async fn session_expired_before_reading_is_refreshed() {
 async fn session_is_refreshed_ahead_of_expiry() {
     let server = TestServer::start().await;
     let (table, g) = filled(&server, "refresh_ahead", 100).await;
-    let client = server.client_builder().clock(Arc::new(server.clock.clone())).build().unwrap();
-    let session = client.create_read_session(&parallel(&table, 1)).await.unwrap();
+    let client = server
+        .client_builder()
+        .clock(Arc::new(server.clock.clone()))
+        .build()
+        .unwrap();
+    let session = client
+        .create_read_session(&parallel(&table, 1))
+        .await
+        .unwrap();
     let e0 = session.expiration_time_ms;
     // Not yet due: no refresh.
-    read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {}).await.unwrap();
+    read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(client.stats().refreshes, 0);
     // Within the margin (5 minutes of a 24-hour session), still before expiry.
     server.clock.advance_ms(e0 - server.clock.now_ms() - 60_000);
-    let batches = read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {}).await.unwrap();
-    assert_exactly_once(&g.verified_ids(&batches, "refreshed"), 0..100, "read after refresh");
+    let batches = read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {})
+        .await
+        .unwrap();
+    assert_exactly_once(
+        &g.verified_ids(&batches, "refreshed"),
+        0..100,
+        "read after refresh",
+    );
     assert_eq!(client.stats().refreshes, 1);
-    let e1 = server.warehouse.get_read_session(&table, &session.session_id, false).await.unwrap().expiration_time_ms;
+    let e1 = server
+        .warehouse
+        .get_read_session(&table, &session.session_id, false)
+        .await
+        .unwrap()
+        .expiration_time_ms;
     assert!(e1 > e0, "{e1} > {e0}");
-    assert_eq!(client.read_session_expiration(&session.session_id), Some(e1));
+    assert_eq!(
+        client.read_session_expiration(&session.session_id),
+        Some(e1)
+    );
 }
 
 /// A server that does not revive expired sessions: the read fails with a clear
@@ -953,15 +1224,24 @@ async fn expired_session_fails_clearly_when_refresh_is_refused() {
             b = b.clock(Arc::new(server.clock.clone()));
         }
         let client = b.build().unwrap();
-        let session = client.create_read_session(&parallel(&table, 1)).await.unwrap();
+        let session = client
+            .create_read_session(&parallel(&table, 1))
+            .await
+            .unwrap();
         server.clock.advance_ms(TTL_MS + 60_000);
-        let err = read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {}).await.unwrap_err();
+        let err = read_splits(&client, &table, &session.session_id, 1, 4096, |_, _| {})
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::SessionExpired { ref session_id } if *session_id == session.session_id),
             "{err:?}"
         );
         let stats = client.stats();
-        assert_eq!((stats.refreshes, stats.refresh_failures), (1, 1), "on the server clock: {on_server_clock}");
+        assert_eq!(
+            (stats.refreshes, stats.refresh_failures),
+            (1, 1),
+            "on the server clock: {on_server_clock}"
+        );
     }
 }
 
@@ -975,13 +1255,20 @@ async fn corruption_of_a_read_body_is_not_detected() {
     let server = TestServer::start().await;
     let (table, g) = filled(&server, "corrupt_probe", 200).await;
     let client = server.client();
-    let session = client.create_read_session(&parallel(&table, 1)).await.unwrap();
+    let session = client
+        .create_read_session(&parallel(&table, 1))
+        .await
+        .unwrap();
     let body_len = *body_points(&g, 0..200, 50).last().unwrap();
     let (mut errors, mut wrong_count, mut wrong_values, mut unseen) = (0, 0, 0, 0);
     for byte in (0..body_len).step_by(193) {
         server
             .faults
-            .set(FaultPlan::new().rule(FaultRule::new(Fault::Corrupt { byte }, When::Nth(1)).action("TableRead")))
+            .set(
+                FaultPlan::new().rule(
+                    FaultRule::new(Fault::Corrupt { byte }, When::Nth(1)).action("TableRead"),
+                ),
+            )
             .unwrap();
         match read_splits(&client, &table, &session.session_id, 1, 50, |_, _| {}).await {
             Err(_) => errors += 1,
@@ -1006,29 +1293,66 @@ async fn corruption_of_a_read_body_is_not_detected() {
 async fn retry_after_is_honoured() {
     let server = TestServer::start().await;
     let (table, _) = filled(&server, "retry_after", 10).await;
-    let client = server.client_builder().retry(suite_retry(1)).build().unwrap();
+    let client = server
+        .client_builder()
+        .retry(suite_retry(1))
+        .build()
+        .unwrap();
     server
         .faults
-        .set(FaultPlan::new().rule(
-            FaultRule::new(Fault::Status { status: 429, retry_after: Some(1), code: None, message: None }, When::Nth(1))
+        .set(
+            FaultPlan::new().rule(
+                FaultRule::new(
+                    Fault::Status {
+                        status: 429,
+                        retry_after: Some(1),
+                        code: None,
+                        message: None,
+                    },
+                    When::Nth(1),
+                )
                 .action("TableCreateReadSession"),
-        ))
+            ),
+        )
         .unwrap();
     let t0 = Instant::now();
-    client.create_read_session(&parallel(&table, 1)).await.unwrap();
+    client
+        .create_read_session(&parallel(&table, 1))
+        .await
+        .unwrap();
     let elapsed = t0.elapsed();
-    assert!(elapsed >= Duration::from_secs(1) && elapsed < RETRY_TIMEOUT + SLACK, "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < RETRY_TIMEOUT + SLACK,
+        "{elapsed:?}"
+    );
     assert_eq!(client.stats().retries, 1);
     // Past the time budget (1.5 s), a 2 s Retry-After is not waited for: the call fails at once.
     server
         .faults
-        .set(FaultPlan::new().rule(
-            FaultRule::new(Fault::Status { status: 429, retry_after: Some(2), code: None, message: None }, When::Nth(1))
+        .set(
+            FaultPlan::new().rule(
+                FaultRule::new(
+                    Fault::Status {
+                        status: 429,
+                        retry_after: Some(2),
+                        code: None,
+                        message: None,
+                    },
+                    When::Nth(1),
+                )
                 .action("TableCreateReadSession"),
-        ))
+            ),
+        )
         .unwrap();
     let t0 = Instant::now();
-    let err = client.create_read_session(&parallel(&table, 1)).await.unwrap_err();
+    let err = client
+        .create_read_session(&parallel(&table, 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Service { status: 429, .. }), "{err:?}");
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
 }

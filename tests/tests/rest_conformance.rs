@@ -10,8 +10,8 @@ use paiio_storage::auth::Credentials;
 use paiio_storage::rest::{ReadCompression, RestClient};
 use paiio_storage::testing::datagen::{DataGen, assert_exactly_once};
 use paiio_storage::{
-    Error, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId, TableService, WriteRequest,
-    WriteSessionRequest,
+    Error, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId, TableService,
+    WriteRequest, WriteSessionRequest,
 };
 use paiio_tests::{PROJECT, TestServer};
 
@@ -20,16 +20,31 @@ use paiio_tests::{PROJECT, TestServer};
 paiio_storage::conformance_tests!(async paiio_tests::rest_backend());
 
 /// Creates a table in the warehouse and commits `rows` generated rows through `client`.
-async fn table_with_rows(server: &TestServer, client: &RestClient, name: &str, rows: i64) -> (TableId, DataGen) {
+async fn table_with_rows(
+    server: &TestServer,
+    client: &RestClient,
+    name: &str,
+    rows: i64,
+) -> (TableId, DataGen) {
     let g = DataGen::simple(7);
     let table = TableId::new(PROJECT, None, name).unwrap();
-    server.warehouse.create_table(&table, &g.table_schema(Vec::new()), Default::default()).await.unwrap();
+    server
+        .warehouse
+        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
+        .await
+        .unwrap();
     if rows == 0 {
         return (table, g);
     }
-    let session = client.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap();
+    let session = client
+        .create_write_session(&WriteSessionRequest::new(table.clone()))
+        .await
+        .unwrap();
     let sid = &session.session_id;
-    let stream = client.create_write_stream(&table, sid, Some("s0"), false).await.unwrap();
+    let stream = client
+        .create_write_stream(&table, sid, Some("s0"), false)
+        .await
+        .unwrap();
     let ack = client
         .write(WriteRequest {
             table: table.clone(),
@@ -43,14 +58,26 @@ async fn table_with_rows(server: &TestServer, client: &RestClient, name: &str, r
         .await
         .unwrap();
     assert_eq!(ack.next_row_offset, rows as u64);
-    client.close_write_stream(&table, sid, "s0", stream.version).await.unwrap();
-    let info = client.commit_write_session(&table, sid, None).await.unwrap();
+    client
+        .close_write_stream(&table, sid, "s0", stream.version)
+        .await
+        .unwrap();
+    let info = client
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
     assert_eq!(info.rows, rows as u64);
     (table, g)
 }
 
-async fn read_all(client: &RestClient, table: &TableId, max_batch_rows: usize) -> Result<Vec<i64>, Error> {
-    let session = client.create_read_session(&ReadSessionRequest::new(table.clone())).await?;
+async fn read_all(
+    client: &RestClient,
+    table: &TableId,
+    max_batch_rows: usize,
+) -> Result<Vec<i64>, Error> {
+    let session = client
+        .create_read_session(&ReadSessionRequest::new(table.clone()))
+        .await?;
     let mut out = Vec::new();
     for i in 0..session.splits_count.max(0) as u64 {
         let mut req = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(i));
@@ -66,12 +93,31 @@ async fn signing_legacy_and_v4() {
     let server = TestServer::start().await;
     let legacy = server.client();
     let (table, _) = table_with_rows(&server, &legacy, "signed", 50).await;
-    let v4 = server.client_builder().region(Some("cn-hangzhou")).build().unwrap();
-    assert_exactly_once(&read_all(&v4, &table, 4096).await.unwrap(), 0..50, "V4-signed read");
+    let v4 = server
+        .client_builder()
+        .region(Some("cn-hangzhou"))
+        .build()
+        .unwrap();
+    assert_exactly_once(
+        &read_all(&v4, &table, 4096).await.unwrap(),
+        0..50,
+        "V4-signed read",
+    );
     // An explicit tunnel endpoint skips discovery.
-    let direct = server.client_builder().tunnel_endpoint(server.handle.url()).build().unwrap();
-    assert_exactly_once(&read_all(&direct, &table, 4096).await.unwrap(), 0..50, "direct tunnel read");
-    assert_eq!(legacy.tunnel_endpoint(PROJECT).await.unwrap(), server.handle.url());
+    let direct = server
+        .client_builder()
+        .tunnel_endpoint(server.handle.url())
+        .build()
+        .unwrap();
+    assert_exactly_once(
+        &read_all(&direct, &table, 4096).await.unwrap(),
+        0..50,
+        "direct tunnel read",
+    );
+    assert_eq!(
+        legacy.tunnel_endpoint(PROJECT).await.unwrap(),
+        server.handle.url()
+    );
 }
 
 #[tokio::test]
@@ -87,10 +133,19 @@ async fn wrong_key_is_unauthenticated() {
             .region(region)
             .build()
             .unwrap();
-        let err = bad.create_read_session(&ReadSessionRequest::new(table.clone())).await.unwrap_err();
-        assert!(matches!(err, Error::Unauthenticated { .. }), "{region:?}: {err:?}");
+        let err = bad
+            .create_read_session(&ReadSessionRequest::new(table.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Unauthenticated { .. }),
+            "{region:?}: {err:?}"
+        );
     }
-    let anonymous = RestClient::builder(server.handle.endpoint()).tunnel_endpoint(tunnel).build().unwrap();
+    let anonymous = RestClient::builder(server.handle.endpoint())
+        .tunnel_endpoint(tunnel)
+        .build()
+        .unwrap();
     let err = anonymous.describe_table(&table).await.unwrap_err();
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
 }
@@ -105,9 +160,15 @@ async fn describe_table_over_rest() {
     assert_eq!(info.row_count, 30);
     assert!(info.partitions.is_empty());
     let missing = TableId::new(PROJECT, None, "nope").unwrap();
-    assert!(matches!(client.describe_table(&missing).await, Err(Error::NotFound { kind: "table", .. })));
+    assert!(matches!(
+        client.describe_table(&missing).await,
+        Err(Error::NotFound { kind: "table", .. })
+    ));
     // Catalog calls are not part of the Storage API.
-    assert!(matches!(client.drop_table(&table, false).await, Err(Error::NotSupported { .. })));
+    assert!(matches!(
+        client.drop_table(&table, false).await,
+        Err(Error::NotSupported { .. })
+    ));
 }
 
 #[tokio::test]
@@ -115,21 +176,49 @@ async fn compressed_reads_decode() {
     let server = TestServer::start().await;
     let (table, g) = table_with_rows(&server, &server.client(), "compressed", 5000).await;
     for codec in [ReadCompression::Zstd, ReadCompression::Lz4Frame] {
-        let client = server.client_builder().read_compression(Some(codec)).build().unwrap();
+        let client = server
+            .client_builder()
+            .read_compression(Some(codec))
+            .build()
+            .unwrap();
         let session = client
-            .create_read_session(&ReadSessionRequest { split_options: SplitOptions::row_offset(), ..ReadSessionRequest::new(table.clone()) })
+            .create_read_session(&ReadSessionRequest {
+                split_options: SplitOptions::row_offset(),
+                ..ReadSessionRequest::new(table.clone())
+            })
             .await
             .unwrap();
-        let mut req = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Rows { offset: 0, count: 5000 });
+        let mut req = ReadRequest::new(
+            table.clone(),
+            &session.session_id,
+            ReadRange::Rows {
+                offset: 0,
+                count: 5000,
+            },
+        );
         req.max_batch_rows = 300;
-        let batches: Vec<_> = client.read(&req).await.unwrap().try_collect().await.unwrap();
+        let batches: Vec<_> = client
+            .read(&req)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert!(batches.iter().all(|b| b.num_rows() <= 300));
-        assert_exactly_once(&g.verified_ids(&batches, "compressed"), 0..5000, &format!("{codec:?} read"));
+        assert_exactly_once(
+            &g.verified_ids(&batches, "compressed"),
+            0..5000,
+            &format!("{codec:?} read"),
+        );
     }
 }
 
 /// Reads through a fault on the first TableRead and checks every row arrives exactly once.
-async fn read_through(fault: Fault, compression: Option<ReadCompression>, read_timeout: Option<Duration>) {
+async fn read_through(
+    fault: Fault,
+    compression: Option<ReadCompression>,
+    read_timeout: Option<Duration>,
+) {
     let server = TestServer::start().await;
     let (table, g) = table_with_rows(&server, &server.client(), "faulty", 3000).await;
     let mut builder = server.client_builder().read_compression(compression);
@@ -139,7 +228,10 @@ async fn read_through(fault: Fault, compression: Option<ReadCompression>, read_t
     let client = builder.build().unwrap();
     for range in ["split", "rows"] {
         let session = match range {
-            "split" => client.create_read_session(&ReadSessionRequest::new(table.clone())).await.unwrap(),
+            "split" => client
+                .create_read_session(&ReadSessionRequest::new(table.clone()))
+                .await
+                .unwrap(),
             _ => client
                 .create_read_session(&ReadSessionRequest {
                     split_options: SplitOptions::row_offset(),
@@ -150,10 +242,19 @@ async fn read_through(fault: Fault, compression: Option<ReadCompression>, read_t
         };
         let range_of = match range {
             "split" => ReadRange::Split(0),
-            _ => ReadRange::Rows { offset: 0, count: 3000 },
+            _ => ReadRange::Rows {
+                offset: 0,
+                count: 3000,
+            },
         };
         assert!(range != "split" || session.splits_count == 1, "{session:?}");
-        server.faults.set(FaultPlan::new().rule(FaultRule::new(fault.clone(), When::Nth(1)).action("TableRead"))).unwrap();
+        server
+            .faults
+            .set(
+                FaultPlan::new()
+                    .rule(FaultRule::new(fault.clone(), When::Nth(1)).action("TableRead")),
+            )
+            .unwrap();
         let mut req = ReadRequest::new(table.clone(), &session.session_id, range_of);
         req.max_batch_rows = 250;
         let batches: Vec<_> = client
@@ -163,7 +264,11 @@ async fn read_through(fault: Fault, compression: Option<ReadCompression>, read_t
             .try_collect()
             .await
             .unwrap_or_else(|e| panic!("{fault:?} {range}: {e}"));
-        assert_exactly_once(&g.verified_ids(&batches, "resumed"), 0..3000, &format!("{fault:?} ({range}, {compression:?})"));
+        assert_exactly_once(
+            &g.verified_ids(&batches, "resumed"),
+            0..3000,
+            &format!("{fault:?} ({range}, {compression:?})"),
+        );
         let status = server.faults.status();
         assert_eq!(status["fired"], 1, "{status}");
         server.faults.clear();
@@ -186,20 +291,58 @@ async fn read_resumes_after_truncation() {
 
 #[tokio::test]
 async fn compressed_read_resumes() {
-    read_through(Fault::ResetAfter { bytes: 4000 }, Some(ReadCompression::Zstd), None).await;
-    read_through(Fault::Truncate { bytes: 4000 }, Some(ReadCompression::Lz4Frame), None).await;
+    read_through(
+        Fault::ResetAfter { bytes: 4000 },
+        Some(ReadCompression::Zstd),
+        None,
+    )
+    .await;
+    read_through(
+        Fault::Truncate { bytes: 4000 },
+        Some(ReadCompression::Lz4Frame),
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn read_resumes_after_stall() {
-    read_through(Fault::Stall { ms: 3000, after_bytes: Some(6000) }, None, Some(Duration::from_millis(500))).await;
+    read_through(
+        Fault::Stall {
+            ms: 3000,
+            after_bytes: Some(6000),
+        },
+        None,
+        Some(Duration::from_millis(500)),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn read_retries_errors_before_the_body() {
     read_through(Fault::Reset, None, None).await;
-    read_through(Fault::Status { status: 503, retry_after: None, code: None, message: None }, None, None).await;
-    read_through(Fault::Status { status: 429, retry_after: Some(0), code: None, message: None }, None, None).await;
+    read_through(
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+            code: None,
+            message: None,
+        },
+        None,
+        None,
+    )
+    .await;
+    read_through(
+        Fault::Status {
+            status: 429,
+            retry_after: Some(0),
+            code: None,
+            message: None,
+        },
+        None,
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -209,13 +352,29 @@ async fn retries_are_bounded() {
     let (table, _) = table_with_rows(&server, &client, "bounded", 10).await;
     server
         .faults
-        .set(FaultPlan::new().rule(
-            FaultRule::new(Fault::Status { status: 500, retry_after: None, code: None, message: None }, When::Always)
+        .set(
+            FaultPlan::new().rule(
+                FaultRule::new(
+                    Fault::Status {
+                        status: 500,
+                        retry_after: None,
+                        code: None,
+                        message: None,
+                    },
+                    When::Always,
+                )
                 .action("TableCreateReadSession"),
-        ))
+            ),
+        )
         .unwrap();
-    let err = client.create_read_session(&ReadSessionRequest::new(table.clone())).await.unwrap_err();
-    assert!(matches!(err, Error::Service { status: 500, ref request_id, .. } if !request_id.is_empty()), "{err:?}");
+    let err = client
+        .create_read_session(&ReadSessionRequest::new(table.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Service { status: 500, ref request_id, .. } if !request_id.is_empty()),
+        "{err:?}"
+    );
     // 1 attempt + 5 retries (fast_retry).
     assert_eq!(server.faults.status()["fired"], 6);
 }
@@ -226,13 +385,24 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
     let client = server.client();
     let g = DataGen::simple(3);
     let table = TableId::new(PROJECT, None, "writes").unwrap();
-    server.warehouse.create_table(&table, &g.table_schema(Vec::new()), Default::default()).await.unwrap();
-    let session = client.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap();
+    server
+        .warehouse
+        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
+        .await
+        .unwrap();
+    let session = client
+        .create_write_session(&WriteSessionRequest::new(table.clone()))
+        .await
+        .unwrap();
     let sid = session.session_id.clone();
-    let lost = FaultPlan::new().rule(FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableWrite"));
+    let lost = FaultPlan::new()
+        .rule(FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableWrite"));
 
     // Exactly-once: the lost answer is retried at the same offset and deduplicated.
-    let eo = client.create_write_stream(&table, &sid, Some("eo"), true).await.unwrap();
+    let eo = client
+        .create_write_stream(&table, &sid, Some("eo"), true)
+        .await
+        .unwrap();
     assert!(eo.exactly_once && !eo.access_token.is_empty());
     server.faults.set(lost.clone()).unwrap();
     let ack = client
@@ -251,7 +421,10 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
     assert_eq!(server.faults.status()["fired"], 1);
 
     // Plain: the same fault surfaces as an error (the rows may or may not have landed).
-    let plain = client.create_write_stream(&table, &sid, Some("plain"), false).await.unwrap();
+    let plain = client
+        .create_write_stream(&table, &sid, Some("plain"), false)
+        .await
+        .unwrap();
     server.faults.set(lost).unwrap();
     let err = client
         .write(WriteRequest {
@@ -267,9 +440,18 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     server.faults.clear();
-    client.close_write_stream(&table, &sid, "eo", eo.version).await.unwrap();
-    client.close_write_stream(&table, &sid, "plain", plain.version).await.unwrap();
-    let info = client.commit_write_session(&table, &sid, Some(&[("eo".to_string(), eo.version)])).await.unwrap();
+    client
+        .close_write_stream(&table, &sid, "eo", eo.version)
+        .await
+        .unwrap();
+    client
+        .close_write_stream(&table, &sid, "plain", plain.version)
+        .await
+        .unwrap();
+    let info = client
+        .commit_write_session(&table, &sid, Some(&[("eo".to_string(), eo.version)]))
+        .await
+        .unwrap();
     assert_eq!(info.rows, 10);
 }
 
@@ -278,9 +460,15 @@ async fn commit_is_retried_when_its_answer_is_lost() {
     let server = TestServer::start().await;
     let client = server.client();
     let (table, g) = table_with_rows(&server, &client, "lost_commit", 0).await;
-    let session = client.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap();
+    let session = client
+        .create_write_session(&WriteSessionRequest::new(table.clone()))
+        .await
+        .unwrap();
     let sid = &session.session_id;
-    let s = client.create_write_stream(&table, sid, Some("a"), false).await.unwrap();
+    let s = client
+        .create_write_stream(&table, sid, Some("a"), false)
+        .await
+        .unwrap();
     client
         .write(WriteRequest {
             table: table.clone(),
@@ -293,14 +481,26 @@ async fn commit_is_retried_when_its_answer_is_lost() {
         })
         .await
         .unwrap();
-    client.close_write_stream(&table, sid, "a", s.version).await.unwrap();
+    client
+        .close_write_stream(&table, sid, "a", s.version)
+        .await
+        .unwrap();
     server
         .faults
-        .set(FaultPlan::new().rule(FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableCommitWriteSession")))
+        .set(FaultPlan::new().rule(
+            FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableCommitWriteSession"),
+        ))
         .unwrap();
-    let info = client.commit_write_session(&table, sid, None).await.unwrap();
+    let info = client
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
     assert_eq!(info.rows, 20);
-    assert_exactly_once(&read_all(&client, &table, 4096).await.unwrap(), 0..20, "one commit");
+    assert_exactly_once(
+        &read_all(&client, &table, 4096).await.unwrap(),
+        0..20,
+        "one commit",
+    );
 }
 
 #[tokio::test]
@@ -308,6 +508,12 @@ async fn route_tokens_are_kept_per_session() {
     let server = TestServer::start().await;
     let client = server.client();
     let (table, _) = table_with_rows(&server, &client, "routed", 3).await;
-    let session = client.create_read_session(&ReadSessionRequest::new(table)).await.unwrap();
-    assert_eq!(client.route_token(&session.session_id), Some(format!("rt-{}", session.session_id)));
+    let session = client
+        .create_read_session(&ReadSessionRequest::new(table))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.route_token(&session.session_id),
+        Some(format!("rt-{}", session.session_id))
+    );
 }

@@ -65,9 +65,15 @@ pub struct Session {
 const TARGET: &str = "projects.bench.tables.wide";
 
 /// TableCreateReadSession with the given `SplitOptions` body.
-pub async fn create_session(client: &reqwest::Client, v2: &str, split_options: Value) -> Result<Session, BoxError> {
+pub async fn create_session(
+    client: &reqwest::Client,
+    v2: &str,
+    split_options: Value,
+) -> Result<Session, BoxError> {
     let response = client
-        .post(format!("{v2}?Action=TableCreateReadSession&Target={TARGET}"))
+        .post(format!(
+            "{v2}?Action=TableCreateReadSession&Target={TARGET}"
+        ))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(json!({ "SplitOptions": split_options }).to_string())
         .send()
@@ -190,8 +196,12 @@ pub async fn throughput(
     max_batch_rows: usize,
     check: bool,
 ) -> Result<Throughput, BoxError> {
-    let session =
-        create_session(client, v2, json!({"SplitMode": "Parallelism", "SplitNumber": readers})).await?;
+    let session = create_session(
+        client,
+        v2,
+        json!({"SplitMode": "Parallelism", "SplitNumber": readers}),
+    )
+    .await?;
     let splits = session.splits.max(0) as u64;
     let next = Arc::new(AtomicU64::new(0));
     let cpu0 = proc_stats::cpu_seconds(server_pid).ok_or("cannot read the server's CPU time")?;
@@ -199,7 +209,12 @@ pub async fn throughput(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..readers {
-        let (client, v2, id, next) = (client.clone(), v2.to_string(), session.id.clone(), next.clone());
+        let (client, v2, id, next) = (
+            client.clone(),
+            v2.to_string(),
+            session.id.clone(),
+            next.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut wire, mut rows) = (0u64, 0u64);
             loop {
@@ -207,7 +222,15 @@ pub async fn throughput(
                 if split >= splits {
                     break;
                 }
-                let mut response = table_read(&client, &v2, &id, Range::Split(split), encoding, max_batch_rows).await?;
+                let mut response = table_read(
+                    &client,
+                    &v2,
+                    &id,
+                    Range::Split(split),
+                    encoding,
+                    max_batch_rows,
+                )
+                .await?;
                 let mut ipc = (check && encoding == Encoding::None).then(IpcCheck::default);
                 while let Some(chunk) = response.chunk().await? {
                     wire += chunk.len() as u64;
@@ -287,7 +310,13 @@ pub async fn many_streams(
     server_pid: u32,
     options: &ManyStreamsOptions,
 ) -> Result<ManyStreams, BoxError> {
-    let ManyStreamsOptions { streams, table_rows, table_bytes, hold, max_batch_rows } = *options;
+    let ManyStreamsOptions {
+        streams,
+        table_rows,
+        table_bytes,
+        hold,
+        max_batch_rows,
+    } = *options;
     let session = create_session(client, v2, json!({"SplitMode": "RowOffset"})).await?;
     // Let the slot of the session call go before the streams take theirs.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,19 +369,21 @@ pub async fn many_streams(
                     let _ = gate_tx.send(true);
                 }
             };
-            let mut response = match table_read(&client, &v2, &id, range, Encoding::None, max_batch_rows).await {
-                Ok(r) => r,
-                Err(e) => {
-                    arrive();
-                    return Err(e);
-                }
-            };
+            let mut response =
+                match table_read(&client, &v2, &id, range, Encoding::None, max_batch_rows).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        arrive();
+                        return Err(e);
+                    }
+                };
             let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
             max_open.fetch_max(now_open, Ordering::SeqCst);
             arrive();
             let result = async {
                 // Wait (at most a minute) until every stream is open.
-                let _ = tokio::time::timeout(Duration::from_secs(60), gate_rx.wait_for(|v| *v)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(60), gate_rx.wait_for(|v| *v)).await;
                 let mut ipc = IpcCheck::default();
                 let (mut wire, mut since_pause) = (0u64, 0u64);
                 while let Some(chunk) = response.chunk().await? {
@@ -375,7 +406,10 @@ pub async fn many_streams(
             result
         }));
     }
-    let mut result = ManyStreams { streams, ..Default::default() };
+    let mut result = ManyStreams {
+        streams,
+        ..Default::default()
+    };
     for t in tasks {
         match t.await {
             Ok(Ok((rows, wire))) => {
@@ -409,7 +443,10 @@ pub async fn many_streams(
     result.rss_after = proc_stats::memory(server_pid, "VmRSS").unwrap_or(0);
     if result.ok == streams && result.rows != table_rows {
         result.errors += 1;
-        result.error_samples.push(format!("{} rows in all, {table_rows} expected", result.rows));
+        result.error_samples.push(format!(
+            "{} rows in all, {table_rows} expected",
+            result.rows
+        ));
     }
     Ok(result)
 }

@@ -55,14 +55,20 @@ pub fn open_fds(pid: u32) -> Option<usize> {
 /// Raises the soft limit of open files to the hard limit (children inherit it).
 /// Returns the soft limit in force afterwards.
 pub fn raise_nofile_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit and setrlimit read and write the struct passed by pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 0;
         }
         if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 limit = raised;
             }
@@ -79,7 +85,8 @@ mod tests {
 
     #[test]
     fn stat_and_status_parse() {
-        let stat = "1234 (paiio serve) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 9 0 1 0";
+        let stat =
+            "1234 (paiio serve) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 9 0 1 0";
         assert_eq!(parse_stat_cpu(stat, 100.0), Some(3.0));
         let status = "Name:\tpaiio\nVmHWM:\t  204800 kB\nVmRSS:\t   30720 kB\n";
         assert_eq!(parse_status_kb(status, "VmRSS"), Some(30 << 20));

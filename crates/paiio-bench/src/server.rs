@@ -29,7 +29,10 @@ impl ServeProcess {
             .arg(warehouse)
             .args(["--listen", "127.0.0.1:0", "--allow-anonymous"])
             .args(extra_args)
-            .env("PAIIO_LOG", std::env::var("PAIIO_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "PAIIO_LOG",
+                std::env::var("PAIIO_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -49,7 +52,10 @@ impl ServeProcess {
                 }
             }
         });
-        let mut server = ServeProcess { child, endpoint: String::new() };
+        let mut server = ServeProcess {
+            child,
+            endpoint: String::new(),
+        };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(endpoint) => server.endpoint = endpoint,
             Err(_) => {

@@ -64,7 +64,9 @@ pub fn make_batch(schema: &SchemaRef, start: u64, n: u64) -> RecordBatch {
     let hash: Vec<u64> = (start..start + n).map(splitmix64).collect();
     let f1 = Float64Array::from_iter_values(ids.iter().map(|&i| i as f64 * 0.25));
     let f2 = Float64Array::from_iter_values(ids.iter().map(|&i| (i % 1000) as f64 / 8.0));
-    let f3 = Float64Array::from_iter_values(hash.iter().map(|&h| (h >> 11) as f64 / (1u64 << 53) as f64));
+    let f3 = Float64Array::from_iter_values(
+        hash.iter().map(|&h| (h >> 11) as f64 / (1u64 << 53) as f64),
+    );
     let f4 = Float64Array::from_iter_values(ids.iter().map(|&i| (i % 86_400) as f64 * 1.5));
     let i1 = Int64Array::from_iter_values(ids.iter().map(|&i| i % 100));
     let i2 = Int64Array::from_iter_values(ids.iter().map(|&i| i / 7));
@@ -75,7 +77,14 @@ pub fn make_batch(schema: &SchemaRef, start: u64, n: u64) -> RecordBatch {
         use std::fmt::Write;
         text.clear();
         // 20 to 40 characters: a word, the id, and part of the hash.
-        let _ = write!(text, "{}-{:010}-{:016x}{:016x}", WORDS[(h & 15) as usize], i, h, h.rotate_left(17));
+        let _ = write!(
+            text,
+            "{}-{:010}-{:016x}{:016x}",
+            WORDS[(h & 15) as usize],
+            i,
+            h,
+            h.rotate_left(17)
+        );
         let len = 20 + ((h >> 8) % 21) as usize;
         s.append_value(&text[..len.min(text.len())]);
     }
@@ -111,8 +120,19 @@ pub async fn ensure_table(dir: &Path, rows: u64) -> Result<bool, Box<dyn std::er
         warehouse.drop_table(&table, true).await?;
     }
     let started = Instant::now();
-    eprintln!("bench: writing {rows} rows into bench.wide under {}", dir.display());
-    warehouse.create_table(&table, &wanted, CreateTableOptions { if_not_exists: false }).await?;
+    eprintln!(
+        "bench: writing {rows} rows into bench.wide under {}",
+        dir.display()
+    );
+    warehouse
+        .create_table(
+            &table,
+            &wanted,
+            CreateTableOptions {
+                if_not_exists: false,
+            },
+        )
+        .await?;
     let session = warehouse
         .create_write_session(&WriteSessionRequest {
             table: table.clone(),
@@ -120,14 +140,20 @@ pub async fn ensure_table(dir: &Path, rows: u64) -> Result<bool, Box<dyn std::er
             ..WriteSessionRequest::new(table.clone())
         })
         .await?;
-    let arrow_schema: SchemaRef = Arc::new(session.write_schema.to_arrow_schema(&ArrowOptions::default(), true));
+    let arrow_schema: SchemaRef = Arc::new(
+        session
+            .write_schema
+            .to_arrow_schema(&ArrowOptions::default(), true),
+    );
     let batches = rows.div_ceil(BATCH_ROWS);
     let mut tasks = Vec::new();
     for w in 0..WRITE_STREAMS.min(batches) {
         let (warehouse, table, schema) = (warehouse.clone(), table.clone(), arrow_schema.clone());
         let session_id = session.session_id.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = warehouse.create_write_stream(&table, &session_id, None, false).await?;
+            let stream = warehouse
+                .create_write_stream(&table, &session_id, None, false)
+                .await?;
             let mut b = w;
             while b < batches {
                 let start = b * BATCH_ROWS;
@@ -149,14 +175,18 @@ pub async fn ensure_table(dir: &Path, rows: u64) -> Result<bool, Box<dyn std::er
                     .await?;
                 b += WRITE_STREAMS;
             }
-            warehouse.close_write_stream(&table, &session_id, &stream.stream_id, stream.version).await?;
+            warehouse
+                .close_write_stream(&table, &session_id, &stream.stream_id, stream.version)
+                .await?;
             Ok::<(), paiio_storage::Error>(())
         }));
     }
     for t in tasks {
         t.await??;
     }
-    let info = warehouse.commit_write_session(&table, &session.session_id, None).await?;
+    let info = warehouse
+        .commit_write_session(&table, &session.session_id, None)
+        .await?;
     eprintln!(
         "bench: wrote {} rows (version {}) in {:.1} s",
         info.rows,
@@ -193,7 +223,8 @@ pub async fn read_in_process(
                 if split >= splits {
                     break;
                 }
-                let mut request = ReadRequest::new(table.clone(), session_id.clone(), ReadRange::Split(split));
+                let mut request =
+                    ReadRequest::new(table.clone(), session_id.clone(), ReadRange::Split(split));
                 request.max_batch_rows = max_batch_rows;
                 let mut stream = warehouse.read(&request).await?;
                 while let Some(batch) = stream.next().await {
@@ -221,9 +252,16 @@ mod tests {
         let schema: SchemaRef = Arc::new(schema().to_arrow_schema(&ArrowOptions::default(), true));
         let a = make_batch(&schema, 1000, 4096);
         assert_eq!(a, make_batch(&schema, 1000, 4096));
-        let bytes: usize = a.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap()).sum();
+        let bytes: usize = a
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap())
+            .sum();
         let per_row = bytes as f64 / 4096.0;
-        assert!((EST_ROW_BYTES * 0.9..EST_ROW_BYTES * 1.1).contains(&per_row), "{per_row} bytes per row");
+        assert!(
+            (EST_ROW_BYTES * 0.9..EST_ROW_BYTES * 1.1).contains(&per_row),
+            "{per_row} bytes per row"
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub async fn create(
     if if_not_exists && service.describe_table(&uri.table).await.is_ok() {
         return out.line(&format!("exists {uri} (unchanged)"));
     }
-    service.create_table(&uri.table, &schema, CreateTableOptions { if_not_exists }).await?;
+    service
+        .create_table(&uri.table, &schema, CreateTableOptions { if_not_exists })
+        .await?;
     out.line(&format!("created {uri}"))
 }
 
@@ -146,18 +148,25 @@ pub async fn head(
     let target = Target::resolve(service.as_ref(), uri).await?;
     target.require_rows_source()?;
     let partition = (!target.uri.partition.is_empty()).then_some(&target.uri.partition);
-    let mut stream = service.preview(&target.uri.table, partition, &[], rows).await?;
+    let mut stream = service
+        .preview(&target.uri.table, partition, &[], rows)
+        .await?;
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut seen = 0u64;
     while seen < rows {
-        let Some(batch) = stream.next().await else { break };
+        let Some(batch) = stream.next().await else {
+            break;
+        };
         let batch = batch?;
         let take = (rows - seen).min(batch.num_rows() as u64) as usize;
         seen += take as u64;
         batches.push(batch.slice(0, take));
     }
     if batches.is_empty() {
-        let schema = target.info.schema.to_arrow_schema(&ArrowOptions::default(), true);
+        let schema = target
+            .info
+            .schema
+            .to_arrow_schema(&ArrowOptions::default(), true);
         batches.push(RecordBatch::new_empty(Arc::new(schema)));
     }
     let table = arrow::util::pretty::pretty_format_batches(&batches)
@@ -165,11 +174,7 @@ pub async fn head(
     out.line(&table.to_string())
 }
 
-pub async fn partitions(
-    service: Arc<dyn TableService>,
-    out: &mut Output,
-    uri: &str,
-) -> Result<()> {
+pub async fn partitions(service: Arc<dyn TableService>, out: &mut Output, uri: &str) -> Result<()> {
     let target = Target::resolve(service.as_ref(), uri).await?;
     if target.info.schema.partition_columns.is_empty() {
         return Err(StorageError::invalid(
@@ -179,7 +184,11 @@ pub async fn partitions(
         .into());
     }
     let partitions = target.partitions();
-    let width = partitions.iter().map(|p| p.spec.to_path().chars().count()).max().unwrap_or(0);
+    let width = partitions
+        .iter()
+        .map(|p| p.spec.to_path().chars().count())
+        .max()
+        .unwrap_or(0);
     for p in partitions {
         out.line(&format!("{:<width$}  {}", p.spec.to_path(), p.row_count))?;
     }
@@ -204,7 +213,9 @@ pub async fn drop(
                 Ok(_) => {}
             }
         }
-        service.drop_partition(&uri.table, &uri.partition, if_exists).await?;
+        service
+            .drop_partition(&uri.table, &uri.partition, if_exists)
+            .await?;
     }
     out.line(&format!("dropped {uri}"))
 }

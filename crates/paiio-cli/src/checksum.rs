@@ -33,11 +33,11 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, BooleanArray, Date32Array,
-    Decimal128Array, FixedSizeBinaryArray, Float32Array, Float64Array, GenericListArray,
-    Int8Array, Int16Array, Int32Array, Int64Array, IntervalDayTimeArray,
-    IntervalYearMonthArray, LargeBinaryArray, LargeStringArray, MapArray, RecordBatch,
-    StringArray, StringViewArray, StructArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+    Decimal128Array, FixedSizeBinaryArray, Float32Array, Float64Array, GenericListArray, Int8Array,
+    Int16Array, Int32Array, Int64Array, IntervalDayTimeArray, IntervalYearMonthArray,
+    LargeBinaryArray, LargeStringArray, MapArray, RecordBatch, StringArray, StringViewArray,
+    StructArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
+    TimestampSecondArray,
 };
 use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use futures::StreamExt;
@@ -86,7 +86,11 @@ impl RowDigest {
     }
 
     pub fn hex(&self) -> String {
-        self.sum.iter().rev().map(|limb| format!("{limb:016x}")).collect()
+        self.sum
+            .iter()
+            .rev()
+            .map(|limb| format!("{limb:016x}"))
+            .collect()
     }
 }
 
@@ -186,8 +190,11 @@ impl<'a> Enc<'a> {
             }
             D::Struct(_) => {
                 let s = array.as_struct();
-                let children =
-                    s.columns().iter().map(|c| Enc::new(c.as_ref())).collect::<Result<_>>()?;
+                let children = s
+                    .columns()
+                    .iter()
+                    .map(|c| Enc::new(c.as_ref()))
+                    .collect::<Result<_>>()?;
                 Enc::Struct(s, children)
             }
             other => {
@@ -252,7 +259,11 @@ impl<'a> Enc<'a> {
             }
             Enc::F64(a) => {
                 let v = a.value(i);
-                let bits = if v.is_nan() { 0x7ff8_0000_0000_0000 } else { v.to_bits() };
+                let bits = if v.is_nan() {
+                    0x7ff8_0000_0000_0000
+                } else {
+                    v.to_bits()
+                };
                 out.push(0x04);
                 out.extend_from_slice(&bits.to_le_bytes());
             }
@@ -324,7 +335,10 @@ impl<'a> Enc<'a> {
 /// The digest of one batch (columns in table order).
 pub fn digest_batch(batch: &RecordBatch) -> Result<RowDigest> {
     let columns: Vec<ArrayRef> = batch.columns().to_vec();
-    let encoders = columns.iter().map(|c| Enc::new(c.as_ref())).collect::<Result<Vec<_>>>()?;
+    let encoders = columns
+        .iter()
+        .map(|c| Enc::new(c.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
     let mut digest = RowDigest::default();
     let mut buf = Vec::with_capacity(256);
     // One hasher and one output buffer for all rows (cheaper than `Sha256::digest`).
@@ -344,7 +358,10 @@ pub fn digest_batch(batch: &RecordBatch) -> Result<RowDigest> {
 
 /// The digest of everything `read` covers, reading and hashing ranges in parallel.
 pub async fn digest_all(read: Arc<FullRead>) -> Result<RowDigest> {
-    let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let parallelism = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
     let ranges = read.ranges(parallelism, 128 * 1024);
     let progress = rows_progress(read.rows, "checksum");
     let mut tasks = tokio::task::JoinSet::new();
@@ -372,7 +389,8 @@ pub async fn digest_all(read: Arc<FullRead>) -> Result<RowDigest> {
     }
     let mut total = RowDigest::default();
     while let Some(joined) = tasks.join_next().await {
-        let digest = joined.map_err(|_| CliError::failure("a checksum task failed unexpectedly"))??;
+        let digest =
+            joined.map_err(|_| CliError::failure("a checksum task failed unexpectedly"))??;
         total.merge(&digest);
     }
     progress.finish_and_clear();
@@ -386,7 +404,9 @@ pub async fn digest_all(read: Arc<FullRead>) -> Result<RowDigest> {
 }
 
 async fn join_hash(handle: tokio::task::JoinHandle<Result<RowDigest>>) -> Result<RowDigest> {
-    handle.await.map_err(|_| CliError::failure("a checksum task failed unexpectedly"))?
+    handle
+        .await
+        .map_err(|_| CliError::failure("a checksum task failed unexpectedly"))?
 }
 
 pub async fn run(service: Arc<dyn TableService>, out: &mut Output, uri: &str) -> Result<()> {
@@ -409,14 +429,21 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))],
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
         )
         .unwrap()
     }
 
     #[test]
     fn order_and_batching_do_not_matter_but_duplicates_do() {
-        let a = digest_batch(&batch(vec![Some(1), Some(2), None], vec![Some("x"), None, Some("")])).unwrap();
+        let a = digest_batch(&batch(
+            vec![Some(1), Some(2), None],
+            vec![Some("x"), None, Some("")],
+        ))
+        .unwrap();
         let mut b = digest_batch(&batch(vec![None, Some(1)], vec![Some(""), Some("x")])).unwrap();
         b.merge(&digest_batch(&batch(vec![Some(2)], vec![None])).unwrap());
         assert_eq!(a, b);

@@ -22,12 +22,18 @@ pub type Result<T, E = CliError> = std::result::Result<T, E>;
 impl CliError {
     /// Bad input (exit status 2).
     pub fn input(message: impl Into<String>) -> Self {
-        CliError { message: message.into(), code: EXIT_INPUT }
+        CliError {
+            message: message.into(),
+            code: EXIT_INPUT,
+        }
     }
 
     /// Any other failure (exit status 1).
     pub fn failure(message: impl Into<String>) -> Self {
-        CliError { message: message.into(), code: EXIT_FAILURE }
+        CliError {
+            message: message.into(),
+            code: EXIT_FAILURE,
+        }
     }
 
     /// An I/O error on a local file the user named.
@@ -39,13 +45,22 @@ impl CliError {
             | std::io::ErrorKind::InvalidData => EXIT_INPUT,
             _ => EXIT_FAILURE,
         };
-        CliError { message: format!("cannot {action} {}: {error}", path.display()), code }
+        CliError {
+            message: format!("cannot {action} {}: {error}", path.display()),
+            code,
+        }
     }
 
     /// The message as one line (newlines of wrapped messages folded).
     pub fn one_line(&self) -> String {
         let mut out = String::with_capacity(self.message.len());
-        for (i, line) in self.message.lines().map(str::trim).filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in self
+            .message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             if i > 0 {
                 out.push_str("; ");
             }
@@ -69,6 +84,9 @@ impl From<StorageError> for CliError {
             StorageError::InvalidArgument { .. } | StorageError::TypeMismatch { .. } => EXIT_INPUT,
             _ => EXIT_FAILURE,
         };
-        CliError { message: error.to_string(), code }
+        CliError {
+            message: error.to_string(),
+            code,
+        }
     }
 }

@@ -65,8 +65,13 @@ pub async fn run(
         .tempfile_in(&dir)
         .map_err(|e| CliError::file(path, "create", &e))?;
     let (file, temp_path) = temp.into_parts();
-    let sink = Sink::new(format, format::is_arrow_stream_path(path), file, read.schema.clone())
-        .map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
+    let sink = Sink::new(
+        format,
+        format::is_arrow_stream_path(path),
+        file,
+        read.schema.clone(),
+    )
+    .map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
 
     let progress = rows_progress(read.rows, "exporting");
     // Batches are encoded and written on a blocking thread while the next ones are read.
@@ -103,20 +108,28 @@ pub async fn run(
         .map_err(|_| CliError::failure("the file writer failed unexpectedly"))?;
     progress.finish_and_clear();
     let rows = read_result?;
-    let sink = written.map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
+    let sink =
+        written.map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
     let warnings = sink.warnings();
-    sink.finish().map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
+    sink.finish()
+        .map_err(|e| CliError::failure(format!("writing {}: {e}", path.display())))?;
     if rows != read.rows {
         return Err(CliError::failure(format!(
             "read {rows} rows of {} but the read session has {}",
             read.target.uri, read.rows
         )));
     }
-    temp_path.persist(path).map_err(|e| CliError::file(path, "write", &e.error))?;
+    temp_path
+        .persist(path)
+        .map_err(|e| CliError::file(path, "write", &e.error))?;
     for warning in warnings {
         eprintln!("paiio: warning: {warning}");
     }
-    out.line(&format!("exported {rows} rows of {} to {}", read.target.uri, path.display()))
+    out.line(&format!(
+        "exported {rows} rows of {} to {}",
+        read.target.uri,
+        path.display()
+    ))
 }
 
 /// An open output file in one of the formats.
@@ -136,11 +149,18 @@ enum Sink {
 const WRITE_BUFFER: usize = 1 << 20;
 
 impl Sink {
-    fn new(format: Format, arrow_stream: bool, file: File, schema: SchemaRef) -> Result<Sink, ArrowError> {
+    fn new(
+        format: Format,
+        arrow_stream: bool,
+        file: File,
+        schema: SchemaRef,
+    ) -> Result<Sink, ArrowError> {
         let out = BufWriter::with_capacity(WRITE_BUFFER, file);
         Ok(match format {
             Format::Csv => Sink::Csv {
-                writer: arrow::csv::WriterBuilder::new().with_header(true).build(out),
+                writer: arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
                 empty_strings: vec![0; schema.fields().len()],
                 schema,
                 wrote: false,
@@ -163,7 +183,12 @@ impl Sink {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         match self {
-            Sink::Csv { writer, wrote, empty_strings, .. } => {
+            Sink::Csv {
+                writer,
+                wrote,
+                empty_strings,
+                ..
+            } => {
                 *wrote = true;
                 for (count, column) in empty_strings.iter_mut().zip(batch.columns()) {
                     if let Some(strings) = column.as_string_opt::<i32>() {
@@ -183,7 +208,14 @@ impl Sink {
 
     /// What the user should know about the file written (one line each).
     fn warnings(&self) -> Vec<String> {
-        let Sink::Csv { schema, empty_strings, .. } = self else { return Vec::new() };
+        let Sink::Csv {
+            schema,
+            empty_strings,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
         schema
             .fields()
             .iter()
@@ -202,7 +234,12 @@ impl Sink {
     /// Completes the file and syncs it to disk.
     fn finish(self) -> Result<(), ArrowError> {
         let out = match self {
-            Sink::Csv { mut writer, schema, wrote, .. } => {
+            Sink::Csv {
+                mut writer,
+                schema,
+                wrote,
+                ..
+            } => {
                 if !wrote {
                     // The header row, for a table without rows.
                     writer.write(&RecordBatch::new_empty(schema))?;
@@ -222,7 +259,9 @@ impl Sink {
                 writer.into_inner()?
             }
         };
-        let file = out.into_inner().map_err(|e| ArrowError::IoError(e.to_string(), e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| ArrowError::IoError(e.to_string(), e.into_error()))?;
         file.sync_all()?;
         Ok(())
     }
@@ -245,18 +284,31 @@ impl EncoderFactory for NonFiniteFloats {
         let encoder: Box<dyn Encoder + 'a> = match array.data_type() {
             DataType::Float64 => {
                 let values = array.as_primitive::<Float64Type>().values();
-                if values.iter().enumerate().all(|(i, v)| v.is_finite() || !valid(i)) {
-                    return Ok(None);
-                }
-                Box::new(FloatText(values.iter().map(|v| float_text(*v, v.abs())).collect()))
-            }
-            DataType::Float32 => {
-                let values = array.as_primitive::<Float32Type>().values();
-                if values.iter().enumerate().all(|(i, v)| v.is_finite() || !valid(i)) {
+                if values
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| v.is_finite() || !valid(i))
+                {
                     return Ok(None);
                 }
                 Box::new(FloatText(
-                    values.iter().map(|v| float_text(*v, f64::from(v.abs()))).collect(),
+                    values.iter().map(|v| float_text(*v, v.abs())).collect(),
+                ))
+            }
+            DataType::Float32 => {
+                let values = array.as_primitive::<Float32Type>().values();
+                if values
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| v.is_finite() || !valid(i))
+                {
+                    return Ok(None);
+                }
+                Box::new(FloatText(
+                    values
+                        .iter()
+                        .map(|v| float_text(*v, f64::from(v.abs())))
+                        .collect(),
                 ))
             }
             _ => return Ok(None),
@@ -271,10 +323,18 @@ fn float_text<F: std::fmt::Display + std::fmt::LowerExp + Copy>(v: F, magnitude:
     if magnitude.is_nan() {
         "\"NaN\"".to_string()
     } else if magnitude.is_infinite() {
-        if format!("{v}").starts_with('-') { "\"-inf\"".to_string() } else { "\"inf\"".to_string() }
+        if format!("{v}").starts_with('-') {
+            "\"-inf\"".to_string()
+        } else {
+            "\"inf\"".to_string()
+        }
     } else if magnitude == 0.0 || (1e-6..1e17).contains(&magnitude) {
         let text = format!("{v}");
-        if text.contains('.') { text } else { format!("{text}.0") }
+        if text.contains('.') {
+            text
+        } else {
+            format!("{text}.0")
+        }
     } else {
         format!("{v:e}")
     }

@@ -31,7 +31,9 @@ pub fn resolve(path: &Path, given: Option<Format>) -> Result<Format> {
 
 /// Whether an Arrow IPC file should be written in the stream format (`.arrows`).
 pub fn is_arrow_stream_path(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("arrows"))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("arrows"))
 }
 
 /// Whether CSV import parses this Arrow type (the types arrow-csv reads).
@@ -69,5 +71,7 @@ pub fn json_can_carry(data_type: &DataType) -> bool {
 
 /// The error for a column a format cannot carry.
 pub fn cannot_carry(format: &str, column: &str, ty: &str, instead: &str) -> crate::error::CliError {
-    CliError::input(format!("{format} cannot carry column `{column}` of type {ty}: use --format {instead}"))
+    CliError::input(format!(
+        "{format} cannot carry column `{column}` of type {ty}: use --format {instead}"
+    ))
 }

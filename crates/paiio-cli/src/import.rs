@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use paiio_storage::{
-    ArrowOptions, CommitInfo, OdpsType, TableService, WriteMode, WriteRequest,
-    WriteSessionRequest,
+    ArrowOptions, CommitInfo, OdpsType, TableService, WriteMode, WriteRequest, WriteSessionRequest,
 };
 
 use crate::cli::Format;
@@ -35,7 +34,11 @@ pub struct ImportArgs<'a> {
     pub batch_rows: usize,
 }
 
-pub async fn run(service: Arc<dyn TableService>, out: &mut Output, args: ImportArgs<'_>) -> Result<()> {
+pub async fn run(
+    service: Arc<dyn TableService>,
+    out: &mut Output,
+    args: ImportArgs<'_>,
+) -> Result<()> {
     let target = Target::resolve(service.as_ref(), args.uri).await?;
     let format = format::resolve(args.file, args.format)?;
     let schema = &target.info.schema;
@@ -104,9 +107,18 @@ pub async fn run(service: Arc<dyn TableService>, out: &mut Output, args: ImportA
             mode: WriteMode::Batch,
         })
         .await?;
-    let chunk_rows = args.batch_rows.saturating_mul(WRITE_CHUNK_BATCHES).min(WRITE_CHUNK_MAX_ROWS);
-    let result =
-        write_all(service.as_ref(), &session.session_id, &target, source, chunk_rows).await;
+    let chunk_rows = args
+        .batch_rows
+        .saturating_mul(WRITE_CHUNK_BATCHES)
+        .min(WRITE_CHUNK_MAX_ROWS);
+    let result = write_all(
+        service.as_ref(),
+        &session.session_id,
+        &target,
+        source,
+        chunk_rows,
+    )
+    .await;
     progress.finish_and_clear();
     match result {
         Ok(info) => out.line(&format!(
@@ -114,7 +126,10 @@ pub async fn run(service: Arc<dyn TableService>, out: &mut Output, args: ImportA
             info.rows, target.uri, info.version
         )),
         Err(e) => {
-            if let Err(abort) = service.abort_write_session(&table, &session.session_id).await {
+            if let Err(abort) = service
+                .abort_write_session(&table, &session.session_id)
+                .await
+            {
                 tracing::warn!("aborting write session {}: {abort}", session.session_id);
             }
             Err(e)
@@ -130,7 +145,9 @@ async fn write_all(
     chunk_rows: usize,
 ) -> Result<CommitInfo> {
     let table = &target.uri.table;
-    let stream = service.create_write_stream(table, session_id, None, true).await?;
+    let stream = service
+        .create_write_stream(table, session_id, None, true)
+        .await?;
 
     // The parser runs on a blocking thread, a few batches ahead of the writer.
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
@@ -182,8 +199,12 @@ async fn write_all(
                 break;
             }
         }
-        service.close_write_stream(table, session_id, &stream.stream_id, stream.version).await?;
-        Ok(service.commit_write_session(table, session_id, None).await?)
+        service
+            .close_write_stream(table, session_id, &stream.stream_id, stream.version)
+            .await?;
+        Ok(service
+            .commit_write_session(table, session_id, None)
+            .await?)
     }
     .await;
     // Stop the parser (it sees the closed channel) and wait for it.
@@ -202,7 +223,10 @@ async fn write_all(
 fn check_partition_values(target: &Target) -> Result<()> {
     let schema = &target.info.schema;
     for (key, value) in target.uri.partition.iter() {
-        let Some(column) = schema.partition_columns.iter().find(|c| c.name.eq_ignore_ascii_case(key))
+        let Some(column) = schema
+            .partition_columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(key))
         else {
             continue;
         };

@@ -109,7 +109,12 @@ impl InputPlan {
     ) -> Result<()> {
         let expected = self.fixed.get(&column.name).unwrap_or_default();
         let text = arrow::compute::cast(array, &DataType::Utf8).map_err(|e| {
-            CliError::input(format!("{}: column `{}`: {}", self.path.display(), column.name, arrow_message(&e)))
+            CliError::input(format!(
+                "{}: column `{}`: {}",
+                self.path.display(),
+                column.name,
+                arrow_message(&e)
+            ))
         })?;
         let text = text.as_string::<i32>();
         for row in 0..text.len() {
@@ -142,11 +147,22 @@ impl InputPlan {
         let mut mapping = Vec::with_capacity(file_columns.len());
         for (i, name) in file_columns.iter().enumerate() {
             let trimmed = name.trim();
-            if file_columns[..i].iter().any(|other| other.trim().eq_ignore_ascii_case(trimmed)) {
-                return Err(CliError::input(format!("{file} has the column `{trimmed}` twice")));
+            if file_columns[..i]
+                .iter()
+                .any(|other| other.trim().eq_ignore_ascii_case(trimmed))
+            {
+                return Err(CliError::input(format!(
+                    "{file} has the column `{trimmed}` twice"
+                )));
             }
-            let written = self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(trimmed));
-            let fixed = self.fixed_columns.iter().position(|c| c.name.eq_ignore_ascii_case(trimmed));
+            let written = self
+                .columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(trimmed));
+            let fixed = self
+                .fixed_columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(trimmed));
             match (written, fixed) {
                 (Some(index), _) => mapping.push(index),
                 (None, Some(k)) => mapping.push(self.columns.len() + k),
@@ -170,7 +186,10 @@ impl InputPlan {
                         column.name, column.name
                     )
                 } else {
-                    format!("{file} has no column `{}` of table {}", column.name, self.table)
+                    format!(
+                        "{file} has no column `{}` of table {}",
+                        column.name, self.table
+                    )
                 }));
             }
         }
@@ -187,9 +206,14 @@ pub trait BatchSource: Send {
 /// a header or a schema.
 pub fn open(plan: &InputPlan, progress: ProgressBar) -> Result<Box<dyn BatchSource>> {
     let file = File::open(&plan.path).map_err(|e| CliError::file(&plan.path, "open", &e))?;
-    let meta = file.metadata().map_err(|e| CliError::file(&plan.path, "read", &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CliError::file(&plan.path, "read", &e))?;
     if meta.is_dir() {
-        return Err(CliError::input(format!("cannot read {}: it is a directory", plan.path.display())));
+        return Err(CliError::input(format!(
+            "cannot read {}: it is a directory",
+            plan.path.display()
+        )));
     }
     match plan.format {
         Format::Csv => Ok(Box::new(CsvSource::open(plan, file, progress)?)),
@@ -208,7 +232,11 @@ struct Counting<R> {
 impl<R> Counting<R> {
     fn new(inner: R, position: u64, progress: ProgressBar) -> Self {
         progress.set_position(position);
-        Counting { inner, position, progress }
+        Counting {
+            inner,
+            position,
+            progress,
+        }
     }
 }
 
@@ -238,7 +266,12 @@ fn read_error(path: &Path, e: std::io::Error) -> CliError {
 /// Arrow's message without its "Parser error: " style prefix.
 fn arrow_message(error: &ArrowError) -> String {
     let text = error.to_string();
-    for prefix in ["Parser error: ", "Json error: ", "Csv error: ", "Cast error: "] {
+    for prefix in [
+        "Parser error: ",
+        "Json error: ",
+        "Csv error: ",
+        "Cast error: ",
+    ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             return rest.to_string();
         }
@@ -268,9 +301,15 @@ fn first_forbidden_null(batch: &RecordBatch, columns: &[WriteColumn]) -> Option<
 
 fn forbidden_null_message(where_: &str, column: &WriteColumn) -> String {
     if column.is_partition {
-        format!("{where_}: partition column `{}` has no value (a partition value must not be empty)", column.name)
+        format!(
+            "{where_}: partition column `{}` has no value (a partition value must not be empty)",
+            column.name
+        )
     } else {
-        format!("{where_}: column `{}` is NOT NULL but has no value", column.name)
+        format!(
+            "{where_}: column `{}` is NOT NULL but has no value",
+            column.name
+        )
     }
 }
 
@@ -296,13 +335,26 @@ impl CsvSource {
         let mut header_reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .from_reader(BufReader::new(file.try_clone().map_err(|e| read_error(path, e))?));
+            .from_reader(BufReader::new(
+                file.try_clone().map_err(|e| read_error(path, e))?,
+            ));
         let header: Vec<String> = header_reader
             .headers()
-            .map_err(|e| CliError::input(format!("cannot read the header row of {}: {e}", path.display())))?
+            .map_err(|e| {
+                CliError::input(format!(
+                    "cannot read the header row of {}: {e}",
+                    path.display()
+                ))
+            })?
             .iter()
             .enumerate()
-            .map(|(i, h)| if i == 0 { h.trim_start_matches('\u{feff}').to_string() } else { h.to_string() })
+            .map(|(i, h)| {
+                if i == 0 {
+                    h.trim_start_matches('\u{feff}').to_string()
+                } else {
+                    h.to_string()
+                }
+            })
             .collect();
         if header.is_empty() || (header.len() == 1 && header[0].trim().is_empty()) {
             return Err(CliError::input(format!(
@@ -316,7 +368,12 @@ impl CsvSource {
         for &w in &mapping {
             let column = plan.column(w);
             if !csv_can_read(&column.data_type) {
-                return Err(cannot_carry("CSV", &column.name, &column.ty.to_string(), "jsonl or arrow"));
+                return Err(cannot_carry(
+                    "CSV",
+                    &column.name,
+                    &column.ty.to_string(),
+                    "jsonl or arrow",
+                ));
             }
         }
         let file_schema = Arc::new(Schema::new(
@@ -340,10 +397,20 @@ impl CsvSource {
             .with_projection(projection)
             .build_decoder();
         let mut file = file;
-        file.seek(SeekFrom::Start(data_start)).map_err(|e| read_error(path, e))?;
-        let reader = BufReader::with_capacity(READ_BUFFER, Counting::new(file, data_start, progress));
+        file.seek(SeekFrom::Start(data_start))
+            .map_err(|e| read_error(path, e))?;
+        let reader =
+            BufReader::with_capacity(READ_BUFFER, Counting::new(file, data_start, progress));
         let schema = plan.output_schema(|i| plan.columns[i].data_type.clone());
-        Ok(CsvSource { plan: plan.clone(), reader, decoder, schema, mapping, fixed_in_file, rows_before: 0 })
+        Ok(CsvSource {
+            plan: plan.clone(),
+            reader,
+            decoder,
+            schema,
+            mapping,
+            fixed_in_file,
+            rows_before: 0,
+        })
     }
 
     fn read_batch(&mut self) -> std::result::Result<Option<RecordBatch>, ReadFailure> {
@@ -403,7 +470,8 @@ impl CsvSource {
     /// Finds the first record of the failed batch that does not parse, and says why.
     fn diagnose(&self, error: &ArrowError) -> CliError {
         let path = self.plan.path.display().to_string();
-        let columns: Vec<&WriteColumn> = self.mapping.iter().map(|&w| self.plan.column(w)).collect();
+        let columns: Vec<&WriteColumn> =
+            self.mapping.iter().map(|&w| self.plan.column(w)).collect();
         let first = self.rows_before;
         let count = self.plan.batch_rows as u64 + 1;
         let mut lines: Vec<u64> = Vec::new();
@@ -456,8 +524,14 @@ impl CsvSource {
         let mut message = arrow_message(error);
         // arrow-csv names columns by position in the file.
         for (i, column) in columns.iter().enumerate().rev() {
-            message = message.replace(&format!("for column {i} "), &format!("for column `{}` ", column.name));
-            message = message.replace(&format!("column {i} at"), &format!("column `{}` at", column.name));
+            message = message.replace(
+                &format!("for column {i} "),
+                &format!("for column `{}` ", column.name),
+            );
+            message = message.replace(
+                &format!("column {i} at"),
+                &format!("column `{}` at", column.name),
+            );
         }
         CliError::input(format!("{path}: {message}"))
     }
@@ -470,15 +544,19 @@ fn first_unparsable(values: &[Option<String>], data_type: &DataType) -> Option<u
     }
     if *data_type == DataType::Boolean {
         return values.iter().position(|v| {
-            v.as_deref()
-                .is_some_and(|v| !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false"))
+            v.as_deref().is_some_and(|v| {
+                !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false")
+            })
         });
     }
     if *data_type == DataType::Utf8 {
         return None;
     }
     let text = StringArray::from(values.to_vec());
-    let options = CastOptions { safe: true, ..Default::default() };
+    let options = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
     match cast_with_options(&text, data_type, &options) {
         Ok(parsed) => (0..values.len()).find(|&i| text.is_valid(i) && parsed.is_null(i)),
         Err(_) => values.iter().position(Option::is_some),
@@ -504,15 +582,19 @@ impl BatchSource for CsvSource {
         let written = self.plan.columns.len();
         for (i, &k) in self.fixed_in_file.iter().enumerate() {
             let column = &self.plan.fixed_columns[k];
-            self.plan.check_fixed(column, batch.column(written + i), false, |row| {
-                self.line_of(self.rows_before + row as u64)
-            })?;
+            self.plan
+                .check_fixed(column, batch.column(written + i), false, |row| {
+                    self.line_of(self.rows_before + row as u64)
+                })?;
         }
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns()[..written].to_vec())
             .map_err(|e| CliError::failure(format!("{}: {e}", self.plan.path.display())))?;
         if let Some((row, column)) = first_forbidden_null(&batch, &self.plan.columns) {
             let where_ = self.line_of(self.rows_before + row as u64);
-            return Err(CliError::input(forbidden_null_message(&where_, &self.plan.columns[column])));
+            return Err(CliError::input(forbidden_null_message(
+                &where_,
+                &self.plan.columns[column],
+            )));
         }
         self.rows_before += batch.num_rows() as u64;
         Ok(Some(batch))
@@ -600,11 +682,20 @@ struct JsonSource {
 impl JsonSource {
     fn open(plan: &InputPlan, file: File, progress: ProgressBar) -> Result<Self> {
         if let Some(column) = plan.columns.iter().find(|c| !json_can_carry(&c.data_type)) {
-            return Err(cannot_carry("JSON lines", &column.name, &column.ty.to_string(), "arrow"));
+            return Err(cannot_carry(
+                "JSON lines",
+                &column.name,
+                &column.ty.to_string(),
+                "arrow",
+            ));
         }
         let schema = plan.output_schema(|i| plan.columns[i].data_type.clone());
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.extend(plan.fixed_columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)));
+        fields.extend(
+            plan.fixed_columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true)),
+        );
         let decoded_schema = Arc::new(Schema::new(fields));
         let decoder = Self::decoder(&decoded_schema, plan.batch_rows)?;
         let reader = BufReader::with_capacity(READ_BUFFER, Counting::new(file, 0, progress));
@@ -637,7 +728,8 @@ impl JsonSource {
             }
             let read = buf.len();
             // Bytes the decoder left unread come back in the next buffer: scan only the new.
-            let new = usize::try_from(self.scanned - self.decoded).map_or(read, |seen| seen.min(read));
+            let new =
+                usize::try_from(self.scanned - self.decoded).map_or(read, |seen| seen.min(read));
             self.depth.scan(&buf[new..]).map_err(ReadFailure::TooDeep)?;
             self.scanned = self.decoded + read as u64;
             let decoded = self.decoder.decode(buf).map_err(ReadFailure::Arrow)?;
@@ -653,7 +745,9 @@ impl JsonSource {
     /// Scans the non-blank lines of the file from value `first` on, calling `visit` with
     /// each value's index, line number and text; stops when `visit` returns false.
     fn scan(&self, first: u64, count: u64, mut visit: impl FnMut(u64, u64, &[u8]) -> bool) {
-        let Ok(file) = File::open(&self.plan.path) else { return };
+        let Ok(file) = File::open(&self.plan.path) else {
+            return;
+        };
         let mut reader = BufReader::with_capacity(READ_BUFFER, file);
         let mut line = Vec::new();
         let (mut number, mut index) = (0u64, 0u64);
@@ -689,27 +783,33 @@ impl JsonSource {
     fn diagnose(&self, error: &ArrowError) -> CliError {
         let path = self.plan.path.display().to_string();
         let mut problem = None;
-        self.scan(self.rows_before, self.plan.batch_rows as u64 + 1, |_, number, text| {
-            if JsonDepth::default().scan(text).is_err() {
-                problem = Some(too_deep(&self.plan.path, number).to_string());
-                return false;
-            }
-            let Ok(mut decoder) = Self::decoder(&self.decoded_schema, 1) else { return false };
-            let result = decoder.decode(text).and_then(|_| decoder.flush());
-            match result {
-                Ok(_) => true,
-                Err(e) => {
-                    let mut message = json_message(&e);
-                    if !message.contains("column `")
-                        && let Some(name) = self.failing_column(text)
-                    {
-                        message = format!("column `{name}`: {message}");
-                    }
-                    problem = Some(format!("{path} line {number}: {message}"));
-                    false
+        self.scan(
+            self.rows_before,
+            self.plan.batch_rows as u64 + 1,
+            |_, number, text| {
+                if JsonDepth::default().scan(text).is_err() {
+                    problem = Some(too_deep(&self.plan.path, number).to_string());
+                    return false;
                 }
-            }
-        });
+                let Ok(mut decoder) = Self::decoder(&self.decoded_schema, 1) else {
+                    return false;
+                };
+                let result = decoder.decode(text).and_then(|_| decoder.flush());
+                match result {
+                    Ok(_) => true,
+                    Err(e) => {
+                        let mut message = json_message(&e);
+                        if !message.contains("column `")
+                            && let Some(name) = self.failing_column(text)
+                        {
+                            message = format!("column `{name}`: {message}");
+                        }
+                        problem = Some(format!("{path} line {number}: {message}"));
+                        false
+                    }
+                }
+            },
+        );
         CliError::input(problem.unwrap_or_else(|| format!("{path}: {}", json_message(error))))
     }
 }
@@ -738,8 +838,9 @@ impl JsonSource {
     fn failing_column(&self, text: &[u8]) -> Option<String> {
         for field in self.decoded_schema.fields() {
             let schema = Arc::new(Schema::new(vec![field.as_ref().clone()]));
-            let Ok(mut decoder) =
-                arrow::json::ReaderBuilder::new(schema).with_batch_size(1).build_decoder()
+            let Ok(mut decoder) = arrow::json::ReaderBuilder::new(schema)
+                .with_batch_size(1)
+                .build_decoder()
             else {
                 continue;
             };
@@ -762,15 +863,19 @@ impl BatchSource for JsonSource {
         };
         let written = self.plan.columns.len();
         for (k, column) in self.plan.fixed_columns.iter().enumerate() {
-            self.plan.check_fixed(column, batch.column(written + k), true, |row| {
-                self.line_of(self.rows_before + row as u64)
-            })?;
+            self.plan
+                .check_fixed(column, batch.column(written + k), true, |row| {
+                    self.line_of(self.rows_before + row as u64)
+                })?;
         }
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns()[..written].to_vec())
             .map_err(|e| CliError::failure(format!("{}: {e}", self.plan.path.display())))?;
         if let Some((row, column)) = first_forbidden_null(&batch, &self.plan.columns) {
             let where_ = self.line_of(self.rows_before + row as u64);
-            return Err(CliError::input(forbidden_null_message(&where_, &self.plan.columns[column])));
+            return Err(CliError::input(forbidden_null_message(
+                &where_,
+                &self.plan.columns[column],
+            )));
         }
         self.rows_before += batch.num_rows() as u64;
         Ok(Some(batch))
@@ -809,10 +914,15 @@ impl ArrowSource {
             // The footer points at every message the reader will decode: check them first.
             ipc_guard::check_file(&mut file, &what, IMPORT_IPC_LIMITS).map_err(refused)?;
         }
-        file.seek(SeekFrom::Start(0)).map_err(|e| read_error(path, e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| read_error(path, e))?;
         let counting = Counting::new(file, 0, progress);
         let bad = |e: ArrowError| {
-            CliError::input(format!("{} is not a readable Arrow IPC file: {}", path.display(), arrow_message(&e)))
+            CliError::input(format!(
+                "{} is not a readable Arrow IPC file: {}",
+                path.display(),
+                arrow_message(&e)
+            ))
         };
         let reader: Box<dyn RecordBatchReader + Send> = if is_file_format {
             Box::new(arrow::ipc::reader::FileReader::try_new_buffered(counting, None).map_err(bad)?)
@@ -825,7 +935,11 @@ impl ArrowSource {
             )
         };
         let file_schema = reader.schema();
-        let names: Vec<String> = file_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let mapping = plan.match_columns(&names)?;
         let mut sources = vec![0usize; plan.columns.len()];
         let mut fixed_sources = Vec::new();
@@ -837,7 +951,8 @@ impl ArrowSource {
             let column = plan.column(w);
             let data_type = file_schema.field(f).data_type();
             let ok = column.ty.arrow_compatible(data_type)
-                || (column.is_partition && matches!(data_type, DataType::Utf8 | DataType::LargeUtf8));
+                || (column.is_partition
+                    && matches!(data_type, DataType::Utf8 | DataType::LargeUtf8));
             if !ok {
                 return Err(CliError::input(format!(
                     "{}: column `{}` has Arrow type {data_type}, which a column of type {} cannot take",
@@ -855,23 +970,41 @@ impl ArrowSource {
                 file_schema.field(sources[w]).data_type().clone()
             }
         });
-        Ok(ArrowSource { plan: plan.clone(), reader, schema, sources, fixed_sources, rows_before: 0 })
+        Ok(ArrowSource {
+            plan: plan.clone(),
+            reader,
+            schema,
+            sources,
+            fixed_sources,
+            rows_before: 0,
+        })
     }
 }
 
 impl ArrowSource {
     /// Partition values of another Arrow type (text) converted to the column's type.
     fn partition_values(&self, column: &WriteColumn, array: &ArrayRef) -> Result<ArrayRef> {
-        let options = CastOptions { safe: true, ..Default::default() };
+        let options = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
         let cast = cast_with_options(array, &column.data_type, &options).map_err(|e| {
-            CliError::input(format!("{}: column `{}`: {}", self.plan.path.display(), column.name, arrow_message(&e)))
+            CliError::input(format!(
+                "{}: column `{}`: {}",
+                self.plan.path.display(),
+                column.name,
+                arrow_message(&e)
+            ))
         })?;
         let text = arrow::compute::cast(array, &DataType::Utf8).ok();
         let text = text.as_ref().map(|t| t.as_string::<i32>());
         for row in 0..array.len() {
             let canonical = cast.is_valid(row)
                 && text.is_none_or(|t| {
-                    arrow::util::display::array_value_to_string(&cast, row).ok().as_deref() == Some(t.value(row))
+                    arrow::util::display::array_value_to_string(&cast, row)
+                        .ok()
+                        .as_deref()
+                        == Some(t.value(row))
                 });
             if array.is_valid(row) && !canonical {
                 let value = text.map(|t| t.value(row).to_string()).unwrap_or_default();
@@ -908,9 +1041,12 @@ impl BatchSource for ArrowSource {
             }
             for &(k, f) in &self.fixed_sources {
                 let path = self.plan.path.display();
-                self.plan.check_fixed(&self.plan.fixed_columns[k], batch.column(f), false, |row| {
-                    format!("{path} row {}", self.rows_before + row as u64 + 1)
-                })?;
+                self.plan.check_fixed(
+                    &self.plan.fixed_columns[k],
+                    batch.column(f),
+                    false,
+                    |row| format!("{path} row {}", self.rows_before + row as u64 + 1),
+                )?;
             }
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources.len());
             for (column, &f) in self.plan.columns.iter().zip(&self.sources) {
@@ -922,11 +1058,23 @@ impl BatchSource for ArrowSource {
                     columns.push(array);
                 }
             }
-            let batch = RecordBatch::try_new(self.schema.clone(), columns)
-                .map_err(|e| CliError::input(format!("{}: {}", self.plan.path.display(), arrow_message(&e))))?;
+            let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
+                CliError::input(format!(
+                    "{}: {}",
+                    self.plan.path.display(),
+                    arrow_message(&e)
+                ))
+            })?;
             if let Some((row, column)) = first_forbidden_null(&batch, &self.plan.columns) {
-                let where_ = format!("{} row {}", self.plan.path.display(), self.rows_before + row as u64 + 1);
-                return Err(CliError::input(forbidden_null_message(&where_, &self.plan.columns[column])));
+                let where_ = format!(
+                    "{} row {}",
+                    self.plan.path.display(),
+                    self.rows_before + row as u64 + 1
+                );
+                return Err(CliError::input(forbidden_null_message(
+                    &where_,
+                    &self.plan.columns[column],
+                )));
             }
             self.rows_before += batch.num_rows() as u64;
             return Ok(Some(batch));

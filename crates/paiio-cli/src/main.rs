@@ -14,7 +14,6 @@
 //! Errors are one line on standard error, `paiio: error: MESSAGE`, with exit status 2 for
 //! bad input (usage, URIs, schemas, files, values) and 1 for other failures.
 
-
 // A server holding many streams allocates and frees large buffers from many threads; mimalloc
 // returns that memory to the system where glibc's arenas keep it.
 #[global_allocator]
@@ -53,17 +52,26 @@ fn main() -> ExitCode {
     // 1,000 concurrent reads of `paiio serve` start a thread each, every one with its own
     // allocator caches, for no gain on a machine with a few cores: a few threads per core
     // keep the disks and cores busy, and the reads queue in order.
-    let blocking = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4) * 8;
+    let blocking = std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4)
+        * 8;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(blocking)
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return report(&CliError::failure(format!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return report(&CliError::failure(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
     };
     let mut out = Output::new();
-    let result = runtime.block_on(run(&cli, &mut out)).and_then(|()| out.flush());
+    let result = runtime
+        .block_on(run(&cli, &mut out))
+        .and_then(|()| out.flush());
     // Blocking work still running (a parser whose consumer gave up) is not waited for.
     runtime.shutdown_background();
     match result {
@@ -77,8 +85,15 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
         Command::Serve(args) => return serve::run(cli, args).await,
         Command::Table(command) => command,
     };
-    if let TableCommand::Vacuum { uri, all: _, dry_run, retention, keep_versions, grace, abandon_idle } =
-        command
+    if let TableCommand::Vacuum {
+        uri,
+        all: _,
+        dry_run,
+        retention,
+        keep_versions,
+        grace,
+        abandon_idle,
+    } = command
     {
         let options = paiio_storage::local::VacuumOptions {
             dry_run: *dry_run,
@@ -91,8 +106,21 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
     }
     let service = service::open_service(cli)?;
     match command {
-        TableCommand::Create { uri, schema, partitioned_by, if_not_exists } => {
-            catalog::create(service, out, uri, schema, partitioned_by.as_deref(), *if_not_exists).await
+        TableCommand::Create {
+            uri,
+            schema,
+            partitioned_by,
+            if_not_exists,
+        } => {
+            catalog::create(
+                service,
+                out,
+                uri,
+                schema,
+                partitioned_by.as_deref(),
+                *if_not_exists,
+            )
+            .await
         }
         TableCommand::Ls { project, schema } => {
             catalog::ls(service, out, project, schema.as_deref()).await
@@ -102,7 +130,13 @@ async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
         TableCommand::Head { uri, rows } => catalog::head(service, out, uri, *rows).await,
         TableCommand::Partitions { uri } => catalog::partitions(service, out, uri).await,
         TableCommand::Drop { uri, if_exists } => catalog::drop(service, out, uri, *if_exists).await,
-        TableCommand::Import { uri, file, format, overwrite, batch_rows } => {
+        TableCommand::Import {
+            uri,
+            file,
+            format,
+            overwrite,
+            batch_rows,
+        } => {
             let args = import::ImportArgs {
                 uri,
                 file,
@@ -147,7 +181,11 @@ fn usage_error(error: clap::Error) -> ExitCode {
                 .collect();
             let message = message.join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
-            let message = if message.is_empty() { "invalid command line" } else { message };
+            let message = if message.is_empty() {
+                "invalid command line"
+            } else {
+                message
+            };
             report(&CliError::input(format!("{message} (see paiio --help)")))
         }
     }

@@ -16,7 +16,10 @@ pub struct Output {
 
 impl Output {
     pub fn new() -> Self {
-        Output { stdout: std::io::stdout(), closed: false }
+        Output {
+            stdout: std::io::stdout(),
+            closed: false,
+        }
     }
 
     /// Writes one line (the text plus a newline). A reader that went away is not an error:
@@ -26,22 +29,26 @@ impl Output {
             return Ok(());
         }
         let mut lock = self.stdout.lock();
-        let result = lock.write_all(text.as_bytes()).and_then(|()| lock.write_all(b"\n"));
+        let result = lock
+            .write_all(text.as_bytes())
+            .and_then(|()| lock.write_all(b"\n"));
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 self.closed = true;
                 Ok(())
             }
-            Err(e) => Err(CliError::failure(format!("cannot write to standard output: {e}"))),
+            Err(e) => Err(CliError::failure(format!(
+                "cannot write to standard output: {e}"
+            ))),
         }
     }
 
     pub fn flush(&mut self) -> Result<()> {
         match self.stdout.flush() {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(CliError::failure(format!("cannot write to standard output: {e}")))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::failure(
+                format!("cannot write to standard output: {e}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -74,9 +81,9 @@ pub fn rows_progress(total: u64, message: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} {wide_bar} {human_pos}/{human_len} rows eta {eta}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} {wide_bar} {human_pos}/{human_len} rows eta {eta}")
+    {
         bar.set_style(style);
     }
     bar.set_message(message.to_string());

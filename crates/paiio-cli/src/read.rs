@@ -50,7 +50,9 @@ impl FullRead {
         if self.rows == 0 {
             return Vec::new();
         }
-        let parts = (parts.max(1) as u64).min(self.rows.div_ceil(min_rows.max(1))).max(1);
+        let parts = (parts.max(1) as u64)
+            .min(self.rows.div_ceil(min_rows.max(1)))
+            .max(1);
         let (q, r) = (self.rows / parts, self.rows % parts);
         (0..parts)
             .map(|i| {

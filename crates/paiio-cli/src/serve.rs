@@ -229,7 +229,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
 }
 
 /// Vacuums the warehouse every `interval` (the first time after one interval); `None`: never.
-fn spawn_vacuum(warehouse: &Arc<LocalWarehouse>, interval: Timeout) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_vacuum(
+    warehouse: &Arc<LocalWarehouse>,
+    interval: Timeout,
+) -> Option<tokio::task::JoinHandle<()>> {
     let interval = interval?;
     let warehouse = warehouse.clone();
     Some(tokio::spawn(async move {
@@ -240,7 +243,12 @@ fn spawn_vacuum(warehouse: &Arc<LocalWarehouse>, interval: Timeout) -> Option<to
             match warehouse.vacuum(None, &VacuumOptions::default()).await {
                 Ok(r) if r.files > 0 => tracing::info!(
                     "vacuum freed {} files ({} bytes): {} write sessions, {} read sessions, {} versions, {} data files",
-                    r.files, r.bytes, r.write_sessions, r.read_sessions, r.versions, r.data_files
+                    r.files,
+                    r.bytes,
+                    r.write_sessions,
+                    r.read_sessions,
+                    r.versions,
+                    r.data_files
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("vacuum of {} failed: {e}", warehouse.root().display()),

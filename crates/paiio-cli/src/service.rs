@@ -80,13 +80,19 @@ impl Target {
             if schema.partition_columns.is_empty() {
                 return Err(StorageError::invalid(
                     "partition spec",
-                    format!("`{}`: table {} is not partitioned", self.uri.partition, self.uri.table),
+                    format!(
+                        "`{}`: table {} is not partitioned",
+                        self.uri.partition, self.uri.table
+                    ),
                 )
                 .into());
             }
             if !schema.is_partition_column(key) {
-                let names: Vec<&str> =
-                    schema.partition_columns.iter().map(|c| c.name.as_str()).collect();
+                let names: Vec<&str> = schema
+                    .partition_columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
                 return Err(StorageError::invalid(
                     "partition spec",
                     format!(
@@ -104,7 +110,11 @@ impl Target {
 
     /// The partitions the URI selects (all of them for a table URI).
     pub fn partitions(&self) -> Vec<&PartitionInfo> {
-        self.info.partitions.iter().filter(|p| self.uri.partition.matches(&p.spec)).collect()
+        self.info
+            .partitions
+            .iter()
+            .filter(|p| self.uri.partition.matches(&p.spec))
+            .collect()
     }
 
     /// Rows of the table, or of the partitions the URI selects.
@@ -130,6 +140,11 @@ impl Target {
 
     /// The names of the table's partition columns.
     pub fn partition_column_names(&self) -> Vec<String> {
-        self.info.schema.partition_columns.iter().map(|c| c.name.clone()).collect()
+        self.info
+            .schema
+            .partition_columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
     }
 }

@@ -39,18 +39,28 @@ pub(crate) struct BlobMeta {
 
 impl BlobMeta {
     pub fn new(data: &[u8]) -> Self {
-        BlobMeta { size: data.len() as u64, md5: hex::encode(Md5::digest(data)), ..Default::default() }
+        BlobMeta {
+            size: data.len() as u64,
+            md5: hex::encode(Md5::digest(data)),
+            ..Default::default()
+        }
     }
 }
 
 /// A blob id: 32 lowercase hex digits.
 fn valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn paths(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
     let sub = dir.join(&id[..2]);
-    (sub.join(format!("{id}.bin")), sub.join(format!("{id}.json")))
+    (
+        sub.join(format!("{id}.bin")),
+        sub.join(format!("{id}.json")),
+    )
 }
 
 /// The reference text of a blob id.
@@ -70,7 +80,9 @@ pub(crate) fn parse_reference(r: &str) -> ApiResult<String> {
     let text = if r.starts_with(REF_PREFIX) {
         r.to_string()
     } else {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(r).map_err(|_| bad())?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(r)
+            .map_err(|_| bad())?;
         String::from_utf8(decoded).map_err(|_| bad())?
     };
     let id = text.strip_prefix(REF_PREFIX).ok_or_else(bad)?;
@@ -128,7 +140,9 @@ impl Frame {
         let h = &self.header;
         meta.column_index = match h.get("ColumnIndex") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().ok_or_else(|| ApiError::invalid(format!("frame ColumnIndex {v} is not an integer")))?),
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                ApiError::invalid(format!("frame ColumnIndex {v} is not an integer"))
+            })?),
         };
         meta.partition_values = match h.get("PartitionValues") {
             None | Some(Value::Null) => Vec::new(),
@@ -140,8 +154,16 @@ impl Frame {
                     })
                 })
                 .collect::<ApiResult<_>>()?,
-            Some(Value::String(s)) => s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect(),
-            Some(v) => return Err(ApiError::invalid(format!("frame PartitionValues {v} is not a list"))),
+            Some(Value::String(s)) => s
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Some(v) => {
+                return Err(ApiError::invalid(format!(
+                    "frame PartitionValues {v} is not a list"
+                )));
+            }
         };
         meta.content_type = opt_str(h, "ContentType")?;
         meta.custom_file_name = opt_str(h, "CustomFileName")?;
@@ -153,7 +175,9 @@ fn opt_str(h: &serde_json::Map<String, Value>, key: &str) -> ApiResult<Option<St
     match h.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(ApiError::invalid(format!("frame {key} {v} is not a string"))),
+        Some(v) => Err(ApiError::invalid(format!(
+            "frame {key} {v} is not a string"
+        ))),
     }
 }
 
@@ -164,12 +188,18 @@ pub(crate) fn parse_frames(body: &Bytes) -> ApiResult<Vec<Frame>> {
     while pos < body.len() {
         let n = frames.len();
         if n >= MAX_BATCH_ITEMS {
-            return Err(ApiError::invalid(format!("a batch upload carries at most {MAX_BATCH_ITEMS} blobs")));
+            return Err(ApiError::invalid(format!(
+                "a batch upload carries at most {MAX_BATCH_ITEMS} blobs"
+            )));
         }
         let header = take_json(body, &mut pos, n, "header")?;
         let header = match header {
             Value::Object(m) => m,
-            other => return Err(ApiError::invalid(format!("blob frame {n}: the header {other} is not a JSON object"))),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "blob frame {n}: the header {other} is not a JSON object"
+                )));
+            }
         };
         let data = take(body, &mut pos, n, "data", usize::MAX)?;
         let footer = take_json(body, &mut pos, n, "footer")?;
@@ -190,11 +220,15 @@ fn take(body: &Bytes, pos: &mut usize, n: usize, part: &str, max: usize) -> ApiR
     *pos += 8;
     let rest = body.len() - *pos;
     if len < 0 {
-        return Err(ApiError::invalid(format!("blob frame {n}: the {part} length {len} is negative")));
+        return Err(ApiError::invalid(format!(
+            "blob frame {n}: the {part} length {len} is negative"
+        )));
     }
     let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
     if len_usize > max {
-        return Err(ApiError::invalid(format!("blob frame {n}: the {part} length {len} is over the limit of {max}")));
+        return Err(ApiError::invalid(format!(
+            "blob frame {n}: the {part} length {len} is over the limit of {max}"
+        )));
     }
     if len_usize > rest {
         return Err(ApiError::invalid(format!(
@@ -208,12 +242,15 @@ fn take(body: &Bytes, pos: &mut usize, n: usize, part: &str, max: usize) -> ApiR
 
 fn take_json(body: &Bytes, pos: &mut usize, n: usize, part: &str) -> ApiResult<Value> {
     let bytes = take(body, pos, n, part, MAX_FRAME_JSON)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(format!("blob frame {n}: the {part} is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid(format!("blob frame {n}: the {part} is not valid JSON: {e}"))
+    })
 }
 
 fn verify_checksum(footer: &Value, data: &[u8], n: usize) -> ApiResult<()> {
-    let Some(checksum) = footer.get("Checksum").filter(|c| !c.is_null()) else { return Ok(()) };
+    let Some(checksum) = footer.get("Checksum").filter(|c| !c.is_null()) else {
+        return Ok(());
+    };
     let ty = checksum.get("Type").and_then(Value::as_i64).unwrap_or(0);
     match ty {
         0 => Ok(()),
@@ -221,7 +258,11 @@ fn verify_checksum(footer: &Value, data: &[u8], n: usize) -> ApiResult<()> {
             let want = checksum
                 .get("Crc32")
                 .and_then(Value::as_u64)
-                .ok_or_else(|| ApiError::invalid(format!("blob frame {n}: checksum type 1 without an integer Crc32")))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "blob frame {n}: checksum type 1 without an integer Crc32"
+                    ))
+                })?;
             let got = crc32_ieee(data) as u64;
             if got != want {
                 return Err(ApiError::invalid(format!(
@@ -231,10 +272,11 @@ fn verify_checksum(footer: &Value, data: &[u8], n: usize) -> ApiResult<()> {
             Ok(())
         }
         2 => {
-            let want = checksum
-                .get("MD5")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::invalid(format!("blob frame {n}: checksum type 2 without an MD5 string")))?;
+            let want = checksum.get("MD5").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "blob frame {n}: checksum type 2 without an MD5 string"
+                ))
+            })?;
             let got = hex::encode(Md5::digest(data));
             if !got.eq_ignore_ascii_case(want.trim()) {
                 return Err(ApiError::invalid(format!(
@@ -243,7 +285,9 @@ fn verify_checksum(footer: &Value, data: &[u8], n: usize) -> ApiResult<()> {
             }
             Ok(())
         }
-        other => Err(ApiError::invalid(format!("blob frame {n}: unknown checksum type {other}"))),
+        other => Err(ApiError::invalid(format!(
+            "blob frame {n}: unknown checksum type {other}"
+        ))),
     }
 }
 
@@ -289,7 +333,11 @@ fn frame_header(meta: &BlobMeta) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     header.insert(
         "ContentType".into(),
-        Value::String(meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into())),
+        Value::String(
+            meta.content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        ),
     );
     if let Some(name) = &meta.custom_file_name {
         header.insert("CustomFileName".into(), Value::String(name.clone()));
@@ -368,21 +416,43 @@ mod tests {
             b"abc",
             r#"{"Checksum": {"Type": 1, "Crc32": 891568578}}"#,
         );
-        body.extend(frame(r#"{"PartitionValues": ["pt=1"], "ColumnIndex": 2}"#, b"", r#"{"Checksum": {"Type": 0}}"#));
+        body.extend(frame(
+            r#"{"PartitionValues": ["pt=1"], "ColumnIndex": 2}"#,
+            b"",
+            r#"{"Checksum": {"Type": 0}}"#,
+        ));
         let frames = parse_frames(&Bytes::from(body.clone())).unwrap();
         assert_eq!(frames.len(), 2);
         assert_eq!(&frames[0].data[..], b"abc");
         let m = frames[0].meta().unwrap();
         assert_eq!(m.custom_file_name.as_deref(), Some("x.txt"));
-        assert_eq!(frames[1].meta().unwrap().partition_values, vec!["pt=1".to_string()]);
+        assert_eq!(
+            frames[1].meta().unwrap().partition_values,
+            vec!["pt=1".to_string()]
+        );
 
         let bad = frame("{}", b"abc", r#"{"Checksum": {"Type": 1, "Crc32": 1}}"#);
-        assert!(parse_frames(&Bytes::from(bad)).unwrap_err().message.contains("CRC-32 mismatch"));
-        let md5 = frame("{}", b"abc", r#"{"Checksum": {"Type": 2, "MD5": "900150983cd24fb0d6963f7d28e17f72"}}"#);
+        assert!(
+            parse_frames(&Bytes::from(bad))
+                .unwrap_err()
+                .message
+                .contains("CRC-32 mismatch")
+        );
+        let md5 = frame(
+            "{}",
+            b"abc",
+            r#"{"Checksum": {"Type": 2, "MD5": "900150983cd24fb0d6963f7d28e17f72"}}"#,
+        );
         assert_eq!(parse_frames(&Bytes::from(md5)).unwrap().len(), 1);
         // Truncations and absurd lengths.
         for cut in [1, 8, 20, body.len() - 1] {
-            assert_eq!(parse_frames(&Bytes::from(body[..cut].to_vec())).unwrap_err().status, 400, "cut {cut}");
+            assert_eq!(
+                parse_frames(&Bytes::from(body[..cut].to_vec()))
+                    .unwrap_err()
+                    .status,
+                400,
+                "cut {cut}"
+            );
         }
         let mut huge = Vec::new();
         huge.extend_from_slice(&i64::MAX.to_le_bytes());
@@ -397,7 +467,12 @@ mod tests {
         let id = format!("{:032x}", 42u128);
         assert_eq!(parse_reference(&reference(&id)).unwrap(), id);
         assert_eq!(parse_reference(&reference_b64(&id)).unwrap(), id);
-        for bad in ["paiio-blob:../../etc/passwd", "paiio-blob:", "xyz", "paiio-blob:ABCDEF0000000000000000000000000a"] {
+        for bad in [
+            "paiio-blob:../../etc/passwd",
+            "paiio-blob:",
+            "xyz",
+            "paiio-blob:ABCDEF0000000000000000000000000a",
+        ] {
             assert!(parse_reference(bad).is_err(), "{bad}");
         }
     }

@@ -18,12 +18,18 @@ use crate::{AppState, Limits};
 /// The codec a request body was sent with, from its `Content-Encoding` header. Missing or
 /// `identity` is none; `zstd` and the LZ4-frame names are decoded; anything else is a 400.
 pub(crate) fn request_encoding(headers: &HeaderMap) -> ApiResult<Compression> {
-    let Some(v) = headers.get(header::CONTENT_ENCODING) else { return Ok(Compression::None) };
-    let v = v.to_str().map_err(|_| ApiError::invalid("Content-Encoding is not text"))?;
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Compression::None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("Content-Encoding is not text"))?;
     match v.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(Compression::None),
         "zstd" => Ok(Compression::Zstd),
-        "x-lz4-frame" | "lz4" | "lz4-frame" | "lz4_frame" | "x-odps-lz4-frame" => Ok(Compression::Lz4Frame),
+        "x-lz4-frame" | "lz4" | "lz4-frame" | "lz4_frame" | "x-odps-lz4-frame" => {
+            Ok(Compression::Lz4Frame)
+        }
         other => Err(ApiError::invalid(format!(
             "Content-Encoding {other:?} is not supported (use zstd or x-lz4-frame, or none)"
         ))),
@@ -70,32 +76,49 @@ pub(crate) fn decode(
             }
         }
         if out.len() > limit {
-            return Err(ApiError::too_large(&format!("the decompressed {what}"), limit));
+            return Err(ApiError::too_large(
+                &format!("the decompressed {what}"),
+                limit,
+            ));
         }
         Ok(Bytes::from(out))
     }
     match codec {
         Compression::None => Ok(body),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| ApiError::invalid(format!("cannot start zstd decoding of the {what}: {e}")))?;
+            let decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
+                ApiError::invalid(format!("cannot start zstd decoding of the {what}: {e}"))
+            })?;
             bounded(decoder, limit, what, "zstd")
         }
-        Compression::Lz4Frame => bounded(lz4_flex::frame::FrameDecoder::new(&body[..]), limit, what, "LZ4 frame"),
+        Compression::Lz4Frame => bounded(
+            lz4_flex::frame::FrameDecoder::new(&body[..]),
+            limit,
+            what,
+            "LZ4 frame",
+        ),
     }
 }
 
 /// Decodes a request body into pieces of at most 1 MiB, failing with 413 once the decoded
 /// bytes pass `limit`. The pieces are never joined (that would double the memory): readers
 /// take them through [`PiecesReader`].
-fn decode_pieces(codec: Compression, body: Bytes, limit: usize, what: &str) -> ApiResult<Vec<Bytes>> {
+fn decode_pieces(
+    codec: Compression,
+    body: Bytes,
+    limit: usize,
+    what: &str,
+) -> ApiResult<Vec<Bytes>> {
     fn pieces(mut r: impl Read, limit: usize, what: &str, name: &str) -> ApiResult<Vec<Bytes>> {
         let mut out = Vec::new();
         let mut total = 0usize;
         loop {
             let room = limit.saturating_add(1) - total;
             if room == 0 {
-                return Err(ApiError::too_large(&format!("the decompressed {what}"), limit));
+                return Err(ApiError::too_large(
+                    &format!("the decompressed {what}"),
+                    limit,
+                ));
             }
             let mut piece = vec![0u8; room.min(1 << 20)];
             let mut filled = 0;
@@ -104,7 +127,11 @@ fn decode_pieces(codec: Compression, body: Bytes, limit: usize, what: &str) -> A
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(ApiError::invalid(format!("the {what} is not valid {name} data: {e}"))),
+                    Err(e) => {
+                        return Err(ApiError::invalid(format!(
+                            "the {what} is not valid {name} data: {e}"
+                        )));
+                    }
                 }
             }
             let end = filled < piece.len();
@@ -118,18 +145,27 @@ fn decode_pieces(codec: Compression, body: Bytes, limit: usize, what: &str) -> A
             }
         }
         if total > limit {
-            return Err(ApiError::too_large(&format!("the decompressed {what}"), limit));
+            return Err(ApiError::too_large(
+                &format!("the decompressed {what}"),
+                limit,
+            ));
         }
         Ok(out)
     }
     match codec {
         Compression::None => Ok(vec![body]),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| ApiError::invalid(format!("cannot start zstd decoding of the {what}: {e}")))?;
+            let decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
+                ApiError::invalid(format!("cannot start zstd decoding of the {what}: {e}"))
+            })?;
             pieces(decoder, limit, what, "zstd")
         }
-        Compression::Lz4Frame => pieces(lz4_flex::frame::FrameDecoder::new(&body[..]), limit, what, "LZ4 frame"),
+        Compression::Lz4Frame => pieces(
+            lz4_flex::frame::FrameDecoder::new(&body[..]),
+            limit,
+            what,
+            "LZ4 frame",
+        ),
     }
 }
 
@@ -230,13 +266,18 @@ pub(crate) async fn decode_upload(
         if empty_ok {
             return Ok((Vec::new(), permit));
         }
-        return Err(ApiError::invalid(format!("the {what} is empty: expected one Arrow IPC stream")));
+        return Err(ApiError::invalid(format!(
+            "the {what} is empty: expected one Arrow IPC stream"
+        )));
     }
     // Uncompressed buffers cannot exceed the body, so the cap bounds what decompression adds.
-    let guard_limits = ipc_guard::IpcLimits::total(cap.max(len) as u64, limits.max_upload_rows as u64);
+    let guard_limits =
+        ipc_guard::IpcLimits::total(cap.max(len) as u64, limits.max_upload_rows as u64);
     let checked = pieces.clone();
     let declared = blocking(move || {
-        let refused = |e: ipc_guard::IpcGuardError| ApiError::invalid(format!("refusing the Arrow IPC stream of the {e}"));
+        let refused = |e: ipc_guard::IpcGuardError| {
+            ApiError::invalid(format!("refusing the Arrow IPC stream of the {e}"))
+        };
         let mut guard = ipc_guard::IpcStreamGuard::new(what, guard_limits);
         for piece in &checked {
             guard.feed(piece).map_err(refused)?;
@@ -245,7 +286,9 @@ pub(crate) async fn decode_upload(
         Ok(guard.declared_bytes())
     })
     .await?;
-    permit.0.push(state.decode_budget.reserve(declared as usize).await?);
+    permit
+        .0
+        .push(state.decode_budget.reserve(declared as usize).await?);
     let batches = blocking(move || decode_ipc_stream(pieces, what)).await?;
     Ok((batches, permit))
 }
@@ -266,7 +309,11 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 pub(crate) fn encode(codec: Compression, data: &[u8]) -> ApiResult<Vec<u8>> {
     let internal = |e: std::io::Error| {
-        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string())
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
     };
     match codec {
         Compression::None => Ok(data.to_vec()),
@@ -292,7 +339,11 @@ pub(crate) fn crc32_ieee_update(crc: u32, data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -395,11 +446,17 @@ pub(crate) fn decode_ipc_stream(
 ) -> ApiResult<Vec<arrow_array::RecordBatch>> {
     let decode = || -> ApiResult<Vec<arrow_array::RecordBatch>> {
         let reader = arrow_ipc::reader::StreamReader::try_new(PiecesReader(pieces.into()), None)
-            .map_err(|e| ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (schema message): {e}")))?;
+            .map_err(|e| {
+                ApiError::invalid(format!(
+                    "malformed Arrow IPC stream in the {what} (schema message): {e}"
+                ))
+            })?;
         let mut batches = Vec::new();
         for (i, batch) in reader.enumerate() {
             batches.push(batch.map_err(|e| {
-                ApiError::invalid(format!("malformed Arrow IPC stream in the {what} (batch {i}): {e}"))
+                ApiError::invalid(format!(
+                    "malformed Arrow IPC stream in the {what} (batch {i}): {e}"
+                ))
             })?);
         }
         Ok(batches)
@@ -462,11 +519,19 @@ mod tests {
         let data = vec![1u8; 10_000];
         for c in [Compression::None, Compression::Zstd, Compression::Lz4Frame] {
             let enc = Bytes::from(encode(c, &data).unwrap());
-            assert_eq!(decode(c, enc.clone(), 10_000, "body").unwrap(), Bytes::from(data.clone()));
+            assert_eq!(
+                decode(c, enc.clone(), 10_000, "body").unwrap(),
+                Bytes::from(data.clone())
+            );
             if c != Compression::None {
                 assert_eq!(decode(c, enc, 9_999, "body").unwrap_err().status, 413);
             }
         }
-        assert_eq!(decode(Compression::Zstd, Bytes::from_static(b"nope"), 100, "body").unwrap_err().status, 400);
+        assert_eq!(
+            decode(Compression::Zstd, Bytes::from_static(b"nope"), 100, "body")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

@@ -17,7 +17,10 @@ pub(crate) async fn tenants() -> Response {
 }
 
 /// Tunnel discovery: the storage endpoint is this same server.
-pub(crate) async fn tunnel(State(state): State<Arc<AppState>>, Path(project): Path<String>) -> Response {
+pub(crate) async fn tunnel(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+) -> Response {
     if let Err(e) = paiio_storage::uri::validate_name("project name", &project) {
         return ApiError::from(e).into_response();
     }
@@ -27,15 +30,27 @@ pub(crate) async fn tunnel(State(state): State<Arc<AppState>>, Path(project): Pa
 
 pub(crate) async fn logview_host(State(state): State<Arc<AppState>>) -> Response {
     let addr = state.addr.read().map(|a| a.to_string()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain")], format!("http://{addr}/logview")).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("http://{addr}/logview"),
+    )
+        .into_response()
 }
 
 pub(crate) async fn webconsole_host(State(state): State<Arc<AppState>>) -> Response {
     let addr = state.addr.read().map(|a| a.to_string()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain")], format!("http://{addr}/webconsole")).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("http://{addr}/webconsole"),
+    )
+        .into_response()
 }
 
 pub(crate) async fn unknown_route(uri: Uri) -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "NoSuchObject", format!("no such resource: {}", uri.path()))
-        .into_response()
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NoSuchObject",
+        format!("no such resource: {}", uri.path()),
+    )
+    .into_response()
 }

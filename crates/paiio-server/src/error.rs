@@ -19,7 +19,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.into(), message: message.into(), request_id: None }
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -45,21 +50,28 @@ impl From<Error> for ApiError {
         let message = e.to_string();
         let (status, code) = match &e {
             Error::NotFound { kind: "table", .. } => (StatusCode::NOT_FOUND, "NoSuchTable"),
-            Error::NotFound { kind: "partition", .. } => (StatusCode::NOT_FOUND, "NoSuchPartition"),
+            Error::NotFound {
+                kind: "partition", ..
+            } => (StatusCode::NOT_FOUND, "NoSuchPartition"),
             Error::NotFound { kind, .. } if kind.contains("session") || kind.contains("stream") => {
                 (StatusCode::NOT_FOUND, "NoSuchSession")
             }
-            Error::NotFound { kind: "column" | "partition column", .. } => {
-                (StatusCode::BAD_REQUEST, "InvalidArgument")
-            }
+            Error::NotFound {
+                kind: "column" | "partition column",
+                ..
+            } => (StatusCode::BAD_REQUEST, "InvalidArgument"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "NoSuchObject"),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "ObjectAlreadyExists"),
-            Error::InvalidArgument { .. } | Error::TypeMismatch { .. } | Error::OutOfRange { .. } => {
-                (StatusCode::BAD_REQUEST, "InvalidArgument")
-            }
+            Error::InvalidArgument { .. }
+            | Error::TypeMismatch { .. }
+            | Error::OutOfRange { .. } => (StatusCode::BAD_REQUEST, "InvalidArgument"),
             Error::Config { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             Error::Unauthenticated { code, .. } => {
-                let status = if *code == "NoPermission" { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+                let status = if *code == "NoPermission" {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
                 (status, *code)
             }
             Error::SessionExpired { .. } => (StatusCode::BAD_REQUEST, "SessionExpired"),
@@ -120,6 +132,11 @@ mod tests {
         };
         let api = ApiError::from(e);
         assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(api.message.contains("the warehouse at /wh is read-only: cannot record read session abc"), "{}", api.message);
+        assert!(
+            api.message
+                .contains("the warehouse at /wh is read-only: cannot record read session abc"),
+            "{}",
+            api.message
+        );
     }
 }

@@ -44,8 +44,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use conn::{
-    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_BODY_MIN_RATE, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    default_max_connections, open_file_limit, parse_duration, raise_open_file_limit,
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_BODY_MIN_RATE, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, default_max_connections, open_file_limit,
+    parse_duration, raise_open_file_limit,
 };
 pub use error::ApiError;
 pub use faults::{Fault, FaultControl, FaultPlan, FaultRule, When};
@@ -221,9 +222,18 @@ impl Server {
             .route("/api/storage/{version}", any(v2::dispatch))
             .merge(v1::router())
             .fallback(control::unknown_route)
-            .layer(axum::middleware::from_fn_with_state(self.state.clone(), faults::fault_layer))
-            .layer(axum::middleware::from_fn_with_state(self.state.clone(), middleware::authenticate))
-            .layer(axum::middleware::from_fn_with_state(self.state.clone(), limits::limit_layer));
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                faults::fault_layer,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                middleware::authenticate,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                limits::limit_layer,
+            ));
         // The admin routes (test servers only) skip the signature check and the limits.
         faults::with_admin_routes(api, &self.state)
             .layer(axum::middleware::from_fn(conn::body_timeout_layer))
@@ -242,13 +252,19 @@ impl Server {
     /// Serves on a bound listener in the background, with the connection cap and the
     /// timeouts of the builder.
     pub async fn serve(self, listener: TcpListener) -> Result<ServerHandle> {
-        let addr = listener.local_addr().map_err(|e| Error::io("listener", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("listener", e))?;
         *self.state.addr.write() = Some(addr);
         let app = self.router();
         let (tx, rx) = oneshot::channel::<()>();
         let stats = self.state.connections.clone();
         let join = tokio::spawn(conn::accept_loop(listener, app, self.conn, stats, rx));
-        Ok(ServerHandle { addr, shutdown: Some(tx), join: Some(join) })
+        Ok(ServerHandle {
+            addr,
+            shutdown: Some(tx),
+            join: Some(join),
+        })
     }
 }
 

@@ -24,9 +24,19 @@ pub(crate) enum Compression {
 impl Compression {
     /// `zstd` or `x-lz4-frame` in Accept-Encoding; anything else (identity, gzip...) means none.
     pub fn from_accept_encoding(headers: &HeaderMap) -> ApiResult<Self> {
-        let Some(v) = headers.get(header::ACCEPT_ENCODING) else { return Ok(Compression::None) };
-        let v = v.to_str().map_err(|_| ApiError::invalid("Accept-Encoding is not text"))?;
-        for token in v.split(',').map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase()) {
+        let Some(v) = headers.get(header::ACCEPT_ENCODING) else {
+            return Ok(Compression::None);
+        };
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::invalid("Accept-Encoding is not text"))?;
+        for token in v.split(',').map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        }) {
             match token.as_str() {
                 "zstd" => return Ok(Compression::Zstd),
                 "x-lz4-frame" | "lz4" | "lz4-frame" => return Ok(Compression::Lz4Frame),
@@ -57,7 +67,11 @@ impl Sink {
         Ok(match c {
             Compression::Zstd => Sink::Zstd(zstd::stream::write::Encoder::new(Vec::new(), 1)?),
             Compression::Lz4Frame => Sink::Lz4(lz4_flex::frame::FrameEncoder::new(Vec::new())),
-            Compression::None => return Err(std::io::Error::other("internal: an uncompressed body has no compressing sink")),
+            Compression::None => {
+                return Err(std::io::Error::other(
+                    "internal: an uncompressed body has no compressing sink",
+                ));
+            }
         })
     }
 
@@ -121,8 +135,12 @@ enum Encoder {
 impl Encoder {
     fn new(schema: &arrow_schema::Schema, compression: Compression) -> std::io::Result<Self> {
         Ok(match compression {
-            Compression::None => Encoder::Plain(arrow_ipc::writer::StreamEncoder::try_new(schema).map_err(std::io::Error::other)?),
-            c => Encoder::Compressed(StreamWriter::try_new(Sink::new(c)?, schema).map_err(std::io::Error::other)?),
+            Compression::None => Encoder::Plain(
+                arrow_ipc::writer::StreamEncoder::try_new(schema).map_err(std::io::Error::other)?,
+            ),
+            c => Encoder::Compressed(
+                StreamWriter::try_new(Sink::new(c)?, schema).map_err(std::io::Error::other)?,
+            ),
         })
     }
 
@@ -152,7 +170,9 @@ impl Encoder {
             Encoder::Plain(e) => Ok(chunks(e.finish().map_err(std::io::Error::other)?)),
             Encoder::Compressed(mut w) => {
                 w.finish().map_err(std::io::Error::other)?;
-                Ok(vec![w.into_inner().map_err(std::io::Error::other)?.finish()?])
+                Ok(vec![
+                    w.into_inner().map_err(std::io::Error::other)?.finish()?,
+                ])
             }
         }
     }
@@ -183,14 +203,18 @@ fn chunks(buffers: Vec<arrow_buffer::Buffer>) -> Vec<Bytes> {
 /// status line, so an error that happens before any data is still a proper error answer;
 /// an error after that can only cut the stream short (the client sees a truncated stream,
 /// never a clean end).
-pub(crate) async fn arrow_stream_body(mut stream: RecordBatchStream, compression: Compression) -> ApiResult<Response> {
+pub(crate) async fn arrow_stream_body(
+    mut stream: RecordBatchStream,
+    compression: Compression,
+) -> ApiResult<Response> {
     let first = stream.next().await.transpose()?;
     // Backends yield at least one (possibly empty) batch, so the schema is always known.
     let schema = match &first {
         Some(b) => b.schema(),
         None => std::sync::Arc::new(arrow_schema::Schema::empty()),
     };
-    let mut encoder = Encoder::new(&schema, compression).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let mut encoder =
+        Encoder::new(&schema, compression).map_err(|e| ApiError::invalid(e.to_string()))?;
     let head = match &first {
         Some(b) => encoder.batch(b),
         None => encoder.head(),
@@ -207,12 +231,19 @@ pub(crate) async fn arrow_stream_body(mut stream: RecordBatchStream, compression
             match stream.next().await {
                 Some(Ok(batch)) => {
                     let chunks = encoder.batch(&batch);
-                    let next_state = if chunks.is_ok() { (Some(encoder), Some(stream), None) } else { (None, None, None) };
+                    let next_state = if chunks.is_ok() {
+                        (Some(encoder), Some(stream), None)
+                    } else {
+                        (None, None, None)
+                    };
                     Some((chunks, next_state))
                 }
                 Some(Err(e)) => {
                     tracing::warn!("row stream failed after the response started: {e}");
-                    Some((Err(std::io::Error::other(e.to_string())), (None, None, None)))
+                    Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (None, None, None),
+                    ))
                 }
                 None => Some((encoder.finish(), (None, None, None))),
             }
@@ -220,7 +251,11 @@ pub(crate) async fn arrow_stream_body(mut stream: RecordBatchStream, compression
     )
     .flat_map(|chunks| {
         futures::stream::iter(match chunks {
-            Ok(chunks) => chunks.into_iter().filter(|c| !c.is_empty()).map(Ok).collect::<Vec<_>>(),
+            Ok(chunks) => chunks
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .map(Ok)
+                .collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
         })
     });
@@ -230,7 +265,10 @@ pub(crate) async fn arrow_stream_body(mut stream: RecordBatchStream, compression
     )
         .into_response();
     if let Some(enc) = compression.content_encoding() {
-        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(enc));
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static(enc),
+        );
     }
     Ok(response)
 }
@@ -246,11 +284,16 @@ mod tests {
 
     fn batch(rows: usize) -> RecordBatch {
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
-        let xs: ArrayRef = Arc::new(Float64Array::from_iter((0..rows).map(|i| (i % 7 != 0).then_some(i as f64 * 0.5))));
-        let flags: ArrayRef = Arc::new(BooleanArray::from_iter((0..rows).map(|i| Some(i % 3 == 0))));
-        let names: ArrayRef =
-            Arc::new(StringArray::from_iter((0..rows).map(|i| (i % 5 != 0).then(|| format!("name-{i}")))));
-        RecordBatch::try_from_iter([("id", ids), ("x", xs), ("flag", flags), ("name", names)]).unwrap()
+        let xs: ArrayRef = Arc::new(Float64Array::from_iter(
+            (0..rows).map(|i| (i % 7 != 0).then_some(i as f64 * 0.5)),
+        ));
+        let flags: ArrayRef =
+            Arc::new(BooleanArray::from_iter((0..rows).map(|i| Some(i % 3 == 0))));
+        let names: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..rows).map(|i| (i % 5 != 0).then(|| format!("name-{i}"))),
+        ));
+        RecordBatch::try_from_iter([("id", ids), ("x", xs), ("flag", flags), ("name", names)])
+            .unwrap()
     }
 
     /// The plain encoder's chunks, joined, are the IPC stream of the batches (sliced ones
@@ -263,13 +306,18 @@ mod tests {
         let mut body = Vec::new();
         let first = encoder.batch(&whole).unwrap();
         let ids = whole.column(0).to_data().buffers()[0].as_ptr();
-        assert!(first.iter().any(|c| c.as_ptr() == ids), "the id column was copied");
+        assert!(
+            first.iter().any(|c| c.as_ptr() == ids),
+            "the id column was copied"
+        );
         body.extend(first);
         body.extend(encoder.batch(&sliced).unwrap());
         body.extend(encoder.finish().unwrap());
         let bytes: Vec<u8> = body.iter().flat_map(|c| c.iter().copied()).collect();
-        let got: Vec<RecordBatch> =
-            StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap().map(|b| b.unwrap()).collect();
+        let got: Vec<RecordBatch> = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
         assert_eq!(got, vec![whole, sliced]);
     }
 
@@ -278,14 +326,23 @@ mod tests {
         let schema = batch(1).schema();
         for compression in [Compression::None, Compression::Zstd, Compression::Lz4Frame] {
             let mut encoder = Encoder::new(&schema, compression).unwrap();
-            let mut body: Vec<u8> = encoder.head().unwrap().iter().flat_map(|c| c.to_vec()).collect();
+            let mut body: Vec<u8> = encoder
+                .head()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c.to_vec())
+                .collect();
             body.extend(encoder.finish().unwrap().iter().flat_map(|c| c.to_vec()));
             let body = match compression {
                 Compression::None => body,
                 Compression::Zstd => zstd::decode_all(&body[..]).unwrap(),
                 Compression::Lz4Frame => {
                     let mut out = Vec::new();
-                    std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(&body[..]), &mut out).unwrap();
+                    std::io::Read::read_to_end(
+                        &mut lz4_flex::frame::FrameDecoder::new(&body[..]),
+                        &mut out,
+                    )
+                    .unwrap();
                     out
                 }
             };

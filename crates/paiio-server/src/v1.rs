@@ -28,7 +28,8 @@ use paiio_storage::service::{StreamStatus, parse_time_unit};
 use paiio_storage::types::ArrowOptions;
 use paiio_storage::{
     Error as StorageError, PartitionSpec, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
-    RecordBatchStream, SplitMode, SplitOptions, TableId, WriteMode, WriteRequest, WriteSession, WriteSessionRequest,
+    RecordBatchStream, SplitMode, SplitOptions, TableId, WriteMode, WriteRequest, WriteSession,
+    WriteSessionRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,8 +54,14 @@ pub(crate) fn router() -> Router<Shared> {
     ] {
         r = r
             .route(&format!("{table}/sessions"), post(create_session))
-            .route(&format!("{table}/sessions/{{session_id}}"), get(get_session))
-            .route(&format!("{table}/sessions/{{session_id}}/data"), post(write_rows))
+            .route(
+                &format!("{table}/sessions/{{session_id}}"),
+                get(get_session),
+            )
+            .route(
+                &format!("{table}/sessions/{{session_id}}/data"),
+                post(write_rows),
+            )
             .route(&format!("{table}/data"), get(read_rows))
             .route(&format!("{table}/commit"), post(commit));
     }
@@ -68,8 +75,16 @@ fn reply(result: ApiResult<Response>) -> Response {
 // ---- helpers ----
 
 fn table_id(path: &HashMap<String, String>) -> ApiResult<TableId> {
-    let get = |k: &str| path.get(k).map(String::as_str).ok_or_else(|| ApiError::invalid(format!("no {k} in the path")));
-    Ok(TableId::new(get("project")?, path.get("schema").map(String::as_str), get("table")?)?)
+    let get = |k: &str| {
+        path.get(k)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::invalid(format!("no {k} in the path")))
+    };
+    Ok(TableId::new(
+        get("project")?,
+        path.get("schema").map(String::as_str),
+        get("table")?,
+    )?)
 }
 
 fn param<'a>(params: &'a Params, name: &str) -> ApiResult<&'a str> {
@@ -98,19 +113,29 @@ enum SessionType {
 }
 
 fn session_type(params: &Params) -> ApiResult<Option<SessionType>> {
-    match params.get("session_type").map(|v| v.trim().to_ascii_lowercase()) {
+    match params
+        .get("session_type")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
         None => Ok(None),
         Some(v) if v == "batch_read" => Ok(Some(SessionType::Read)),
         Some(v) if v == "batch_write" => Ok(Some(SessionType::Write)),
-        Some(v) => Err(ApiError::invalid(format!("session_type={v:?} (expected batch_read or batch_write)"))),
+        Some(v) => Err(ApiError::invalid(format!(
+            "session_type={v:?} (expected batch_read or batch_write)"
+        ))),
     }
 }
 
 /// Checks `Content-MD5` (lowercase hex as PyODPS sends it; base64 is accepted too) against
 /// the body.
 fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
-    let Some(v) = headers.get("content-md5") else { return Ok(()) };
-    let given = v.to_str().map_err(|_| ApiError::invalid("Content-MD5 is not text"))?.trim();
+    let Some(v) = headers.get("content-md5") else {
+        return Ok(());
+    };
+    let given = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("Content-MD5 is not text"))?
+        .trim();
     if given.is_empty() {
         return Ok(());
     }
@@ -121,7 +146,9 @@ fn check_content_md5(headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
     if given.eq_ignore_ascii_case(&hex) || given == b64 {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!("Content-MD5 {given:?} does not match the request body (MD5 {hex})")))
+        Err(ApiError::invalid(format!(
+            "Content-MD5 {given:?} does not match the request body (MD5 {hex})"
+        )))
     }
 }
 
@@ -136,7 +163,8 @@ async fn json_request<T: serde::de::DeserializeOwned + Default>(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
 }
 
 /// A JSON flag sent as a bool, a string or a number; null means `default`.
@@ -151,7 +179,9 @@ fn flag(v: &Value, name: &str, default: bool) -> ApiResult<bool> {
             _ => Err(ApiError::invalid(format!("{name} {s:?} is not a boolean"))),
         },
         Value::Number(n) => Ok(n.as_i64() != Some(0)),
-        other => Err(ApiError::invalid(format!("{name} {other} is not a boolean"))),
+        other => Err(ApiError::invalid(format!(
+            "{name} {other} is not a boolean"
+        ))),
     }
 }
 
@@ -159,12 +189,19 @@ fn flag(v: &Value, name: &str, default: bool) -> ApiResult<bool> {
 fn json_int(v: &Value, name: &str) -> ApiResult<Option<i64>> {
     match v {
         Value::Null => Ok(None),
-        Value::Number(n) => n.as_i64().map(Some).ok_or_else(|| ApiError::invalid(format!("{name} {n} is not an integer"))),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(format!("{name} {n} is not an integer"))),
         Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => {
-            s.trim().parse::<i64>().map(Some).map_err(|_| ApiError::invalid(format!("{name} {s:?} is not an integer")))
-        }
-        other => Err(ApiError::invalid(format!("{name} {other} is not an integer"))),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("{name} {s:?} is not an integer"))),
+        other => Err(ApiError::invalid(format!(
+            "{name} {other} is not an integer"
+        ))),
     }
 }
 
@@ -183,10 +220,14 @@ fn json_strings(v: &Value, name: &str) -> ApiResult<Vec<String>> {
             .iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(ApiError::invalid(format!("{name} holds {other}, not a string"))),
+                other => Err(ApiError::invalid(format!(
+                    "{name} holds {other}, not a string"
+                ))),
             })
             .collect(),
-        other => Err(ApiError::invalid(format!("{name} {other} is not a list of strings"))),
+        other => Err(ApiError::invalid(format!(
+            "{name} {other} is not a list of strings"
+        ))),
     }
 }
 
@@ -219,7 +260,9 @@ async fn create_session(
                     let body: Value = json_request(&state, &headers, body).await?;
                     create_write_session(&state, table, &body).await
                 }
-                None => Err(ApiError::invalid("the query parameter session_type (batch_read or batch_write) is missing")),
+                None => Err(ApiError::invalid(
+                    "the query parameter session_type (batch_read or batch_write) is missing",
+                )),
             }
         }
         .await,
@@ -234,8 +277,13 @@ async fn get_session(
     reply(
         async {
             let table = table_id(&path)?;
-            let id = path.get("session_id").map(String::as_str).unwrap_or_default();
-            let refresh = params.get("session_refresh").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            let id = path
+                .get("session_id")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let refresh = params
+                .get("session_refresh")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
             let kind = session_type(&params)?;
             if kind != Some(SessionType::Write) {
                 match state.service.get_read_session(&table, id, refresh).await {
@@ -264,23 +312,41 @@ fn read_session_value(s: &ReadSession) -> Value {
     v
 }
 
-async fn create_read_session(state: &AppState, table: TableId, body: &Value) -> ApiResult<Response> {
+async fn create_read_session(
+    state: &AppState,
+    table: TableId,
+    body: &Value,
+) -> ApiResult<Response> {
     let split = body.get("SplitOptions").cloned().unwrap_or(Value::Null);
     let mode: SplitMode = match split.get("SplitMode") {
         None | Some(Value::Null) => SplitMode::Size,
         Some(Value::String(m)) => m.parse()?,
-        Some(other) => return Err(ApiError::invalid(format!("SplitMode {other} is not a string"))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "SplitMode {other} is not a string"
+            )));
+        }
     };
-    let number = json_int(split.get("SplitNumber").unwrap_or(&Value::Null), "SplitNumber")?.unwrap_or(0);
+    let number = json_int(
+        split.get("SplitNumber").unwrap_or(&Value::Null),
+        "SplitNumber",
+    )?
+    .unwrap_or(0);
     if number < 0 {
-        return Err(ApiError::invalid(format!("SplitNumber {number} is negative")));
+        return Err(ApiError::invalid(format!(
+            "SplitNumber {number} is negative"
+        )));
     }
     let number = match (mode, number) {
         (SplitMode::Size | SplitMode::Bucket, 0) => SplitOptions::DEFAULT_SPLIT_SIZE,
         (SplitMode::Parallelism, 0) => 32,
         (_, n) => n as u64,
     };
-    let cross_partition = flag(split.get("CrossPartition").unwrap_or(&Value::Null), "CrossPartition", true)?;
+    let cross_partition = flag(
+        split.get("CrossPartition").unwrap_or(&Value::Null),
+        "CrossPartition",
+        true,
+    )?;
     let mut arrow_options = ArrowOptions::default();
     if let Some(a) = body.get("ArrowOptions").filter(|a| !a.is_null()) {
         if let Some(Value::String(u)) = a.get("TimestampUnit") {
@@ -302,15 +368,24 @@ async fn create_read_session(state: &AppState, table: TableId, body: &Value) -> 
             .map(|i| {
                 let n = json_u64(i, "RequiredBucketIds entry")?
                     .ok_or_else(|| ApiError::invalid("RequiredBucketIds holds null"))?;
-                u32::try_from(n).map_err(|_| ApiError::invalid(format!("bucket id {n} is too large")))
+                u32::try_from(n)
+                    .map_err(|_| ApiError::invalid(format!("bucket id {n} is too large")))
             })
             .collect::<ApiResult<_>>()?,
-        other => return Err(ApiError::invalid(format!("RequiredBucketIds {other} is not a list"))),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "RequiredBucketIds {other} is not a list"
+            )));
+        }
     };
     let filter_predicate = match field("FilterPredicate") {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        other => return Err(ApiError::invalid(format!("FilterPredicate {other} is not a string"))),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "FilterPredicate {other} is not a string"
+            )));
+        }
     };
     let required_data_columns = json_strings(field("RequiredDataColumns"), "RequiredDataColumns")?;
     check_column_names(state, &required_data_columns, "RequiredDataColumns")?;
@@ -329,7 +404,11 @@ async fn create_read_session(state: &AppState, table: TableId, body: &Value) -> 
         required_partition_columns,
         required_partitions,
         required_bucket_ids,
-        split_options: SplitOptions { mode, number, cross_partition },
+        split_options: SplitOptions {
+            mode,
+            number,
+            cross_partition,
+        },
         arrow_options,
         filter_predicate,
         filter_predicate_fallback: false,
@@ -344,12 +423,20 @@ async fn create_read_session(state: &AppState, table: TableId, body: &Value) -> 
     })
 }
 
-async fn create_write_session(state: &AppState, table: TableId, body: &Value) -> ApiResult<Response> {
+async fn create_write_session(
+    state: &AppState,
+    table: TableId,
+    body: &Value,
+) -> ApiResult<Response> {
     let field = |k: &str| body.get(k).unwrap_or(&Value::Null);
     let spec = match field("PartitionSpec") {
         Value::Null => "",
         Value::String(s) => s.as_str(),
-        other => return Err(ApiError::invalid(format!("PartitionSpec {other} is not a string"))),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "PartitionSpec {other} is not a string"
+            )));
+        }
     };
     // PyODPS sends Overwrite=true by default; an absent flag means the same.
     let overwrite = flag(field("Overwrite"), "Overwrite", true)?;
@@ -357,14 +444,25 @@ async fn create_write_session(state: &AppState, table: TableId, body: &Value) ->
     if let Some(d) = body.get("DynamicPartitionOptions").filter(|d| !d.is_null()) {
         if let Some(s) = d.get("InvalidStrategy").filter(|s| !s.is_null()) {
             let ok = s.as_str().is_some_and(|s| {
-                matches!(s.trim().to_ascii_lowercase().as_str(), "exception" | "drop" | "limit" | "")
+                matches!(
+                    s.trim().to_ascii_lowercase().as_str(),
+                    "exception" | "drop" | "limit" | ""
+                )
             });
             if !ok {
-                return Err(ApiError::invalid(format!("InvalidStrategy {s} (expected Exception, Drop or Limit)")));
+                return Err(ApiError::invalid(format!(
+                    "InvalidStrategy {s} (expected Exception, Drop or Limit)"
+                )));
             }
         }
-        json_u64(d.get("InvalidLimit").unwrap_or(&Value::Null), "InvalidLimit")?;
-        json_u64(d.get("DynamicPartitionLimit").unwrap_or(&Value::Null), "DynamicPartitionLimit")?;
+        json_u64(
+            d.get("InvalidLimit").unwrap_or(&Value::Null),
+            "InvalidLimit",
+        )?;
+        json_u64(
+            d.get("DynamicPartitionLimit").unwrap_or(&Value::Null),
+            "DynamicPartitionLimit",
+        )?;
     }
     if let Some(a) = body.get("ArrowOptions").filter(|a| !a.is_null()) {
         for k in ["TimestampUnit", "DatetimeUnit"] {
@@ -380,11 +478,17 @@ async fn create_write_session(state: &AppState, table: TableId, body: &Value) ->
         mode: WriteMode::BatchCompatible,
     };
     let session = state.service.create_write_session(&request).await?;
-    Ok(ok(write_session_value(state, &session, Some(enhance)).await?))
+    Ok(ok(
+        write_session_value(state, &session, Some(enhance)).await?
+    ))
 }
 
 /// The V1 write-session answer (§5.4, §9).
-async fn write_session_value(state: &AppState, s: &WriteSession, enhance: Option<bool>) -> ApiResult<Value> {
+async fn write_session_value(
+    state: &AppState,
+    s: &WriteSession,
+    enhance: Option<bool>,
+) -> ApiResult<Value> {
     let schema = state.service.describe_table(&s.table).await?.schema;
     let mut v = json!({
         "SessionId": s.session_id,
@@ -410,7 +514,13 @@ async fn write_session_value(state: &AppState, s: &WriteSession, enhance: Option
 /// `ZSTD`, or anything else (empty, absent, `identity`) for none.
 fn buffer_codec(headers: &HeaderMap) -> Option<CompressionType> {
     let v = headers.get(header::ACCEPT_ENCODING)?.to_str().ok()?;
-    for token in v.split(',').map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_uppercase()) {
+    for token in v.split(',').map(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase()
+    }) {
         match token.as_str() {
             "LZ4_FRAME" | "LZ4" => return Some(CompressionType::LZ4_FRAME),
             "ZSTD" => return Some(CompressionType::ZSTD),
@@ -437,7 +547,10 @@ async fn read_rows_inner(
 ) -> ApiResult<Response> {
     let table = table_id(path)?;
     let session_id = param(params, "session_id")?;
-    if let Some(t) = params.get("data_format_type").map(|t| t.trim()).filter(|t| !t.is_empty())
+    if let Some(t) = params
+        .get("data_format_type")
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
         && !t.eq_ignore_ascii_case("ARROW")
     {
         return Err(ApiError::new(
@@ -459,18 +572,38 @@ async fn read_rows_inner(
     let split_index = opt_u64(params, "split_index")?.unwrap_or(0);
     let row_index = opt_u64(params, "row_index")?.unwrap_or(0);
     let row_count = opt_u64(params, "row_count")?.unwrap_or(0);
-    let session = state.service.get_read_session(&table, session_id, false).await?;
+    let session = state
+        .service
+        .get_read_session(&table, session_id, false)
+        .await?;
     // Python sends all three parameters on every read; the session's mode says which count.
     let (range, skip, limit) = if session.split_mode == SplitMode::RowOffset {
         let total = session.record_count.max(0) as u64;
         if row_index > total {
-            return Err(ApiError::invalid(format!("row_index {row_index} is past the session's {total} rows")));
+            return Err(ApiError::invalid(format!(
+                "row_index {row_index} is past the session's {total} rows"
+            )));
         }
-        let count = if row_count == 0 { total - row_index } else { row_count };
-        (ReadRange::Rows { offset: row_index, count }, 0, None)
+        let count = if row_count == 0 {
+            total - row_index
+        } else {
+            row_count
+        };
+        (
+            ReadRange::Rows {
+                offset: row_index,
+                count,
+            },
+            0,
+            None,
+        )
     } else {
         // A non-zero row_index / row_count narrows the split to that row range within it.
-        (ReadRange::Split(split_index), row_index, (row_count > 0).then_some(row_count))
+        (
+            ReadRange::Split(split_index),
+            row_index,
+            (row_count > 0).then_some(row_count),
+        )
     };
     let mut request = ReadRequest::new(table, session_id, range);
     request.max_batch_rows = max_batch_rows;
@@ -484,23 +617,34 @@ async fn read_rows_inner(
 
 /// At most `n` rows of a stream (always at least one batch, possibly empty).
 fn limit_rows(stream: RecordBatchStream, n: u64) -> RecordBatchStream {
-    Box::pin(futures::stream::unfold((stream, n, true), |(mut stream, left, first)| async move {
-        if left == 0 && !first {
-            return None;
-        }
-        match stream.next().await? {
-            Ok(b) => {
-                let take = (b.num_rows() as u64).min(left) as usize;
-                let b = if take < b.num_rows() { b.slice(0, take) } else { b };
-                Some((Ok(b), (stream, left - take as u64, false)))
+    Box::pin(futures::stream::unfold(
+        (stream, n, true),
+        |(mut stream, left, first)| async move {
+            if left == 0 && !first {
+                return None;
             }
-            Err(e) => Some((Err(e), (stream, 0, false))),
-        }
-    }))
+            match stream.next().await? {
+                Ok(b) => {
+                    let take = (b.num_rows() as u64).min(left) as usize;
+                    let b = if take < b.num_rows() {
+                        b.slice(0, take)
+                    } else {
+                        b
+                    };
+                    Some((Ok(b), (stream, left - take as u64, false)))
+                }
+                Err(e) => Some((Err(e), (stream, 0, false))),
+            }
+        },
+    ))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string())
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        e.to_string(),
+    )
 }
 
 /// Encodes a batch stream as an Arrow IPC stream body whose record batches carry Arrow buffer
@@ -515,8 +659,11 @@ async fn arrow_buffer_compressed_body(
         Some(b) => b.schema(),
         None => Arc::new(arrow_schema::Schema::empty()),
     };
-    let options = IpcWriteOptions::default().try_with_compression(codec).map_err(internal)?;
-    let mut writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options).map_err(internal)?;
+    let options = IpcWriteOptions::default()
+        .try_with_compression(codec)
+        .map_err(internal)?;
+    let mut writer =
+        StreamWriter::try_new_with_options(Vec::new(), &schema, options).map_err(internal)?;
     if let Some(b) = &first {
         writer.write(b).map_err(internal)?;
     }
@@ -539,7 +686,10 @@ async fn arrow_buffer_compressed_body(
                 },
                 Some(Err(e)) => {
                     tracing::warn!("row stream failed after the response started: {e}");
-                    Some((Err(std::io::Error::other(e.to_string())), (None, None, None)))
+                    Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (None, None, None),
+                    ))
                 }
                 None => {
                     let end = writer
@@ -551,7 +701,11 @@ async fn arrow_buffer_compressed_body(
             }
         },
     );
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 // ---- writes ----
@@ -581,7 +735,10 @@ async fn write_rows_inner(
     let session_id = path.get("session_id").cloned().unwrap_or_default();
     let block = opt_u64(params, "block_number")?.unwrap_or(0);
     let attempt = opt_u64(params, "attempt_number")?.unwrap_or(0);
-    if let Some(t) = params.get("data_format_type").map(|t| t.trim()).filter(|t| !t.is_empty())
+    if let Some(t) = params
+        .get("data_format_type")
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
         && !t.eq_ignore_ascii_case("ARROW")
     {
         return Err(ApiError::new(
@@ -591,7 +748,9 @@ async fn write_rows_inner(
         ));
     }
     if block >= MAX_BLOCK_NUMBER {
-        return Err(ApiError::invalid(format!("block_number {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}")));
+        return Err(ApiError::invalid(format!(
+            "block_number {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}"
+        )));
     }
     // The session first: an unknown, expired or finished one is refused before the body.
     let session = crate::v2_write::writable_session(state, &table, &session_id).await?;
@@ -602,11 +761,15 @@ async fn write_rows_inner(
     }
     // Read the whole body before answering (§2.2), bounded by the upload limits. An empty
     // body is no rows.
-    let (batches, _permit) = codec::decode_upload(state, headers, body, "block upload", true).await?;
+    let (batches, _permit) =
+        codec::decode_upload(state, headers, body, "block upload", true).await?;
     let stream_id = block_stream_id(block, attempt);
     // Each upload is a fresh version of the attempt's stream, so a repeated upload of the same
     // block attempt supersedes the earlier one instead of adding to it.
-    let stream = state.service.create_write_stream_version(&table, &session_id, Some(&stream_id), None, false).await?;
+    let stream = state
+        .service
+        .create_write_stream_version(&table, &session_id, Some(&stream_id), None, false)
+        .await?;
     let request = WriteRequest {
         table: table.clone(),
         session_id: session_id.clone(),
@@ -617,7 +780,10 @@ async fn write_rows_inner(
         batches,
     };
     let ack = state.service.write(request).await?;
-    let closed = state.service.close_write_stream(&table, &session_id, &stream_id, stream.version).await?;
+    let closed = state
+        .service
+        .close_write_stream(&table, &session_id, &stream_id, stream.version)
+        .await?;
     debug_assert_eq!(closed.status, StreamStatus::Closed);
     let message = json!({
         "BlockNumber": block,
@@ -701,17 +867,27 @@ fn commit_list(session_id: &str, messages: &[Value]) -> ApiResult<Vec<(String, u
         let obj = match m {
             Value::Null => continue,
             Value::String(s) if s.trim().is_empty() => continue,
-            Value::String(s) => serde_json::from_str::<Value>(s)
-                .map_err(|_| ApiError::invalid(format!("commit message {s:?} was not issued by this server")))?,
+            Value::String(s) => serde_json::from_str::<Value>(s).map_err(|_| {
+                ApiError::invalid(format!(
+                    "commit message {s:?} was not issued by this server"
+                ))
+            })?,
             Value::Object(_) => m.clone(),
-            other => return Err(ApiError::invalid(format!("commit message {other} is not a string"))),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "commit message {other} is not a string"
+                )));
+            }
         };
         let field = |k: &str| json_u64(obj.get(k).unwrap_or(&Value::Null), k);
         let block = field("BlockNumber")?
             .ok_or_else(|| ApiError::invalid(format!("commit message {obj} has no BlockNumber")))?;
         let attempt = field("AttemptNumber")?.unwrap_or(0);
-        let version = field("StreamVersion")?
-            .ok_or_else(|| ApiError::invalid(format!("commit message {obj} was not issued by this server")))?;
+        let version = field("StreamVersion")?.ok_or_else(|| {
+            ApiError::invalid(format!(
+                "commit message {obj} was not issued by this server"
+            ))
+        })?;
         if let Some(Value::String(sid)) = obj.get("SessionId")
             && sid != session_id
         {

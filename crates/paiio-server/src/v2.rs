@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use paiio_storage::service::parse_time_unit;
 use paiio_storage::types::ArrowOptions;
 use paiio_storage::{
-    PartitionSpec, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, SplitMode, SplitOptions,
-    TableId, TableSchema,
+    PartitionSpec, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, SplitMode,
+    SplitOptions, TableId, TableSchema,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -48,16 +48,22 @@ async fn handle(
 ) -> ApiResult<Response> {
     if !matches!(version, "v2" | "v3") {
         if version == "v1" {
-            return Err(ApiError::not_found("V1 calls are addressed as /api/storage/v1/projects/..."));
+            return Err(ApiError::not_found(
+                "V1 calls are addressed as /api/storage/v1/projects/...",
+            ));
         }
-        return Err(ApiError::not_found(format!("no storage API version {version:?}")));
+        return Err(ApiError::not_found(format!(
+            "no storage API version {version:?}"
+        )));
     }
     let action = param(params, "Action")?;
     if action.starts_with("Instance") {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "NotSupported",
-            format!("{action}: SQL instances are not supported by this server; read tables instead"),
+            format!(
+                "{action}: SQL instances are not supported by this server; read tables instead"
+            ),
         ));
     }
     let _ = method;
@@ -70,7 +76,9 @@ async fn handle(
         "TableGetReadSession" => {
             let table = target(params)?;
             let _: Value = json_body_or_empty(state, body).await?;
-            let refresh = params.get("session_refresh").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let refresh = params
+                .get("session_refresh")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
             let id = param(params, "SessionId")?;
             let session = state.service.get_read_session(&table, id, refresh).await?;
             Ok(read_session_response(&session))
@@ -100,7 +108,9 @@ pub(crate) fn opt_u64(params: &Params, name: &str) -> ApiResult<Option<u64>> {
     params
         .get(name)
         .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| ApiError::invalid(format!("{name}={v:?} is not a non-negative integer")))
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::invalid(format!("{name}={v:?} is not a non-negative integer"))
+            })
         })
         .transpose()
 }
@@ -110,9 +120,13 @@ pub(crate) fn target(params: &Params) -> ApiResult<TableId> {
 }
 
 /// Reads a whole JSON body, bounded by the server's limit.
-pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> ApiResult<T> {
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+) -> ApiResult<T> {
     let bytes = read_body(body, state.limits.max_json_body, "JSON request body").await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
 }
 
 /// Like [`json_body`], but an empty body counts as `{}` (body-less GETs).
@@ -124,7 +138,8 @@ pub(crate) async fn json_body_or_empty<T: serde::de::DeserializeOwned + Default>
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON request body: {e}")))
 }
 
 /// Collects a request body, failing with 413 past `limit` bytes.
@@ -132,7 +147,9 @@ pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(what, limit)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(what, limit))
+        }
         Err(e) => Err(ApiError::invalid(format!("cannot read the {what}: {e}"))),
     }
 }
@@ -213,7 +230,9 @@ async fn create_read_session(
     let mode: SplitMode = split.split_mode.as_deref().unwrap_or("Size").parse()?;
     let number = split.split_number.unwrap_or(0);
     if number < 0 {
-        return Err(ApiError::invalid(format!("SplitNumber {number} is negative")));
+        return Err(ApiError::invalid(format!(
+            "SplitNumber {number} is negative"
+        )));
     }
     let number = match (mode, number) {
         (SplitMode::Size, 0) => SplitOptions::DEFAULT_SPLIT_SIZE,
@@ -230,15 +249,22 @@ async fn create_read_session(
         }
     }
     arrow_options.large_string = body.enable_large_string.unwrap_or(false);
-    let required_partitions =
-        body.required_partitions.iter().map(|p| PartitionSpec::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let required_partitions = body
+        .required_partitions
+        .iter()
+        .map(|p| PartitionSpec::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = ReadSessionRequest {
         table,
         required_data_columns: body.required_data_columns,
         required_partition_columns: body.required_partition_columns,
         required_partitions,
         required_bucket_ids: body.required_bucket_ids,
-        split_options: SplitOptions { mode, number, cross_partition: split.cross_partition.unwrap_or(true) },
+        split_options: SplitOptions {
+            mode,
+            number,
+            cross_partition: split.cross_partition.unwrap_or(true),
+        },
         arrow_options,
         filter_predicate: body.filter_predicate.unwrap_or_default(),
         filter_predicate_fallback: body.filter_predicate_fallback.unwrap_or(false),
@@ -309,11 +335,21 @@ async fn table_read(
         (_, Some(offset), Some(count)) => ReadRange::Rows { offset, count },
         (_, Some(offset), None) => {
             // An open-ended range: up to the end of the session.
-            let session = state.service.get_read_session(&table, session_id, false).await?;
+            let session = state
+                .service
+                .get_read_session(&table, session_id, false)
+                .await?;
             let total = session.record_count.max(0) as u64;
-            ReadRange::Rows { offset, count: total.saturating_sub(offset) }
+            ReadRange::Rows {
+                offset,
+                count: total.saturating_sub(offset),
+            }
         }
-        (None, None, _) => return Err(ApiError::invalid("TableRead needs Index, or Offset and Count")),
+        (None, None, _) => {
+            return Err(ApiError::invalid(
+                "TableRead needs Index, or Offset and Count",
+            ));
+        }
     };
     let max_batch_rows = match body.max_batch_rows {
         None | Some(0) => ReadRequest::DEFAULT_MAX_BATCH_ROWS,
@@ -360,11 +396,19 @@ async fn preview(
         Some(n) => n as u64,
         None => opt_u64(params, "Limit")?.unwrap_or(10_000),
     };
-    let partition = body.partition.or_else(|| params.get("Partition").cloned()).unwrap_or_default();
+    let partition = body
+        .partition
+        .or_else(|| params.get("Partition").cloned())
+        .unwrap_or_default();
     let partition = PartitionSpec::parse(&partition)?;
     let stream = state
         .service
-        .preview(&table, (!partition.is_empty()).then_some(&partition), &body.columns, limit)
+        .preview(
+            &table,
+            (!partition.is_empty()).then_some(&partition),
+            &body.columns,
+            limit,
+        )
         .await?;
     arrow_stream_body(stream, Compression::None).await
 }

@@ -27,8 +27,8 @@ use crate::codec;
 use crate::error::{ApiError, ApiResult};
 use crate::stream::Compression;
 use crate::v2::{
-    Params, json_body, json_body_or_empty, json_response, opt_u64, param, read_body, read_schema_json, target,
-    with_route_token,
+    Params, json_body, json_body_or_empty, json_response, opt_u64, param, read_body,
+    read_schema_json, target, with_route_token,
 };
 
 /// The request header of the exactly-once write token.
@@ -60,17 +60,28 @@ pub(crate) async fn dispatch(
             let table = target(params)?;
             let _: Value = json_body_or_empty(state, body).await?;
             let session_id = param(params, "SessionId")?;
-            state.service.abort_write_session(&table, session_id).await?;
+            state
+                .service
+                .abort_write_session(&table, session_id)
+                .await?;
             Ok(with_route_token(json_response(json!({})), session_id))
         }
         "TableGetWriteSchema" => {
             let table = target(params)?;
             let _: Value = json_body_or_empty(state, body).await?;
             let schema = match params.get("SessionId") {
-                Some(id) => state.service.get_write_session(&table, id).await?.write_schema,
+                Some(id) => {
+                    state
+                        .service
+                        .get_write_session(&table, id)
+                        .await?
+                        .write_schema
+                }
                 None => state.service.describe_table(&table).await?.schema,
             };
-            Ok(json_response(json!({"TableSchema": schema.to_write_schema_json(), "WarningMessage": null})))
+            Ok(json_response(
+                json!({"TableSchema": schema.to_write_schema_json(), "WarningMessage": null}),
+            ))
         }
         "TableWriteBlob" => write_blob(state, params, headers, body).await,
         "BlobRead" => blob_read(state, headers, body).await,
@@ -82,7 +93,9 @@ pub(crate) async fn dispatch(
 
 /// The `WriteMode` query parameter; streaming modes are refused.
 fn write_mode(params: &Params) -> ApiResult<Option<WriteMode>> {
-    let Some(m) = params.get("WriteMode") else { return Ok(None) };
+    let Some(m) = params.get("WriteMode") else {
+        return Ok(None);
+    };
     match m.trim().to_ascii_lowercase().as_str() {
         "" | "batch" => Ok(Some(WriteMode::Batch)),
         "batchcompatible" | "batch_compatible" => Ok(Some(WriteMode::BatchCompatible)),
@@ -91,7 +104,9 @@ fn write_mode(params: &Params) -> ApiResult<Option<WriteMode>> {
             "NotSupported",
             format!("WriteMode={m}: streaming writes are not supported by this server; use Batch"),
         )),
-        _ => Err(ApiError::invalid(format!("WriteMode={m:?} (expected Batch or BatchCompatible)"))),
+        _ => Err(ApiError::invalid(format!(
+            "WriteMode={m:?} (expected Batch or BatchCompatible)"
+        ))),
     }
 }
 
@@ -114,15 +129,18 @@ fn truthy(v: &Value) -> ApiResult<bool> {
 fn json_u64(v: &Value, name: &str) -> ApiResult<Option<u64>> {
     match v {
         Value::Null => Ok(None),
-        Value::Number(n) => {
-            n.as_u64().map(Some).ok_or_else(|| ApiError::invalid(format!("{name} {n} is not a non-negative integer")))
-        }
-        Value::String(s) => s
-            .trim()
-            .parse::<u64>()
+        Value::Number(n) => n
+            .as_u64()
             .map(Some)
-            .map_err(|_| ApiError::invalid(format!("{name} {s:?} is not a non-negative integer"))),
-        other => Err(ApiError::invalid(format!("{name} {other} is not an integer"))),
+            .ok_or_else(|| ApiError::invalid(format!("{name} {n} is not a non-negative integer"))),
+        Value::String(s) => {
+            s.trim().parse::<u64>().map(Some).map_err(|_| {
+                ApiError::invalid(format!("{name} {s:?} is not a non-negative integer"))
+            })
+        }
+        other => Err(ApiError::invalid(format!(
+            "{name} {other} is not an integer"
+        ))),
     }
 }
 
@@ -150,11 +168,18 @@ fn quota_token(session_id: &str, stream_id: &str) -> String {
 
 /// The session an upload writes to, refused (before its body is read) unless it exists,
 /// has not expired, and is still open for writes.
-pub(crate) async fn writable_session(state: &AppState, table: &TableId, session_id: &str) -> ApiResult<WriteSession> {
+pub(crate) async fn writable_session(
+    state: &AppState,
+    table: &TableId,
+    session_id: &str,
+) -> ApiResult<WriteSession> {
     let session = state.service.get_write_session(table, session_id).await?;
     match session.status {
         SessionStatus::Init | SessionStatus::Normal => Ok(session),
-        SessionStatus::Expired => Err(StorageError::SessionExpired { session_id: session_id.to_string() }.into()),
+        SessionStatus::Expired => Err(StorageError::SessionExpired {
+            session_id: session_id.to_string(),
+        }
+        .into()),
         other => Err(StorageError::InvalidState {
             session_id: session_id.to_string(),
             state: other.as_str().to_string(),
@@ -178,18 +203,31 @@ struct CreateWriteSessionBody {
     enhance_write_check: Value,
 }
 
-async fn create_write_session(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult<Response> {
+async fn create_write_session(
+    state: &Arc<AppState>,
+    params: &Params,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let mode = write_mode(params)?.unwrap_or_default();
     let body: CreateWriteSessionBody = json_body_or_empty(state, body).await?;
-    let spec = body.partial_partition_spec.as_deref().or(body.partition_spec.as_deref()).unwrap_or("");
+    let spec = body
+        .partial_partition_spec
+        .as_deref()
+        .or(body.partition_spec.as_deref())
+        .unwrap_or("");
     let mut overwrite = truthy(&body.overwrite)?;
     if let Some(flags) = &body.flags
         && let Some(v) = flags.get("overwrite").or_else(|| flags.get("Overwrite"))
     {
         overwrite = truthy(v)?;
     }
-    let request = WriteSessionRequest { table: table.clone(), partition: PartitionSpec::parse(spec)?, overwrite, mode };
+    let request = WriteSessionRequest {
+        table: table.clone(),
+        partition: PartitionSpec::parse(spec)?,
+        overwrite,
+        mode,
+    };
     let session = state.service.create_write_session(&request).await?;
     let value = if mode == WriteMode::BatchCompatible {
         let enhance = truthy(&body.enhance_write_check)?;
@@ -201,7 +239,11 @@ async fn create_write_session(state: &Arc<AppState>, params: &Params, body: Body
 }
 
 /// The session as the BatchCompatible client reads it: the V1 write-session fields.
-async fn batch_compatible_session_json(state: &AppState, s: &WriteSession, enhance: bool) -> ApiResult<Value> {
+async fn batch_compatible_session_json(
+    state: &AppState,
+    s: &WriteSession,
+    enhance: bool,
+) -> ApiResult<Value> {
     let schema = state.service.describe_table(&s.table).await?.schema;
     Ok(json!({
         "SessionId": s.session_id,
@@ -219,7 +261,11 @@ async fn batch_compatible_session_json(state: &AppState, s: &WriteSession, enhan
     }))
 }
 
-async fn get_write_session(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult<Response> {
+async fn get_write_session(
+    state: &Arc<AppState>,
+    params: &Params,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let mode = write_mode(params)?;
     let _: Value = json_body_or_empty(state, body).await?;
@@ -233,7 +279,9 @@ async fn get_write_session(state: &Arc<AppState>, params: &Params, body: Body) -
                    "RecordCount": w.row_offset})
         })
         .collect();
-    let mut value = if mode == Some(WriteMode::BatchCompatible) || s.mode == WriteMode::BatchCompatible {
+    let mut value = if mode == Some(WriteMode::BatchCompatible)
+        || s.mode == WriteMode::BatchCompatible
+    {
         batch_compatible_session_json(state, &s, false).await?
     } else {
         json!({"SessionId": s.session_id, "SessionStatus": s.status.as_str(), "ExpirationTime": s.expiration_time_ms,
@@ -268,17 +316,26 @@ impl StreamBody {
             Value::String(s) if s.is_empty() => Ok(None),
             Value::String(s) => Ok(Some(s.clone())),
             Value::Number(n) => Ok(Some(n.to_string())),
-            other => Err(ApiError::invalid(format!("StreamId {other} is not a string"))),
+            other => Err(ApiError::invalid(format!(
+                "StreamId {other} is not a string"
+            ))),
         }
     }
 }
 
 /// The fields every stream answer carries.
-fn stream_json(table: &TableId, session: &WriteSession, s: &WriteStream) -> serde_json::Map<String, Value> {
+fn stream_json(
+    table: &TableId,
+    session: &WriteSession,
+    s: &WriteStream,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("StreamId".into(), json!(s.stream_id));
     m.insert("StreamVersion".into(), json!(s.version));
-    m.insert("TableSchema".into(), session.write_schema.to_write_schema_json());
+    m.insert(
+        "TableSchema".into(),
+        session.write_schema.to_write_schema_json(),
+    );
     m.insert("TableId".into(), json!(table.to_string()));
     m.insert("SchemaVersion".into(), json!(0));
     m.insert("WarningMessage".into(), Value::Null);
@@ -288,7 +345,11 @@ fn stream_json(table: &TableId, session: &WriteSession, s: &WriteStream) -> serd
     m
 }
 
-async fn create_write_stream(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult<Response> {
+async fn create_write_stream(
+    state: &Arc<AppState>,
+    params: &Params,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let _ = write_mode(params)?;
     let session_id = param(params, "SessionId")?.to_string();
@@ -296,30 +357,53 @@ async fn create_write_stream(state: &Arc<AppState>, params: &Params, body: Body)
     let stream_id = body.stream_id()?;
     let version = json_u64(&body.stream_version, "StreamVersion")?;
     let exactly_once = truthy(&body.exactly_once_mode)?
-        || params.get("ExactlyOnceMode").map(|v| truthy(&Value::String(v.clone()))).transpose()?.unwrap_or(false);
+        || params
+            .get("ExactlyOnceMode")
+            .map(|v| truthy(&Value::String(v.clone())))
+            .transpose()?
+            .unwrap_or(false);
     let session = state.service.get_write_session(&table, &session_id).await?;
     let block = stream_id.as_deref().and_then(parse_block_stream_id);
     let created = state
         .service
-        .create_write_stream_version(&table, &session_id, stream_id.as_deref(), version, exactly_once)
+        .create_write_stream_version(
+            &table,
+            &session_id,
+            stream_id.as_deref(),
+            version,
+            exactly_once,
+        )
         .await;
     let stream = match (created, &stream_id, block) {
         (Ok(s), _, _) => s,
         // A repeated block reservation after the block was uploaded: the reservation is
         // advisory, uploads make their own versions.
         (Err(StorageError::InvalidState { .. }), Some(id), Some(_)) => {
-            state.service.get_write_stream(&table, &session_id, id).await?
+            state
+                .service
+                .get_write_stream(&table, &session_id, id)
+                .await?
         }
         (Err(e), _, _) => return Err(e.into()),
     };
     let mut m = stream_json(&table, &session, &stream);
     if block.is_some() || session.mode == WriteMode::BatchCompatible {
-        m.insert("QuotaToken".into(), json!(quota_token(&session_id, &stream.stream_id)));
+        m.insert(
+            "QuotaToken".into(),
+            json!(quota_token(&session_id, &stream.stream_id)),
+        );
     }
-    Ok(with_route_token(json_response(Value::Object(m)), &session_id))
+    Ok(with_route_token(
+        json_response(Value::Object(m)),
+        &session_id,
+    ))
 }
 
-async fn get_write_stream(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult<Response> {
+async fn get_write_stream(
+    state: &Arc<AppState>,
+    params: &Params,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let _ = write_mode(params)?;
     let body: StreamBody = json_body_or_empty(state, body).await?;
@@ -329,14 +413,21 @@ async fn get_write_stream(state: &Arc<AppState>, params: &Params, body: Body) ->
         None => param(params, "StreamId")?.to_string(),
     };
     let session = state.service.get_write_session(&table, &session_id).await?;
-    let stream = state.service.get_write_stream(&table, &session_id, &stream_id).await?;
+    let stream = state
+        .service
+        .get_write_stream(&table, &session_id, &stream_id)
+        .await?;
     let requested = match json_u64(&body.stream_version, "StreamVersion")? {
         Some(v) => Some(v),
         None => opt_u64(params, "StreamVersion")?,
     };
     // An older version than the latest is superseded: report it closed, with no rows.
     let superseded = requested.is_some_and(|v| v < stream.version);
-    let status = if superseded { "CLOSED" } else { stream_status(&stream) };
+    let status = if superseded {
+        "CLOSED"
+    } else {
+        stream_status(&stream)
+    };
     let count = if superseded { 0 } else { stream.row_offset };
     let mut m = stream_json(&table, &session, &stream);
     if let Some(v) = requested {
@@ -354,10 +445,17 @@ async fn get_write_stream(state: &Arc<AppState>, params: &Params, body: Body) ->
     if stream.exactly_once {
         m.insert("AccessToken".into(), json!(stream.access_token));
     }
-    Ok(with_route_token(json_response(Value::Object(m)), &session_id))
+    Ok(with_route_token(
+        json_response(Value::Object(m)),
+        &session_id,
+    ))
 }
 
-async fn close_write_stream(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult<Response> {
+async fn close_write_stream(
+    state: &Arc<AppState>,
+    params: &Params,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let _ = write_mode(params)?;
     let body: StreamBody = json_body_or_empty(state, body).await?;
@@ -374,10 +472,19 @@ async fn close_write_stream(state: &Arc<AppState>, params: &Params, body: Body) 
         Some(v) => v,
         None => match opt_u64(params, "StreamVersion")? {
             Some(v) => v,
-            None => state.service.get_write_stream(&table, &session_id, &stream_id).await?.version,
+            None => {
+                state
+                    .service
+                    .get_write_stream(&table, &session_id, &stream_id)
+                    .await?
+                    .version
+            }
         },
     };
-    state.service.close_write_stream(&table, &session_id, &stream_id, version).await?;
+    state
+        .service
+        .close_write_stream(&table, &session_id, &stream_id, version)
+        .await?;
     Ok(json_response(json!({"WarningMessage": null})))
 }
 
@@ -456,7 +563,11 @@ impl Replays {
                 }
             };
             // The first attempt is still running (it finishes even if its client left).
-            if waiting.wait_for(|o| !matches!(o, Outcome::Running)).await.is_err() {
+            if waiting
+                .wait_for(|o| !matches!(o, Outcome::Running))
+                .await
+                .is_err()
+            {
                 // Its entry was dropped unfinished (forgotten): look again.
                 continue;
             }
@@ -467,7 +578,10 @@ impl Replays {
 impl ReplayMap {
     fn register(&mut self, id: &str, identity: &str) -> Arc<ReplayEntry> {
         let (tx, _) = tokio::sync::watch::channel(Outcome::Running);
-        let entry = Arc::new(ReplayEntry { identity: identity.to_string(), outcome: tx });
+        let entry = Arc::new(ReplayEntry {
+            identity: identity.to_string(),
+            outcome: tx,
+        });
         if self.by_id.insert(id.to_string(), entry.clone()).is_none() {
             self.order.push_back(id.to_string());
         }
@@ -498,27 +612,43 @@ impl Drop for FinishGuard {
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// The trace id of a request, and whether it says it is a retry.
 fn retry_trace(headers: &HeaderMap) -> Option<(String, bool)> {
     let id = header_str(headers, RETRY_TRACE_ID)?;
-    let index = header_str(headers, RETRY_INDEX).and_then(|i| i.parse::<i64>().ok()).unwrap_or(0);
+    let index = header_str(headers, RETRY_INDEX)
+        .and_then(|i| i.parse::<i64>().ok())
+        .unwrap_or(0);
     Some((id.to_string(), index > 0))
 }
 
-async fn table_write(state: &Arc<AppState>, params: &Params, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn table_write(
+    state: &Arc<AppState>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let mode = write_mode(params)?;
     let session_id = param(params, "SessionId")?.to_string();
-    let block = match (opt_u64(params, "BlockNumber")?, opt_u64(params, "AttemptNumber")?) {
+    let block = match (
+        opt_u64(params, "BlockNumber")?,
+        opt_u64(params, "AttemptNumber")?,
+    ) {
         (Some(b), a) => Some((b, a.unwrap_or(0))),
         (None, Some(_)) => return Err(ApiError::invalid("AttemptNumber without BlockNumber")),
         (None, None) => None,
     };
     if mode == Some(WriteMode::BatchCompatible) && block.is_none() {
-        return Err(ApiError::invalid("a BatchCompatible TableWrite needs BlockNumber and AttemptNumber"));
+        return Err(ApiError::invalid(
+            "a BatchCompatible TableWrite needs BlockNumber and AttemptNumber",
+        ));
     }
     // The identity of the request, for replay detection.
     let identity = format!(
@@ -552,7 +682,9 @@ async fn table_write(state: &Arc<AppState>, params: &Params, headers: &HeaderMap
             // Refuse an unknown, expired or finished session before reading megabytes of body.
             writable_session(&state, &table, &session_id).await?;
             let answer = match block {
-                Some((b, a)) => block_write(&state, &table, &session_id, b, a, &headers, body).await?,
+                Some((b, a)) => {
+                    block_write(&state, &table, &session_id, b, a, &headers, body).await?
+                }
                 None => stream_write(&state, &table, &session_id, &params, &headers, body).await?,
             };
             if let Some(entry) = guard.0.take() {
@@ -561,9 +693,13 @@ async fn table_write(state: &Arc<AppState>, params: &Params, headers: &HeaderMap
             Ok::<Value, ApiError>(answer)
         })
     };
-    let answer = task
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))??;
+    let answer = task.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
+    })??;
     Ok(with_route_token(json_response(answer), &session_id))
 }
 
@@ -579,14 +715,23 @@ async fn stream_write(
     let row_offset = match params.get("RowOffset") {
         None => None,
         Some(v) => {
-            let n: i64 = v.trim().parse().map_err(|_| ApiError::invalid(format!("RowOffset={v:?} is not an integer")))?;
+            let n: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::invalid(format!("RowOffset={v:?} is not an integer")))?;
             u64::try_from(n).ok()
         }
     };
     let access_token = header_str(headers, ACCESS_TOKEN_HEADER).map(str::to_string);
     let version = match opt_u64(params, "StreamVersion")? {
         Some(v) => v,
-        None => state.service.get_write_stream(table, session_id, &stream_id).await?.version,
+        None => {
+            state
+                .service
+                .get_write_stream(table, session_id, &stream_id)
+                .await?
+                .version
+        }
     };
     let (batches, _permit) = upload_batches(state, headers, body).await?;
     let request = WriteRequest {
@@ -599,8 +744,10 @@ async fn stream_write(
         batches,
     };
     let ack = state.service.write(request).await?;
-    Ok(json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": ack.next_row_offset,
-              "RowsWritten": ack.rows_written, "Duplicate": ack.duplicate}))
+    Ok(
+        json!({"CommitMessage": null, "WarningMessage": null, "ExactlyOnceRowOffset": ack.next_row_offset,
+              "RowsWritten": ack.rows_written, "Duplicate": ack.duplicate}),
+    )
 }
 
 /// A BatchCompatible block upload: writes a fresh (or the reserved, still empty) version of
@@ -615,7 +762,9 @@ async fn block_write(
     body: Body,
 ) -> ApiResult<Value> {
     if block >= MAX_BLOCK_NUMBER {
-        return Err(ApiError::invalid(format!("BlockNumber {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}")));
+        return Err(ApiError::invalid(format!(
+            "BlockNumber {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}"
+        )));
     }
     let stream_id = block_stream_id(block, attempt);
     let (batches, _permit) = upload_batches(state, headers, body).await?;
@@ -634,7 +783,12 @@ async fn block_write(
     };
     let stream = match existing {
         Some(s) if s.status == StreamStatus::Open && s.row_offset == 0 && !s.exactly_once => s,
-        _ => state.service.create_write_stream_version(table, session_id, Some(&stream_id), None, false).await?,
+        _ => {
+            state
+                .service
+                .create_write_stream_version(table, session_id, Some(&stream_id), None, false)
+                .await?
+        }
     };
     let request = WriteRequest {
         table: table.clone(),
@@ -646,7 +800,10 @@ async fn block_write(
         batches,
     };
     let ack = state.service.write(request).await?;
-    state.service.close_write_stream(table, session_id, &stream_id, stream.version).await?;
+    state
+        .service
+        .close_write_stream(table, session_id, &stream_id, stream.version)
+        .await?;
     let rows = ack.rows_written;
     let message = json!({
         "BlockNumber": block,
@@ -673,11 +830,21 @@ async fn commit(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult
     let session_id = param(params, "SessionId")?.to_string();
     let body: CommitBody = json_body_or_empty(state, body).await?;
     if mode == Some(WriteMode::BatchCompatible) || body.commit_messages.is_some() {
-        let list = commit_message_streams(state, &table, &session_id, body.commit_messages.as_deref().unwrap_or(&[]))
+        let list = commit_message_streams(
+            state,
+            &table,
+            &session_id,
+            body.commit_messages.as_deref().unwrap_or(&[]),
+        )
+        .await?;
+        let info = state
+            .service
+            .commit_write_session(&table, &session_id, Some(&list))
             .await?;
-        let info = state.service.commit_write_session(&table, &session_id, Some(&list)).await?;
-        return Ok(json_response(json!({"SessionId": session_id, "SessionStatus": "COMMITTED",
-                                       "TableVersion": info.version, "RecordCount": info.rows})));
+        return Ok(json_response(
+            json!({"SessionId": session_id, "SessionStatus": "COMMITTED",
+                                       "TableVersion": info.version, "RecordCount": info.rows}),
+        ));
     }
     let ids = body.stream_ids.unwrap_or_default();
     let versions = body.stream_versions.unwrap_or_default();
@@ -695,7 +862,11 @@ async fn commit(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult
             let id = match id {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
-                other => return Err(ApiError::invalid(format!("StreamIds holds {other}, not a string"))),
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "StreamIds holds {other}, not a string"
+                    )));
+                }
             };
             let v = json_u64(v, "StreamVersions entry")?
                 .ok_or_else(|| ApiError::invalid("StreamVersions holds null"))?;
@@ -703,7 +874,10 @@ async fn commit(state: &Arc<AppState>, params: &Params, body: Body) -> ApiResult
         })
         .collect::<ApiResult<_>>()?;
     let streams = (!list.is_empty()).then_some(&list[..]);
-    let info = state.service.commit_write_session(&table, &session_id, streams).await?;
+    let info = state
+        .service
+        .commit_write_session(&table, &session_id, streams)
+        .await?;
     // Clients ignore the body; TableVersion and RecordCount are for clients that want them.
     Ok(with_route_token(
         json_response(json!({"TableVersion": info.version, "RecordCount": info.rows})),
@@ -727,15 +901,27 @@ async fn commit_message_streams(
             Value::String(s) => serde_json::from_str::<Value>(s)
                 .map_err(|e| ApiError::invalid(format!("commit message {s:?} is not JSON: {e}")))?,
             Value::Object(_) => m.clone(),
-            other => return Err(ApiError::invalid(format!("commit message {other} is not a string"))),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "commit message {other} is not a string"
+                )));
+            }
         };
-        let field = |k: &str| -> ApiResult<Option<u64>> { json_u64(obj.get(k).unwrap_or(&Value::Null), k) };
-        let block = field("BlockNumber")?.ok_or_else(|| ApiError::invalid(format!("commit message {obj} has no BlockNumber")))?;
+        let field =
+            |k: &str| -> ApiResult<Option<u64>> { json_u64(obj.get(k).unwrap_or(&Value::Null), k) };
+        let block = field("BlockNumber")?
+            .ok_or_else(|| ApiError::invalid(format!("commit message {obj} has no BlockNumber")))?;
         let attempt = field("AttemptNumber")?.unwrap_or(0);
         let stream_id = block_stream_id(block, attempt);
         let version = match field("StreamVersion")? {
             Some(v) => v,
-            None => state.service.get_write_stream(table, session_id, &stream_id).await?.version,
+            None => {
+                state
+                    .service
+                    .get_write_stream(table, session_id, &stream_id)
+                    .await?
+                    .version
+            }
         };
         if !out.iter().any(|(id, v)| *id == stream_id && *v == version) {
             out.push((stream_id, version));
@@ -748,17 +934,32 @@ async fn commit_message_streams(
 
 fn blob_dir(state: &AppState) -> ApiResult<std::path::PathBuf> {
     state.blob_dir.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "NotSupported", "blobs are not enabled on this server (no blob directory)")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NotSupported",
+            "blobs are not enabled on this server (no blob directory)",
+        )
     })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
+    })?
 }
 
-async fn write_blob(state: &Arc<AppState>, params: &Params, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn write_blob(
+    state: &Arc<AppState>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let table = target(params)?;
     let dir = blob_dir(state)?;
     let session_id = param(params, "SessionId")?.to_string();
@@ -767,7 +968,9 @@ async fn write_blob(state: &Arc<AppState>, params: &Params, headers: &HeaderMap,
     let codec = codec::request_encoding(headers)?;
     let limit = state.limits.max_upload_body;
     let raw = read_body(body, limit, "blob upload").await?;
-    let batch = params.get("Mode").is_some_and(|m| m.eq_ignore_ascii_case("batch"));
+    let batch = params
+        .get("Mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("batch"));
     let table_name = table.to_string();
     if batch {
         let value = blocking(move || {
@@ -788,13 +991,26 @@ async fn write_blob(state: &Arc<AppState>, params: &Params, headers: &HeaderMap,
         .await?;
         return Ok(json_response(value));
     }
-    let column_index = match params.get("ColumnIndex").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    let column_index = match params
+        .get("ColumnIndex")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
         None => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| ApiError::invalid(format!("ColumnIndex={v:?} is not an integer")))?),
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| ApiError::invalid(format!("ColumnIndex={v:?} is not an integer")))?,
+        ),
     };
     let partition_values: Vec<String> = params
         .get("PartitionValues")
-        .map(|p| p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect())
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let content_type = params.get("ContentType").cloned();
     let custom_file_name = params.get("CustomFileName").cloned();
@@ -914,7 +1130,10 @@ async fn blob_read(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Ap
     )
         .into_response();
     if let Some(enc) = compression.content_encoding() {
-        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(enc));
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static(enc),
+        );
     }
     Ok(response)
 }

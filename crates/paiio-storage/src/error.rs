@@ -34,7 +34,10 @@ pub enum Error {
 
     /// A configuration file, variable or key that is missing or wrong.
     #[error("configuration error in {source_name}: {message}")]
-    Config { source_name: String, message: String },
+    Config {
+        source_name: String,
+        message: String,
+    },
 
     /// A missing, malformed or wrong signature, or a request outside the clock-skew window.
     #[error("authentication failed ({code}): {message}")]
@@ -46,7 +49,11 @@ pub enum Error {
 
     /// The session or stream exists but is in a state that does not allow the operation.
     #[error("session {session_id} is {state}: {message}")]
-    InvalidState { session_id: String, state: String, message: String },
+    InvalidState {
+        session_id: String,
+        state: String,
+        message: String,
+    },
 
     /// A row or split index past the end.
     #[error("out of range: {message}")]
@@ -75,7 +82,12 @@ pub enum Error {
 
     /// An error answered by a remote service that maps to no other variant.
     #[error("service error {status} {code}: {message} (request id {request_id})")]
-    Service { status: u16, code: String, message: String, request_id: String },
+    Service {
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+    },
 
     /// The warehouse's disk refused a write: it is full, over quota or a file size limit, or
     /// read-only. Nothing was changed; freeing space (`paiio table vacuum`) or making the
@@ -113,27 +125,42 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidArgument { what: what.into(), message: message.into() }
+        Error::InvalidArgument {
+            what: what.into(),
+            message: message.into(),
+        }
     }
 
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound { kind, name: name.into() }
+        Error::NotFound {
+            kind,
+            name: name.into(),
+        }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for [`Error::Arrow`].
     pub fn arrow(context: impl Into<String>, source: arrow_schema::ArrowError) -> Self {
-        Error::Arrow { context: context.into(), source }
+        Error::Arrow {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Shorthand for [`Error::TypeMismatch`].
     pub fn type_mismatch(column: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::TypeMismatch { column: column.into(), message: message.into() }
+        Error::TypeMismatch {
+            column: column.into(),
+            message: message.into(),
+        }
     }
 
     /// Turns an [`Error::Io`] that says the disk is full or read-only into
@@ -151,18 +178,22 @@ impl Error {
                 },
                 None => Error::Io { path, source },
             },
-            Error::Arrow { context, source: arrow_schema::ArrowError::IoError(message, source) } => {
-                match unwritable_condition(&source) {
-                    Some(condition) => Error::Unwritable {
-                        root: root.to_path_buf(),
-                        condition,
-                        action: action.into(),
-                        path: PathBuf::from(context),
-                        source,
-                    },
-                    None => Error::Arrow { context, source: arrow_schema::ArrowError::IoError(message, source) },
-                }
-            }
+            Error::Arrow {
+                context,
+                source: arrow_schema::ArrowError::IoError(message, source),
+            } => match unwritable_condition(&source) {
+                Some(condition) => Error::Unwritable {
+                    root: root.to_path_buf(),
+                    condition,
+                    action: action.into(),
+                    path: PathBuf::from(context),
+                    source,
+                },
+                None => Error::Arrow {
+                    context,
+                    source: arrow_schema::ArrowError::IoError(message, source),
+                },
+            },
             other => other,
         }
     }

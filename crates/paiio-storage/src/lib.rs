@@ -25,8 +25,8 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use service::{
     CommitInfo, CreateTableOptions, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
-    RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService,
-    WriteAck, WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService, WriteAck,
+    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
 };
 pub use types::{ArrowOptions, Column, OdpsType, TableSchema};
 pub use uri::{PartitionSpec, TableId, TableUri};

@@ -82,13 +82,25 @@ impl SplitOptions {
     pub const MIN_SPLIT_SIZE: u64 = 1 << 10;
 
     pub fn size(bytes: u64) -> Self {
-        SplitOptions { mode: SplitMode::Size, number: bytes, cross_partition: true }
+        SplitOptions {
+            mode: SplitMode::Size,
+            number: bytes,
+            cross_partition: true,
+        }
     }
     pub fn parallelism(splits: u64) -> Self {
-        SplitOptions { mode: SplitMode::Parallelism, number: splits, cross_partition: true }
+        SplitOptions {
+            mode: SplitMode::Parallelism,
+            number: splits,
+            cross_partition: true,
+        }
     }
     pub fn row_offset() -> Self {
-        SplitOptions { mode: SplitMode::RowOffset, number: 0, cross_partition: true }
+        SplitOptions {
+            mode: SplitMode::RowOffset,
+            number: 0,
+            cross_partition: true,
+        }
     }
 }
 
@@ -121,7 +133,10 @@ pub struct ReadSessionRequest {
 
 impl ReadSessionRequest {
     pub fn new(table: TableId) -> Self {
-        ReadSessionRequest { table, ..Default::default() }
+        ReadSessionRequest {
+            table,
+            ..Default::default()
+        }
     }
 }
 
@@ -245,7 +260,10 @@ pub struct WriteSessionRequest {
 
 impl WriteSessionRequest {
     pub fn new(table: TableId) -> Self {
-        WriteSessionRequest { table, ..Default::default() }
+        WriteSessionRequest {
+            table,
+            ..Default::default()
+        }
     }
 }
 
@@ -417,7 +435,8 @@ pub trait TableService: Debug + Send + Sync + 'static {
         stream_id: Option<&str>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
-        self.create_write_stream_version(table, session_id, stream_id, None, exactly_once).await
+        self.create_write_stream_version(table, session_id, stream_id, None, exactly_once)
+            .await
     }
 
     /// The state of the latest version of a stream.
@@ -480,12 +499,16 @@ pub trait TableService: Debug + Send + Sync + 'static {
         options: CreateTableOptions,
     ) -> Result<()> {
         let _ = (schema, options);
-        Err(Error::NotSupported { message: format!("creating {table} on the {} backend", self.name()) })
+        Err(Error::NotSupported {
+            message: format!("creating {table} on the {} backend", self.name()),
+        })
     }
 
     async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
         let _ = if_exists;
-        Err(Error::NotSupported { message: format!("dropping {table} on the {} backend", self.name()) })
+        Err(Error::NotSupported {
+            message: format!("dropping {table} on the {} backend", self.name()),
+        })
     }
 
     async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
@@ -508,7 +531,10 @@ pub trait TableService: Debug + Send + Sync + 'static {
     ) -> Result<()> {
         let _ = (partition, if_exists);
         Err(Error::NotSupported {
-            message: format!("dropping partitions of {table} on the {} backend", self.name()),
+            message: format!(
+                "dropping partitions of {table} on the {} backend",
+                self.name()
+            ),
         })
     }
 }
@@ -530,7 +556,10 @@ pub fn parse_time_unit(s: &str) -> Result<TimeUnit> {
         "milli" | "ms" | "millisecond" => Ok(TimeUnit::Millisecond),
         "micro" | "us" | "microsecond" => Ok(TimeUnit::Microsecond),
         "nano" | "ns" | "nanosecond" => Ok(TimeUnit::Nanosecond),
-        _ => Err(Error::invalid("time unit", format!("`{s}` (expected second, milli, micro or nano)"))),
+        _ => Err(Error::invalid(
+            "time unit",
+            format!("`{s}` (expected second, milli, micro or nano)"),
+        )),
     }
 }
 

@@ -378,7 +378,9 @@ pub fn local_backend() -> Backend {
         .clock(Arc::new(clock.clone()))
         .open()
         .expect("the local warehouse opens in a temporary directory");
-    Backend::new(Arc::new(warehouse), "conformance").with_clock(clock).with_guard(dir)
+    Backend::new(Arc::new(warehouse), "conformance")
+        .with_clock(clock)
+        .with_guard(dir)
 }
 
 /// Parses a partition spec; panics on a bad one (tests write them literally).

@@ -30,7 +30,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
         return bad("must not be empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return bad(format!("is {} bytes long, the limit is {MAX_NAME_LEN}", name.len()));
+        return bad(format!(
+            "is {} bytes long, the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     check_chars(name).or_else(bad)?;
     if name.starts_with('.') {
@@ -78,7 +81,10 @@ fn check_chars(s: &str) -> std::result::Result<(), String> {
             '\\' => return Err("must not contain '\\'".into()),
             '\0' => return Err("must not contain NUL".into()),
             c if c.is_control() => {
-                return Err(format!("must not contain the control character U+{:04X}", c as u32));
+                return Err(format!(
+                    "must not contain the control character U+{:04X}",
+                    c as u32
+                ));
             }
             _ => {}
         }
@@ -121,7 +127,9 @@ impl TableId {
         validate_name("table name", table)?;
         Ok(TableId {
             project: project.to_string(),
-            schema: schema.map(|s| s.to_ascii_lowercase()).filter(|s| s != DEFAULT_SCHEMA),
+            schema: schema
+                .map(|s| s.to_ascii_lowercase())
+                .filter(|s| s != DEFAULT_SCHEMA),
             table: table.to_ascii_lowercase(),
         })
     }
@@ -138,7 +146,10 @@ impl TableId {
     /// Parses `table`, `schema.table` (within `project`).
     pub fn parse_in(project: &str, name: &str) -> Result<Self> {
         if name.contains("..") {
-            return Err(Error::invalid("table name", format!("{name:?}: must not contain '..'")));
+            return Err(Error::invalid(
+                "table name",
+                format!("{name:?}: must not contain '..'"),
+            ));
         }
         match name.split_once('.') {
             Some((schema, table)) => TableId::new(project, Some(schema), table),
@@ -154,7 +165,10 @@ impl TableId {
     /// The Storage API V2 target: `projects.P[.schemas.S].tables.T`.
     pub fn target(&self) -> String {
         match &self.schema {
-            Some(s) => format!("projects.{}.schemas.{}.tables.{}", self.project, s, self.table),
+            Some(s) => format!(
+                "projects.{}.schemas.{}.tables.{}",
+                self.project, s, self.table
+            ),
             None => format!("projects.{}.tables.{}", self.project, self.table),
         }
     }
@@ -167,7 +181,9 @@ impl TableId {
             ["projects", p, "tables", t] => TableId::new(p, None, t),
             _ => Err(Error::invalid(
                 "target",
-                format!("{target:?} (expected projects.P.tables.T or projects.P.schemas.S.tables.T)"),
+                format!(
+                    "{target:?} (expected projects.P.tables.T or projects.P.schemas.S.tables.T)"
+                ),
             )),
         }
     }
@@ -206,7 +222,10 @@ impl PartitionSpec {
             validate_partition_value(k, v)?;
             let k = k.to_ascii_lowercase();
             if out.iter().any(|(e, _)| *e == k) {
-                return Err(Error::invalid("partition spec", format!("key `{k}` appears twice")));
+                return Err(Error::invalid(
+                    "partition spec",
+                    format!("key `{k}` appears twice"),
+                ));
             }
             out.push((k, v.to_string()));
         }
@@ -223,7 +242,10 @@ impl PartitionSpec {
         for part in spec.split([',', '/']) {
             let part = part.trim();
             if part.is_empty() {
-                return Err(Error::invalid("partition spec", format!("{spec:?} has an empty level")));
+                return Err(Error::invalid(
+                    "partition spec",
+                    format!("{spec:?} has an empty level"),
+                ));
             }
             let Some((k, v)) = part.split_once('=') else {
                 return Err(Error::invalid(
@@ -253,12 +275,19 @@ impl PartitionSpec {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 
     /// `k=v/k2=v2`, the form used in URIs and directory names.
     pub fn to_path(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("/")
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// Whether every pair of `self` is in `other` (so `pt=1` matches `pt=1/region=x`).
@@ -282,7 +311,12 @@ fn unquote(v: &str) -> &str {
 
 impl fmt::Display for PartitionSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let s = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         f.write_str(&s)
     }
 }
@@ -332,14 +366,16 @@ impl TableUri {
         let rest = rest.trim_end_matches('/');
         let mut parts = rest.splitn(3, "/tables/");
         let project = parts.next().unwrap_or_default();
-        let after = parts.next().ok_or_else(|| {
-            bad("expected odps://PROJECT/tables/[SCHEMA.]TABLE[/key=value...]")
-        })?;
+        let after = parts
+            .next()
+            .ok_or_else(|| bad("expected odps://PROJECT/tables/[SCHEMA.]TABLE[/key=value...]"))?;
         if project.is_empty() {
             return Err(bad("the project is missing"));
         }
         if project.contains('/') {
-            return Err(bad("expected odps://PROJECT/tables/..., the project has a '/'"));
+            return Err(bad(
+                "expected odps://PROJECT/tables/..., the project has a '/'",
+            ));
         }
         // A literal "/tables/" after the table name can only be a partition value.
         let after = match parts.next() {
@@ -447,7 +483,9 @@ mod tests {
             assert!(err.contains(part), "{uri}: {err}");
         }
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        let err = TableUri::parse(&format!("odps://p/tables/{long}")).unwrap_err().to_string();
+        let err = TableUri::parse(&format!("odps://p/tables/{long}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("table name") && err.contains("limit"), "{err}");
     }
 
@@ -471,7 +509,8 @@ mod tests {
         "[a-z][a-z0-9_]{0,20}"
     }
     fn value() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_ :.-]{1,20}".prop_filter("no ..", |v| !v.contains("..") && v != "." && v.trim() == v)
+        "[A-Za-z0-9_ :.-]{1,20}"
+            .prop_filter("no ..", |v| !v.contains("..") && v != "." && v.trim() == v)
     }
 
     proptest! {

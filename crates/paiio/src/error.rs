@@ -39,12 +39,18 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidArgument { what: what.into(), message: message.into() }
+        Error::InvalidArgument {
+            what: what.into(),
+            message: message.into(),
+        }
     }
 
     /// Whether this is the end of the data.
     pub fn is_out_of_range(&self) -> bool {
         matches!(self, Error::OutOfRange(_))
-            || matches!(self, Error::Storage(paiio_storage::Error::OutOfRange { .. }))
+            || matches!(
+                self,
+                Error::Storage(paiio_storage::Error::OutOfRange { .. })
+            )
     }
 }

@@ -102,7 +102,10 @@ fn worker_threads() -> usize {
 }
 
 fn blocking_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get()).max(4) * 8
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4)
+        * 8
 }
 
 /// The process-wide I/O runtime (multi-thread, 2 to 4 workers named `paiio-io`).

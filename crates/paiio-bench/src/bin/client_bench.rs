@@ -292,7 +292,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut table_bytes = 0u64;
     for &n in &args.streams {
         let ranges = reads::even_ranges(rows, n);
-        let (run, server_cpu) = median_read(rest.clone(), &ranges, mbr, Some(pid), args.repeat).await?;
+        let (run, server_cpu) =
+            median_read(rest.clone(), &ranges, mbr, Some(pid), args.repeat).await?;
         check_rows("RestClient", run.rows, rows)?;
         table_bytes = table_bytes.max(run.bytes);
         eprintln!(
@@ -392,8 +393,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // The limit: the same Arrow data read from the local files, in this process.
     let local: Arc<dyn TableService> = Arc::new(LocalWarehouse::open(&warehouse)?);
     for &n in &args.streams {
-        let (run, _) =
-            median_read(local.clone(), &reads::even_ranges(rows, n), mbr, None, args.repeat).await?;
+        let (run, _) = median_read(
+            local.clone(),
+            &reads::even_ranges(rows, n),
+            mbr,
+            None,
+            args.repeat,
+        )
+        .await?;
         check_rows("local", run.rows, rows)?;
         eprintln!("bench: local TableService::read x{n}: {:.2} s", run.wall_s);
         results.push(row(

@@ -21,7 +21,10 @@ use paiio_bench::{proc_stats, server, table};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(name = "serve_bench", about = "Serving cost and concurrency of `paiio serve`")]
+#[command(
+    name = "serve_bench",
+    about = "Serving cost and concurrency of `paiio serve`"
+)]
 struct Args {
     /// Size of the table in GB (10^9 bytes) of uncompressed Arrow.
     #[arg(long, default_value_t = 1.1, conflicts_with_all = ["rows", "quick"])]
@@ -77,10 +80,14 @@ fn cache_dir(args: &Args) -> PathBuf {
     if let Some(dir) = &args.cache {
         return dir.clone();
     }
-    let base = std::env::var_os("PAIIO_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache").join("paiio-rs")
-    });
+    let base = std::env::var_os("PAIIO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache").join("paiio-rs")
+        });
     base.join("bench")
 }
 
@@ -90,7 +97,10 @@ fn mb(bytes: u64) -> String {
 
 fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     if let Err(e) = runtime.block_on(run(args)) {
         eprintln!("serve_bench: error: {e}");
         std::process::exit(1);
@@ -98,7 +108,9 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let boxed = |e: Box<dyn std::error::Error>| -> Box<dyn std::error::Error + Send + Sync> { e.to_string().into() };
+    let boxed = |e: Box<dyn std::error::Error>| -> Box<dyn std::error::Error + Send + Sync> {
+        e.to_string().into()
+    };
     let nofile = proc_stats::raise_nofile_limit();
     let rows = match (args.rows, args.quick) {
         (Some(rows), _) => rows.max(1),
@@ -106,9 +118,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         (None, false) => table::rows_for_gb(args.gb),
     };
     let streams = args.streams.unwrap_or(if args.quick { 200 } else { 1000 });
-    let hold = Duration::from_secs_f64(args.hold_secs.unwrap_or(if args.quick { 2.0 } else { 5.0 }));
+    let hold =
+        Duration::from_secs_f64(args.hold_secs.unwrap_or(if args.quick { 2.0 } else { 5.0 }));
     if streams + 64 > nofile as usize {
-        eprintln!("serve_bench: warning: the open-files limit is {nofile}, low for {streams} streams");
+        eprintln!(
+            "serve_bench: warning: the open-files limit is {nofile}, low for {streams} streams"
+        );
     }
     let cache = cache_dir(&args);
     let warehouse = cache.join("warehouse");
@@ -116,30 +131,60 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 
     let paiio = server::find_paiio(args.paiio.as_deref())?;
     let log = cache.join("serve.log");
-    let serve = server::ServeProcess::start(&paiio, &warehouse, &log, &args.server_arg).map_err(boxed)?;
+    let serve =
+        server::ServeProcess::start(&paiio, &warehouse, &log, &args.server_arg).map_err(boxed)?;
     let pid = serve.pid();
     let v2 = serve.v2_url();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = proc_stats::memory(pid, "VmRSS").unwrap_or(0);
-    eprintln!("bench: paiio serve (pid {pid}) at {}, idle RSS {}", serve.endpoint, mb(rss_idle));
+    eprintln!(
+        "bench: paiio serve (pid {pid}) at {}, idle RSS {}",
+        serve.endpoint,
+        mb(rss_idle)
+    );
 
     let http = client::http_client()?;
     // Warm-up (page cache, allocator), and the Arrow size of the table: the bytes of the
     // uncompressed IPC streams, decoded to check the row count.
-    let warm = client::throughput(&http, &v2, pid, Encoding::None, 4, args.max_batch_rows, true).await?;
+    let warm = client::throughput(
+        &http,
+        &v2,
+        pid,
+        Encoding::None,
+        4,
+        args.max_batch_rows,
+        true,
+    )
+    .await?;
     if warm.rows != rows {
-        return Err(format!("the warm-up read delivered {} rows, the table has {rows}", warm.rows).into());
+        return Err(format!(
+            "the warm-up read delivered {} rows, the table has {rows}",
+            warm.rows
+        )
+        .into());
     }
     let arrow_bytes = warm.wire_bytes;
     let arrow_gb = arrow_bytes as f64 / 1e9;
-    eprintln!("bench: warm-up read {} rows, {arrow_gb:.3} GB of Arrow in {:.2} s", warm.rows, warm.wall_s);
+    eprintln!(
+        "bench: warm-up read {} rows, {arrow_gb:.3} GB of Arrow in {:.2} s",
+        warm.rows, warm.wall_s
+    );
 
     let mut results: Vec<Throughput> = Vec::new();
     for encoding in Encoding::ALL {
         for &readers in &args.readers {
             let mut best: Option<Throughput> = None;
             for _ in 0..args.repeat.max(1) {
-                let t = client::throughput(&http, &v2, pid, encoding, readers, args.max_batch_rows, false).await?;
+                let t = client::throughput(
+                    &http,
+                    &v2,
+                    pid,
+                    encoding,
+                    readers,
+                    args.max_batch_rows,
+                    false,
+                )
+                .await?;
                 eprintln!(
                     "bench: {:<4} x{readers:<2} {:.2} s, {:.3} GB/s, server {:.2} CPU-s",
                     encoding.label(),
@@ -157,8 +202,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 
     let mut limits = Vec::new();
     for n in [1u64, 4] {
-        let (wall, got, cpu) =
-            table::read_in_process(&warehouse, n, args.max_batch_rows).await.map_err(boxed)?;
+        let (wall, got, cpu) = table::read_in_process(&warehouse, n, args.max_batch_rows)
+            .await
+            .map_err(boxed)?;
         if got != rows {
             return Err(format!("in-process read delivered {got} rows, {rows} expected").into());
         }
@@ -182,7 +228,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     drop(serve);
 
     // ---- report ----
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
         "paiio serve: table bench.wide, {:.1}M rows, {arrow_gb:.2} GB Arrow (uncompressed); \
          client and server on one machine, {cores} cores",
@@ -190,7 +238,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     );
     println!(
         "{:<12} {:>7} {:>8} {:>13} {:>12} {:>16} {:>16} {:>6}",
-        "compression", "readers", "wall s", "GB/s (Arrow)", "GB/s (wire)", "server CPU-s/GB", "client CPU-s/GB", "ratio"
+        "compression",
+        "readers",
+        "wall s",
+        "GB/s (Arrow)",
+        "GB/s (wire)",
+        "server CPU-s/GB",
+        "client CPU-s/GB",
+        "ratio"
     );
     for t in &results {
         let wire_gb = t.wire_bytes as f64 / 1e9;
@@ -217,11 +272,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             )
         })
         .collect();
-    println!("limit: in-process TableService::read, {}", limit_text.join(", "));
+    println!(
+        "limit: in-process TableService::read, {}",
+        limit_text.join(", ")
+    );
     if let Some(m) = &many {
         print_many(m, rss_idle);
     }
-    println!("server peak RSS over the whole run (VmHWM): {}", mb(rss_hwm));
+    println!(
+        "server peak RSS over the whole run (VmHWM): {}",
+        mb(rss_hwm)
+    );
 
     let json = json!({
         "table": "bench.wide",
@@ -268,7 +329,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         "server_rss_idle": rss_idle,
         "server_vm_hwm": rss_hwm,
     });
-    let json_path = args.json.clone().unwrap_or_else(|| cache.join("serve.json"));
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| cache.join("serve.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!("bench: figures written to {}", json_path.display());
     if many.as_ref().is_some_and(|m| m.errors > 0) {

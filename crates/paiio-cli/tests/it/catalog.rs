@@ -5,8 +5,16 @@ use crate::common::*;
 #[test]
 fn create_list_describe_drop() {
     let env = Env::new();
-    env.create("odps://proj/tables/b_table", "id bigint not null comment 'the id', name string", None);
-    env.create("odps://proj/tables/a_table", SCHEMA, Some("pt string, region string"));
+    env.create(
+        "odps://proj/tables/b_table",
+        "id bigint not null comment 'the id', name string",
+        None,
+    );
+    env.create(
+        "odps://proj/tables/a_table",
+        SCHEMA,
+        Some("pt string, region string"),
+    );
     env.create("odps://proj/tables/s1.Other", "x int", None);
     env.create("odps://other/tables/t", "x int", None);
 
@@ -14,9 +22,18 @@ fn create_list_describe_drop() {
         env.ok(&["table", "ls", "odps://proj"]),
         "odps://proj/tables/a_table\nodps://proj/tables/b_table\nodps://proj/tables/s1.other\n"
     );
-    assert_eq!(env.ok(&["table", "ls", "odps://proj/tables"]), env.ok(&["table", "ls", "odps://proj/"]));
-    assert_eq!(env.ok(&["table", "ls", "odps://proj/schemas/s1"]), "odps://proj/tables/s1.other\n");
-    assert_eq!(env.ok(&["table", "ls", "odps://proj", "--schema", "S1"]), "odps://proj/tables/s1.other\n");
+    assert_eq!(
+        env.ok(&["table", "ls", "odps://proj/tables"]),
+        env.ok(&["table", "ls", "odps://proj/"])
+    );
+    assert_eq!(
+        env.ok(&["table", "ls", "odps://proj/schemas/s1"]),
+        "odps://proj/tables/s1.other\n"
+    );
+    assert_eq!(
+        env.ok(&["table", "ls", "odps://proj", "--schema", "S1"]),
+        "odps://proj/tables/s1.other\n"
+    );
     assert_eq!(env.ok(&["table", "ls", "odps://empty"]), "");
 
     assert_eq!(
@@ -32,17 +49,37 @@ fn create_list_describe_drop() {
     // An empty table: count 0, head shows the columns, checksum of nothing.
     assert_eq!(env.count("odps://proj/tables/a_table"), 0);
     let head = env.ok(&["table", "head", "odps://proj/tables/a_table"]);
-    assert!(head.contains("| id | name | price | flag | ts | pt | region |"), "{head}");
-    assert_eq!(env.checksum("odps://proj/tables/a_table"), format!("0 {}", "0".repeat(64)));
-    assert_eq!(env.ok(&["table", "partitions", "odps://proj/tables/a_table"]), "");
+    assert!(
+        head.contains("| id | name | price | flag | ts | pt | region |"),
+        "{head}"
+    );
+    assert_eq!(
+        env.checksum("odps://proj/tables/a_table"),
+        format!("0 {}", "0".repeat(64))
+    );
+    assert_eq!(
+        env.ok(&["table", "partitions", "odps://proj/tables/a_table"]),
+        ""
+    );
     let (code, message) = env.fail(&["table", "partitions", "odps://proj/tables/b_table"]);
     assert_eq!(code, 2);
     assert!(message.contains("not partitioned"), "{message}");
 
-    let out = env.ok(&["table", "create", "odps://proj/tables/b_table", "--schema", "y int", "--if-not-exists"]);
+    let out = env.ok(&[
+        "table",
+        "create",
+        "odps://proj/tables/b_table",
+        "--schema",
+        "y int",
+        "--if-not-exists",
+    ]);
     assert_eq!(out.trim(), "exists odps://proj/tables/b_table (unchanged)");
 
-    assert_eq!(env.ok(&["table", "drop", "odps://proj/tables/b_table"]).trim(), "dropped odps://proj/tables/b_table");
+    assert_eq!(
+        env.ok(&["table", "drop", "odps://proj/tables/b_table"])
+            .trim(),
+        "dropped odps://proj/tables/b_table"
+    );
     assert_eq!(
         env.ok(&["table", "ls", "odps://proj"]),
         "odps://proj/tables/a_table\nodps://proj/tables/s1.other\n"
@@ -62,11 +99,26 @@ fn partitions_counts_and_drops() {
         text.push_str(&format!("{i},{}\n", ["east", "west", "north"][i % 3]));
     }
     std::fs::write(&csv, &text).unwrap();
-    env.ok(&["table", "import", &format!("{t}/pt=1"), csv.to_str().unwrap()]);
-    env.ok(&["table", "import", &format!("{t}/pt=2"), csv.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{t}/pt=1"),
+        csv.to_str().unwrap(),
+    ]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{t}/pt=2"),
+        csv.to_str().unwrap(),
+    ]);
     let east = env.path("east.csv");
     std::fs::write(&east, "id\n1000\n1001\n").unwrap();
-    env.ok(&["table", "import", &format!("{t}/pt=3/region=east"), east.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{t}/pt=3/region=east"),
+        east.to_str().unwrap(),
+    ]);
 
     assert_eq!(env.count(t), 202);
     assert_eq!(env.count(&format!("{t}/pt=1")), 100);
@@ -83,7 +135,10 @@ fn partitions_counts_and_drops() {
     // Partition digests add up to the table's.
     let whole = env.checksum(t);
     let pt1 = env.checksum(&format!("{t}/pt=1"));
-    let rest = add_checksums(&env.checksum(&format!("{t}/pt=2")), &env.checksum(&format!("{t}/pt=3")));
+    let rest = add_checksums(
+        &env.checksum(&format!("{t}/pt=2")),
+        &env.checksum(&format!("{t}/pt=3")),
+    );
     assert_eq!(add_checksums(&pt1, &rest), whole);
     // The same rows in one partition layout or another do not digest the same (the
     // partition values are part of each row), but pt=1 and pt=2 hold the same data columns.
@@ -112,7 +167,10 @@ fn output_to_a_closed_pipe_is_not_an_error() {
         env.create(&format!("odps://proj/tables/t{i:02}"), "x int", None);
     }
     let mut command = env.command();
-    command.args(["table", "ls", "odps://proj"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(["table", "ls", "odps://proj"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 8];

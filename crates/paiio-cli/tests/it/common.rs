@@ -27,7 +27,9 @@ pub struct Run {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn warehouse(&self) -> PathBuf {
@@ -69,7 +71,10 @@ impl Env {
 
     /// `count` and `checksum` of a URI, to compare a table before and after something.
     pub fn state(&self, uri: &str) -> (String, String) {
-        (self.ok(&["table", "count", uri]), self.ok(&["table", "checksum", uri]))
+        (
+            self.ok(&["table", "count", uri]),
+            self.ok(&["table", "checksum", uri]),
+        )
     }
 
     pub fn create(&self, uri: &str, schema: &str, partitioned_by: Option<&str>) {
@@ -86,7 +91,10 @@ impl Env {
     }
 
     pub fn count(&self, uri: &str) -> u64 {
-        self.ok(&["table", "count", uri]).trim().parse().expect("a count")
+        self.ok(&["table", "count", uri])
+            .trim()
+            .parse()
+            .expect("a count")
     }
 }
 
@@ -106,11 +114,17 @@ pub fn isolate(command: &mut Command, home: &Path) {
     ] {
         command.env_remove(var);
     }
-    command.env("HOME", home).env("PAIIO_WAREHOUSE", home.join("default-wh"));
+    command
+        .env("HOME", home)
+        .env("PAIIO_WAREHOUSE", home.join("default-wh"));
 }
 
 pub fn run(mut command: Command) -> Run {
-    let Output { status, stdout, stderr } = command.output().expect("run paiio");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("run paiio");
     Run {
         code: status.code(),
         stdout: String::from_utf8(stdout).expect("utf-8 stdout"),
@@ -120,10 +134,20 @@ pub fn run(mut command: Command) -> Run {
 
 pub fn assert_one_line_error(run: &Run, args: &[&str]) {
     assert_ne!(run.code, Some(0), "paiio {args:?} should fail: {run:?}");
-    assert!(run.code.is_some(), "paiio {args:?} died by a signal: {run:?}");
+    assert!(
+        run.code.is_some(),
+        "paiio {args:?} died by a signal: {run:?}"
+    );
     let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "paiio {args:?}: expected one line on stderr: {run:?}");
-    assert!(lines[0].starts_with("paiio: error: "), "paiio {args:?}: {run:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "paiio {args:?}: expected one line on stderr: {run:?}"
+    );
+    assert!(
+        lines[0].starts_with("paiio: error: "),
+        "paiio {args:?}: {run:?}"
+    );
     assert!(!run.stderr.contains("panicked"), "paiio {args:?}: {run:?}");
 }
 
@@ -149,7 +173,11 @@ impl Rng {
 /// quotes, commas, non-ASCII text, negative and fractional values, sub-second datetimes.
 pub fn acceptance_row(i: u64, rng: &mut Rng, line: &mut String) {
     let r = rng.next();
-    let id = if i % 1000 == 999 { -(i as i64) } else { i as i64 };
+    let id = if i % 1000 == 999 {
+        -(i as i64)
+    } else {
+        i as i64
+    };
     write!(line, "{id},").unwrap();
     match r % 50 {
         0 => line.push_str("\"with, comma\""),

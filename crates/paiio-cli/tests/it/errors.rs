@@ -12,7 +12,12 @@ fn setup() -> (Env, (String, String)) {
     env.create(T, SCHEMA, Some("pt string"));
     let csv = env.path("seed.csv");
     write_acceptance_csv(&csv, 0, 1_000);
-    env.ok(&["table", "import", &format!("{T}/pt=a"), csv.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{T}/pt=a"),
+        csv.to_str().unwrap(),
+    ]);
     let state = env.state(T);
     (env, state)
 }
@@ -36,7 +41,11 @@ fn value_that_does_not_fit_names_line_column_and_value() {
     }
     // Also with --overwrite, which must not have emptied the partition.
     let (_, message) = env.fail(&[
-        "table", "import", &format!("{T}/pt=a"), bad.to_str().unwrap(), "--overwrite",
+        "table",
+        "import",
+        &format!("{T}/pt=a"),
+        bad.to_str().unwrap(),
+        "--overwrite",
     ]);
     assert!(message.contains("line 3"), "{message}");
     assert_eq!(env.state(T), before);
@@ -44,17 +53,45 @@ fn value_that_does_not_fit_names_line_column_and_value() {
 
     for (content, line, column, value) in [
         ("id,name,price,flag,ts\n1,x,abc,true,\n", 2, "price", "abc"),
-        ("id,name,price,flag,ts\n1,x,1,true,\n2,x,1,yes,\n", 3, "flag", "yes"),
-        ("id,name,price,flag,ts\n1,x,1,true,\n2,x,1,true,\n3,x,1,true,31/12/2024\n", 4, "ts", "31/12/2024"),
-        ("ts,flag,id,name,price\n,,99999999999999999999,x,1\n", 2, "id", "99999999999999999999"),
+        (
+            "id,name,price,flag,ts\n1,x,1,true,\n2,x,1,yes,\n",
+            3,
+            "flag",
+            "yes",
+        ),
+        (
+            "id,name,price,flag,ts\n1,x,1,true,\n2,x,1,true,\n3,x,1,true,31/12/2024\n",
+            4,
+            "ts",
+            "31/12/2024",
+        ),
+        (
+            "ts,flag,id,name,price\n,,99999999999999999999,x,1\n",
+            2,
+            "id",
+            "99999999999999999999",
+        ),
     ] {
         std::fs::write(&bad, content).unwrap();
-        let (code, message) = env.fail(&["table", "import", T, bad.to_str().unwrap(), "--format", "csv"]);
+        let (code, message) = env.fail(&[
+            "table",
+            "import",
+            T,
+            bad.to_str().unwrap(),
+            "--format",
+            "csv",
+        ]);
         assert_eq!(code, 2, "{message}");
         // Without a pt column the table URI is refused before parsing; use pt=b.
         assert!(message.contains("`pt`"), "{message}");
-        let (code, message) =
-            env.fail(&["table", "import", &format!("{T}/pt=b"), bad.to_str().unwrap(), "--format", "csv"]);
+        let (code, message) = env.fail(&[
+            "table",
+            "import",
+            &format!("{T}/pt=b"),
+            bad.to_str().unwrap(),
+            "--format",
+            "csv",
+        ]);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains(&format!("line {line}")), "{message}");
         assert!(message.contains(&format!("`{column}`")), "{message}");
@@ -70,29 +107,56 @@ fn failure_deep_in_a_large_file_writes_nothing() {
     let big = env.path("big.csv");
     write_acceptance_csv(&big, 0, 300_000);
     let mut file = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
-    file.write_all(b"1,x,NaN-ish,true,2024-01-01 00:00:00\n").unwrap();
+    file.write_all(b"1,x,NaN-ish,true,2024-01-01 00:00:00\n")
+        .unwrap();
     drop(file);
     let (code, message) = env.fail(&[
-        "table", "import", &format!("{T}/pt=b"), big.to_str().unwrap(), "--batch-rows", "4096",
+        "table",
+        "import",
+        &format!("{T}/pt=b"),
+        big.to_str().unwrap(),
+        "--batch-rows",
+        "4096",
     ]);
     assert_eq!(code, 2, "{message}");
     assert!(message.contains("line 300002"), "{message}");
-    assert!(message.contains("`price`") && message.contains("NaN-ish"), "{message}");
+    assert!(
+        message.contains("`price`") && message.contains("NaN-ish"),
+        "{message}"
+    );
     assert_eq!(env.state(T), before);
     // No data file of the aborted session is left behind.
     let table_dir = env.warehouse().join("proj/default/sales");
     let files = arrow_files(&table_dir);
-    assert_eq!(files.len(), 1, "only the seed import's file remains: {files:?}");
+    assert_eq!(
+        files.len(),
+        1,
+        "only the seed import's file remains: {files:?}"
+    );
 
     // The same in JSON lines.
     let jsonl = env.path("big.jsonl");
     env.ok(&["table", "export", T, jsonl.to_str().unwrap()]);
-    let mut file = std::fs::OpenOptions::new().append(true).open(&jsonl).unwrap();
-    file.write_all(b"{\"id\": \"seven\", \"pt\": \"c\"}\n").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&jsonl)
+        .unwrap();
+    file.write_all(b"{\"id\": \"seven\", \"pt\": \"c\"}\n")
+        .unwrap();
     drop(file);
-    let (code, message) = env.fail(&["table", "import", T, jsonl.to_str().unwrap(), "--batch-rows", "100"]);
+    let (code, message) = env.fail(&[
+        "table",
+        "import",
+        T,
+        jsonl.to_str().unwrap(),
+        "--batch-rows",
+        "100",
+    ]);
     assert_eq!(code, 2, "{message}");
-    assert!(message.contains("line 1001") && message.contains("`id`") && message.contains("seven"), "{message}");
+    assert!(
+        message.contains("line 1001") && message.contains("`id`") && message.contains("seven"),
+        "{message}"
+    );
     assert_eq!(env.state(T), before);
 }
 
@@ -126,7 +190,10 @@ fn unknown_table() {
     ] {
         let (code, message) = env.fail(&args);
         assert_eq!(code, 1, "{message}");
-        assert!(message.contains("not found") && message.contains("proj.nope"), "{args:?}: {message}");
+        assert!(
+            message.contains("not found") && message.contains("proj.nope"),
+            "{args:?}: {message}"
+        );
     }
     let out = env.path("out.csv");
     env.fail(&["table", "export", missing, out.to_str().unwrap()]);
@@ -154,7 +221,10 @@ fn schema_text_that_does_not_parse() {
         }
         let (code, message) = env.fail(&args);
         assert_eq!(code, 2, "{message}");
-        assert!(message.to_lowercase().contains(expect), "{schema}: {message}");
+        assert!(
+            message.to_lowercase().contains(expect),
+            "{schema}: {message}"
+        );
     }
     assert_eq!(env.ok(&["table", "ls", "odps://proj"]), "");
     // A table that exists is not touched by a failed create either.
@@ -171,20 +241,43 @@ fn schema_text_that_does_not_parse() {
 fn missing_or_unreadable_file() {
     let (env, before) = setup();
     let missing = env.path("missing.csv");
-    let (code, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), missing.to_str().unwrap()]);
+    let (code, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{T}/pt=b"),
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
-    assert!(message.contains("missing.csv") && message.contains("No such file"), "{message}");
+    assert!(
+        message.contains("missing.csv") && message.contains("No such file"),
+        "{message}"
+    );
     let dir = env.path("adir.csv");
     std::fs::create_dir(&dir).unwrap();
-    let (code, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), dir.to_str().unwrap()]);
+    let (code, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{T}/pt=b"),
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{message}");
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    let (_, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), empty.to_str().unwrap()]);
+    let (_, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{T}/pt=b"),
+        empty.to_str().unwrap(),
+    ]);
     assert!(message.contains("header"), "{message}");
     let garbage = env.path("garbage.arrow");
     std::fs::write(&garbage, "not arrow at all").unwrap();
-    let (_, message) = env.fail(&["table", "import", &format!("{T}/pt=b"), garbage.to_str().unwrap()]);
+    let (_, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{T}/pt=b"),
+        garbage.to_str().unwrap(),
+    ]);
     assert!(message.contains("Arrow"), "{message}");
     // Export into a directory that does not exist.
     let nowhere = env.path("no/such/dir/out.csv");
@@ -210,10 +303,17 @@ fn file_columns_that_do_not_match() {
         assert!(message.contains(expect), "{content:?}: {message}");
     }
     // Dynamic partitioning needs a value for every row.
-    std::fs::write(&bad, "id,name,price,flag,ts,pt\n1,x,1,true,,b\n2,x,1,true,,\n").unwrap();
+    std::fs::write(
+        &bad,
+        "id,name,price,flag,ts,pt\n1,x,1,true,,b\n2,x,1,true,,\n",
+    )
+    .unwrap();
     let (code, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(message.contains("line 3") && message.contains("`pt`"), "{message}");
+    assert!(
+        message.contains("line 3") && message.contains("`pt`"),
+        "{message}"
+    );
     std::fs::write(&bad, "id,name,price,flag,ts,pt\n1,x,1,true,,../etc\n").unwrap();
     let (_, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
     assert!(message.contains("pt"), "{message}");
@@ -225,7 +325,10 @@ fn file_columns_that_do_not_match() {
     std::fs::write(&bad, "id,name\n1,x\n,y\n").unwrap();
     let (code, message) = env.fail(&["table", "import", strict, bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(message.contains("line 3") && message.contains("`id`") && message.contains("NOT NULL"), "{message}");
+    assert!(
+        message.contains("line 3") && message.contains("`id`") && message.contains("NOT NULL"),
+        "{message}"
+    );
     assert_eq!(env.count(strict), 0);
 }
 
@@ -294,7 +397,10 @@ fn rest_endpoint_is_refused_clearly() {
     let run = run(command);
     assert_one_line_error(&run, &["table", "ls"]);
     // Catalog commands are not part of the Storage API: refused before any request.
-    assert!(run.stderr.contains("not offered by the Storage API") && run.stderr.contains("--warehouse"), "{run:?}");
+    assert!(
+        run.stderr.contains("not offered by the Storage API") && run.stderr.contains("--warehouse"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -304,10 +410,24 @@ fn partition_values_must_fit_their_type() {
     env.create(t, "id bigint", Some("region bigint"));
     let rows = env.path("rows.csv");
     std::fs::write(&rows, "id\n1\n").unwrap();
-    env.ok(&["table", "import", &format!("{t}/region=-7"), rows.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{t}/region=-7"),
+        rows.to_str().unwrap(),
+    ]);
     let before = env.state(t);
-    for (value, expect) in [("xyz", "not a valid bigint"), ("007", "write it as 7"), ("1e3", "not a valid")] {
-        let (code, message) = env.fail(&["table", "import", &format!("{t}/region={value}"), rows.to_str().unwrap()]);
+    for (value, expect) in [
+        ("xyz", "not a valid bigint"),
+        ("007", "write it as 7"),
+        ("1e3", "not a valid"),
+    ] {
+        let (code, message) = env.fail(&[
+            "table",
+            "import",
+            &format!("{t}/region={value}"),
+            rows.to_str().unwrap(),
+        ]);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains(expect), "{value}: {message}");
     }
@@ -322,11 +442,17 @@ fn partition_values_must_fit_their_type() {
     env.ok(&["table", "export", text, arrow.to_str().unwrap()]);
     let (code, message) = env.fail(&["table", "import", t, arrow.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(message.contains("\"north\"") && message.contains("`region`"), "{message}");
+    assert!(
+        message.contains("\"north\"") && message.contains("`region`"),
+        "{message}"
+    );
     // CSV parses the column as its type.
     std::fs::write(&named, "id,region\n1,12\n2,north\n").unwrap();
     let (_, message) = env.fail(&["table", "import", t, named.to_str().unwrap()]);
-    assert!(message.contains("line 3") && message.contains("\"north\""), "{message}");
+    assert!(
+        message.contains("line 3") && message.contains("\"north\""),
+        "{message}"
+    );
     assert_eq!(env.state(t), before);
     // Text that is an integer is fine.
     std::fs::write(&named, "id,region\n1,12\n").unwrap();
@@ -335,7 +461,10 @@ fn partition_values_must_fit_their_type() {
     env.ok(&["table", "import", only, named.to_str().unwrap()]);
     env.ok(&["table", "export", only, arrow.to_str().unwrap()]);
     env.ok(&["table", "import", t, arrow.to_str().unwrap()]);
-    assert_eq!(env.ok(&["table", "partitions", t]), "region=-7  1\nregion=12  1\n");
+    assert_eq!(
+        env.ok(&["table", "partitions", t]),
+        "region=-7  1\nregion=12  1\n"
+    );
 }
 
 /// Types nested deeper than MaxCompute's limit are refused when a table is created, and a
@@ -350,10 +479,16 @@ fn types_and_values_nested_too_deep() {
         let schema = format!("id bigint, c {}", nested(depth));
         let (code, message) = env.fail(&["table", "create", &uri, "--schema", &schema]);
         assert_eq!(code, 2, "{message}");
-        assert!(message.contains("more than 32 levels deep (the limit is 32)"), "{message}");
+        assert!(
+            message.contains("more than 32 levels deep (the limit is 32)"),
+            "{message}"
+        );
         assert!(message.len() < 600, "{message}");
         let (_, message) = env.fail(&["table", "count", &uri]);
-        assert!(message.contains("not found") || message.contains("does not exist"), "{message}");
+        assert!(
+            message.contains("not found") || message.contains("does not exist"),
+            "{message}"
+        );
     }
 
     // The deepest type allowed works end to end.
@@ -370,15 +505,32 @@ fn types_and_values_nested_too_deep() {
 
     // A value nested 30,000 levels deep, on line 2: refused before it is parsed.
     let deep = env.path("deep.jsonl");
-    let line = format!("{{\"id\":2,\"c\":{}{}}}", "[".repeat(30_000), "]".repeat(30_000));
+    let line = format!(
+        "{{\"id\":2,\"c\":{}{}}}",
+        "[".repeat(30_000),
+        "]".repeat(30_000)
+    );
     std::fs::write(&deep, format!("{{\"id\":1,\"c\":null}}\n{line}\n")).unwrap();
     let (code, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
     assert_eq!(code, 2, "{message}");
-    assert!(message.contains("line 2") && message.contains("more than 33 levels"), "{message}");
+    assert!(
+        message.contains("line 2") && message.contains("more than 33 levels"),
+        "{message}"
+    );
     // Even where a string is expected, and within a string nothing counts.
-    std::fs::write(&deep, format!("{{\"id\":\"[[[[\",\"c\":null}}\n{}\n", line.replace("\"c\"", "\"x\""))).unwrap();
+    std::fs::write(
+        &deep,
+        format!(
+            "{{\"id\":\"[[[[\",\"c\":null}}\n{}\n",
+            line.replace("\"c\"", "\"x\"")
+        ),
+    )
+    .unwrap();
     let (_, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
-    assert!(message.contains("line 2") && message.contains("more than 33 levels"), "{message}");
+    assert!(
+        message.contains("line 2") && message.contains("more than 33 levels"),
+        "{message}"
+    );
     assert_eq!(env.state(t), before);
 }
 
@@ -393,10 +545,13 @@ fn arrow_bomb(file_format: bool) -> Vec<u8> {
         Field::new("name", DataType::Utf8, true),
     ]));
     let id: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(0..1000));
-    let name: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("n{i}"))));
+    let name: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values(
+        (0..1000).map(|i| format!("n{i}")),
+    ));
     let batch = RecordBatch::try_new(schema.clone(), vec![id, name]).unwrap();
-    let options =
-        IpcWriteOptions::default().try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME)).unwrap();
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
     let mut bytes = if file_format {
         let mut w = FileWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
         w.write(&batch).unwrap();
@@ -423,7 +578,11 @@ fn arrow_with_a_huge_declared_buffer_length_is_refused() {
     env.create(t, "id bigint, name string", None);
     let before = env.state(t);
     for file_format in [false, true] {
-        let path = env.path(if file_format { "bomb_file.arrow" } else { "bomb_stream.arrow" });
+        let path = env.path(if file_format {
+            "bomb_file.arrow"
+        } else {
+            "bomb_stream.arrow"
+        });
         std::fs::write(&path, arrow_bomb(file_format)).unwrap();
         let (code, message) = env.fail(&["table", "import", t, path.to_str().unwrap()]);
         assert_ne!(code, 0);
@@ -431,7 +590,10 @@ fn arrow_with_a_huge_declared_buffer_length_is_refused() {
             message.contains("4611686018427387904") && message.contains("record batch"),
             "file format {file_format}: {message}"
         );
-        assert!(!message.contains("panicked") && !message.contains("memory allocation"), "{message}");
+        assert!(
+            !message.contains("panicked") && !message.contains("memory allocation"),
+            "{message}"
+        );
         assert_eq!(env.state(t), before);
     }
 }

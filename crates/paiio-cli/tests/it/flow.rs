@@ -19,21 +19,34 @@ fn million_rows_two_partitions_round_trip() {
 
     let step = Instant::now();
     let out = env.ok(&["table", "import", &format!("{t}/pt=a"), a.to_str().unwrap()]);
-    assert_eq!(out.trim(), format!("imported 500000 rows into {t}/pt=a (version 1)"));
+    assert_eq!(
+        out.trim(),
+        format!("imported 500000 rows into {t}/pt=a (version 1)")
+    );
     let out = env.ok(&["table", "import", &format!("{t}/pt=b"), b.to_str().unwrap()]);
-    assert_eq!(out.trim(), format!("imported 500000 rows into {t}/pt=b (version 2)"));
+    assert_eq!(
+        out.trim(),
+        format!("imported 500000 rows into {t}/pt=b (version 2)")
+    );
     eprintln!("imported in {:?}", step.elapsed());
 
     assert_eq!(env.count(t), 1_000_000);
     assert_eq!(env.count(&format!("{t}/pt=a")), 500_000);
     assert_eq!(env.count(&format!("{t}/pt=b")), 500_000);
-    assert_eq!(env.ok(&["table", "partitions", t]), "pt=a  500000\npt=b  500000\n");
+    assert_eq!(
+        env.ok(&["table", "partitions", t]),
+        "pt=a  500000\npt=b  500000\n"
+    );
 
     // head: a pretty table with the partition column, the first rows of pt=a.
     let head = env.ok(&["table", "head", t, "-n", "3"]);
     let lines: Vec<&str> = head.lines().collect();
     assert_eq!(lines.len(), 7, "{head}");
-    let header: Vec<&str> = lines[1].split('|').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let header: Vec<&str> = lines[1]
+        .split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     assert_eq!(header, ["id", "name", "price", "flag", "ts", "pt"]);
     let mut rng = Rng::new(1);
     let mut first = String::new();
@@ -49,8 +62,15 @@ fn million_rows_two_partitions_round_trip() {
     let sum = env.checksum(t);
     let (rows, _) = parse_checksum(&sum);
     assert_eq!(rows, 1_000_000);
-    let (sum_a, sum_b) = (env.checksum(&format!("{t}/pt=a")), env.checksum(&format!("{t}/pt=b")));
-    assert_eq!(add_checksums(&sum_a, &sum_b), sum, "partition digests add up to the table's");
+    let (sum_a, sum_b) = (
+        env.checksum(&format!("{t}/pt=a")),
+        env.checksum(&format!("{t}/pt=b")),
+    );
+    assert_eq!(
+        add_checksums(&sum_a, &sum_b),
+        sum,
+        "partition digests add up to the table's"
+    );
     assert_ne!(sum_a, sum_b);
     eprintln!("checksums in {:?}", step.elapsed());
 
@@ -58,21 +78,39 @@ fn million_rows_two_partitions_round_trip() {
     let step = Instant::now();
     let exported = env.path("all.csv");
     let out = env.ok(&["table", "export", t, exported.to_str().unwrap()]);
-    assert_eq!(out.trim(), format!("exported 1000000 rows of {t} to {}", exported.display()));
-    let text_head: String =
-        std::fs::read_to_string(&exported).unwrap().lines().next().unwrap().to_string();
+    assert_eq!(
+        out.trim(),
+        format!("exported 1000000 rows of {t} to {}", exported.display())
+    );
+    let text_head: String = std::fs::read_to_string(&exported)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(text_head, "id,name,price,flag,ts,pt");
     let t2 = "odps://proj/tables/sales_copy";
     env.create(t2, SCHEMA, Some("pt string"));
     let out = env.ok(&["table", "import", t2, exported.to_str().unwrap()]);
-    assert_eq!(out.trim(), format!("imported 1000000 rows into {t2} (version 1)"));
+    assert_eq!(
+        out.trim(),
+        format!("imported 1000000 rows into {t2} (version 1)")
+    );
     eprintln!("exported and re-imported in {:?}", step.elapsed());
-    assert_eq!(env.ok(&["table", "partitions", t2]), "pt=a  500000\npt=b  500000\n");
+    assert_eq!(
+        env.ok(&["table", "partitions", t2]),
+        "pt=a  500000\npt=b  500000\n"
+    );
     assert_eq!(env.checksum(t2), sum);
 
     // A partition exports alone, with its partition column.
     let part = env.path("b.jsonl");
-    env.ok(&["table", "export", &format!("{t}/pt=b"), part.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "export",
+        &format!("{t}/pt=b"),
+        part.to_str().unwrap(),
+    ]);
     let t3 = "odps://proj/tables/sales_b";
     env.create(t3, SCHEMA, Some("pt string"));
     env.ok(&["table", "import", t3, part.to_str().unwrap()]);

@@ -37,7 +37,10 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
     let sum = env.checksum(t);
     assert!(sum.starts_with("4 "), "{sum}");
 
-    for (i, name) in ["out.jsonl", "out.arrow", "out.arrows", "out.ipc"].iter().enumerate() {
+    for (i, name) in ["out.jsonl", "out.arrow", "out.arrows", "out.ipc"]
+        .iter()
+        .enumerate()
+    {
         let file = env.path(name);
         env.ok(&["table", "export", t, file.to_str().unwrap()]);
         let copy = format!("odps://proj/tables/copy_{i}");
@@ -54,24 +57,45 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
     // A partial partition: export pt=x, re-import it under the fixed pt=x with `region`
     // coming from the data.
     let part = env.path("x.arrow");
-    env.ok(&["table", "export", &format!("{t}/pt=x"), part.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "export",
+        &format!("{t}/pt=x"),
+        part.to_str().unwrap(),
+    ]);
     // The exported file carries `pt`, which the URI now fixes: its values are all `x`.
     let copy = "odps://proj/tables/copy_x";
     all_types_table(&env, copy);
-    env.ok(&["table", "import", &format!("{copy}/pt=x"), part.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=x"),
+        part.to_str().unwrap(),
+    ]);
     assert_eq!(env.count(copy), 2);
     assert_eq!(env.checksum(copy), env.checksum(&format!("{t}/pt=x")));
     // ...but not into another partition.
-    let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=z"), part.to_str().unwrap()]);
+    let (code, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=z"),
+        part.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
-    assert!(message.contains("`pt`") && message.contains("\"x\"") && message.contains("fixes pt=z"), "{message}");
+    assert!(
+        message.contains("`pt`") && message.contains("\"x\"") && message.contains("fixes pt=z"),
+        "{message}"
+    );
     assert_eq!(env.count(copy), 2);
 
     // CSV cannot carry binary or nested columns: a clear error and no file.
     let csv = env.path("out.csv");
     let (code, message) = env.fail(&["table", "export", t, csv.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(message.contains("`bin`") && message.contains("jsonl"), "{message}");
+    assert!(
+        message.contains("`bin`") && message.contains("jsonl"),
+        "{message}"
+    );
     assert!(!csv.exists());
 }
 
@@ -97,10 +121,29 @@ fn csv_round_trips_every_type_it_carries() {
         field(null(1), format!("{}", (r % 256) as i64 - 128));
         field(null(2), format!("{}", (r % 65_536) as i64 - 32_768));
         field(null(3), format!("{}", (r >> 7) as i32));
-        field(null(4), format!("{}", f32::from_bits((r as u32) & 0x7f7f_ffff)));
-        field(null(5), format!("{:?}", (r as f64) / 3.0 * if r & 1 == 0 { -1e-9 } else { 1e9 }));
-        field(null(6), format!("{}.{:03}", (r % 1_000_000_000) as i64 - 500_000_000, r % 1000));
-        field(null(7), (if r & 2 == 0 { "true" } else { "FALSE" }).to_string());
+        field(
+            null(4),
+            format!("{}", f32::from_bits((r as u32) & 0x7f7f_ffff)),
+        );
+        field(
+            null(5),
+            format!(
+                "{:?}",
+                (r as f64) / 3.0 * if r & 1 == 0 { -1e-9 } else { 1e9 }
+            ),
+        );
+        field(
+            null(6),
+            format!(
+                "{}.{:03}",
+                (r % 1_000_000_000) as i64 - 500_000_000,
+                r % 1000
+            ),
+        );
+        field(
+            null(7),
+            (if r & 2 == 0 { "true" } else { "FALSE" }).to_string(),
+        );
         field(
             null(8),
             match r % 5 {
@@ -114,16 +157,29 @@ fn csv_round_trips_every_type_it_carries() {
         let days = (r % 200_000) as i64 - 100_000;
         let (y, m, d) = civil_from_days(days);
         field(null(10), format!("{y:04}-{m:02}-{d:02}"));
-        field(null(11), format!("{y:04}-{m:02}-{d:02}T12:34:56.{:03}", r % 1000));
+        field(
+            null(11),
+            format!("{y:04}-{m:02}-{d:02}T12:34:56.{:03}", r % 1000),
+        );
         let (y, m, d) = civil_from_days(days / 10);
-        field(null(12), format!("{y:04}-{m:02}-{d:02} 01:02:03.{:09}", r % 1_000_000_000));
+        field(
+            null(12),
+            format!("{y:04}-{m:02}-{d:02} 01:02:03.{:09}", r % 1_000_000_000),
+        );
         writeln!(text, "p{}", row % 3).unwrap();
     }
     let source = env.path("types.csv");
     std::fs::write(&source, &text).unwrap();
     let t = "odps://proj/tables/csv_types";
     env.create(t, CSV_TYPES, Some("pt string"));
-    env.ok(&["table", "import", t, source.to_str().unwrap(), "--batch-rows", "999"]);
+    env.ok(&[
+        "table",
+        "import",
+        t,
+        source.to_str().unwrap(),
+        "--batch-rows",
+        "999",
+    ]);
     assert_eq!(env.count(t), 20_000);
     let sum = env.checksum(t);
     for name in ["back.csv", "back.jsonl", "back.arrow"] {
@@ -146,20 +202,48 @@ fn format_from_option_or_extension() {
     let (code, message) = env.fail(&["table", "import", t, txt.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(message.contains("--format"), "{message}");
-    env.ok(&["table", "import", t, txt.to_str().unwrap(), "--format", "csv"]);
+    env.ok(&[
+        "table",
+        "import",
+        t,
+        txt.to_str().unwrap(),
+        "--format",
+        "csv",
+    ]);
     let json = env.path("data.ndjson");
     std::fs::write(&json, "{\"id\":3,\"name\":\"z\"}\n").unwrap();
     env.ok(&["table", "import", t, json.to_str().unwrap()]);
     let out = env.path("dump.data");
-    env.ok(&["table", "export", t, out.to_str().unwrap(), "--format", "jsonl"]);
+    env.ok(&[
+        "table",
+        "export",
+        t,
+        out.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 3);
     assert!(text.contains("{\"id\":3,\"name\":\"z\"}"), "{text}");
     let ipc = env.path("dump.bin");
-    env.ok(&["table", "export", t, ipc.to_str().unwrap(), "--format", "arrow"]);
+    env.ok(&[
+        "table",
+        "export",
+        t,
+        ipc.to_str().unwrap(),
+        "--format",
+        "arrow",
+    ]);
     let copy = "odps://proj/tables/plain2";
     env.create(copy, "id bigint, name string", None);
-    env.ok(&["table", "import", copy, ipc.to_str().unwrap(), "--format", "ipc"]);
+    env.ok(&[
+        "table",
+        "import",
+        copy,
+        ipc.to_str().unwrap(),
+        "--format",
+        "ipc",
+    ]);
     assert_eq!(env.checksum(copy), env.checksum(t));
 }
 
@@ -185,7 +269,10 @@ fn overwrite_replaces_what_it_writes() {
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "id\n").unwrap();
     let out = env.ok(&["table", "import", &p, empty.to_str().unwrap()]);
-    assert!(out.starts_with(&format!("imported 0 rows into {p} (version ")), "{out}");
+    assert!(
+        out.starts_with(&format!("imported 0 rows into {p} (version ")),
+        "{out}"
+    );
     assert_eq!(env.count(t), 4);
 }
 
@@ -199,7 +286,12 @@ fn csv_with_bom_crlf_and_reordered_columns() {
     let out = env.ok(&["table", "import", t, csv.to_str().unwrap()]);
     assert!(out.contains("imported 2 rows"), "{out}");
     let json = env.path("bom.jsonl");
-    env.ok(&["table", "export", &format!("{t}/pt=x"), json.to_str().unwrap()]);
+    env.ok(&[
+        "table",
+        "export",
+        &format!("{t}/pt=x"),
+        json.to_str().unwrap(),
+    ]);
     assert_eq!(
         std::fs::read_to_string(&json).unwrap(),
         "{\"id\":1,\"name\":\"a\\r\\nb\",\"pt\":\"x\"}\n"
@@ -252,7 +344,11 @@ fn csv_export_warns_about_empty_strings() {
     let t = "odps://proj/tables/empties";
     env.create(t, "id bigint, name string", None);
     let source = env.path("e.jsonl");
-    std::fs::write(&source, "{\"id\":1,\"name\":\"\"}\n{\"id\":2,\"name\":null}\n{\"id\":3,\"name\":\"x\"}\n").unwrap();
+    std::fs::write(
+        &source,
+        "{\"id\":1,\"name\":\"\"}\n{\"id\":2,\"name\":null}\n{\"id\":3,\"name\":\"x\"}\n",
+    )
+    .unwrap();
     env.ok(&["table", "import", t, source.to_str().unwrap()]);
     let csv = env.path("e.csv");
     let run = env.run(&["table", "export", t, csv.to_str().unwrap()]);
@@ -262,10 +358,20 @@ fn csv_export_warns_about_empty_strings() {
         "paiio: warning: column `name` has 1 empty strings, which CSV writes as empty fields and \
          import reads as NULL (jsonl and arrow keep them)"
     );
-    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "id,name\n1,\n2,\n3,x\n");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "id,name\n1,\n2,\n3,x\n"
+    );
     // jsonl keeps the difference and says nothing.
     let json = env.path("e.jsonl2");
-    let run = env.run(&["table", "export", t, json.to_str().unwrap(), "--format", "jsonl"]);
+    let run = env.run(&[
+        "table",
+        "export",
+        t,
+        json.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
 }
 
@@ -280,27 +386,58 @@ fn exported_partition_reimports_into_a_partition() {
     let shape = ("id bigint, name string", "pt string, n bigint");
     env.create(t, shape.0, Some(shape.1));
     let seed = env.path("seed.csv");
-    std::fs::write(&seed, "id,name,pt,n\n1,one,a,7\n2,,a,7\n3,three,a,-8\n4,four,b,7\n").unwrap();
+    std::fs::write(
+        &seed,
+        "id,name,pt,n\n1,one,a,7\n2,,a,7\n3,three,a,-8\n4,four,b,7\n",
+    )
+    .unwrap();
     env.ok(&["table", "import", t, seed.to_str().unwrap()]);
     let source = format!("{t}/pt=a");
     let want = env.checksum(&source);
 
-    for (i, name) in ["a.csv", "a.jsonl", "a.arrow", "a.arrows"].iter().enumerate() {
+    for (i, name) in ["a.csv", "a.jsonl", "a.arrow", "a.arrows"]
+        .iter()
+        .enumerate()
+    {
         let file = env.path(name);
         env.ok(&["table", "export", &source, file.to_str().unwrap()]);
         let text = std::fs::read(&file).unwrap();
-        assert!(String::from_utf8_lossy(&text).contains("pt"), "{name} carries pt");
+        assert!(
+            String::from_utf8_lossy(&text).contains("pt"),
+            "{name} carries pt"
+        );
         // Into the same partition of a table of the same shape, also naming both levels.
         let copy = format!("odps://proj/tables/copy_{i}");
         env.create(&copy, shape.0, Some(shape.1));
-        env.ok(&["table", "import", &format!("{copy}/pt=a"), file.to_str().unwrap()]);
+        env.ok(&[
+            "table",
+            "import",
+            &format!("{copy}/pt=a"),
+            file.to_str().unwrap(),
+        ]);
         assert_eq!(env.checksum(&copy), want, "{name}");
-        let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a/n=7"), file.to_str().unwrap()]);
-        assert!(message.contains("`n`") && message.contains("\"-8\"") && message.contains("fixes n=7"), "{name}: {message}");
+        let (_, message) = env.fail(&[
+            "table",
+            "import",
+            &format!("{copy}/pt=a/n=7"),
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            message.contains("`n`") && message.contains("\"-8\"") && message.contains("fixes n=7"),
+            "{name}: {message}"
+        );
         // Into another partition: refused, naming the column, the row and the value.
-        let (code, message) = env.fail(&["table", "import", &format!("{copy}/pt=b"), file.to_str().unwrap()]);
+        let (code, message) = env.fail(&[
+            "table",
+            "import",
+            &format!("{copy}/pt=b"),
+            file.to_str().unwrap(),
+        ]);
         assert_eq!(code, 2, "{message}");
-        assert!(message.contains("`pt`") && message.contains("\"a\"") && message.contains("fixes pt=b"), "{name}: {message}");
+        assert!(
+            message.contains("`pt`") && message.contains("\"a\"") && message.contains("fixes pt=b"),
+            "{name}: {message}"
+        );
         // The first row: after the header of a CSV file.
         let row = match *name {
             "a.csv" => "line 2",
@@ -316,19 +453,56 @@ fn exported_partition_reimports_into_a_partition() {
     env.create(copy, shape.0, Some(shape.1));
     let mixed = env.path("mixed.csv");
     std::fs::write(&mixed, "id,name,pt,n\n1,one,a,7\n2,two,b,7\n3,three,a,7\n").unwrap();
-    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), mixed.to_str().unwrap()]);
-    assert!(message.contains("line 3") && message.contains("\"b\"") && message.contains("fixes pt=a"), "{message}");
+    let (_, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=a"),
+        mixed.to_str().unwrap(),
+    ]);
+    assert!(
+        message.contains("line 3") && message.contains("\"b\"") && message.contains("fixes pt=a"),
+        "{message}"
+    );
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "id,name,pt,n\n1,one,,7\n").unwrap();
-    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), empty.to_str().unwrap()]);
-    assert!(message.contains("line 2") && message.contains("NULL") && message.contains("`pt`"), "{message}");
+    let (_, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=a"),
+        empty.to_str().unwrap(),
+    ]);
+    assert!(
+        message.contains("line 2") && message.contains("NULL") && message.contains("`pt`"),
+        "{message}"
+    );
     let jsonl = env.path("mixed.jsonl");
-    std::fs::write(&jsonl, "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n{\"id\":3,\"pt\":\"c\",\"n\":7}\n").unwrap();
-    let (_, message) = env.fail(&["table", "import", &format!("{copy}/pt=a"), jsonl.to_str().unwrap()]);
-    assert!(message.contains("line 3") && message.contains("\"c\"") && message.contains("fixes pt=a"), "{message}");
+    std::fs::write(
+        &jsonl,
+        "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n{\"id\":3,\"pt\":\"c\",\"n\":7}\n",
+    )
+    .unwrap();
+    let (_, message) = env.fail(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=a"),
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(
+        message.contains("line 3") && message.contains("\"c\"") && message.contains("fixes pt=a"),
+        "{message}"
+    );
     assert_eq!(env.count(copy), 0);
     // A JSON line may leave the fixed key out, or give it.
-    std::fs::write(&jsonl, "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n").unwrap();
-    env.ok(&["table", "import", &format!("{copy}/pt=a"), jsonl.to_str().unwrap()]);
+    std::fs::write(
+        &jsonl,
+        "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "table",
+        "import",
+        &format!("{copy}/pt=a"),
+        jsonl.to_str().unwrap(),
+    ]);
     assert_eq!(env.ok(&["table", "partitions", copy]), "pt=a/n=7  2\n");
 }

@@ -13,7 +13,8 @@ use md5::{Digest, Md5};
 use paiio_server::{Server, ServerHandle};
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::{
-    Column, CreateTableOptions, OdpsType, TableId, TableSchema, TableService, WriteRequest, WriteSessionRequest,
+    Column, CreateTableOptions, OdpsType, TableId, TableSchema, TableService, WriteRequest,
+    WriteSessionRequest,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -37,12 +38,27 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     fn expect(self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         self.json()
     }
     fn error(self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
-        assert_eq!(self.json()["Code"], code, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.json()["Code"],
+            code,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         assert!(self.headers.get("x-odps-request-id").is_some());
     }
 }
@@ -52,17 +68,35 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let wh = Arc::new(LocalWarehouse::open(dir.path().join("wh")).unwrap());
     let schema = TableSchema::new(
-        vec![Column::new("a", OdpsType::BigInt), Column::new("b", OdpsType::String)],
+        vec![
+            Column::new("a", OdpsType::BigInt),
+            Column::new("b", OdpsType::String),
+        ],
         Vec::new(),
     )
     .unwrap();
-    wh.create_table(&tid("t"), &schema, CreateTableOptions::default()).await.unwrap();
-    let pschema =
-        TableSchema::new(vec![Column::new("a", OdpsType::BigInt)], vec![Column::new("pt", OdpsType::String)]).unwrap();
-    wh.create_table(&tid("pt"), &pschema, CreateTableOptions::default()).await.unwrap();
-    let server = Server::builder(wh.clone()).allow_anonymous(true).build().unwrap();
+    wh.create_table(&tid("t"), &schema, CreateTableOptions::default())
+        .await
+        .unwrap();
+    let pschema = TableSchema::new(
+        vec![Column::new("a", OdpsType::BigInt)],
+        vec![Column::new("pt", OdpsType::String)],
+    )
+    .unwrap();
+    wh.create_table(&tid("pt"), &pschema, CreateTableOptions::default())
+        .await
+        .unwrap();
+    let server = Server::builder(wh.clone())
+        .allow_anonymous(true)
+        .build()
+        .unwrap();
     let handle = server.bind("127.0.0.1:0").await.unwrap();
-    Env { _dir: dir, wh, handle, client: reqwest::Client::new() }
+    Env {
+        _dir: dir,
+        wh,
+        handle,
+        client: reqwest::Client::new(),
+    }
 }
 
 fn tid(name: &str) -> TableId {
@@ -80,7 +114,10 @@ fn hex_lower(bytes: &[u8]) -> String {
 impl Env {
     /// The table resource as PyODPS builds it (always with `/schemas/default`).
     fn tr(&self, table: &str) -> String {
-        format!("{}/api/storage/v1/projects/p/schemas/default/tables/{table}", self.handle.url())
+        format!(
+            "{}/api/storage/v1/projects/p/schemas/default/tables/{table}",
+            self.handle.url()
+        )
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
@@ -88,7 +125,11 @@ impl Env {
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// A create-session POST as PyODPS sends it: JSON with a hex Content-MD5.
@@ -96,7 +137,10 @@ impl Env {
         let text = body.to_string();
         let req = self
             .client
-            .post(format!("{}/sessions?session_type={session_type}&curr_project=p", self.tr(table)))
+            .post(format!(
+                "{}/sessions?session_type={session_type}&curr_project=p",
+                self.tr(table)
+            ))
             .header("content-type", "application/json")
             .header("content-md5", md5_hex(&text))
             .body(text);
@@ -109,13 +153,18 @@ impl Env {
             "SplitOptions": {"SplitMode": mode, "SplitNumber": split_number, "CrossPartition": true},
             "ArrowOptions": {"TimestampUnit": "nano", "DatetimeUnit": "milli"},
             "FilterPredicate": "", "EnableEstimateStats": false});
-        self.create(table, "batch_read", body).await.expect(StatusCode::CREATED)
+        self.create(table, "batch_read", body)
+            .await
+            .expect(StatusCode::CREATED)
     }
 
     async fn read(&self, table: &str, sid: &str, query: &str, accept: Option<&str>) -> Answer {
         let mut req = self
             .client
-            .get(format!("{}/data?session_id={sid}&max_batch_rows=4096&{query}&curr_project=p", self.tr(table)))
+            .get(format!(
+                "{}/data?session_id={sid}&max_batch_rows=4096&{query}&curr_project=p",
+                self.tr(table)
+            ))
             .header("connection", "Keep-Alive");
         if let Some(a) = accept {
             req = req.header("accept-encoding", a);
@@ -126,18 +175,34 @@ impl Env {
     /// Python's default read parameters plus `query`, decoded to `a` values.
     async fn read_a(&self, table: &str, sid: &str, query: &str) -> Vec<i64> {
         let a = self.read(table, sid, query, Some("LZ4_FRAME")).await;
-        assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
         column_a(&decode(&a.body))
     }
 
     async fn create_write(&self, table: &str, body: Value) -> String {
-        let v = self.create(table, "batch_write", body).await.expect(StatusCode::OK);
+        let v = self
+            .create(table, "batch_write", body)
+            .await
+            .expect(StatusCode::OK);
         v["SessionId"].as_str().unwrap().to_string()
     }
 
     /// One block attempt, chunked like RequestsIO, LZ4-buffer-compressed like PyODPS.
-    async fn upload(&self, table: &str, sid: &str, block: u64, attempt: u64, ipc: Vec<u8>) -> Answer {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = ipc.chunks(64).map(|c| Ok(c.to_vec())).collect();
+    async fn upload(
+        &self,
+        table: &str,
+        sid: &str,
+        block: u64,
+        attempt: u64,
+        ipc: Vec<u8>,
+    ) -> Answer {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            ipc.chunks(64).map(|c| Ok(c.to_vec())).collect();
         let req = self
             .client
             .post(format!(
@@ -149,15 +214,28 @@ impl Env {
         self.send(req).await
     }
 
-    async fn upload_ok(&self, table: &str, sid: &str, block: u64, attempt: u64, ipc: Vec<u8>) -> String {
-        let v = self.upload(table, sid, block, attempt, ipc).await.expect(StatusCode::OK);
+    async fn upload_ok(
+        &self,
+        table: &str,
+        sid: &str,
+        block: u64,
+        attempt: u64,
+        ipc: Vec<u8>,
+    ) -> String {
+        let v = self
+            .upload(table, sid, block, attempt, ipc)
+            .await
+            .expect(StatusCode::OK);
         v["CommitMessage"].as_str().unwrap().to_string()
     }
 
     async fn commit(&self, table: &str, sid: &str, messages: Value) -> Answer {
         let req = self
             .client
-            .post(format!("{}/commit?session_id={sid}&curr_project=p", self.tr(table)))
+            .post(format!(
+                "{}/commit?session_id={sid}&curr_project=p",
+                self.tr(table)
+            ))
             .header("content-type", "application/json")
             .body(json!({"CommitMessages": messages}).to_string());
         self.send(req).await
@@ -167,7 +245,9 @@ impl Env {
     async fn all_a(&self, table: &str) -> Vec<i64> {
         let s = self.create_read(table, "RowOffset", 0).await;
         let sid = s["SessionId"].as_str().unwrap();
-        let mut a = self.read_a(table, sid, "split_index=0&row_count=0&row_index=0").await;
+        let mut a = self
+            .read_a(table, sid, "split_index=0&row_count=0&row_index=0")
+            .await;
         a.sort();
         a
     }
@@ -175,8 +255,16 @@ impl Env {
     /// Commits rows `range` into `t` straight through the warehouse.
     async fn seed(&self, table: &str, range: std::ops::Range<i64>) {
         let t = tid(table);
-        let s = self.wh.create_write_session(&WriteSessionRequest::new(t.clone())).await.unwrap();
-        let w = self.wh.create_write_stream(&t, &s.session_id, None, false).await.unwrap();
+        let s = self
+            .wh
+            .create_write_session(&WriteSessionRequest::new(t.clone()))
+            .await
+            .unwrap();
+        let w = self
+            .wh
+            .create_write_stream(&t, &s.session_id, None, false)
+            .await
+            .unwrap();
         let request = WriteRequest {
             table: t.clone(),
             session_id: s.session_id.clone(),
@@ -187,8 +275,14 @@ impl Env {
             batches: vec![batch(range)],
         };
         self.wh.write(request).await.unwrap();
-        self.wh.close_write_stream(&t, &s.session_id, &w.stream_id, w.version).await.unwrap();
-        self.wh.commit_write_session(&t, &s.session_id, None).await.unwrap();
+        self.wh
+            .close_write_stream(&t, &s.session_id, &w.stream_id, w.version)
+            .await
+            .unwrap();
+        self.wh
+            .commit_write_session(&t, &s.session_id, None)
+            .await
+            .unwrap();
     }
 }
 
@@ -198,13 +292,18 @@ fn batch(range: std::ops::Range<i64>) -> RecordBatch {
         Field::new("b", DataType::Utf8, true),
     ]));
     let a: ArrayRef = Arc::new(Int64Array::from_iter_values(range.clone()));
-    let b: ArrayRef = Arc::new(StringArray::from_iter_values(range.map(|i| format!("s{i}"))));
+    let b: ArrayRef = Arc::new(StringArray::from_iter_values(
+        range.map(|i| format!("s{i}")),
+    ));
     RecordBatch::try_new(schema, vec![a, b]).unwrap()
 }
 
 fn ipc_with(batches: &[RecordBatch], compression: Option<CompressionType>) -> Vec<u8> {
-    let options = IpcWriteOptions::default().try_with_compression(compression).unwrap();
-    let mut w = StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
+    let options = IpcWriteOptions::default()
+        .try_with_compression(compression)
+        .unwrap();
+    let mut w =
+        StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
     for b in batches {
         w.write(b).unwrap();
     }
@@ -218,7 +317,8 @@ fn lz4(range: std::ops::Range<i64>) -> Vec<u8> {
 }
 
 fn decode(body: &[u8]) -> Vec<RecordBatch> {
-    let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(body.to_vec()), None).unwrap();
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(Cursor::new(body.to_vec()), None).unwrap();
     reader.map(|b| b.unwrap()).collect()
 }
 
@@ -258,21 +358,48 @@ async fn read_sessions_in_both_modes() {
     assert_eq!(s["SplitsCount"], 1);
     assert_eq!(s["RecordCount"], -1);
     assert!(s["ExpirationTime"].as_i64().unwrap() > 0);
-    assert_eq!(s["SupportedDataFormat"], json!([{"Type": "ARROW", "Version": "V5"}]));
+    assert_eq!(
+        s["SupportedDataFormat"],
+        json!([{"Type": "ARROW", "Version": "V5"}])
+    );
     let cols = s["DataSchema"]["DataColumns"].as_array().unwrap();
-    assert_eq!((cols[0]["Name"].as_str(), cols[0]["Type"].as_str()), (Some("a"), Some("bigint")));
+    assert_eq!(
+        (cols[0]["Name"].as_str(), cols[0]["Type"].as_str()),
+        (Some("a"), Some("bigint"))
+    );
     let sid = s["SessionId"].as_str().unwrap().to_string();
     // Python sends every parameter: row_index / row_count 0 are ignored in a split session.
-    assert_eq!(env.read_a("t", &sid, "split_index=0&row_count=0&row_index=0").await, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=0&row_count=0&row_index=0")
+            .await,
+        (0..10).collect::<Vec<_>>()
+    );
     // A non-zero row range narrows the split.
-    assert_eq!(env.read_a("t", &sid, "split_index=0&row_count=3&row_index=2").await, vec![2, 3, 4]);
-    assert_eq!(env.read_a("t", &sid, "split_index=0&row_count=0&row_index=8").await, vec![8, 9]);
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=0&row_count=3&row_index=2")
+            .await,
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=0&row_count=0&row_index=8")
+            .await,
+        vec![8, 9]
+    );
 
     // Get and refresh: 200, same shape.
-    let get = env.client.get(format!("{}/sessions/{sid}?session_type=batch_read", env.tr("t")));
+    let get = env.client.get(format!(
+        "{}/sessions/{sid}?session_type=batch_read",
+        env.tr("t")
+    ));
     let g = env.send(get).await.expect(StatusCode::OK);
-    assert_eq!((g["SessionId"].as_str(), g["SplitsCount"].as_i64()), (Some(sid.as_str()), Some(1)));
-    let refresh = env.client.get(format!("{}/sessions/{sid}?session_type=batch_read&session_refresh=true", env.tr("t")));
+    assert_eq!(
+        (g["SessionId"].as_str(), g["SplitsCount"].as_i64()),
+        (Some(sid.as_str()), Some(1))
+    );
+    let refresh = env.client.get(format!(
+        "{}/sessions/{sid}?session_type=batch_read&session_refresh=true",
+        env.tr("t")
+    ));
     let r = env.send(refresh).await.expect(StatusCode::OK);
     assert!(r["ExpirationTime"].as_i64() >= g["ExpirationTime"].as_i64());
 
@@ -282,7 +409,13 @@ async fn read_sessions_in_both_modes() {
     let sid = s["SessionId"].as_str().unwrap().to_string();
     let mut all = Vec::new();
     for i in 0..3 {
-        let part = env.read_a("t", &sid, &format!("split_index={i}&row_count=0&row_index=0")).await;
+        let part = env
+            .read_a(
+                "t",
+                &sid,
+                &format!("split_index={i}&row_count=0&row_index=0"),
+            )
+            .await;
         assert!(!part.is_empty());
         all.extend(part);
     }
@@ -290,20 +423,46 @@ async fn read_sessions_in_both_modes() {
 
     // RowOffset: SplitsCount -1, RecordCount the total; split_index is ignored.
     let s = env.create_read("t", "RowOffset", 0).await;
-    assert_eq!((s["SplitsCount"].as_i64(), s["RecordCount"].as_i64()), (Some(-1), Some(10)));
+    assert_eq!(
+        (s["SplitsCount"].as_i64(), s["RecordCount"].as_i64()),
+        (Some(-1), Some(10))
+    );
     let sid = s["SessionId"].as_str().unwrap().to_string();
-    assert_eq!(env.read_a("t", &sid, "split_index=5&row_index=3&row_count=4").await, vec![3, 4, 5, 6]);
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=5&row_index=3&row_count=4")
+            .await,
+        vec![3, 4, 5, 6]
+    );
     // row_count=0 reads to the end; the seed example's row_count=RecordCount reads all.
-    assert_eq!(env.read_a("t", &sid, "split_index=0&row_index=6&row_count=0").await, vec![6, 7, 8, 9]);
-    assert_eq!(env.read_a("t", &sid, "split_index=0&row_index=0&row_count=10").await, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=0&row_index=6&row_count=0")
+            .await,
+        vec![6, 7, 8, 9]
+    );
+    assert_eq!(
+        env.read_a("t", &sid, "split_index=0&row_index=0&row_count=10")
+            .await,
+        (0..10).collect::<Vec<_>>()
+    );
     // At the end: an empty stream that still carries the schema.
-    let a = env.read("t", &sid, "split_index=0&row_index=10&row_count=0", None).await;
+    let a = env
+        .read("t", &sid, "split_index=0&row_index=10&row_count=0", None)
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(column_a(&decode(&a.body)).is_empty());
-    env.read("t", &sid, "split_index=0&row_index=11&row_count=0", None).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.read("t", &sid, "split_index=0&row_index=11&row_count=0", None)
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
 
     // max_batch_rows caps the batches.
-    let a = env.read("t", &sid, "split_index=0&row_index=0&row_count=0&max_batch_rows=3", None).await;
+    let a = env
+        .read(
+            "t",
+            &sid,
+            "split_index=0&row_index=0&row_count=0&max_batch_rows=3",
+            None,
+        )
+        .await;
     let batches = decode(&a.body);
     assert!(batches.iter().all(|b| b.num_rows() <= 3));
     assert_eq!(column_a(&batches), (0..10).collect::<Vec<_>>());
@@ -323,13 +482,27 @@ async fn reads_use_arrow_buffer_compression() {
         (Some("identity"), None),
         (None, None),
     ] {
-        let a = env.read("t", &sid, "split_index=0&row_count=0&row_index=0", accept).await;
-        assert_eq!(a.status, StatusCode::OK, "{accept:?}: {}", String::from_utf8_lossy(&a.body));
-        assert_eq!(a.headers.get("content-type").unwrap(), "application/octet-stream");
+        let a = env
+            .read("t", &sid, "split_index=0&row_count=0&row_index=0", accept)
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{accept:?}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(
+            a.headers.get("content-type").unwrap(),
+            "application/octet-stream"
+        );
         // No HTTP-level compression: the body is a raw IPC stream.
         assert!(a.headers.get("content-encoding").is_none(), "{accept:?}");
         assert_eq!(batch_codec(&a.body), codec, "{accept:?}");
-        assert_eq!(column_a(&decode(&a.body)), (0..5000).collect::<Vec<_>>(), "{accept:?}");
+        assert_eq!(
+            column_a(&decode(&a.body)),
+            (0..5000).collect::<Vec<_>>(),
+            "{accept:?}"
+        );
         sizes.push(a.body.len());
     }
     assert!(sizes[0] < sizes[2] && sizes[1] < sizes[2], "{sizes:?}");
@@ -343,7 +516,10 @@ async fn blocks_attempts_and_commit_of_a_subset() {
     let body = json!({"DynamicPartitionOptions": {"InvalidStrategy": "Exception", "InvalidLimit": 1,
         "DynamicPartitionLimit": 512}, "ArrowOptions": {"TimestampUnit": "nano", "DatetimeUnit": "milli"},
         "Overwrite": true, "PartitionSpec": "", "SupportWriteCluster": false, "EnhanceWriteCheck": true});
-    let w = env.create("t", "batch_write", body).await.expect(StatusCode::OK);
+    let w = env
+        .create("t", "batch_write", body)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(w["SessionType"], "batch_write");
     assert_eq!(w["SessionStatus"], "NORMAL");
     assert_eq!(w["MaxBlockNumber"], 20000);
@@ -355,33 +531,73 @@ async fn blocks_attempts_and_commit_of_a_subset() {
 
     let b0a0 = env.upload_ok("t", &sid, 0, 0, lz4(0..3)).await;
     let b0a1 = env.upload_ok("t", &sid, 0, 1, lz4(10..13)).await;
-    let b1a0 = env.upload_ok("t", &sid, 1, 0, ipc_with(&[batch(20..22)], Some(CompressionType::ZSTD))).await;
-    let b1a1 = env.upload_ok("t", &sid, 1, 1, ipc_with(&[batch(30..34), batch(34..35)], None)).await;
+    let b1a0 = env
+        .upload_ok(
+            "t",
+            &sid,
+            1,
+            0,
+            ipc_with(&[batch(20..22)], Some(CompressionType::ZSTD)),
+        )
+        .await;
+    let b1a1 = env
+        .upload_ok(
+            "t",
+            &sid,
+            1,
+            1,
+            ipc_with(&[batch(30..34), batch(34..35)], None),
+        )
+        .await;
     let m: Value = serde_json::from_str(&b1a1).unwrap();
-    assert_eq!((m["BlockNumber"].as_u64(), m["AttemptNumber"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (m["BlockNumber"].as_u64(), m["AttemptNumber"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(m["WriterStats"]["RecordNum"], 5);
     let _ = b0a0;
 
-    let get = env.client.get(format!("{}/sessions/{sid}?session_type=batch_write", env.tr("t")));
-    assert_eq!(env.send(get).await.expect(StatusCode::OK)["SessionStatus"], "NORMAL");
+    let get = env.client.get(format!(
+        "{}/sessions/{sid}?session_type=batch_write",
+        env.tr("t")
+    ));
+    assert_eq!(
+        env.send(get).await.expect(StatusCode::OK)["SessionStatus"],
+        "NORMAL"
+    );
     // Nothing is visible before the commit.
     assert_eq!(env.all_a("t").await, vec![100, 101, 102]);
 
     // Two attempts of one block cannot both be committed.
-    env.commit("t", &sid, json!([b0a0, b0a1])).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
-    env.commit("t", &sid, json!(["not a message"])).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.commit("t", &sid, json!([b0a0, b0a1]))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.commit("t", &sid, json!(["not a message"]))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
 
-    let c = env.commit("t", &sid, json!([b0a1, null, b1a0])).await.expect(StatusCode::CREATED);
+    let c = env
+        .commit("t", &sid, json!([b0a1, null, b1a0]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(c["SessionId"], sid);
     assert_eq!(c["SessionStatus"], "COMMITTED");
     assert_eq!(c["SessionType"], "batch_write");
     // Exactly the listed attempts; Overwrite replaced the old rows.
     assert_eq!(env.all_a("t").await, vec![10, 11, 12, 20, 21]);
     // A retried commit is still 201 and changes nothing.
-    env.commit("t", &sid, json!([b0a1, b1a0])).await.expect(StatusCode::CREATED);
+    env.commit("t", &sid, json!([b0a1, b1a0]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![10, 11, 12, 20, 21]);
-    let get = env.client.get(format!("{}/sessions/{sid}?session_type=batch_write", env.tr("t")));
-    assert_eq!(env.send(get).await.expect(StatusCode::OK)["SessionStatus"], "COMMITTED");
+    let get = env.client.get(format!(
+        "{}/sessions/{sid}?session_type=batch_write",
+        env.tr("t")
+    ));
+    assert_eq!(
+        env.send(get).await.expect(StatusCode::OK)["SessionStatus"],
+        "COMMITTED"
+    );
 }
 
 #[tokio::test]
@@ -392,13 +608,21 @@ async fn reupload_of_an_attempt_supersedes_and_messages_stay_in_their_session() 
     let second = env.upload_ok("t", &sid, 7, 0, lz4(50..52)).await;
     assert_ne!(first, second);
     let other = env.create_write("t", json!({"Overwrite": false})).await;
-    env.commit("t", &other, json!([second])).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
-    env.commit("t", &sid, json!([second])).await.expect(StatusCode::CREATED);
+    env.commit("t", &other, json!([second]))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.commit("t", &sid, json!([second]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![50, 51]);
     // Block numbers are bounded by MaxBlockNumber.
-    env.upload("t", &other, 20_000, 0, lz4(0..1)).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.upload("t", &other, 20_000, 0, lz4(0..1))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
     // An empty commit of an append session adds nothing.
-    env.commit("t", &other, json!([])).await.expect(StatusCode::CREATED);
+    env.commit("t", &other, json!([]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![50, 51]);
 }
 
@@ -409,67 +633,116 @@ async fn overwrite_defaults_to_true() {
     // No Overwrite field: replaces, like PyODPS' default.
     let sid = env.create_write("t", json!({"PartitionSpec": ""})).await;
     let m = env.upload_ok("t", &sid, 0, 0, lz4(10..12)).await;
-    env.commit("t", &sid, json!([m])).await.expect(StatusCode::CREATED);
+    env.commit("t", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![10, 11]);
     // Overwrite false appends.
     let sid = env.create_write("t", json!({"Overwrite": false})).await;
     let m = env.upload_ok("t", &sid, 0, 0, lz4(20..21)).await;
-    env.commit("t", &sid, json!([m])).await.expect(StatusCode::CREATED);
+    env.commit("t", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![10, 11, 20]);
     // Overwrite true replaces again.
     let sid = env.create_write("t", json!({"Overwrite": true})).await;
     let m = env.upload_ok("t", &sid, 3, 2, lz4(30..31)).await;
-    env.commit("t", &sid, json!([m])).await.expect(StatusCode::CREATED);
+    env.commit("t", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![30]);
 }
 
 #[tokio::test]
 async fn static_and_dynamic_partitions() {
     let env = env().await;
-    let sid = env.create_write("pt", json!({"PartitionSpec": "pt=x", "Overwrite": false})).await;
+    let sid = env
+        .create_write("pt", json!({"PartitionSpec": "pt=x", "Overwrite": false}))
+        .await;
     let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-    let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef]).unwrap();
-    let m = env.upload_ok("pt", &sid, 0, 0, ipc_with(&[b], Some(CompressionType::LZ4_FRAME))).await;
-    env.commit("pt", &sid, json!([m])).await.expect(StatusCode::CREATED);
-
-    // Dynamic: the data carries the partition column.
-    let sid = env.create_write("pt", json!({"PartitionSpec": "", "Overwrite": false})).await;
-    let schema =
-        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("pt", DataType::Utf8, true)]));
     let b = RecordBatch::try_new(
         schema,
-        vec![Arc::new(Int64Array::from(vec![3, 4])) as ArrayRef, Arc::new(StringArray::from(vec!["y", "z"])) as ArrayRef],
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
+    )
+    .unwrap();
+    let m = env
+        .upload_ok(
+            "pt",
+            &sid,
+            0,
+            0,
+            ipc_with(&[b], Some(CompressionType::LZ4_FRAME)),
+        )
+        .await;
+    env.commit("pt", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
+
+    // Dynamic: the data carries the partition column.
+    let sid = env
+        .create_write("pt", json!({"PartitionSpec": "", "Overwrite": false}))
+        .await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, true),
+        Field::new("pt", DataType::Utf8, true),
+    ]));
+    let b = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![3, 4])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["y", "z"])) as ArrayRef,
+        ],
     )
     .unwrap();
     let m = env.upload_ok("pt", &sid, 0, 0, ipc_with(&[b], None)).await;
-    env.commit("pt", &sid, json!([m])).await.expect(StatusCode::CREATED);
+    env.commit("pt", &sid, json!([m]))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(env.all_a("pt").await, vec![1, 2, 3, 4]);
 
     // RequiredPartitions filters (`,` or `/` separated specs).
     let body = json!({"RequiredPartitions": ["pt=y"], "RequiredPartitionColumns": ["pt"], "SplitOptions": {"SplitMode": "RowOffset", "SplitNumber": 0}});
-    let s = env.create("pt", "batch_read", body).await.expect(StatusCode::CREATED);
+    let s = env
+        .create("pt", "batch_read", body)
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(s["RecordCount"], 1);
     assert_eq!(s["DataSchema"]["PartitionColumns"][0]["Name"], "pt");
     let sid = s["SessionId"].as_str().unwrap();
-    assert_eq!(env.read_a("pt", sid, "split_index=0&row_index=0&row_count=0").await, vec![3]);
+    assert_eq!(
+        env.read_a("pt", sid, "split_index=0&row_index=0&row_count=0")
+            .await,
+        vec![3]
+    );
 }
 
 #[tokio::test]
 async fn content_md5_is_verified() {
     let env = env().await;
-    let body = json!({"SplitOptions": {"SplitMode": "Size", "SplitNumber": 268_435_456}}).to_string();
+    let body =
+        json!({"SplitOptions": {"SplitMode": "Size", "SplitNumber": 268_435_456}}).to_string();
     let url = format!("{}/sessions?session_type=batch_read", env.tr("t"));
     let post = |md5: Option<String>| {
-        let mut req = env.client.post(&url).header("content-type", "application/json").body(body.clone());
+        let mut req = env
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
         if let Some(m) = md5 {
             req = req.header("content-md5", m);
         }
         req
     };
-    env.send(post(Some(md5_hex(&body)))).await.expect(StatusCode::CREATED);
-    env.send(post(Some(md5_hex(&body).to_uppercase()))).await.expect(StatusCode::CREATED);
+    env.send(post(Some(md5_hex(&body))))
+        .await
+        .expect(StatusCode::CREATED);
+    env.send(post(Some(md5_hex(&body).to_uppercase())))
+        .await
+        .expect(StatusCode::CREATED);
     env.send(post(None)).await.expect(StatusCode::CREATED);
-    env.send(post(Some(md5_hex("something else")))).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.send(post(Some(md5_hex("something else"))))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
     // The same on write sessions.
     let wbody = json!({"Overwrite": true}).to_string();
     let req = env
@@ -477,29 +750,54 @@ async fn content_md5_is_verified() {
         .post(format!("{}/sessions?session_type=batch_write", env.tr("t")))
         .header("content-md5", md5_hex("{}"))
         .body(wbody);
-    env.send(req).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.send(req)
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
 }
 
 #[tokio::test]
 async fn unknown_sessions_and_bad_requests() {
     let env = env().await;
     let get = |q: &str| env.client.get(format!("{}/sessions/nope?{q}", env.tr("t")));
-    env.send(get("session_type=batch_read")).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
-    env.send(get("session_type=batch_write")).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
-    env.read("t", "nope", "split_index=0&row_index=0&row_count=0", None).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
-    env.upload("t", "nope", 0, 0, lz4(0..1)).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
-    env.commit("t", "nope", json!([])).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.send(get("session_type=batch_read"))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.send(get("session_type=batch_write"))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.read("t", "nope", "split_index=0&row_index=0&row_count=0", None)
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.upload("t", "nope", 0, 0, lz4(0..1))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.commit("t", "nope", json!([]))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
     // Unknown table, missing or wrong session_type, a malformed upload.
-    env.create("nosuch", "batch_read", json!({})).await.error(StatusCode::NOT_FOUND, "NoSuchTable");
-    env.create("t", "streaming", json!({})).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
-    let req = env.client.post(format!("{}/sessions", env.tr("t"))).body("{}");
-    env.send(req).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.create("nosuch", "batch_read", json!({}))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchTable");
+    env.create("t", "streaming", json!({}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    let req = env
+        .client
+        .post(format!("{}/sessions", env.tr("t")))
+        .body("{}");
+    env.send(req)
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
     let sid = env.create_write("t", json!({})).await;
-    env.upload("t", &sid, 0, 0, b"not arrow".to_vec()).await.error(StatusCode::BAD_REQUEST, "InvalidArgument");
+    env.upload("t", &sid, 0, 0, b"not arrow".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "InvalidArgument");
     // A read session id is no write session.
     let s = env.create_read("t", "Size", 0).await;
     let rid = s["SessionId"].as_str().unwrap();
-    env.upload("t", rid, 0, 0, lz4(0..1)).await.error(StatusCode::NOT_FOUND, "NoSuchSession");
+    env.upload("t", rid, 0, 0, lz4(0..1))
+        .await
+        .error(StatusCode::NOT_FOUND, "NoSuchSession");
 }
 
 #[tokio::test]
@@ -508,26 +806,49 @@ async fn both_path_shapes() {
     env.seed("t", 0..4).await;
     let base = format!("{}/api/storage/v1/projects/p/tables/t", env.handle.url());
     let body = json!({"SplitOptions": {"SplitMode": "RowOffset", "SplitNumber": 0}}).to_string();
-    let req = env.client.post(format!("{base}/sessions?session_type=batch_read")).body(body);
+    let req = env
+        .client
+        .post(format!("{base}/sessions?session_type=batch_read"))
+        .body(body);
     let s = env.send(req).await.expect(StatusCode::CREATED);
     let sid = s["SessionId"].as_str().unwrap();
     // The session is the same table's under either shape.
-    assert_eq!(env.read_a("t", sid, "row_index=1&row_count=2").await, vec![1, 2]);
-    let a = env.send(env.client.get(format!("{base}/data?session_id={sid}&row_index=0&row_count=0"))).await;
+    assert_eq!(
+        env.read_a("t", sid, "row_index=1&row_count=2").await,
+        vec![1, 2]
+    );
+    let a = env
+        .send(env.client.get(format!(
+            "{base}/data?session_id={sid}&row_index=0&row_count=0"
+        )))
+        .await;
     assert_eq!(column_a(&decode(&a.body)), vec![0, 1, 2, 3]);
 
     // A write through the schema-less shape (as Java sends data and commit without a schema).
     let sid = env.create_write("t", json!({"Overwrite": false})).await;
     let req = env
         .client
-        .post(format!("{base}/sessions/{sid}/data?block_number=0&attempt_number=0"))
+        .post(format!(
+            "{base}/sessions/{sid}/data?block_number=0&attempt_number=0"
+        ))
         .body(lz4(9..10));
-    let m = env.send(req).await.expect(StatusCode::OK)["CommitMessage"].as_str().unwrap().to_string();
-    let req = env.client.post(format!("{base}/commit?session_id={sid}")).body(json!({"CommitMessages": [m]}).to_string());
+    let m = env.send(req).await.expect(StatusCode::OK)["CommitMessage"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let req = env
+        .client
+        .post(format!("{base}/commit?session_id={sid}"))
+        .body(json!({"CommitMessages": [m]}).to_string());
     env.send(req).await.expect(StatusCode::CREATED);
     assert_eq!(env.all_a("t").await, vec![0, 1, 2, 3, 9]);
     // The V2 path still answers its own hint for /api/storage/v1.
-    let a = env.send(env.client.post(format!("{}/api/storage/v1", env.handle.url()))).await;
+    let a = env
+        .send(
+            env.client
+                .post(format!("{}/api/storage/v1", env.handle.url())),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 

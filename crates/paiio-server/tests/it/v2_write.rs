@@ -36,7 +36,12 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     fn ok(self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         self.json()
     }
     fn header(&self, name: &str) -> Option<&str> {
@@ -65,15 +70,25 @@ async fn env_with(limits: Limits) -> Env {
     let wh = Arc::new(LocalWarehouse::open(dir.path().join("wh")).unwrap());
     let t = TableId::parse_target(TABLE).unwrap();
     let schema = TableSchema::new(
-        vec![Column::new("a", OdpsType::BigInt), Column::new("b", OdpsType::String)],
+        vec![
+            Column::new("a", OdpsType::BigInt),
+            Column::new("b", OdpsType::String),
+        ],
         Vec::new(),
     )
     .unwrap();
-    wh.create_table(&t, &schema, CreateTableOptions::default()).await.unwrap();
+    wh.create_table(&t, &schema, CreateTableOptions::default())
+        .await
+        .unwrap();
     let pt = TableId::parse_target(PTABLE).unwrap();
-    let pschema =
-        TableSchema::new(vec![Column::new("a", OdpsType::BigInt)], vec![Column::new("pt", OdpsType::String)]).unwrap();
-    wh.create_table(&pt, &pschema, CreateTableOptions::default()).await.unwrap();
+    let pschema = TableSchema::new(
+        vec![Column::new("a", OdpsType::BigInt)],
+        vec![Column::new("pt", OdpsType::String)],
+    )
+    .unwrap();
+    wh.create_table(&pt, &pschema, CreateTableOptions::default())
+        .await
+        .unwrap();
     let server = Server::builder(wh)
         .allow_anonymous(true)
         .limits(limits)
@@ -81,12 +96,20 @@ async fn env_with(limits: Limits) -> Env {
         .build()
         .unwrap();
     let handle = server.bind("127.0.0.1:0").await.unwrap();
-    Env { _dir: dir, handle, client: reqwest::Client::new() }
+    Env {
+        _dir: dir,
+        handle,
+        client: reqwest::Client::new(),
+    }
 }
 
 impl Env {
     fn url(&self, action: &str, target: &str, extra: &[(&str, &str)]) -> String {
-        let mut u = format!("{}/api/storage/v2?Action={action}&Target={}", self.handle.url(), enc(target));
+        let mut u = format!(
+            "{}/api/storage/v2?Action={action}&Target={}",
+            self.handle.url(),
+            enc(target)
+        );
         for (k, v) in extra {
             u.push_str(&format!("&{k}={}", enc(v)));
         }
@@ -98,10 +121,20 @@ impl Env {
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
-    async fn post_json(&self, action: &str, target: &str, extra: &[(&str, &str)], body: Value) -> Answer {
+    async fn post_json(
+        &self,
+        action: &str,
+        target: &str,
+        extra: &[(&str, &str)],
+        body: Value,
+    ) -> Answer {
         let req = self
             .client
             .post(self.url(action, target, extra))
@@ -126,7 +159,9 @@ impl Env {
     }
 
     async fn create_session(&self, target: &str, body: Value) -> String {
-        let a = self.post_json("TableCreateWriteSession", target, &[], body).await;
+        let a = self
+            .post_json("TableCreateWriteSession", target, &[], body)
+            .await;
         assert!(a.header("x-odps-max-storage-route-token").is_some());
         let v = a.ok();
         assert_eq!(v["WarningMessage"], Value::Null);
@@ -134,43 +169,103 @@ impl Env {
     }
 
     async fn create_stream(&self, target: &str, sid: &str, body: Value) -> Value {
-        let a = self.post_json("TableCreateWriteStream", target, &[("SessionId", sid)], body).await;
+        let a = self
+            .post_json(
+                "TableCreateWriteStream",
+                target,
+                &[("SessionId", sid)],
+                body,
+            )
+            .await;
         assert!(a.header("x-odps-max-storage-route-token").is_some());
         a.ok()
     }
 
-    async fn write(&self, target: &str, sid: &str, stream: &str, version: &str, ipc: Vec<u8>) -> Answer {
-        let q = [("SessionId", sid), ("StreamId", stream), ("StreamVersion", version), ("Count", "0")];
-        self.post_bytes("TableWrite", target, &q, &[("content-type", "application/octet-stream")], ipc).await
+    async fn write(
+        &self,
+        target: &str,
+        sid: &str,
+        stream: &str,
+        version: &str,
+        ipc: Vec<u8>,
+    ) -> Answer {
+        let q = [
+            ("SessionId", sid),
+            ("StreamId", stream),
+            ("StreamVersion", version),
+            ("Count", "0"),
+        ];
+        self.post_bytes(
+            "TableWrite",
+            target,
+            &q,
+            &[("content-type", "application/octet-stream")],
+            ipc,
+        )
+        .await
     }
 
     async fn close(&self, target: &str, sid: &str, stream: &str, version: u64) {
         let body = json!({"SessionId": sid, "StreamId": stream, "StreamVersion": version});
-        let v = self.post_json("TableCloseWriteStream", target, &[("SessionId", sid)], body).await.ok();
+        let v = self
+            .post_json("TableCloseWriteStream", target, &[("SessionId", sid)], body)
+            .await
+            .ok();
         assert_eq!(v, json!({"WarningMessage": null}));
     }
 
     async fn commit(&self, target: &str, sid: &str, body: Value) -> Answer {
-        self.post_json("TableCommitWriteSession", target, &[("SessionId", sid)], body).await
+        self.post_json(
+            "TableCommitWriteSession",
+            target,
+            &[("SessionId", sid)],
+            body,
+        )
+        .await
     }
 
     /// All rows of a table as (a, b) pairs, sorted.
     async fn read_all(&self, target: &str) -> Vec<(i64, Option<String>)> {
-        let s = self.post_json("TableCreateReadSession", target, &[], json!({})).await.ok();
+        let s = self
+            .post_json("TableCreateReadSession", target, &[], json!({}))
+            .await
+            .ok();
         let sid = s["SessionId"].as_str().unwrap().to_string();
         let splits = s["SplitsCount"].as_i64().unwrap();
         let mut rows = Vec::new();
         for i in 0..splits {
             let i = i.to_string();
-            let a = self.post_json("TableRead", target, &[("SessionId", &sid), ("Index", &i)], json!({})).await;
-            assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
-            let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(a.body), None).unwrap();
+            let a = self
+                .post_json(
+                    "TableRead",
+                    target,
+                    &[("SessionId", &sid), ("Index", &i)],
+                    json!({}),
+                )
+                .await;
+            assert_eq!(
+                a.status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&a.body)
+            );
+            let reader =
+                arrow_ipc::reader::StreamReader::try_new(Cursor::new(a.body), None).unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
-                let a = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
-                let b = batch.column_by_name("b").map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().clone());
+                let a = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                let b = batch
+                    .column_by_name("b")
+                    .map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().clone());
                 for r in 0..batch.num_rows() {
-                    let bv = b.as_ref().and_then(|b| (!b.is_null(r)).then(|| b.value(r).to_string()));
+                    let bv = b
+                        .as_ref()
+                        .and_then(|b| (!b.is_null(r)).then(|| b.value(r).to_string()));
                     rows.push((a.value(r), bv));
                 }
             }
@@ -186,13 +281,18 @@ fn batch(range: std::ops::Range<i64>) -> RecordBatch {
         Field::new("b", DataType::Utf8, true),
     ]));
     let a: ArrayRef = Arc::new(Int64Array::from_iter_values(range.clone()));
-    let b: ArrayRef = Arc::new(StringArray::from_iter_values(range.map(|i| format!("s{i}"))));
+    let b: ArrayRef = Arc::new(StringArray::from_iter_values(
+        range.map(|i| format!("s{i}")),
+    ));
     RecordBatch::try_new(schema, vec![a, b]).unwrap()
 }
 
 fn ipc_with(batches: &[RecordBatch], compression: Option<CompressionType>) -> Vec<u8> {
-    let options = IpcWriteOptions::default().try_with_compression(compression).unwrap();
-    let mut w = StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
+    let options = IpcWriteOptions::default()
+        .try_with_compression(compression)
+        .unwrap();
+    let mut w =
+        StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
     for b in batches {
         w.write(b).unwrap();
     }
@@ -211,8 +311,12 @@ fn expected(range: std::ops::Range<i64>) -> Vec<(i64, Option<String>)> {
 #[tokio::test]
 async fn full_write_flow_reads_back() {
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": {}})).await;
-    let s = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    let sid = env
+        .create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": {}}))
+        .await;
+    let s = env
+        .create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
     assert_eq!(s["SchemaVersion"], 0);
     assert!(s["TableId"].is_string());
     let cols = s["TableSchema"]["DataColumns"].as_array().unwrap();
@@ -220,11 +324,20 @@ async fn full_write_flow_reads_back() {
     assert_eq!(cols[0]["columnType"]["MemberName"], "a");
 
     // A chunked (storage_api_v2 style) upload, uncompressed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = ipc(0..5).chunks(7).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        ipc(0..5).chunks(7).map(|c| Ok(c.to_vec())).collect();
     let a = env
         .send(
             env.client
-                .post(env.url("TableWrite", TABLE, &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1")]))
+                .post(env.url(
+                    "TableWrite",
+                    TABLE,
+                    &[
+                        ("SessionId", &sid),
+                        ("StreamId", "0"),
+                        ("StreamVersion", "1"),
+                    ],
+                ))
                 .header("content-type", "application/octet-stream")
                 .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
         )
@@ -243,7 +356,15 @@ async fn full_write_flow_reads_back() {
     let lz4 = ipc_with(&[batch(10..12)], Some(CompressionType::LZ4_FRAME));
     env.write(TABLE, &sid, "0", "1", lz4).await.ok();
 
-    let g = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    let g = env
+        .post_json(
+            "TableGetWriteSession",
+            TABLE,
+            &[("SessionId", &sid)],
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(g["WarningMessage"], Value::Null);
     assert_eq!(g["MinUncommittedStagingId"], Value::Null);
     assert_eq!(g["Streams"][0]["StreamId"], "0");
@@ -252,24 +373,56 @@ async fn full_write_flow_reads_back() {
     // Nothing is visible before the commit.
     assert!(env.read_all(TABLE).await.is_empty());
     env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({"TableVersion": 1, "RecordCount": 12}));
+    assert_eq!(
+        env.commit(TABLE, &sid, json!({})).await.ok(),
+        json!({"TableVersion": 1, "RecordCount": 12})
+    );
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
     // A commit retried after a lost answer succeeds again, without adding rows.
-    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok(), json!({"TableVersion": 1, "RecordCount": 12}));
+    assert_eq!(
+        env.commit(TABLE, &sid, json!({})).await.ok(),
+        json!({"TableVersion": 1, "RecordCount": 12})
+    );
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
-    let g = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    let g = env
+        .post_json(
+            "TableGetWriteSession",
+            TABLE,
+            &[("SessionId", &sid)],
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(g["SessionStatus"], "COMMITTED");
 
-    let ws = env.post_json("TableGetWriteSchema", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
-    assert_eq!(ws["TableSchema"]["DataColumns"].as_array().unwrap().len(), 2);
+    let ws = env
+        .post_json(
+            "TableGetWriteSchema",
+            TABLE,
+            &[("SessionId", &sid)],
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        ws["TableSchema"]["DataColumns"].as_array().unwrap().len(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn overwrite_flag_and_static_partition() {
     let env = env().await;
-    for (flags, range) in [(json!({}), 0..3), (json!({"overwrite": "true"}), 3..5), (json!({"overwrite": true}), 5..6)] {
-        let sid = env.create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": flags})).await;
-        env.create_stream(TABLE, &sid, json!({"StreamId": "s", "StreamVersion": 0})).await;
+    for (flags, range) in [
+        (json!({}), 0..3),
+        (json!({"overwrite": "true"}), 3..5),
+        (json!({"overwrite": true}), 5..6),
+    ] {
+        let sid = env
+            .create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": flags}))
+            .await;
+        env.create_stream(TABLE, &sid, json!({"StreamId": "s", "StreamVersion": 0}))
+            .await;
         env.write(TABLE, &sid, "s", "0", ipc(range)).await.ok();
         env.close(TABLE, &sid, "s", 0).await;
         env.commit(TABLE, &sid, json!({})).await.ok();
@@ -277,11 +430,20 @@ async fn overwrite_flag_and_static_partition() {
     assert_eq!(env.read_all(TABLE).await, expected(5..6));
 
     // A static partition of a partitioned table: the data carries only `a`.
-    let sid = env.create_session(PTABLE, json!({"PartialPartitionSpec": "pt=x", "Flags": {}})).await;
-    env.create_stream(PTABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    let sid = env
+        .create_session(PTABLE, json!({"PartialPartitionSpec": "pt=x", "Flags": {}}))
+        .await;
+    env.create_stream(PTABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
     let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-    let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef]).unwrap();
-    env.write(PTABLE, &sid, "0", "1", ipc_with(&[b], None)).await.ok();
+    let b = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
+    )
+    .unwrap();
+    env.write(PTABLE, &sid, "0", "1", ipc_with(&[b], None))
+        .await
+        .ok();
     env.close(PTABLE, &sid, "0", 1).await;
     env.commit(PTABLE, &sid, json!({})).await.ok();
     assert_eq!(env.read_all(PTABLE).await, vec![(1, None), (2, None)]);
@@ -291,18 +453,35 @@ async fn overwrite_flag_and_static_partition() {
 async fn exactly_once_offsets_and_tokens() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    let s = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true})).await;
+    let s = env
+        .create_stream(
+            TABLE,
+            &sid,
+            json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true}),
+        )
+        .await;
     let token = s["AccessToken"].as_str().unwrap().to_string();
     assert!(!token.is_empty());
     // A retried create of the same open version answers the same stream.
-    let again = env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true})).await;
+    let again = env
+        .create_stream(
+            TABLE,
+            &sid,
+            json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true}),
+        )
+        .await;
     assert_eq!(again["AccessToken"], token);
 
     let write = |offset: &'static str, body: Vec<u8>, tok: Option<String>| {
         let env = &env;
         let sid = sid.clone();
         async move {
-            let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("RowOffset", offset)];
+            let q = [
+                ("SessionId", sid.as_str()),
+                ("StreamId", "0"),
+                ("StreamVersion", "1"),
+                ("RowOffset", offset),
+            ];
             let mut h = vec![("content-type", "application/octet-stream")];
             let tok_s;
             if let Some(t) = tok {
@@ -321,13 +500,25 @@ async fn exactly_once_offsets_and_tokens() {
     // The replay is acknowledged once, not applied again.
     let a = write("0", ipc(0..3), Some(token.clone())).await.ok();
     assert_eq!(a["ExactlyOnceRowOffset"], 3);
-    assert_eq!((a["RowsWritten"].clone(), a["Duplicate"].clone()), (json!(0), json!(true)));
+    assert_eq!(
+        (a["RowsWritten"].clone(), a["Duplicate"].clone()),
+        (json!(0), json!(true))
+    );
     // A gap is refused.
     let gap = write("10", ipc(10..12), Some(token.clone())).await;
-    assert_eq!(gap.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&gap.body));
+    assert_eq!(
+        gap.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&gap.body)
+    );
     // A wrong or missing token is refused.
     let wrong = write("3", ipc(3..5), Some("nope".into())).await;
-    assert!(wrong.status.is_client_error() && wrong.status != StatusCode::NOT_FOUND, "{}", wrong.status);
+    assert!(
+        wrong.status.is_client_error() && wrong.status != StatusCode::NOT_FOUND,
+        "{}",
+        wrong.status
+    );
     let missing = write("3", ipc(3..5), None).await;
     assert!(missing.status.is_client_error(), "{}", missing.status);
     let a = write("3", ipc(3..5), Some(token.clone())).await.ok();
@@ -337,9 +528,21 @@ async fn exactly_once_offsets_and_tokens() {
     let url = env.url(
         "TableGetWriteStream",
         TABLE,
-        &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1"), ("ExactlyOnceMode", "true")],
+        &[
+            ("SessionId", &sid),
+            ("StreamId", "0"),
+            ("StreamVersion", "1"),
+            ("ExactlyOnceMode", "true"),
+        ],
     );
-    let g = env.send(env.client.get(url).header("content-type", "application/json")).await.ok();
+    let g = env
+        .send(
+            env.client
+                .get(url)
+                .header("content-type", "application/json"),
+        )
+        .await
+        .ok();
     assert_eq!(g["RowOffset"], 5);
     assert_eq!(g["AccessToken"], token);
 
@@ -356,8 +559,14 @@ async fn exactly_once_offsets_and_tokens() {
 async fn retried_write_is_applied_once() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
-    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Count", "5")];
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("Count", "5"),
+    ];
     let upload = |trace: &'static str, index: &'static str, range: std::ops::Range<i64>| {
         let h = [
             ("content-type", "application/octet-stream"),
@@ -379,7 +588,10 @@ async fn retried_write_is_applied_once() {
     let third = upload("trace-b", "0", 10..12).await;
     assert_eq!(third["ExactlyOnceRowOffset"], 12);
     env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"], 12);
+    assert_eq!(
+        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
+        12
+    );
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
 }
 
@@ -391,13 +603,21 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
-    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Count", "5")];
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("Count", "5"),
+    ];
     let body = ipc(0..5);
     // The first attempt, by hand: headers and half of the body, then a pause.
     let url = env.url("TableWrite", TABLE, &q);
     let path = url.strip_prefix(&env.handle.url()).unwrap().to_string();
-    let mut first = tokio::net::TcpStream::connect(env.handle.addr()).await.unwrap();
+    let mut first = tokio::net::TcpStream::connect(env.handle.addr())
+        .await
+        .unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\n\
          odps-tunnel-retry-trace-id: race-1\r\nodps-tunnel-retry-index: 0\r\ncontent-length: {}\r\n\r\n",
@@ -433,7 +653,10 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
     assert_eq!(retried["RowsWritten"], 5, "{retried}");
     assert_eq!(retried["ExactlyOnceRowOffset"], 5, "{retried}");
     env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"], 5);
+    assert_eq!(
+        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
+        5
+    );
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
 }
 
@@ -441,13 +664,26 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
 async fn get_write_stream_answers_both_casings() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "w", "StreamVersion": 1})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "w", "StreamVersion": 1}))
+        .await;
     env.write(TABLE, &sid, "w", "1", ipc(0..4)).await.ok();
     // storage_api_v2: GET, no body.
-    let url = env.url("TableGetWriteStream", TABLE, &[("SessionId", &sid), ("StreamId", "w"), ("StreamVersion", "1")]);
+    let url = env.url(
+        "TableGetWriteStream",
+        TABLE,
+        &[
+            ("SessionId", &sid),
+            ("StreamId", "w"),
+            ("StreamVersion", "1"),
+        ],
+    );
     let g = env.send(env.client.get(url)).await.ok();
-    for (k, v) in [("Status", json!("OPEN")), ("status", json!("OPEN")), ("RecordCount", json!(4)), ("recordCount", json!(4))]
-    {
+    for (k, v) in [
+        ("Status", json!("OPEN")),
+        ("status", json!("OPEN")),
+        ("RecordCount", json!(4)),
+        ("recordCount", json!(4)),
+    ] {
         assert_eq!(g[k], v, "{k}: {g}");
     }
     assert_eq!(g["SchemaVersion"], 0);
@@ -459,7 +695,11 @@ async fn get_write_stream_answers_both_casings() {
         .post_json(
             "TableGetWriteStream",
             TABLE,
-            &[("SessionId", &sid), ("StreamId", "w"), ("StreamVersion", "1")],
+            &[
+                ("SessionId", &sid),
+                ("StreamId", "w"),
+                ("StreamVersion", "1"),
+            ],
             json!({"StreamId": "w", "StreamVersion": 1}),
         )
         .await
@@ -469,7 +709,12 @@ async fn get_write_stream_answers_both_casings() {
     assert_eq!(g["recordCount"], 4);
     // Unknown stream: 404.
     let a = env
-        .post_json("TableGetWriteStream", TABLE, &[("SessionId", &sid)], json!({"StreamId": "nope", "StreamVersion": 1}))
+        .post_json(
+            "TableGetWriteStream",
+            TABLE,
+            &[("SessionId", &sid)],
+            json!({"StreamId": "nope", "StreamVersion": 1}),
+        )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
@@ -479,28 +724,51 @@ async fn commit_with_stream_lists_and_abort() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
     for (id, range) in [("0", 0..2), ("1", 2..4)] {
-        env.create_stream(TABLE, &sid, json!({"StreamId": id, "StreamVersion": 1})).await;
+        env.create_stream(TABLE, &sid, json!({"StreamId": id, "StreamVersion": 1}))
+            .await;
         env.write(TABLE, &sid, id, "1", ipc(range)).await.ok();
         env.close(TABLE, &sid, id, 1).await;
     }
     // Version 2 of stream 1 supersedes version 1.
-    env.create_stream(TABLE, &sid, json!({"StreamId": "1", "StreamVersion": 2})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "1", "StreamVersion": 2}))
+        .await;
     env.write(TABLE, &sid, "1", "2", ipc(7..8)).await.ok();
     env.close(TABLE, &sid, "1", 2).await;
 
-    let bad = env.commit(TABLE, &sid, json!({"StreamIds": ["0", "1"], "StreamVersions": [1]})).await;
+    let bad = env
+        .commit(
+            TABLE,
+            &sid,
+            json!({"StreamIds": ["0", "1"], "StreamVersions": [1]}),
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    env.commit(TABLE, &sid, json!({"StreamIds": ["0", "1"], "StreamVersions": [1, 2]})).await.ok();
+    env.commit(
+        TABLE,
+        &sid,
+        json!({"StreamIds": ["0", "1"], "StreamVersions": [1, 2]}),
+    )
+    .await
+    .ok();
     let mut want = expected(0..2);
     want.extend(expected(7..8));
     assert_eq!(env.read_all(TABLE).await, want);
 
     // Abort discards everything; an aborted session cannot be committed.
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
     env.write(TABLE, &sid, "0", "1", ipc(100..110)).await.ok();
     env.close(TABLE, &sid, "0", 1).await;
-    let a = env.post_json("TableAbortWriteSession", TABLE, &[("SessionId", &sid)], json!({})).await.ok();
+    let a = env
+        .post_json(
+            "TableAbortWriteSession",
+            TABLE,
+            &[("SessionId", &sid)],
+            json!({}),
+        )
+        .await
+        .ok();
     assert_eq!(a, json!({}));
     let c = env.commit(TABLE, &sid, json!({})).await;
     assert!(c.status.is_client_error(), "{}", c.status);
@@ -510,12 +778,17 @@ async fn commit_with_stream_lists_and_abort() {
 #[tokio::test]
 async fn batch_compatible_blocks_and_commit_messages() {
     let env = env().await;
-    let q = [("WriteMode", "BatchCompatible"), ("enableQuotaToken", "true")];
+    let q = [
+        ("WriteMode", "BatchCompatible"),
+        ("enableQuotaToken", "true"),
+    ];
     let body = json!({"PartitionSpec": "", "Overwrite": false,
         "DynamicPartitionOptions": {"InvalidStrategy": "Exception", "InvalidLimit": -1, "DynamicPartitionLimit": -1},
         "ArrowOptions": {"TimestampUnit": "nano", "DatetimeUnit": "milli"},
         "SupportWriteCluster": false, "MaxFieldSize": 0, "EnhanceWriteCheck": true, "SupportSaveToPangu": false});
-    let a = env.post_json("TableCreateWriteSession", TABLE, &q, body).await;
+    let a = env
+        .post_json("TableCreateWriteSession", TABLE, &q, body)
+        .await;
     assert!(a.header("x-odps-max-storage-route-token").is_some());
     let s = a.ok();
     let sid = s["SessionId"].as_str().unwrap().to_string();
@@ -524,15 +797,36 @@ async fn batch_compatible_blocks_and_commit_messages() {
     assert!(s["MaxBlockNumber"].as_u64().unwrap() > 0);
 
     let mut messages = Vec::new();
-    for (block, attempt, range, keep) in [(0, 0, 0..3, true), (1, 0, 3..5, false), (1, 1, 5..9, true)] {
+    for (block, attempt, range, keep) in
+        [(0, 0, 0..3, true), (1, 0, 3..5, false), (1, 1, 5..9, true)]
+    {
         let stream_id = format!("block-{block}-attempt-{attempt}");
-        let r = env.create_stream(TABLE, &sid, json!({"StreamId": stream_id, "StreamVersion": 1})).await;
+        let r = env
+            .create_stream(
+                TABLE,
+                &sid,
+                json!({"StreamId": stream_id, "StreamVersion": 1}),
+            )
+            .await;
         let qt = r["QuotaToken"].as_str().unwrap().to_string();
         let (b, at) = (block.to_string(), attempt.to_string());
-        let q = [("WriteMode", "BatchCompatible"), ("SessionId", sid.as_str()), ("BlockNumber", &b), ("AttemptNumber", &at), ("quotaToken", &qt)];
+        let q = [
+            ("WriteMode", "BatchCompatible"),
+            ("SessionId", sid.as_str()),
+            ("BlockNumber", &b),
+            ("AttemptNumber", &at),
+            ("quotaToken", &qt),
+        ];
         let rows = range.end - range.start;
-        let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-index", "0")];
-        let w = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
+        let h = [
+            ("content-type", "application/vnd.apache.arrow.stream"),
+            ("odps-tunnel-retry-trace-id", "trace-1"),
+            ("odps-tunnel-retry-index", "0"),
+        ];
+        let w = env
+            .post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone()))
+            .await
+            .ok();
         assert_eq!(w["RecordCount"], rows);
         let cm: Value = serde_json::from_str(w["CommitMessage"].as_str().unwrap()).unwrap();
         assert_eq!(cm["BlockNumber"], block);
@@ -540,8 +834,15 @@ async fn batch_compatible_blocks_and_commit_messages() {
         assert_eq!(cm["WriterStats"]["RecordNum"], rows);
         if block == 0 {
             // A replay of the same upload (retry index 1) answers the first answer again.
-            let h = [("content-type", "application/vnd.apache.arrow.stream"), ("odps-tunnel-retry-trace-id", "trace-1"), ("odps-tunnel-retry-index", "1")];
-            let again = env.post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone())).await.ok();
+            let h = [
+                ("content-type", "application/vnd.apache.arrow.stream"),
+                ("odps-tunnel-retry-trace-id", "trace-1"),
+                ("odps-tunnel-retry-index", "1"),
+            ];
+            let again = env
+                .post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone()))
+                .await
+                .ok();
             assert_eq!(again, w);
         }
         if keep {
@@ -550,7 +851,12 @@ async fn batch_compatible_blocks_and_commit_messages() {
     }
     messages.push(Value::Null);
     let c = env
-        .post_json("TableCommitWriteSession", TABLE, &[("WriteMode", "BatchCompatible"), ("SessionId", &sid)], json!({"CommitMessages": messages}))
+        .post_json(
+            "TableCommitWriteSession",
+            TABLE,
+            &[("WriteMode", "BatchCompatible"), ("SessionId", &sid)],
+            json!({"CommitMessages": messages}),
+        )
         .await
         .ok();
     assert_eq!(c["SessionStatus"], "COMMITTED");
@@ -575,7 +881,9 @@ fn unblock(a: &Answer) -> Vec<u8> {
         Some("zstd") => zstd::stream::decode_all(&data[..]).unwrap(),
         Some("x-lz4-frame") => {
             let mut out = Vec::new();
-            lz4_flex::frame::FrameDecoder::new(&data[..]).read_to_end(&mut out).unwrap();
+            lz4_flex::frame::FrameDecoder::new(&data[..])
+                .read_to_end(&mut out)
+                .unwrap();
             out
         }
         Some(other) => panic!("unexpected Content-Encoding {other}"),
@@ -601,7 +909,11 @@ fn parse_download_frames(mut p: &[u8], n: usize) -> Vec<(Value, Vec<u8>, Value)>
 
 fn upload_frame(header: Value, data: &[u8], footer: Value) -> Vec<u8> {
     let mut out = Vec::new();
-    for part in [header.to_string().into_bytes(), data.to_vec(), footer.to_string().into_bytes()] {
+    for part in [
+        header.to_string().into_bytes(),
+        data.to_vec(),
+        footer.to_string().into_bytes(),
+    ] {
         out.extend_from_slice(&(part.len() as i64).to_le_bytes());
         out.extend_from_slice(&part);
     }
@@ -630,7 +942,13 @@ async fn blobs_single_batch_and_read() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
     let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("PartitionValues", ""), ("ColumnIndex", "1")];
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("PartitionValues", ""),
+        ("ColumnIndex", "1"),
+    ];
     let mut refs = Vec::new();
     let zstd_body = zstd::stream::encode_all(&big[..], 3).unwrap();
     let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
@@ -677,14 +995,34 @@ async fn blobs_single_batch_and_read() {
         &big,
         json!({"Checksum": {"Type": 2, "MD5": hex::encode(Md5::digest(&big))}}),
     ));
-    body.extend(upload_frame(json!({"PartitionValues": [], "ColumnIndex": 1}), b"", json!({"Checksum": {"Type": 0}})));
-    let bq = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1"), ("Mode", "Batch")];
+    body.extend(upload_frame(
+        json!({"PartitionValues": [], "ColumnIndex": 1}),
+        b"",
+        json!({"Checksum": {"Type": 0}}),
+    ));
+    let bq = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("Mode", "Batch"),
+    ];
     let zbody = zstd::stream::encode_all(&body[..], 1).unwrap();
     let v = env
-        .post_bytes("TableWriteBlob", TABLE, &bq, &[("content-encoding", "zstd")], zbody)
+        .post_bytes(
+            "TableWriteBlob",
+            TABLE,
+            &bq,
+            &[("content-encoding", "zstd")],
+            zbody,
+        )
         .await
         .ok();
-    let batch_refs: Vec<String> = v["BlobReferences"].as_array().unwrap().iter().map(|r| b64(r.as_str().unwrap())).collect();
+    let batch_refs: Vec<String> = v["BlobReferences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| b64(r.as_str().unwrap()))
+        .collect();
     assert_eq!(batch_refs.len(), 3);
 
     // Several references: frames, in request order, under every compression.
@@ -709,68 +1047,170 @@ async fn blobs_single_batch_and_read() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 
     // Malformed frames and checksum mismatches: 400.
-    let bad_crc = upload_frame(json!({"ColumnIndex": 1}), b"abc", json!({"Checksum": {"Type": 1, "Crc32": 1}}));
+    let bad_crc = upload_frame(
+        json!({"ColumnIndex": 1}),
+        b"abc",
+        json!({"Checksum": {"Type": 1, "Crc32": 1}}),
+    );
     let truncated = body[..body.len() - 3].to_vec();
     for b in [bad_crc, truncated, vec![0xff; 8]] {
         let a = env.post_bytes("TableWriteBlob", TABLE, &bq, &[], b).await;
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
     }
     // An unsupported Content-Encoding: 400. An unknown session: 404.
-    let a = env.post_bytes("TableWriteBlob", TABLE, &q, &[("content-encoding", "gzip")], b"x".to_vec()).await;
+    let a = env
+        .post_bytes(
+            "TableWriteBlob",
+            TABLE,
+            &q,
+            &[("content-encoding", "gzip")],
+            b"x".to_vec(),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = env.post_bytes("TableWriteBlob", TABLE, &[("SessionId", "nosuchsession")], &[], b"x".to_vec()).await;
+    let a = env
+        .post_bytes(
+            "TableWriteBlob",
+            TABLE,
+            &[("SessionId", "nosuchsession")],
+            &[],
+            b"x".to_vec(),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn bad_input_is_refused() {
-    let env = env_with(Limits { max_upload_body: 4096, ..Limits::default() }).await;
+    let env = env_with(Limits {
+        max_upload_body: 4096,
+        ..Limits::default()
+    })
+    .await;
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1})).await;
+    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
+        .await;
 
     // Malformed Arrow: 400 naming the problem.
-    let a = env.write(TABLE, &sid, "0", "1", b"definitely not arrow".to_vec()).await;
+    let a = env
+        .write(TABLE, &sid, "0", "1", b"definitely not arrow".to_vec())
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&a.body).contains("Arrow"), "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("Arrow"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     let mut cut = ipc(0..3);
     cut.truncate(cut.len() - 20);
-    assert_eq!(env.write(TABLE, &sid, "0", "1", cut).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(env.write(TABLE, &sid, "0", "1", Vec::new()).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        env.write(TABLE, &sid, "0", "1", cut).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        env.write(TABLE, &sid, "0", "1", Vec::new()).await.status,
+        StatusCode::BAD_REQUEST
+    );
 
     // The wrong schema: `a` as a string.
     let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
-    let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"])) as ArrayRef]).unwrap();
+    let b = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(StringArray::from(vec!["x"])) as ArrayRef],
+    )
+    .unwrap();
     let a = env.write(TABLE, &sid, "0", "1", ipc_with(&[b], None)).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
 
     // Unknown session: 404.
-    assert_eq!(env.write(TABLE, "nosuchsession", "0", "1", ipc(0..1)).await.status, StatusCode::NOT_FOUND);
-    let a = env.post_json("TableGetWriteSession", TABLE, &[("SessionId", "nosuchsession")], json!({})).await;
+    assert_eq!(
+        env.write(TABLE, "nosuchsession", "0", "1", ipc(0..1))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let a = env
+        .post_json(
+            "TableGetWriteSession",
+            TABLE,
+            &[("SessionId", "nosuchsession")],
+            json!({}),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // Over the upload limit: 413 (Content-Length and chunked).
     let big = ipc(0..2000);
     assert!(big.len() > 4096);
-    assert_eq!(env.write(TABLE, &sid, "0", "1", big.clone()).await.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    assert_eq!(
+        env.write(TABLE, &sid, "0", "1", big.clone()).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
     let a = env
         .send(
             env.client
-                .post(env.url("TableWrite", TABLE, &[("SessionId", &sid), ("StreamId", "0"), ("StreamVersion", "1")]))
+                .post(env.url(
+                    "TableWrite",
+                    TABLE,
+                    &[
+                        ("SessionId", &sid),
+                        ("StreamId", "0"),
+                        ("StreamVersion", "1"),
+                    ],
+                ))
                 .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
         )
         .await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     // An unsupported Content-Encoding on TableWrite: 400.
-    let q = [("SessionId", sid.as_str()), ("StreamId", "0"), ("StreamVersion", "1")];
-    let a = env.post_bytes("TableWrite", TABLE, &q, &[("content-encoding", "gzip")], ipc(0..1)).await;
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+    ];
+    let a = env
+        .post_bytes(
+            "TableWrite",
+            TABLE,
+            &q,
+            &[("content-encoding", "gzip")],
+            ipc(0..1),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     // Unknown actions and streaming modes: 400.
-    assert_eq!(env.post_json("TableFrobnicate", TABLE, &[], json!({})).await.status, StatusCode::BAD_REQUEST);
-    let a = env.post_json("TableCreateWriteSession", TABLE, &[("WriteMode", "Streaming")], json!({})).await;
+    assert_eq!(
+        env.post_json("TableFrobnicate", TABLE, &[], json!({}))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let a = env
+        .post_json(
+            "TableCreateWriteSession",
+            TABLE,
+            &[("WriteMode", "Streaming")],
+            json!({}),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 
     // The stream still works after all that.
-    assert_eq!(env.write(TABLE, &sid, "0", "1", ipc(0..3)).await.ok()["ExactlyOnceRowOffset"], 3);
+    assert_eq!(
+        env.write(TABLE, &sid, "0", "1", ipc(0..3)).await.ok()["ExactlyOnceRowOffset"],
+        3
+    );
 }
 
 /// A buffer-compressed upload whose `index`th compressed buffer declares `declared`

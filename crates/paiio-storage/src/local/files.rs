@@ -50,7 +50,10 @@ pub(crate) fn write_data_file(
 ) -> Result<DataFile> {
     let path = table_dir.join(rel_path);
     if !table_dir.join(super::manifest::MANIFEST_DIR).is_dir() {
-        return Err(Error::not_found("table", format!("{} (dropped)", table_dir.display())));
+        return Err(Error::not_found(
+            "table",
+            format!("{} (dropped)", table_dir.display()),
+        ));
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -86,14 +89,22 @@ fn write_batches(
             let len = MAX_STORED_BATCH_ROWS.min(batch.num_rows() - offset);
             let piece = batch.slice(offset, len);
             raw_bytes += piece.get_array_memory_size() as u64;
-            writer.write(&piece).map_err(|e| Error::arrow(path.display().to_string(), e))?;
+            writer
+                .write(&piece)
+                .map_err(|e| Error::arrow(path.display().to_string(), e))?;
             batch_rows.push(len as u64);
             offset += len;
         }
     }
-    writer.finish().map_err(|e| Error::arrow(path.display().to_string(), e))?;
-    let buf = writer.into_inner().map_err(|e| Error::arrow(path.display().to_string(), e))?;
-    let file = buf.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+    writer
+        .finish()
+        .map_err(|e| Error::arrow(path.display().to_string(), e))?;
+    let buf = writer
+        .into_inner()
+        .map_err(|e| Error::arrow(path.display().to_string(), e))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     if let Some(parent) = path.parent() {
         // The directory entry must be durable before a manifest names the file.
@@ -171,8 +182,8 @@ impl RangeReader {
 
     fn open(&self, piece: Piece) -> Result<Current> {
         let file = File::open(&piece.path).map_err(|e| Error::io(&piece.path, e))?;
-        let mut reader =
-            FileReader::try_new(file, None).map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
+        let mut reader = FileReader::try_new(file, None)
+            .map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
         // Find the stored batch that holds the first row.
         let mut before = 0u64;
         let mut index = 0usize;
@@ -210,11 +221,16 @@ impl RangeReader {
             };
             if cur.pending.is_none() {
                 let batch = match cur.reader.next() {
-                    Some(b) => b.map_err(|e| Error::arrow(cur.piece.path.display().to_string(), e))?,
+                    Some(b) => {
+                        b.map_err(|e| Error::arrow(cur.piece.path.display().to_string(), e))?
+                    }
                     None => {
                         return Err(Error::Corrupt {
                             location: cur.piece.path.display().to_string(),
-                            message: format!("file ended with {} rows still expected", cur.remaining),
+                            message: format!(
+                                "file ended with {} rows still expected",
+                                cur.remaining
+                            ),
                         });
                     }
                 };
@@ -225,8 +241,12 @@ impl RangeReader {
                 }
                 cur.pending = Some(batch.slice(skip, batch.num_rows() - skip));
             }
-            let Some(pending) = cur.pending.take() else { continue };
-            let take = (self.max_batch_rows as u64).min(cur.remaining).min(pending.num_rows() as u64) as usize;
+            let Some(pending) = cur.pending.take() else {
+                continue;
+            };
+            let take = (self.max_batch_rows as u64)
+                .min(cur.remaining)
+                .min(pending.num_rows() as u64) as usize;
             let out = pending.slice(0, take);
             if take < pending.num_rows() {
                 cur.pending = Some(pending.slice(take, pending.num_rows() - take));
@@ -311,7 +331,10 @@ pub(crate) fn constant_array(value: &str, field: &Field, rows: usize) -> Result<
     let typed = if field.data_type() == &DataType::Utf8 {
         one
     } else {
-        let strict = arrow_cast::CastOptions { safe: false, ..Default::default() };
+        let strict = arrow_cast::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
         arrow_cast::cast_with_options(&one, field.data_type(), &strict).map_err(|e| {
             Error::type_mismatch(field.name(), format!("partition value {value:?}: {e}"))
         })?

@@ -118,7 +118,10 @@ impl Manifest {
         match self.partitions.iter_mut().find(|p| &p.spec == spec) {
             Some(p) => p.files.extend_from_slice(files),
             None => {
-                self.partitions.push(PartitionEntry { spec: spec.clone(), files: files.to_vec() });
+                self.partitions.push(PartitionEntry {
+                    spec: spec.clone(),
+                    files: files.to_vec(),
+                });
                 self.partitions.sort_by(|a, b| a.spec.cmp(&b.spec));
             }
         }
@@ -221,7 +224,10 @@ impl Record {
                 return None;
             }
             if p.files.len() > old.len() || old.is_empty() {
-                added.push(PartitionEntry { spec: p.spec.clone(), files: p.files[old.len()..].to_vec() });
+                added.push(PartitionEntry {
+                    spec: p.spec.clone(),
+                    files: p.files[old.len()..].to_vec(),
+                });
             }
         }
         (kept == before.len()).then(|| Record {
@@ -238,7 +244,10 @@ impl Record {
     }
 
     fn into_stored(self, path: &Path, version: u64) -> Result<Stored> {
-        let corrupt = |message: String| Error::Corrupt { location: path.display().to_string(), message };
+        let corrupt = |message: String| Error::Corrupt {
+            location: path.display().to_string(),
+            message,
+        };
         if self.version != version || self.format == 0 || self.format > FORMAT {
             return Err(corrupt(format!(
                 "manifest says version {} format {}, expected version {version} format 1 to {FORMAT}",
@@ -256,15 +265,19 @@ impl Record {
                 session_id: self.session_id,
                 partitions,
             })),
-            (None, None, Some(added)) if self.format >= 2 && version > 0 => Ok(Stored::Delta(Delta {
-                version,
-                table_uuid: self.table_uuid,
-                committed_ms: self.committed_ms,
-                operation: self.operation,
-                session_id: self.session_id,
-                added,
-            })),
-            _ => Err(corrupt("a manifest is a snapshot (schema and partitions) or a delta (added files)".into())),
+            (None, None, Some(added)) if self.format >= 2 && version > 0 => {
+                Ok(Stored::Delta(Delta {
+                    version,
+                    table_uuid: self.table_uuid,
+                    committed_ms: self.committed_ms,
+                    operation: self.operation,
+                    session_id: self.session_id,
+                    added,
+                }))
+            }
+            _ => Err(corrupt(
+                "a manifest is a snapshot (schema and partitions) or a delta (added files)".into(),
+            )),
         }
     }
 }
@@ -316,13 +329,17 @@ pub(crate) fn latest_version(table_dir: &Path) -> Result<Option<u64>> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Corrupt { location: path.display().to_string(), message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        location: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads one version file as stored.
 fn read_version(table_dir: &Path, version: u64) -> Result<Stored> {
-    let path = table_dir.join(MANIFEST_DIR).join(version_file_name(version));
+    let path = table_dir
+        .join(MANIFEST_DIR)
+        .join(version_file_name(version));
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
     parse::<Record>(&path, &bytes)?.into_stored(&path, version)
 }
@@ -330,7 +347,9 @@ fn read_version(table_dir: &Path, version: u64) -> Result<Stored> {
 /// The checkpoint stored beside `version`, if there is a readable one (it is optional: a
 /// missing or unreadable one is not an error, the version loads from its deltas).
 fn read_checkpoint(table_dir: &Path, version: u64) -> Option<Manifest> {
-    let path = table_dir.join(MANIFEST_DIR).join(checkpoint_file_name(version));
+    let path = table_dir
+        .join(MANIFEST_DIR)
+        .join(checkpoint_file_name(version));
     let bytes = fs::read(&path).ok()?;
     match parse::<Record>(&path, &bytes).and_then(|r| r.into_stored(&path, version)) {
         Ok(Stored::Snapshot(m)) => Some(m),
@@ -350,7 +369,9 @@ pub(crate) fn session_of(table_dir: &Path, version: u64) -> Result<Option<String
         #[serde(default)]
         session_id: Option<String>,
     }
-    let path = table_dir.join(MANIFEST_DIR).join(version_file_name(version));
+    let path = table_dir
+        .join(MANIFEST_DIR)
+        .join(version_file_name(version));
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
     Ok(parse::<Header>(&path, &bytes)?.session_id)
 }
@@ -358,7 +379,10 @@ pub(crate) fn session_of(table_dir: &Path, version: u64) -> Result<Option<String
 /// Whether `version` loads without the versions before it: its file is a snapshot, or a
 /// checkpoint is stored beside it.
 pub(crate) fn is_snapshot(table_dir: &Path, version: u64) -> Result<bool> {
-    Ok(matches!(read_version(table_dir, version)?, Stored::Snapshot(_)) || read_checkpoint(table_dir, version).is_some())
+    Ok(
+        matches!(read_version(table_dir, version)?, Stored::Snapshot(_))
+            || read_checkpoint(table_dir, version).is_some(),
+    )
 }
 
 /// Materialises `version`: the nearest snapshot at or below it (a manifest `cached` already
@@ -410,7 +434,8 @@ fn walk(
 ) -> std::result::Result<Arc<Manifest>, Walk> {
     let mut deltas: Vec<Delta> = Vec::new();
     let mut v = version;
-    let same_table = |deltas: &[Delta], m: &Manifest| deltas.last().is_none_or(|d| d.table_uuid == m.table_uuid);
+    let same_table =
+        |deltas: &[Delta], m: &Manifest| deltas.last().is_none_or(|d| d.table_uuid == m.table_uuid);
     let base = loop {
         if (!fresh || v != version)
             && let Some(m) = cached(v).filter(|m| same_table(&deltas, m))
@@ -419,7 +444,9 @@ fn walk(
         }
         let stored = match read_version(table_dir, v) {
             Ok(stored) => stored,
-            Err(Error::Io { path, source }) if v < version && source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { path, source })
+                if v < version && source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Err(Walk::Below(Error::Io { path, source }));
             }
             Err(e) => return Err(e.into()),
@@ -436,7 +463,8 @@ fn walk(
             Stored::Delta(d) => {
                 let below_cached = cached(v - 1).is_some_and(|m| m.table_uuid == d.table_uuid);
                 if !below_cached
-                    && let Some(m) = read_checkpoint(table_dir, v).filter(|m| m.table_uuid == d.table_uuid)
+                    && let Some(m) =
+                        read_checkpoint(table_dir, v).filter(|m| m.table_uuid == d.table_uuid)
                 {
                     break Arc::new(m);
                 }
@@ -458,7 +486,12 @@ fn walk(
 /// Reads one version (from its snapshot and deltas, nothing cached).
 #[cfg(test)]
 pub(crate) fn load(table_dir: &Path, version: u64) -> Result<Manifest> {
-    Ok(Arc::unwrap_or_clone(materialise(table_dir, version, &|_| None, true)?))
+    Ok(Arc::unwrap_or_clone(materialise(
+        table_dir,
+        version,
+        &|_| None,
+        true,
+    )?))
 }
 
 /// Publishes `manifest` as its version: a delta of `previous` (the version it was made from)
@@ -468,12 +501,19 @@ pub(crate) fn load(table_dir: &Path, version: u64) -> Result<Manifest> {
 ///
 /// Only version 0 (a new table) creates the manifest directory: a later version whose table
 /// was dropped meanwhile fails instead of bringing the table back without its data.
-pub(crate) fn publish(table_dir: &Path, manifest: &Manifest, previous: Option<&Manifest>) -> Result<bool> {
+pub(crate) fn publish(
+    table_dir: &Path,
+    manifest: &Manifest,
+    previous: Option<&Manifest>,
+) -> Result<bool> {
     let dir = table_dir.join(MANIFEST_DIR);
     if manifest.version == 0 {
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     } else if !dir.is_dir() {
-        return Err(Error::not_found("table", format!("{} (dropped during the commit)", table_dir.display())));
+        return Err(Error::not_found(
+            "table",
+            format!("{} (dropped during the commit)", table_dir.display()),
+        ));
     }
     let record = previous
         .filter(|_| !manifest.version.is_multiple_of(CHECKPOINT_INTERVAL))
@@ -497,7 +537,10 @@ pub(crate) fn write_checkpoint(table_dir: &Path, manifest: &Manifest) -> Result<
     if link_new(&dir, &target, &record)? || read_checkpoint(table_dir, manifest.version).is_some() {
         Ok(())
     } else {
-        Err(Error::Corrupt { location: target.display().to_string(), message: "cannot replace the checkpoint".into() })
+        Err(Error::Corrupt {
+            location: target.display().to_string(),
+            message: "cannot replace the checkpoint".into(),
+        })
     }
 }
 
@@ -523,7 +566,10 @@ fn link_new(dir: &Path, target: &Path, record: &Record) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let table_dir = dir.parent().unwrap_or(dir);
-            Err(Error::not_found("table", format!("{} (dropped during the commit)", table_dir.display())))
+            Err(Error::not_found(
+                "table",
+                format!("{} (dropped during the commit)", table_dir.display()),
+            ))
         }
         Err(e) => Err(Error::io(target, e)),
     }
@@ -539,7 +585,10 @@ pub(crate) fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
 
 /// Replaces a small state file atomically (write a temporary file, sync, rename).
 pub(crate) fn replace_file(path: &Path, body: &[u8]) -> Result<()> {
-    let parent = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let parent = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
     if let Err(e) = write_synced(&tmp, body) {
@@ -579,7 +628,13 @@ mod tests {
     }
 
     fn file(name: &str) -> DataFile {
-        DataFile { path: format!("data/{name}.arrow"), rows: 1, bytes: 10, raw_bytes: 8, batch_rows: vec![1] }
+        DataFile {
+            path: format!("data/{name}.arrow"),
+            rows: 1,
+            bytes: 10,
+            raw_bytes: 8,
+            batch_rows: vec![1],
+        }
     }
 
     fn spec(s: &str) -> PartitionSpec {
@@ -591,7 +646,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Manifest::new_table(schema(), 1);
         assert!(publish(dir.path(), &m, None).unwrap());
-        assert!(!publish(dir.path(), &m, None).unwrap(), "the same version twice must lose");
+        assert!(
+            !publish(dir.path(), &m, None).unwrap(),
+            "the same version twice must lose"
+        );
         let mut m1 = m.clone();
         m1.version = 1;
         assert!(publish(dir.path(), &m1, Some(&m)).unwrap());
@@ -600,7 +658,11 @@ mod tests {
         // Temporary files and checkpoints are never taken for versions.
         fs::write(dir.path().join(MANIFEST_DIR).join(".tmp-x"), b"{").unwrap();
         fs::write(dir.path().join(MANIFEST_DIR).join("2.json"), b"{").unwrap();
-        fs::write(dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(3)), b"{").unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(3)),
+            b"{",
+        )
+        .unwrap();
         assert_eq!(latest_version(dir.path()).unwrap(), Some(1));
     }
 
@@ -617,7 +679,10 @@ mod tests {
             next.version = v;
             next.operation = "append".into();
             next.session_id = Some(format!("s{v}"));
-            next.append(&spec(if v % 2 == 0 { "pt=a" } else { "pt=b" }), &[file(&v.to_string())]);
+            next.append(
+                &spec(if v % 2 == 0 { "pt=a" } else { "pt=b" }),
+                &[file(&v.to_string())],
+            );
             if v == 5 {
                 // Not an append: a snapshot.
                 next.remove_matching(&spec("pt=a"));
@@ -630,12 +695,27 @@ mod tests {
         for v in 0..=CHECKPOINT_INTERVAL + 3 {
             let stored = read_version(dir.path(), v).unwrap();
             let snapshot = v == 0 || v == 5 || v == CHECKPOINT_INTERVAL;
-            assert_eq!(matches!(stored, Stored::Snapshot(_)), snapshot, "version {v}");
+            assert_eq!(
+                matches!(stored, Stored::Snapshot(_)),
+                snapshot,
+                "version {v}"
+            );
             assert_eq!(load(dir.path(), v).unwrap(), all[v as usize], "version {v}");
-            assert_eq!(session_of(dir.path(), v).unwrap(), all[v as usize].session_id);
+            assert_eq!(
+                session_of(dir.path(), v).unwrap(),
+                all[v as usize].session_id
+            );
         }
-        let delta = fs::metadata(dir.path().join(MANIFEST_DIR).join(version_file_name(CHECKPOINT_INTERVAL + 3)));
-        let snapshot = fs::metadata(dir.path().join(MANIFEST_DIR).join(version_file_name(CHECKPOINT_INTERVAL)));
+        let delta = fs::metadata(
+            dir.path()
+                .join(MANIFEST_DIR)
+                .join(version_file_name(CHECKPOINT_INTERVAL + 3)),
+        );
+        let snapshot = fs::metadata(
+            dir.path()
+                .join(MANIFEST_DIR)
+                .join(version_file_name(CHECKPOINT_INTERVAL)),
+        );
         assert!(delta.unwrap().len() * 4 < snapshot.unwrap().len());
 
         // A checkpoint makes the versions below unnecessary; one that is torn is ignored.
@@ -644,9 +724,16 @@ mod tests {
         assert!(is_snapshot(dir.path(), v).unwrap());
         fs::remove_file(dir.path().join(MANIFEST_DIR).join(version_file_name(v - 1))).unwrap();
         assert_eq!(load(dir.path(), v + 1).unwrap(), all[v as usize + 1]);
-        fs::write(dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(v)), b"{\"format\":2,").unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(v)),
+            b"{\"format\":2,",
+        )
+        .unwrap();
         assert!(!is_snapshot(dir.path(), v).unwrap());
-        assert!(load(dir.path(), v + 1).is_err(), "the delta chain is broken without the checkpoint");
+        assert!(
+            load(dir.path(), v + 1).is_err(),
+            "the delta chain is broken without the checkpoint"
+        );
     }
 
     /// Vacuum stores a checkpoint and removes the versions below while a load walks down to
@@ -668,7 +755,8 @@ mod tests {
             if v == 1 && !vacuumed.replace(true) {
                 write_checkpoint(dir.path(), &all[3]).unwrap();
                 for gone in 0..3 {
-                    fs::remove_file(dir.path().join(MANIFEST_DIR).join(version_file_name(gone))).unwrap();
+                    fs::remove_file(dir.path().join(MANIFEST_DIR).join(version_file_name(gone)))
+                        .unwrap();
                 }
             }
             None
@@ -689,7 +777,11 @@ mod tests {
         m1.version = 1;
         m1.append(&spec("pt=a"), &[file("x")]);
         assert!(publish(dir.path(), &m1, Some(&m0)).unwrap());
-        fs::write(dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(1)), b"not json").unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_DIR).join(checkpoint_file_name(1)),
+            b"not json",
+        )
+        .unwrap();
         assert!(!is_snapshot(dir.path(), 1).unwrap());
         write_checkpoint(dir.path(), &m1).unwrap();
         assert!(is_snapshot(dir.path(), 1).unwrap());
@@ -705,13 +797,20 @@ mod tests {
         m.version = 3;
         m.append(&spec("pt=a"), &[file("x")]);
         let old = serde_json::to_vec(&m).unwrap();
-        fs::write(dir.path().join(MANIFEST_DIR).join(version_file_name(3)), &old).unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_DIR).join(version_file_name(3)),
+            &old,
+        )
+        .unwrap();
         assert_eq!(load(dir.path(), 3).unwrap(), m);
         let mut next = m.clone();
         next.version = 4;
         next.append(&spec("pt=a"), &[file("y")]);
         assert!(publish(dir.path(), &next, Some(&m)).unwrap());
-        assert!(matches!(read_version(dir.path(), 4).unwrap(), Stored::Delta(_)));
+        assert!(matches!(
+            read_version(dir.path(), 4).unwrap(),
+            Stored::Delta(_)
+        ));
         let mut loaded = load(dir.path(), 4).unwrap();
         assert_eq!(loaded.format, FORMAT);
         loaded.format = next.format;

@@ -39,9 +39,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use files::FileCompression;
-pub use vacuum::{VacuumOptions, VacuumReport};
 use files::{ColumnSource, OutputShape, Piece, RangeReader};
 use manifest::{DataFile, Manifest};
+pub use vacuum::{VacuumOptions, VacuumReport};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -113,7 +113,11 @@ impl FileStamp {
         let inode = std::os::unix::fs::MetadataExt::ino(meta);
         #[cfg(not(unix))]
         let inode = 0;
-        FileStamp { len: meta.len(), modified: meta.modified().ok(), inode }
+        FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        }
     }
 }
 
@@ -183,7 +187,11 @@ impl LocalWarehouseBuilder {
                 compression: self.compression,
                 session_ttl_ms: self.session_ttl_ms,
                 revive_expired_read_sessions: self.revive_expired_read_sessions,
-                session_owner: if self.record_session_owner { owner::SessionOwner::this_process() } else { None },
+                session_owner: if self.record_session_owner {
+                    owner::SessionOwner::this_process()
+                } else {
+                    None
+                },
                 locks: Mutex::new(HashMap::new()),
                 manifests: Mutex::new(HashMap::new()),
                 read_sessions: Mutex::new(HashMap::new()),
@@ -251,11 +259,16 @@ where
 fn check_id(kind: &'static str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(kind, format!("{id:?}: ids are 1 to 128 letters, digits, '-' or '_'")))
+        Err(Error::invalid(
+            kind,
+            format!("{id:?}: ids are 1 to 128 letters, digits, '-' or '_'"),
+        ))
     }
 }
 
@@ -313,7 +326,10 @@ impl ReadSessionState {
 
 impl Inner {
     fn table_dir(&self, table: &TableId) -> PathBuf {
-        self.root.join(&table.project).join(table.schema_or_default()).join(&table.table)
+        self.root
+            .join(&table.project)
+            .join(table.schema_or_default())
+            .join(&table.table)
     }
 
     fn lock(&self, name: String) -> Arc<Mutex<()>> {
@@ -392,7 +408,9 @@ impl Inner {
             next.version = latest + 1;
             next.committed_ms = self.now();
             if manifest::publish(&dir, &next, Some(&base))? {
-                self.manifests.lock().insert((dir.clone(), next.version), Arc::new(next.clone()));
+                self.manifests
+                    .lock()
+                    .insert((dir.clone(), next.version), Arc::new(next.clone()));
                 return Ok(next);
             }
             // Another process published this version first: rebase and try again.
@@ -404,11 +422,18 @@ impl Inner {
     }
 
     fn read_session_path(&self, session_id: &str) -> PathBuf {
-        self.root.join(META_DIR).join(READ_SESSIONS_DIR).join(format!("{session_id}.json"))
+        self.root
+            .join(META_DIR)
+            .join(READ_SESSIONS_DIR)
+            .join(format!("{session_id}.json"))
     }
 
     /// A read session: from the cache while its file is unchanged (one `stat`), else parsed.
-    fn load_read_session(&self, table: &TableId, session_id: &str) -> Result<Arc<ReadSessionState>> {
+    fn load_read_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+    ) -> Result<Arc<ReadSessionState>> {
         check_id("read session", session_id)?;
         let path = self.read_session_path(session_id);
         let stamp = match fs::metadata(&path) {
@@ -432,35 +457,53 @@ impl Inner {
                     }
                     Err(e) => return Err(Error::io(path, e)),
                 };
-                self.read_session_parses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let state: ReadSessionState = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                    location: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                self.read_session_parses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let state: ReadSessionState =
+                    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                        location: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 // A file replaced between the `stat` and the read is parsed again next time.
                 self.cache_read_session(Arc::new(state), Backing::File(stamp))
             }
         };
         if &state.table != table {
-            return Err(Error::not_found("read session", format!("{session_id} of table {table}")));
+            return Err(Error::not_found(
+                "read session",
+                format!("{session_id} of table {table}"),
+            ));
         }
         Ok(state)
     }
 
-    fn cache_read_session(&self, state: Arc<ReadSessionState>, backing: Backing) -> Arc<ReadSessionState> {
+    fn cache_read_session(
+        &self,
+        state: Arc<ReadSessionState>,
+        backing: Backing,
+    ) -> Arc<ReadSessionState> {
         let mut cache = self.read_sessions.lock();
         let splits: usize = cache.values().map(|c| c.state.splits.len()).sum();
-        if cache.len() >= READ_SESSION_CACHE_ENTRIES || splits + state.splits.len() > READ_SESSION_CACHE_SPLITS {
+        if cache.len() >= READ_SESSION_CACHE_ENTRIES
+            || splits + state.splits.len() > READ_SESSION_CACHE_SPLITS
+        {
             cache.retain(|_, c| c.backing == Backing::Memory);
         }
-        cache.insert(state.session_id.clone(), CachedReadSession { state: state.clone(), backing });
+        cache.insert(
+            state.session_id.clone(),
+            CachedReadSession {
+                state: state.clone(),
+                backing,
+            },
+        );
         state
     }
 
     /// Records a read session in its file. A warehouse whose disk takes no more writes (full
     /// or read-only) can still be read: the session is then kept in this process's memory.
     fn save_read_session(&self, state: ReadSessionState) -> Result<Arc<ReadSessionState>> {
-        let body = serde_json::to_vec(&state).map_err(|e| Error::invalid("read session", e.to_string()))?;
+        let body = serde_json::to_vec(&state)
+            .map_err(|e| Error::invalid("read session", e.to_string()))?;
         let path = self.read_session_path(&state.session_id);
         let state = Arc::new(state);
         match manifest::replace_file(&path, &body) {
@@ -468,7 +511,10 @@ impl Inner {
                 Ok(meta) => Ok(self.cache_read_session(state, Backing::File(FileStamp::of(&meta)))),
                 Err(_) => Ok(state),
             },
-            Err(e) => match e.unwritable(&self.root, format!("record read session {}", state.session_id)) {
+            Err(e) => match e.unwritable(
+                &self.root,
+                format!("record read session {}", state.session_id),
+            ) {
                 e @ Error::Unwritable { .. } => {
                     tracing::warn!("{e}; the session is kept in the memory of this process only");
                     Ok(self.cache_read_session(state, Backing::Memory))
@@ -484,7 +530,12 @@ impl Inner {
         let data_columns = if req.required_data_columns.is_empty() {
             table_schema.columns.clone()
         } else {
-            pick_columns(&req.table, &table_schema.columns, &req.required_data_columns, "column")?
+            pick_columns(
+                &req.table,
+                &table_schema.columns,
+                &req.required_data_columns,
+                "column",
+            )?
         };
         let partition_columns = pick_columns(
             &req.table,
@@ -504,9 +555,14 @@ impl Inner {
                 ),
             });
         }
-        let partitions: Vec<&manifest::PartitionEntry> = selected_partitions(&m, &req.required_partitions);
+        let partitions: Vec<&manifest::PartitionEntry> =
+            selected_partitions(&m, &req.required_partitions);
         let record_count: u64 = partitions.iter().map(|p| p.rows()).sum();
-        let estimated_size: u64 = partitions.iter().flat_map(|p| &p.files).map(|f| f.raw_bytes).sum();
+        let estimated_size: u64 = partitions
+            .iter()
+            .flat_map(|p| &p.files)
+            .map(|f| f.raw_bytes)
+            .sum();
         let opts = req.split_options;
         let splits = match opts.mode {
             SplitMode::RowOffset => Vec::new(),
@@ -514,21 +570,31 @@ impl Inner {
                 if opts.number < SplitOptions::MIN_SPLIT_SIZE {
                     return Err(Error::invalid(
                         "split size",
-                        format!("{} bytes; the smallest accepted is {}", opts.number, SplitOptions::MIN_SPLIT_SIZE),
+                        format!(
+                            "{} bytes; the smallest accepted is {}",
+                            opts.number,
+                            SplitOptions::MIN_SPLIT_SIZE
+                        ),
                     ));
                 }
                 size_splits(&partitions, opts.number, opts.cross_partition)
             }
             SplitMode::Parallelism => {
                 if opts.number == 0 {
-                    return Err(Error::invalid("split number", "Parallelism mode needs at least 1 split"));
+                    return Err(Error::invalid(
+                        "split number",
+                        "Parallelism mode needs at least 1 split",
+                    ));
                 }
                 balanced_splits(record_count, opts.number)
             }
             SplitMode::Bucket => {
                 return Err(Error::invalid(
                     "split mode",
-                    format!("Bucket: table {} is not a clustered (bucketed) table", req.table),
+                    format!(
+                        "Bucket: table {} is not a clustered (bucketed) table",
+                        req.table
+                    ),
                 ));
             }
         };
@@ -544,7 +610,10 @@ impl Inner {
             splits,
             record_count,
             estimated_size,
-            schema: TableSchema { columns: data_columns, partition_columns },
+            schema: TableSchema {
+                columns: data_columns,
+                partition_columns,
+            },
             arrow_options: req.arrow_options,
         };
         let state = self.save_read_session(state)?;
@@ -552,7 +621,10 @@ impl Inner {
         // process, a data loader forks new ones every epoch): the counter alone would sweep
         // on nearly every session, stat-ing every session file, which made opening a reader
         // slower the longer a warehouse was used. The marker spaces sweeps across processes.
-        if self.sessions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(256)
+        if self
+            .sessions_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(256)
             && self.claim_sweep()
         {
             self.remove_old_read_sessions();
@@ -584,8 +656,11 @@ impl Inner {
     /// rewrites the file, so these are expired), so the warehouse does not grow forever.
     fn remove_old_read_sessions(&self) {
         let dir = self.root.join(META_DIR).join(READ_SESSIONS_DIR);
-        let Ok(entries) = fs::read_dir(&dir) else { return };
-        let max_age = std::time::Duration::from_millis(self.session_ttl_ms.max(0) as u64 + 3_600_000);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        let max_age =
+            std::time::Duration::from_millis(self.session_ttl_ms.max(0) as u64 + 3_600_000);
         for entry in entries.flatten() {
             let old = entry
                 .metadata()
@@ -599,7 +674,12 @@ impl Inner {
         }
     }
 
-    fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+    fn get_read_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        refresh: bool,
+    ) -> Result<ReadSession> {
         let lock = self.lock(format!("read:{session_id}"));
         let _guard = lock.lock();
         let mut state = self.load_read_session(table, session_id)?;
@@ -608,7 +688,9 @@ impl Inner {
             // is pinned, so its rows are still there to read, unless vacuum removed it.
             if self.now() > state.expiration_ms {
                 if !self.revive_expired_read_sessions {
-                    return Err(Error::SessionExpired { session_id: session_id.to_string() });
+                    return Err(Error::SessionExpired {
+                        session_id: session_id.to_string(),
+                    });
                 }
                 self.pinned_manifest(&state)?;
             }
@@ -623,19 +705,26 @@ impl Inner {
     /// vacuum removed that version (only versions of expired sessions are removed).
     fn pinned_manifest(&self, state: &ReadSessionState) -> Result<Arc<Manifest>> {
         let dir = self.table_dir(&state.table);
-        let dropped = || Error::not_found("table", format!("{} (dropped after the session was created)", state.table));
+        let dropped = || {
+            Error::not_found(
+                "table",
+                format!("{} (dropped after the session was created)", state.table),
+            )
+        };
         let m = match self.manifest(&dir, state.version) {
             Ok(m) => m,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return match self.current(&state.table) {
-                    Ok((_, latest)) if latest.table_uuid == state.table_uuid => Err(Error::not_found(
-                        "table version",
-                        format!(
-                            "version {} of {}, which read session {} pinned, was removed by vacuum \
+                    Ok((_, latest)) if latest.table_uuid == state.table_uuid => {
+                        Err(Error::not_found(
+                            "table version",
+                            format!(
+                                "version {} of {}, which read session {} pinned, was removed by vacuum \
                              after the session expired: create a new read session",
-                            state.version, state.table, state.session_id
-                        ),
-                    )),
+                                state.version, state.table, state.session_id
+                            ),
+                        ))
+                    }
                     _ => Err(dropped()),
                 };
             }
@@ -652,43 +741,69 @@ impl Inner {
     fn plan_read(&self, req: &ReadRequest) -> Result<RangeReader> {
         let state = self.load_read_session(&req.table, &req.session_id)?;
         if self.now() > state.expiration_ms {
-            return Err(Error::SessionExpired { session_id: req.session_id.clone() });
+            return Err(Error::SessionExpired {
+                session_id: req.session_id.clone(),
+            });
         }
         let (start, end) = match req.range {
             ReadRange::Split(i) => {
                 if state.split_mode == SplitMode::RowOffset {
                     return Err(Error::invalid(
                         "read",
-                        format!("session {} is a RowOffset session: read it by offset and count", req.session_id),
+                        format!(
+                            "session {} is a RowOffset session: read it by offset and count",
+                            req.session_id
+                        ),
                     ));
                 }
-                *state.splits.get(i as usize).ok_or_else(|| Error::OutOfRange {
-                    message: format!("split index {i} of session {} ({} splits)", req.session_id, state.splits.len()),
-                })?
+                *state
+                    .splits
+                    .get(i as usize)
+                    .ok_or_else(|| Error::OutOfRange {
+                        message: format!(
+                            "split index {i} of session {} ({} splits)",
+                            req.session_id,
+                            state.splits.len()
+                        ),
+                    })?
             }
             ReadRange::Rows { offset, count } => {
-                let end = offset.checked_add(count).filter(|e| *e <= state.record_count).ok_or_else(|| {
-                    Error::OutOfRange {
+                let end = offset
+                    .checked_add(count)
+                    .filter(|e| *e <= state.record_count)
+                    .ok_or_else(|| Error::OutOfRange {
                         message: format!(
                             "rows [{offset}, {offset}+{count}) of session {} ({} rows)",
                             req.session_id, state.record_count
                         ),
-                    }
-                })?;
+                    })?;
                 (offset, end)
             }
         };
         if req.skip_rows > end - start {
             return Err(Error::OutOfRange {
-                message: format!("skipping {} rows of a range of {} rows", req.skip_rows, end - start),
+                message: format!(
+                    "skipping {} rows of a range of {} rows",
+                    req.skip_rows,
+                    end - start
+                ),
             });
         }
         let start = start + req.skip_rows;
         let dir = self.table_dir(&state.table);
         let m = self.pinned_manifest(&state)?;
         let shape = output_shape(&state, &req.columns)?;
-        let pieces = pieces_for(&dir, &selected_partitions(&m, &state.partitions), start, end);
-        let max_batch_rows = if req.max_batch_rows == 0 { ReadRequest::DEFAULT_MAX_BATCH_ROWS } else { req.max_batch_rows };
+        let pieces = pieces_for(
+            &dir,
+            &selected_partitions(&m, &state.partitions),
+            start,
+            end,
+        );
+        let max_batch_rows = if req.max_batch_rows == 0 {
+            ReadRequest::DEFAULT_MAX_BATCH_ROWS
+        } else {
+            req.max_batch_rows
+        };
         Ok(RangeReader::new(pieces, shape, max_batch_rows))
     }
 
@@ -700,7 +815,11 @@ impl Inner {
         limit: u64,
     ) -> Result<RangeReader> {
         let (dir, m) = self.current(table)?;
-        let filters: Vec<PartitionSpec> = partition.filter(|p| !p.is_empty()).cloned().into_iter().collect();
+        let filters: Vec<PartitionSpec> = partition
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .into_iter()
+            .collect();
         for f in &filters {
             check_partition_keys(table, &m.schema, f)?;
         }
@@ -721,13 +840,22 @@ impl Inner {
             arrow_options: ArrowOptions::default(),
         };
         let columns: Vec<String> = if columns.is_empty() {
-            m.schema.columns.iter().chain(&m.schema.partition_columns).map(|c| c.name.clone()).collect()
+            m.schema
+                .columns
+                .iter()
+                .chain(&m.schema.partition_columns)
+                .map(|c| c.name.clone())
+                .collect()
         } else {
             columns.to_vec()
         };
         let shape = output_shape(&state, &columns)?;
         let pieces = pieces_for(&dir, &partitions, 0, total.min(limit));
-        Ok(RangeReader::new(pieces, shape, ReadRequest::DEFAULT_MAX_BATCH_ROWS))
+        Ok(RangeReader::new(
+            pieces,
+            shape,
+            ReadRequest::DEFAULT_MAX_BATCH_ROWS,
+        ))
     }
 
     fn describe(&self, table: &TableId) -> Result<TableInfo> {
@@ -742,13 +870,22 @@ impl Inner {
                 .partitions
                 .iter()
                 .filter(|p| !p.spec.is_empty())
-                .map(|p| PartitionInfo { spec: p.spec.clone(), row_count: p.rows(), size_bytes: p.bytes() })
+                .map(|p| PartitionInfo {
+                    spec: p.spec.clone(),
+                    row_count: p.rows(),
+                    size_bytes: p.bytes(),
+                })
                 .collect(),
             last_modified_ms: m.committed_ms,
         })
     }
 
-    fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+    fn create_table(
+        &self,
+        table: &TableId,
+        schema: &TableSchema,
+        options: CreateTableOptions,
+    ) -> Result<()> {
         // Validates names, types of partition columns and duplicates, and lower-cases names.
         let schema = &TableSchema::new(schema.columns.clone(), schema.partition_columns.clone())?;
         let dir = self.table_dir(table);
@@ -758,7 +895,10 @@ impl Inner {
             if options.if_not_exists {
                 return Ok(());
             }
-            return Err(Error::AlreadyExists { kind: "table", name: table.to_string() });
+            return Err(Error::AlreadyExists {
+                kind: "table",
+                name: table.to_string(),
+            });
         }
         Ok(())
     }
@@ -768,7 +908,13 @@ impl Inner {
         // Commits of this process wait; commits of others fail cleanly once the table is gone.
         let lock = self.lock(format!("commit:{}", dir.display()));
         let _guard = lock.lock();
-        let missing = || if if_exists { Ok(()) } else { Err(Error::not_found("table", table.to_string())) };
+        let missing = || {
+            if if_exists {
+                Ok(())
+            } else {
+                Err(Error::not_found("table", table.to_string()))
+            }
+        };
         if manifest::latest_version(&dir)?.is_none() {
             return missing();
         }
@@ -801,8 +947,14 @@ impl Inner {
         let mut out = Vec::new();
         for s in schemas {
             for t in list_dir_names(&project_dir.join(&s))? {
-                let schema = if s == DEFAULT_SCHEMA { None } else { Some(s.as_str()) };
-                let Ok(id) = TableId::new(project, schema, &t) else { continue };
+                let schema = if s == DEFAULT_SCHEMA {
+                    None
+                } else {
+                    Some(s.as_str())
+                };
+                let Ok(id) = TableId::new(project, schema, &t) else {
+                    continue;
+                };
                 if manifest::latest_version(&self.table_dir(&id))?.is_some() {
                     out.push(id);
                 }
@@ -812,9 +964,17 @@ impl Inner {
         Ok(out)
     }
 
-    fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+    fn drop_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_exists: bool,
+    ) -> Result<()> {
         if partition.is_empty() {
-            return Err(Error::invalid("partition spec", "dropping a partition needs a non-empty spec"));
+            return Err(Error::invalid(
+                "partition spec",
+                "dropping a partition needs a non-empty spec",
+            ));
         }
         let (_, current) = self.current(table)?;
         check_partition_keys(table, &current.schema, partition)?;
@@ -827,7 +987,10 @@ impl Inner {
             Ok(found.then_some(next))
         })?;
         if !found && !if_exists {
-            return Err(Error::not_found("partition", format!("{partition} of {table}")));
+            return Err(Error::not_found(
+                "partition",
+                format!("{partition} of {table}"),
+            ));
         }
         Ok(())
     }
@@ -844,17 +1007,22 @@ fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
             && let Some(name) = entry.file_name().to_str()
-                && !name.starts_with('.') {
-                    out.push(name.to_string());
-                }
+            && !name.starts_with('.')
+        {
+            out.push(name.to_string());
+        }
     }
     out.sort();
     Ok(out)
 }
 
-
 /// The named columns of `available`, in the requested order.
-fn pick_columns(table: &TableId, available: &[Column], names: &[String], kind: &'static str) -> Result<Vec<Column>> {
+fn pick_columns(
+    table: &TableId,
+    available: &[Column],
+    names: &[String],
+    kind: &'static str,
+) -> Result<Vec<Column>> {
     names
         .iter()
         .map(|n| {
@@ -869,7 +1037,11 @@ fn pick_columns(table: &TableId, available: &[Column], names: &[String], kind: &
 
 fn check_partition_keys(table: &TableId, schema: &TableSchema, spec: &PartitionSpec) -> Result<()> {
     for key in spec.keys() {
-        if !schema.partition_columns.iter().any(|c| c.name.eq_ignore_ascii_case(key)) {
+        if !schema
+            .partition_columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(key))
+        {
             return Err(Error::invalid(
                 "partition spec",
                 format!("`{spec}`: `{key}` is not a partition column of {table}"),
@@ -879,7 +1051,10 @@ fn check_partition_keys(table: &TableId, schema: &TableSchema, spec: &PartitionS
     Ok(())
 }
 
-fn selected_partitions<'m>(m: &'m Manifest, filters: &[PartitionSpec]) -> Vec<&'m manifest::PartitionEntry> {
+fn selected_partitions<'m>(
+    m: &'m Manifest,
+    filters: &[PartitionSpec],
+) -> Vec<&'m manifest::PartitionEntry> {
     m.partitions
         .iter()
         .filter(|p| filters.is_empty() || filters.iter().any(|f| f.matches(&p.spec)))
@@ -893,16 +1068,26 @@ fn balanced_splits(rows: u64, count: u64) -> Vec<(u64, u64)> {
         return Vec::new();
     }
     let (q, r) = (rows / count, rows % count);
-    (0..count).map(|i| (i * q + i.min(r), (i + 1) * q + (i + 1).min(r))).collect()
+    (0..count)
+        .map(|i| (i * q + i.min(r), (i + 1) * q + (i + 1).min(r)))
+        .collect()
 }
 
 /// Splits of about `size` uncompressed bytes, cut at stored batch boundaries.
-fn size_splits(partitions: &[&manifest::PartitionEntry], size: u64, cross_partition: bool) -> Vec<(u64, u64)> {
+fn size_splits(
+    partitions: &[&manifest::PartitionEntry],
+    size: u64,
+    cross_partition: bool,
+) -> Vec<(u64, u64)> {
     let mut splits = Vec::new();
     let (mut start, mut row, mut bytes) = (0u64, 0u64, 0u64);
     for p in partitions {
         for f in &p.files {
-            let per_row = if f.rows == 0 { 0 } else { f.raw_bytes / f.rows.max(1) };
+            let per_row = if f.rows == 0 {
+                0
+            } else {
+                f.raw_bytes / f.rows.max(1)
+            };
             for &n in &f.batch_rows {
                 row += n;
                 bytes += per_row * n;
@@ -939,14 +1124,22 @@ fn output_shape(state: &ReadSessionState, columns: &[String]) -> Result<OutputSh
         columns
             .iter()
             .map(|n| {
-                all.iter().find(|(c, _)| c.name.eq_ignore_ascii_case(n.trim())).copied().ok_or_else(|| {
-                    Error::not_found("column", format!("`{}` in read session of {}", n.trim(), state.table))
-                })
+                all.iter()
+                    .find(|(c, _)| c.name.eq_ignore_ascii_case(n.trim()))
+                    .copied()
+                    .ok_or_else(|| {
+                        Error::not_found(
+                            "column",
+                            format!("`{}` in read session of {}", n.trim(), state.table),
+                        )
+                    })
             })
             .collect::<Result<_>>()?
     };
-    let fields: Vec<arrow_schema::Field> =
-        chosen.iter().map(|(c, _)| c.to_arrow_field(&state.arrow_options)).collect();
+    let fields: Vec<arrow_schema::Field> = chosen
+        .iter()
+        .map(|(c, _)| c.to_arrow_field(&state.arrow_options))
+        .collect();
     let sources = chosen
         .iter()
         .map(|(c, is_partition)| {
@@ -957,11 +1150,19 @@ fn output_shape(state: &ReadSessionState, columns: &[String]) -> Result<OutputSh
             }
         })
         .collect();
-    Ok(OutputShape { schema: Arc::new(arrow_schema::Schema::new(fields)), sources })
+    Ok(OutputShape {
+        schema: Arc::new(arrow_schema::Schema::new(fields)),
+        sources,
+    })
 }
 
 /// The pieces of files covering rows `[start, end)` of the concatenated partitions.
-fn pieces_for(dir: &Path, partitions: &[&manifest::PartitionEntry], start: u64, end: u64) -> Vec<Piece> {
+fn pieces_for(
+    dir: &Path,
+    partitions: &[&manifest::PartitionEntry],
+    start: u64,
+    end: u64,
+) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut file_start = 0u64;
     for p in partitions {
@@ -1011,13 +1212,20 @@ impl TableService for LocalWarehouse {
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
         request.table.validate()?;
         let request = request.clone();
-        self.blocking(move |w| w.create_read_session(&request)).await
+        self.blocking(move |w| w.create_read_session(&request))
+            .await
     }
 
-    async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+    async fn get_read_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        refresh: bool,
+    ) -> Result<ReadSession> {
         table.validate()?;
         let (table, id) = (table.clone(), session_id.to_string());
-        self.blocking(move |w| w.get_read_session(&table, &id, refresh)).await
+        self.blocking(move |w| w.get_read_session(&table, &id, refresh))
+            .await
     }
 
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
@@ -1036,20 +1244,24 @@ impl TableService for LocalWarehouse {
     ) -> Result<RecordBatchStream> {
         table.validate()?;
         let (table, partition, columns) = (table.clone(), partition.cloned(), columns.to_vec());
-        let reader = self.blocking(move |w| w.plan_preview(&table, partition.as_ref(), &columns, limit)).await?;
+        let reader = self
+            .blocking(move |w| w.plan_preview(&table, partition.as_ref(), &columns, limit))
+            .await?;
         Ok(into_stream(reader))
     }
 
     async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
         request.table.validate()?;
         let request = request.clone();
-        self.blocking(move |w| w.create_write_session(&request)).await
+        self.blocking(move |w| w.create_write_session(&request))
+            .await
     }
 
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
         table.validate()?;
         let (table, id) = (table.clone(), session_id.to_string());
-        self.blocking(move |w| w.get_write_session(&table, &id)).await
+        self.blocking(move |w| w.get_write_session(&table, &id))
+            .await
     }
 
     async fn create_write_stream_version(
@@ -1061,14 +1273,27 @@ impl TableService for LocalWarehouse {
         exactly_once: bool,
     ) -> Result<WriteStream> {
         table.validate()?;
-        let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.map(str::to_string));
-        self.blocking(move |w| w.create_write_stream(&table, &id, stream.as_deref(), version, exactly_once)).await
+        let (table, id, stream) = (
+            table.clone(),
+            session_id.to_string(),
+            stream_id.map(str::to_string),
+        );
+        self.blocking(move |w| {
+            w.create_write_stream(&table, &id, stream.as_deref(), version, exactly_once)
+        })
+        .await
     }
 
-    async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+    async fn get_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<WriteStream> {
         table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
-        self.blocking(move |w| w.get_write_stream(&table, &id, &stream)).await
+        self.blocking(move |w| w.get_write_stream(&table, &id, &stream))
+            .await
     }
 
     async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
@@ -1085,7 +1310,8 @@ impl TableService for LocalWarehouse {
     ) -> Result<WriteStream> {
         table.validate()?;
         let (table, id, stream) = (table.clone(), session_id.to_string(), stream_id.to_string());
-        self.blocking(move |w| w.close_write_stream(&table, &id, &stream, version)).await
+        self.blocking(move |w| w.close_write_stream(&table, &id, &stream, version))
+            .await
     }
 
     async fn commit_write_session(
@@ -1095,8 +1321,13 @@ impl TableService for LocalWarehouse {
         streams: Option<&[(String, u64)]>,
     ) -> Result<CommitInfo> {
         table.validate()?;
-        let (table, id, streams) = (table.clone(), session_id.to_string(), streams.map(<[_]>::to_vec));
-        self.blocking(move |w| w.commit(&table, &id, streams.as_deref())).await
+        let (table, id, streams) = (
+            table.clone(),
+            session_id.to_string(),
+            streams.map(<[_]>::to_vec),
+        );
+        self.blocking(move |w| w.commit(&table, &id, streams.as_deref()))
+            .await
     }
 
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
@@ -1105,34 +1336,50 @@ impl TableService for LocalWarehouse {
         self.blocking(move |w| w.abort(&table, &id)).await
     }
 
-    async fn create_table(&self, table: &TableId, schema: &TableSchema, options: CreateTableOptions) -> Result<()> {
+    async fn create_table(
+        &self,
+        table: &TableId,
+        schema: &TableSchema,
+        options: CreateTableOptions,
+    ) -> Result<()> {
         table.validate()?;
         let (table, schema) = (table.clone(), schema.clone());
-        self.blocking(move |w| w.create_table(&table, &schema, options)).await
+        self.blocking(move |w| w.create_table(&table, &schema, options))
+            .await
     }
 
     async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
         table.validate()?;
         let table = table.clone();
-        self.blocking(move |w| w.drop_table(&table, if_exists)).await
+        self.blocking(move |w| w.drop_table(&table, if_exists))
+            .await
     }
 
     async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
         let (project, schema) = (project.to_string(), schema.map(str::to_string));
-        self.blocking(move |w| w.list_tables(&project, schema.as_deref())).await
+        self.blocking(move |w| w.list_tables(&project, schema.as_deref()))
+            .await
     }
 
     /// An OS file lock on `TABLE/_writers/PARTITION_HASH-SLOT.lock`, so a slot is exclusive
     /// across warehouse instances and processes; the OS releases it if the process dies.
-    async fn lock_writer_slot(&self, table: &TableId, partition: &PartitionSpec, slot: u64) -> Result<WriterSlot> {
+    async fn lock_writer_slot(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        slot: u64,
+    ) -> Result<WriterSlot> {
         table.validate()?;
         let (table, partition) = (table.clone(), partition.clone());
         self.blocking(move |w| {
             let (dir, _) = w.current(&table)?;
             // FNV-1a of the spec: a short, stable, path-safe name for any partition value.
-            let hash = partition.to_string().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+            let hash = partition
+                .to_string()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
             let writers = dir.join("_writers");
             fs::create_dir_all(&writers).map_err(|e| Error::io(&writers, e))?;
             let path = writers.join(format!("{hash:016x}-{slot}.lock"));
@@ -1144,17 +1391,25 @@ impl TableService for LocalWarehouse {
                 .map_err(|e| Error::io(&path, e))?;
             match file.try_lock() {
                 Ok(()) => Ok(WriterSlot::new(FileLock(file))),
-                Err(fs::TryLockError::WouldBlock) => Err(writer_slot_taken(&table, &partition, slot)),
+                Err(fs::TryLockError::WouldBlock) => {
+                    Err(writer_slot_taken(&table, &partition, slot))
+                }
                 Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
             }
         })
         .await
     }
 
-    async fn drop_partition(&self, table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()> {
+    async fn drop_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_exists: bool,
+    ) -> Result<()> {
         table.validate()?;
         let (table, partition) = (table.clone(), partition.clone());
-        self.blocking(move |w| w.drop_partition(&table, &partition, if_exists)).await
+        self.blocking(move |w| w.drop_partition(&table, &partition, if_exists))
+            .await
     }
 }
 
@@ -1183,10 +1438,23 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let w = LocalWarehouse::open(root.path()).unwrap();
         let table = TableId::new("p", None, "t").unwrap();
-        let schema = TableSchema::new(vec![Column::new("id", crate::types::OdpsType::BigInt)], vec![]).unwrap();
-        w.create_table(&table, &schema, CreateTableOptions::default()).await.unwrap();
-        let sid = w.create_write_session(&WriteSessionRequest::new(table.clone())).await.unwrap().session_id;
-        let stream = w.create_write_stream(&table, &sid, None, false).await.unwrap();
+        let schema = TableSchema::new(
+            vec![Column::new("id", crate::types::OdpsType::BigInt)],
+            vec![],
+        )
+        .unwrap();
+        w.create_table(&table, &schema, CreateTableOptions::default())
+            .await
+            .unwrap();
+        let sid = w
+            .create_write_session(&WriteSessionRequest::new(table.clone()))
+            .await
+            .unwrap()
+            .session_id;
+        let stream = w
+            .create_write_stream(&table, &sid, None, false)
+            .await
+            .unwrap();
         let ids = arrow_array::Int64Array::from_iter_values(0..2000);
         let arrow = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
             "id",
@@ -1205,17 +1473,24 @@ mod tests {
         })
         .await
         .unwrap();
-        w.close_write_stream(&table, &sid, &stream.stream_id, stream.version).await.unwrap();
+        w.close_write_stream(&table, &sid, &stream.stream_id, stream.version)
+            .await
+            .unwrap();
         w.commit_write_session(&table, &sid, None).await.unwrap();
 
         let mut request = ReadSessionRequest::new(table.clone());
         request.split_options = SplitOptions::parallelism(2000);
         let session = w.create_read_session(&request).await.unwrap();
         let other = LocalWarehouse::open(root.path()).unwrap();
-        let parses = |w: &LocalWarehouse| w.inner.read_session_parses.load(std::sync::atomic::Ordering::Relaxed);
+        let parses = |w: &LocalWarehouse| {
+            w.inner
+                .read_session_parses
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
         for split in (0..2000).step_by(20) {
             for w in [&w, &other] {
-                let read = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
+                let read =
+                    ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(split));
                 let mut rows = 0;
                 let mut stream = w.read(&read).await.unwrap();
                 while let Some(b) = stream.next().await {
@@ -1224,13 +1499,23 @@ mod tests {
                 assert_eq!(rows, 1);
             }
         }
-        assert_eq!(parses(&w), 0, "the creating process parses its session never");
+        assert_eq!(
+            parses(&w),
+            0,
+            "the creating process parses its session never"
+        );
         assert_eq!(parses(&other), 1, "another process parses it once");
 
         // A refresh elsewhere replaces the file: the cached copy is not used any more.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let refreshed = w.get_read_session(&table, &session.session_id, true).await.unwrap();
-        let seen = other.get_read_session(&table, &session.session_id, false).await.unwrap();
+        let refreshed = w
+            .get_read_session(&table, &session.session_id, true)
+            .await
+            .unwrap();
+        let seen = other
+            .get_read_session(&table, &session.session_id, false)
+            .await
+            .unwrap();
         assert_eq!(seen.expiration_time_ms, refreshed.expiration_time_ms);
         assert_eq!(parses(&other), 2);
     }

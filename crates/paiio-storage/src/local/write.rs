@@ -57,7 +57,10 @@ impl WriteSessionState {
     }
 
     fn dynamic_columns(&self) -> impl Iterator<Item = &Column> {
-        self.table_schema.partition_columns.iter().filter(|c| self.partition.get(&c.name).is_none())
+        self.table_schema
+            .partition_columns
+            .iter()
+            .filter(|c| self.partition.get(&c.name).is_none())
     }
 }
 
@@ -82,7 +85,11 @@ impl StreamVersion {
         WriteStream {
             stream_id: stream_id.to_string(),
             version: self.version,
-            status: if self.closed { StreamStatus::Closed } else { StreamStatus::Open },
+            status: if self.closed {
+                StreamStatus::Closed
+            } else {
+                StreamStatus::Open
+            },
             row_offset: self.row_offset,
             access_token: self.access_token.clone(),
             exactly_once: self.exactly_once,
@@ -99,47 +106,83 @@ impl Inner {
         self.table_dir(table).join(WRITE_DIR).join(session_id)
     }
 
-    pub(super) fn load_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
+    pub(super) fn load_write_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+    ) -> Result<WriteSessionState> {
         check_id("write session", session_id)?;
         let path = self.session_dir(table, session_id).join("session.json");
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found("write session", format!("{session_id} of table {table}")));
+                return Err(Error::not_found(
+                    "write session",
+                    format!("{session_id} of table {table}"),
+                ));
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt { location: path.display().to_string(), message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            location: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn save_write_session(&self, s: &WriteSessionState) -> Result<()> {
-        manifest::replace_file(&self.session_dir(&s.table, &s.session_id).join("session.json"), &json(s)?)
+        manifest::replace_file(
+            &self
+                .session_dir(&s.table, &s.session_id)
+                .join("session.json"),
+            &json(s)?,
+        )
     }
 
-    fn lock_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<super::FileLock> {
+    fn lock_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<super::FileLock> {
         check_id("write stream", stream_id)?;
-        let path = self.session_dir(table, session_id).join("streams").join(format!("{stream_id}.lock"));
+        let path = self
+            .session_dir(table, session_id)
+            .join("streams")
+            .join(format!("{stream_id}.lock"));
         self.lock_file(&path)
     }
 
     fn stream_path(&self, table: &TableId, session_id: &str, stream_id: &str) -> PathBuf {
-        self.session_dir(table, session_id).join("streams").join(format!("{stream_id}.json"))
+        self.session_dir(table, session_id)
+            .join("streams")
+            .join(format!("{stream_id}.json"))
     }
 
-    fn load_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<Option<StreamState>> {
+    fn load_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<Option<StreamState>> {
         check_id("write stream", stream_id)?;
         let path = self.stream_path(table, session_id, stream_id);
         match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| Error::Corrupt { location: path.display().to_string(), message: e.to_string() }),
+                .map_err(|e| Error::Corrupt {
+                    location: path.display().to_string(),
+                    message: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
     }
 
     fn save_stream(&self, table: &TableId, session_id: &str, s: &StreamState) -> Result<()> {
-        manifest::replace_file(&self.stream_path(table, session_id, &s.stream_id), &json(s)?)
+        manifest::replace_file(
+            &self.stream_path(table, session_id, &s.stream_id),
+            &json(s)?,
+        )
     }
 
     fn all_streams(&self, table: &TableId, session_id: &str) -> Result<Vec<StreamState>> {
@@ -153,16 +196,20 @@ impl Inner {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
             if let Some(s) = self.load_stream(table, session_id, id)? {
                 out.push(s);
             }
         }
         // Numeric ids in numeric order, then the rest by name: the order rows are committed in.
-        out.sort_by(|a, b| match (a.stream_id.parse::<u64>(), b.stream_id.parse::<u64>()) {
-            (Ok(x), Ok(y)) => x.cmp(&y),
-            _ => a.stream_id.cmp(&b.stream_id),
-        });
+        out.sort_by(
+            |a, b| match (a.stream_id.parse::<u64>(), b.stream_id.parse::<u64>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => a.stream_id.cmp(&b.stream_id),
+            },
+        );
         Ok(out)
     }
 
@@ -170,9 +217,9 @@ impl Inner {
     fn open_session(&self, table: &TableId, session_id: &str) -> Result<WriteSessionState> {
         let s = self.load_write_session(table, session_id)?;
         match s.state {
-            State::Normal if self.now() > s.expiration_ms => {
-                Err(Error::SessionExpired { session_id: session_id.to_string() })
-            }
+            State::Normal if self.now() > s.expiration_ms => Err(Error::SessionExpired {
+                session_id: session_id.to_string(),
+            }),
             State::Normal => Ok(s),
             State::Committed { .. } => Err(Error::InvalidState {
                 session_id: session_id.into(),
@@ -193,7 +240,10 @@ impl Inner {
         if m.schema.partition_columns.is_empty() && !req.partition.is_empty() {
             return Err(Error::invalid(
                 "partition spec",
-                format!("`{}`: table {} is not partitioned", req.partition, req.table),
+                format!(
+                    "`{}`: table {} is not partitioned",
+                    req.partition, req.table
+                ),
             ));
         }
         // A static spec must give the levels in order: `pt=1` of (pt, region), not `region=x`.
@@ -202,12 +252,21 @@ impl Inner {
             if !key.eq_ignore_ascii_case(expected) {
                 return Err(Error::invalid(
                     "partition spec",
-                    format!("`{}`: level {} must be `{expected}`, not `{key}`", req.partition, i + 1),
+                    format!(
+                        "`{}`: level {} must be `{expected}`, not `{key}`",
+                        req.partition,
+                        i + 1
+                    ),
                 ));
             }
         }
         for (key, value) in req.partition.iter() {
-            if let Some(column) = m.schema.partition_columns.iter().find(|c| c.name.eq_ignore_ascii_case(key)) {
+            if let Some(column) = m
+                .schema
+                .partition_columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(key))
+            {
                 check_partition_value(column, value)?;
             }
         }
@@ -224,7 +283,8 @@ impl Inner {
             next_stream: 0,
             owner: self.session_owner.clone(),
         };
-        self.save_write_session(&state).map_err(|e| e.unwritable(&self.root, "record a new write session"))?;
+        self.save_write_session(&state)
+            .map_err(|e| e.unwritable(&self.root, "record a new write session"))?;
         self.to_write_session(&state)
     }
 
@@ -266,7 +326,11 @@ impl Inner {
             .collect())
     }
 
-    pub(super) fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
+    pub(super) fn get_write_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+    ) -> Result<WriteSession> {
         let s = self.load_write_session(table, session_id)?;
         self.to_write_session(&s)
     }
@@ -300,7 +364,10 @@ impl Inner {
         let _stream_guard = self.lock_stream(table, session_id, &stream_id)?;
         let mut stream = self
             .load_stream(table, session_id, &stream_id)?
-            .unwrap_or_else(|| StreamState { stream_id: stream_id.clone(), versions: Vec::new() });
+            .unwrap_or_else(|| StreamState {
+                stream_id: stream_id.clone(),
+                versions: Vec::new(),
+            });
         let latest = stream.versions.last();
         let version = match (requested, latest) {
             (None, None) => 0,
@@ -327,7 +394,11 @@ impl Inner {
             version,
             closed: false,
             row_offset: 0,
-            access_token: if exactly_once { uuid::Uuid::new_v4().simple().to_string() } else { String::new() },
+            access_token: if exactly_once {
+                uuid::Uuid::new_v4().simple().to_string()
+            } else {
+                String::new()
+            },
             exactly_once,
             files: Vec::new(),
         };
@@ -337,15 +408,27 @@ impl Inner {
         Ok(out)
     }
 
-    pub(super) fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+    pub(super) fn get_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<WriteStream> {
         self.load_write_session(table, session_id)?;
         let stream = self
             .load_stream(table, session_id, stream_id)?
-            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
-        let last = stream
-            .versions
-            .last()
-            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
+            .ok_or_else(|| {
+                Error::not_found(
+                    "write stream",
+                    format!("{stream_id} of session {session_id}"),
+                )
+            })?;
+        let last = stream.versions.last().ok_or_else(|| {
+            Error::not_found(
+                "write stream",
+                format!("{stream_id} of session {session_id}"),
+            )
+        })?;
         Ok(last.to_stream(stream_id))
     }
 
@@ -355,14 +438,27 @@ impl Inner {
         let _guard = self.lock_stream(&req.table, &req.session_id, &req.stream_id)?;
         let mut stream = self
             .load_stream(&req.table, &req.session_id, &req.stream_id)?
-            .ok_or_else(|| Error::not_found("write stream", format!("{} of session {}", req.stream_id, req.session_id)))?;
+            .ok_or_else(|| {
+                Error::not_found(
+                    "write stream",
+                    format!("{} of session {}", req.stream_id, req.session_id),
+                )
+            })?;
         let latest = stream.versions.last().map(|v| v.version).unwrap_or(0);
         let v = stream
             .versions
             .iter_mut()
             .find(|v| v.version == req.version)
-            .ok_or_else(|| Error::not_found("write stream version", format!("{} v{}", req.stream_id, req.version)))?;
-        let stream_name = format!("stream {} v{} of session {}", req.stream_id, req.version, req.session_id);
+            .ok_or_else(|| {
+                Error::not_found(
+                    "write stream version",
+                    format!("{} v{}", req.stream_id, req.version),
+                )
+            })?;
+        let stream_name = format!(
+            "stream {} v{} of session {}",
+            req.stream_id, req.version, req.session_id
+        );
         if v.version != latest {
             return Err(Error::InvalidState {
                 session_id: req.session_id.clone(),
@@ -388,7 +484,11 @@ impl Inner {
             if offset < v.row_offset {
                 if offset + rows <= v.row_offset {
                     // A replay of rows already applied: acknowledge, change nothing.
-                    return Ok(WriteAck { next_row_offset: v.row_offset, rows_written: 0, duplicate: true });
+                    return Ok(WriteAck {
+                        next_row_offset: v.row_offset,
+                        rows_written: 0,
+                        duplicate: true,
+                    });
                 }
                 return Err(Error::invalid(
                     "row offset",
@@ -402,21 +502,34 @@ impl Inner {
             if offset > v.row_offset {
                 return Err(Error::invalid(
                     "row offset",
-                    format!("{stream_name}: offset {offset} leaves a gap, the next expected row is {}", v.row_offset),
+                    format!(
+                        "{stream_name}: offset {offset} leaves a gap, the next expected row is {}",
+                        v.row_offset
+                    ),
                 ));
             }
         } else if v.exactly_once {
-            return Err(Error::invalid("row offset", format!("{stream_name} is exactly-once: every write needs RowOffset")));
+            return Err(Error::invalid(
+                "row offset",
+                format!("{stream_name} is exactly-once: every write needs RowOffset"),
+            ));
         }
         let staged = self.stage(&session, &req.batches)?;
         let staged_paths: Vec<String> = staged.iter().map(|(_, f)| f.path.clone()).collect();
         v.files.extend(staged);
         v.row_offset += rows;
-        let ack = WriteAck { next_row_offset: v.row_offset, rows_written: rows, duplicate: false };
+        let ack = WriteAck {
+            next_row_offset: v.row_offset,
+            rows_written: rows,
+            duplicate: false,
+        };
         if let Err(e) = self.save_stream(&req.table, &req.session_id, &stream) {
             // The stream does not record the files, so nothing ever would: remove them.
             self.remove_data_files(&req.table, staged_paths.iter().map(String::as_str));
-            return Err(e.unwritable(&self.root, format!("record the rows written to {stream_name}")));
+            return Err(e.unwritable(
+                &self.root,
+                format!("record the rows written to {stream_name}"),
+            ));
         }
         Ok(ack)
     }
@@ -432,7 +545,10 @@ impl Inner {
             }
             let (data, parts) = conform(session, &write_schema, &storage, batch)?;
             match parts {
-                None => by_partition.entry(session.partition.clone()).or_default().push(data),
+                None => by_partition
+                    .entry(session.partition.clone())
+                    .or_default()
+                    .push(data),
                 Some(groups) => {
                     for (spec, rows) in groups {
                         let idx = UInt32Array::from(rows);
@@ -451,8 +567,14 @@ impl Inner {
                 Ok(file) => staged.push((spec, file)),
                 Err(e) => {
                     // All or nothing: the files of the other partitions go too.
-                    self.remove_data_files(&session.table, staged.iter().map(|(_, f)| f.path.as_str()));
-                    return Err(e.unwritable(&self.root, format!("store the rows written to table {}", session.table)));
+                    self.remove_data_files(
+                        &session.table,
+                        staged.iter().map(|(_, f)| f.path.as_str()),
+                    );
+                    return Err(e.unwritable(
+                        &self.root,
+                        format!("store the rows written to table {}", session.table),
+                    ));
                 }
             }
         }
@@ -461,14 +583,21 @@ impl Inner {
 
     /// Removes data files of `table` (paths relative to its directory) that no manifest
     /// names; one that cannot be removed is left to `vacuum`.
-    pub(super) fn remove_data_files<'a>(&self, table: &TableId, paths: impl IntoIterator<Item = &'a str>) {
+    pub(super) fn remove_data_files<'a>(
+        &self,
+        table: &TableId,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) {
         let dir = self.table_dir(table);
         for rel in paths {
             let path = dir.join(rel);
             if let Err(e) = fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!("cannot remove {}: {e} (vacuum removes it later)", path.display());
+                tracing::warn!(
+                    "cannot remove {}: {e} (vacuum removes it later)",
+                    path.display()
+                );
             }
         }
     }
@@ -485,19 +614,31 @@ impl Inner {
         let _guard = self.lock_stream(table, session_id, stream_id)?;
         let mut stream = self
             .load_stream(table, session_id, stream_id)?
-            .ok_or_else(|| Error::not_found("write stream", format!("{stream_id} of session {session_id}")))?;
+            .ok_or_else(|| {
+                Error::not_found(
+                    "write stream",
+                    format!("{stream_id} of session {session_id}"),
+                )
+            })?;
         let v = stream
             .versions
             .iter_mut()
             .find(|v| v.version == version)
-            .ok_or_else(|| Error::not_found("write stream version", format!("{stream_id} v{version}")))?;
+            .ok_or_else(|| {
+                Error::not_found("write stream version", format!("{stream_id} v{version}"))
+            })?;
         v.closed = true;
         let out = v.to_stream(stream_id);
         self.save_stream(table, session_id, &stream)?;
         Ok(out)
     }
 
-    pub(super) fn commit(&self, table: &TableId, session_id: &str, streams: Option<&[(String, u64)]>) -> Result<CommitInfo> {
+    pub(super) fn commit(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        streams: Option<&[(String, u64)]>,
+    ) -> Result<CommitInfo> {
         // Check the session exists before creating its lock file.
         self.load_write_session(table, session_id)?;
         let _guard = self.lock_file(&self.session_dir(table, session_id).join(".lock"))?;
@@ -513,7 +654,9 @@ impl Inner {
                 });
             }
             State::Normal if self.now() > session.expiration_ms => {
-                return Err(Error::SessionExpired { session_id: session_id.to_string() });
+                return Err(Error::SessionExpired {
+                    session_id: session_id.to_string(),
+                });
             }
             State::Normal => {}
         }
@@ -522,12 +665,17 @@ impl Inner {
         match streams {
             None => {
                 for s in &all {
-                    let Some(last) = s.versions.last() else { continue };
+                    let Some(last) = s.versions.last() else {
+                        continue;
+                    };
                     if !last.closed {
                         return Err(Error::InvalidState {
                             session_id: session_id.into(),
                             state: "OPEN".into(),
-                            message: format!("stream {} v{} is not closed", s.stream_id, last.version),
+                            message: format!(
+                                "stream {} v{} is not closed",
+                                s.stream_id, last.version
+                            ),
                         });
                     }
                     chosen.push(last);
@@ -539,7 +687,9 @@ impl Inner {
                     if !seen.insert(id.as_str()) {
                         return Err(Error::invalid(
                             "commit stream list",
-                            format!("stream {id} is listed more than once (one version per stream: newer versions supersede older ones)"),
+                            format!(
+                                "stream {id} is listed more than once (one version per stream: newer versions supersede older ones)"
+                            ),
                         ));
                     }
                 }
@@ -547,9 +697,13 @@ impl Inner {
                     let s = all.iter().find(|s| &s.stream_id == id).ok_or_else(|| {
                         Error::not_found("write stream", format!("{id} of session {session_id}"))
                     })?;
-                    let v = s.versions.iter().find(|v| v.version == *version).ok_or_else(|| {
-                        Error::not_found("write stream version", format!("{id} v{version}"))
-                    })?;
+                    let v = s
+                        .versions
+                        .iter()
+                        .find(|v| v.version == *version)
+                        .ok_or_else(|| {
+                            Error::not_found("write stream version", format!("{id} v{version}"))
+                        })?;
                     if !v.closed {
                         return Err(Error::InvalidState {
                             session_id: session_id.into(),
@@ -561,7 +715,10 @@ impl Inner {
                 }
             }
         }
-        let files: Staged = chosen.iter().flat_map(|v| v.files.iter().cloned()).collect();
+        let files: Staged = chosen
+            .iter()
+            .flat_map(|v| v.files.iter().cloned())
+            .collect();
         let rows: u64 = files.iter().map(|(_, f)| f.rows).sum();
         let mut by_partition: BTreeMap<PartitionSpec, Vec<manifest::DataFile>> = BTreeMap::new();
         for (spec, file) in files {
@@ -571,44 +728,57 @@ impl Inner {
         let sid = session_id.to_string();
         let static_full = session.dynamic_columns().next().is_none();
         let (overwrite, target) = (session.overwrite, session.partition.clone());
-        let published = self.commit_with(table, |dir, latest| {
-            // A commit whose response was lost may already be in a later version.
-            // Vacuum removes old versions, but never the one a session still in NORMAL state
-            // published, so a version that is gone is not this session's.
-            // Each version file carries its session: a delta is read, not materialised.
-            for v in base_version + 1..=latest.version {
-                match manifest::session_of(dir, v) {
-                    Ok(s) if s.as_deref() == Some(sid.as_str()) => return Ok(None),
-                    Ok(_) => {}
-                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let mut next = latest.clone();
-            next.session_id = Some(sid.clone());
-            next.operation = if overwrite { "overwrite".into() } else { "append".into() };
-            if overwrite {
-                if static_full {
-                    next.remove_matching(&target);
-                } else {
-                    for spec in by_partition.keys() {
-                        next.partitions.retain(|p| &p.spec != spec);
+        let published = self
+            .commit_with(table, |dir, latest| {
+                // A commit whose response was lost may already be in a later version.
+                // Vacuum removes old versions, but never the one a session still in NORMAL state
+                // published, so a version that is gone is not this session's.
+                // Each version file carries its session: a delta is read, not materialised.
+                for v in base_version + 1..=latest.version {
+                    match manifest::session_of(dir, v) {
+                        Ok(s) if s.as_deref() == Some(sid.as_str()) => return Ok(None),
+                        Ok(_) => {}
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
                     }
                 }
-            }
-            for (spec, files) in &by_partition {
-                next.append(spec, files);
-            }
-            Ok(Some(next))
-        })
-        .map_err(|e| e.unwritable(&self.root, format!("publish the commit of write session {session_id}")))?;
+                let mut next = latest.clone();
+                next.session_id = Some(sid.clone());
+                next.operation = if overwrite {
+                    "overwrite".into()
+                } else {
+                    "append".into()
+                };
+                if overwrite {
+                    if static_full {
+                        next.remove_matching(&target);
+                    } else {
+                        for spec in by_partition.keys() {
+                            next.partitions.retain(|p| &p.spec != spec);
+                        }
+                    }
+                }
+                for (spec, files) in &by_partition {
+                    next.append(spec, files);
+                }
+                Ok(Some(next))
+            })
+            .map_err(|e| {
+                e.unwritable(
+                    &self.root,
+                    format!("publish the commit of write session {session_id}"),
+                )
+            })?;
         let version = if published.session_id.as_deref() == Some(session_id) {
             published.version
         } else {
             // Already applied earlier: find the version that holds it.
             let dir = self.table_dir(table);
             (base_version + 1..=published.version)
-                .find(|v| manifest::session_of(&dir, *v).is_ok_and(|s| s.as_deref() == Some(session_id)))
+                .find(|v| {
+                    manifest::session_of(&dir, *v).is_ok_and(|s| s.as_deref() == Some(session_id))
+                })
                 .unwrap_or(published.version)
         };
         session.state = State::Committed { version, rows };
@@ -652,8 +822,12 @@ impl Inner {
                 fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
             self.remove_data_files(table, staged.iter().map(String::as_str));
-            self.save_write_session(&session)
-                .map_err(|_| e.unwritable(&self.root, format!("record that write session {session_id} is aborted")))?;
+            self.save_write_session(&session).map_err(|_| {
+                e.unwritable(
+                    &self.root,
+                    format!("record that write session {session_id} is aborted"),
+                )
+            })?;
             return Ok(());
         }
         self.remove_data_files(table, staged.iter().map(String::as_str));
@@ -674,16 +848,28 @@ fn conform(
     let mut seen = std::collections::HashSet::new();
     for f in input.fields() {
         if !seen.insert(f.name().to_ascii_lowercase()) {
-            return Err(Error::invalid("arrow schema", format!("column `{}` appears more than once in the data", f.name())));
+            return Err(Error::invalid(
+                "arrow schema",
+                format!("column `{}` appears more than once in the data", f.name()),
+            ));
         }
     }
     for f in input.fields() {
-        if write_schema.columns.iter().chain(&write_schema.partition_columns).all(|c| !c.name.eq_ignore_ascii_case(f.name())) {
+        if write_schema
+            .columns
+            .iter()
+            .chain(&write_schema.partition_columns)
+            .all(|c| !c.name.eq_ignore_ascii_case(f.name()))
+        {
             let fixed = session.partition.get(f.name()).is_some();
             return Err(Error::invalid(
                 "arrow schema",
                 if fixed {
-                    format!("column `{}` is a partition column fixed by the session's spec `{}`; leave it out of the data", f.name(), session.partition)
+                    format!(
+                        "column `{}` is a partition column fixed by the session's spec `{}`; leave it out of the data",
+                        f.name(),
+                        session.partition
+                    )
                 } else {
                     format!("column `{}` is not in table {}", f.name(), session.table)
                 },
@@ -696,15 +882,32 @@ fn conform(
             .iter()
             .position(|f| f.name().eq_ignore_ascii_case(name))
             .map(|i| batch.column(i))
-            .ok_or_else(|| Error::invalid("arrow schema", format!("column `{name}` of table {} is missing from the data", session.table)))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "arrow schema",
+                    format!(
+                        "column `{name}` of table {} is missing from the data",
+                        session.table
+                    ),
+                )
+            })
     };
-    let cast_options = CastOptions { safe: false, ..Default::default() };
+    let cast_options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let mut columns = Vec::with_capacity(write_schema.columns.len());
     for (column, field) in write_schema.columns.iter().zip(storage.fields()) {
         let array = find(&column.name)?;
-        columns.push(conform_column(column, field.data_type(), array, &cast_options)?);
+        columns.push(conform_column(
+            column,
+            field.data_type(),
+            array,
+            &cast_options,
+        )?);
     }
-    let data = RecordBatch::try_new(storage.clone(), columns).map_err(|e| Error::arrow("building stored batch", e))?;
+    let data = RecordBatch::try_new(storage.clone(), columns)
+        .map_err(|e| Error::arrow("building stored batch", e))?;
     if write_schema.partition_columns.is_empty() {
         return Ok((data, None));
     }
@@ -712,11 +915,28 @@ fn conform(
     let mut values: Vec<StringArray> = Vec::new();
     for column in &write_schema.partition_columns {
         let array = find(&column.name)?;
-        if !column.ty.arrow_compatible(array.data_type()) && !matches!(array.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::LargeUtf8) {
-            return Err(Error::type_mismatch(&column.name, format!("partition column of type {} got Arrow {}", column.ty, array.data_type())));
+        if !column.ty.arrow_compatible(array.data_type())
+            && !matches!(
+                array.data_type(),
+                arrow_schema::DataType::Utf8 | arrow_schema::DataType::LargeUtf8
+            )
+        {
+            return Err(Error::type_mismatch(
+                &column.name,
+                format!(
+                    "partition column of type {} got Arrow {}",
+                    column.ty,
+                    array.data_type()
+                ),
+            ));
         }
-        let text = arrow_cast::cast(array, &arrow_schema::DataType::Utf8).map_err(|e| Error::arrow(format!("partition column `{}`", column.name), e))?;
-        let text = text.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| Error::type_mismatch(&column.name, "partition values must be text"))?;
+        let text = arrow_cast::cast(array, &arrow_schema::DataType::Utf8)
+            .map_err(|e| Error::arrow(format!("partition column `{}`", column.name), e))?;
+        let text = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| Error::type_mismatch(&column.name, "partition values must be text"))?;
         values.push(text);
     }
     let mut groups: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
@@ -724,7 +944,10 @@ fn conform(
         let mut key = Vec::with_capacity(values.len());
         for (column, arr) in write_schema.partition_columns.iter().zip(&values) {
             if arr.is_null(row) {
-                return Err(Error::type_mismatch(&column.name, format!("row {row}: a partition value must not be NULL")));
+                return Err(Error::type_mismatch(
+                    &column.name,
+                    format!("row {row}: a partition value must not be NULL"),
+                ));
             }
             key.push(arr.value(row).to_string());
         }
@@ -732,7 +955,11 @@ fn conform(
     }
     let mut out = Vec::with_capacity(groups.len());
     for (key, rows) in groups {
-        let mut pairs: Vec<(String, String)> = session.partition.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut pairs: Vec<(String, String)> = session
+            .partition
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for (column, value) in write_schema.partition_columns.iter().zip(key) {
             validate_partition_value(&column.name, &value)?;
             check_partition_value(column, &value)?;
@@ -743,38 +970,72 @@ fn conform(
     Ok((data, Some(out)))
 }
 
-fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array: &ArrayRef, options: &CastOptions<'_>) -> Result<ArrayRef> {
+fn conform_column(
+    column: &Column,
+    storage_type: &arrow_schema::DataType,
+    array: &ArrayRef,
+    options: &CastOptions<'_>,
+) -> Result<ArrayRef> {
     if !column.ty.arrow_compatible(array.data_type()) {
         return Err(Error::type_mismatch(
             &column.name,
-            format!("column of type {} cannot take Arrow {}", column.ty, array.data_type()),
+            format!(
+                "column of type {} cannot take Arrow {}",
+                column.ty,
+                array.data_type()
+            ),
         ));
     }
     if !column.nullable && array.logical_null_count() > 0 {
-        return Err(Error::type_mismatch(&column.name, "column is NOT NULL but the data has NULLs"));
+        return Err(Error::type_mismatch(
+            &column.name,
+            "column is NOT NULL but the data has NULLs",
+        ));
     }
     let cast = if array.data_type() == storage_type {
         array.clone()
     } else {
-        arrow_cast::cast_with_options(array, storage_type, options)
-            .map_err(|e| Error::type_mismatch(&column.name, format!("cannot convert Arrow {} to {}: {e}", array.data_type(), column.ty)))?
+        arrow_cast::cast_with_options(array, storage_type, options).map_err(|e| {
+            Error::type_mismatch(
+                &column.name,
+                format!(
+                    "cannot convert Arrow {} to {}: {e}",
+                    array.data_type(),
+                    column.ty
+                ),
+            )
+        })?
     };
     if let arrow_schema::DataType::Decimal128(precision, _) = storage_type
         && let Some(decimals) = cast.as_any().downcast_ref::<arrow_array::Decimal128Array>()
     {
-        decimals.validate_decimal_precision(*precision).map_err(|e| {
-            Error::type_mismatch(&column.name, format!("value does not fit {}: {e}", column.ty))
-        })?;
+        decimals
+            .validate_decimal_precision(*precision)
+            .map_err(|e| {
+                Error::type_mismatch(
+                    &column.name,
+                    format!("value does not fit {}: {e}", column.ty),
+                )
+            })?;
     }
     if let OdpsType::Varchar(n) | OdpsType::Char(n) = column.ty
-        && let Some(strings) = cast.as_any().downcast_ref::<StringArray>() {
-            for (row, v) in strings.iter().enumerate() {
-                if let Some(v) = v
-                    && v.chars().count() > n as usize {
-                        return Err(Error::type_mismatch(&column.name, format!("row {row}: {} characters do not fit {}", v.chars().count(), column.ty)));
-                    }
+        && let Some(strings) = cast.as_any().downcast_ref::<StringArray>()
+    {
+        for (row, v) in strings.iter().enumerate() {
+            if let Some(v) = v
+                && v.chars().count() > n as usize
+            {
+                return Err(Error::type_mismatch(
+                    &column.name,
+                    format!(
+                        "row {row}: {} characters do not fit {}",
+                        v.chars().count(),
+                        column.ty
+                    ),
+                ));
             }
         }
+    }
     Ok(Arc::clone(&cast))
 }
 
@@ -782,22 +1043,37 @@ fn conform_column(column: &Column, storage_type: &arrow_schema::DataType, array:
 /// partition column is refused, not stored as NULL), and that integers are written in their
 /// canonical form (`007` and `7` would otherwise be two partitions of the same value).
 fn check_partition_value(column: &Column, value: &str) -> Result<()> {
-    let field = arrow_schema::Field::new(&column.name, column.ty.to_arrow(&crate::types::ArrowOptions::default()), true);
+    let field = arrow_schema::Field::new(
+        &column.name,
+        column.ty.to_arrow(&crate::types::ArrowOptions::default()),
+        true,
+    );
     let typed = super::files::constant_array(value, &field, 1)?;
     if column.ty.is_integer() {
-        let text = arrow_cast::cast(&typed, &arrow_schema::DataType::Utf8).map_err(|e| Error::arrow("partition value", e))?;
-        let canonical = text.as_any().downcast_ref::<StringArray>().map(|a| a.value(0).to_string()).unwrap_or_default();
+        let text = arrow_cast::cast(&typed, &arrow_schema::DataType::Utf8)
+            .map_err(|e| Error::arrow("partition value", e))?;
+        let canonical = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .map(|a| a.value(0).to_string())
+            .unwrap_or_default();
         if canonical != value {
             return Err(Error::type_mismatch(
                 &column.name,
-                format!("partition value {value:?} of type {}: write it as {canonical:?}", column.ty),
+                format!(
+                    "partition value {value:?} of type {}: write it as {canonical:?}",
+                    column.ty
+                ),
             ));
         }
     }
     if let OdpsType::Varchar(n) | OdpsType::Char(n) = column.ty
         && value.chars().count() > n as usize
     {
-        return Err(Error::type_mismatch(&column.name, format!("partition value {value:?} does not fit {}", column.ty)));
+        return Err(Error::type_mismatch(
+            &column.name,
+            format!("partition value {value:?} does not fit {}", column.ty),
+        ));
     }
     Ok(())
 }

@@ -45,8 +45,12 @@ impl ReadCompression {
         match v.trim().to_ascii_lowercase().as_str() {
             "" | "identity" => Ok(None),
             "zstd" => Ok(Some(ReadCompression::Zstd)),
-            "x-lz4-frame" | "x-odps-lz4-frame" | "lz4_frame" | "lz4-frame" | "lz4" => Ok(Some(ReadCompression::Lz4Frame)),
-            other => Err(Error::NotSupported { message: format!("response Content-Encoding {other:?}") }),
+            "x-lz4-frame" | "x-odps-lz4-frame" | "lz4_frame" | "lz4-frame" | "lz4" => {
+                Ok(Some(ReadCompression::Lz4Frame))
+            }
+            other => Err(Error::NotSupported {
+                message: format!("response Content-Encoding {other:?}"),
+            }),
         }
     }
 }
@@ -60,19 +64,32 @@ pub(crate) enum StreamError {
     Fatal(Error),
 }
 
-pub(crate) fn transient(message: impl Into<String>, source: Option<crate::error::BoxError>) -> Error {
-    Error::Transient { message: message.into(), retryable: true, source }
+pub(crate) fn transient(
+    message: impl Into<String>,
+    source: Option<crate::error::BoxError>,
+) -> Error {
+    Error::Transient {
+        message: message.into(),
+        retryable: true,
+        source,
+    }
 }
 
 /// Checks the end of a body: no partial message, and the end-of-stream marker seen.
 fn check_end(decoder: &mut StreamDecoder) -> Result<(), StreamError> {
     if decoder.finish().is_err() {
-        return Err(StreamError::Resumable(transient("the row stream ended in the middle of a message", None)));
+        return Err(StreamError::Resumable(transient(
+            "the row stream ended in the middle of a message",
+            None,
+        )));
     }
     // After the marker the decoder refuses any further byte; before it, it takes one.
     match decoder.decode(&mut Buffer::from(vec![0xFFu8])) {
         Err(_) => Ok(()),
-        Ok(_) => Err(StreamError::Resumable(transient("the row stream ended without its end-of-stream marker", None))),
+        Ok(_) => Err(StreamError::Resumable(transient(
+            "the row stream ended without its end-of-stream marker",
+            None,
+        ))),
     }
 }
 
@@ -163,7 +180,10 @@ impl BodyDecoder {
                 Inner::Threaded { rx }
             }
         };
-        Ok(BodyDecoder { inner, schema: None })
+        Ok(BodyDecoder {
+            inner,
+            schema: None,
+        })
     }
 
     /// The schema, once the schema message was decoded.
@@ -238,7 +258,10 @@ impl BodyDecoder {
                 }
                 None => {
                     self.inner = Inner::Done;
-                    Err(StreamError::Resumable(transient("the row stream decoder stopped", None)))
+                    Err(StreamError::Resumable(transient(
+                        "the row stream decoder stopped",
+                        None,
+                    )))
                 }
             },
         }
@@ -273,7 +296,10 @@ fn decode_blocking(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let error = transient(format!("the {} row stream broke: {e}", codec.name()), Some(Box::new(e)));
+                let error = transient(
+                    format!("the {} row stream broke: {e}", codec.name()),
+                    Some(Box::new(e)),
+                );
                 let _ = tx.blocking_send(Err(StreamError::Resumable(error)));
                 return;
             }
@@ -318,10 +344,16 @@ pub(crate) fn encode_ipc(batches: &[RecordBatch]) -> Result<Vec<u8>, Error> {
     let mut writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options)
         .map_err(|e| Error::arrow("encoding the rows to write", e))?;
     for b in batches {
-        writer.write(b).map_err(|e| Error::arrow("encoding the rows to write", e))?;
+        writer
+            .write(b)
+            .map_err(|e| Error::arrow("encoding the rows to write", e))?;
     }
-    writer.finish().map_err(|e| Error::arrow("encoding the rows to write", e))?;
-    writer.into_inner().map_err(|e| Error::arrow("encoding the rows to write", e))
+    writer
+        .finish()
+        .map_err(|e| Error::arrow("encoding the rows to write", e))?;
+    writer
+        .into_inner()
+        .map_err(|e| Error::arrow("encoding the rows to write", e))
 }
 
 #[cfg(test)]
@@ -336,7 +368,11 @@ mod tests {
             arrow_schema::DataType::Int64,
             false,
         )]));
-        let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap();
+        let b = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .unwrap();
         encode_ipc(&[b.clone(), b]).unwrap()
     }
 
@@ -372,8 +408,14 @@ mod tests {
         assert_eq!(decode_all(&full).unwrap(), 20);
         assert!(full.ends_with(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]));
         // Without the marker (at a message boundary), and cut inside a message.
-        assert!(matches!(decode_all(&full[..full.len() - 8]), Err(StreamError::Resumable(_))));
-        assert!(matches!(decode_all(&full[..full.len() - 20]), Err(StreamError::Resumable(_))));
+        assert!(matches!(
+            decode_all(&full[..full.len() - 8]),
+            Err(StreamError::Resumable(_))
+        ));
+        assert!(matches!(
+            decode_all(&full[..full.len() - 20]),
+            Err(StreamError::Resumable(_))
+        ));
         assert!(matches!(decode_all(&[]), Err(StreamError::Resumable(_))));
     }
 }

@@ -84,9 +84,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::service::{
-    CommitInfo, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream, SessionStatus,
-    SplitMode, SplitOptions, StreamStatus, TableInfo, TableService, WriteAck, WriteMode, WriteRequest,
-    WriteSession, WriteSessionRequest, WriteStream, time_unit_name,
+    CommitInfo, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
+    SessionStatus, SplitMode, SplitOptions, StreamStatus, TableInfo, TableService, WriteAck,
+    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream, time_unit_name,
 };
 use crate::types::{ArrowOptions, Column, OdpsType, TableSchema};
 use crate::uri::{PartitionSpec, TableId};
@@ -94,8 +94,8 @@ use crate::uri::{PartitionSpec, TableId};
 pub use body::ReadCompression;
 use body::{BodyDecoder, StreamError};
 use errors::ErrorContext;
-pub use retry::{Idempotency, Jitter, RetryConfig};
 use retry::Backoff;
+pub use retry::{Idempotency, Jitter, RetryConfig};
 
 /// The request and response header of V2 route tokens.
 pub const ROUTE_TOKEN_HEADER: &str = "x-odps-max-storage-route-token";
@@ -110,7 +110,11 @@ const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Characters kept as they are in query values: RFC 3986 unreserved.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn enc(v: &str) -> String {
     utf8_percent_encode(v, QUERY_VALUE).to_string()
@@ -184,7 +188,10 @@ impl RestClientBuilder {
         };
         let mut b = RestClientBuilder::new(endpoint);
         b.credentials = config.optional_credentials()?;
-        b.tunnel_endpoint = config.tunnel_endpoint.clone().filter(|t| !t.trim().is_empty());
+        b.tunnel_endpoint = config
+            .tunnel_endpoint
+            .clone()
+            .filter(|t| !t.trim().is_empty());
         b.project = config.project.clone();
         b.quota_name = config.quota_name.clone();
         if let Some(region) = config.region_for_signing() {
@@ -201,7 +208,9 @@ impl RestClientBuilder {
     /// Signs with V4 in `region` (`None`: legacy).
     pub fn region(mut self, region: Option<&str>) -> Self {
         self.signature = match region {
-            Some(r) if !r.trim().is_empty() => SignatureVersion::V4 { region: r.trim().to_string() },
+            Some(r) if !r.trim().is_empty() => SignatureVersion::V4 {
+                region: r.trim().to_string(),
+            },
             _ => SignatureVersion::Legacy,
         };
         self
@@ -275,12 +284,20 @@ impl RestClientBuilder {
     }
 
     pub fn build(self) -> Result<RestClient> {
-        let config_error = |message: String| Error::Config { source_name: "REST client".into(), message };
-        for (name, url) in [("endpoint", Some(&self.endpoint)), ("tunnel endpoint", self.tunnel_endpoint.as_ref())] {
+        let config_error = |message: String| Error::Config {
+            source_name: "REST client".into(),
+            message,
+        };
+        for (name, url) in [
+            ("endpoint", Some(&self.endpoint)),
+            ("tunnel endpoint", self.tunnel_endpoint.as_ref()),
+        ] {
             if let Some(url) = url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                return Err(config_error(format!("the {name} {url:?} is not an http(s):// URL")));
+                return Err(config_error(format!(
+                    "the {name} {url:?} is not an http(s):// URL"
+                )));
             }
         }
         let http = reqwest::Client::builder()
@@ -292,7 +309,9 @@ impl RestClientBuilder {
         Ok(RestClient {
             inner: Arc::new(Inner {
                 http,
-                tunnel: self.tunnel_endpoint.map(|t| t.trim().trim_end_matches('/').to_string()),
+                tunnel: self
+                    .tunnel_endpoint
+                    .map(|t| t.trim().trim_end_matches('/').to_string()),
                 endpoint: self.endpoint,
                 credentials: self.credentials,
                 signature: self.signature,
@@ -395,7 +414,11 @@ struct Budget {
 
 impl Budget {
     fn new(config: &RetryConfig) -> Self {
-        Budget { backoff: Backoff::new(config), started: Instant::now(), attempts: 0 }
+        Budget {
+            backoff: Backoff::new(config),
+            started: Instant::now(),
+            attempts: 0,
+        }
     }
 
     /// Progress was made: a new run starts.
@@ -475,7 +498,10 @@ impl Call {
             idempotency: Idempotency::Safe,
             accept_encoding: None,
             streaming: false,
-            ctx: ErrorContext { table: Some(table.to_string()), ..Default::default() },
+            ctx: ErrorContext {
+                table: Some(table.to_string()),
+                ..Default::default()
+            },
         }
     }
 
@@ -505,11 +531,19 @@ fn transport_error(action: &str, e: reqwest::Error) -> Error {
     } else {
         "failed"
     };
-    Error::Transient { message: format!("{action} {what}: {e}"), retryable: true, source: Some(Box::new(e)) }
+    Error::Transient {
+        message: format!("{action} {what}: {e}"),
+        retryable: true,
+        source: Some(Box::new(e)),
+    }
 }
 
 fn header_str(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|v| !v.is_empty())
 }
 
 impl RestClient {
@@ -565,7 +599,11 @@ impl RestClient {
 
     /// The expiration time (epoch ms) the client knows for a read session, if any.
     pub fn read_session_expiration(&self, session_id: &str) -> Option<i64> {
-        self.inner.expiry.lock().get(session_id).map(|e| e.expiration_ms)
+        self.inner
+            .expiry
+            .lock()
+            .get(session_id)
+            .map(|e| e.expiration_ms)
     }
 
     /// The tunnel endpoint of `project`: the configured one, or discovered (and cached).
@@ -576,18 +614,31 @@ impl RestClient {
 
 impl Inner {
     fn curr_project<'a>(&'a self, table: &'a TableId) -> &'a str {
-        self.project.as_deref().filter(|p| !p.is_empty()).unwrap_or(&table.project)
+        self.project
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&table.project)
     }
 
     /// Signs `headers` for `method` and the URL relative to its base.
     fn sign(&self, method: &str, relative: &str, headers: &mut Vec<(String, String)>) {
         if let Some(creds) = &self.credentials {
-            sign_request(creds, &self.signature, method, relative, headers, SystemTime::now());
+            sign_request(
+                creds,
+                &self.signature,
+                method,
+                relative,
+                headers,
+                SystemTime::now(),
+            );
         }
     }
 
     fn base_headers(&self) -> Vec<(String, String)> {
-        vec![("User-Agent".into(), self.user_agent.clone()), ("x-odps-user-agent".into(), self.user_agent.clone())]
+        vec![
+            ("User-Agent".into(), self.user_agent.clone()),
+            ("x-odps-user-agent".into(), self.user_agent.clone()),
+        ]
     }
 
     async fn tunnel_for(&self, project: &str) -> Result<String> {
@@ -598,14 +649,24 @@ impl Inner {
             return Ok(t.clone());
         }
         let found = self.discover(project).await?;
-        self.tunnels.lock().insert(project.to_string(), found.clone());
+        self.tunnels
+            .lock()
+            .insert(project.to_string(), found.clone());
         Ok(found)
     }
 
     /// `GET {endpoint}/projects/{p}/tunnel?service&curr_project=p` (STORAGE_API.md §4.3).
     async fn discover(&self, project: &str) -> Result<String> {
-        let curr = self.project.as_deref().filter(|p| !p.is_empty()).unwrap_or(project);
-        let mut relative = format!("/projects/{}/tunnel?service&curr_project={}", enc(project), enc(curr));
+        let curr = self
+            .project
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(project);
+        let mut relative = format!(
+            "/projects/{}/tunnel?service&curr_project={}",
+            enc(project),
+            enc(curr)
+        );
         if let Some(q) = &self.quota_name {
             relative.push_str(&format!("&quotaName={}", enc(q)));
         }
@@ -621,25 +682,39 @@ impl Inner {
             }
             let (error, before_send, retry_after) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.map_err(|e| transport_error("tunnel discovery", e))?;
+                    let text = resp
+                        .text()
+                        .await
+                        .map_err(|e| transport_error("tunnel discovery", e))?;
                     let text = text.trim().trim_end_matches('/');
                     if text.is_empty() {
                         return Err(Error::Service {
                             status: 200,
                             code: "EmptyTunnelEndpoint".into(),
-                            message: format!("tunnel discovery for project {project} answered nothing"),
+                            message: format!(
+                                "tunnel discovery for project {project} answered nothing"
+                            ),
                             request_id: String::new(),
                         });
                     }
                     if text.starts_with("http://") || text.starts_with("https://") {
                         return Ok(text.to_string());
                     }
-                    let scheme = if self.endpoint.starts_with("https://") { "https" } else { "http" };
+                    let scheme = if self.endpoint.starts_with("https://") {
+                        "https"
+                    } else {
+                        "http"
+                    };
                     return Ok(format!("{scheme}://{text}"));
                 }
                 Ok(resp) => {
-                    let retry_after = header_str(resp.headers(), "retry-after").and_then(|v| retry::parse_retry_after(&v));
-                    (self.error_of(resp, &ErrorContext::default()).await, false, retry_after)
+                    let retry_after = header_str(resp.headers(), "retry-after")
+                        .and_then(|v| retry::parse_retry_after(&v));
+                    (
+                        self.error_of(resp, &ErrorContext::default()).await,
+                        false,
+                        retry_after,
+                    )
                 }
                 Err(e) => {
                     let before = retry::failed_before_send(&e);
@@ -673,11 +748,18 @@ impl Inner {
 
     /// Sends a call once.
     async fn send_once(&self, base: &str, call: &Call) -> reqwest::Result<reqwest::Response> {
-        let mut query = format!("Action={}&Target={}", call.action, enc(&call.table.target()));
+        let mut query = format!(
+            "Action={}&Target={}",
+            call.action,
+            enc(&call.table.target())
+        );
         for (k, v) in &call.params {
             query.push_str(&format!("&{k}={}", enc(v)));
         }
-        query.push_str(&format!("&curr_project={}", enc(self.curr_project(&call.table))));
+        query.push_str(&format!(
+            "&curr_project={}",
+            enc(self.curr_project(&call.table))
+        ));
         if let Some(q) = &self.quota_name {
             query.push_str(&format!("&quotaName={}", enc(q)));
         }
@@ -719,12 +801,17 @@ impl Inner {
     fn count_attempt(&self, budget: &mut Budget) {
         budget.attempts += 1;
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        self.stats.max_run_attempts.fetch_max(budget.attempts, Ordering::Relaxed);
+        self.stats
+            .max_run_attempts
+            .fetch_max(budget.attempts, Ordering::Relaxed);
     }
 
     /// The sleep before another attempt of the run, or `None` when its budget is spent.
     fn next_retry(&self, budget: &mut Budget, retry_after: Option<Duration>) -> Option<Duration> {
-        match budget.backoff.next_retry(budget.started.elapsed(), retry_after) {
+        match budget
+            .backoff
+            .next_retry(budget.started.elapsed(), retry_after)
+        {
             Some(delay) => {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 Some(delay)
@@ -748,8 +835,8 @@ impl Inner {
                     return Ok(resp);
                 }
                 Ok(resp) => {
-                    let retry_after =
-                        header_str(resp.headers(), "retry-after").and_then(|v| retry::parse_retry_after(&v));
+                    let retry_after = header_str(resp.headers(), "retry-after")
+                        .and_then(|v| retry::parse_retry_after(&v));
                     (self.error_of(resp, &call.ctx).await, false, retry_after)
                 }
                 Err(e) => {
@@ -762,7 +849,12 @@ impl Inner {
             }
             match self.next_retry(budget, retry_after) {
                 Some(delay) => {
-                    tracing::debug!(action = call.action, retry = budget.backoff.retries(), ?delay, "retrying: {error}");
+                    tracing::debug!(
+                        action = call.action,
+                        retry = budget.backoff.retries(),
+                        ?delay,
+                        "retrying: {error}"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 None => return Err(error),
@@ -791,7 +883,10 @@ impl Inner {
                         Err(e) => Error::Service {
                             status: 200,
                             code: "ParseError".into(),
-                            message: format!("{} answered a body that is not JSON: {e}", call.action),
+                            message: format!(
+                                "{} answered a body that is not JSON: {e}",
+                                call.action
+                            ),
                             request_id,
                         },
                     };
@@ -852,11 +947,20 @@ fn get_bool(v: &Value, key: &str) -> Option<bool> {
 }
 
 fn malformed(action: &str, message: impl std::fmt::Display) -> Error {
-    Error::Service { status: 200, code: "MalformedResponse".into(), message: format!("{action}: {message}"), request_id: String::new() }
+    Error::Service {
+        status: 200,
+        code: "MalformedResponse".into(),
+        message: format!("{action}: {message}"),
+        request_id: String::new(),
+    }
 }
 
 fn session_status(v: &Value, key: &str) -> SessionStatus {
-    match get_str(v, key).unwrap_or("NORMAL").to_ascii_uppercase().as_str() {
+    match get_str(v, key)
+        .unwrap_or("NORMAL")
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "INIT" => SessionStatus::Init,
         "CRITICAL" => SessionStatus::Critical,
         "EXPIRED" => SessionStatus::Expired,
@@ -869,11 +973,14 @@ fn session_status(v: &Value, key: &str) -> SessionStatus {
 /// The read-schema format: `{"DataColumns":[{"Name","Type","Comment","Nullable"}],"PartitionColumns":[..]}`.
 fn parse_read_schema(v: &Value) -> Result<TableSchema> {
     let columns = |key: &str| -> Result<Vec<Column>> {
-        let Some(items) = v.get(key).and_then(Value::as_array) else { return Ok(Vec::new()) };
+        let Some(items) = v.get(key).and_then(Value::as_array) else {
+            return Ok(Vec::new());
+        };
         items
             .iter()
             .map(|c| -> Result<Column> {
-                let name = get_str(c, "Name").ok_or_else(|| malformed("DataSchema", format!("column {c} has no Name")))?;
+                let name = get_str(c, "Name")
+                    .ok_or_else(|| malformed("DataSchema", format!("column {c} has no Name")))?;
                 let ty: OdpsType = get_str(c, "Type")
                     .ok_or_else(|| malformed("DataSchema", format!("column {name} has no Type")))?
                     .parse()?;
@@ -886,11 +993,16 @@ fn parse_read_schema(v: &Value) -> Result<TableSchema> {
             })
             .collect()
     };
-    Ok(TableSchema { columns: columns("DataColumns")?, partition_columns: columns("PartitionColumns")? })
+    Ok(TableSchema {
+        columns: columns("DataColumns")?,
+        partition_columns: columns("PartitionColumns")?,
+    })
 }
 
 fn stream_status(v: &Value) -> StreamStatus {
-    let s = get_str(v, "Status").or_else(|| get_str(v, "status")).unwrap_or("OPEN");
+    let s = get_str(v, "Status")
+        .or_else(|| get_str(v, "status"))
+        .unwrap_or("OPEN");
     if s.eq_ignore_ascii_case("CLOSED") || s.eq_ignore_ascii_case("COMMITTED") {
         StreamStatus::Closed
     } else {
@@ -935,7 +1047,9 @@ impl RestClient {
         let stats = v.get("SessionStats").cloned().unwrap_or(Value::Null);
         let mut record_count = get_i64(v, "RecordCount").unwrap_or(-1);
         if record_count < 0 {
-            record_count = get_i64(&stats, "EstimatedRowCount").filter(|n| *n >= 0).unwrap_or(-1);
+            record_count = get_i64(&stats, "EstimatedRowCount")
+                .filter(|n| *n >= 0)
+                .unwrap_or(-1);
         }
         let mut arrow_options = meta.map(|m| m.arrow_options).unwrap_or_default();
         if let Some(large) = get_bool(v, "EnableLargeString") {
@@ -958,12 +1072,18 @@ impl RestClient {
             estimated_size: get_i64(&stats, "EstimatedSize").unwrap_or(0),
             schema,
             arrow_options,
-            table_version: get_i64(v, "TableVersion").or_else(|| get_i64(v, "LatestVersion")).unwrap_or(0).max(0)
-                as u64,
+            table_version: get_i64(v, "TableVersion")
+                .or_else(|| get_i64(v, "LatestVersion"))
+                .unwrap_or(0)
+                .max(0) as u64,
             split_bucket_ids: v
                 .get("SplitBucketId")
                 .and_then(Value::as_array)
-                .map(|ids| ids.iter().filter_map(|i| i.as_u64().map(|i| i as u32)).collect())
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|i| i.as_u64().map(|i| i as u32))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
@@ -983,12 +1103,20 @@ impl RestClient {
             Some(e) if e.expiration_ms == expiration_ms => e.lifetime_ms,
             _ => lifetime_ms,
         };
-        expiry.insert(session_id.to_string(), Expiry { expiration_ms, lifetime_ms });
+        expiry.insert(
+            session_id.to_string(),
+            Expiry {
+                expiration_ms,
+                lifetime_ms,
+            },
+        );
     }
 
     /// Whether a read session is due for a refresh: within the margin of its expiry.
     fn refresh_due(&self, session_id: &str) -> bool {
-        let Some(e) = self.inner.expiry.lock().get(session_id).copied() else { return false };
+        let Some(e) = self.inner.expiry.lock().get(session_id).copied() else {
+            return false;
+        };
         let margin = (self.inner.refresh_margin.as_millis() as i64).min(e.lifetime_ms / 10);
         self.inner.clock.now_ms() >= e.expiration_ms - margin
     }
@@ -998,18 +1126,28 @@ impl RestClient {
     async fn refresh_read_session(&self, table: &TableId, session_id: &str) -> Result<()> {
         self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         let outcome = match self.get_read_session_raw(table, session_id, true).await {
-            Ok(s) if s.status == SessionStatus::Expired => Err(Error::SessionExpired { session_id: session_id.to_string() }),
+            Ok(s) if s.status == SessionStatus::Expired => Err(Error::SessionExpired {
+                session_id: session_id.to_string(),
+            }),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = &outcome {
-            self.inner.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .stats
+                .refresh_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(session_id, "refreshing the read session failed: {e}");
         }
         outcome
     }
 
-    async fn get_read_session_raw(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+    async fn get_read_session_raw(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        refresh: bool,
+    ) -> Result<ReadSession> {
         let mut call = Call::new("TableGetReadSession", table, json!({})).session(session_id);
         if refresh {
             call = call.param("session_refresh", "true");
@@ -1027,7 +1165,13 @@ impl RestClient {
                 Some(s) if s.is_object() => Ok(Some(TableSchema::from_write_schema_json(s)?)),
                 _ => Ok(None),
             },
-            Err(Error::NotFound { kind: "table", name }) => Err(Error::NotFound { kind: "table", name }),
+            Err(Error::NotFound {
+                kind: "table",
+                name,
+            }) => Err(Error::NotFound {
+                kind: "table",
+                name,
+            }),
             Err(e @ (Error::Unauthenticated { .. } | Error::Transient { .. })) => Err(e),
             Err(_) => Ok(None),
         }
@@ -1037,11 +1181,18 @@ impl RestClient {
         self.inner.write_meta.lock().get(session_id).cloned()
     }
 
-    fn parse_write_stream(&self, session_id: &str, v: &Value, fallback: Option<(&str, u64)>) -> Result<WriteStream> {
+    fn parse_write_stream(
+        &self,
+        session_id: &str,
+        v: &Value,
+        fallback: Option<(&str, u64)>,
+    ) -> Result<WriteStream> {
         let stream_id = match v.get("StreamId") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => fallback.map(|f| f.0.to_string()).ok_or_else(|| malformed("write stream", "no StreamId"))?,
+            _ => fallback
+                .map(|f| f.0.to_string())
+                .ok_or_else(|| malformed("write stream", "no StreamId"))?,
         };
         let version = get_i64(v, "StreamVersion")
             .map(|n| n.max(0) as u64)
@@ -1086,22 +1237,34 @@ struct ReadState {
 impl RestClient {
     /// Issues the request for the rows not yet delivered, within `budget`, refreshing the
     /// read session ahead of its expiry, or once after a `SessionExpired`.
-    async fn open_rows(&self, source: &Source, delivered: u64, budget: &mut Budget) -> Result<Option<BodyDecoder>> {
-        let Source::Read(request) = source else { return self.open_rows_once(source, delivered, budget).await };
+    async fn open_rows(
+        &self,
+        source: &Source,
+        delivered: u64,
+        budget: &mut Budget,
+    ) -> Result<Option<BodyDecoder>> {
+        let Source::Read(request) = source else {
+            return self.open_rows_once(source, delivered, budget).await;
+        };
         if self.refresh_due(&request.session_id) {
             // Any other failure: the session may well still be readable; the read will tell.
-            if let Err(e @ Error::SessionExpired { .. }) =
-                self.refresh_read_session(&request.table, &request.session_id).await
+            if let Err(e @ Error::SessionExpired { .. }) = self
+                .refresh_read_session(&request.table, &request.session_id)
+                .await
             {
                 return Err(e);
             }
         }
         match self.open_rows_once(source, delivered, budget).await {
             Err(Error::SessionExpired { .. }) => {
-                self.refresh_read_session(&request.table, &request.session_id).await.map_err(|e| match e {
-                    Error::SessionExpired { .. } => Error::SessionExpired { session_id: request.session_id.clone() },
-                    other => other,
-                })?;
+                self.refresh_read_session(&request.table, &request.session_id)
+                    .await
+                    .map_err(|e| match e {
+                        Error::SessionExpired { .. } => Error::SessionExpired {
+                            session_id: request.session_id.clone(),
+                        },
+                        other => other,
+                    })?;
                 self.open_rows_once(source, delivered, budget).await
             }
             other => other,
@@ -1109,11 +1272,17 @@ impl RestClient {
     }
 
     /// Issues the request for the rows not yet delivered once (with `execute`'s retries).
-    async fn open_rows_once(&self, source: &Source, delivered: u64, budget: &mut Budget) -> Result<Option<BodyDecoder>> {
+    async fn open_rows_once(
+        &self,
+        source: &Source,
+        delivered: u64,
+        budget: &mut Budget,
+    ) -> Result<Option<BodyDecoder>> {
         let call = match source {
             Source::Read(request) => {
                 let mut request = request.clone();
-                let mut call = Call::new("TableRead", &request.table, Value::Null).session(&request.session_id);
+                let mut call = Call::new("TableRead", &request.table, Value::Null)
+                    .session(&request.session_id);
                 match request.range {
                     ReadRange::Split(index) => {
                         request.skip_rows += delivered;
@@ -1124,7 +1293,9 @@ impl RestClient {
                         if delivered > 0 && delivered >= wanted {
                             return Ok(None);
                         }
-                        call = call.param("Offset", offset + delivered).param("Count", count - delivered);
+                        call = call
+                            .param("Offset", offset + delivered)
+                            .param("Count", count - delivered);
                     }
                 }
                 call.body = CallBody::Json(Bytes::from(read_body(&request).to_string()));
@@ -1133,7 +1304,10 @@ impl RestClient {
             }
             Source::Preview { table, body } => Call::new("TablePreview", table, body.clone()),
         };
-        let call = Call { streaming: true, ..call };
+        let call = Call {
+            streaming: true,
+            ..call
+        };
         let resp = self.inner.execute_in(&call, budget).await?;
         BodyDecoder::new(resp).map(Some)
     }
@@ -1167,8 +1341,16 @@ impl ReadState {
         }
         match self.client.inner.next_retry(&mut self.budget, None) {
             Some(delay) => {
-                tracing::debug!(delivered = self.delivered, ?delay, "resuming a broken row stream: {error}");
-                self.client.inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    delivered = self.delivered,
+                    ?delay,
+                    "resuming a broken row stream: {error}"
+                );
+                self.client
+                    .inner
+                    .stats
+                    .resumes
+                    .fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
                 None
             }
@@ -1182,7 +1364,11 @@ impl ReadState {
         }
         loop {
             if self.decoder.is_none() {
-                match self.client.open_rows(&self.source, self.delivered, &mut self.budget).await {
+                match self
+                    .client
+                    .open_rows(&self.source, self.delivered, &mut self.budget)
+                    .await
+                {
                     Ok(Some(d)) => self.decoder = Some(d),
                     Ok(None) => {
                         self.done = true;
@@ -1212,7 +1398,9 @@ impl ReadState {
                     self.done = true;
                     if !self.delivered_any {
                         self.delivered_any = true;
-                        let schema = decoder.schema().unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty()));
+                        let schema = decoder
+                            .schema()
+                            .unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty()));
                         return Some(Ok(RecordBatch::new_empty(schema)));
                     }
                     return None;
@@ -1250,7 +1438,8 @@ impl TableService for RestClient {
         let mut request = ReadSessionRequest::new(table.clone());
         request.split_options = SplitOptions::row_offset();
         if let Some(s) = &full {
-            request.required_partition_columns = s.partition_columns.iter().map(|c| c.name.clone()).collect();
+            request.required_partition_columns =
+                s.partition_columns.iter().map(|c| c.name.clone()).collect();
         }
         let session = self.create_read_session(&request).await?;
         Ok(TableInfo {
@@ -1272,7 +1461,10 @@ impl TableService for RestClient {
         match (opts.mode, opts.number) {
             (SplitMode::Size, 0) => return Err(Error::invalid("split size", "0 bytes")),
             (SplitMode::Parallelism, 0) => {
-                return Err(Error::invalid("split number", "Parallelism mode needs at least 1 split"));
+                return Err(Error::invalid(
+                    "split number",
+                    "Parallelism mode needs at least 1 split",
+                ));
             }
             _ => {}
         }
@@ -1299,40 +1491,62 @@ impl TableService for RestClient {
         });
         let call = Call::new("TableCreateReadSession", &request.table, body);
         let (v, token) = self.inner.json(&call).await?;
-        let session_id = get_str(&v, "SessionId").ok_or_else(|| malformed("TableCreateReadSession", "no SessionId"))?;
+        let session_id = get_str(&v, "SessionId")
+            .ok_or_else(|| malformed("TableCreateReadSession", "no SessionId"))?;
         if let Some(token) = token {
-            self.inner.route_tokens.lock().insert(session_id.to_string(), token);
+            self.inner
+                .route_tokens
+                .lock()
+                .insert(session_id.to_string(), token);
         }
-        self.inner
-            .read_meta
-            .lock()
-            .insert(session_id.to_string(), ReadMeta { split_mode: opts.mode, arrow_options: request.arrow_options });
+        self.inner.read_meta.lock().insert(
+            session_id.to_string(),
+            ReadMeta {
+                split_mode: opts.mode,
+                arrow_options: request.arrow_options,
+            },
+        );
         let mut session = self.parse_read_session(&request.table, &v)?;
         // Planning is asynchronous on the real service: wait while INIT.
         let started = Instant::now();
         while session.status == SessionStatus::Init {
             if started.elapsed() > self.inner.init_poll_timeout {
                 return Err(Error::Transient {
-                    message: format!("read session {} still planning after {:?}", session.session_id, started.elapsed()),
+                    message: format!(
+                        "read session {} still planning after {:?}",
+                        session.session_id,
+                        started.elapsed()
+                    ),
                     retryable: true,
                     source: None,
                 });
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            session = self.get_read_session_raw(&request.table, &session.session_id, false).await?;
+            session = self
+                .get_read_session_raw(&request.table, &session.session_id, false)
+                .await?;
         }
         if session.status == SessionStatus::Critical {
             return Err(Error::Service {
                 status: 200,
                 code: "SessionCritical".into(),
-                message: format!("read session {} failed: {}", session.session_id, get_str(&v, "Message").unwrap_or("")),
+                message: format!(
+                    "read session {} failed: {}",
+                    session.session_id,
+                    get_str(&v, "Message").unwrap_or("")
+                ),
                 request_id: String::new(),
             });
         }
         Ok(session)
     }
 
-    async fn get_read_session(&self, table: &TableId, session_id: &str, refresh: bool) -> Result<ReadSession> {
+    async fn get_read_session(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        refresh: bool,
+    ) -> Result<ReadSession> {
         self.get_read_session_raw(table, session_id, refresh).await
     }
 
@@ -1361,10 +1575,15 @@ impl TableService for RestClient {
         if !columns.is_empty() {
             body.insert("Columns".into(), json!(columns));
         }
-        let source = Source::Preview { table: table.clone(), body: Value::Object(body) };
+        let source = Source::Preview {
+            table: table.clone(),
+            body: Value::Object(body),
+        };
         let mut budget = Budget::new(&self.inner.retry);
-        let first =
-            self.open_rows(&source, 0, &mut budget).await?.ok_or_else(|| Error::invalid("preview", "nothing to read"))?;
+        let first = self
+            .open_rows(&source, 0, &mut budget)
+            .await?
+            .ok_or_else(|| Error::invalid("preview", "nothing to read"))?;
         Ok(self.row_stream(source, first, budget))
     }
 
@@ -1379,14 +1598,23 @@ impl TableService for RestClient {
             call = call.param("WriteMode", "BatchCompatible");
         }
         let (v, token) = self.inner.json(&call).await?;
-        let session_id =
-            get_str(&v, "SessionId").ok_or_else(|| malformed("TableCreateWriteSession", "no SessionId"))?.to_string();
+        let session_id = get_str(&v, "SessionId")
+            .ok_or_else(|| malformed("TableCreateWriteSession", "no SessionId"))?
+            .to_string();
         if let Some(token) = token {
-            self.inner.route_tokens.lock().insert(session_id.clone(), token);
+            self.inner
+                .route_tokens
+                .lock()
+                .insert(session_id.clone(), token);
         }
         self.inner.write_meta.lock().insert(
             session_id.clone(),
-            WriteMeta { partition: request.partition.clone(), overwrite: request.overwrite, mode: request.mode, committed: None },
+            WriteMeta {
+                partition: request.partition.clone(),
+                overwrite: request.overwrite,
+                mode: request.mode,
+                committed: None,
+            },
         );
         self.get_write_session(&request.table, &session_id).await
     }
@@ -1394,7 +1622,10 @@ impl TableService for RestClient {
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
         let mut call = Call::new("TableGetWriteSession", table, json!({})).session(session_id);
         let meta = self.write_meta(session_id);
-        if meta.as_ref().is_some_and(|m| m.mode == WriteMode::BatchCompatible) {
+        if meta
+            .as_ref()
+            .is_some_and(|m| m.mode == WriteMode::BatchCompatible)
+        {
             call = call.param("WriteMode", "BatchCompatible");
         }
         let (v, _) = self.inner.json(&call).await?;
@@ -1416,10 +1647,11 @@ impl TableService for RestClient {
             Some(s) if s.is_object() => TableSchema::from_write_schema_json(s)?,
             _ => TableSchema::default(),
         };
-        let partition = match get_str(&v, "PartialPartitionSpec").or_else(|| get_str(&v, "PartitionSpec")) {
-            Some(p) => PartitionSpec::parse(p)?,
-            None => meta.partition.clone(),
-        };
+        let partition =
+            match get_str(&v, "PartialPartitionSpec").or_else(|| get_str(&v, "PartitionSpec")) {
+                Some(p) => PartitionSpec::parse(p)?,
+                None => meta.partition.clone(),
+            };
         let mode = match get_str(&v, "WriteMode") {
             Some(m) if m.eq_ignore_ascii_case("BatchCompatible") => WriteMode::BatchCompatible,
             Some(_) => WriteMode::Batch,
@@ -1463,7 +1695,8 @@ impl TableService for RestClient {
         if exactly_once {
             body.insert("ExactlyOnceMode".into(), json!(true));
         }
-        let mut call = Call::new("TableCreateWriteStream", table, Value::Object(body)).session(session_id);
+        let mut call =
+            Call::new("TableCreateWriteStream", table, Value::Object(body)).session(session_id);
         // A repeated create makes another version (or, without an id, another stream that
         // would stay open): only an explicit version makes a retry harmless.
         if version.is_none() || stream_id.is_none() {
@@ -1475,7 +1708,10 @@ impl TableService for RestClient {
         let (v, _) = self.inner.json(&call).await?;
         let mut stream = self.parse_write_stream(session_id, &v, stream_id.zip(version))?;
         if exactly_once && stream.access_token.is_empty() {
-            return Err(malformed("TableCreateWriteStream", "exactly-once was asked for but no AccessToken came back"));
+            return Err(malformed(
+                "TableCreateWriteStream",
+                "exactly-once was asked for but no AccessToken came back",
+            ));
         }
         stream.exactly_once = exactly_once;
         if get_str(&v, "Status").is_none() {
@@ -1484,7 +1720,12 @@ impl TableService for RestClient {
         Ok(stream)
     }
 
-    async fn get_write_stream(&self, table: &TableId, session_id: &str, stream_id: &str) -> Result<WriteStream> {
+    async fn get_write_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> Result<WriteStream> {
         let mut call = Call::new("TableGetWriteStream", table, json!({"StreamId": stream_id}))
             .session(session_id)
             .param("StreamId", stream_id);
@@ -1499,7 +1740,11 @@ impl TableService for RestClient {
             let batches = request.batches;
             tokio::task::spawn_blocking(move || body::encode_ipc(&batches))
                 .await
-                .map_err(|e| Error::Transient { message: format!("encoding task failed: {e}"), retryable: false, source: None })??
+                .map_err(|e| Error::Transient {
+                    message: format!("encoding task failed: {e}"),
+                    retryable: false,
+                    source: None,
+                })??
         };
         let mut call = Call::new("TableWrite", &request.table, Value::Null)
             .session(&request.session_id)
@@ -1515,18 +1760,26 @@ impl TableService for RestClient {
             call = call.unsafe_to_repeat();
         }
         if let Some(token) = &request.access_token {
-            call.headers.push((ACCESS_TOKEN_HEADER.into(), token.clone()));
+            call.headers
+                .push((ACCESS_TOKEN_HEADER.into(), token.clone()));
         }
         let (v, _) = self.inner.json(&call).await?;
-        let key = (request.session_id.clone(), request.stream_id.clone(), request.version);
+        let key = (
+            request.session_id.clone(),
+            request.stream_id.clone(),
+            request.version,
+        );
         let mut acked = self.inner.acked.lock();
         let known = acked.get(&key).copied();
-        let server_offset = get_i64(&v, "ExactlyOnceRowOffset").filter(|n| *n >= 0).map(|n| n as u64);
+        let server_offset = get_i64(&v, "ExactlyOnceRowOffset")
+            .filter(|n| *n >= 0)
+            .map(|n| n as u64);
         let (next, duplicate) = match request.row_offset {
             Some(offset) => {
                 let next = server_offset.unwrap_or(offset + rows);
-                let duplicate = get_bool(&v, "Duplicate")
-                    .unwrap_or(rows > 0 && (known.is_some_and(|k| offset < k) || next != offset + rows));
+                let duplicate = get_bool(&v, "Duplicate").unwrap_or(
+                    rows > 0 && (known.is_some_and(|k| offset < k) || next != offset + rows),
+                );
                 (next, duplicate)
             }
             None => (server_offset.unwrap_or(known.unwrap_or(0) + rows), false),
@@ -1537,7 +1790,11 @@ impl TableService for RestClient {
             None if duplicate => 0,
             None => rows,
         };
-        Ok(WriteAck { next_row_offset: next, rows_written, duplicate })
+        Ok(WriteAck {
+            next_row_offset: next,
+            rows_written,
+            duplicate,
+        })
     }
 
     async fn close_write_stream(
@@ -1547,7 +1804,8 @@ impl TableService for RestClient {
         stream_id: &str,
         version: u64,
     ) -> Result<WriteStream> {
-        let body = json!({"SessionId": session_id, "StreamId": stream_id, "StreamVersion": version});
+        let body =
+            json!({"SessionId": session_id, "StreamId": stream_id, "StreamVersion": version});
         // Closing a version is idempotent (it stays closed), so a close is retried like a
         // safe call; and when the outcome is unknown (the budget ran out on failures that
         // may have happened after the close), or a retry is answered with an error (the
@@ -1584,7 +1842,12 @@ impl TableService for RestClient {
         // The rows the commit makes visible, from the session's streams (the answer is `{}`).
         let before = self.get_write_session(table, session_id).await?;
         let rows_before: u64 = match streams {
-            None => before.streams.iter().filter(|s| s.status == StreamStatus::Closed).map(|s| s.row_offset).sum(),
+            None => before
+                .streams
+                .iter()
+                .filter(|s| s.status == StreamStatus::Closed)
+                .map(|s| s.row_offset)
+                .sum(),
             Some(list) => {
                 let mut seen: Vec<&(String, u64)> = Vec::new();
                 let mut total = 0;
@@ -1621,16 +1884,25 @@ impl TableService for RestClient {
                 .unwrap_or(0),
             rows: get_i64(&v, "RecordCount")
                 .map(|n| n.max(0) as u64)
-                .or(known.filter(|_| before.status == SessionStatus::Committed).map(|k| k.rows))
+                .or(known
+                    .filter(|_| before.status == SessionStatus::Committed)
+                    .map(|k| k.rows))
                 .unwrap_or(rows_before),
         };
-        self.inner.write_meta.lock().entry(session_id.to_string()).or_default().committed = Some(info);
+        self.inner
+            .write_meta
+            .lock()
+            .entry(session_id.to_string())
+            .or_default()
+            .committed = Some(info);
         self.inner.acked.lock().retain(|k, _| k.0 != session_id);
         Ok(info)
     }
 
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
-        let call = Call::new("TableAbortWriteSession", table, json!({})).session(session_id).unsafe_to_repeat();
+        let call = Call::new("TableAbortWriteSession", table, json!({}))
+            .session(session_id)
+            .unsafe_to_repeat();
         self.inner.json(&call).await?;
         self.inner.acked.lock().retain(|k, _| k.0 != session_id);
         Ok(())

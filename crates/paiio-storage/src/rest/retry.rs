@@ -64,7 +64,10 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// No retries at all.
     pub fn disabled() -> Self {
-        RetryConfig { max_retries: 0, ..Self::default() }
+        RetryConfig {
+            max_retries: 0,
+            ..Self::default()
+        }
     }
 }
 
@@ -119,7 +122,12 @@ impl Backoff {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0x5EED, |d| d.as_nanos() as u64)
         });
-        Backoff { config: config.clone(), rng: SplitMix64::new(seed), retries: 0, previous: config.initial_backoff }
+        Backoff {
+            config: config.clone(),
+            rng: SplitMix64::new(seed),
+            retries: 0,
+            previous: config.initial_backoff,
+        }
     }
 
     /// Retries taken so far.
@@ -132,7 +140,9 @@ impl Backoff {
         let c = &self.config;
         let cap = c.max_backoff.as_nanos();
         let initial = c.initial_backoff.as_nanos();
-        let exp = initial.saturating_mul(1u128 << self.retries.min(64)).min(cap);
+        let exp = initial
+            .saturating_mul(1u128 << self.retries.min(64))
+            .min(cap);
         let nanos = match c.jitter {
             Jitter::None => exp,
             Jitter::Full => self.rng.between(0, exp),
@@ -156,7 +166,11 @@ impl Backoff {
     /// The sleep before one more retry of a call that started `elapsed` ago, at least
     /// `at_least` (a `Retry-After`); `None` when the retry would exceed `max_retries` or, with
     /// its sleep, `retry_timeout`.
-    pub fn next_retry(&mut self, elapsed: Duration, at_least: Option<Duration>) -> Option<Duration> {
+    pub fn next_retry(
+        &mut self,
+        elapsed: Duration,
+        at_least: Option<Duration>,
+    ) -> Option<Duration> {
         if self.retries >= self.config.max_retries {
             return None;
         }
@@ -195,7 +209,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -203,14 +220,21 @@ mod tests {
     use super::*;
 
     fn config(jitter: Jitter) -> RetryConfig {
-        RetryConfig { jitter, seed: Some(7), ..RetryConfig::default() }
+        RetryConfig {
+            jitter,
+            seed: Some(7),
+            ..RetryConfig::default()
+        }
     }
 
     #[test]
     fn exponential_without_jitter_is_capped() {
         let mut b = Backoff::new(&config(Jitter::None));
         let delays: Vec<u64> = (0..10).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 15000, 15000]);
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 15000, 15000]
+        );
     }
 
     #[test]
@@ -222,24 +246,48 @@ mod tests {
             };
             let a = run();
             assert_eq!(a, run(), "{jitter:?} must repeat under the same seed");
-            assert!(a.iter().all(|d| *d <= Duration::from_secs(15)), "{jitter:?}: {a:?}");
+            assert!(
+                a.iter().all(|d| *d <= Duration::from_secs(15)),
+                "{jitter:?}: {a:?}"
+            );
             if jitter == Jitter::Decorrelated {
                 assert!(a.iter().all(|d| *d >= Duration::from_millis(100)), "{a:?}");
             }
             let distinct: std::collections::HashSet<_> = a.iter().collect();
-            assert!(distinct.len() > 10, "{jitter:?} should spread delays: {a:?}");
+            assert!(
+                distinct.len() > 10,
+                "{jitter:?} should spread delays: {a:?}"
+            );
         }
     }
 
     #[test]
     fn budget_counts_retries_and_time() {
-        let c = RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(1), ..config(Jitter::None) };
+        let c = RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(1),
+            ..config(Jitter::None)
+        };
         let mut b = Backoff::new(&c);
-        assert_eq!(b.next_retry(Duration::from_millis(950), None), None, "the sleep would pass the timeout");
+        assert_eq!(
+            b.next_retry(Duration::from_millis(950), None),
+            None,
+            "the sleep would pass the timeout"
+        );
         let mut b = Backoff::new(&c);
-        assert_eq!(b.next_retry(Duration::ZERO, None), Some(Duration::from_millis(100)));
-        assert_eq!(b.next_retry(Duration::ZERO, Some(Duration::from_millis(700))), Some(Duration::from_millis(700)));
-        assert_eq!(b.next_retry(Duration::ZERO, None), None, "two retries at most");
+        assert_eq!(
+            b.next_retry(Duration::ZERO, None),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            b.next_retry(Duration::ZERO, Some(Duration::from_millis(700))),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            b.next_retry(Duration::ZERO, None),
+            None,
+            "two retries at most"
+        );
         b.reset();
         assert!(b.next_retry(Duration::ZERO, None).is_some());
     }
@@ -247,13 +295,21 @@ mod tests {
     #[test]
     fn retry_after() {
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn only_safe_calls_retry_after_sending() {
-        let e = Error::Service { status: 503, code: "x".into(), message: "m".into(), request_id: "r".into() };
+        let e = Error::Service {
+            status: 503,
+            code: "x".into(),
+            message: "m".into(),
+            request_id: "r".into(),
+        };
         assert!(should_retry(&e, false, Idempotency::Safe));
         assert!(!should_retry(&e, false, Idempotency::Unsafe));
         assert!(should_retry(&e, true, Idempotency::Unsafe));

@@ -204,28 +204,64 @@ pub async fn write_stream_requested_versions(b: &Backend) {
     let (table, g) = simple(b, "stream_requested_versions", 43).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
-    let v1 = b.service.create_write_stream_version(&table, sid, Some("0"), Some(1), false).await.unwrap();
-    assert_eq!(v1.version, 1, "expected the requested version 1 to be created");
-    let again = b.service.create_write_stream_version(&table, sid, Some("0"), Some(1), false).await.unwrap();
-    assert_eq!(again, v1, "expected a retried create of the open version to return it unchanged");
+    let v1 = b
+        .service
+        .create_write_stream_version(&table, sid, Some("0"), Some(1), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        v1.version, 1,
+        "expected the requested version 1 to be created"
+    );
+    let again = b
+        .service
+        .create_write_stream_version(&table, sid, Some("0"), Some(1), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        again, v1,
+        "expected a retried create of the open version to return it unchanged"
+    );
     b.write(&table, sid, &v1, g.batch(0..5)).await.unwrap();
-    let v3 = b.service.create_write_stream_version(&table, sid, Some("0"), Some(3), false).await.unwrap();
-    assert_eq!((v3.version, v3.row_offset), (3, 0), "expected version 3 to start empty");
+    let v3 = b
+        .service
+        .create_write_stream_version(&table, sid, Some("0"), Some(3), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v3.version, v3.row_offset),
+        (3, 0),
+        "expected version 3 to start empty"
+    );
     expect_err!(
-        b.service.create_write_stream_version(&table, sid, Some("0"), Some(2), false).await,
+        b.service
+            .create_write_stream_version(&table, sid, Some("0"), Some(2), false)
+            .await,
         Error::InvalidState { .. },
         "InvalidState creating version 2 below the latest version 3"
     );
     b.write(&table, sid, &v3, g.batch(10..13)).await.unwrap();
-    b.service.close_write_stream(&table, sid, "0", 3).await.unwrap();
+    b.service
+        .close_write_stream(&table, sid, "0", 3)
+        .await
+        .unwrap();
     expect_err!(
-        b.service.create_write_stream_version(&table, sid, Some("0"), Some(3), false).await,
+        b.service
+            .create_write_stream_version(&table, sid, Some("0"), Some(3), false)
+            .await,
         Error::InvalidState { .. },
         "InvalidState re-creating the closed version 3"
     );
-    b.service.commit_write_session(&table, sid, None).await.unwrap();
+    b.service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
     let ids = super::datagen::ids(&b.read_table(&table).await);
-    super::datagen::assert_exactly_once(&ids, 10..13, "only the latest committed version of stream 0");
+    super::datagen::assert_exactly_once(
+        &ids,
+        10..13,
+        "only the latest committed version of stream 0",
+    );
 }
 
 pub async fn write_stream_versions(b: &Backend) {

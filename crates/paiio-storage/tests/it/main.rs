@@ -2,9 +2,9 @@
 //! local warehouse (`local`), checks of the suite itself (`datagen`: the generator catches
 //! corruption; `faulty`: every injected fault is caught by its capability), and more.
 
+mod concurrency;
+mod crash;
 mod datagen;
 mod faulty;
 mod local;
-mod crash;
-mod concurrency;
 mod vacuum;
