@@ -140,16 +140,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
             format!("`{text}` ({why}; e.g. 500ms, 30s, 2m, 1h)"),
         )
     };
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    if number.is_empty() {
-        return Err(bad("no number"));
-    }
-    let number: f64 = number.parse().map_err(|_| bad("not a number"))?;
-    let seconds_per_unit = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = crate::limits::number_and_unit(text.trim()).map_err(bad)?;
+    let seconds_per_unit = match unit.as_str() {
         "" => return Err(bad("no unit")),
         "ms" => 0.001,
         "s" | "sec" | "secs" => 1.0,

@@ -41,15 +41,8 @@ pub fn parse_size(text: &str) -> Result<u64> {
         .or_else(|| t.strip_suffix("/S"))
         .unwrap_or(t)
         .trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    if number.is_empty() {
-        return Err(bad("no number"));
-    }
-    let number: f64 = number.parse().map_err(|_| bad("not a number"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = number_and_unit(t).map_err(bad)?;
+    let multiplier: u64 = match unit.as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
         "m" | "mb" => 1_000_000,
@@ -66,6 +59,20 @@ pub fn parse_size(text: &str) -> Result<u64> {
         return Err(bad("too large"));
     }
     Ok(bytes.round() as u64)
+}
+
+/// Splits `1.5MB` into the number and its unit (lowercase, trimmed; empty when none), or says
+/// what is wrong (for the caller's message).
+pub(crate) fn number_and_unit(text: &str) -> std::result::Result<(f64, String), &'static str> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err("no number");
+    }
+    let number: f64 = number.parse().map_err(|_| "not a number")?;
+    Ok((number, unit.trim().to_ascii_lowercase()))
 }
 
 /// The limits a server was built with, and their counters.
