@@ -136,6 +136,10 @@ impl TableService for RestHarness {
         "rest"
     }
 
+    fn retries_internally(&self) -> bool {
+        self.rest.retries_internally()
+    }
+
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
         self.catalog.describe_table(table).await
     }

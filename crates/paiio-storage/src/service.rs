@@ -378,6 +378,14 @@ pub trait TableService: Debug + Send + Sync + 'static {
     /// A short name of the backend, for messages ("local", "rest").
     fn name(&self) -> &'static str;
 
+    /// Whether this service retries failed calls and resumes broken reads itself, within a
+    /// budget of its own (the Storage API client does, by its `RetryConfig`). Layers above it
+    /// then surface its errors as they come instead of retrying them again, so that what a
+    /// caller waits for a dead endpoint is that one budget, not a multiple of it.
+    fn retries_internally(&self) -> bool {
+        false
+    }
+
     /// The current schema, version, size and partitions of a table.
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo>;
 

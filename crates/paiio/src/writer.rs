@@ -98,7 +98,8 @@ pub struct WriterOptions {
     /// Bytes buffered before they are sent (default 16 MiB).
     pub flush_bytes: usize,
     /// How many times a send or commit that failed with a retryable error is tried again
-    /// (default 5).
+    /// (default 5), over a service that does not retry by itself. The Storage API client
+    /// retries by its own `RetryConfig`, and its errors are final.
     pub max_retries: u32,
 }
 
@@ -521,7 +522,7 @@ impl TableWriter {
             batches,
         };
         let svc = self.service.clone();
-        let max_retries = self.options.max_retries;
+        let max_retries = self.max_retries();
         let handle = runtime::spawn(async move {
             retry(max_retries, || {
                 let (svc, request) = (svc.clone(), request.clone());
@@ -574,12 +575,22 @@ impl TableWriter {
         }
     }
 
+    /// Retries of a send or commit by this writer: none over a service that retries by
+    /// itself (its budget is what a caller waits), else [`WriterOptions::max_retries`].
+    fn max_retries(&self) -> u32 {
+        if self.service.retries_internally() {
+            0
+        } else {
+            self.options.max_retries
+        }
+    }
+
     fn commit(&mut self) -> Result<CommitInfo> {
         let svc = self.service.clone();
         let table = self.uri.table.clone();
         let session_id = self.session_id.clone();
         let stream = (self.stream.stream_id.clone(), self.stream.version);
-        let max_retries = self.options.max_retries;
+        let max_retries = self.max_retries();
         let info = runtime::block_on(async move {
             svc.close_write_stream(&table, &session_id, &stream.0, stream.1)
                 .await?;

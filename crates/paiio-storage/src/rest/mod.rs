@@ -1432,6 +1432,10 @@ impl TableService for RestClient {
         "rest"
     }
 
+    fn retries_internally(&self) -> bool {
+        true
+    }
+
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
         table.validate()?;
         let full = self.table_schema(table).await?;

@@ -265,6 +265,7 @@ async fn worker(shared: Arc<Shared>, senders: Senders) {
     }
 }
 
+/// Attempts at a segment's rows over a service that does not retry by itself.
 const MAX_ATTEMPTS: u32 = 4;
 
 async fn read_segment(
@@ -276,6 +277,12 @@ async fn read_segment(
     let source = &shared.sources[segment.table];
     let mut done = 0u64;
     let mut attempts = 0;
+    // A service that retries and resumes by itself has spent its budget when it fails.
+    let max_attempts = if shared.service.retries_internally() {
+        1
+    } else {
+        MAX_ATTEMPTS
+    };
     while done < segment.rows {
         let mut request = ReadRequest::new(
             source.table.clone(),
@@ -288,7 +295,7 @@ async fn read_segment(
         request.max_batch_rows = shared.settings.batch_rows;
         let mut stream = match shared.service.read(&request).await {
             Ok(stream) => stream,
-            Err(e) if e.is_retryable() && attempts + 1 < MAX_ATTEMPTS => {
+            Err(e) if e.is_retryable() && attempts + 1 < max_attempts => {
                 attempts += 1;
                 backoff(attempts).await;
                 continue;
@@ -299,7 +306,7 @@ async fn read_segment(
         while let Some(item) = stream.next().await {
             let batch = match item {
                 Ok(batch) => batch,
-                Err(e) if e.is_retryable() && attempts + 1 < MAX_ATTEMPTS => {
+                Err(e) if e.is_retryable() && attempts + 1 < max_attempts => {
                     attempts += 1;
                     backoff(attempts).await;
                     break;
@@ -329,7 +336,7 @@ async fn read_segment(
         }
         if done == before && done < segment.rows {
             // The stream ended (or failed) without a row: retry, then give up.
-            if attempts + 1 >= MAX_ATTEMPTS {
+            if attempts + 1 >= max_attempts {
                 return Err(Error::Storage(paiio_storage::Error::Transient {
                     message: format!(
                         "reading rows from {} of {} (session {}): the stream ended early",

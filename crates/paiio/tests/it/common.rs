@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::RecordBatch;
-use paiio_server::{Server, ServerHandle};
+use paiio_server::{FaultControl, Server, ServerHandle};
 use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::rest::{RestClient, RetryConfig};
@@ -92,12 +92,18 @@ pub fn local() -> TestBackend {
 
 /// The REST client against an in-process server over a new temporary warehouse.
 pub fn rest() -> TestBackend {
+    rest_with_faults().0
+}
+
+/// [`rest`], and a handle on the server's fault layer.
+pub fn rest_with_faults() -> (TestBackend, FaultControl) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let warehouse = warehouse_in(&dir);
     let server = Server::builder(warehouse.clone())
         .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
         .build()
         .expect("the server builds");
+    let faults = server.fault_control();
     let handle = block(server.bind("127.0.0.1:0")).expect("the server binds");
     let client = RestClient::builder(handle.endpoint())
         .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
@@ -105,14 +111,15 @@ pub fn rest() -> TestBackend {
         .retry(fast_retry())
         .build()
         .expect("the client builds");
-    TestBackend {
+    let backend = TestBackend {
         kind: "rest",
         service: Arc::new(client),
         store: Store::new(warehouse.clone(), PROJECT),
         warehouse,
         dir,
         server: Some(handle),
-    }
+    };
+    (backend, faults)
 }
 
 impl TestBackend {

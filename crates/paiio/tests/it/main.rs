@@ -6,4 +6,5 @@ mod dataset;
 mod reader;
 mod reader_fork;
 mod reader_props;
+mod retries;
 mod writer;
