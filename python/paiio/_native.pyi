@@ -14,6 +14,10 @@ __version__: str
 _Columns = Union[str, Sequence[str], None]
 _DefaultKind = Literal["int32", "int64", "float32", "float64", "bool", "string", "bytes"]
 
+def slice_range(total: int, slice_id: int, slice_count: int, equal: bool = False) -> tuple[int, int]:
+    """The rows ``(start, end)`` of slice ``slice_id`` of ``slice_count`` over ``total`` rows."""
+    ...
+
 class ArrowBatch:
     """A record batch offered through the Arrow PyCapsule interface
     (``pyarrow.record_batch(batch)`` imports it without copying)."""

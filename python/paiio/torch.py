@@ -58,6 +58,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from . import _native
 from . import data as _frameworks  # shared helpers; importing it does not import TensorFlow
 
 __all__ = ["TableDataset", "DataLoader"]
@@ -72,14 +73,6 @@ _STATE_VERSION = 1
 _READ_BATCH_ROWS = 8192
 
 
-def _slice_range(total: int, slice_id: int, slice_count: int, equal: bool) -> Tuple[int, int]:
-    """The rows of a native slice (crates/paiio/src/shard.rs ``slice_range``)."""
-    q, r = divmod(total, slice_count)
-    start = slice_id * q + min(slice_id, r)
-    end = start + q if equal else (slice_id + 1) * q + min(slice_id + 1, r)
-    return start, end
-
-
 def _plan(
     table_rows: Sequence[int], rank: int, world: int, shards: int, batch: int, drop_last: bool
 ) -> List[Tuple[int, int, int]]:
@@ -88,7 +81,7 @@ def _plan(
     for v in range(shards):
         rows = 0
         for n in table_rows:
-            a, b = _slice_range(n, rank * shards + v, world * shards, False)
+            a, b = _native.slice_range(n, rank * shards + v, world * shards)
             rows += b - a
         counts.append(rows)
     nbatches = [(c // batch) if drop_last else -(-c // batch) for c in counts]

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import paiio.torch as ptorch  # noqa: E402
 from paiio.torch import DataLoader, TableDataset  # noqa: E402
+from paiio import _native  # noqa: E402
 
 from frameworks_util import (  # noqa: E402
     NUMS2_ROWS, NUMS_ROWS, Server, build_warehouse, uri, use_local,
@@ -341,11 +342,19 @@ def test_persistent_workers_follow_epochs_and_resumes(context):
     assert got + batch_ids(list(resumed)) == epochs[1]
 
 
+def test_slice_range_is_the_readers_formula():
+    # 10 rows in 3 slices: 4, 3, 3; with equal=True every slice keeps its start and has 3.
+    assert [_native.slice_range(10, i, 3) for i in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    assert _native.slice_range(10, 0, 3, equal=True) == (0, 3)
+    with pytest.raises(Exception, match="slice_id"):
+        _native.slice_range(10, 3, 3)
+
+
 def test_plan_is_balanced_and_complete():
     order = ptorch._plan([1000, 37], rank=1, world=3, shards=4, batch=50, drop_last=False)
     assert sum(rows for _, _, rows in order) == sum(
         b - a for n in (1000, 37) for v in range(4)
-        for a, b in [ptorch._slice_range(n, 4 + v, 12, False)])
+        for a, b in [_native.slice_range(n, 4 + v, 12)])
     # Round-robin over shards: position k comes from shard k % 4 while every shard has one.
     assert [v for v, _, _ in order[:8]] == [0, 1, 2, 3, 0, 1, 2, 3]
 

@@ -53,13 +53,9 @@ impl FullRead {
         let parts = (parts.max(1) as u64)
             .min(self.rows.div_ceil(min_rows.max(1)))
             .max(1);
-        let (q, r) = (self.rows / parts, self.rows % parts);
         (0..parts)
-            .map(|i| {
-                let start = i * q + i.min(r);
-                let end = (i + 1) * q + (i + 1).min(r);
-                (start, end - start)
-            })
+            .map(|i| paiio_storage::split::balanced(self.rows, i, parts))
+            .map(|r| (r.start, r.end - r.start))
             .collect()
     }
 

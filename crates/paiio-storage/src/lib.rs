@@ -16,6 +16,7 @@ pub mod ipc_guard;
 pub mod local;
 pub mod rest;
 pub mod service;
+pub mod split;
 pub mod types;
 pub mod uri;
 

@@ -25,14 +25,12 @@ pub fn check_slice(slice_id: u64, slice_count: u64) -> Result<()> {
 /// `q` rows (keeping its start), so all slices have the same length.
 pub fn slice_range(total: u64, slice_id: u64, slice_count: u64, equal: bool) -> Result<Range<u64>> {
     check_slice(slice_id, slice_count)?;
-    let (q, r) = (total / slice_count, total % slice_count);
-    let start = slice_id * q + slice_id.min(r);
-    let end = if equal {
-        start + q
+    let range = paiio_storage::split::balanced(total, slice_id, slice_count);
+    Ok(if equal {
+        range.start..range.start + total / slice_count
     } else {
-        (slice_id + 1) * q + (slice_id + 1).min(r)
-    };
-    Ok(start..end)
+        range
+    })
 }
 
 /// Cuts `range` into consecutive pieces of `chunk_rows` rows (the last may be shorter).

@@ -1061,15 +1061,12 @@ fn selected_partitions<'m>(
         .collect()
 }
 
-/// Balanced contiguous ranges: range i is `[i*q + min(i, r), (i+1)*q + min(i+1, r))`.
+/// `count` balanced contiguous ranges of `rows` (fewer when there are fewer rows).
 fn balanced_splits(rows: u64, count: u64) -> Vec<(u64, u64)> {
     let count = count.min(rows);
-    if count == 0 {
-        return Vec::new();
-    }
-    let (q, r) = (rows / count, rows % count);
     (0..count)
-        .map(|i| (i * q + i.min(r), (i + 1) * q + (i + 1).min(r)))
+        .map(|i| crate::split::balanced(rows, i, count))
+        .map(|r| (r.start, r.end))
         .collect()
 }
 
