@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use paiio_storage::config::{Backend, Config};
-use paiio_storage::local::LocalWarehouse;
-use paiio_storage::rest::RestClient;
 use paiio_storage::service::PartitionInfo;
 use paiio_storage::{Error as StorageError, TableInfo, TableService, TableUri};
 
@@ -21,22 +19,17 @@ pub fn open_service(cli: &Cli) -> Result<Arc<dyn TableService>> {
             (config.backend()?, Some(config))
         }
     };
-    match (backend, config) {
-        (Backend::Local { root }, _) => Ok(Arc::new(LocalWarehouse::open(root)?)),
-        (Backend::Rest { endpoint }, config) => {
-            if let Some(name) = catalog_command(cli) {
-                return Err(CliError::failure(format!(
-                    "`table {name}` is not offered by the Storage API (the configuration selects \
-                     the endpoint {endpoint}); run it against the warehouse with --warehouse DIR"
-                )));
-            }
-            let config = match config {
-                Some(c) => c,
-                None => Config::load()?,
-            };
-            Ok(Arc::new(RestClient::from_config(&config)?))
-        }
+    if let (Backend::Rest { endpoint }, Some(name)) = (&backend, catalog_command(cli)) {
+        return Err(CliError::failure(format!(
+            "`table {name}` is not offered by the Storage API (the configuration selects \
+             the endpoint {endpoint}); run it against the warehouse with --warehouse DIR"
+        )));
     }
+    // `--warehouse DIR` reads no configuration: a local warehouse needs none.
+    Ok(paiio_storage::open_backend(
+        &backend,
+        &config.unwrap_or_default(),
+    )?)
 }
 
 /// The catalog commands, which the Storage API does not offer (no table creation, drop or

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ipc_guard;
 pub mod local;
+mod open;
 pub mod rest;
 pub mod service;
 pub mod split;
@@ -24,6 +25,7 @@ pub mod uri;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use open::{open_backend, open_service};
 pub use service::{
     CommitInfo, CreateTableOptions, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
     RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService, WriteAck,

@@ -5,21 +5,13 @@ use std::sync::Arc;
 
 use paiio_storage::TableService;
 use paiio_storage::config::{Backend, Config};
-use paiio_storage::local::LocalWarehouse;
 use parking_lot::Mutex;
 
 use crate::error::Result;
 
-/// Opens the service the configuration names.
+/// Opens the service the configuration names ([`paiio_storage::open_service`]).
 pub fn open_service(config: &Config) -> Result<Arc<dyn TableService>> {
-    open_backend(config, config.backend()?)
-}
-
-fn open_backend(config: &Config, backend: Backend) -> Result<Arc<dyn TableService>> {
-    match backend {
-        Backend::Local { root } => Ok(Arc::new(LocalWarehouse::open(root)?)),
-        Backend::Rest { endpoint } => open_rest(config, &endpoint),
-    }
+    Ok(paiio_storage::open_service(config)?)
 }
 
 /// Opens the service of the current process configuration (`Config::load()`; the
@@ -39,15 +31,9 @@ pub fn open_default_service() -> Result<Arc<dyn TableService>> {
     if let Some(service) = SERVICES.lookup(&key) {
         return Ok(service);
     }
-    let service = open_backend(&key.config, key.backend.clone())?;
+    let service = paiio_storage::open_backend(&key.backend, &key.config)?;
     SERVICES.insert(key, service.clone());
     Ok(service)
-}
-
-fn open_rest(config: &Config, _endpoint: &str) -> Result<Arc<dyn TableService>> {
-    Ok(Arc::new(paiio_storage::rest::RestClient::from_config(
-        config,
-    )?))
 }
 
 /// What a service opened by [`open_default_service`] was opened for.
@@ -137,13 +123,13 @@ mod tests {
         // The same configuration, another warehouse (from the environment).
         let b = key(&config, "b");
         assert!(cache.lookup(&a).is_none());
-        let service = open_backend(&a.config, a.backend.clone()).unwrap();
+        let service = paiio_storage::open_backend(&a.backend, &a.config).unwrap();
         cache.insert(a.clone(), service.clone());
         assert!(Arc::ptr_eq(&cache.lookup(&a).unwrap(), &service));
         assert!(cache.lookup(&b).is_none());
         for i in 0..MAX_CACHED_SERVICES {
             let other = key(&config, &i.to_string());
-            let service = open_backend(&other.config, other.backend.clone()).unwrap();
+            let service = paiio_storage::open_backend(&other.backend, &other.config).unwrap();
             cache.insert(other, service);
         }
         // The least recently used made room for the others.

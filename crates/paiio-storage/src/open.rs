@@ -1,0 +1,24 @@
+//! The one place a configuration becomes a service: the embedded local warehouse, or the
+//! Storage API client.
+
+use std::sync::Arc;
+
+use crate::config::{Backend, Config};
+use crate::error::Result;
+use crate::local::LocalWarehouse;
+use crate::rest::RestClient;
+use crate::service::TableService;
+
+/// Opens the service `config` selects ([`Config::backend`]).
+pub fn open_service(config: &Config) -> Result<Arc<dyn TableService>> {
+    open_backend(&config.backend()?, config)
+}
+
+/// Opens `backend`; the Storage API client takes its endpoint, credentials and options from
+/// `config`, the local warehouse only its directory.
+pub fn open_backend(backend: &Backend, config: &Config) -> Result<Arc<dyn TableService>> {
+    Ok(match backend {
+        Backend::Local { root } => Arc::new(LocalWarehouse::open(root)?),
+        Backend::Rest { .. } => Arc::new(RestClient::from_config(config)?),
+    })
+}
