@@ -269,14 +269,14 @@ impl TableService for RestHarness {
 
 /// A conformance backend: a fresh server, the REST client of it behind [`RestHarness`], the
 /// warehouse's clock (expiry capabilities run), and the server kept alive by the guard.
-pub async fn rest_backend() -> paiio_storage::testing::Backend {
+pub async fn rest_backend() -> paiio_conformance::Backend {
     let server = TestServer::start().await;
     let harness = RestHarness {
         rest: server.client(),
         catalog: server.warehouse.clone(),
     };
     let clock = server.clock.clone();
-    paiio_storage::testing::Backend::new(Arc::new(harness), PROJECT)
+    paiio_conformance::Backend::new(Arc::new(harness), PROJECT)
         .with_clock(clock)
         .with_guard(server)
 }

@@ -21,9 +21,6 @@ pub mod split;
 pub mod types;
 pub mod uri;
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 pub use error::{Error, Result};
 pub use open::{open_backend, open_service};
 pub use service::{

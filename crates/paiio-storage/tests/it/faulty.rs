@@ -8,10 +8,10 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::DataType;
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use paiio_conformance::Backend;
 use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::service::{PartitionInfo, WriteStream};
-use paiio_storage::testing::{self, Backend};
 use paiio_storage::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,7 +114,7 @@ impl TableService for Faulty {
             Fault::CorruptString => batches.into_iter().map(corrupt).collect(),
             Fault::ReverseColumns => batches
                 .iter()
-                .map(testing::datagen::reversed_columns)
+                .map(paiio_conformance::datagen::reversed_columns)
                 .collect(),
             Fault::IgnoreMaxBatchRows if !batches.is_empty() => {
                 vec![arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()]
@@ -289,7 +289,7 @@ macro_rules! must_catch {
         async fn $test() {
             $(
                 let backend = faulty($fault);
-                let outcome = AssertUnwindSafe(testing::$capability(&backend)).catch_unwind().await;
+                let outcome = AssertUnwindSafe(paiio_conformance::$capability(&backend)).catch_unwind().await;
                 assert!(outcome.is_err(), "expected capability `{}` to catch fault {:?}", stringify!($capability), $fault);
             )+
         }

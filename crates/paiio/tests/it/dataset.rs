@@ -6,8 +6,8 @@ use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use paiio::{Error, ReaderOptions, RecordDataset, RecordDefault};
+use paiio_conformance::datagen::{DataGen, Value as V, to_array};
 use paiio_storage::TableId;
-use paiio_storage::testing::datagen::{DataGen, Value as V, to_array};
 use paiio_storage::types::{Column, OdpsType, TableSchema};
 
 use crate::common::{self, TestBackend, block};

@@ -4,7 +4,7 @@
 use arrow_array::cast::AsArray;
 use paiio::options::{ReaderOptions, Shuffle};
 use paiio::{ReaderState, TableReader};
-use paiio_storage::testing::datagen::assert_exactly_once;
+use paiio_conformance::datagen::assert_exactly_once;
 
 use crate::common::{self, TestBackend, read_ids};
 
@@ -680,7 +680,7 @@ fn memory_stays_within_the_budget(b: &TestBackend) {
 }
 
 fn all_types_verify(b: &TestBackend) {
-    let g = paiio_storage::testing::datagen::DataGen::all_types(11);
+    let g = paiio_conformance::datagen::DataGen::all_types(11);
     let t = common::block(b.store.create_gen_table("alltypes", &g, &[]));
     b.append(&t, &g, "", 0..300);
     let mut r = open(

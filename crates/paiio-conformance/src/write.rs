@@ -9,12 +9,12 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Fields};
 
-use crate::error::{Error, Result};
-use crate::service::{
+use paiio_storage::error::{Error, Result};
+use paiio_storage::service::{
     ReadSessionRequest, SessionStatus, SplitOptions, StreamStatus, WriteAck, WriteRequest,
     WriteStream,
 };
-use crate::uri::TableId;
+use paiio_storage::uri::TableId;
 
 use super::datagen::{
     DataGen, Value, assert_exactly_once, constant_string, ids, reversed_columns, value_at,
@@ -912,9 +912,9 @@ pub async fn static_partition(b: &Backend) {
         ("an unknown key", "nope=1"),
         ("a spec skipping the first level", "region=5"),
     ] {
-        let request = crate::service::WriteSessionRequest {
+        let request = paiio_storage::service::WriteSessionRequest {
             partition: spec(partition),
-            ..crate::service::WriteSessionRequest::new(table.clone())
+            ..paiio_storage::service::WriteSessionRequest::new(table.clone())
         };
         expect_err!(
             b.service.create_write_session(&request).await,
@@ -923,9 +923,9 @@ pub async fn static_partition(b: &Backend) {
         );
     }
     let (plain, _) = simple(b, "static_plain", 51).await;
-    let request = crate::service::WriteSessionRequest {
+    let request = paiio_storage::service::WriteSessionRequest {
         partition: spec("pt=1"),
-        ..crate::service::WriteSessionRequest::new(plain)
+        ..paiio_storage::service::WriteSessionRequest::new(plain)
     };
     expect_err!(
         b.service.create_write_session(&request).await,
@@ -1137,9 +1137,9 @@ pub async fn partition_values_typed(b: &Backend) {
     let g = DataGen::simple(66);
     let table = b.create_gen_table("partition_types", &g, PT_REGION).await;
     // Static: refused at session creation, at the write or at the commit.
-    let request = crate::service::WriteSessionRequest {
+    let request = paiio_storage::service::WriteSessionRequest {
         partition: spec("pt=a,region=abc"),
-        ..crate::service::WriteSessionRequest::new(table.clone())
+        ..paiio_storage::service::WriteSessionRequest::new(table.clone())
     };
     let outcome = match b.service.create_write_session(&request).await {
         Err(e) => Err(e),
@@ -1994,12 +1994,12 @@ pub async fn datagen_round_trip(b: &Backend) {
             ..ReadSessionRequest::new(table.clone())
         })
         .await;
-    let request = crate::service::ReadRequest {
+    let request = paiio_storage::service::ReadRequest {
         max_batch_rows: 33,
-        ..crate::service::ReadRequest::new(
+        ..paiio_storage::service::ReadRequest::new(
             table.clone(),
             &rows.session_id,
-            crate::service::ReadRange::Rows {
+            paiio_storage::service::ReadRange::Rows {
                 offset: 0,
                 count: 400,
             },
