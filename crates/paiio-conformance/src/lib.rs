@@ -241,15 +241,39 @@ impl Backend {
         let session = self.write_session(table, partition, overwrite).await;
         self.write_stream(table, &session.session_id, None, batches)
             .await;
+        self.commit(table, &session.session_id).await
+    }
+
+    /// Commits every closed stream of a session; panics on failure.
+    pub async fn commit(&self, table: &TableId, session_id: &str) -> CommitInfo {
         self.service
-            .commit_write_session(table, &session.session_id, None)
+            .commit_write_session(table, session_id, None)
             .await
             .unwrap_or_else(|e| {
-                panic!(
-                    "expected the commit of session {} to succeed: {e}",
-                    session.session_id
-                )
+                panic!("expected the commit of session {session_id} to succeed: {e}")
             })
+    }
+
+    /// Closes `streams` (each at its version), in order, then commits the session as
+    /// [`Self::commit`] does; panics on failure.
+    pub async fn close_and_commit(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        streams: &[&WriteStream],
+    ) -> CommitInfo {
+        for stream in streams {
+            self.service
+                .close_write_stream(table, session_id, &stream.stream_id, stream.version)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "expected to close stream {} v{}: {e}",
+                        stream.stream_id, stream.version
+                    )
+                });
+        }
+        self.commit(table, session_id).await
     }
 
     /// Creates a read session; panics on failure.

@@ -326,10 +326,7 @@ async fn many_batches(
         g.batches(0..batches * rows, rows as usize),
     )
     .await;
-    b.service
-        .commit_write_session(&table, &session.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &session.session_id).await;
     (table, g)
 }
 

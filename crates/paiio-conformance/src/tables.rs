@@ -635,10 +635,7 @@ pub async fn partitions_created_by_writes(b: &Backend) {
         b.service.list_partitions(&table).await.unwrap().is_empty(),
         "expected no partition before the commit"
     );
-    b.service
-        .commit_write_session(&table, &session.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &session.session_id).await;
     let parts = b.service.list_partitions(&table).await.unwrap();
     assert_eq!(
         partition_rows(&parts),
