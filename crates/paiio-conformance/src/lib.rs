@@ -58,10 +58,13 @@ macro_rules! expect_err {
 }
 
 pub mod datagen;
+mod forward;
 mod read;
 mod tables;
 mod write;
 
+#[doc(hidden)]
+pub use forward::__fwd;
 pub use read::*;
 pub use tables::*;
 pub use write::*;
