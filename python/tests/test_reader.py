@@ -267,7 +267,7 @@ def test_read_batch_numeric_columns_are_zero_copy(wh):
     assert b2["id"].dtype == np.int32 and b2["x"].dtype == np.float32
 
 
-@pytest.mark.parametrize("defaults", [None, [("int64", 0), ("string", ""), ("float32", 0.0)]])
+@pytest.mark.parametrize("defaults", [None, [np.int64(0), "", np.float32(0)]])
 def test_open_slice_shares_the_sessions_of_a_reader(wh, defaults):
     from paiio import _native
 

@@ -136,12 +136,12 @@ impl TableService for RestHarness {
         "rest"
     }
 
-    fn retries_internally(&self) -> bool {
-        self.rest.retries_internally()
-    }
-
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
         self.catalog.describe_table(table).await
+    }
+
+    async fn table_schema(&self, table: &TableId) -> Result<TableSchema> {
+        self.rest.table_schema(table).await
     }
 
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {

@@ -474,10 +474,12 @@ impl Config {
                 source_name: format!("environment variable {CONFIG_ENV}"),
                 message: m,
             })?;
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
-                source_name: path.display().to_string(),
-                message: format!("cannot read the configuration file named by {CONFIG_ENV}: {e}"),
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| Error::ConfigFileUnreadable {
+                    path: path.clone(),
+                    named_by: Some(CONFIG_ENV),
+                    source,
+                })?;
             return Config::from_ini_str(&text, &path.display().to_string());
         }
 
@@ -510,9 +512,10 @@ impl Config {
 
     /// Reads an ini configuration file (see the [module documentation](self)).
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            source_name: path.display().to_string(),
-            message: format!("cannot read the configuration file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFileUnreadable {
+            path: path.to_path_buf(),
+            named_by: None,
+            source,
         })?;
         Config::from_ini_str(&text, &path.display().to_string())
     }

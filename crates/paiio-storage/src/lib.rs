@@ -16,6 +16,7 @@ pub mod ipc_guard;
 pub mod local;
 mod open;
 pub mod rest;
+pub mod rng;
 pub mod service;
 pub mod split;
 pub mod types;
@@ -28,8 +29,9 @@ pub use error::{Error, Result};
 pub use open::{open_backend, open_service};
 pub use service::{
     CommitInfo, CreateTableOptions, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
-    RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService, WriteAck,
-    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    RecordBatchStream, ServiceHints, SessionStatus, SplitMode, SplitOptions, TableInfo,
+    TableService, WriteAck, WriteMode, WriteRequest, WriteSession, WriteSessionRequest,
+    WriteStream,
 };
 pub use types::{ArrowOptions, Column, OdpsType, TableSchema};
 pub use uri::{PartitionSpec, TableId, TableUri};

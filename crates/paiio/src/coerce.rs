@@ -141,8 +141,9 @@ impl std::fmt::Display for TargetType {
 }
 
 /// One entry of `record_defaults`: the value NULLs become, whose type is the column's output
-/// type.
-#[derive(Debug, Clone, PartialEq)]
+/// type. In serde, `{"int32": 0}`, `{"string": ""}`... (the [`TargetType`] names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RecordDefault {
     Int32(i32),
     Int64(i64),
