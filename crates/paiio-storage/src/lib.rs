@@ -3,8 +3,8 @@
 //! The core of paiio-rs: the MaxCompute type system ([`types`]), `odps://` URIs ([`uri`]),
 //! credentials and endpoints ([`config`]), request signing ([`auth`]), and one async
 //! [`TableService`] trait with its backends: the embedded [`local::LocalWarehouse`] (a
-//! directory of tables, the default when no cloud endpoint is configured) and, in later
-//! layers, the Storage API client.
+//! directory of tables, the default when no cloud endpoint is configured) and the Storage API
+//! client ([`rest::RestClient`]), chosen from a configuration by [`open_service`].
 //!
 //! This crate never creates an async runtime; callers bring their own.
 

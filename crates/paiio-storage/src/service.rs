@@ -3,8 +3,9 @@
 //! The required core is what the Storage API offers: read sessions with splits, row streams,
 //! write sessions with streams, commit and abort. Catalog operations (create, drop, list) are
 //! provided methods that backends without a catalog answer with [`Error::NotSupported`].
-//! The backends are [`crate::local::LocalWarehouse`] (a directory) and, in later layers, the
-//! HTTP client of the Storage API; decorators that are themselves services can wrap either.
+//! The backends are [`crate::local::LocalWarehouse`] (a directory) and
+//! [`crate::rest::RestClient`] (the HTTP client of the Storage API, which alone retries);
+//! decorators that are themselves services can wrap either.
 
 use std::fmt::Debug;
 use std::pin::Pin;
