@@ -298,3 +298,15 @@ def test_forward_seeks_skip_what_was_read_ahead(wh):
         for at, n in [(0, 10), (50, 10), (300, 20), (700, 50), (2000, 10), (100, 5), (2999, 1)]:
             r.seek(at)
             assert r.read(n)["id"].tolist() == full[at:at + n], (at, shuffle)
+
+
+def test_table_lists_and_row_counts(wh):
+    from paiio import _native
+
+    t = numbered(wh, "rc", 7)
+    assert _native.table_uris(f"{t} , {t}".encode()) == [t, t]
+    assert _native.table_uris(["odps://p/tables/a/pt=1,x=2, odps://p/tables/b"]) == [
+        "odps://p/tables/a/pt=1,x=2", "odps://p/tables/b"]
+    with pytest.raises(paiio.InvalidArgumentError):
+        _native.table_uris([])
+    assert _native.row_counts([t, t]) == [7, 7]

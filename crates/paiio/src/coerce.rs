@@ -10,7 +10,8 @@
 //! formatting visit values one by one.
 //!
 //! Every failure is an [`Error::Conversion`] naming the column, its MaxCompute type and the
-//! target type, and, when a value failed, the row (counted from the start of the slice).
+//! target type, and, when a value failed, the row (counted from the start of the slice, in
+//! table order: a shuffled reader names the row where it sits before shuffling).
 //!
 //! # The conversion table
 //!
