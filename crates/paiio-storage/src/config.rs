@@ -1046,19 +1046,23 @@ mod tests {
     #[test]
     fn missing_file_names_path_and_variable() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("absent.ini").display().to_string();
-        let env = env_of(&[(CONFIG_ENV, &path)]);
-        let (source, message) = config_error(Config::load_from(&env).unwrap_err());
-        assert_eq!(source, path);
-        assert!(message.contains(CONFIG_ENV), "{message}");
-        let shown = Config::load_from(&env).unwrap_err().to_string();
+        let path = dir.path().join("absent.ini");
+        let env = env_of(&[(CONFIG_ENV, &path.display().to_string())]);
+        let err = Config::load_from(&env).unwrap_err();
+        let shown = err.to_string();
         assert!(
-            shown.contains(&path) && shown.contains("ODPS_CONFIG_FILE_PATH"),
+            matches!(&err, Error::ConfigFileUnreadable { path: p, named_by: Some(CONFIG_ENV), .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(
+            shown.contains(&path.display().to_string()) && shown.contains(CONFIG_ENV),
             "{shown}"
         );
-
-        let (source, _) = config_error(Config::from_file(Path::new(&path)).unwrap_err());
-        assert_eq!(source, path);
+        let err = Config::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigFileUnreadable { path: p, named_by: None, .. } if *p == path),
+            "{err:?}"
+        );
     }
 
     #[test]
