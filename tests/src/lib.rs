@@ -124,7 +124,7 @@ pub struct RestHarness {
 }
 
 paiio_conformance::forward_table_service!(RestHarness, "rest";
-    rest: retries_internally, create_read_session, get_read_session, read, preview,
+    rest: hints, table_schema, create_read_session, get_read_session, read, preview,
         create_write_session, get_write_session, create_write_stream_version, get_write_stream,
         write, close_write_stream, commit_write_session, abort_write_session;
     catalog: describe_table, create_table, drop_table, list_tables, list_partitions,

@@ -5,7 +5,7 @@
 #[doc(hidden)]
 pub mod __fwd {
     pub use async_trait::async_trait;
-    pub use paiio_storage::service::{PartitionInfo, WriterSlot};
+    pub use paiio_storage::service::{PartitionInfo, ServiceHints, WriterSlot};
     pub use paiio_storage::{
         CommitInfo, CreateTableOptions, PartitionSpec, ReadRequest, ReadSession,
         ReadSessionRequest, RecordBatchStream, Result, TableId, TableInfo, TableSchema,
@@ -43,8 +43,11 @@ macro_rules! forward_table_service {
             }
         };
     };
-    (@go $s:tt $to:tt retries_internally $($r:tt)*) => {
-        $crate::forward_table_service!(@sync $s $to retries_internally() -> bool; $($r)*);
+    (@go $s:tt $to:tt hints $($r:tt)*) => {
+        $crate::forward_table_service!(@sync $s $to hints() -> ServiceHints; $($r)*);
+    };
+    (@go $s:tt $to:tt table_schema $($r:tt)*) => {
+        $crate::forward_table_service!(@async $s $to table_schema(table: &TableId) -> Result<TableSchema>; $($r)*);
     };
     (@go $s:tt $to:tt describe_table $($r:tt)*) => {
         $crate::forward_table_service!(@async $s $to describe_table(table: &TableId) -> Result<TableInfo>; $($r)*);

@@ -3,8 +3,8 @@
 //! The core of paiio-rs: the MaxCompute type system ([`types`]), `odps://` URIs ([`uri`]),
 //! credentials and endpoints ([`config`]), request signing ([`auth`]), and one async
 //! [`TableService`] trait with its backends: the embedded [`local::LocalWarehouse`] (a
-//! directory of tables, the default when no cloud endpoint is configured) and, in later
-//! layers, the Storage API client.
+//! directory of tables, the default when no cloud endpoint is configured) and the Storage API
+//! client ([`rest::RestClient`]), chosen from a configuration by [`open_service`].
 //!
 //! This crate never creates an async runtime; callers bring their own.
 
@@ -16,6 +16,7 @@ pub mod ipc_guard;
 pub mod local;
 mod open;
 pub mod rest;
+pub mod rng;
 pub mod service;
 pub mod split;
 pub mod types;
@@ -25,8 +26,9 @@ pub use error::{Error, Result};
 pub use open::{open_backend, open_service};
 pub use service::{
     CommitInfo, CreateTableOptions, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
-    RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService, WriteAck,
-    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    RecordBatchStream, ServiceHints, SessionStatus, SplitMode, SplitOptions, TableInfo,
+    TableService, WriteAck, WriteMode, WriteRequest, WriteSession, WriteSessionRequest,
+    WriteStream,
 };
 pub use types::{ArrowOptions, Column, OdpsType, TableSchema};
 pub use uri::{PartitionSpec, TableId, TableUri};
