@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::auth::Credentials;
+use paiio_storage::error::ObjectKind;
 use paiio_storage::rest::{ReadCompression, RestClient};
 use paiio_storage::testing::datagen::{DataGen, assert_exactly_once};
 use paiio_storage::{
@@ -162,7 +163,7 @@ async fn describe_table_over_rest() {
     let missing = TableId::new(PROJECT, None, "nope").unwrap();
     assert!(matches!(
         client.describe_table(&missing).await,
-        Err(Error::NotFound { kind: "table", .. })
+        Err(Error::NotFound { kind: ObjectKind::Table, .. })
     ));
     // Catalog calls are not part of the Storage API.
     assert!(matches!(
