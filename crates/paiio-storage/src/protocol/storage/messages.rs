@@ -521,16 +521,17 @@ pub struct WriteFlags {
 pub struct DynamicPartitionOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_strategy: Option<String>,
+    /// -1: no limit.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
+        deserialize_with = "lenient::opt_i64"
     )]
-    pub invalid_limit: Option<u64>,
+    pub invalid_limit: Option<i64>,
     #[serde(
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
+        deserialize_with = "lenient::opt_i64"
     )]
-    pub dynamic_partition_limit: Option<u64>,
+    pub dynamic_partition_limit: Option<i64>,
 }
 
 impl From<&WriteSessionRequest> for CreateWriteSessionRequest {
