@@ -35,8 +35,8 @@ use arrow_array::RecordBatch;
 use futures::StreamExt;
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::clock::Clock;
-use paiio_storage::rest::retry::SplitMix64;
 use paiio_storage::protocol::codec::BodyEncoding;
+use paiio_storage::rest::retry::SplitMix64;
 use paiio_storage::rest::{ClientStats, RestClient, RetryConfig};
 use paiio_storage::testing::datagen::{DataGen, assert_exactly_once, ids};
 use paiio_storage::{

@@ -164,7 +164,10 @@ async fn describe_table_over_rest() {
     let missing = TableId::new(PROJECT, None, "nope").unwrap();
     assert!(matches!(
         client.describe_table(&missing).await,
-        Err(Error::NotFound { kind: ObjectKind::Table, .. })
+        Err(Error::NotFound {
+            kind: ObjectKind::Table,
+            ..
+        })
     ));
     // Catalog calls are not part of the Storage API.
     assert!(matches!(

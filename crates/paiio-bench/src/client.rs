@@ -326,7 +326,8 @@ pub async fn many_streams(
             split_mode: Some("RowOffset".into()),
             ..Default::default()
         },
-    ).await?;
+    )
+    .await?;
     // Let the slot of the session call go before the streams take theirs.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = proc_stats::memory(server_pid, "VmRSS").unwrap_or(0);
@@ -378,14 +379,22 @@ pub async fn many_streams(
                     let _ = gate_tx.send(true);
                 }
             };
-            let mut response =
-                match table_read(&client, &v2, &id, range, BodyEncoding::Identity, max_batch_rows).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        arrive();
-                        return Err(e);
-                    }
-                };
+            let mut response = match table_read(
+                &client,
+                &v2,
+                &id,
+                range,
+                BodyEncoding::Identity,
+                max_batch_rows,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    arrive();
+                    return Err(e);
+                }
+            };
             let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
             max_open.fetch_max(now_open, Ordering::SeqCst);
             arrive();

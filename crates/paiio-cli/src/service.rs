@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use paiio_storage::config::{Backend, Config};
-use paiio_storage::service::PartitionInfo;
 use paiio_storage::error::ObjectKind;
+use paiio_storage::service::PartitionInfo;
 use paiio_storage::{Error as StorageError, TableInfo, TableService, TableUri};
 
 use crate::cli::{Cli, Command, TableCommand};

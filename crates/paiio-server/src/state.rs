@@ -75,4 +75,3 @@ pub(crate) struct AppState {
     /// Counters of the accept loop.
     pub connections: Arc<crate::conn::ConnStats>,
 }
-

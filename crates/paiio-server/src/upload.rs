@@ -86,8 +86,7 @@ pub(crate) async fn decode_upload(
     } else {
         // The decompressed size is unknown until it is done: hold the cap meanwhile.
         let mut held = state.decode_budget.reserve(cap).await?;
-        let pieces =
-            blocking(move || Ok(codec.decode_pieces(raw, cap, "row upload")?)).await?;
+        let pieces = blocking(move || Ok(codec.decode_pieces(raw, cap, "row upload")?)).await?;
         let len: usize = pieces.iter().map(Bytes::len).sum();
         if let Some(kept) = held.split(len.div_ceil(1024)) {
             permit.0.push(kept);

@@ -28,10 +28,9 @@ use paiio_storage::protocol::storage::{
     BlockCommitMessage, CommitRequest, CreateReadSessionRequest, CreateWriteSessionRequest,
     MAX_BLOCK_NUMBER, ReadSessionResponse, WriteResponse, WriteSessionResponse, block_stream_id,
 };
-use paiio_storage::service::StreamStatus;
 use paiio_storage::{
     Error as StorageError, ObjectKind, ReadRange, ReadRequest, RecordBatchStream, SessionStatus,
-    SplitMode, TableId, WriteMode, WriteRequest, WriteSession,
+    SplitMode, TableId, WriteMode, WriteSession,
 };
 use serde::de::DeserializeOwned;
 
@@ -439,31 +438,9 @@ async fn write_rows_inner(
     // Read the whole body before answering (§2.2), bounded by the upload limits. An empty
     // body is no rows.
     let (batches, _permit) = decode_upload(state, headers, body, "block upload", true).await?;
-    let stream_id = block_stream_id(block, attempt);
-    // Each upload is a fresh version of the attempt's stream, so a repeated upload of the same
-    // block attempt supersedes the earlier one instead of adding to it.
-    let stream = state
-        .service
-        .create_write_stream_version(&table, &session_id, Some(&stream_id), None, false)
-        .await?;
-    let request = WriteRequest {
-        table: table.clone(),
-        session_id: session_id.clone(),
-        stream_id: stream_id.clone(),
-        version: stream.version,
-        row_offset: None,
-        access_token: None,
-        batches,
-    };
-    let ack = state.service.write(request).await?;
-    let closed = state
-        .service
-        .close_write_stream(&table, &session_id, &stream_id, stream.version)
-        .await?;
-    debug_assert_eq!(closed.status, StreamStatus::Closed);
     let message = BlockCommitMessage {
-        session_id: Some(session_id),
-        ..BlockCommitMessage::new(block, attempt, stream.version, ack.rows_written)
+        session_id: Some(session_id.clone()),
+        ..crate::v2::write::write_block(state, &table, &session_id, block, attempt, batches).await?
     };
     // Exactly 200: any other status makes the writer's finish() report failure.
     Ok(ok(&WriteResponse {

@@ -1252,7 +1252,6 @@ impl TableSchema {
             .collect::<Result<Vec<_>>>()?;
         TableSchema::new(columns, Vec::new())
     }
-
 }
 
 /// Splits a column list on the commas that are outside `<>`, `()`, quotes and backquotes.
@@ -1336,8 +1335,8 @@ impl fmt::Display for TableSchema {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use serde_json::{Value, json};
     use proptest::prelude::*;
+    use serde_json::{Value, json};
 
     fn parse(text: &str) -> OdpsType {
         text.parse()

@@ -271,8 +271,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // Warm-up (page cache), and the wire size of the table: raw HTTP reads of the
     // uncompressed IPC streams, decoded to check the row count.
     let http = client::http_client()?;
-    let warm =
-        client::throughput(&http, &serve.v2_url(), pid, BodyEncoding::Identity, 4, mbr, true).await?;
+    let warm = client::throughput(
+        &http,
+        &serve.v2_url(),
+        pid,
+        BodyEncoding::Identity,
+        4,
+        mbr,
+        true,
+    )
+    .await?;
     if warm.rows != rows {
         return Err(format!(
             "the warm-up read delivered {} rows, the table has {rows}",

@@ -53,11 +53,11 @@ async fn handle(
             "{name}: SQL instances are not supported by this server; read tables instead"
         )));
     }
-    let action: Action = name
-        .parse()
-        .map_err(|e: paiio_storage::protocol::storage::UnknownAction| {
-            ApiError::invalid(e.to_string())
-        })?;
+    let action: Action =
+        name.parse()
+            .map_err(|e: paiio_storage::protocol::storage::UnknownAction| {
+                ApiError::invalid(e.to_string())
+            })?;
     match action {
         Action::TableCreateReadSession => read::create_read_session(state, params, body).await,
         Action::TableGetReadSession => read::get_read_session(state, params, body).await,

@@ -12,16 +12,13 @@ use paiio_storage::{PartitionSpec, ReadRange, ReadRequest, ReadSession};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::request::{
-    Params, check_column_names, flag, json_body, json_body_or_empty, json_response, opt_u64,
-    param, target, with_route_token,
+    Params, check_column_names, flag, json_body, json_body_or_empty, json_response, opt_u64, param,
+    target, with_route_token,
 };
 use crate::stream::{accepted_encoding, arrow_stream_body};
 
 fn read_session_response(s: &ReadSession) -> Response {
-    with_route_token(
-        json_response(&ReadSessionResponse::from(s)),
-        &s.session_id,
-    )
+    with_route_token(json_response(&ReadSessionResponse::from(s)), &s.session_id)
 }
 
 pub(super) async fn create_read_session(

@@ -14,20 +14,20 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use paiio_storage::protocol::headers;
 use paiio_storage::protocol::storage::{
-    BlockCommitMessage, CommitRequest, CreateWriteSessionRequest, MAX_BLOCK_NUMBER,
-    StreamRequest, WriteResponse, WriteSchemaResponse, WriteSessionResponse, WriteStreamResponse,
-    block_stream_id, parse_block_stream_id,
+    BlockCommitMessage, CommitRequest, CreateWriteSessionRequest, MAX_BLOCK_NUMBER, StreamRequest,
+    WriteResponse, WriteSchemaResponse, WriteSessionResponse, WriteStreamResponse, block_stream_id,
+    parse_block_stream_id,
 };
 use paiio_storage::service::{SessionStatus, StreamStatus};
 use paiio_storage::{Error as StorageError, TableId, WriteMode, WriteRequest, WriteSession};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::replay::{Claim, FinishGuard, Outcome};
 use crate::request::{
     Params, header_str, json_body_or_empty, json_response, opt_u64, param, read_body, target,
     with_route_token,
 };
-use crate::replay::{Claim, FinishGuard, Outcome};
 use crate::upload::{UploadPermit, decode_upload};
 
 // ---- helpers ----
@@ -120,12 +120,12 @@ pub(super) async fn get_write_session(
     let _: serde::de::IgnoredAny = json_body_or_empty(state, body).await?;
     let session_id = param(params, "SessionId")?;
     let s = state.service.get_write_session(&table, session_id).await?;
-    let answer =
-        if mode == Some(WriteMode::BatchCompatible) || s.mode == WriteMode::BatchCompatible {
-            block_model_session(state, &s, false).await?
-        } else {
-            WriteSessionResponse::batch(&s)
-        };
+    let answer = if mode == Some(WriteMode::BatchCompatible) || s.mode == WriteMode::BatchCompatible
+    {
+        block_model_session(state, &s, false).await?
+    } else {
+        WriteSessionResponse::batch(&s)
+    };
     Ok(with_route_token(
         json_response(&answer.with_streams(&s)),
         &s.session_id,
@@ -178,7 +178,10 @@ pub(super) async fn create_write_stream(
     let session_id = param(params, "SessionId")?.to_string();
     let body: StreamRequest = json_body_or_empty(state, body).await?;
     let stream_id = body.stream_id().map(str::to_string);
-    let in_query = match params.get("ExactlyOnceMode").map(|v| v.trim().to_ascii_lowercase()) {
+    let in_query = match params
+        .get("ExactlyOnceMode")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
         None => false,
         Some(v) => match v.as_str() {
             "true" | "1" => true,
@@ -443,8 +446,7 @@ async fn stream_write(
     })
 }
 
-/// A BatchCompatible block upload: writes a fresh (or the reserved, still empty) version of
-/// the block attempt's stream, closes it, and answers the V1 commit message.
+/// A BatchCompatible block upload: the V1 commit message of [`write_block`].
 async fn block_write(
     state: &AppState,
     table: &TableId,
@@ -459,8 +461,29 @@ async fn block_write(
             "BlockNumber {block} is not below MaxBlockNumber {MAX_BLOCK_NUMBER}"
         )));
     }
-    let stream_id = block_stream_id(block, attempt);
     let (batches, _permit) = upload_batches(state, headers, body).await?;
+    let message = write_block(state, table, session_id, block, attempt, batches).await?;
+    Ok(WriteResponse {
+        record_count: message.writer_stats.as_ref().and_then(|s| s.record_num),
+        commit_message: Some(Some(message.to_text())),
+        warning_message: Some(None),
+        ..Default::default()
+    })
+}
+
+/// Writes one upload of the block / attempt model (BatchCompatible, V1): a fresh version of
+/// the block attempt's stream (or the reserved one, while still empty), closed after the
+/// rows, so that a repeated upload of the same attempt supersedes the earlier one instead of
+/// adding to it. Its commit message names that version.
+pub(crate) async fn write_block(
+    state: &AppState,
+    table: &TableId,
+    session_id: &str,
+    block: u64,
+    attempt: u64,
+    batches: Vec<RecordBatch>,
+) -> ApiResult<BlockCommitMessage> {
+    let stream_id = block_stream_id(block, attempt);
     let existing = match state
         .service
         .get_write_stream(table, session_id, &stream_id)
@@ -497,14 +520,12 @@ async fn block_write(
         .service
         .close_write_stream(table, session_id, &stream_id, stream.version)
         .await?;
-    let rows = ack.rows_written;
-    let message = BlockCommitMessage::new(block, attempt, stream.version, rows);
-    Ok(WriteResponse {
-        commit_message: Some(Some(message.to_text())),
-        record_count: Some(rows),
-        warning_message: Some(None),
-        ..Default::default()
-    })
+    Ok(BlockCommitMessage::new(
+        block,
+        attempt,
+        stream.version,
+        ack.rows_written,
+    ))
 }
 
 // ---- commit ----

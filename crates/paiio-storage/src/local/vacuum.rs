@@ -189,7 +189,10 @@ impl Inner {
             match self.vacuum_table(t, options, &pins) {
                 Ok(r) => report.add(&r),
                 // Dropped meanwhile.
-                Err(Error::NotFound { kind: ObjectKind::Table, .. }) if table.is_none() => {}
+                Err(Error::NotFound {
+                    kind: ObjectKind::Table,
+                    ..
+                }) if table.is_none() => {}
                 Err(e) => return Err(e),
             }
         }

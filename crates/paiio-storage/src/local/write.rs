@@ -625,7 +625,10 @@ impl Inner {
             .iter_mut()
             .find(|v| v.version == version)
             .ok_or_else(|| {
-                Error::not_found(ObjectKind::WriteStreamVersion, format!("{stream_id} v{version}"))
+                Error::not_found(
+                    ObjectKind::WriteStreamVersion,
+                    format!("{stream_id} v{version}"),
+                )
             })?;
         v.closed = true;
         let out = v.to_stream(stream_id);
@@ -695,14 +698,20 @@ impl Inner {
                 }
                 for (id, version) in list {
                     let s = all.iter().find(|s| &s.stream_id == id).ok_or_else(|| {
-                        Error::not_found(ObjectKind::WriteStream, format!("{id} of session {session_id}"))
+                        Error::not_found(
+                            ObjectKind::WriteStream,
+                            format!("{id} of session {session_id}"),
+                        )
                     })?;
                     let v = s
                         .versions
                         .iter()
                         .find(|v| v.version == *version)
                         .ok_or_else(|| {
-                            Error::not_found(ObjectKind::WriteStreamVersion, format!("{id} v{version}"))
+                            Error::not_found(
+                                ObjectKind::WriteStreamVersion,
+                                format!("{id} v{version}"),
+                            )
                         })?;
                     if !v.closed {
                         return Err(Error::InvalidState {

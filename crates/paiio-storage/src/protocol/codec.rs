@@ -406,7 +406,8 @@ pub fn encode_ipc(
         Some(b) => b.schema(),
         None => std::sync::Arc::new(Schema::empty()),
     };
-    let mut encoder = IpcBodyEncoder::new(&schema, BodyEncoding::Identity, buffers).map_err(fail)?;
+    let mut encoder =
+        IpcBodyEncoder::new(&schema, BodyEncoding::Identity, buffers).map_err(fail)?;
     let mut out = Vec::new();
     for b in batches {
         for chunk in encoder.batch(b).map_err(fail)? {
@@ -666,7 +667,10 @@ mod tests {
             assert_eq!(BodyEncoding::from_name(&name.to_uppercase()), Some(*e));
             assert_eq!(BodyEncoding::from_header(Some(name)), Ok(*e));
             if *e != BodyEncoding::Identity {
-                assert_eq!(BodyEncoding::from_accept(&format!("gzip, {name};q=0.5")), *e);
+                assert_eq!(
+                    BodyEncoding::from_accept(&format!("gzip, {name};q=0.5")),
+                    *e
+                );
             }
         }
         for e in BodyEncoding::ALL {
@@ -674,11 +678,19 @@ mod tests {
         }
         assert_eq!(BodyEncoding::from_header(None), Ok(BodyEncoding::Identity));
         assert_eq!(
-            BodyEncoding::from_header(Some("br")).unwrap_err().to_string(),
+            BodyEncoding::from_header(Some("br"))
+                .unwrap_err()
+                .to_string(),
             "Content-Encoding \"br\" is not supported (use zstd or x-lz4-frame, or none)"
         );
-        assert_eq!(BodyEncoding::from_accept("gzip, deflate"), BodyEncoding::Identity);
-        assert_eq!(BodyEncoding::from_accept("identity, zstd"), BodyEncoding::Zstd);
+        assert_eq!(
+            BodyEncoding::from_accept("gzip, deflate"),
+            BodyEncoding::Identity
+        );
+        assert_eq!(
+            BodyEncoding::from_accept("identity, zstd"),
+            BodyEncoding::Zstd
+        );
     }
 
     #[test]
@@ -730,16 +742,27 @@ mod tests {
     fn every_encoding_round_trips_with_and_without_batches() {
         let b = batch(5_000);
         for e in BodyEncoding::ALL {
-            for buffers in [None, Some(CompressionType::LZ4_FRAME), Some(CompressionType::ZSTD)] {
+            for buffers in [
+                None,
+                Some(CompressionType::LZ4_FRAME),
+                Some(CompressionType::ZSTD),
+            ] {
                 let mut encoder = IpcBodyEncoder::new(&b.schema(), e, buffers).unwrap();
                 let mut body = encoder.batch(&b).unwrap();
                 body.extend(encoder.finish().unwrap());
-                assert_eq!(read_back(e, &joined(&body)), vec![b.clone()], "{e:?} {buffers:?}");
+                assert_eq!(
+                    read_back(e, &joined(&body)),
+                    vec![b.clone()],
+                    "{e:?} {buffers:?}"
+                );
                 // No batches: still the schema.
                 let encoder = IpcBodyEncoder::new(&b.schema(), e, buffers).unwrap();
                 let body = joined(&encoder.finish().unwrap());
                 let mut plain = Vec::new();
-                e.decoder(&body[..]).unwrap().read_to_end(&mut plain).unwrap();
+                e.decoder(&body[..])
+                    .unwrap()
+                    .read_to_end(&mut plain)
+                    .unwrap();
                 let reader = StreamReader::try_new(std::io::Cursor::new(plain), None).unwrap();
                 assert_eq!(reader.schema(), b.schema());
                 assert_eq!(reader.count(), 0);

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::lenient;
+use super::lenient::{self, tolerant};
 use super::storage::Action;
 use crate::error::{Error, ObjectKind};
 
@@ -40,7 +40,7 @@ pub struct ErrorBody {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::tolerant"
+        deserialize_with = "tolerant"
     )]
     pub paiio: Option<ErrorDetail>,
 }
@@ -49,12 +49,38 @@ fn text_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     lenient::opt_text(d).map(Option::unwrap_or_default)
 }
 
-/// An [`Error`] as fields (`{"Error": "NotFound", "Kind": "table", "Name": "p.t"}`): the
-/// variants a client acts on. Others (transient failures, service errors) travel as their
-/// status and `Code` only.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "Error", rename_all_fields = "PascalCase")]
-pub enum ErrorDetail {
+macro_rules! details {
+    ($($variant:ident { $($field:ident: $ty:ty),* },)*) => {
+        /// An [`Error`] as fields (`{"Error": "NotFound", "Kind": "table", "Name": "p.t"}`):
+        /// the variants a client acts on, with the fields they have. Others (transient
+        /// failures, service errors) travel as their status and `Code` only.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "Error", rename_all_fields = "PascalCase")]
+        pub enum ErrorDetail {
+            $($variant { $($field: $ty),* },)*
+        }
+
+        impl ErrorDetail {
+            /// The detail of `e`, when it has one.
+            pub fn of(e: &Error) -> Option<Self> {
+                match e {
+                    $(Error::$variant { $($field),* } => {
+                        Some(ErrorDetail::$variant { $($field: $field.clone()),* })
+                    })*
+                    _ => None,
+                }
+            }
+
+            pub fn into_error(self) -> Error {
+                match self {
+                    $(ErrorDetail::$variant { $($field),* } => Error::$variant { $($field),* },)*
+                }
+            }
+        }
+    };
+}
+
+details! {
     NotFound { kind: ObjectKind, name: String },
     AlreadyExists { kind: ObjectKind, name: String },
     InvalidArgument { what: String, message: String },
@@ -64,77 +90,6 @@ pub enum ErrorDetail {
     OutOfRange { message: String },
     Conflict { table: String, message: String },
     NotSupported { message: String },
-}
-
-impl ErrorDetail {
-    /// The detail of `e`, when it has one.
-    pub fn of(e: &Error) -> Option<Self> {
-        Some(match e {
-            Error::NotFound { kind, name } => ErrorDetail::NotFound {
-                kind: *kind,
-                name: name.clone(),
-            },
-            Error::AlreadyExists { kind, name } => ErrorDetail::AlreadyExists {
-                kind: *kind,
-                name: name.clone(),
-            },
-            Error::InvalidArgument { what, message } => ErrorDetail::InvalidArgument {
-                what: what.clone(),
-                message: message.clone(),
-            },
-            Error::TypeMismatch { column, message } => ErrorDetail::TypeMismatch {
-                column: column.clone(),
-                message: message.clone(),
-            },
-            Error::SessionExpired { session_id } => ErrorDetail::SessionExpired {
-                session_id: session_id.clone(),
-            },
-            Error::InvalidState {
-                session_id,
-                state,
-                message,
-            } => ErrorDetail::InvalidState {
-                session_id: session_id.clone(),
-                state: state.clone(),
-                message: message.clone(),
-            },
-            Error::OutOfRange { message } => ErrorDetail::OutOfRange {
-                message: message.clone(),
-            },
-            Error::Conflict { table, message } => ErrorDetail::Conflict {
-                table: table.clone(),
-                message: message.clone(),
-            },
-            Error::NotSupported { message } => ErrorDetail::NotSupported {
-                message: message.clone(),
-            },
-            _ => return None,
-        })
-    }
-
-    pub fn into_error(self) -> Error {
-        match self {
-            ErrorDetail::NotFound { kind, name } => Error::NotFound { kind, name },
-            ErrorDetail::AlreadyExists { kind, name } => Error::AlreadyExists { kind, name },
-            ErrorDetail::InvalidArgument { what, message } => {
-                Error::InvalidArgument { what, message }
-            }
-            ErrorDetail::TypeMismatch { column, message } => Error::TypeMismatch { column, message },
-            ErrorDetail::SessionExpired { session_id } => Error::SessionExpired { session_id },
-            ErrorDetail::InvalidState {
-                session_id,
-                state,
-                message,
-            } => Error::InvalidState {
-                session_id,
-                state,
-                message,
-            },
-            ErrorDetail::OutOfRange { message } => Error::OutOfRange { message },
-            ErrorDetail::Conflict { table, message } => Error::Conflict { table, message },
-            ErrorDetail::NotSupported { message } => Error::NotSupported { message },
-        }
-    }
 }
 
 /// The status and the body an [`Error`] is answered with (the request id is the server's
@@ -270,7 +225,13 @@ pub fn from_code(
     };
     let table = ctx.table.clone().unwrap_or_default();
     let session = ctx.session_id.clone().unwrap_or_default();
-    let or_message = |name: String| if name.is_empty() { with_id(&message) } else { name };
+    let or_message = |name: String| {
+        if name.is_empty() {
+            with_id(&message)
+        } else {
+            name
+        }
+    };
     let unauthenticated = |code: &'static str| Error::Unauthenticated {
         code,
         message: with_id(&message),
@@ -414,7 +375,12 @@ mod tests {
             ..ctx()
         };
         assert!(matches!(
-            from_response(404, None, br#"{"Code":"NoSuchSession","Message":"gone"}"#, &read),
+            from_response(
+                404,
+                None,
+                br#"{"Code":"NoSuchSession","Message":"gone"}"#,
+                &read
+            ),
             Error::NotFound {
                 kind: ObjectKind::ReadSession,
                 ..

@@ -6,8 +6,8 @@
 //! default. A value of the wrong shape is an error that says what was found; parsed with
 //! [`super::from_json`] it also names the field.
 
+use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
-use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 /// The integer a JSON value holds: a number (an integral float too), or a string of one.
@@ -161,23 +161,6 @@ pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// An explicit JSON null, kept as a field so that answers that always carry it do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Null;
-
-impl Serialize for Null {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_none()
-    }
-}
-
-impl<'de> Deserialize<'de> for Null {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Whatever a service puts there, the field carries nothing paiio reads.
-        serde::de::IgnoredAny::deserialize(d).map(|_| Null)
-    }
-}
-
 /// A value a newer peer may send in a shape this one does not know: kept when it parses,
 /// `None` (ignored) when it does not.
 pub fn tolerant<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
@@ -211,7 +194,11 @@ mod tests {
         assert_eq!(text(&json!(12)), Ok(Some("12".into())));
         assert!(text(&json!({})).is_err());
         assert_eq!(list(json!(null), non_negative), Ok(vec![]));
-        assert!(list(json!([1, null]), non_negative).unwrap_err().contains("entry 1"));
+        assert!(
+            list(json!([1, null]), non_negative)
+                .unwrap_err()
+                .contains("entry 1")
+        );
     }
 
     #[test]
@@ -230,6 +217,9 @@ mod tests {
             count: Option<u64>,
         }
         let e = crate::protocol::from_json::<Outer>(br#"{"Inner": {"Count": "-3"}}"#).unwrap_err();
-        assert!(e.starts_with("Inner.Count: ") && e.contains("negative"), "{e}");
+        assert!(
+            e.starts_with("Inner.Count: ") && e.contains("negative"),
+            "{e}"
+        );
     }
 }

@@ -801,8 +801,7 @@ impl Inner {
     }
 
     fn keep_route_token(&self, session: Option<&str>, headers: &reqwest::header::HeaderMap) {
-        if let (Some(session), Some(token)) = (session, header_str(headers, headers::ROUTE_TOKEN))
-        {
+        if let (Some(session), Some(token)) = (session, header_str(headers, headers::ROUTE_TOKEN)) {
             self.route_tokens.lock().insert(session.to_string(), token);
         }
     }
@@ -1035,10 +1034,12 @@ impl RestClient {
         let call = Call::new(Action::TableGetWriteSchema, table, &json!({}));
         match self.inner.json::<WriteSchemaResponse>(&call).await {
             Ok((answer, _)) => answer.schema(),
-            Err(e @ Error::NotFound {
-                kind: ObjectKind::Table,
-                ..
-            }) => Err(e),
+            Err(
+                e @ Error::NotFound {
+                    kind: ObjectKind::Table,
+                    ..
+                },
+            ) => Err(e),
             Err(e @ (Error::Unauthenticated { .. } | Error::Transient { .. })) => Err(e),
             Err(_) => Ok(None),
         }
@@ -1122,8 +1123,8 @@ impl RestClient {
         let call = match source {
             Source::Read(request) => {
                 let mut request = request.clone();
-                let mut call = Call::new(Action::TableRead, &request.table, &())
-                    .session(&request.session_id);
+                let mut call =
+                    Call::new(Action::TableRead, &request.table, &()).session(&request.session_id);
                 match request.range {
                     ReadRange::Split(index) => {
                         request.skip_rows += delivered;
@@ -1527,12 +1528,12 @@ impl TableService for RestClient {
             tokio::task::spawn_blocking(move || {
                 encode_ipc(&batches, Some(arrow_ipc::CompressionType::LZ4_FRAME))
             })
-                .await
-                .map_err(|e| Error::Transient {
-                    message: format!("encoding task failed: {e}"),
-                    retryable: false,
-                    source: None,
-                })??
+            .await
+            .map_err(|e| Error::Transient {
+                message: format!("encoding task failed: {e}"),
+                retryable: false,
+                source: None,
+            })??
         };
         let mut call = Call::new(Action::TableWrite, &request.table, &())
             .session(&request.session_id)

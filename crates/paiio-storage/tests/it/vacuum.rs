@@ -305,7 +305,10 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
         .await
     {
         Err(Error::NotFound { kind, .. }) => {
-            assert!(matches!(kind, ObjectKind::ReadSession | ObjectKind::TableVersion), "{kind}")
+            assert!(
+                matches!(kind, ObjectKind::ReadSession | ObjectKind::TableVersion),
+                "{kind}"
+            )
         }
         other => panic!("refreshing a vacuumed session: {other:?}"),
     }

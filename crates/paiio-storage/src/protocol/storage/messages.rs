@@ -26,7 +26,10 @@ use serde_json::Value;
 
 use super::schema::ReadSchema;
 use crate::error::{Error, Result};
-use crate::protocol::lenient;
+use crate::protocol::lenient::{
+    opt_bool, opt_i64, opt_text, opt_texts, opt_u64, opt_u64s, or_default, present, strings,
+    tolerant, u32s,
+};
 use crate::service::{
     CommitInfo, ReadRequest, ReadSession, ReadSessionRequest, SessionStatus, SplitMode,
     SplitOptions, StreamStatus, WriteMode, WriteSession, WriteSessionRequest, WriteStream,
@@ -92,13 +95,13 @@ impl DataFormat {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct CreateReadSessionRequest {
-    #[serde(deserialize_with = "lenient::strings")]
+    #[serde(deserialize_with = "strings")]
     pub required_data_columns: Vec<String>,
-    #[serde(deserialize_with = "lenient::strings")]
+    #[serde(deserialize_with = "strings")]
     pub required_partition_columns: Vec<String>,
-    #[serde(deserialize_with = "lenient::strings")]
+    #[serde(deserialize_with = "strings")]
     pub required_partitions: Vec<String>,
-    #[serde(deserialize_with = "lenient::u32s")]
+    #[serde(deserialize_with = "u32s")]
     pub required_bucket_ids: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_options: Option<SplitOptionsBody>,
@@ -106,25 +109,13 @@ pub struct CreateReadSessionRequest {
     pub arrow_options: Option<ArrowOptionsBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_predicate: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub filter_predicate_fallback: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub split_max_file_num: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub incremental_read: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub enable_large_string: Option<bool>,
 }
 
@@ -136,15 +127,9 @@ pub struct SplitOptionsBody {
     pub split_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split_unit: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub split_number: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub cross_partition: Option<bool>,
 }
 
@@ -181,7 +166,11 @@ impl From<&ReadSessionRequest> for CreateReadSessionRequest {
         CreateReadSessionRequest {
             required_data_columns: r.required_data_columns.clone(),
             required_partition_columns: r.required_partition_columns.clone(),
-            required_partitions: r.required_partitions.iter().map(|p| p.to_string()).collect(),
+            required_partitions: r
+                .required_partitions
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
             required_bucket_ids: r.required_bucket_ids.clone(),
             split_options: Some(SplitOptionsBody {
                 split_mode: Some(o.mode.to_string()),
@@ -243,67 +232,46 @@ impl CreateReadSessionRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct ReadSessionResponse {
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub session_id: String,
     /// What older services call the session id.
     #[serde(
         rename = "DownloadID",
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
+        deserialize_with = "opt_text"
     )]
     pub download_id: Option<String>,
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub session_type: String,
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub session_status: String,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub expiration_time: Option<i64>,
     /// -1 in RowOffset sessions.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub splits_count: Option<i64>,
     /// -1 except in RowOffset sessions.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub record_count: Option<i64>,
     /// `Size` (for Parallelism sessions too) or `RowOffset`.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
     pub split_mode: Option<String>,
-    #[serde(deserialize_with = "lenient::u32s")]
+    #[serde(deserialize_with = "u32s")]
     pub split_bucket_id: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_schema: Option<ReadSchema>,
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub supported_data_format: Vec<DataFormat>,
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub session_stats: SessionStats,
-    #[serde(deserialize_with = "lenient::or_default")]
+    #[serde(deserialize_with = "or_default")]
     pub message: String,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub enable_large_string: Option<bool>,
     /// paiio extension: the table version the session reads.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub table_version: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub latest_version: Option<u64>,
 }
 
@@ -311,15 +279,9 @@ pub struct ReadSessionResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct SessionStats {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub estimated_size: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub estimated_row_count: Option<i64>,
 }
 
@@ -411,32 +373,17 @@ impl ReadSessionResponse {
 #[serde(default, rename_all = "PascalCase")]
 pub struct TableReadRequest {
     /// 0 or absent: the server's default.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub max_batch_rows: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub skip_row_num: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub max_batch_raw_size: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::tolerant"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "tolerant")]
     pub data_format: Option<DataFormat>,
-    #[serde(deserialize_with = "lenient::strings")]
+    #[serde(deserialize_with = "strings")]
     pub data_columns: Vec<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub data_columns_unordered: Option<bool>,
 }
 
@@ -458,17 +405,11 @@ impl From<&ReadRequest> for TableReadRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct PreviewRequest {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
-    #[serde(
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "lenient::strings"
-    )]
+    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "strings")]
     pub columns: Vec<String>,
 }
 
@@ -487,15 +428,9 @@ pub struct CreateWriteSessionRequest {
     pub flags: Option<WriteFlags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_spec: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub overwrite: Option<bool>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub enhance_write_check: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_partition_options: Option<DynamicPartitionOptions>,
@@ -510,7 +445,7 @@ pub struct WriteFlags {
     #[serde(
         alias = "Overwrite",
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
+        deserialize_with = "opt_bool"
     )]
     pub overwrite: Option<bool>,
 }
@@ -522,15 +457,9 @@ pub struct DynamicPartitionOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_strategy: Option<String>,
     /// -1: no limit.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub invalid_limit: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub dynamic_partition_limit: Option<i64>,
 }
 
@@ -596,38 +525,23 @@ impl CreateWriteSessionRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct WriteSessionResponse {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_status: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub expiration_time: Option<i64>,
     /// The columns of the table (BatchCompatible and V1).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::tolerant"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "tolerant")]
     pub data_schema: Option<ReadSchema>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supported_data_format: Option<Vec<DataFormat>>,
     /// Present in BatchCompatible sessions only.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub max_block_number: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub enhance_write_check: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_ordering: Option<Vec<Value>>,
@@ -637,10 +551,7 @@ pub struct WriteSessionResponse {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<Vec<WriteStreamResponse>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub min_uncommitted_staging_id: Option<Option<Value>>,
     /// The write schema JSON ([`TableSchema::to_write_schema_json`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -649,40 +560,22 @@ pub struct WriteSessionResponse {
     pub partial_partition_spec: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_spec: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub overwrite: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_mode: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub warning_message: Option<Option<String>>,
     /// paiio extension: the table version a committed session made.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub committed_version: Option<u64>,
     /// paiio extension (commit answers): the table version committed.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub table_version: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub version: Option<u64>,
     /// paiio extension (commit answers): the rows committed.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub record_count: Option<u64>,
 }
 
@@ -787,29 +680,17 @@ impl WriteSessionResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct WriteStreamResponse {
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
     pub stream_id: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub stream_version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_id: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub schema_version: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub warning_message: Option<Option<String>>,
     /// Present in exactly-once streams.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -822,41 +703,23 @@ pub struct WriteStreamResponse {
     /// The same, as some clients spell it.
     #[serde(rename = "status", skip_serializing_if = "Option::is_none")]
     pub status_lowercase: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub record_count: Option<i64>,
     #[serde(
         rename = "recordCount",
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
+        deserialize_with = "opt_i64"
     )]
     pub record_count_lowercase: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub row_offset: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub byte_size: Option<i64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub error_code: Option<Option<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub error_message: Option<Option<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub latest_schema_version: Option<i64>,
 }
 
@@ -947,20 +810,11 @@ pub struct StreamRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// A string, or a number; empty means none.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
     pub stream_id: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub stream_version: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub exactly_once_mode: Option<bool>,
 }
 
@@ -976,38 +830,20 @@ impl StreamRequest {
 #[serde(default, rename_all = "PascalCase")]
 pub struct WriteResponse {
     /// BatchCompatible and V1: the [`BlockCommitMessage`] as JSON text; null in Batch mode.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub commit_message: Option<Option<String>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub record_count: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub warning_message: Option<Option<String>>,
     /// Exactly-once: the stream's next expected row offset.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub exactly_once_row_offset: Option<i64>,
     /// paiio extension: the rows this write added (0 for a replay).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64")]
     pub rows_written: Option<u64>,
     /// paiio extension: whether the write was a replay, not applied again.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_bool"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_bool")]
     pub duplicate: Option<bool>,
 }
 
@@ -1017,14 +853,14 @@ pub struct WriteResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct BlockCommitMessage {
-    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub block_number: Option<u64>,
-    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub attempt_number: Option<u64>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64"
+        deserialize_with = "opt_u64"
     )]
     pub stream_version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1037,7 +873,7 @@ pub struct BlockCommitMessage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct WriterStats {
-    #[serde(deserialize_with = "lenient::opt_u64")]
+    #[serde(deserialize_with = "opt_u64")]
     pub record_num: Option<u64>,
 }
 
@@ -1077,22 +913,16 @@ pub struct CommitRequest {
     /// Batch: the streams to commit (absent: every closed stream) ...
     #[serde(
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_texts"
+        deserialize_with = "opt_texts"
     )]
     pub stream_ids: Option<Vec<String>>,
     /// ... and their versions, pairwise.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_u64s"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_u64s")]
     pub stream_versions: Option<Vec<u64>>,
     /// BatchCompatible and V1: the commit messages of the uploads to commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_messages: Option<Vec<Value>>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_i64"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub wait_flying_writers_timeout_seconds: Option<i64>,
 }
 
@@ -1150,10 +980,7 @@ pub struct WriteSchemaResponse {
     /// The write schema JSON ([`TableSchema::to_write_schema_json`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_schema: Option<Value>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub warning_message: Option<Option<String>>,
 }
 
@@ -1188,14 +1015,11 @@ pub struct WriteBlobResponse {
     pub blob_reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_references: Option<Vec<String>>,
-    #[serde(deserialize_with = "lenient::opt_u64")]
+    #[serde(deserialize_with = "opt_u64")]
     pub size: Option<u64>,
     #[serde(rename = "MD5Value", skip_serializing_if = "Option::is_none")]
     pub md5_value: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub warning_message: Option<Option<String>>,
 }
 
@@ -1203,6 +1027,6 @@ pub struct WriteBlobResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct BlobReadRequest {
-    #[serde(deserialize_with = "lenient::strings")]
+    #[serde(deserialize_with = "strings")]
     pub blob_references: Vec<String>,
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::protocol::lenient;
+use crate::protocol::lenient::{opt_bool, opt_text, or_default};
 use crate::types::{
     Column, MAX_CHAR_LENGTH, MAX_TYPE_DEPTH, MAX_VARCHAR_LENGTH, OdpsType, StructField,
     TableSchema, UNBOUNDED_DECIMAL_PRECISION_SCALE, check_decimal, check_length, too_deep,
@@ -17,9 +17,9 @@ use crate::types::{
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReadSchema {
-    #[serde(default, deserialize_with = "lenient::or_default")]
+    #[serde(default, deserialize_with = "or_default")]
     pub data_columns: Vec<ReadColumn>,
-    #[serde(default, deserialize_with = "lenient::or_default")]
+    #[serde(default, deserialize_with = "or_default")]
     pub partition_columns: Vec<ReadColumn>,
     /// Always empty here (paiio delivers no system columns); what a service lists is not
     /// read.
@@ -35,15 +35,15 @@ pub struct ReadColumn {
     /// The type string (`array<bigint>`).
     #[serde(rename = "Type")]
     pub type_name: String,
-    #[serde(default, deserialize_with = "lenient::or_default")]
+    #[serde(default, deserialize_with = "or_default")]
     pub comment: String,
     /// Absent: nullable.
-    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    #[serde(default, deserialize_with = "opt_bool")]
     pub nullable: Option<bool>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_text"
+        deserialize_with = "opt_text"
     )]
     pub column_id: Option<String>,
 }
