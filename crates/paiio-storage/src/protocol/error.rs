@@ -93,7 +93,7 @@ details! {
 }
 
 /// The status and the body an [`Error`] is answered with (the request id is the server's
-/// to fill in).
+/// to fill in, except for a service's own error, passed on with its message and request id).
 pub fn to_wire(e: &Error) -> (u16, ErrorBody) {
     let (status, code): (u16, &str) = match e {
         Error::NotFound { kind, .. } => match kind {
@@ -130,10 +130,19 @@ pub fn to_wire(e: &Error) -> (u16, ErrorBody) {
         }
         _ => (500, "InternalServerError"),
     };
+    let (message, request_id) = match e {
+        // A service's own answer, passed on as it came.
+        Error::Service {
+            message,
+            request_id,
+            ..
+        } => (message.clone(), request_id.clone()),
+        e => (e.to_string(), String::new()),
+    };
     let body = ErrorBody {
         code: code.to_string(),
-        message: e.to_string(),
-        request_id: String::new(),
+        message,
+        request_id,
         host_id: None,
         paiio: ErrorDetail::of(e),
     };

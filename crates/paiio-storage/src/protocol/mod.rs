@@ -20,6 +20,8 @@ pub mod error;
 pub mod headers;
 pub mod lenient;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 
 use serde::de::DeserializeOwned;
 
