@@ -17,8 +17,9 @@ pub struct ApiError {
     pub message: String,
     /// Filled in by the request-id layer when the handler did not know it.
     pub request_id: Option<String>,
-    /// The storage error as fields, when the answer is one.
-    pub detail: Option<ErrorDetail>,
+    /// The storage error as fields, when the answer is one (boxed: errors travel in every
+    /// `Result`).
+    pub detail: Option<Box<ErrorDetail>>,
 }
 
 impl ApiError {
@@ -71,7 +72,7 @@ impl From<Error> for ApiError {
             code: body.code,
             message: body.message,
             request_id: None,
-            detail: body.paiio,
+            detail: body.paiio.map(Box::new),
         }
     }
 }
@@ -94,7 +95,7 @@ impl IntoResponse for ApiError {
             message: self.message.clone(),
             request_id: request_id.clone(),
             host_id: Some("paiio".into()),
-            paiio: self.detail.clone(),
+            paiio: self.detail.as_deref().cloned(),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if !request_id.is_empty()
