@@ -686,7 +686,7 @@ pub struct WriteStreamResponse {
     pub stream_version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_schema: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
     pub table_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "opt_i64")]
     pub schema_version: Option<i64>,
