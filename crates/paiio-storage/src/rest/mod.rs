@@ -488,13 +488,11 @@ struct Call {
 
 impl Call {
     fn new(action: Action, table: &TableId, body: &impl Serialize) -> Self {
-        // The message types serialize infallibly (string keys only).
-        let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
         Call {
             action,
             table: table.clone(),
             params: Vec::new(),
-            body: CallBody::Json(Bytes::from(json)),
+            body: CallBody::Json(Bytes::new()),
             session: None,
             headers: Vec::new(),
             idempotency: Idempotency::Safe,
@@ -506,6 +504,7 @@ impl Call {
                 ..Default::default()
             },
         }
+        .json_body(body)
     }
 
     fn session(mut self, session_id: &str) -> Self {
@@ -516,6 +515,7 @@ impl Call {
     }
 
     fn json_body(mut self, body: &impl Serialize) -> Self {
+        // The message types serialize infallibly (string keys only).
         let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
         self.body = CallBody::Json(Bytes::from(json));
         self
