@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension module ``paiio._native`` (python/src/*.rs).
 
-Blocking calls release the GIL; reads wait on the reader's worker thread and raise
-``KeyboardInterrupt`` promptly on Ctrl-C (the reader's position is then unchanged).
+Blocking calls release the GIL; reads raise ``KeyboardInterrupt`` promptly on Ctrl-C (the
+reader's position is then unchanged).
 Errors are the classes of :mod:`paiio.errors`.
 """
 
@@ -16,6 +16,34 @@ _DefaultKind = Literal["int32", "int64", "float32", "float64", "bool", "string",
 
 def slice_range(total: int, slice_id: int, slice_count: int, equal: bool = False) -> tuple[int, int]:
     """The rows ``(start, end)`` of slice ``slice_id`` of ``slice_count`` over ``total`` rows."""
+    ...
+
+def table_uris(tables: Union[str, bytes, Sequence[Union[str, bytes]]]) -> list[str]:
+    """One URI per table, as written, from a URI, a comma-separated list or a list of either
+    (commas of a partition spec stay); each is checked."""
+    ...
+
+def row_counts(tables: Union[str, Sequence[str]]) -> list[int]:
+    """The rows of each table (a read session each; no reader is opened)."""
+    ...
+
+def record_defaults(values: Sequence[Any]) -> list[tuple[_DefaultKind, Any]]:
+    """``[(kind, value)]`` of record_defaults: the output type each entry asks for (as
+    ``tf.io.decode_csv``: ``int`` -> int32, ``float`` -> float32, ``np.int64``/``np.uint32``/
+    ``np.uint64`` -> int64, other numpy ints -> int32, ``np.float64`` -> float64,
+    ``np.float32`` -> float32, ``bool``/``np.bool_`` -> bool, ``str`` -> string, ``bytes`` ->
+    bytes; an entry may be a one-element list or array, or an eager tensor) and the default
+    as a value of that kind. A bad entry raises ``ConversionError``."""
+    ...
+
+def auto_shards(table_rows: Sequence[int], world: int, batch: int) -> int:
+    """Virtual shards per rank for ``paiio.torch.TableDataset(num_shards=0)``."""
+    ...
+
+def epoch_batches(table_rows: Sequence[int], rank: int, world: int, shards: int, batch: int,
+                  drop_last: bool, equal: bool) -> list[tuple[int, int, int]]:
+    """The batches of a rank's epoch, ``(shard, batch_in_shard, rows)`` in order: round ``j``
+    takes batch ``j`` of every virtual shard that still has one."""
     ...
 
 class ArrowBatch:
@@ -36,8 +64,8 @@ class ArrowOwner:
 class Reader:
     """Reads this worker's slice of one or more tables.
 
-    ``record_defaults`` (``[(kind, value)]``, see ``paiio._defaults.record_defaults_spec``)
-    types the columns and replaces NULLs; without it, columns keep their natural numpy types
+    ``record_defaults`` (one default per column, see :func:`record_defaults`) types the
+    columns and replaces NULLs; without it, columns keep their natural numpy types
     and NULL is 0 / False / NaN / None.
     """
 
@@ -59,7 +87,7 @@ class Reader:
         shuffle_block: Optional[int] = None,
         batch_rows: Optional[int] = None,
         chunk_rows: int = 0,
-        record_defaults: Optional[Sequence[tuple[_DefaultKind, Any]]] = None,
+        record_defaults: Optional[Sequence[Any]] = None,
         strings_as_bytes: bool = False,
     ) -> None: ...
     def read_struct(self, n: int) -> np.ndarray:

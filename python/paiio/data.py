@@ -8,17 +8,17 @@ It works in TF2 eager mode and in ``tf.compat.v1`` graph mode (one-shot iterator
 :func:`_graph_mode_for_v1_scripts`.
 
 TensorFlow is imported when a dataset is created, not when ``paiio`` is imported. The helpers
-at the top of this module (table lists, record_defaults) are shared with :mod:`paiio.torch`
-and import nothing heavy.
+at the top of this module are shared with :mod:`paiio.torch` and import nothing heavy.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional
 
 import numpy as np
 
+from . import _native
 from .errors import OutOfRangeException
 
 __all__ = ["TableRecordDataset"]
@@ -27,29 +27,6 @@ __all__ = ["TableRecordDataset"]
 _TF_BATCH_ROWS = 4096
 
 # ---- helpers shared with paiio.torch ---------------------------------------------------------
-
-_URI_SPLIT = re.compile(r"\s*,\s*(?=odps://)")
-
-
-def split_tables(tables: Any) -> List[str]:
-    """A list of table URIs from a URI, a comma-separated list of URIs, or a list/tuple of
-    either (bytes accepted). Commas inside a partition spec (``/pt=1,region=x``) stay."""
-    if isinstance(tables, (bytes, np.bytes_)):
-        tables = tables.decode("utf-8")
-    if isinstance(tables, str):
-        parts = [p.strip() for p in _URI_SPLIT.split(tables.strip())]
-        out = [p for p in parts if p]
-    elif isinstance(tables, (list, tuple, np.ndarray)):
-        out = []
-        for t in list(tables):
-            out.extend(split_tables(t))
-    else:
-        raise TypeError(
-            f"tables must be a str or a list of str, not {type(tables).__name__}"
-        )
-    if not out:
-        raise ValueError("no table given")
-    return out
 
 
 def column_text(cols: Any) -> Optional[str]:
@@ -66,90 +43,10 @@ def column_text(cols: Any) -> Optional[str]:
     return text or None
 
 
-#: dtype names of the record_defaults targets.
-_KINDS = ("int32", "int64", "float32", "float64", "bool", "string")
-
-
-def default_kind(value: Any) -> str:
-    """The output dtype a record_defaults entry asks for (as ``tf.io.decode_csv``)."""
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError(f"a record_defaults entry must be one value, not {value!r}")
-        value = value.reshape(()).item() if value.dtype == object else value.reshape(())[()]
-    if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            raise ValueError(
-                f"a record_defaults entry must be a value or a one-element list, not {value!r}"
-            )
-        return default_kind(value[0])
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    if isinstance(value, np.integer):
-        if value.dtype == np.int64 or value.dtype == np.uint32 or value.dtype == np.uint64:
-            return "int64"
-        return "int32"
-    if isinstance(value, int):
-        return "int32"
-    if isinstance(value, np.floating):
-        return "float64" if value.dtype == np.float64 else "float32"
-    if isinstance(value, float):
-        return "float32"
-    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
-        return "string"
-    tf_dtype = getattr(value, "dtype", None)
-    if tf_dtype is not None and hasattr(value, "numpy"):  # an eager tf.Tensor
-        return default_kind(value.numpy())
-    raise TypeError(
-        f"unsupported record_defaults entry {value!r} ({type(value).__name__}): use int, "
-        "float, np.int64, np.float32, np.float64, bool, str or bytes"
-    )
-
-
-def _unwrap(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return _unwrap(value[0])
-    if isinstance(value, np.ndarray):
-        return value.reshape(())[()]
-    if hasattr(value, "numpy") and hasattr(value, "dtype"):
-        return _unwrap(value.numpy())
-    return value
-
-
-def normalize_defaults(record_defaults: Any, text: str = "string") -> List[Tuple[str, Any]]:
-    """record_defaults as the ``(kind, value)`` pairs of the native reader: ``int`` -> int32,
-    ``np.int64`` -> int64, ``float`` -> float32, ``np.float64`` -> float64, ``np.float32``,
-    ``bool``, and ``str``/``bytes`` -> ``text`` (``"string"``: Python str; ``"bytes"``: bytes,
-    what ``tf.string`` holds)."""
-    if not isinstance(record_defaults, (list, tuple)):
-        raise TypeError(
-            f"record_defaults must be a list or tuple, not {type(record_defaults).__name__}"
-        )
-    out = []
-    for entry in record_defaults:
-        kind = default_kind(entry)
-        v = _unwrap(entry)
-        if kind == "bool":
-            v = bool(v)
-        elif kind in ("int32", "int64"):
-            v = int(v)
-        elif kind in ("float32", "float64"):
-            v = float(v)
-        elif kind == "string":
-            if text == "bytes":
-                kind = "bytes"
-                v = bytes(v) if isinstance(v, (bytes, np.bytes_)) else str(v).encode("utf-8")
-            else:
-                v = v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, np.bytes_)) else str(v)
-        out.append((kind, v))
-    return out
-
-
-def open_reader(tables: Sequence[str], **kwargs: Any) -> Any:
-    """Opens the native reader (``paiio._native.Reader``): ``tables`` a list of URIs, keyword
-    arguments as the native signature (``record_defaults`` as ``(kind, value)`` pairs)."""
-    from . import _native
-
-    return _native.Reader(list(tables), **{k: v for k, v in kwargs.items() if v is not None})
+def open_reader(tables: Any, **kwargs: Any) -> Any:
+    """Opens the native reader (``paiio._native.Reader``): ``tables`` as it takes them (a URI,
+    a comma-separated list, a list of either), keyword arguments as its signature."""
+    return _native.Reader(tables, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 # ---- TensorFlow ------------------------------------------------------------------------------
@@ -170,6 +67,7 @@ def _tf_dtype(kind: str):
         "float64": tf.float64,
         "bool": tf.bool,
         "string": tf.string,
+        "bytes": tf.string,
     }[kind]
 
 
@@ -181,7 +79,7 @@ class _Source:
         self.kinds = kinds
         self.options = options
 
-    def batches(self, tables: List[str]):
+    def batches(self, tables: Any):
         reader = open_reader(
             tables, record_defaults=self.defaults, strings_as_bytes=True, **self.options
         )
@@ -219,8 +117,10 @@ def _make_dataset(
     capacity: int,
 ):
     tf = _tf()
-    defaults = normalize_defaults(record_defaults, text="bytes")
-    kinds = [default_kind(d) for d in record_defaults]
+    kinds, defaults = [], []
+    for kind, value in _native.record_defaults(record_defaults):
+        kinds.append(kind)
+        defaults.append(value)
     selected = column_text(selected_cols)
     excluded = column_text(excluded_cols)
     if selected and excluded:
@@ -240,7 +140,7 @@ def _make_dataset(
     dtypes = [_tf_dtype(k) for k in kinds]
     signature = tuple(tf.TensorSpec(shape=[None], dtype=d) for d in dtypes)
 
-    def per_table_list(tables: List[str]):
+    def per_table_list(tables: Any):
         return tf.data.Dataset.from_generator(
             lambda: source.batches(tables), output_signature=signature
         ).unbatch()
@@ -250,10 +150,9 @@ def _make_dataset(
     # fails at construction.
     names = None
     if isinstance(filenames, (str, bytes, list, tuple, np.ndarray)):
-        names = split_tables(filenames)
+        names = filenames
     elif isinstance(filenames, tf.Tensor) and hasattr(filenames, "numpy"):
-        values = filenames.numpy()
-        names = split_tables([_decode_name(v) for v in np.atleast_1d(values)])
+        names = [_decode_name(v) for v in np.atleast_1d(filenames.numpy())]
     if names is not None:
         reader = open_reader(names, record_defaults=defaults, strings_as_bytes=True, **options)
         reader.close()
@@ -273,7 +172,7 @@ def _make_dataset(
         raise TypeError(f"filenames must hold strings, not {queue.element_spec.dtype.name}")
 
     def gen(name):
-        yield from source.batches(split_tables(_decode_name(name)))
+        yield from source.batches(_decode_name(name))
 
     def per_name(name):
         return tf.data.Dataset.from_generator(

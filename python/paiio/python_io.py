@@ -10,7 +10,6 @@ before.
 import numpy as np
 
 from . import _native
-from ._defaults import record_defaults_spec
 from .errors import OutOfRangeException, OutOfRangeError  # noqa: F401  (PAI's names)
 
 __all__ = ["TableReader", "TableWriter", "OutOfRangeException", "OutOfRangeError"]
@@ -37,7 +36,7 @@ class TableReader:
         batch_rows: rows per request (and per iteration chunk).
         record_defaults: (beyond PAI's TableReader) one default per column, whose type picks
             the column's dtype and which replaces NULLs, as for ``TableRecordDataset`` (see
-            ``paiio._defaults``).
+            ``paiio._native.record_defaults``).
         options: more keyword arguments of ``paiio._native.Reader`` (``equal``,
             ``shuffle_seed``, ``epoch``, ``byte_budget``...).
 
@@ -60,7 +59,7 @@ class TableReader:
             capacity=capacity,
             strings_as_bytes=strings_as_bytes,
             batch_rows=batch_rows,
-            record_defaults=record_defaults_spec(record_defaults),
+            record_defaults=record_defaults,
             **options,
         )
 

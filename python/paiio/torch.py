@@ -49,8 +49,6 @@ Importing this module imports torch; ``import paiio`` does not.
 
 from __future__ import annotations
 
-import math
-import re
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -63,42 +61,9 @@ from . import data as _frameworks  # shared helpers; importing it does not impor
 
 __all__ = ["TableDataset", "DataLoader"]
 
-#: Virtual shard counts tried by ``num_shards=0`` (automatic), largest first: all divide
-#: 24, so that common worker counts (1, 2, 3, 4, 6, 8, 12, 24) divide them.
-_AUTO_SHARDS = (24, 12, 8, 6, 4, 2, 1)
-#: ``num_shards=0`` picks the largest count giving every shard at least this many batches.
-_MIN_BATCHES_PER_SHARD = 16
 _STATE_VERSION = 1
 #: Rows per batch the shard readers request (at least): see ``TableDataset._open_sessions``.
 _READ_BATCH_ROWS = 8192
-
-
-def _plan(
-    table_rows: Sequence[int], rank: int, world: int, shards: int, batch: int, drop_last: bool
-) -> List[Tuple[int, int, int]]:
-    """The batch sequence of a rank's epoch: ``(shard, batch_in_shard, rows)`` in order."""
-    counts = []
-    for v in range(shards):
-        rows = 0
-        for n in table_rows:
-            a, b = _native.slice_range(n, rank * shards + v, world * shards)
-            rows += b - a
-        counts.append(rows)
-    nbatches = [(c // batch) if drop_last else -(-c // batch) for c in counts]
-    order = []
-    for j in range(max(nbatches, default=0)):
-        for v in range(shards):
-            if j < nbatches[v]:
-                order.append((v, j, min(batch, counts[v] - j * batch)))
-    return order
-
-
-def _auto_shards(table_rows: Sequence[int], world: int, batch: int) -> int:
-    per_rank = sum(table_rows) // max(world, 1)
-    for v in _AUTO_SHARDS:
-        if per_rank >= v * batch * _MIN_BATCHES_PER_SHARD:
-            return v
-    return 1
 
 
 def _resolve_dist() -> Tuple[Optional[int], Optional[int]]:
@@ -170,7 +135,7 @@ class TableDataset(torch.utils.data.IterableDataset):
             if columns is not None:
                 raise ValueError("give `columns` or `selected_cols`, not both")
             columns = selected_cols
-        self.tables = _frameworks.split_tables(tables)
+        self.tables = _native.table_uris(tables)
         self.columns = _frameworks.column_text(columns)
         self.excluded_cols = _frameworks.column_text(excluded_cols)
         if self.columns and self.excluded_cols:
@@ -181,7 +146,7 @@ class TableDataset(torch.utils.data.IterableDataset):
         self.record_defaults = (
             None
             if record_defaults is None
-            else _frameworks.normalize_defaults(record_defaults, text="bytes" if strings == "bytes" else "string")
+            else [value for _, value in _native.record_defaults(record_defaults)]
         )
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -248,34 +213,20 @@ class TableDataset(torch.utils.data.IterableDataset):
     def table_rows(self) -> List[int]:
         """Rows of each table (one count per entry of ``tables``), read once and cached."""
         if self._table_rows is None:
-            rows = []
-            for t in self.tables:
-                reader = _frameworks.open_reader([t], num_threads=1, **self._reader_kwargs())
-                try:
-                    rows.append(int(reader.row_count))
-                finally:
-                    reader.close()
-            self._table_rows = rows
+            self._table_rows = _native.row_counts(self.tables)
         return self._table_rows
 
     def _shards(self) -> int:
         if self.num_shards:
             return self.num_shards
         _, world = self._rank_world()
-        return _auto_shards(self.table_rows(), world, self.batch_size)
+        return _native.auto_shards(self.table_rows(), world, self.batch_size)
 
     def _order(self) -> List[Tuple[int, int, int]]:
+        """The batch sequence of this rank's epoch: ``(shard, batch_in_shard, rows)``."""
         rank, world = self._rank_world()
-        shards = self._shards()
-        rows = self.table_rows()
-        order = _plan(rows, rank, world, shards, self.batch_size, self.drop_last)
-        if self.equal and world > 1:
-            least = min(
-                len(_plan(rows, r, world, shards, self.batch_size, self.drop_last))
-                for r in range(world)
-            )
-            del order[least:]
-        return order
+        return _native.epoch_batches(self.table_rows(), rank, world, self._shards(),
+                                     self.batch_size, self.drop_last, self.equal)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (all DataLoader workers together)."""

@@ -118,13 +118,7 @@ pub fn kind_of(ty: Option<&OdpsType>, dt: &DataType, strings_as_bytes: bool) -> 
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => match ty {
-            // Text columns read as binary (record_defaults of bytes) follow the option.
-            Some(OdpsType::String | OdpsType::Varchar(_) | OdpsType::Char(_) | OdpsType::Json) => {
-                Kind::Bytes
-            }
-            _ => Kind::Bytes,
-        },
+        | DataType::FixedSizeBinary(_) => Kind::Bytes,
         _ => match ty {
             Some(OdpsType::Date | OdpsType::IntervalYearMonth) => Kind::I32,
             Some(

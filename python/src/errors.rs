@@ -35,11 +35,7 @@ fn storage_class_name(error: &StorageError) -> &'static str {
         StorageError::OutOfRange { .. } => "OutOfRangeException",
         StorageError::InvalidArgument { .. } => "InvalidArgumentError",
         StorageError::TypeMismatch { .. } => "ConversionError",
-        StorageError::Config { message, .. }
-            if message.contains("cannot read the configuration file") =>
-        {
-            "ConfigFileNotFoundError"
-        }
+        StorageError::ConfigFileUnreadable { .. } => "ConfigFileNotFoundError",
         StorageError::Config { .. } => "ConfigError",
         StorageError::Unauthenticated { .. } => "AuthError",
         StorageError::SessionExpired { .. } => "SessionExpiredError",

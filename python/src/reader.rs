@@ -1,155 +1,41 @@
-//! `paiio._native.Reader`: a [`TableReader`] (or, with record_defaults, a [`RecordDataset`])
-//! for Python. Reads run on the reader's worker thread without the GIL and can be
-//! interrupted with Ctrl-C ([`crate::interrupt`]); batches become numpy structured arrays,
-//! dicts of numpy arrays or Arrow data ([`crate::convert`], [`crate::arrow_ffi`]).
+//! `paiio._native.Reader`: a handle on a [`TableReader`] for Python. Reads run on the calling
+//! thread without the GIL, over the reader's prefetch, and stop at Ctrl-C (the position is
+//! then unchanged); batches become numpy structured arrays, dicts of numpy arrays or Arrow
+//! data ([`crate::convert`], [`crate::arrow_ffi`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{ArrowError, SchemaRef};
-use paiio::coerce::RecordDefault;
-use paiio::dataset::RecordDataset;
+use arrow_schema::ArrowError;
 use paiio::options::{ReaderOptions, Shuffle};
 use paiio::reader::{ReaderState, TableReader};
-use paiio_storage::types::OdpsType;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCapsule, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyCapsule, PyDict, PyList, PyString};
 
 use crate::arrow_ffi::{self, ArrowBatch, BatchIter};
 use crate::convert::{self, Kind, Prepared};
+use crate::defaults;
 use crate::errors::{self, IntoPyResult};
-use crate::interrupt::{self, Worker};
 
-/// What a [`Reader`] reads with.
-enum Source {
-    Plain(TableReader),
-    Typed(RecordDataset),
-}
+/// How often a waiting read checks for signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-impl Source {
-    fn read(&mut self, n: usize) -> paiio::Result<RecordBatch> {
-        match self {
-            Source::Plain(r) => r.read(n),
-            Source::Typed(d) => {
-                let (position, total) = (d.reader().position(), d.reader().row_count());
-                d.next_batch(n)?.ok_or_else(|| {
-                    paiio::Error::OutOfRange(format!(
-                        "the slice has {total} rows and all were read (at row {position})"
-                    ))
-                })
-            }
+/// Table URIs from a str or bytes (one URI or several, comma-separated) or an iterable of
+/// them, passed on as written: the reader parses them ([`paiio_storage::TableUri::parse_list`]).
+pub fn tables_arg(tables: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let text = |item: &Bound<'_, PyAny>| -> PyResult<String> {
+        match item.cast::<PyBytes>() {
+            Ok(b) => Ok(String::from_utf8_lossy(b.as_bytes()).into_owned()),
+            Err(_) => item.extract::<String>(),
         }
+    };
+    if tables.is_instance_of::<PyString>() || tables.is_instance_of::<PyBytes>() {
+        return Ok(vec![text(tables)?]);
     }
-
-    fn reader(&self) -> &TableReader {
-        match self {
-            Source::Plain(r) => r,
-            Source::Typed(d) => d.reader(),
-        }
-    }
-
-    fn position(&self) -> u64 {
-        self.reader().position()
-    }
-
-    fn seek(&mut self, offset: u64) -> paiio::Result<()> {
-        match self {
-            Source::Plain(r) => r.seek(offset),
-            Source::Typed(d) => d.seek(offset),
-        }
-    }
-
-    fn set_epoch(&mut self, epoch: u64) -> paiio::Result<()> {
-        match self {
-            Source::Plain(r) => r.set_epoch(epoch),
-            Source::Typed(d) => d.set_epoch(epoch),
-        }
-    }
-
-    fn restore(&mut self, state: &ReaderState) -> paiio::Result<()> {
-        match self {
-            Source::Plain(r) => r.restore(state),
-            Source::Typed(d) => d.restore(state),
-        }
-    }
-
-    fn close(&mut self) {
-        match self {
-            Source::Plain(r) => r.close(),
-            Source::Typed(d) => d.close(),
-        }
-    }
-
-    fn prefetch(&mut self) -> paiio::Result<()> {
-        match self {
-            Source::Plain(r) => r.prefetch(),
-            Source::Typed(d) => d.prefetch(),
-        }
-    }
-
-    fn open_slice(&self, slice_id: u64, slice_count: u64) -> paiio::Result<Source> {
-        Ok(match self {
-            Source::Plain(r) => Source::Plain(r.open_slice(slice_id, slice_count)?),
-            Source::Typed(d) => Source::Typed(d.open_slice(slice_id, slice_count)?),
-        })
-    }
-}
-
-/// One entry of record_defaults from Python: `(kind, value)`.
-fn record_default(
-    py: Python<'_>,
-    index: usize,
-    entry: &Bound<'_, PyAny>,
-) -> PyResult<RecordDefault> {
-    let pair = entry.cast::<PyTuple>().map_err(|_| {
-        errors::invalid(
-            py,
-            "record_defaults",
-            format!("entry {index} is not a (kind, value) pair"),
-        )
-    })?;
-    let kind: String = pair.get_item(0)?.extract()?;
-    let value = pair.get_item(1)?;
-    Ok(match kind.as_str() {
-        "int32" => RecordDefault::Int32(value.extract()?),
-        "int64" => RecordDefault::Int64(value.extract()?),
-        "float32" => RecordDefault::Float32(value.extract::<f64>()? as f32),
-        "float64" => RecordDefault::Float64(value.extract()?),
-        "bool" => RecordDefault::Bool(value.extract()?),
-        "string" => RecordDefault::String(value.extract()?),
-        "bytes" => RecordDefault::Bytes(value.extract()?),
-        other => {
-            return Err(errors::invalid(
-                py,
-                "record_defaults",
-                format!(
-                    "entry {index} has kind `{other}` (expected int32, int64, float32, float64, \
-                     bool, string or bytes)"
-                ),
-            ));
-        }
-    })
-}
-
-/// Table URIs from a str (one URI or several, comma-separated) or a list of str.
-fn tables_arg(tables: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    if let Ok(s) = tables.cast::<PyString>() {
-        return Ok(vec![s.extract()?]);
-    }
-    let mut out = Vec::new();
-    for item in tables.try_iter()? {
-        let item = item?;
-        let text = if let Ok(b) = item.extract::<Vec<u8>>() {
-            String::from_utf8_lossy(&b).into_owned()
-        } else {
-            item.extract::<String>()?
-        };
-        out.push(text);
-    }
-    Ok(out)
+    tables.try_iter()?.map(|item| text(&item?)).collect()
 }
 
 /// Column names from None, a comma-separated str, or a list of str.
@@ -164,21 +50,19 @@ fn columns_arg(cols: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>>
     Ok(Some(list).filter(|l| !l.is_empty()))
 }
 
-/// Up to `n` rows of `source`, and, if asked, their columns prepared for numpy.
-fn read_prepared(
-    source: &mut Source,
-    n: usize,
-    prepare: bool,
-    kinds: &[Kind],
-    types: Option<&[OdpsType]>,
-) -> paiio::Result<(RecordBatch, Option<Vec<Prepared>>)> {
-    let batch = source.read(n)?;
-    let prepared = if prepare {
-        Some(convert::prepare(&batch, kinds, types)?)
-    } else {
-        None
-    };
-    Ok((batch, prepared))
+/// Why a read gave no rows: the reader's error, or a signal while it waited.
+enum Failure {
+    Read(paiio::Error),
+    Signal(PyErr),
+}
+
+impl Failure {
+    fn into_py(self, py: Python<'_>) -> PyErr {
+        match self {
+            Failure::Read(e) => errors::to_py(py, e),
+            Failure::Signal(e) => e,
+        }
+    }
 }
 
 /// The dtype of structured arrays, made on first use.
@@ -191,156 +75,76 @@ struct StructLayout {
 /// Reads a slice of one or more tables. See `paiio/_native.pyi` for the Python API.
 #[pyclass(frozen, module = "paiio._native")]
 pub struct Reader {
-    source: Arc<Mutex<Source>>,
-    worker: Worker,
-    names: Vec<String>,
-    /// The MaxCompute types of the columns read.
-    types: Vec<OdpsType>,
+    reader: Arc<Mutex<TableReader>>,
+    /// The numpy kind of each column.
     kinds: Vec<Kind>,
-    /// Whether record_defaults typed the columns.
-    typed: bool,
-    arrow_schema: SchemaRef,
-    batch_rows: usize,
-    row_count: u64,
-    num_threads: usize,
     layout: PyOnceLock<StructLayout>,
-    /// The slice position of the next row delivered, known without waiting for the source
-    /// (a read abandoned after Ctrl-C may still hold it).
-    position: Arc<AtomicU64>,
-    pid: u32,
-    closed: AtomicBool,
 }
 
 impl Reader {
-    /// A reader over `source` (a new reader or a slice of one), at its start.
-    fn over(
-        source: Source,
-        names: Vec<String>,
-        types: Vec<OdpsType>,
-        kinds: Vec<Kind>,
-        typed: bool,
-        arrow_schema: SchemaRef,
-        batch_rows: usize,
-    ) -> Reader {
-        let reader = source.reader();
-        let (row_count, num_threads) = (reader.row_count(), reader.num_threads());
+    fn over(reader: TableReader, kinds: Vec<Kind>) -> Reader {
         Reader {
-            source: Arc::new(Mutex::new(source)),
-            worker: Worker::default(),
-            names,
-            types,
+            reader: Arc::new(Mutex::new(reader)),
             kinds,
-            typed,
-            arrow_schema,
-            batch_rows,
-            row_count,
-            num_threads,
             layout: PyOnceLock::new(),
-            position: Arc::new(AtomicU64::new(0)),
-            pid: std::process::id(),
-            closed: AtomicBool::new(false),
         }
     }
 
-    fn check_usable(&self, py: Python<'_>) -> PyResult<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(errors::to_py(py, paiio::Error::Closed("TableReader")));
-        }
-        if self.pid != std::process::id() {
-            return Err(errors::invalid(
-                py,
-                "reader",
-                "this reader was opened before fork(); open a new one in the child process",
-            ));
-        }
-        Ok(())
+    /// Runs `f` on the reader without the GIL (waiting for a read in progress).
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut TableReader) -> T + Send) -> T {
+        py.detach(|| f(&mut self.reader.lock()))
     }
 
-    /// Reads up to `n` rows (Ctrl-C interrupts a wait; the position is then unchanged),
-    /// prepared for numpy if asked.
-    ///
-    /// Rows already at hand are read on the calling thread (without the GIL); otherwise the
-    /// read runs on the worker thread, so that a long wait for the backend stays
-    /// interruptible. Handing every read to the worker cost two thread switches per batch,
-    /// more than slicing a batch out of rows read ahead.
+    /// Reads up to `n` rows, prepared for numpy if asked. Ctrl-C stops a wait for the
+    /// backend: the read is dropped and the position is unchanged.
     fn fetch(
         &self,
         py: Python<'_>,
         n: usize,
         prepare: bool,
     ) -> PyResult<(RecordBatch, Option<Vec<Prepared>>)> {
-        self.check_usable(py)?;
-        let types = (!self.typed).then_some(self.types.as_slice());
-        let at_hand = py.detach(|| {
-            // Busy: a read abandoned after Ctrl-C still runs on the worker; queue behind it.
-            let mut source = self.source.try_lock()?;
-            if !source.reader().can_read_now(n) {
-                return None;
+        let kinds = &self.kinds;
+        self.with(py, |reader| {
+            let read = reader.read_async(n);
+            let checked = paiio::runtime::block_on_checked(read, SIGNAL_CHECK, || {
+                Python::attach(|py| py.check_signals())
+            });
+            let batch = match checked {
+                Ok(Ok(Ok(batch))) => batch,
+                Ok(Ok(Err(e))) | Err(e) => return Err(Failure::Read(e)),
+                Ok(Err(signal)) => return Err(Failure::Signal(signal)),
+            };
+            if !prepare {
+                return Ok((batch, None));
             }
-            let result = read_prepared(&mut source, n, prepare, &self.kinds, types);
-            self.position.store(source.position(), Ordering::SeqCst);
-            Some(result)
-        });
-        if let Some(result) = at_hand {
-            return result.py_err(py);
-        }
-        let source = self.source.clone();
-        let undo_source = self.source.clone();
-        let (position, undo_position) = (self.position.clone(), self.position.clone());
-        let kinds = self.kinds.clone();
-        let types = types.map(<[OdpsType]>::to_vec);
-        type Out = (u64, paiio::Result<(RecordBatch, Option<Vec<Prepared>>)>);
-        let (_, result) = interrupt::run::<Out, _, _>(
-            py,
-            &self.worker,
-            move |slot| {
-                let mut source = source.lock();
-                let before = source.position();
-                let result = read_prepared(&mut source, n, prepare, &kinds, types.as_deref());
-                position.store(source.position(), Ordering::SeqCst);
-                if let Some((before, Ok(_))) = slot.finish((before, result)) {
-                    // Nobody wants these rows any more: read them again next time.
-                    let _ = source.seek(before);
-                    position.store(source.position(), Ordering::SeqCst);
-                }
-            },
-            move |(before, result)| {
-                if result.is_ok() {
-                    let mut source = undo_source.lock();
-                    let _ = source.seek(before);
-                    undo_position.store(source.position(), Ordering::SeqCst);
-                }
-            },
-        )?;
-        result.py_err(py)
+            let types = match reader.options().record_defaults {
+                Some(_) => None,
+                None => Some(
+                    reader
+                        .schema()
+                        .columns
+                        .iter()
+                        .map(|c| c.ty.clone())
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            let prepared =
+                convert::prepare(&batch, kinds, types.as_deref()).map_err(Failure::Read)?;
+            Ok((batch, Some(prepared)))
+        })
+        .map_err(|f| f.into_py(py))
     }
 
     fn layout(&self, py: Python<'_>) -> PyResult<&StructLayout> {
         self.layout.get_or_try_init(py, || {
-            let (dtype, offsets, itemsize) = convert::struct_dtype(py, &self.names, &self.kinds)?;
+            let names = self.columns(py);
+            let (dtype, offsets, itemsize) = convert::struct_dtype(py, &names, &self.kinds)?;
             Ok::<_, PyErr>(StructLayout {
                 dtype: dtype.unbind(),
                 offsets,
                 itemsize,
             })
         })
-    }
-
-    /// Runs `f` on the source without the GIL (waiting for a read in progress).
-    fn with_source<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut Source) -> paiio::Result<T> + Send,
-    ) -> PyResult<T> {
-        self.check_usable(py)?;
-        let (source, position) = (&self.source, &self.position);
-        py.detach(|| {
-            let mut source = source.lock();
-            let result = f(&mut source);
-            position.store(source.position(), Ordering::SeqCst);
-            result
-        })
-        .py_err(py)
     }
 }
 
@@ -399,6 +203,7 @@ impl Reader {
             byte_budget,
             equal,
             chunk_rows,
+            record_defaults: defaults::parse(record_defaults)?,
             ..ReaderOptions::default()
         };
         if let Some(rows) = batch_rows {
@@ -414,54 +219,17 @@ impl Reader {
             }
             options.shuffle = Some(shuffle);
         }
-        let defaults = match record_defaults {
-            None => None,
-            Some(d) if d.is_none() => None,
-            Some(d) => Some(
-                d.try_iter()?
-                    .enumerate()
-                    .map(|(i, e)| record_default(py, i, &e?))
-                    .collect::<PyResult<Vec<_>>>()?,
-            ),
-        };
-        let typed = defaults.is_some();
-        let batch_rows = options.batch_rows;
-        let source = py
-            .detach(move || match defaults {
-                None => TableReader::open(tables, options).map(Source::Plain),
-                Some(d) => RecordDataset::open(tables, d, options).map(Source::Typed),
-            })
+        let reader = py
+            .detach(move || TableReader::open(tables, options))
             .py_err(py)?;
-        let (types, arrow_schema): (Vec<OdpsType>, SchemaRef) = match &source {
-            Source::Plain(r) => (
-                r.schema().all_columns().map(|c| c.ty.clone()).collect(),
-                r.arrow_schema(),
-            ),
-            Source::Typed(d) => (
-                d.columns().iter().map(|c| c.ty.clone()).collect(),
-                d.schema(),
-            ),
-        };
-        let names: Vec<String> = arrow_schema
+        let kinds = reader
+            .arrow_schema()
             .fields()
             .iter()
-            .map(|f| f.name().clone())
+            .zip(&reader.schema().columns)
+            .map(|(f, c)| convert::kind_of(Some(&c.ty), f.data_type(), strings_as_bytes))
             .collect();
-        let kinds = arrow_schema
-            .fields()
-            .iter()
-            .zip(&types)
-            .map(|(f, t)| convert::kind_of(Some(t), f.data_type(), strings_as_bytes))
-            .collect();
-        Ok(Reader::over(
-            source,
-            names,
-            types,
-            kinds,
-            typed,
-            arrow_schema,
-            batch_rows,
-        ))
+        Ok(Reader::over(reader, kinds))
     }
 
     /// Up to `n` rows as a numpy structured array (fields named after the columns).
@@ -482,7 +250,7 @@ impl Reader {
     /// Up to `n` rows as a dict `column name -> 1-D numpy array`.
     fn read_batch<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyDict>> {
         let (_, prepared) = self.fetch(py, n, true)?;
-        convert::to_dict(py, &self.names, &prepared.unwrap_or_default())
+        convert::to_dict(py, &self.columns(py), &prepared.unwrap_or_default())
     }
 
     /// Up to `n` rows as an Arrow batch (`pyarrow.record_batch(reader.read_arrow(n))`).
@@ -495,36 +263,30 @@ impl Reader {
     /// reader's read sessions (no request to the backend; one snapshot of the tables), with
     /// this reader's other options.
     fn open_slice(&self, py: Python<'_>, slice_id: u64, slice_count: u64) -> PyResult<Reader> {
-        let source = self.with_source(py, |s| s.open_slice(slice_id, slice_count))?;
-        Ok(Reader::over(
-            source,
-            self.names.clone(),
-            self.types.clone(),
-            self.kinds.clone(),
-            self.typed,
-            self.arrow_schema.clone(),
-            self.batch_rows,
-        ))
+        let reader = self
+            .with(py, |r| r.open_slice(slice_id, slice_count))
+            .py_err(py)?;
+        Ok(Reader::over(reader, self.kinds.clone()))
     }
 
     /// Starts reading ahead now rather than at the first read.
     fn prefetch(&self, py: Python<'_>) -> PyResult<()> {
-        self.with_source(py, |s| s.prefetch())
+        self.with(py, |r| r.prefetch()).py_err(py)
     }
 
     /// Moves to row `offset` of the slice (0..=row_count).
     fn seek(&self, py: Python<'_>, offset: u64) -> PyResult<()> {
-        self.with_source(py, |s| s.seek(offset))
+        self.with(py, |r| r.seek(offset)).py_err(py)
     }
 
     /// Starts epoch `epoch` (a new shuffle order when shuffling) at the start of the slice.
     fn set_epoch(&self, py: Python<'_>, epoch: u64) -> PyResult<()> {
-        self.with_source(py, |s| s.set_epoch(epoch))
+        self.with(py, |r| r.set_epoch(epoch)).py_err(py)
     }
 
     /// The exact position as a JSON string, for `restore`.
     fn state(&self, py: Python<'_>) -> PyResult<String> {
-        let state = self.with_source(py, |s| Ok(s.reader().state()))?;
+        let state = self.with(py, |r| r.state());
         serde_json::to_string(&state)
             .map_err(|e| errors::invalid(py, "reader state", e.to_string()))
     }
@@ -533,75 +295,67 @@ impl Reader {
     fn restore(&self, py: Python<'_>, state: &str) -> PyResult<()> {
         let state: ReaderState = serde_json::from_str(state)
             .map_err(|e| errors::invalid(py, "reader state", format!("not a saved state: {e}")))?;
-        self.with_source(py, move |s| s.restore(&state))
+        self.with(py, move |r| r.restore(&state)).py_err(py)
     }
 
     /// Stops prefetching; later calls raise ClosedError. Closing twice is fine.
-    fn close(&self) {
-        if self.closed.swap(true, Ordering::SeqCst) || self.pid != std::process::id() {
-            return;
-        }
-        // A read in progress (perhaps abandoned after Ctrl-C) may hold the source: close
-        // after it on the worker rather than wait here.
-        if let Some(mut source) = self.source.try_lock() {
-            source.close();
-            return;
-        }
-        let source = self.source.clone();
-        let _ = self.worker.submit(Box::new(move || source.lock().close()));
+    fn close(&self, py: Python<'_>) {
+        self.with(py, TableReader::close);
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+    fn closed(&self, py: Python<'_>) -> bool {
+        self.with(py, |r| r.is_closed())
     }
 
     /// Rows in this slice.
     #[getter]
-    fn row_count(&self) -> u64 {
-        self.row_count
+    fn row_count(&self, py: Python<'_>) -> u64 {
+        self.with(py, |r| r.row_count())
     }
 
     /// The slice position of the next row.
     #[getter]
-    fn position(&self) -> u64 {
-        self.position.load(Ordering::SeqCst)
+    fn position(&self, py: Python<'_>) -> u64 {
+        // Not `r.position()`: `&mut TableReader` is an iterator, with a `position` of its own.
+        self.with(py, |r| TableReader::position(r))
     }
 
     /// Prefetch streams in use.
     #[getter]
-    fn num_threads(&self) -> usize {
-        self.num_threads
+    fn num_threads(&self, py: Python<'_>) -> usize {
+        self.with(py, |r| r.num_threads())
     }
 
     /// Rows per batch of the Arrow stream.
     #[getter]
-    fn batch_rows(&self) -> usize {
-        self.batch_rows
+    fn batch_rows(&self, py: Python<'_>) -> usize {
+        self.with(py, |r| r.options().batch_rows)
     }
 
     /// The column names, in output order.
     #[getter]
-    fn columns(&self) -> Vec<String> {
-        self.names.clone()
+    fn columns(&self, py: Python<'_>) -> Vec<String> {
+        self.with(py, |r| {
+            r.schema().columns.iter().map(|c| c.name.clone()).collect()
+        })
     }
 
     /// `[(name, MaxCompute type, python type name)]` of the columns read, in output order:
     /// the python type is `int`, `float`, `bool` or `object` (str/bytes/None).
     fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let rows = self
-            .names
-            .iter()
-            .zip(&self.types)
+        let columns = self.with(py, |r| r.schema().columns.clone());
+        let rows = columns
+            .into_iter()
             .zip(&self.kinds)
-            .map(|((name, ty), kind)| {
+            .map(|(c, kind)| {
                 let pytype = match kind {
                     Kind::F32 | Kind::F64 => "float",
                     Kind::Bool => "bool",
                     Kind::Str | Kind::Bytes => "object",
                     _ => "int",
                 };
-                (name.clone(), ty.to_string(), pytype)
+                (c.name, c.ty.to_string(), pytype)
             })
             .collect::<Vec<_>>();
         PyList::new(py, rows)
@@ -615,7 +369,8 @@ impl Reader {
 
     /// The Arrow schema (an `arrow_schema` capsule).
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        arrow_ffi::schema_capsule(py, &self.arrow_schema)
+        let schema = self.with(py, |r| r.arrow_schema());
+        arrow_ffi::schema_capsule(py, &schema)
     }
 
     /// The rest of the slice as an Arrow stream of `batch_rows`-row batches:
@@ -628,33 +383,31 @@ impl Reader {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema; // Offered as it is.
-        self.check_usable(py)?;
-        let source = self.source.clone();
-        let position = self.position.clone();
-        let rows = self.batch_rows;
+        let (schema, rows) = self
+            .with(py, |r| -> paiio::Result<_> {
+                r.check_usable()?;
+                Ok((r.arrow_schema(), r.options().batch_rows))
+            })
+            .py_err(py)?;
+        let reader = self.reader.clone();
         let iter = std::iter::from_fn(move || {
-            let mut source = source.lock();
-            let result = source.read(rows);
-            position.store(source.position(), Ordering::SeqCst);
-            match result {
-                Ok(batch) => Some(Ok(batch)),
-                Err(e) if e.is_out_of_range() => None,
-                Err(e) => Some(Err(ArrowError::ExternalError(Box::new(e)))),
-            }
+            reader
+                .lock()
+                .next_batch(rows)
+                .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+                .transpose()
         });
-        arrow_ffi::stream_capsule(
-            py,
-            Box::new(BatchIter {
-                schema: self.arrow_schema.clone(),
-                iter,
-            }),
-        )
+        arrow_ffi::stream_capsule(py, Box::new(BatchIter { schema, iter }))
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "Reader(columns={:?}, row_count={}, typed={})",
-            self.names, self.row_count, self.typed
-        )
+    fn __repr__(&self, py: Python<'_>) -> String {
+        self.with(py, |r| {
+            format!(
+                "Reader(columns={:?}, row_count={}, typed={})",
+                r.schema().column_names(),
+                r.row_count(),
+                r.options().record_defaults.is_some()
+            )
+        })
     }
 }

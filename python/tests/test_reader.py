@@ -267,7 +267,7 @@ def test_read_batch_numeric_columns_are_zero_copy(wh):
     assert b2["id"].dtype == np.int32 and b2["x"].dtype == np.float32
 
 
-@pytest.mark.parametrize("defaults", [None, [("int64", 0), ("string", ""), ("float32", 0.0)]])
+@pytest.mark.parametrize("defaults", [None, [np.int64(0), "", np.float32(0)]])
 def test_open_slice_shares_the_sessions_of_a_reader(wh, defaults):
     from paiio import _native
 
@@ -298,3 +298,15 @@ def test_forward_seeks_skip_what_was_read_ahead(wh):
         for at, n in [(0, 10), (50, 10), (300, 20), (700, 50), (2000, 10), (100, 5), (2999, 1)]:
             r.seek(at)
             assert r.read(n)["id"].tolist() == full[at:at + n], (at, shuffle)
+
+
+def test_table_lists_and_row_counts(wh):
+    from paiio import _native
+
+    t = numbered(wh, "rc", 7)
+    assert _native.table_uris(f"{t} , {t}".encode()) == [t, t]
+    assert _native.table_uris(["odps://p/tables/a/pt=1,x=2, odps://p/tables/b"]) == [
+        "odps://p/tables/a/pt=1,x=2", "odps://p/tables/b"]
+    with pytest.raises(paiio.InvalidArgumentError):
+        _native.table_uris([])
+    assert _native.row_counts([t, t]) == [7, 7]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from paiio._defaults import record_defaults_spec
+from paiio import _native
 from paiio.python_io import TableReader
 
 SCHEMA = "i bigint, d double, s string, b boolean"
@@ -31,7 +31,7 @@ def t(wh):
     ([""], "string"),
 ])
 def test_the_default_type_picks_the_kind(default, kind):
-    assert record_defaults_spec([default])[0][0] == kind
+    assert _native.record_defaults([default])[0][0] == kind
 
 
 @pytest.mark.parametrize("defaults, dtypes", [

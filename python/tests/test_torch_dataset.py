@@ -351,7 +351,7 @@ def test_slice_range_is_the_readers_formula():
 
 
 def test_plan_is_balanced_and_complete():
-    order = ptorch._plan([1000, 37], rank=1, world=3, shards=4, batch=50, drop_last=False)
+    order = _native.epoch_batches([1000, 37], 1, 3, 4, 50, False, False)
     assert sum(rows for _, _, rows in order) == sum(
         b - a for n in (1000, 37) for v in range(4)
         for a, b in [_native.slice_range(n, 4 + v, 12)])

@@ -4,18 +4,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use paiio_server::{FaultControl, Server, ServerHandle};
 use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
 use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::rest::{RestClient, RestClientBuilder, RetryConfig};
-use paiio_storage::service::{CreateTableOptions, PartitionInfo};
-use paiio_storage::{
-    CommitInfo, PartitionSpec, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
-    Result, TableId, TableInfo, TableSchema, TableService, WriteAck, WriteRequest, WriteSession,
-    WriteSessionRequest, WriteStream,
-};
 
 /// The access id the test servers accept.
 pub const ACCESS_ID: &str = "paiio-test-id";
@@ -130,153 +123,23 @@ pub struct RestHarness {
     pub catalog: Arc<LocalWarehouse>,
 }
 
-#[async_trait]
-impl TableService for RestHarness {
-    fn name(&self) -> &'static str {
-        "rest"
-    }
-
-    fn retries_internally(&self) -> bool {
-        self.rest.retries_internally()
-    }
-
-    async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
-        self.catalog.describe_table(table).await
-    }
-
-    async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
-        self.rest.create_read_session(request).await
-    }
-
-    async fn get_read_session(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        refresh: bool,
-    ) -> Result<ReadSession> {
-        self.rest.get_read_session(table, session_id, refresh).await
-    }
-
-    async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
-        self.rest.read(request).await
-    }
-
-    async fn preview(
-        &self,
-        table: &TableId,
-        partition: Option<&PartitionSpec>,
-        columns: &[String],
-        limit: u64,
-    ) -> Result<RecordBatchStream> {
-        self.rest.preview(table, partition, columns, limit).await
-    }
-
-    async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
-        self.rest.create_write_session(request).await
-    }
-
-    async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
-        self.rest.get_write_session(table, session_id).await
-    }
-
-    async fn create_write_stream_version(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: Option<&str>,
-        version: Option<u64>,
-        exactly_once: bool,
-    ) -> Result<WriteStream> {
-        self.rest
-            .create_write_stream_version(table, session_id, stream_id, version, exactly_once)
-            .await
-    }
-
-    async fn get_write_stream(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: &str,
-    ) -> Result<WriteStream> {
-        self.rest
-            .get_write_stream(table, session_id, stream_id)
-            .await
-    }
-
-    async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
-        self.rest.write(request).await
-    }
-
-    async fn close_write_stream(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: &str,
-        version: u64,
-    ) -> Result<WriteStream> {
-        self.rest
-            .close_write_stream(table, session_id, stream_id, version)
-            .await
-    }
-
-    async fn commit_write_session(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        streams: Option<&[(String, u64)]>,
-    ) -> Result<CommitInfo> {
-        self.rest
-            .commit_write_session(table, session_id, streams)
-            .await
-    }
-
-    async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
-        self.rest.abort_write_session(table, session_id).await
-    }
-
-    async fn create_table(
-        &self,
-        table: &TableId,
-        schema: &TableSchema,
-        options: CreateTableOptions,
-    ) -> Result<()> {
-        self.catalog.create_table(table, schema, options).await
-    }
-
-    async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
-        self.catalog.drop_table(table, if_exists).await
-    }
-
-    async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
-        self.catalog.list_tables(project, schema).await
-    }
-
-    async fn list_partitions(&self, table: &TableId) -> Result<Vec<PartitionInfo>> {
-        self.catalog.list_partitions(table).await
-    }
-
-    async fn drop_partition(
-        &self,
-        table: &TableId,
-        partition: &PartitionSpec,
-        if_exists: bool,
-    ) -> Result<()> {
-        self.catalog
-            .drop_partition(table, partition, if_exists)
-            .await
-    }
-}
+paiio_conformance::forward_table_service!(RestHarness, "rest";
+    rest: hints, table_schema, create_read_session, get_read_session, read, preview,
+        create_write_session, get_write_session, create_write_stream_version, get_write_stream,
+        write, close_write_stream, commit_write_session, abort_write_session;
+    catalog: describe_table, create_table, drop_table, list_tables, list_partitions,
+        drop_partition);
 
 /// A conformance backend: a fresh server, the REST client of it behind [`RestHarness`], the
 /// warehouse's clock (expiry capabilities run), and the server kept alive by the guard.
-pub async fn rest_backend() -> paiio_storage::testing::Backend {
+pub async fn rest_backend() -> paiio_conformance::Backend {
     let server = TestServer::start().await;
     let harness = RestHarness {
         rest: server.client(),
         catalog: server.warehouse.clone(),
     };
     let clock = server.clock.clone();
-    paiio_storage::testing::Backend::new(Arc::new(harness), PROJECT)
+    paiio_conformance::Backend::new(Arc::new(harness), PROJECT)
         .with_clock(clock)
         .with_guard(server)
 }

@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use futures::StreamExt;
+use paiio_conformance::datagen::{DataGen, assert_exactly_once, ids};
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::clock::Clock;
 use paiio_storage::protocol::codec::BodyEncoding;
 use paiio_storage::rest::retry::SplitMix64;
 use paiio_storage::rest::{ClientStats, RestClient, RetryConfig};
-use paiio_storage::testing::datagen::{DataGen, assert_exactly_once, ids};
 use paiio_storage::{
     Error, ReadRange, ReadRequest, ReadSessionRequest, SessionStatus, SplitOptions, TableId,
     TableService, WriteRequest, WriteSessionRequest,
@@ -782,7 +782,7 @@ async fn run_write(
 }
 
 async fn table_ids(w: &Worker, table: &TableId) -> (u64, Vec<i64>) {
-    let b = paiio_storage::testing::Backend::new(w.server.warehouse.clone(), PROJECT);
+    let b = paiio_conformance::Backend::new(w.server.warehouse.clone(), PROJECT);
     let version = w
         .server
         .warehouse
@@ -800,7 +800,7 @@ async fn run_schedule(w: &Worker, s: &Schedule, tally: &mut Tally) {
     wh.create_table(&table, &g.table_schema(Vec::new()), Default::default())
         .await
         .unwrap();
-    let b = paiio_storage::testing::Backend::new(wh.clone(), PROJECT);
+    let b = paiio_conformance::Backend::new(wh.clone(), PROJECT);
     b.write_and_commit(&table, "", false, vec![g.batch(0..s.rows as i64)])
         .await;
     let (version_before, _) = table_ids(w, &table).await;
@@ -1038,7 +1038,7 @@ async fn filled(server: &TestServer, name: &str, rows: i64) -> (TableId, DataGen
         .create_table(&table, &g.table_schema(Vec::new()), Default::default())
         .await
         .unwrap();
-    let b = paiio_storage::testing::Backend::new(server.warehouse.clone(), PROJECT);
+    let b = paiio_conformance::Backend::new(server.warehouse.clone(), PROJECT);
     b.write_and_commit(&table, "", false, vec![g.batch(0..rows)])
         .await;
     (table, g)

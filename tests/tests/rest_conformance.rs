@@ -5,21 +5,21 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use paiio_conformance::datagen::{DataGen, assert_exactly_once};
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::auth::Credentials;
 use paiio_storage::error::ObjectKind;
 use paiio_storage::protocol::codec::BodyEncoding;
 use paiio_storage::rest::RestClient;
-use paiio_storage::testing::datagen::{DataGen, assert_exactly_once};
 use paiio_storage::{
     Error, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId, TableService,
     WriteRequest, WriteSessionRequest,
 };
 use paiio_tests::{PROJECT, TestServer};
 
-// The whole conformance suite (every capability of `paiio_storage::testing`), one test each,
+// The whole conformance suite (every capability of `paiio_conformance`), one test each,
 // against a RestClient talking to an in-process server with real keys.
-paiio_storage::conformance_tests!(async paiio_tests::rest_backend());
+paiio_conformance::conformance_tests!(async paiio_tests::rest_backend());
 
 /// Creates a table in the warehouse and commits `rows` generated rows through `client`.
 async fn table_with_rows(
@@ -85,7 +85,7 @@ async fn read_all(
         let mut req = ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(i));
         req.max_batch_rows = max_batch_rows;
         let batches: Vec<_> = client.read(&req).await?.try_collect().await?;
-        out.extend(paiio_storage::testing::datagen::ids(&batches));
+        out.extend(paiio_conformance::datagen::ids(&batches));
     }
     Ok(out)
 }

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli, out: &mut Output) -> Result<()> {
     let command = match &cli.command {
-        Command::Serve(args) => return serve::run(cli, args).await,
+        Command::Serve(args) => return serve::run(cli.warehouse.as_deref(), args).await,
         Command::Table(command) => command,
     };
     if let TableCommand::Vacuum {

@@ -27,7 +27,6 @@ use paiio_storage::clock::ManualClock;
 use paiio_storage::config::{Backend, Config};
 use paiio_storage::local::{LocalWarehouse, VacuumOptions};
 
-use crate::cli::Cli;
 use crate::error::{CliError, Result};
 
 /// Options of `paiio serve` (the warehouse is the global `--warehouse DIR`).
@@ -136,9 +135,9 @@ fn parse_rate(text: &str) -> std::result::Result<u64, String> {
 }
 
 /// The directory the server serves: `--warehouse`, else the configured local warehouse.
-fn warehouse_dir(cli: &Cli) -> Result<PathBuf> {
-    if let Some(dir) = &cli.warehouse {
-        return Ok(dir.clone());
+fn warehouse_dir(warehouse: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = warehouse {
+        return Ok(dir.to_path_buf());
     }
     match Config::load()?.backend()? {
         Backend::Local { root } => Ok(root),
@@ -165,7 +164,8 @@ fn credentials(args: &ServeArgs) -> Result<Option<Credentials>> {
     Ok(None)
 }
 
-pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
+/// Runs `paiio serve` over `warehouse` (the global `--warehouse`) or the configured one.
+pub async fn run(warehouse: Option<&Path>, args: &ServeArgs) -> Result<()> {
     let creds = credentials(args)?;
     if creds.is_none() && !args.allow_anonymous {
         return Err(CliError::input(
@@ -174,7 +174,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<()> {
              unsigned requests with --allow-anonymous",
         ));
     }
-    let dir = warehouse_dir(cli)?;
+    let dir = warehouse_dir(warehouse)?;
     // Cheap insurance against descriptor exhaustion; the cap below follows the new limit.
     let open_files = paiio_server::raise_open_file_limit();
     let max_connections = match args.max_connections {

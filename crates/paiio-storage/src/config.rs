@@ -474,10 +474,12 @@ impl Config {
                 source_name: format!("environment variable {CONFIG_ENV}"),
                 message: m,
             })?;
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
-                source_name: path.display().to_string(),
-                message: format!("cannot read the configuration file named by {CONFIG_ENV}: {e}"),
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| Error::ConfigFileUnreadable {
+                    path: path.clone(),
+                    named_by: Some(CONFIG_ENV),
+                    source,
+                })?;
             return Config::from_ini_str(&text, &path.display().to_string());
         }
 
@@ -510,9 +512,10 @@ impl Config {
 
     /// Reads an ini configuration file (see the [module documentation](self)).
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            source_name: path.display().to_string(),
-            message: format!("cannot read the configuration file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFileUnreadable {
+            path: path.to_path_buf(),
+            named_by: None,
+            source,
         })?;
         Config::from_ini_str(&text, &path.display().to_string())
     }
@@ -1043,19 +1046,23 @@ mod tests {
     #[test]
     fn missing_file_names_path_and_variable() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("absent.ini").display().to_string();
-        let env = env_of(&[(CONFIG_ENV, &path)]);
-        let (source, message) = config_error(Config::load_from(&env).unwrap_err());
-        assert_eq!(source, path);
-        assert!(message.contains(CONFIG_ENV), "{message}");
-        let shown = Config::load_from(&env).unwrap_err().to_string();
+        let path = dir.path().join("absent.ini");
+        let env = env_of(&[(CONFIG_ENV, &path.display().to_string())]);
+        let err = Config::load_from(&env).unwrap_err();
+        let shown = err.to_string();
         assert!(
-            shown.contains(&path) && shown.contains("ODPS_CONFIG_FILE_PATH"),
+            matches!(&err, Error::ConfigFileUnreadable { path: p, named_by: Some(CONFIG_ENV), .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(
+            shown.contains(&path.display().to_string()) && shown.contains(CONFIG_ENV),
             "{shown}"
         );
-
-        let (source, _) = config_error(Config::from_file(Path::new(&path)).unwrap_err());
-        assert_eq!(source, path);
+        let err = Config::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&err, Error::ConfigFileUnreadable { path: p, named_by: None, .. } if *p == path),
+            "{err:?}"
+        );
     }
 
     #[test]

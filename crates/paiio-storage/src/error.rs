@@ -115,6 +115,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A configuration file that cannot be read (missing, or not readable); `named_by` is
+    /// the variable that named it, if one did.
+    #[error(
+        "configuration error in {}: cannot read the configuration file{}: {source}",
+        path.display(),
+        named_by.map(|v| format!(" named by {v}")).unwrap_or_default()
+    )]
+    ConfigFileUnreadable {
+        path: PathBuf,
+        named_by: Option<&'static str>,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A missing, malformed or wrong signature, or a request outside the clock-skew window.
     #[error("authentication failed ({code}): {message}")]
     Unauthenticated { code: &'static str, message: String },

@@ -5,7 +5,7 @@
 //! Storage API ([`protocol`], shared with `paiio-server`), and one async [`TableService`]
 //! trait with its backends: the embedded [`local::LocalWarehouse`] (a directory of tables,
 //! the default when no cloud endpoint is configured) and, with the `rest` feature, the
-//! Storage API client `rest::RestClient`.
+//! Storage API client `rest::RestClient`, chosen from a configuration by [`open_service`].
 //!
 //! This crate never creates an async runtime; callers bring their own.
 
@@ -19,20 +19,19 @@ mod open;
 pub mod protocol;
 #[cfg(feature = "rest")]
 pub mod rest;
+pub mod rng;
 pub mod service;
 pub mod split;
 pub mod types;
 pub mod uri;
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 pub use error::{Error, ObjectKind, Result};
 pub use open::{open_backend, open_service};
 pub use service::{
     CommitInfo, CreateTableOptions, ReadRange, ReadRequest, ReadSession, ReadSessionRequest,
-    RecordBatchStream, SessionStatus, SplitMode, SplitOptions, TableInfo, TableService, WriteAck,
-    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    RecordBatchStream, ServiceHints, SessionStatus, SplitMode, SplitOptions, TableInfo,
+    TableService, WriteAck, WriteMode, WriteRequest, WriteSession, WriteSessionRequest,
+    WriteStream,
 };
 pub use types::{ArrowOptions, Column, OdpsType, TableSchema};
 pub use uri::{PartitionSpec, TableId, TableUri};

@@ -4,8 +4,8 @@
 //! write sessions with streams, commit and abort. Catalog operations (create, drop, list) are
 //! provided methods that backends without a catalog answer with [`Error::NotSupported`].
 //! The backends are [`crate::local::LocalWarehouse`] (a directory) and the HTTP client of the
-//! Storage API (`rest::RestClient`, the `rest` feature); decorators that are themselves
-//! services can wrap either.
+//! Storage API (`rest::RestClient`, the `rest` feature, which alone retries); decorators that
+//! are themselves services can wrap either.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -370,6 +370,23 @@ pub struct CreateTableOptions {
     pub if_not_exists: bool,
 }
 
+/// How to use a backend well, for callers that choose on its behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceHints {
+    /// Concurrent read streams a reader uses when not told: a remote service caps each
+    /// request's rate (about 10 MB/s), so parallel streams are the lever; a local one is
+    /// bound by its disk and cores.
+    pub default_streams: usize,
+}
+
+impl Default for ServiceHints {
+    fn default() -> Self {
+        ServiceHints {
+            default_streams: 16,
+        }
+    }
+}
+
 /// One async interface over every place tables live.
 ///
 /// All methods take `&self` and may be called concurrently. Sessions are identified by
@@ -379,16 +396,19 @@ pub trait TableService: Debug + Send + Sync + 'static {
     /// A short name of the backend, for messages ("local", "rest").
     fn name(&self) -> &'static str;
 
-    /// Whether this service retries failed calls and resumes broken reads itself, within a
-    /// budget of its own (the Storage API client does, by its `RetryConfig`). Layers above it
-    /// then surface its errors as they come instead of retrying them again, so that what a
-    /// caller waits for a dead endpoint is that one budget, not a multiple of it.
-    fn retries_internally(&self) -> bool {
-        false
+    /// What callers may want to know to use this backend well.
+    fn hints(&self) -> ServiceHints {
+        ServiceHints::default()
     }
 
     /// The current schema, version, size and partitions of a table.
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo>;
+
+    /// The current schema of a table (data and partition columns), by the cheapest call the
+    /// backend has; by default from [`describe_table`](Self::describe_table).
+    async fn table_schema(&self, table: &TableId) -> Result<TableSchema> {
+        Ok(self.describe_table(table).await?.schema)
+    }
 
     // ---- read sessions ----
 

@@ -397,25 +397,29 @@ impl TableUri {
     /// Parses one or several comma-separated URIs (`odps://p/tables/a,odps://p/tables/b`).
     /// Commas inside a partition part belong to that URI (`.../pt=1,region=x`).
     pub fn parse_list(uris: &str) -> Result<Vec<Self>> {
-        let mut out = Vec::new();
-        let mut current = String::new();
-        for piece in uris.split(',') {
-            let piece_trim = piece.trim();
-            if piece_trim.starts_with(Self::SCHEME) || current.is_empty() {
-                if !current.is_empty() {
-                    out.push(TableUri::parse(&current)?);
-                }
-                current = piece_trim.to_string();
-            } else {
-                current.push(',');
-                current.push_str(piece_trim);
-            }
-        }
-        if current.is_empty() {
+        let parts = Self::split_list(uris);
+        if parts.is_empty() {
             return Err(Error::invalid("table URI", "no table given"));
         }
-        out.push(TableUri::parse(&current)?);
-        Ok(out)
+        parts.iter().map(|p| TableUri::parse(p)).collect()
+    }
+
+    /// The URIs of a comma-separated list as written (trimmed), without parsing them: a new
+    /// URI starts at each piece that starts with `odps://`; other pieces continue the one
+    /// before (the commas of a partition part).
+    pub fn split_list(uris: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for piece in uris.split(',').map(str::trim) {
+            match out.last_mut() {
+                Some(current) if !piece.starts_with(Self::SCHEME) => {
+                    current.push(',');
+                    current.push_str(piece);
+                }
+                None if piece.is_empty() => {}
+                _ => out.push(piece.to_string()),
+            }
+        }
+        out
     }
 }
 

@@ -1,8 +1,8 @@
 //! [`TensorBatches`]: a feature matrix (and labels) per batch of a table slice.
 //!
 //! The iterator reads exactly `batch_size` rows per batch from a [`TableReader`] (raw
-//! columns; a NULL is an error) or a [`RecordDataset`] (typed and NULL-filled by
-//! `record_defaults`), so its position is always a batch boundary and
+//! columns, where a NULL is an error, or typed and NULL-filled by its
+//! [`record_defaults`](paiio::ReaderOptions::record_defaults)), so its position is always a batch boundary and
 //! [`state`](TensorBatches::state) is the reader's exact [`ReaderState`]: restoring it in a
 //! new iterator (same tables, slice, shuffle seed and batch size) continues with the very
 //! next batch, in the same order. Shuffling is the reader's deterministic shuffle
@@ -13,73 +13,11 @@
 //! chosen [`Device`].
 
 use arrow_array::RecordBatch;
-use paiio::{ReaderState, RecordDataset, TableReader};
+use paiio::{ReaderState, TableReader};
 use tch::{Device, Kind, Tensor};
 
 use crate::convert::{self, column_index};
 use crate::error::{Error, Result};
-
-/// Where the batches come from.
-#[derive(Debug)]
-pub enum Source {
-    /// Raw columns: numeric and bool columns become tensors as they are; a NULL is an error.
-    Reader(TableReader),
-    /// Columns typed and NULL-filled by `record_defaults`.
-    Dataset(RecordDataset),
-}
-
-impl From<TableReader> for Source {
-    fn from(reader: TableReader) -> Self {
-        Source::Reader(reader)
-    }
-}
-
-impl From<RecordDataset> for Source {
-    fn from(dataset: RecordDataset) -> Self {
-        Source::Dataset(dataset)
-    }
-}
-
-impl Source {
-    fn next_batch(&mut self, n: usize) -> Result<Option<RecordBatch>> {
-        match self {
-            Source::Reader(r) => match r.read(n) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.is_out_of_range() => Ok(None),
-                Err(e) => Err(e.into()),
-            },
-            Source::Dataset(d) => Ok(d.next_batch(n)?),
-        }
-    }
-
-    fn reader(&self) -> &TableReader {
-        match self {
-            Source::Reader(r) => r,
-            Source::Dataset(d) => d.reader(),
-        }
-    }
-
-    fn state(&self) -> ReaderState {
-        match self {
-            Source::Reader(r) => r.state(),
-            Source::Dataset(d) => d.state(),
-        }
-    }
-
-    fn restore(&mut self, state: &ReaderState) -> paiio::Result<()> {
-        match self {
-            Source::Reader(r) => r.restore(state),
-            Source::Dataset(d) => d.restore(state),
-        }
-    }
-
-    fn set_epoch(&mut self, epoch: u64) -> paiio::Result<()> {
-        match self {
-            Source::Reader(r) => r.set_epoch(epoch),
-            Source::Dataset(d) => d.set_epoch(epoch),
-        }
-    }
-}
 
 /// What the batches hold and how big they are.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,30 +122,25 @@ impl TensorBatch {
 /// Tensor batches of a table slice; see the [module docs](self).
 #[derive(Debug)]
 pub struct TensorBatches {
-    source: Source,
+    reader: TableReader,
     options: BatchOptions,
 }
 
 impl TensorBatches {
-    /// Batches of `source` (a [`TableReader`] or a [`RecordDataset`]). Fails at once if a
-    /// feature or label column is not among the reader's columns, or the batch size is 0.
-    pub fn new(source: impl Into<Source>, options: BatchOptions) -> Result<TensorBatches> {
-        let source = source.into();
+    /// Batches of `reader`. Fails at once if a feature or label column is not among the
+    /// reader's columns, or the batch size is 0.
+    pub fn new(reader: TableReader, options: BatchOptions) -> Result<TensorBatches> {
         if options.batch_size == 0 {
             return Err(Error::invalid("batch_size", "must be at least 1"));
         }
         if options.features.is_empty() {
             return Err(Error::invalid("features", "no feature column given"));
         }
-        let schema = match &source {
-            Source::Reader(r) => r.arrow_schema(),
-            Source::Dataset(d) => d.schema(),
-        };
-        let empty = RecordBatch::new_empty(schema);
+        let empty = RecordBatch::new_empty(reader.arrow_schema());
         for c in options.features.iter().chain(&options.label) {
             column_index(&empty, c)?;
         }
-        Ok(TensorBatches { source, options })
+        Ok(TensorBatches { reader, options })
     }
 
     pub fn options(&self) -> &BatchOptions {
@@ -216,7 +149,7 @@ impl TensorBatches {
 
     /// Rows in the slice.
     pub fn row_count(&self) -> u64 {
-        self.source.reader().row_count()
+        self.reader.row_count()
     }
 
     /// Batches per epoch (a short last batch counts unless `drop_last`).
@@ -232,23 +165,23 @@ impl TensorBatches {
 
     /// The slice position of the next batch's first row.
     pub fn position(&self) -> u64 {
-        self.source.reader().position()
+        self.reader.position()
     }
 
     /// Starts epoch `epoch` at the start of the slice (a new order when shuffling).
     pub fn set_epoch(&mut self, epoch: u64) -> Result<()> {
-        Ok(self.source.set_epoch(epoch)?)
+        Ok(self.reader.set_epoch(epoch)?)
     }
 
     /// The exact position (a batch boundary), to save with a checkpoint.
     pub fn state(&self) -> ReaderState {
-        self.source.state()
+        self.reader.state()
     }
 
     /// Continues from a saved [`state`](Self::state): the next batch is the one that would
     /// have followed it.
     pub fn restore(&mut self, state: &ReaderState) -> Result<()> {
-        Ok(self.source.restore(state)?)
+        Ok(self.reader.restore(state)?)
     }
 
     /// Moves the tensors of later batches to `device`.
@@ -258,19 +191,18 @@ impl TensorBatches {
 
     /// The underlying reader.
     pub fn reader(&self) -> &TableReader {
-        self.source.reader()
+        &self.reader
     }
 
     /// The next batch, `None` at the end of the epoch.
     pub fn next_batch(&mut self) -> Result<Option<TensorBatch>> {
         let b = self.options.batch_size;
-        let reader = self.source.reader();
-        let remaining = reader.row_count().saturating_sub(reader.position());
+        let position = self.reader.position();
+        let remaining = self.reader.row_count().saturating_sub(position);
         if remaining == 0 || (self.options.drop_last && remaining < b as u64) {
             return Ok(None);
         }
-        let position = reader.position();
-        let Some(batch) = self.source.next_batch(b)? else {
+        let Some(batch) = self.reader.next_batch(b)? else {
             return Ok(None);
         };
         let (features, labels) = self.to_tensors(&batch)?;

@@ -29,7 +29,7 @@ pub enum Error {
     /// NULLs in a column converted without a default.
     #[error(
         "column `{column}` has {count} NULL(s) (the first at row {first_row}) and no default \
-         to fill them; give a record default for it (or read through a RecordDataset)"
+         to fill them; give a record default for it (the reader's record_defaults)"
     )]
     Null {
         column: String,

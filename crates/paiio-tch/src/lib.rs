@@ -6,8 +6,8 @@
 //! * [`convert`]: Arrow columns to tensors for every numeric and boolean type (one copy
 //!   straight into libtorch's memory; a zero-copy `unsafe` view where the layout allows),
 //!   NULLs filled by `record_defaults` rules, a feature matrix from several columns, labels.
-//! * [`TensorBatches`]: a batch iterator over a [`paiio::TableReader`] or
-//!   [`paiio::RecordDataset`] with batch size, drop-last, the reader's deterministic shuffle
+//! * [`TensorBatches`]: a batch iterator over a [`paiio::TableReader`] (raw columns, or typed
+//!   by its `record_defaults`) with batch size, drop-last, the reader's deterministic shuffle
 //!   and epochs, exact resume state, and device placement.
 //!
 //! ```no_run
@@ -40,7 +40,7 @@ pub mod batches;
 pub mod convert;
 pub mod error;
 
-pub use batches::{BatchOptions, Source, TensorBatch, TensorBatches};
+pub use batches::{BatchOptions, TensorBatch, TensorBatches};
 pub use convert::{
     array_as_tensor, array_to_tensor, column_to_tensor, default_kind, features,
     features_with_defaults, labels, native_kind,

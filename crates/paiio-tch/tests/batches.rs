@@ -14,7 +14,7 @@ use arrow_array::{
     Int64Array, RecordBatch,
 };
 use common::Warehouse;
-use paiio::{ReaderOptions, RecordDataset, RecordDefault, Shuffle, TableReader};
+use paiio::{ReaderOptions, RecordDefault, Shuffle, TableReader};
 use paiio_storage::{Column, OdpsType as T};
 use paiio_tch::{BatchOptions, Error, TensorBatches, column_to_tensor};
 use tch::nn::{self, Module, OptimizerConfig};
@@ -200,11 +200,11 @@ fn check_every_type(service: Arc<dyn paiio_storage::TableService>, uri: &str) {
         assert_eq!(t.size(), vec![N as i64]);
     }
 
-    // Through a RecordDataset: typed and NULL-filled by record_defaults, then batched.
-    let dataset = RecordDataset::open_with(
+    // Typed and NULL-filled by record_defaults, then batched.
+    let dataset = TableReader::open_with(
         service,
         uri,
-        vec![
+        ReaderOptions::default().record_defaults(vec![
             RecordDefault::Int64(0),
             RecordDefault::Float32(-1.0),
             RecordDefault::Float32(-1.0),
@@ -213,8 +213,7 @@ fn check_every_type(service: Arc<dyn paiio_storage::TableService>, uri: &str) {
             RecordDefault::Float32(-1.0),
             RecordDefault::Float64(-1.0),
             RecordDefault::Bool(false),
-        ],
-        ReaderOptions::default(),
+        ]),
     )
     .unwrap();
     let mut batches = TensorBatches::new(

@@ -9,11 +9,6 @@ use parking_lot::Mutex;
 
 use crate::error::Result;
 
-/// Opens the service the configuration names ([`paiio_storage::open_service`]).
-pub fn open_service(config: &Config) -> Result<Arc<dyn TableService>> {
-    Ok(paiio_storage::open_service(config)?)
-}
-
 /// Opens the service of the current process configuration (`Config::load()`; the
 /// configuration and the environment are read on every call).
 ///

@@ -10,7 +10,8 @@
 //! formatting visit values one by one.
 //!
 //! Every failure is an [`Error::Conversion`] naming the column, its MaxCompute type and the
-//! target type, and, when a value failed, the row (counted from the start of the slice).
+//! target type, and, when a value failed, the row (counted from the start of the slice, in
+//! table order: a shuffled reader names the row where it sits before shuffling).
 //!
 //! # The conversion table
 //!
@@ -141,8 +142,9 @@ impl std::fmt::Display for TargetType {
 }
 
 /// One entry of `record_defaults`: the value NULLs become, whose type is the column's output
-/// type.
-#[derive(Debug, Clone, PartialEq)]
+/// type. In serde, `{"int32": 0}`, `{"string": ""}`... (the [`TargetType`] names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RecordDefault {
     Int32(i32),
     Int64(i64),

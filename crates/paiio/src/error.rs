@@ -27,7 +27,8 @@ pub enum Error {
         column: String,
         odps_type: String,
         target: String,
-        /// The row (within the slice) of the value that failed, when a value failed.
+        /// The row (within the slice, in table order) of the value that failed, when a value
+        /// failed.
         row: Option<u64>,
         message: String,
     },

@@ -7,7 +7,6 @@
 
 pub mod backend;
 pub mod coerce;
-pub mod dataset;
 pub mod error;
 pub mod options;
 pub mod reader;
@@ -16,7 +15,6 @@ pub mod shard;
 pub mod writer;
 
 pub use coerce::{Conversion, RecordDefault, TargetType};
-pub use dataset::RecordDataset;
 pub use error::{Error, Result};
 pub use options::{ReaderOptions, Shuffle};
 pub use reader::{ReaderState, TableReader};

@@ -4,6 +4,7 @@
 use paiio_storage::ArrowOptions;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::coerce::RecordDefault;
 use crate::error::{Error, Result};
 
 /// The most prefetch streams a reader may use.
@@ -77,6 +78,10 @@ pub struct ReaderOptions {
     /// Rows per prefetch range (one request each) without shuffling; 0 = automatic.
     pub chunk_rows: usize,
     pub arrow_options: ArrowOptions,
+    /// One default per selected column, whose type is the column's output type and which
+    /// NULLs become (see [`crate::coerce`]); checked at open, applied as rows are read ahead.
+    /// `None`: the columns' own Arrow types, NULLs kept.
+    pub record_defaults: Option<Vec<RecordDefault>>,
 }
 
 impl Default for ReaderOptions {
@@ -94,6 +99,7 @@ impl Default for ReaderOptions {
             batch_rows: DEFAULT_BATCH_ROWS,
             chunk_rows: 0,
             arrow_options: ArrowOptions::default(),
+            record_defaults: None,
         }
     }
 }
@@ -174,6 +180,11 @@ impl ReaderOptions {
 
     pub fn chunk_rows(mut self, rows: usize) -> Self {
         self.chunk_rows = rows;
+        self
+    }
+
+    pub fn record_defaults(mut self, defaults: Vec<RecordDefault>) -> Self {
+        self.record_defaults = Some(defaults);
         self
     }
 

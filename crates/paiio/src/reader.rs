@@ -17,9 +17,14 @@
 //!     ReaderOptions::default().selected("id").slice(0, 2),
 //! )?;
 //! assert_eq!(reader.row_count(), 0);
+//! assert!(reader.next_batch(10)?.is_none());
 //! assert!(reader.read(10).unwrap_err().is_out_of_range());
 //! # Ok::<(), paiio::Error>(())
 //! ```
+//!
+//! With [`ReaderOptions::record_defaults`] the columns are typed and NULL-filled as
+//! `TableRecordDataset` wants them (see [`crate::coerce`]); the conversion runs on the
+//! prefetch threads.
 //!
 //! The blocking methods run on the process-wide runtime ([`crate::runtime`]) and must not be
 //! called from inside an async context (they return an error there). A reader opened before
@@ -36,6 +41,8 @@ use arrow_schema::{Schema, SchemaRef};
 use paiio_storage::{
     Column, ReadSessionRequest, SplitOptions, TableId, TableSchema, TableService, TableUri,
 };
+
+use crate::coerce;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -44,7 +51,7 @@ use crate::runtime;
 use crate::shard;
 
 pub use prefetch::BufferStats;
-use prefetch::{Counters, Prefetch, Segment, Settings, Source};
+use prefetch::{Counters, Prefetch, Segment, Settings, Source, Typing};
 
 /// Tables to read: one URI, a comma-separated list of URIs, or a list of either.
 pub trait IntoTables {
@@ -121,6 +128,22 @@ struct OpenTable {
     range: std::ops::Range<u64>,
     /// The session's estimated bytes per row (0 when the backend gives no estimate).
     row_bytes: u64,
+    /// For each output column, its index among the columns the session delivers.
+    columns_at: Vec<usize>,
+}
+
+/// What every slice of a reader's tables shares: the columns and how they are delivered.
+#[derive(Debug, Clone)]
+struct Shape {
+    /// The output columns with their MaxCompute types.
+    schema: TableSchema,
+    /// The output columns with their own Arrow types, as read.
+    read_schema: SchemaRef,
+    /// The batches delivered: `read_schema`, or the types of `record_defaults`.
+    arrow_schema: SchemaRef,
+    typing: Option<Arc<Typing>>,
+    threads: usize,
+    byte_budget: usize,
 }
 
 /// The order of the slice's rows before the in-window shuffle: segments with their start
@@ -259,13 +282,10 @@ pub struct TableReader {
     options: ReaderOptions,
     tables: Vec<OpenTable>,
     sources: Arc<Vec<Source>>,
-    schema: TableSchema,
-    arrow_schema: SchemaRef,
+    shape: Shape,
     plan: Plan,
     row_count: u64,
     position: u64,
-    threads: usize,
-    byte_budget: usize,
     cursor: Option<Cursor>,
     counters: Arc<Counters>,
     pid: u32,
@@ -278,7 +298,7 @@ impl std::fmt::Debug for TableReader {
             .field("tables", &self.tables)
             .field("row_count", &self.row_count)
             .field("position", &self.position)
-            .field("threads", &self.threads)
+            .field("threads", &self.shape.threads)
             .finish_non_exhaustive()
     }
 }
@@ -310,7 +330,7 @@ impl TableReader {
         self.row_count
     }
 
-    /// The position within the slice of the next row [`read`](Self::read) returns.
+    /// The position within the slice of the next row [`next_batch`](Self::next_batch) returns.
     pub fn position(&self) -> u64 {
         self.position
     }
@@ -318,17 +338,22 @@ impl TableReader {
     /// The columns read, in output order, with their MaxCompute types (partition columns
     /// that were selected appear among them, in their selected place).
     pub fn schema(&self) -> &TableSchema {
-        &self.schema
+        &self.shape.schema
     }
 
-    /// The Arrow schema of the batches.
+    /// The Arrow schema of the batches (with `record_defaults`: their types, no NULLs).
     pub fn arrow_schema(&self) -> SchemaRef {
-        self.arrow_schema.clone()
+        self.shape.arrow_schema.clone()
     }
 
     /// Prefetch streams in use.
     pub fn num_threads(&self) -> usize {
-        self.threads
+        self.shape.threads
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     pub fn options(&self) -> &ReaderOptions {
@@ -364,10 +389,7 @@ impl TableReader {
             self.service.clone(),
             options,
             tables,
-            self.schema.clone(),
-            self.arrow_schema.clone(),
-            self.threads,
-            self.byte_budget,
+            self.shape.clone(),
         ))
     }
 
@@ -380,13 +402,14 @@ impl TableReader {
             peak_bytes: c.peak_bytes.load(Ordering::Relaxed),
             peak_rows: c.peak_rows.load(Ordering::Relaxed),
             max_batch_bytes: c.max_batch_bytes.load(Ordering::Relaxed),
-            byte_budget: self.byte_budget,
+            byte_budget: self.shape.byte_budget,
             capacity_rows: c.capacity_rows.load(Ordering::Relaxed),
-            num_threads: self.threads,
+            num_threads: self.shape.threads,
         }
     }
 
-    fn check_usable(&self) -> Result<()> {
+    /// Fails when the reader is closed, or was opened in another process (before `fork()`).
+    pub fn check_usable(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed("TableReader"));
         }
@@ -399,37 +422,37 @@ impl TableReader {
         Ok(())
     }
 
-    /// Up to `n` rows as one batch: exactly `n` unless fewer remain in the slice; after the
-    /// last row, [`Error::OutOfRange`].
-    pub fn read(&mut self, n: usize) -> Result<RecordBatch> {
+    /// Up to `n` rows as one batch: exactly `n` unless fewer remain in the slice; `None`
+    /// after the last row. A failed read leaves the position where it was.
+    pub fn next_batch(&mut self, n: usize) -> Result<Option<RecordBatch>> {
+        runtime::block_on(self.next_batch_async(n))?
+    }
+
+    /// [`next_batch`](Self::next_batch), for async callers. Dropping the future before it
+    /// completes leaves the position where it was (what was read ahead is read again).
+    pub async fn next_batch_async(&mut self, n: usize) -> Result<Option<RecordBatch>> {
         self.check_usable()?;
         if n == 0 {
             return Err(Error::invalid("num_records", "must be at least 1"));
         }
         if self.position >= self.row_count {
-            return Err(Error::OutOfRange(format!(
-                "the slice has {} rows and all were read",
-                self.row_count
-            )));
+            return Ok(None);
         }
         let want = (n as u64).min(self.row_count - self.position) as usize;
-        if self.cursor.is_none() {
-            self.cursor = Some(self.start_cursor());
-        }
+        // Out of `self` until the rows are handed over: a read that fails or is dropped half
+        // way drops it with the rows it took, and the next read starts again at the position.
+        let mut cursor = match self.cursor.take() {
+            Some(cursor) => cursor,
+            None => self.start_cursor(),
+        };
         let mut parts = Vec::new();
         let mut have = 0;
         while have < want {
-            let batch = match self.cursor.as_mut().and_then(|c| c.pending.pop_front()) {
+            let batch = match cursor.pending.pop_front() {
                 Some(batch) => batch,
-                None => match self.next_output_batch() {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(e)) => {
-                        // The position is unchanged: a retry restarts from it.
-                        self.cursor = None;
-                        return Err(e);
-                    }
+                None => match self.next_output_batch(&mut cursor).await {
+                    Some(batch) => batch?,
                     None => {
-                        self.cursor = None;
                         return Err(Error::Storage(paiio_storage::Error::Transient {
                             message: format!(
                                 "the prefetch ended at row {} of {}",
@@ -444,10 +467,9 @@ impl TableReader {
             };
             let need = want - have;
             let batch = if batch.num_rows() > need {
-                if let Some(c) = self.cursor.as_mut() {
-                    c.pending
-                        .push_front(batch.slice(need, batch.num_rows() - need));
-                }
+                cursor
+                    .pending
+                    .push_front(batch.slice(need, batch.num_rows() - need));
                 batch.slice(0, need)
             } else {
                 batch
@@ -455,16 +477,31 @@ impl TableReader {
             have += batch.num_rows();
             parts.push(batch);
         }
-        let out = if parts.len() == 1 {
-            parts
-                .pop()
-                .unwrap_or_else(|| RecordBatch::new_empty(self.arrow_schema.clone()))
-        } else {
-            arrow_select::concat::concat_batches(&self.arrow_schema, &parts)
-                .map_err(|e| paiio_storage::Error::arrow("concatenating batches", e))?
+        let out = match parts.len() {
+            1 => parts.swap_remove(0),
+            _ => arrow_select::concat::concat_batches(&self.shape.arrow_schema, &parts)
+                .map_err(|e| paiio_storage::Error::arrow("concatenating batches", e))?,
         };
+        self.cursor = Some(cursor);
         self.position += want as u64;
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// [`next_batch`](Self::next_batch) as PAI's `read`: after the last row,
+    /// [`Error::OutOfRange`].
+    pub fn read(&mut self, n: usize) -> Result<RecordBatch> {
+        runtime::block_on(self.read_async(n))?
+    }
+
+    /// [`read`](Self::read), for async callers (see
+    /// [`next_batch_async`](Self::next_batch_async)).
+    pub async fn read_async(&mut self, n: usize) -> Result<RecordBatch> {
+        self.next_batch_async(n).await?.ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "the slice has {} rows and all were read",
+                self.row_count
+            ))
+        })
     }
 
     /// Starts reading ahead from the current position now rather than at the first
@@ -476,18 +513,6 @@ impl TableReader {
             self.cursor = Some(self.start_cursor());
         }
         Ok(())
-    }
-
-    /// Whether [`read(n)`](Self::read) would return at once, without waiting for the
-    /// backend or reading a shuffle window: the rows are already at hand (or none are left).
-    pub fn can_read_now(&self, n: usize) -> bool {
-        if self.closed || self.position >= self.row_count {
-            return true;
-        }
-        let want = (n as u64).min(self.row_count - self.position);
-        self.cursor
-            .as_ref()
-            .is_some_and(|c| c.pending_rows() >= want)
     }
 
     /// Moves to row `offset` of the slice (`0..=row_count`); beyond is
@@ -544,8 +569,8 @@ impl TableReader {
         let mut left = rows - pending;
         cursor.pending.clear();
         while left > 0 {
-            let batch = match cursor.prefetch.next_batch() {
-                Some(Ok(batch)) => batch,
+            let batch = match runtime::block_on(cursor.prefetch.next_batch()) {
+                Ok(Some(Ok(batch))) => batch,
                 _ => return false,
             };
             let n = batch.num_rows() as u64;
@@ -566,7 +591,7 @@ impl TableReader {
         self.check_usable()?;
         if let Some(shuffle) = self.options.shuffle.as_mut() {
             shuffle.epoch = epoch;
-            self.plan = make_plan(&self.tables, &self.options, self.threads);
+            self.plan = make_plan(&self.tables, &self.options, self.shape.threads);
         }
         // What was read ahead belongs to the previous order.
         self.cursor = None;
@@ -645,7 +670,7 @@ impl TableReader {
             && saved.epoch != shuffle.epoch
         {
             shuffle.epoch = saved.epoch;
-            self.plan = make_plan(&self.tables, &self.options, self.threads);
+            self.plan = make_plan(&self.tables, &self.options, self.shape.threads);
         }
         self.cursor = None;
         self.seek(state.position)
@@ -654,17 +679,22 @@ impl TableReader {
     /// Stops prefetching and releases the buffers; later calls fail with
     /// [`Error::Closed`].
     pub fn close(&mut self) {
-        self.cursor = None;
+        let cursor = self.cursor.take();
+        if self.pid != std::process::id() {
+            // Opened before fork(): its prefetch tasks belong to the parent's runtime.
+            std::mem::forget(cursor);
+        }
         self.closed = true;
     }
 
     fn start_cursor(&self) -> Cursor {
+        let (threads, byte_budget) = (self.shape.threads, self.shape.byte_budget);
         let row_bytes = self.tables.iter().map(|t| t.row_bytes).max().unwrap_or(0);
         let (segments, window, skip) = match &self.options.shuffle {
             Some(s) => {
                 let b = s.buffer_rows as u64;
                 let window = self.position / b;
-                let max_rows = window_read_rows(b, row_bytes, self.threads, s.block_rows);
+                let max_rows = window_read_rows(b, row_bytes, threads, s.block_rows);
                 let mut segments = Vec::new();
                 let mut start = window * b;
                 while start < self.row_count {
@@ -676,13 +706,25 @@ impl TableReader {
             }
             None => (self.plan.from(self.position), 0, 0),
         };
+        let mut before = 0;
+        let row_bases = self
+            .tables
+            .iter()
+            .map(|t| {
+                let base = (t.range.start, before);
+                before += t.range.end - t.range.start;
+                base
+            })
+            .collect();
         let settings = Settings {
-            threads: self.threads,
-            batch_rows: request_batch_rows(self.options.batch_rows, row_bytes, self.byte_budget),
-            max_bytes: self.byte_budget,
+            threads,
+            batch_rows: request_batch_rows(self.options.batch_rows, row_bytes, byte_budget),
+            max_bytes: byte_budget,
             capacity_rows: self.options.capacity,
-            auto_bytes: self.threads.max(1) * AUTO_BYTES_PER_THREAD,
-            schema: self.arrow_schema.clone(),
+            auto_bytes: threads.max(1) * AUTO_BYTES_PER_THREAD,
+            read_schema: self.shape.read_schema.clone(),
+            typing: self.shape.typing.clone(),
+            row_bases,
         };
         let prefetch = Prefetch::start(
             self.service.clone(),
@@ -699,15 +741,13 @@ impl TableReader {
         }
     }
 
-    /// The next batch in output order from the cursor (a prefetched batch, or a shuffled
+    /// The next batch in output order from `cursor` (a prefetched batch, or a shuffled
     /// window).
-    fn next_output_batch(&mut self) -> Option<Result<RecordBatch>> {
-        let shuffle = self.options.shuffle;
-        let schema = self.arrow_schema.clone();
+    async fn next_output_batch(&self, cursor: &mut Cursor) -> Option<Result<RecordBatch>> {
+        let schema = &self.shape.arrow_schema;
         let total = self.row_count;
-        let cursor = self.cursor.as_mut()?;
-        let Some(shuffle) = shuffle else {
-            return cursor.prefetch.next_batch();
+        let Some(shuffle) = self.options.shuffle else {
+            return cursor.prefetch.next_batch().await;
         };
         let b = shuffle.buffer_rows as u64;
         let window_start = cursor.window * b;
@@ -720,7 +760,7 @@ impl TableReader {
         let mut parts = Vec::new();
         let mut have = 0;
         while have < window_rows {
-            match cursor.prefetch.next_batch()? {
+            match cursor.prefetch.next_batch().await? {
                 Ok(batch) => {
                     have += batch.num_rows();
                     parts.push(batch);
@@ -734,7 +774,7 @@ impl TableReader {
                 format!("its reads delivered {have} rows where it has {window_rows}"),
             )));
         }
-        let window = match arrow_select::concat::concat_batches(&schema, &parts) {
+        let window = match arrow_select::concat::concat_batches(schema, &parts) {
             Ok(w) => w,
             Err(e) => return Some(Err(paiio_storage::Error::arrow("shuffle window", e).into())),
         };
@@ -758,29 +798,16 @@ impl Iterator for TableReader {
 
     /// Batches of `batch_rows` rows (the last may be shorter) until the end of the slice.
     fn next(&mut self) -> Option<Self::Item> {
-        match self.read(self.options.batch_rows) {
-            Ok(batch) => Some(Ok(batch)),
-            Err(e) if e.is_out_of_range() => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.next_batch(self.options.batch_rows).transpose()
     }
 }
 
 impl Drop for TableReader {
     fn drop(&mut self) {
-        self.cursor = None;
-    }
-}
-
-fn auto_threads(service: &dyn TableService) -> usize {
-    if service.name() == "local" {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 4)
-    } else {
-        // The service streams about 10 MB/s per request: parallel streams are the lever.
-        16
+        if self.pid != std::process::id() {
+            // Opened before fork(): its prefetch tasks belong to the parent's runtime.
+            std::mem::forget(self.cursor.take());
+        }
     }
 }
 
@@ -932,39 +959,15 @@ async fn open_async(
     let mut columns: Option<Vec<Column>> = None;
     let mut tables = Vec::new();
     for uri in uris {
-        let info = service.describe_table(&uri.table).await?;
-        let these = resolve_columns(&info.schema, &options, &uri.table)?;
+        let table_schema = service.table_schema(&uri.table).await?;
+        let these = resolve_columns(&table_schema, &options, &uri.table)?;
         match &columns {
             None => columns = Some(these.clone()),
-            Some(first) => {
-                let same = first.len() == these.len()
-                    && first
-                        .iter()
-                        .zip(&these)
-                        .all(|(a, b)| a.name == b.name && a.ty == b.ty);
-                if !same {
-                    let show = |cs: &[Column]| {
-                        cs.iter()
-                            .map(|c| format!("{} {}", c.name, c.ty))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    return Err(Error::invalid(
-                        "tables",
-                        format!(
-                            "every table must have the same columns: {} has ({}) where the first \
-                             table has ({})",
-                            uri.table,
-                            show(&these),
-                            show(first)
-                        ),
-                    ));
-                }
-            }
+            Some(first) => check_same_columns(first, &these, &uri.table)?,
         }
         let mut request = ReadSessionRequest::new(uri.table.clone());
         for c in &these {
-            if info.schema.is_partition_column(&c.name) {
+            if table_schema.is_partition_column(&c.name) {
                 request.required_partition_columns.push(c.name.clone());
             } else {
                 request.required_data_columns.push(c.name.clone());
@@ -972,7 +975,7 @@ async fn open_async(
         }
         if request.required_data_columns.is_empty() {
             // Only partition columns: the session still needs one data column to count rows.
-            if let Some(first) = info.schema.columns.first() {
+            if let Some(first) = table_schema.columns.first() {
                 request.required_data_columns.push(first.name.clone());
             }
         }
@@ -982,6 +985,26 @@ async fn open_async(
         request.split_options = SplitOptions::row_offset();
         request.arrow_options = options.arrow_options;
         let session = service.create_read_session(&request).await?;
+        // The session delivers its columns in its own order (data, then partition columns):
+        // where each output column is, found once.
+        let delivered: Vec<&Column> = session.schema.all_columns().collect();
+        let columns_at = these
+            .iter()
+            .map(|c| {
+                delivered
+                    .iter()
+                    .position(|d| d.name.eq_ignore_ascii_case(&c.name))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "table data",
+                            format!(
+                                "the read session of {} has no column `{}`",
+                                uri.table, c.name
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let total = u64::try_from(session.record_count).unwrap_or(0);
         let range =
             shard::slice_range(total, options.slice_id, options.slice_count, options.equal)?;
@@ -995,35 +1018,74 @@ async fn open_async(
             total,
             range,
             row_bytes,
+            columns_at,
         });
     }
     let columns = columns.unwrap_or_default();
-    let arrow_schema: SchemaRef = Arc::new(Schema::new(
+    let read_schema: SchemaRef = Arc::new(Schema::new(
         columns
             .iter()
             .map(|c| c.to_arrow_field(&options.arrow_options))
             .collect::<Vec<_>>(),
     ));
-    let schema = TableSchema {
-        columns,
-        partition_columns: Vec::new(),
+    let (arrow_schema, typing) = match &options.record_defaults {
+        None => (read_schema.clone(), None),
+        Some(defaults) => {
+            coerce::check_defaults(&columns, defaults)?;
+            let typing = Typing {
+                types: columns.iter().map(|c| c.ty.clone()).collect(),
+                defaults: defaults.clone(),
+            };
+            (
+                coerce::output_schema(&columns, defaults),
+                Some(Arc::new(typing)),
+            )
+        }
     };
-    let threads = if options.num_threads == 0 {
-        auto_threads(service.as_ref())
-    } else {
-        options.num_threads
+    let threads = match options.num_threads {
+        0 => service.hints().default_streams,
+        n => n,
     };
-    let byte_budget = options
-        .byte_budget
-        .unwrap_or(threads * AUTO_BYTES_PER_THREAD);
-    Ok(assemble(
-        service,
-        options,
-        tables,
-        schema,
+    let shape = Shape {
+        schema: TableSchema {
+            columns,
+            partition_columns: Vec::new(),
+        },
+        read_schema,
         arrow_schema,
+        typing,
         threads,
-        byte_budget,
+        byte_budget: options
+            .byte_budget
+            .unwrap_or(threads * AUTO_BYTES_PER_THREAD),
+    };
+    Ok(assemble(service, options, tables, shape))
+}
+
+/// Checks that a table has the columns of the first one.
+fn check_same_columns(first: &[Column], these: &[Column], table: &TableId) -> Result<()> {
+    let same = first.len() == these.len()
+        && first
+            .iter()
+            .zip(these)
+            .all(|(a, b)| a.name == b.name && a.ty == b.ty);
+    if same {
+        return Ok(());
+    }
+    let show = |cs: &[Column]| {
+        cs.iter()
+            .map(|c| format!("{} {}", c.name, c.ty))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(Error::invalid(
+        "tables",
+        format!(
+            "every table must have the same columns: {table} has ({}) where the first table \
+             has ({})",
+            show(these),
+            show(first)
+        ),
     ))
 }
 
@@ -1032,10 +1094,7 @@ fn assemble(
     service: Arc<dyn TableService>,
     options: ReaderOptions,
     tables: Vec<OpenTable>,
-    schema: TableSchema,
-    arrow_schema: SchemaRef,
-    threads: usize,
-    byte_budget: usize,
+    shape: Shape,
 ) -> TableReader {
     let row_count = tables.iter().map(|t| t.range.end - t.range.start).sum();
     let sources = Arc::new(
@@ -1044,27 +1103,44 @@ fn assemble(
             .map(|t| Source {
                 table: t.uri.table.clone(),
                 session_id: t.session_id.clone(),
+                columns_at: t.columns_at.clone(),
             })
             .collect(),
     );
-    let plan = make_plan(&tables, &options, threads);
+    let plan = make_plan(&tables, &options, shape.threads);
     TableReader {
         service,
         options,
         tables,
         sources,
-        schema,
-        arrow_schema,
+        shape,
         plan,
         row_count,
         position: 0,
-        threads,
-        byte_budget,
         cursor: None,
         counters: Arc::new(Counters::default()),
         pid: std::process::id(),
         closed: false,
     }
+}
+
+/// The rows of each table (one read session each, nothing read): what a reader of all of
+/// them would count, without opening one.
+pub fn row_counts(service: Arc<dyn TableService>, tables: impl IntoTables) -> Result<Vec<u64>> {
+    let uris = tables.into_tables()?;
+    runtime::block_on(async move {
+        let mut counts = Vec::with_capacity(uris.len());
+        for uri in uris {
+            let mut request = ReadSessionRequest::new(uri.table);
+            if !uri.partition.is_empty() {
+                request.required_partitions.push(uri.partition);
+            }
+            request.split_options = SplitOptions::row_offset();
+            let session = service.create_read_session(&request).await?;
+            counts.push(u64::try_from(session.record_count).unwrap_or(0));
+        }
+        Ok(counts)
+    })?
 }
 
 #[cfg(test)]

@@ -156,6 +156,26 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
     Ok(runtime().block_on(future))
 }
 
+/// [`block_on`], calling `check` every `every` while `future` waits: an `Err` from `check`
+/// drops the future (cancelling it) and is returned. For callers that must notice a signal
+/// while blocked (Ctrl-C in Python).
+pub fn block_on_checked<F: Future, E>(
+    future: F,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> std::result::Result<(), E>,
+) -> Result<std::result::Result<F::Output, E>> {
+    block_on(async move {
+        tokio::pin!(future);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut future => return Ok(out),
+                () = tokio::time::sleep(every) => check()?,
+            }
+        }
+    })
+}
+
 /// Spawns `future` on the process-wide runtime.
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
@@ -182,6 +202,24 @@ mod tests {
     fn block_on_inside_async_is_an_error() {
         let err = block_on(async { block_on(async { 1 }).unwrap_err() }).unwrap();
         assert!(err.to_string().contains("async runtime"), "{err}");
+    }
+
+    #[test]
+    fn checked_waits_stop_at_the_first_failed_check() {
+        let tick = std::time::Duration::from_millis(1);
+        let ready = block_on_checked(async { 5 }, tick, || Err("never asked")).unwrap();
+        assert_eq!(ready, Ok(5));
+        let mut checks = 0;
+        let stopped = block_on_checked(std::future::pending::<()>(), tick, || {
+            checks += 1;
+            if checks == 3 {
+                Err("interrupted")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!((stopped, checks), (Err("interrupted"), 3));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! A writer is one write session with one exactly-once stream (its id is the writer's
 //! `slice_id`). Rows are checked and converted to the table's column types as they are
 //! written, buffered, and sent in batches of up to 64 Ki rows or 16 MiB, in the background
-//! (one request at a time, in order, while the caller prepares the next); a send that fails
-//! with a retryable error is sent again at the same row offset, which the service recognises,
-//! so no row is lost or doubled. `close()` closes the stream and commits: either all of this
+//! (one request at a time, in order, while the caller prepares the next), each at its
+//! stream row offset, so that the Storage API client may repeat a failed send without losing
+//! or doubling a row (retries are the client's: the writer surfaces its errors as they come).
+//! `close()` closes the stream and commits: either all of this
 //! writer's rows become visible or none do. Dropping a writer that was not closed aborts it.
 //!
 //! Several writers with different `slice_id`s may write one table or partition at the same
@@ -31,7 +32,6 @@
 //! else is a type mismatch naming the column.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
@@ -97,10 +97,6 @@ pub struct WriterOptions {
     pub flush_rows: usize,
     /// Bytes buffered before they are sent (default 16 MiB).
     pub flush_bytes: usize,
-    /// How many times a send or commit that failed with a retryable error is tried again
-    /// (default 5), over a service that does not retry by itself. The Storage API client
-    /// retries by its own `RetryConfig`, and its errors are final.
-    pub max_retries: u32,
 }
 
 impl Default for WriterOptions {
@@ -108,7 +104,6 @@ impl Default for WriterOptions {
         WriterOptions {
             flush_rows: 64 * 1024,
             flush_bytes: 16 << 20,
-            max_retries: 5,
         }
     }
 }
@@ -501,8 +496,7 @@ impl TableWriter {
     }
 
     /// Sends the buffer as one request at the stream's next row offset, in the background
-    /// once the previous request is acknowledged. Retryable failures are sent again at the
-    /// same offset (a replay of rows already applied is acknowledged, not applied twice).
+    /// once the previous request is acknowledged.
     fn send_pending(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -522,14 +516,7 @@ impl TableWriter {
             batches,
         };
         let svc = self.service.clone();
-        let max_retries = self.max_retries();
-        let handle = runtime::spawn(async move {
-            retry(max_retries, || {
-                let (svc, request) = (svc.clone(), request.clone());
-                async move { svc.write(request).await }
-            })
-            .await
-        });
+        let handle = runtime::spawn(async move { svc.write(request).await });
         self.queued_rows += rows;
         self.inflight = Some((handle, self.queued_rows));
         Ok(())
@@ -575,30 +562,16 @@ impl TableWriter {
         }
     }
 
-    /// Retries of a send or commit by this writer: none over a service that retries by
-    /// itself (its budget is what a caller waits), else [`WriterOptions::max_retries`].
-    fn max_retries(&self) -> u32 {
-        if self.service.retries_internally() {
-            0
-        } else {
-            self.options.max_retries
-        }
-    }
-
     fn commit(&mut self) -> Result<CommitInfo> {
         let svc = self.service.clone();
         let table = self.uri.table.clone();
         let session_id = self.session_id.clone();
         let stream = (self.stream.stream_id.clone(), self.stream.version);
-        let max_retries = self.max_retries();
         let info = runtime::block_on(async move {
             svc.close_write_stream(&table, &session_id, &stream.0, stream.1)
                 .await?;
-            let streams = [stream];
-            retry(max_retries, || {
-                svc.commit_write_session(&table, &session_id, Some(&streams))
-            })
-            .await
+            svc.commit_write_session(&table, &session_id, Some(&[stream]))
+                .await
         })??;
         Ok(info)
     }
@@ -629,27 +602,6 @@ impl Drop for TableWriter {
             drop(runtime::spawn(abort));
         } else {
             let _ = runtime::block_on(abort);
-        }
-    }
-}
-
-/// Runs `op` until it succeeds, fails with an error that is not retryable, or has been
-/// retried `max_retries` times, with exponential backoff from 50 ms.
-async fn retry<T, F, Fut>(max_retries: u32, mut op: F) -> paiio_storage::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = paiio_storage::Result<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if e.is_retryable() && attempt < max_retries => {
-                let delay = Duration::from_millis(50 << attempt.min(6));
-                tracing::debug!("retrying after {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            other => return other,
         }
     }
 }

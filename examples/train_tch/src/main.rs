@@ -22,7 +22,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use clap::Parser;
-use paiio::{ReaderOptions, RecordDataset, RecordDefault, Shuffle, TableWriter, WriterOptions};
+use paiio::{ReaderOptions, RecordDefault, Shuffle, TableReader, TableWriter, WriterOptions};
 use paiio_storage::{Column, CreateTableOptions, OdpsType, TableSchema, TableService, TableUri};
 use paiio_tch::{BatchOptions, TensorBatches};
 use tch::nn::{self, Module, OptimizerConfig};
@@ -147,7 +147,8 @@ fn run(args: Args) -> BoxResult<()> {
     let mut options = ReaderOptions::default()
         .selected(&selected.join(","))
         .slice(slice_id, slice_count)
-        .threads(args.threads);
+        .threads(args.threads)
+        .record_defaults(defaults);
     if !args.no_shuffle {
         options = options.shuffle(Shuffle {
             buffer_rows: 16384,
@@ -155,9 +156,9 @@ fn run(args: Args) -> BoxResult<()> {
             ..Shuffle::new(args.seed, 0)
         });
     }
-    let dataset = RecordDataset::open(args.table.as_str(), defaults, options)?;
+    let reader = TableReader::open(args.table.as_str(), options)?;
     let mut batches = TensorBatches::new(
-        dataset,
+        reader,
         BatchOptions::default()
             .features(&features.join(","))
             .label(&args.label)

@@ -1200,10 +1200,24 @@ impl TableService for LocalWarehouse {
         "local"
     }
 
+    fn hints(&self) -> ServiceHints {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ServiceHints {
+            default_streams: cores.clamp(1, 4),
+        }
+    }
+
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
         table.validate()?;
         let table = table.clone();
         self.blocking(move |w| w.describe(&table)).await
+    }
+
+    async fn table_schema(&self, table: &TableId) -> Result<TableSchema> {
+        table.validate()?;
+        let table = table.clone();
+        self.blocking(move |w| Ok(w.current(&table)?.1.schema.clone()))
+            .await
     }
 
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {

@@ -1030,7 +1030,7 @@ impl RestClient {
 
     /// The full table schema: `TableGetWriteSchema` without a session (falls back to the
     /// schema of a read session when the server wants a session).
-    async fn table_schema(&self, table: &TableId) -> Result<Option<TableSchema>> {
+    async fn write_schema(&self, table: &TableId) -> Result<Option<TableSchema>> {
         let call = Call::new(Action::TableGetWriteSchema, table, &json!({}));
         match self.inner.json::<WriteSchemaResponse>(&call).await {
             Ok((answer, _)) => answer.schema(),
@@ -1274,13 +1274,9 @@ impl TableService for RestClient {
         "rest"
     }
 
-    fn retries_internally(&self) -> bool {
-        true
-    }
-
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
         table.validate()?;
-        let full = self.table_schema(table).await?;
+        let full = self.write_schema(table).await?;
         let mut request = ReadSessionRequest::new(table.clone());
         request.split_options = SplitOptions::row_offset();
         if let Some(s) = &full {
@@ -1298,6 +1294,16 @@ impl TableService for RestClient {
             partitions: Vec::new(),
             last_modified_ms: 0,
         })
+    }
+
+    /// `TableGetWriteSchema` alone; a server without it answers through
+    /// [`describe_table`](TableService::describe_table).
+    async fn table_schema(&self, table: &TableId) -> Result<TableSchema> {
+        table.validate()?;
+        match self.write_schema(table).await? {
+            Some(schema) => Ok(schema),
+            None => Ok(self.describe_table(table).await?.schema),
+        }
     }
 
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {

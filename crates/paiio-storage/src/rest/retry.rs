@@ -18,6 +18,8 @@
 
 use std::time::{Duration, SystemTime};
 
+pub use crate::rng::SplitMix64;
+
 use crate::error::Error;
 
 /// How backoff delays are randomised.
@@ -78,32 +80,6 @@ pub enum Idempotency {
     Safe,
     /// Repeat only when the request was certainly not sent (connect failures).
     Unsafe,
-}
-
-/// A small, seedable PRNG (SplitMix64): enough for jitter, no dependency.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi]` (nanoseconds).
-    fn between(&mut self, lo: u128, hi: u128) -> u128 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + (self.next_u64() as u128) % (hi - lo + 1)
-    }
 }
 
 /// The backoff of one call: successive delays per the policy.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use paiio_storage::testing::datagen::{
+use paiio_conformance::datagen::{
     DataGen, Value, assert_exactly_once, ids, reversed_columns, to_array, value_at,
 };
 

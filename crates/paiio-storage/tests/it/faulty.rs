@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::DataType;
-use async_trait::async_trait;
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use paiio_conformance::Backend;
 use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
-use paiio_storage::service::{PartitionInfo, WriteStream};
-use paiio_storage::testing::{self, Backend};
 use paiio_storage::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,14 +71,8 @@ fn corrupt(batch: RecordBatch) -> RecordBatch {
 
 use arrow_array::Array;
 
-#[async_trait]
-impl TableService for Faulty {
-    fn name(&self) -> &'static str {
-        "faulty"
-    }
-    async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {
-        self.inner.describe_table(table).await
-    }
+/// The calls a fault changes; the others go to the warehouse as they are.
+impl Faulty {
     async fn create_read_session(&self, request: &ReadSessionRequest) -> Result<ReadSession> {
         let mut s = self.inner.create_read_session(request).await?;
         if self.fault == Fault::NoExpiry {
@@ -88,16 +80,7 @@ impl TableService for Faulty {
         }
         Ok(s)
     }
-    async fn get_read_session(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        refresh: bool,
-    ) -> Result<ReadSession> {
-        self.inner
-            .get_read_session(table, session_id, refresh)
-            .await
-    }
+
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
         let mut request = request.clone();
         match self.fault {
@@ -114,7 +97,7 @@ impl TableService for Faulty {
             Fault::CorruptString => batches.into_iter().map(corrupt).collect(),
             Fault::ReverseColumns => batches
                 .iter()
-                .map(testing::datagen::reversed_columns)
+                .map(paiio_conformance::datagen::reversed_columns)
                 .collect(),
             Fault::IgnoreMaxBatchRows if !batches.is_empty() => {
                 vec![arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()]
@@ -129,43 +112,7 @@ impl TableService for Faulty {
         }
         Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
     }
-    async fn preview(
-        &self,
-        table: &TableId,
-        partition: Option<&PartitionSpec>,
-        columns: &[String],
-        limit: u64,
-    ) -> Result<RecordBatchStream> {
-        self.inner.preview(table, partition, columns, limit).await
-    }
-    async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
-        self.inner.create_write_session(request).await
-    }
-    async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
-        self.inner.get_write_session(table, session_id).await
-    }
-    async fn create_write_stream_version(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: Option<&str>,
-        version: Option<u64>,
-        exactly_once: bool,
-    ) -> Result<WriteStream> {
-        self.inner
-            .create_write_stream_version(table, session_id, stream_id, version, exactly_once)
-            .await
-    }
-    async fn get_write_stream(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: &str,
-    ) -> Result<WriteStream> {
-        self.inner
-            .get_write_stream(table, session_id, stream_id)
-            .await
-    }
+
     async fn write(&self, mut request: WriteRequest) -> Result<WriteAck> {
         if self.fault == Fault::IgnoreAccessToken
             && let Ok(stream) = self
@@ -181,17 +128,7 @@ impl TableService for Faulty {
         }
         Ok(ack)
     }
-    async fn close_write_stream(
-        &self,
-        table: &TableId,
-        session_id: &str,
-        stream_id: &str,
-        version: u64,
-    ) -> Result<WriteStream> {
-        self.inner
-            .close_write_stream(table, session_id, stream_id, version)
-            .await
-    }
+
     async fn commit_write_session(
         &self,
         table: &TableId,
@@ -240,35 +177,13 @@ impl TableService for Faulty {
             .commit_write_session(table, session_id, streams)
             .await
     }
-    async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
-        self.inner.abort_write_session(table, session_id).await
-    }
-    async fn create_table(
-        &self,
-        table: &TableId,
-        schema: &TableSchema,
-        options: CreateTableOptions,
-    ) -> Result<()> {
-        self.inner.create_table(table, schema, options).await
-    }
-    async fn drop_table(&self, table: &TableId, if_exists: bool) -> Result<()> {
-        self.inner.drop_table(table, if_exists).await
-    }
-    async fn list_tables(&self, project: &str, schema: Option<&str>) -> Result<Vec<TableId>> {
-        self.inner.list_tables(project, schema).await
-    }
-    async fn list_partitions(&self, table: &TableId) -> Result<Vec<PartitionInfo>> {
-        self.inner.list_partitions(table).await
-    }
-    async fn drop_partition(
-        &self,
-        table: &TableId,
-        partition: &PartitionSpec,
-        if_exists: bool,
-    ) -> Result<()> {
-        self.inner.drop_partition(table, partition, if_exists).await
-    }
 }
+
+paiio_conformance::forward_table_service!(Faulty, "faulty";
+    self: create_read_session, read, write, commit_write_session;
+    inner: describe_table, get_read_session, preview, create_write_session, get_write_session,
+        create_write_stream_version, get_write_stream, close_write_stream, abort_write_session,
+        create_table, drop_table, list_tables, list_partitions, drop_partition);
 
 fn faulty(fault: Fault) -> Backend {
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +204,7 @@ macro_rules! must_catch {
         async fn $test() {
             $(
                 let backend = faulty($fault);
-                let outcome = AssertUnwindSafe(testing::$capability(&backend)).catch_unwind().await;
+                let outcome = AssertUnwindSafe(paiio_conformance::$capability(&backend)).catch_unwind().await;
                 assert!(outcome.is_err(), "expected capability `{}` to catch fault {:?}", stringify!($capability), $fault);
             )+
         }

@@ -1,23 +1,23 @@
-//! The conformance suite (`paiio_storage::testing`) against the local warehouse, plus the
+//! The conformance suite (`paiio_conformance`) against the local warehouse, plus the
 //! checks only a directory backend allows (nothing is written outside its root).
 
+use paiio_conformance::Backend;
 use paiio_storage::local::LocalWarehouse;
-use paiio_storage::testing::Backend;
 use paiio_storage::{CreateTableOptions, TableId, TableService};
 
 /// A fresh warehouse in a temporary directory, on a manual clock. The directory lives as
 /// long as the backend.
 fn backend() -> Backend {
-    paiio_storage::testing::local_backend()
+    paiio_conformance::local_backend()
 }
 
-paiio_storage::conformance_tests!(backend());
+paiio_conformance::conformance_tests!(backend());
 
 /// Every capability in turn against one shared warehouse (tables of different capabilities
 /// must not disturb each other).
 #[tokio::test]
 async fn run_all_on_one_warehouse() {
-    paiio_storage::testing::run_all(&backend()).await;
+    paiio_conformance::run_all(&backend()).await;
 }
 
 /// Names that climb out of the warehouse never create anything outside its root.
@@ -26,7 +26,7 @@ async fn invalid_names_write_nothing_outside_the_root() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("a").join("b").join("warehouse");
     let warehouse = LocalWarehouse::open(&root).unwrap();
-    let schema = paiio_storage::testing::datagen::DataGen::simple(1).table_schema(vec![]);
+    let schema = paiio_conformance::datagen::DataGen::simple(1).table_schema(vec![]);
     let names = ["../../../escape_t", "../../escape_t", "../escape_t"];
     for name in names {
         let table = TableId {

@@ -7,6 +7,11 @@
 //! segment the consumer is waiting on (the head) may always hand over a batch when its own
 //! channel is empty, so the buffered total never exceeds the budget by more than one batch
 //! (the budget alone can deadlock when tasks ahead of the consumer hold all of it).
+//!
+//! The tasks also put each batch in its final shape (the output columns in order, converted
+//! by `record_defaults`), so that this work runs on as many threads as there are streams. They
+//! do not retry: the Storage API client retries and resumes by itself, within its own
+//! budget, and the local warehouse has nothing to retry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +20,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
-use paiio_storage::{ReadRange, ReadRequest, TableId, TableService};
+use paiio_storage::{OdpsType, ReadRange, ReadRequest, TableId, TableService};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::coerce::{self, RecordDefault};
 use crate::error::{Error, Result};
 use crate::runtime;
 
@@ -36,6 +42,15 @@ pub(crate) struct Segment {
 pub(crate) struct Source {
     pub table: TableId,
     pub session_id: String,
+    /// For each output column, its index among the columns the session delivers.
+    pub columns_at: Vec<usize>,
+}
+
+/// `record_defaults` and the MaxCompute types of the columns they convert.
+#[derive(Debug)]
+pub(crate) struct Typing {
+    pub types: Vec<OdpsType>,
+    pub defaults: Vec<RecordDefault>,
 }
 
 /// Counters of what is buffered between the prefetch tasks and the consumer.
@@ -76,7 +91,12 @@ pub(crate) struct Settings {
     /// Rows of read-ahead; 0 = estimate from the first batch and `auto_bytes`.
     pub capacity_rows: usize,
     pub auto_bytes: usize,
-    pub schema: SchemaRef,
+    /// The output columns with their own Arrow types (before `typing`).
+    pub read_schema: SchemaRef,
+    pub typing: Option<Arc<Typing>>,
+    /// Per table: the first table row of the slice, and its slice row (in table order, before
+    /// any shuffling), to name the row of a value that fails to convert.
+    pub row_bases: Vec<(u64, u64)>,
 }
 
 struct Budget {
@@ -173,16 +193,13 @@ impl Prefetch {
         }
     }
 
-    /// The next batch in segment order; `None` after the last segment.
-    pub fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+    /// The next batch in segment order; `None` after the last segment. Cancel-safe: a batch
+    /// is taken only when this returns it.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
         loop {
             let segment = *self.shared.segments.get(self.current)?;
             let rx = self.receivers[self.current].as_mut()?;
-            let item = match runtime::block_on(rx.recv()) {
-                Ok(item) => item,
-                Err(e) => return Some(Err(e)),
-            };
-            match item {
+            match rx.recv().await {
                 Some(Ok((batch, bytes))) => {
                     self.release(self.current, bytes, batch.num_rows());
                     self.delivered += batch.num_rows() as u64;
@@ -192,18 +209,7 @@ impl Prefetch {
                 None => {
                     if self.delivered != segment.rows {
                         let source = &self.shared.sources[segment.table];
-                        return Some(Err(Error::Storage(paiio_storage::Error::Transient {
-                            message: format!(
-                                "the read of rows [{}, {}) of {} (session {}) ended after {} rows",
-                                segment.offset,
-                                segment.offset + segment.rows,
-                                source.table,
-                                source.session_id,
-                                self.delivered
-                            ),
-                            retryable: true,
-                            source: None,
-                        })));
+                        return Some(Err(ended_early(&segment, source, self.delivered)));
                     }
                     self.receivers[self.current] = None;
                     self.current += 1;
@@ -265,9 +271,6 @@ async fn worker(shared: Arc<Shared>, senders: Senders) {
     }
 }
 
-/// Attempts at a segment's rows over a service that does not retry by itself.
-const MAX_ATTEMPTS: u32 = 4;
-
 async fn read_segment(
     shared: &Shared,
     index: usize,
@@ -275,87 +278,70 @@ async fn read_segment(
 ) -> Result<()> {
     let segment = shared.segments[index];
     let source = &shared.sources[segment.table];
+    let (first, first_row) = shared.settings.row_bases[segment.table];
+    let row_base = first_row + (segment.offset - first);
+    let mut request = ReadRequest::new(
+        source.table.clone(),
+        source.session_id.clone(),
+        ReadRange::Rows {
+            offset: segment.offset,
+            count: segment.rows,
+        },
+    );
+    request.max_batch_rows = shared.settings.batch_rows;
+    let mut stream = shared.service.read(&request).await?;
     let mut done = 0u64;
-    let mut attempts = 0;
-    // A service that retries and resumes by itself has spent its budget when it fails.
-    let max_attempts = if shared.service.retries_internally() {
-        1
-    } else {
-        MAX_ATTEMPTS
-    };
     while done < segment.rows {
-        let mut request = ReadRequest::new(
-            source.table.clone(),
-            source.session_id.clone(),
-            ReadRange::Rows {
-                offset: segment.offset + done,
-                count: segment.rows - done,
-            },
-        );
-        request.max_batch_rows = shared.settings.batch_rows;
-        let mut stream = match shared.service.read(&request).await {
-            Ok(stream) => stream,
-            Err(e) if e.is_retryable() && attempts + 1 < max_attempts => {
-                attempts += 1;
-                backoff(attempts).await;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        let Some(batch) = stream.next().await.transpose()? else {
+            return Err(ended_early(&segment, source, done));
         };
-        let before = done;
-        while let Some(item) = stream.next().await {
-            let batch = match item {
-                Ok(batch) => batch,
-                Err(e) if e.is_retryable() && attempts + 1 < max_attempts => {
-                    attempts += 1;
-                    backoff(attempts).await;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let left = (segment.rows - done) as usize;
-            let batch = if batch.num_rows() > left {
-                batch.slice(0, left)
-            } else {
-                batch
-            };
-            let batch = conform(&batch, &shared.settings.schema, &source.table)?;
-            let rows = batch.num_rows();
-            let bytes = batch_bytes(&batch);
-            admit(shared, index, bytes, rows).await;
-            if tx.send(Ok((batch, bytes))).is_err() {
-                return Ok(());
-            }
-            done += rows as u64;
-            if done == segment.rows {
-                break;
-            }
+        if batch.num_rows() == 0 {
+            continue;
         }
-        if done == before && done < segment.rows {
-            // The stream ended (or failed) without a row: retry, then give up.
-            if attempts + 1 >= max_attempts {
-                return Err(Error::Storage(paiio_storage::Error::Transient {
-                    message: format!(
-                        "reading rows from {} of {} (session {}): the stream ended early",
-                        segment.offset + done,
-                        source.table,
-                        source.session_id
-                    ),
-                    retryable: true,
-                    source: None,
-                }));
+        let left = (segment.rows - done) as usize;
+        let batch = if batch.num_rows() > left {
+            batch.slice(0, left)
+        } else {
+            batch
+        };
+        let base = row_base + done;
+        let (batch, failure) = match shape(&batch, &shared.settings, source, base) {
+            Ok(shaped) => (shaped, None),
+            // The rows before a value that does not convert are delivered first: the error
+            // belongs to the read that reaches it.
+            Err(e @ Error::Conversion { row: Some(bad), .. }) if bad > base => {
+                let good = batch.slice(0, (bad - base) as usize);
+                (shape(&good, &shared.settings, source, base)?, Some(e))
             }
-            attempts += 1;
+            Err(e) => return Err(e),
+        };
+        let rows = batch.num_rows();
+        let bytes = batch_bytes(&batch);
+        admit(shared, index, bytes, rows).await;
+        if tx.send(Ok((batch, bytes))).is_err() {
+            return Ok(());
         }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        done += rows as u64;
     }
     Ok(())
 }
 
-async fn backoff(attempt: u32) {
-    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(6))).await;
+/// A read that delivered fewer rows than its segment has.
+fn ended_early(segment: &Segment, source: &Source, delivered: u64) -> Error {
+    Error::Storage(paiio_storage::Error::Transient {
+        message: format!(
+            "the read of rows [{}, {}) of {} (session {}) ended after {delivered} rows",
+            segment.offset,
+            segment.offset + segment.rows,
+            source.table,
+            source.session_id,
+        ),
+        retryable: true,
+        source: None,
+    })
 }
 
 /// The bytes of a batch's rows (its slice of the buffers, not whole shared buffers, which a
@@ -372,36 +358,42 @@ pub(crate) fn batch_bytes(batch: &RecordBatch) -> usize {
         .sum()
 }
 
-/// Puts a batch's columns, found by name, into the output schema's order and types.
-pub(crate) fn conform(
+/// A batch as the reader delivers it: the output columns in order, converted by
+/// `record_defaults` when given (`row_base` is the slice row of its first row).
+fn shape(
     batch: &RecordBatch,
-    schema: &SchemaRef,
-    table: &TableId,
+    settings: &Settings,
+    source: &Source,
+    row_base: u64,
 ) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
+    let columns = source
+        .columns_at
         .iter()
-        .map(|field| {
-            let index = batch
-                .schema()
-                .fields()
-                .iter()
-                .position(|f| f.name().eq_ignore_ascii_case(field.name()))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "table data",
-                        format!("{table} delivered no column `{}`", field.name()),
-                    )
-                })?;
-            Ok(batch.column(index).clone())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-        Error::Storage(paiio_storage::Error::arrow(
-            format!("rows of {table} do not match the schema of the first table"),
+        .map(|&i| batch.columns().get(i).cloned())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            Error::invalid(
+                "table data",
+                format!(
+                    "{} delivered {} columns, fewer than its read session has",
+                    source.table,
+                    batch.num_columns()
+                ),
+            )
+        })?;
+    let batch = RecordBatch::try_new(settings.read_schema.clone(), columns).map_err(|e| {
+        paiio_storage::Error::arrow(
+            format!(
+                "rows of {} do not match the schema of the first table",
+                source.table
+            ),
             e,
-        ))
-    })
+        )
+    })?;
+    match &settings.typing {
+        None => Ok(batch),
+        Some(t) => coerce::coerce_batch(&batch, &t.types, &t.defaults, row_base),
+    }
 }
 
 /// Waits until `bytes`/`rows` fit in the budget (or segment `index` is the head and has

@@ -15,7 +15,7 @@ use paiio::Error;
 use paiio::coerce::{
     Conversion, RecordDefault, TargetType, check_defaults, coerce_batch, coerce_column, conversion,
 };
-use paiio_storage::testing::datagen::{Value as V, to_array};
+use paiio_conformance::datagen::{Value as V, to_array};
 use paiio_storage::types::{ArrowOptions, Column, OdpsType, StructField};
 
 fn ty(text: &str) -> OdpsType {

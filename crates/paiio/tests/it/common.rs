@@ -9,12 +9,12 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::RecordBatch;
+use paiio_conformance::Backend as Store;
+use paiio_conformance::datagen::{self, DataGen};
 use paiio_server::{FaultControl, Server, ServerHandle};
 use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::rest::{RestClient, RetryConfig};
-use paiio_storage::testing::Backend as Store;
-use paiio_storage::testing::datagen::{self, DataGen};
 use paiio_storage::{TableId, TableService};
 
 pub const ACCESS_ID: &str = "paiio-test-id";

@@ -2,9 +2,9 @@
 
 mod coerce;
 mod common;
-mod dataset;
 mod reader;
 mod reader_fork;
 mod reader_props;
+mod record_defaults;
 mod retries;
 mod writer;

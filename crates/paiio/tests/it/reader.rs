@@ -4,7 +4,7 @@
 use arrow_array::cast::AsArray;
 use paiio::options::{ReaderOptions, Shuffle};
 use paiio::{ReaderState, TableReader};
-use paiio_storage::testing::datagen::assert_exactly_once;
+use paiio_conformance::datagen::assert_exactly_once;
 
 use crate::common::{self, TestBackend, read_ids};
 
@@ -680,7 +680,7 @@ fn memory_stays_within_the_budget(b: &TestBackend) {
 }
 
 fn all_types_verify(b: &TestBackend) {
-    let g = paiio_storage::testing::datagen::DataGen::all_types(11);
+    let g = paiio_conformance::datagen::DataGen::all_types(11);
     let t = common::block(b.store.create_gen_table("alltypes", &g, &[]));
     b.append(&t, &g, "", 0..300);
     let mut r = open(
@@ -747,9 +747,30 @@ fn open_uses_the_configured_backend() {
     let config = paiio_storage::config::Config::builder()
         .warehouse(b.dir.path().join("warehouse"))
         .build();
-    let service = paiio::backend::open_service(&config).unwrap();
+    let service = paiio_storage::open_service(&config).unwrap();
     let mut r =
         TableReader::open_with(service, b.uri(&t, "").as_str(), ReaderOptions::default()).unwrap();
     assert_eq!(read_ids(&mut r), vec![0, 1, 2, 3]);
     assert_eq!(r.arrow_schema().fields().len(), 4);
+}
+
+#[test]
+fn a_read_dropped_while_it_waits_leaves_the_position() {
+    use paiio_server::{Fault, FaultPlan, FaultRule, When};
+
+    let (b, faults) = common::rest_with_faults();
+    let (t, _) = b.table("dropped", 0..40);
+    let stall = Fault::Stall {
+        ms: 2000,
+        after_bytes: None,
+    };
+    let rule = FaultRule::new(stall, When::Next(1)).action("TableRead");
+    faults.set(FaultPlan::new().rule(rule)).unwrap();
+    let options = ReaderOptions::default().threads(1);
+    let mut r = TableReader::open_with(b.service.clone(), b.uri(&t, "").as_str(), options).unwrap();
+    let tick = std::time::Duration::from_millis(20);
+    let stopped = paiio::runtime::block_on_checked(r.next_batch_async(10), tick, || Err(()));
+    assert!(matches!(stopped, Ok(Err(()))), "{stopped:?}");
+    assert_eq!(r.position(), 0);
+    assert_eq!(read_ids(&mut r), (0..40).collect::<Vec<_>>());
 }

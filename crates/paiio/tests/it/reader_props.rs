@@ -4,7 +4,7 @@
 
 use paiio::TableReader;
 use paiio::options::ReaderOptions;
-use paiio_storage::testing::datagen::assert_exactly_once;
+use paiio_conformance::datagen::assert_exactly_once;
 use proptest::prelude::*;
 
 use crate::common;

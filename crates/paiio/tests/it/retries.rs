@@ -1,6 +1,10 @@
-//! One retry layer: over the Storage API client, which retries and resumes within a budget of
-//! its own, the reader and the writer surface its errors as they come. A failing endpoint
-//! costs one budget (1 + `max_retries` requests per call), not one for each layer above it.
+//! What readers and writers cost in requests over the Storage API.
+//!
+//! One retry layer: the client retries and resumes within a budget of its own, and the reader
+//! and the writer surface its errors as they come. A failing endpoint costs one budget
+//! (1 + `max_retries` requests per call), not one for each layer above it. And opening a
+//! reader asks for the schema with one cheap call and makes one read session per table: no
+//! throwaway session.
 
 use paiio::options::ReaderOptions;
 use paiio::reader::TableReader;
@@ -8,7 +12,7 @@ use paiio::writer::{TableWriter, Value, WriterOptions};
 use paiio_server::{Fault, FaultControl, FaultPlan, FaultRule, When};
 use paiio_storage::{TableSchema, TableService};
 
-use crate::common::{block, fast_retry, local, rest_with_faults};
+use crate::common::{block, fast_retry, rest_with_faults};
 
 /// Every request of `action` answered 503 from now on.
 fn unavailable(faults: &FaultControl, action: &str) {
@@ -31,11 +35,47 @@ fn answered(faults: &FaultControl) -> u64 {
         .unwrap_or_else(|| panic!("no fired count in {}", faults.status()))
 }
 
+/// Counts the requests of each of `actions` from now on (rules that never fire).
+fn count(faults: &FaultControl, actions: &[&str]) {
+    let mut plan = FaultPlan::new();
+    for action in actions {
+        let never = FaultRule::new(
+            Fault::Stall {
+                ms: 0,
+                after_bytes: None,
+            },
+            When::Nth(0),
+        );
+        plan = plan.rule(never.action(*action));
+    }
+    faults.set(plan).unwrap();
+}
+
+/// How many requests rule `i` of [`count`] saw.
+fn seen(faults: &FaultControl, i: usize) -> u64 {
+    let status = faults.status();
+    status["faults"]["rules"][i]["seen"]
+        .as_u64()
+        .or_else(|| status["rules"][i]["seen"].as_u64())
+        .unwrap_or_else(|| panic!("no seen count in {status}"))
+}
+
 #[test]
-fn only_the_storage_api_client_retries() {
-    let (backend, _faults) = rest_with_faults();
-    assert!(backend.service.retries_internally());
-    assert!(!local().service.retries_internally());
+fn opening_a_reader_makes_one_session_per_table_and_no_other() {
+    let (backend, faults) = rest_with_faults();
+    let (a, _) = backend.table("one", 0..10);
+    let (b, _) = backend.table("two", 0..20);
+    count(&faults, &["TableCreateReadSession", "TableGetWriteSchema"]);
+    let tables = [backend.uri(&a, ""), backend.uri(&b, "")];
+    let options = ReaderOptions::default().selected("id");
+    let mut reader = TableReader::open_with(backend.service.clone(), &tables[..], options).unwrap();
+    assert_eq!(seen(&faults, 0), 2, "read sessions");
+    assert_eq!(seen(&faults, 1), 2, "schema calls");
+    assert_eq!(reader.read(30).unwrap().num_rows(), 30);
+    // Counting rows: a session per table, no schema call.
+    let counts = paiio::reader::row_counts(backend.service.clone(), &tables[..]).unwrap();
+    assert_eq!(counts, [10, 20]);
+    assert_eq!((seen(&faults, 0), seen(&faults, 1)), (4, 2));
 }
 
 #[test]

@@ -1,13 +1,13 @@
-//! RecordDataset: record_defaults typing and NULL filling over the local warehouse and REST,
-//! the count and conversion checks at open, failing values named by slice row.
+//! `ReaderOptions::record_defaults`: typing and NULL filling over the local warehouse and
+//! REST, the count and conversion checks at open, failing values named by slice row.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::DataType;
-use paiio::{Error, ReaderOptions, RecordDataset, RecordDefault};
+use paiio::{Error, ReaderOptions, RecordDefault, TableReader};
+use paiio_conformance::datagen::{DataGen, Value as V, to_array};
 use paiio_storage::TableId;
-use paiio_storage::testing::datagen::{DataGen, Value as V, to_array};
 use paiio_storage::types::{Column, OdpsType, TableSchema};
 
 use crate::common::{self, TestBackend, block};
@@ -89,18 +89,17 @@ fn open(
     table: &TableId,
     defaults: Vec<RecordDefault>,
     options: ReaderOptions,
-) -> paiio::Result<RecordDataset> {
-    RecordDataset::open_with(
+) -> paiio::Result<TableReader> {
+    TableReader::open_with(
         backend.service.clone(),
         backend.uri(table, ""),
-        defaults,
-        options,
+        options.record_defaults(defaults),
     )
 }
 
-fn concat(dataset: &mut RecordDataset) -> RecordBatch {
+fn concat(dataset: &mut TableReader) -> RecordBatch {
     let batches = dataset.by_ref().collect::<paiio::Result<Vec<_>>>().unwrap();
-    arrow_select::concat::concat_batches(&dataset.schema(), &batches).unwrap()
+    arrow_select::concat::concat_batches(&dataset.arrow_schema(), &batches).unwrap()
 }
 
 #[test]
@@ -109,7 +108,7 @@ fn record_defaults_type_the_columns_and_fill_nulls() {
         let table = mixed_table(&backend);
         let mut dataset = open(&backend, &table, defaults(), ReaderOptions::default()).unwrap();
         assert_eq!(dataset.row_count(), 3);
-        let schema = dataset.schema();
+        let schema = dataset.arrow_schema();
         let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
         assert_eq!(
             types,
@@ -269,12 +268,13 @@ fn output_follows_the_selected_order() {
         ReaderOptions::default().selected("s, i"),
     )
     .unwrap();
-    let schema = dataset.schema();
+    let schema = dataset.arrow_schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["s", "i"]);
     assert_eq!(
         dataset
-            .columns()
+            .schema()
+            .columns
             .iter()
             .map(|c| c.ty.clone())
             .collect::<Vec<_>>(),

@@ -29,7 +29,7 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use crate::types::{ArrowOptions, Column, OdpsType, TableSchema};
+use paiio_storage::types::{ArrowOptions, Column, OdpsType, TableSchema};
 
 /// Name of the unique row id column (`bigint not null`).
 pub const ID: &str = "id";
@@ -199,7 +199,7 @@ fn gen_value(ty: &OdpsType, rng: &mut Rng, nullable: bool) -> Value {
         }
         OdpsType::Boolean => Value::Bool(rng.next() & 1 == 1),
         OdpsType::Decimal(ps) => {
-            let (p, s) = ps.unwrap_or(crate::types::UNBOUNDED_DECIMAL_ARROW);
+            let (p, s) = ps.unwrap_or(paiio_storage::types::UNBOUNDED_DECIMAL_ARROW);
             let limit = 10i128.pow(u32::from(p.min(38)));
             let raw = (i128::from(rng.next()) << 64 | i128::from(rng.next())) % limit;
             Value::Decimal(raw, s)
@@ -353,7 +353,7 @@ pub fn to_array(ty: &OdpsType, values: &[Value]) -> ArrayRef {
                 .collect::<BooleanArray>(),
         ),
         OdpsType::Decimal(ps) => {
-            let (p, s) = ps.unwrap_or(crate::types::UNBOUNDED_DECIMAL_ARROW);
+            let (p, s) = ps.unwrap_or(paiio_storage::types::UNBOUNDED_DECIMAL_ARROW);
             let array = values
                 .iter()
                 .map(|v| {

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Error;
-use crate::service::{CreateTableOptions, PartitionInfo};
-use crate::types::{Column, TableSchema};
-use crate::uri::TableId;
+use paiio_storage::error::Error;
+use paiio_storage::service::{CreateTableOptions, PartitionInfo};
+use paiio_storage::types::{Column, TableSchema};
+use paiio_storage::uri::TableId;
 
 use super::datagen::{DataGen, assert_exactly_once, ids};
 use super::{Backend, spec};
@@ -216,10 +216,10 @@ pub async fn column_names_case_insensitive(b: &Backend) {
     // Data may name columns in any case.
     b.write_and_commit(&table, "PT_MIXED=x", false, vec![g.batch(0..5)])
         .await;
-    let request = crate::service::ReadSessionRequest {
+    let request = paiio_storage::service::ReadSessionRequest {
         required_data_columns: vec!["S_MIXED".into(), "ID".into()],
         required_partition_columns: vec!["pt_MIXED".into()],
-        ..crate::service::ReadSessionRequest::new(table.clone())
+        ..paiio_storage::service::ReadSessionRequest::new(table.clone())
     };
     let session = b.read_session(&request).await;
     let batches = b.read_session_rows(&session).await.unwrap();
@@ -338,14 +338,18 @@ pub async fn drop_table(b: &Backend) {
         .unwrap_or_else(|e| panic!("expected if_exists to accept a missing table: {e}"));
     expect_err!(
         b.service
-            .create_read_session(&crate::service::ReadSessionRequest::new(table.clone()))
+            .create_read_session(&paiio_storage::service::ReadSessionRequest::new(
+                table.clone()
+            ))
             .await,
         Error::NotFound { .. },
         "NotFound creating a read session on dropped {table}"
     );
     expect_err!(
         b.service
-            .create_write_session(&crate::service::WriteSessionRequest::new(table.clone()))
+            .create_write_session(&paiio_storage::service::WriteSessionRequest::new(
+                table.clone()
+            ))
             .await,
         Error::NotFound { .. },
         "NotFound creating a write session on dropped {table}"
@@ -631,10 +635,7 @@ pub async fn partitions_created_by_writes(b: &Backend) {
         b.service.list_partitions(&table).await.unwrap().is_empty(),
         "expected no partition before the commit"
     );
-    b.service
-        .commit_write_session(&table, &session.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &session.session_id).await;
     let parts = b.service.list_partitions(&table).await.unwrap();
     assert_eq!(
         partition_rows(&parts),

@@ -1,4 +1,4 @@
-//! The backend-independent conformance suite.
+//! The backend-independent conformance suite of paiio-storage (not published).
 //!
 //! Every [`TableService`] backend must pass the same suite (the `object_store` model). A
 //! backend's test file builds a [`Backend`] and expands
@@ -6,10 +6,10 @@
 //! capability:
 //!
 //! ```ignore
-//! fn backend() -> paiio_storage::testing::Backend { /* a fresh service, clock, guard */ }
-//! paiio_storage::conformance_tests!(backend());
+//! fn backend() -> paiio_conformance::Backend { /* a fresh service, clock, guard */ }
+//! paiio_conformance::conformance_tests!(backend());
 //! // or, when building the backend is async:
-//! paiio_storage::conformance_tests!(async make_backend());
+//! paiio_conformance::conformance_tests!(async make_backend());
 //! ```
 //!
 //! Each capability is a `pub async fn(&Backend)` here that creates its own uniquely named
@@ -28,14 +28,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 
-use crate::clock::{Clock, ManualClock};
-use crate::error::Result;
-use crate::service::{
+use paiio_storage::clock::{Clock, ManualClock};
+use paiio_storage::error::Result;
+use paiio_storage::service::{
     CommitInfo, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
     SplitMode, TableService, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
 };
-use crate::types::{Column, TableSchema};
-use crate::uri::{PartitionSpec, TableId};
+use paiio_storage::types::{Column, TableSchema};
+use paiio_storage::uri::{PartitionSpec, TableId};
 
 /// Asserts that `$result` is an error matching `$pattern`; panics naming what was expected
 /// otherwise. Evaluates to the error.
@@ -58,10 +58,13 @@ macro_rules! expect_err {
 }
 
 pub mod datagen;
+mod forward;
 mod read;
 mod tables;
 mod write;
 
+#[doc(hidden)]
+pub use forward::__fwd;
 pub use read::*;
 pub use tables::*;
 pub use write::*;
@@ -216,7 +219,7 @@ impl Backend {
         session_id: &str,
         stream: &WriteStream,
         batch: RecordBatch,
-    ) -> Result<crate::service::WriteAck> {
+    ) -> Result<paiio_storage::service::WriteAck> {
         self.service
             .write(WriteRequest {
                 table: table.clone(),
@@ -241,15 +244,39 @@ impl Backend {
         let session = self.write_session(table, partition, overwrite).await;
         self.write_stream(table, &session.session_id, None, batches)
             .await;
+        self.commit(table, &session.session_id).await
+    }
+
+    /// Commits every closed stream of a session; panics on failure.
+    pub async fn commit(&self, table: &TableId, session_id: &str) -> CommitInfo {
         self.service
-            .commit_write_session(table, &session.session_id, None)
+            .commit_write_session(table, session_id, None)
             .await
             .unwrap_or_else(|e| {
-                panic!(
-                    "expected the commit of session {} to succeed: {e}",
-                    session.session_id
-                )
+                panic!("expected the commit of session {session_id} to succeed: {e}")
             })
+    }
+
+    /// Closes `streams` (each at its version), in order, then commits the session as
+    /// [`Self::commit`] does; panics on failure.
+    pub async fn close_and_commit(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        streams: &[&WriteStream],
+    ) -> CommitInfo {
+        for stream in streams {
+            self.service
+                .close_write_stream(table, session_id, &stream.stream_id, stream.version)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "expected to close stream {} v{}: {e}",
+                        stream.stream_id, stream.version
+                    )
+                });
+        }
+        self.commit(table, session_id).await
     }
 
     /// Creates a read session; panics on failure.
@@ -364,7 +391,7 @@ impl Backend {
     pub fn now_ms(&self) -> i64 {
         match &self.clock {
             Some(clock) => clock.now_ms(),
-            None => crate::clock::SystemClock.now_ms(),
+            None => paiio_storage::clock::SystemClock.now_ms(),
         }
     }
 }
@@ -374,7 +401,7 @@ impl Backend {
 pub fn local_backend() -> Backend {
     let dir = tempfile::tempdir().expect("a temporary directory for the warehouse");
     let clock = ManualClock::new();
-    let warehouse = crate::local::LocalWarehouse::builder(dir.path().join("warehouse"))
+    let warehouse = paiio_storage::local::LocalWarehouse::builder(dir.path().join("warehouse"))
         .clock(Arc::new(clock.clone()))
         .open()
         .expect("the local warehouse opens in a temporary directory");
@@ -496,8 +523,8 @@ macro_rules! __paiio_conformance_each {
         $(
             #[::tokio::test]
             async fn $name() {
-                let backend: $crate::testing::Backend = $make.await;
-                $crate::testing::$name(&backend).await;
+                let backend: $crate::Backend = $make.await;
+                $crate::$name(&backend).await;
             }
         )*
     };
@@ -505,17 +532,17 @@ macro_rules! __paiio_conformance_each {
         $(
             #[::tokio::test]
             async fn $name() {
-                let backend: $crate::testing::Backend = $make;
-                $crate::testing::$name(&backend).await;
+                let backend: $crate::Backend = $make;
+                $crate::$name(&backend).await;
             }
         )*
     };
     ((run $backend:expr) $($name:ident),* $(,)?) => {{
         let mut failures: Vec<String> = Vec::new();
         $(
-            let run = ::futures::FutureExt::catch_unwind(::std::panic::AssertUnwindSafe($crate::testing::$name($backend)));
+            let run = ::futures::FutureExt::catch_unwind(::std::panic::AssertUnwindSafe($crate::$name($backend)));
             if let Err(panic) = run.await {
-                failures.push(format!("{}: {}", stringify!($name), $crate::testing::panic_message(&*panic)));
+                failures.push(format!("{}: {}", stringify!($name), $crate::panic_message(&*panic)));
             }
         )*
         failures

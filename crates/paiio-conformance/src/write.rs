@@ -9,12 +9,12 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Fields};
 
-use crate::error::{Error, Result};
-use crate::service::{
+use paiio_storage::error::{Error, Result};
+use paiio_storage::service::{
     ReadSessionRequest, SessionStatus, SplitOptions, StreamStatus, WriteAck, WriteRequest,
     WriteStream,
 };
-use crate::uri::TableId;
+use paiio_storage::uri::TableId;
 
 use super::datagen::{
     DataGen, Value, assert_exactly_once, constant_string, ids, reversed_columns, value_at,
@@ -184,10 +184,7 @@ pub async fn write_stream_ids(b: &Backend) {
             .await
             .unwrap();
     }
-    b.service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    b.commit(&table, sid).await;
     assert_exactly_once(
         &table_ids(b, &table).await,
         0..30,
@@ -252,10 +249,7 @@ pub async fn write_stream_requested_versions(b: &Backend) {
         Error::InvalidState { .. },
         "InvalidState re-creating the closed version 3"
     );
-    b.service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    b.commit(&table, sid).await;
     let ids = super::datagen::ids(&b.read_table(&table).await);
     super::datagen::assert_exactly_once(
         &ids,
@@ -314,11 +308,7 @@ pub async fn write_stream_versions(b: &Backend) {
         listed.streams[0].version, v1.version,
         "expected the session to list the latest version"
     );
-    let info = b
-        .service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    let info = b.commit(&table, sid).await;
     assert_eq!(
         info.rows, 10,
         "expected only the latest version's 10 rows committed"
@@ -364,11 +354,7 @@ pub async fn close_and_commit_all(b: &Backend) {
     );
     b.write_stream(&table, sid, None, vec![g.batch(10..20), g.batch(20..25)])
         .await;
-    let info = b
-        .service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    let info = b.commit(&table, sid).await;
     assert_eq!(info.rows, 25, "expected 25 rows committed");
     let described = b.service.describe_table(&table).await.unwrap();
     assert_eq!(
@@ -610,10 +596,7 @@ pub async fn abort(b: &Backend) {
     let committed = b.write_session(&table, "", false).await;
     b.write_stream(&table, &committed.session_id, None, vec![g.batch(200..203)])
         .await;
-    b.service
-        .commit_write_session(&table, &committed.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &committed.session_id).await;
     expect_err!(
         b.service
             .abort_write_session(&table, &committed.session_id)
@@ -678,11 +661,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         .unwrap();
     assert_exactly_once(&ids(&preview), 0..5, "preview before the commit");
 
-    let info = b
-        .service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    let info = b.commit(&table, sid).await;
     assert_eq!(
         info.version,
         before.version + 1,
@@ -716,11 +695,7 @@ pub async fn commit_idempotent(b: &Backend) {
     let first = b.write_session(&table, "", false).await;
     b.write_stream(&table, &first.session_id, None, vec![g.batch(0..10)])
         .await;
-    let c1 = b
-        .service
-        .commit_write_session(&table, &first.session_id, None)
-        .await
-        .unwrap();
+    let c1 = b.commit(&table, &first.session_id).await;
     let c2 = b
         .service
         .commit_write_session(&table, &first.session_id, None)
@@ -739,20 +714,12 @@ pub async fn commit_idempotent(b: &Backend) {
     let second = b.write_session(&table, "", false).await;
     b.write_stream(&table, &second.session_id, None, vec![g.batch(10..20)])
         .await;
-    let c3 = b
-        .service
-        .commit_write_session(&table, &second.session_id, None)
-        .await
-        .unwrap();
+    let c3 = b.commit(&table, &second.session_id).await;
     assert!(
         c3.version > c1.version,
         "expected the second session's commit on a newer version"
     );
-    let c4 = b
-        .service
-        .commit_write_session(&table, &first.session_id, None)
-        .await
-        .unwrap();
+    let c4 = b.commit(&table, &first.session_id).await;
     assert_eq!(
         c4, c1,
         "expected a commit retried after another commit to return the first result"
@@ -796,10 +763,7 @@ pub async fn overwrite_table(b: &Backend) {
         0..20,
         "rows before the overwrite commits",
     );
-    b.service
-        .commit_write_session(&table, &session.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &session.session_id).await;
     assert_exactly_once(
         &g.verified_ids(&b.read_table(&table).await, "overwritten"),
         100..105,
@@ -812,10 +776,7 @@ pub async fn overwrite_table(b: &Backend) {
     );
 
     let empty = b.write_session(&table, "", true).await;
-    b.service
-        .commit_write_session(&table, &empty.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &empty.session_id).await;
     assert!(
         table_ids(b, &table).await.is_empty(),
         "expected an overwrite with no rows to empty the table"
@@ -891,14 +852,7 @@ pub async fn static_partition(b: &Backend) {
         "InvalidArgument writing a partition column the session's spec fixes"
     );
     b.write(&table, sid, &stream, g.batch(0..8)).await.unwrap();
-    b.service
-        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, sid, &[&stream]).await;
     let batches = b.read_table_with_partitions(&table, &[]).await;
     assert_exactly_once(
         &g.verified_ids(&batches, "static partition"),
@@ -912,9 +866,9 @@ pub async fn static_partition(b: &Backend) {
         ("an unknown key", "nope=1"),
         ("a spec skipping the first level", "region=5"),
     ] {
-        let request = crate::service::WriteSessionRequest {
+        let request = paiio_storage::service::WriteSessionRequest {
             partition: spec(partition),
-            ..crate::service::WriteSessionRequest::new(table.clone())
+            ..paiio_storage::service::WriteSessionRequest::new(table.clone())
         };
         expect_err!(
             b.service.create_write_session(&request).await,
@@ -923,9 +877,9 @@ pub async fn static_partition(b: &Backend) {
         );
     }
     let (plain, _) = simple(b, "static_plain", 51).await;
-    let request = crate::service::WriteSessionRequest {
+    let request = paiio_storage::service::WriteSessionRequest {
         partition: spec("pt=1"),
-        ..crate::service::WriteSessionRequest::new(plain)
+        ..paiio_storage::service::WriteSessionRequest::new(plain)
     };
     expect_err!(
         b.service.create_write_session(&request).await,
@@ -987,15 +941,7 @@ pub async fn dynamic_partitions(b: &Backend) {
             "InvalidArgument or TypeMismatch writing {what}"
         );
     }
-    b.service
-        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    let info = b
-        .service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    let info = b.close_and_commit(&table, sid, &[&stream]).await;
     assert_eq!(info.rows, 30, "expected only the 30 valid rows committed");
     let mut parts: Vec<(String, u64)> = b
         .service
@@ -1084,14 +1030,7 @@ pub async fn partial_static_partition(b: &Backend) {
     )
     .await
     .unwrap();
-    b.service
-        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, sid, &[&stream]).await;
     let mut parts: Vec<(String, u64)> = b
         .service
         .list_partitions(&table)
@@ -1137,9 +1076,9 @@ pub async fn partition_values_typed(b: &Backend) {
     let g = DataGen::simple(66);
     let table = b.create_gen_table("partition_types", &g, PT_REGION).await;
     // Static: refused at session creation, at the write or at the commit.
-    let request = crate::service::WriteSessionRequest {
+    let request = paiio_storage::service::WriteSessionRequest {
         partition: spec("pt=a,region=abc"),
-        ..crate::service::WriteSessionRequest::new(table.clone())
+        ..paiio_storage::service::WriteSessionRequest::new(table.clone())
     };
     let outcome = match b.service.create_write_session(&request).await {
         Err(e) => Err(e),
@@ -1198,14 +1137,7 @@ pub async fn partition_values_typed(b: &Backend) {
     )
     .await
     .unwrap();
-    b.service
-        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, sid, &[&stream]).await;
     let batches = b.read_table_with_partitions(&table, &[]).await;
     assert_exactly_once(
         &g.verified_ids(&batches, "typed partitions"),
@@ -1310,15 +1242,7 @@ pub async fn exactly_once_duplicates(b: &Backend) {
         15,
         "expected offset 15"
     );
-    b.service
-        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    let info = b
-        .service
-        .commit_write_session(&table, &sid, None)
-        .await
-        .unwrap();
+    let info = b.close_and_commit(&table, &sid, &[&stream]).await;
     assert_eq!(
         info.rows, 15,
         "expected 15 rows committed despite the replays"
@@ -1370,14 +1294,7 @@ pub async fn exactly_once_gap(b: &Backend) {
     eo_write(b, &table, &sid, &stream, Some(10), token, g.batch(10..12))
         .await
         .unwrap();
-    b.service
-        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, &sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, &sid, &[&stream]).await;
     assert_exactly_once(
         &table_ids(b, &table).await,
         0..12,
@@ -1442,18 +1359,7 @@ pub async fn exactly_once_access_token(b: &Backend) {
     )
     .await
     .unwrap();
-    b.service
-        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    b.service
-        .close_write_stream(&table, &sid, &other.stream_id, other.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, &sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, &sid, &[&stream, &other]).await;
     assert_exactly_once(
         &table_ids(b, &table).await,
         0..5,
@@ -1517,14 +1423,7 @@ pub async fn exactly_once_resume(b: &Backend) {
     .await
     .unwrap();
     assert_eq!(ack.next_row_offset, 20, "expected offset 20 after resuming");
-    b.service
-        .close_write_stream(&table, &sid, &state.stream_id, state.version)
-        .await
-        .unwrap();
-    b.service
-        .commit_write_session(&table, &sid, None)
-        .await
-        .unwrap();
+    b.close_and_commit(&table, &sid, &[&state]).await;
     assert_exactly_once(
         &table_ids(b, &table).await,
         0..20,
@@ -1596,15 +1495,7 @@ async fn refused_writes(
     b.write(table, sid, &stream, g.batch(good.clone()))
         .await
         .unwrap();
-    b.service
-        .close_write_stream(table, sid, &stream.stream_id, stream.version)
-        .await
-        .unwrap();
-    let info = b
-        .service
-        .commit_write_session(table, sid, None)
-        .await
-        .unwrap();
+    let info = b.close_and_commit(table, sid, &[&stream]).await;
     assert_eq!(
         info.rows,
         (good.end - good.start) as u64,
@@ -1812,10 +1703,7 @@ pub async fn write_after_commit_or_abort(b: &Backend) {
             .await
             .unwrap();
         if end == "committed" {
-            b.service
-                .commit_write_session(&table, sid, None)
-                .await
-                .unwrap();
+            b.commit(&table, sid).await;
         } else {
             b.service.abort_write_session(&table, sid).await.unwrap();
         }
@@ -1934,11 +1822,7 @@ pub async fn datagen_round_trip(b: &Backend) {
     .await;
     b.write_stream(&table, sid, None, g.batches(351..400, 16))
         .await;
-    let info = b
-        .service
-        .commit_write_session(&table, sid, None)
-        .await
-        .unwrap();
+    let info = b.commit(&table, sid).await;
     assert_eq!(info.rows, 400, "expected 400 rows committed");
 
     let read = b
@@ -1994,12 +1878,12 @@ pub async fn datagen_round_trip(b: &Backend) {
             ..ReadSessionRequest::new(table.clone())
         })
         .await;
-    let request = crate::service::ReadRequest {
+    let request = paiio_storage::service::ReadRequest {
         max_batch_rows: 33,
-        ..crate::service::ReadRequest::new(
+        ..paiio_storage::service::ReadRequest::new(
             table.clone(),
             &rows.session_id,
-            crate::service::ReadRange::Rows {
+            paiio_storage::service::ReadRange::Rows {
                 offset: 0,
                 count: 400,
             },

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, TimeUnit};
 
-use crate::error::Error;
-use crate::service::{
+use paiio_storage::error::Error;
+use paiio_storage::service::{
     ReadRange, ReadRequest, ReadSession, ReadSessionRequest, SplitMode, SplitOptions,
 };
-use crate::types::ArrowOptions;
-use crate::uri::TableId;
+use paiio_storage::types::ArrowOptions;
+use paiio_storage::uri::TableId;
 
 use super::datagen::{DataGen, Value, assert_exactly_once, ids, value_at};
 use super::tables::{PT_REGION, fill};
@@ -326,10 +326,7 @@ async fn many_batches(
         g.batches(0..batches * rows, rows as usize),
     )
     .await;
-    b.service
-        .commit_write_session(&table, &session.session_id, None)
-        .await
-        .unwrap();
+    b.commit(&table, &session.session_id).await;
     (table, g)
 }
 
@@ -1063,7 +1060,7 @@ pub async fn read_session_of_dropped_table(b: &Backend) {
         .read_session(&ReadSessionRequest::new(table.clone()))
         .await;
     b.service.drop_table(&table, false).await.unwrap();
-    let check = |result: crate::error::Result<Vec<RecordBatch>>, when: &str| match result {
+    let check = |result: paiio_storage::error::Result<Vec<RecordBatch>>, when: &str| match result {
         Err(Error::NotFound { .. })
         | Err(Error::SessionExpired { .. })
         | Err(Error::InvalidState { .. }) => {}
@@ -1130,7 +1127,7 @@ pub async fn read_session_expiry(b: &Backend) {
         {
             Ok(s) => assert_eq!(
                 s.status,
-                crate::service::SessionStatus::Expired,
+                paiio_storage::service::SessionStatus::Expired,
                 "expected an expired session's status EXPIRED"
             ),
             Err(Error::SessionExpired { .. }) => {}
@@ -1184,7 +1181,7 @@ pub async fn read_session_refresh(b: &Backend) {
     );
     assert_eq!(
         refreshed.status,
-        crate::service::SessionStatus::Normal,
+        paiio_storage::service::SessionStatus::Normal,
         "expected a refreshed session to be NORMAL"
     );
     let plain = b
@@ -1290,7 +1287,7 @@ pub async fn unknown_sessions(b: &Backend) {
             Error::NotFound { .. } | Error::InvalidArgument { .. },
             "NotFound getting unknown stream {stream_id:?}"
         );
-        let unknown = crate::service::WriteStream {
+        let unknown = paiio_storage::service::WriteStream {
             stream_id: stream_id.into(),
             ..stream.clone()
         };
@@ -1308,7 +1305,7 @@ pub async fn unknown_sessions(b: &Backend) {
             "NotFound closing unknown stream {stream_id:?}"
         );
     }
-    let future = crate::service::WriteStream {
+    let future = paiio_storage::service::WriteStream {
         version: stream.version + 5,
         ..stream.clone()
     };
