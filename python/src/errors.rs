@@ -6,7 +6,7 @@
 //! followed by every source in its chain that does not already appear in it.
 
 use paiio::Error;
-use paiio_storage::Error as StorageError;
+use paiio_storage::{Error as StorageError, ObjectKind};
 use pyo3::prelude::*;
 
 /// The name of the class in `paiio.errors` for `error`.
@@ -23,7 +23,15 @@ pub fn class_name(error: &Error) -> &'static str {
 
 fn storage_class_name(error: &StorageError) -> &'static str {
     match error {
-        StorageError::NotFound { .. } => "TableNotFoundError",
+        StorageError::NotFound { kind, .. } => match kind {
+            ObjectKind::Column | ObjectKind::PartitionColumn => "InvalidArgumentError",
+            ObjectKind::Project
+            | ObjectKind::Schema
+            | ObjectKind::Table
+            | ObjectKind::TableVersion
+            | ObjectKind::Partition => "TableNotFoundError",
+            _ => "PaiioError",
+        },
         StorageError::OutOfRange { .. } => "OutOfRangeException",
         StorageError::InvalidArgument { .. } => "InvalidArgumentError",
         StorageError::TypeMismatch { .. } => "ConversionError",

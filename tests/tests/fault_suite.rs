@@ -36,8 +36,9 @@ use futures::StreamExt;
 use paiio_conformance::datagen::{DataGen, assert_exactly_once, ids};
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::clock::Clock;
+use paiio_storage::protocol::codec::BodyEncoding;
 use paiio_storage::rest::retry::SplitMix64;
-use paiio_storage::rest::{ClientStats, ReadCompression, RestClient, RetryConfig};
+use paiio_storage::rest::{ClientStats, RestClient, RetryConfig};
 use paiio_storage::{
     Error, ReadRange, ReadRequest, ReadSessionRequest, SessionStatus, SplitOptions, TableId,
     TableService, WriteRequest, WriteSessionRequest,
@@ -137,7 +138,7 @@ struct ReadSpec {
     /// Row ranges of a RowOffset session.
     ranges: Vec<(u64, u64)>,
     max_batch_rows: usize,
-    compression: Option<ReadCompression>,
+    compression: Option<BodyEncoding>,
     /// F9: advance the clock past expiry after this many batches of this range.
     expire_at: Option<(usize, usize)>,
     /// Read with the client that shares the server's clock (refreshes ahead of expiry),
@@ -265,8 +266,8 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
     let read = reads.then(|| {
         let max_batch_rows = rng.pick(&[7usize, 16, 50, 100, 333, 4096]);
         let compression = match rng.below(4) {
-            0 => Some(ReadCompression::Zstd),
-            1 => Some(ReadCompression::Lz4Frame),
+            0 => Some(BodyEncoding::Zstd),
+            1 => Some(BodyEncoding::Lz4Frame),
             _ => None,
         };
         let (splits, ranges) = if rng.chance(0.5) {
@@ -451,7 +452,7 @@ impl Worker {
             ..Default::default()
         })
         .await;
-        let build = |clock: bool, compression: Option<ReadCompression>| {
+        let build = |clock: bool, compression: Option<BodyEncoding>| {
             let mut b = server
                 .client_builder()
                 .tunnel_endpoint(server.handle.url())
@@ -466,23 +467,23 @@ impl Worker {
         };
         Worker {
             client: build(false, None),
-            client_zstd: build(false, Some(ReadCompression::Zstd)),
-            client_lz4: build(false, Some(ReadCompression::Lz4Frame)),
+            client_zstd: build(false, Some(BodyEncoding::Zstd)),
+            client_lz4: build(false, Some(BodyEncoding::Lz4Frame)),
             clock_client: build(true, None),
-            clock_client_zstd: build(true, Some(ReadCompression::Zstd)),
-            clock_client_lz4: build(true, Some(ReadCompression::Lz4Frame)),
+            clock_client_zstd: build(true, Some(BodyEncoding::Zstd)),
+            clock_client_lz4: build(true, Some(BodyEncoding::Lz4Frame)),
             server,
         }
     }
 
     fn reader(&self, spec: &ReadSpec) -> &RestClient {
         match (spec.clock_client, spec.compression) {
-            (false, None) => &self.client,
-            (false, Some(ReadCompression::Zstd)) => &self.client_zstd,
-            (false, Some(ReadCompression::Lz4Frame)) => &self.client_lz4,
-            (true, None) => &self.clock_client,
-            (true, Some(ReadCompression::Zstd)) => &self.clock_client_zstd,
-            (true, Some(ReadCompression::Lz4Frame)) => &self.clock_client_lz4,
+            (false, None | Some(BodyEncoding::Identity)) => &self.client,
+            (false, Some(BodyEncoding::Zstd)) => &self.client_zstd,
+            (false, Some(BodyEncoding::Lz4Frame)) => &self.client_lz4,
+            (true, None | Some(BodyEncoding::Identity)) => &self.clock_client,
+            (true, Some(BodyEncoding::Zstd)) => &self.clock_client_zstd,
+            (true, Some(BodyEncoding::Lz4Frame)) => &self.clock_client_lz4,
         }
     }
 

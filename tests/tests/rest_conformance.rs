@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 use paiio_conformance::datagen::{DataGen, assert_exactly_once};
 use paiio_server::{Fault, FaultPlan, FaultRule, When};
 use paiio_storage::auth::Credentials;
-use paiio_storage::rest::{ReadCompression, RestClient};
+use paiio_storage::error::ObjectKind;
+use paiio_storage::protocol::codec::BodyEncoding;
+use paiio_storage::rest::RestClient;
 use paiio_storage::{
     Error, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId, TableService,
     WriteRequest, WriteSessionRequest,
@@ -162,7 +164,10 @@ async fn describe_table_over_rest() {
     let missing = TableId::new(PROJECT, None, "nope").unwrap();
     assert!(matches!(
         client.describe_table(&missing).await,
-        Err(Error::NotFound { kind: "table", .. })
+        Err(Error::NotFound {
+            kind: ObjectKind::Table,
+            ..
+        })
     ));
     // Catalog calls are not part of the Storage API.
     assert!(matches!(
@@ -175,7 +180,7 @@ async fn describe_table_over_rest() {
 async fn compressed_reads_decode() {
     let server = TestServer::start().await;
     let (table, g) = table_with_rows(&server, &server.client(), "compressed", 5000).await;
-    for codec in [ReadCompression::Zstd, ReadCompression::Lz4Frame] {
+    for codec in [BodyEncoding::Zstd, BodyEncoding::Lz4Frame] {
         let client = server
             .client_builder()
             .read_compression(Some(codec))
@@ -216,7 +221,7 @@ async fn compressed_reads_decode() {
 /// Reads through a fault on the first TableRead and checks every row arrives exactly once.
 async fn read_through(
     fault: Fault,
-    compression: Option<ReadCompression>,
+    compression: Option<BodyEncoding>,
     read_timeout: Option<Duration>,
 ) {
     let server = TestServer::start().await;
@@ -293,13 +298,13 @@ async fn read_resumes_after_truncation() {
 async fn compressed_read_resumes() {
     read_through(
         Fault::ResetAfter { bytes: 4000 },
-        Some(ReadCompression::Zstd),
+        Some(BodyEncoding::Zstd),
         None,
     )
     .await;
     read_through(
         Fault::Truncate { bytes: 4000 },
-        Some(ReadCompression::Lz4Frame),
+        Some(BodyEncoding::Lz4Frame),
         None,
     )
     .await;

@@ -7,37 +7,21 @@ use std::time::{Duration, Instant};
 
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
-use serde_json::{Value, json};
+pub use paiio_storage::protocol::codec::BodyEncoding;
+use paiio_storage::protocol::storage::{
+    Action, CreateReadSessionRequest, ReadSessionResponse, SplitOptionsBody, TableReadRequest,
+};
 
 use crate::proc_stats;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whole-body compression asked for with `Accept-Encoding`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    None,
-    Lz4,
-    Zstd,
-}
-
-impl Encoding {
-    pub const ALL: [Encoding; 3] = [Encoding::None, Encoding::Lz4, Encoding::Zstd];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Encoding::None => "none",
-            Encoding::Lz4 => "lz4",
-            Encoding::Zstd => "zstd",
-        }
-    }
-
-    fn accept_encoding(self) -> Option<&'static str> {
-        match self {
-            Encoding::None => None,
-            Encoding::Lz4 => Some("x-lz4-frame"),
-            Encoding::Zstd => Some("zstd"),
-        }
+/// How reports name a body encoding.
+pub fn label(encoding: BodyEncoding) -> &'static str {
+    match encoding {
+        BodyEncoding::Identity => "none",
+        BodyEncoding::Lz4Frame => "lz4",
+        BodyEncoding::Zstd => "zstd",
     }
 }
 
@@ -64,18 +48,23 @@ pub struct Session {
 
 const TARGET: &str = "projects.bench.tables.wide";
 
-/// TableCreateReadSession with the given `SplitOptions` body.
+/// TableCreateReadSession with the given `SplitOptions`.
 pub async fn create_session(
     client: &reqwest::Client,
     v2: &str,
-    split_options: Value,
+    split_options: SplitOptionsBody,
 ) -> Result<Session, BoxError> {
+    let body = CreateReadSessionRequest {
+        split_options: Some(split_options),
+        ..Default::default()
+    };
     let response = client
         .post(format!(
-            "{v2}?Action=TableCreateReadSession&Target={TARGET}"
+            "{v2}?Action={}&Target={TARGET}",
+            Action::TableCreateReadSession
         ))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json!({ "SplitOptions": split_options }).to_string())
+        .body(serde_json::to_string(&body)?)
         .send()
         .await?;
     let status = response.status();
@@ -83,13 +72,16 @@ pub async fn create_session(
     if !status.is_success() {
         return Err(format!("TableCreateReadSession: HTTP {status}: {text}").into());
     }
-    let v: Value = serde_json::from_str(&text)?;
-    let stats = &v["SessionStats"];
+    let v: ReadSessionResponse = serde_json::from_str(&text)?;
+    let stats = &v.session_stats;
+    if v.session_id.is_empty() {
+        return Err("no SessionId".into());
+    }
     Ok(Session {
-        id: v["SessionId"].as_str().ok_or("no SessionId")?.to_string(),
-        splits: v["SplitsCount"].as_i64().unwrap_or(-1),
-        rows: stats["EstimatedRowCount"].as_u64().unwrap_or(0),
-        estimated_size: stats["EstimatedSize"].as_u64().unwrap_or(0),
+        id: v.session_id,
+        splits: v.splits_count.unwrap_or(-1),
+        rows: stats.estimated_row_count.unwrap_or(0).max(0) as u64,
+        estimated_size: stats.estimated_size.unwrap_or(0).max(0) as u64,
     })
 }
 
@@ -105,11 +97,14 @@ async fn table_read(
     v2: &str,
     session: &str,
     range: Range,
-    encoding: Encoding,
+    encoding: BodyEncoding,
     max_batch_rows: usize,
 ) -> Result<reqwest::Response, BoxError> {
     // Session ids are letters and digits: nothing in the query needs escaping.
-    let mut url = format!("{v2}?Action=TableRead&Target={TARGET}&SessionId={session}");
+    let mut url = format!(
+        "{v2}?Action={}&Target={TARGET}&SessionId={session}",
+        Action::TableRead
+    );
     match range {
         Range::Split(i) => url.push_str(&format!("&Index={i}")),
         Range::Rows { offset, count } => url.push_str(&format!("&Offset={offset}&Count={count}")),
@@ -117,8 +112,11 @@ async fn table_read(
     let mut request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json!({ "MaxBatchRows": max_batch_rows }).to_string());
-    if let Some(enc) = encoding.accept_encoding() {
+        .body(serde_json::to_string(&TableReadRequest {
+            max_batch_rows: Some(max_batch_rows as u64),
+            ..Default::default()
+        })?);
+    if let Some(enc) = encoding.content_encoding() {
         request = request.header(reqwest::header::ACCEPT_ENCODING, enc);
     }
     let response = request.send().await?;
@@ -173,7 +171,7 @@ impl IpcCheck {
 /// The figures of one throughput scenario.
 #[derive(Debug, Clone)]
 pub struct Throughput {
-    pub encoding: Encoding,
+    pub encoding: BodyEncoding,
     pub readers: usize,
     pub splits: i64,
     pub wall_s: f64,
@@ -191,7 +189,7 @@ pub async fn throughput(
     client: &reqwest::Client,
     v2: &str,
     server_pid: u32,
-    encoding: Encoding,
+    encoding: BodyEncoding,
     readers: usize,
     max_batch_rows: usize,
     check: bool,
@@ -199,7 +197,11 @@ pub async fn throughput(
     let session = create_session(
         client,
         v2,
-        json!({"SplitMode": "Parallelism", "SplitNumber": readers}),
+        SplitOptionsBody {
+            split_mode: Some("Parallelism".into()),
+            split_number: Some(readers as u64),
+            ..Default::default()
+        },
     )
     .await?;
     let splits = session.splits.max(0) as u64;
@@ -231,7 +233,7 @@ pub async fn throughput(
                     max_batch_rows,
                 )
                 .await?;
-                let mut ipc = (check && encoding == Encoding::None).then(IpcCheck::default);
+                let mut ipc = (check && encoding == BodyEncoding::Identity).then(IpcCheck::default);
                 while let Some(chunk) = response.chunk().await? {
                     wire += chunk.len() as u64;
                     if let Some(ipc) = &mut ipc {
@@ -317,7 +319,15 @@ pub async fn many_streams(
         hold,
         max_batch_rows,
     } = *options;
-    let session = create_session(client, v2, json!({"SplitMode": "RowOffset"})).await?;
+    let session = create_session(
+        client,
+        v2,
+        SplitOptionsBody {
+            split_mode: Some("RowOffset".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
     // Let the slot of the session call go before the streams take theirs.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = proc_stats::memory(server_pid, "VmRSS").unwrap_or(0);
@@ -369,14 +379,22 @@ pub async fn many_streams(
                     let _ = gate_tx.send(true);
                 }
             };
-            let mut response =
-                match table_read(&client, &v2, &id, range, Encoding::None, max_batch_rows).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        arrive();
-                        return Err(e);
-                    }
-                };
+            let mut response = match table_read(
+                &client,
+                &v2,
+                &id,
+                range,
+                BodyEncoding::Identity,
+                max_batch_rows,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    arrive();
+                    return Err(e);
+                }
+            };
             let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
             max_open.fetch_max(now_open, Ordering::SeqCst);
             arrive();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use paiio_storage::config::{Backend, Config};
+use paiio_storage::error::ObjectKind;
 use paiio_storage::service::PartitionInfo;
 use paiio_storage::{Error as StorageError, TableInfo, TableService, TableUri};
 
@@ -123,7 +124,7 @@ impl Target {
     pub fn require_rows_source(&self) -> Result<()> {
         if !self.uri.partition.is_empty() && self.partitions().is_empty() {
             return Err(StorageError::not_found(
-                "partition",
+                ObjectKind::Partition,
                 format!("{} of {}", self.uri.partition, self.uri.table),
             )
             .into());

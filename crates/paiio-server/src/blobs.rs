@@ -15,7 +15,6 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::codec::{crc32_ieee, crc32_ieee_update};
 use crate::error::{ApiError, ApiResult};
 
 const REF_PREFIX: &str = "paiio-blob:";
@@ -396,9 +395,50 @@ pub(crate) fn write_payload(found: &[Found], out: &mut impl Write) -> std::io::R
     Ok(())
 }
 
+/// zlib CRC-32 (IEEE, reflected 0xEDB88320), as blob upload frame footers carry it.
+pub(crate) fn crc32_ieee(data: &[u8]) -> u32 {
+    crc32_ieee_update(0, data)
+}
+
+/// Continues a zlib CRC-32 over more data (`crc` is the CRC of what came before; 0 to start).
+pub(crate) fn crc32_ieee_update(crc: u32, data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *slot = c;
+        }
+        t
+    });
+    let mut crc = !crc;
+    for &b in data {
+        crc = table[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32_matches_its_check_values() {
+        assert_eq!(crc32_ieee(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32_ieee(b"abc"), 891_568_578);
+        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(
+            crc32_ieee_update(crc32_ieee(&data[..10]), &data[10..]),
+            crc32_ieee(&data)
+        );
+    }
 
     fn frame(header: &str, data: &[u8], footer: &str) -> Vec<u8> {
         let mut out = Vec::new();

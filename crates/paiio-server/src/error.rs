@@ -1,11 +1,13 @@
 //! Errors as the Storage API answers them: a status and a JSON body whose `Code` the official
-//! clients map to their exception classes (STORAGE_API.md §2.5).
+//! clients map to their exception classes (STORAGE_API.md §2.5). Storage errors are mapped
+//! by [`paiio_storage::protocol::error::to_wire`], which also carries them as structured
+//! fields for paiio's own client.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paiio_storage::Error;
-
-use crate::REQUEST_ID_HEADER;
+use paiio_storage::protocol::error::{ErrorBody, ErrorDetail, to_wire};
+use paiio_storage::protocol::headers;
 
 /// An error answer of the server.
 #[derive(Debug, Clone)]
@@ -15,6 +17,9 @@ pub struct ApiError {
     pub message: String,
     /// Filled in by the request-id layer when the handler did not know it.
     pub request_id: Option<String>,
+    /// The storage error as fields, when the answer is one (boxed: errors travel in every
+    /// `Result`).
+    pub detail: Option<Box<ErrorDetail>>,
 }
 
 impl ApiError {
@@ -24,6 +29,7 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             request_id: None,
+            detail: None,
         }
     }
 
@@ -35,6 +41,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NoSuchObject", message)
     }
 
+    /// A 400 `NotSupported`.
+    pub fn not_supported(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "NotSupported", message)
+    }
+
+    /// A 500 for what went wrong inside the server (a task that failed).
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
+    }
+
     pub fn too_large(what: &str, limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,70 +64,44 @@ impl ApiError {
     }
 }
 
-/// Maps storage errors onto the service's status codes and error codes.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        let (status, code) = match &e {
-            Error::NotFound { kind: "table", .. } => (StatusCode::NOT_FOUND, "NoSuchTable"),
-            Error::NotFound {
-                kind: "partition", ..
-            } => (StatusCode::NOT_FOUND, "NoSuchPartition"),
-            Error::NotFound { kind, .. } if kind.contains("session") || kind.contains("stream") => {
-                (StatusCode::NOT_FOUND, "NoSuchSession")
-            }
-            Error::NotFound {
-                kind: "column" | "partition column",
-                ..
-            } => (StatusCode::BAD_REQUEST, "InvalidArgument"),
-            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "NoSuchObject"),
-            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "ObjectAlreadyExists"),
-            Error::InvalidArgument { .. }
-            | Error::TypeMismatch { .. }
-            | Error::OutOfRange { .. } => (StatusCode::BAD_REQUEST, "InvalidArgument"),
-            Error::Config { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
-            Error::Unauthenticated { code, .. } => {
-                let status = if *code == "NoPermission" {
-                    StatusCode::FORBIDDEN
-                } else {
-                    StatusCode::UNAUTHORIZED
-                };
-                (status, *code)
-            }
-            Error::SessionExpired { .. } => (StatusCode::BAD_REQUEST, "SessionExpired"),
-            Error::InvalidState { .. } => (StatusCode::CONFLICT, "InvalidStateSetting"),
-            Error::Conflict { .. } => (StatusCode::CONFLICT, "TableModified"),
-            Error::NotSupported { .. } => (StatusCode::BAD_REQUEST, "NotSupported"),
-            Error::Transient { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-            // A full or read-only disk: the message says which and what could not be done.
-            Error::Unwritable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-            Error::Service { status, code, .. } => {
-                return ApiError::new(
-                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    code.clone(),
-                    message,
-                );
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
-        };
-        ApiError::new(status, code, message)
+        let (status, body) = to_wire(&e);
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            code: body.code,
+            message: body.message,
+            request_id: None,
+            detail: body.paiio.map(Box::new),
+        }
+    }
+}
+
+impl From<paiio_storage::protocol::codec::DecodeError> for ApiError {
+    fn from(e: paiio_storage::protocol::codec::DecodeError) -> Self {
+        use paiio_storage::protocol::codec::DecodeError;
+        match e {
+            DecodeError::TooLarge { what, limit } => ApiError::too_large(&what, limit),
+            DecodeError::Invalid(message) => ApiError::invalid(message),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = self.request_id.clone().unwrap_or_default();
-        let body = serde_json::json!({
-            "Code": self.code,
-            "Message": self.message,
-            "RequestId": request_id,
-            "HostId": "paiio",
-        });
+        let body = ErrorBody {
+            code: self.code.clone(),
+            message: self.message.clone(),
+            request_id: request_id.clone(),
+            host_id: Some("paiio".into()),
+            paiio: self.detail.as_deref().cloned(),
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if !request_id.is_empty()
             && let Ok(v) = HeaderValue::from_str(&request_id)
         {
-            response.headers_mut().insert(REQUEST_ID_HEADER, v);
+            response.headers_mut().insert(headers::REQUEST_ID, v);
         }
         // Let the request-id layer see the error (for logs) without re-parsing the body.
         response.extensions_mut().insert(self);
@@ -116,27 +110,3 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_or_read_only_warehouse_is_503_with_the_reason() {
-        let e = Error::Unwritable {
-            root: "/wh".into(),
-            condition: "read-only",
-            action: "record read session abc".into(),
-            path: "/wh/.paiio/read_sessions/abc.json".into(),
-            source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
-        };
-        let api = ApiError::from(e);
-        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            api.message
-                .contains("the warehouse at /wh is read-only: cannot record read session abc"),
-            "{}",
-            api.message
-        );
-    }
-}

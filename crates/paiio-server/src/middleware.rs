@@ -8,13 +8,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paiio_storage::auth::is_signed_header;
+use paiio_storage::protocol::headers;
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::{AppState, REQUEST_ID_HEADER};
 
 /// The id of the request being served, as a request extension.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestId(#[allow(dead_code)] pub String);
+pub(crate) struct RequestId(pub String);
 
 /// Gives every request an id and puts it on every response (success or error).
 pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
@@ -33,7 +34,7 @@ pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
         response = err.into_response();
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+        response.headers_mut().insert(headers::REQUEST_ID, v);
     }
     response
 }
@@ -41,8 +42,8 @@ pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
 /// Headers the server acts on besides the signed ones.
 const ACTED_ON: &[&str] = &[
     "content-encoding",
-    "odps-tunnel-retry-trace-id",
-    "odps-tunnel-retry-trace-index",
+    headers::RETRY_TRACE_ID,
+    headers::RETRY_INDEX,
 ];
 
 /// The first header that is signed or acted on and occurs more than once. The signature

@@ -12,17 +12,93 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of object an [`Error::NotFound`] or [`Error::AlreadyExists`] is about.
+///
+/// Its text (`"write stream"`) is how the error displays it, and how the server's error
+/// answers name it (`protocol::error`), so that a client gets the same kind back.
+macro_rules! object_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ObjectKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ObjectKind {
+            /// Every kind.
+            pub const ALL: &'static [ObjectKind] = &[$(ObjectKind::$variant,)*];
+
+            /// The kind as messages name it (`"read session"`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ObjectKind::$variant => $text,)*
+                }
+            }
+        }
+
+        impl std::str::FromStr for ObjectKind {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($text => Ok(ObjectKind::$variant),)*
+                    other => Err(format!("unknown object kind {other:?}")),
+                }
+            }
+        }
+    };
+}
+
+object_kinds! {
+    Project = "project",
+    Schema = "schema",
+    Table = "table",
+    /// A version of a table (one a read session pinned, removed by vacuum).
+    TableVersion = "table version",
+    Partition = "partition",
+    Column = "column",
+    PartitionColumn = "partition column",
+    ReadSession = "read session",
+    WriteSession = "write session",
+    WriteStream = "write stream",
+    WriteStreamVersion = "write stream version",
+    /// A session of a kind the answer did not tell (a service's `NoSuchSession`).
+    Session = "session",
+    /// A writer slot (`slice_id`) of a table or partition, held by a live writer.
+    WriterSlot = "writer slot",
+    /// Anything else a service says does not exist.
+    Object = "object",
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ObjectKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ObjectKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A table, partition, session, stream or column does not exist.
     #[error("{kind} not found: {name}")]
-    NotFound { kind: &'static str, name: String },
+    NotFound { kind: ObjectKind, name: String },
 
     /// Creating something that already exists.
     #[error("{kind} already exists: {name}")]
-    AlreadyExists { kind: &'static str, name: String },
+    AlreadyExists { kind: ObjectKind, name: String },
 
     /// A request or argument that can never succeed as given.
     #[error("invalid {what}: {message}")]
@@ -146,7 +222,7 @@ impl Error {
     }
 
     /// Shorthand for [`Error::NotFound`].
-    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+    pub fn not_found(kind: ObjectKind, name: impl Into<String>) -> Self {
         Error::NotFound {
             kind,
             name: name.into(),

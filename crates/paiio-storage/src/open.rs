@@ -6,7 +6,6 @@ use std::sync::Arc;
 use crate::config::{Backend, Config};
 use crate::error::Result;
 use crate::local::LocalWarehouse;
-use crate::rest::RestClient;
 use crate::service::TableService;
 
 /// Opens the service `config` selects ([`Config::backend`]).
@@ -19,6 +18,17 @@ pub fn open_service(config: &Config) -> Result<Arc<dyn TableService>> {
 pub fn open_backend(backend: &Backend, config: &Config) -> Result<Arc<dyn TableService>> {
     Ok(match backend {
         Backend::Local { root } => Arc::new(LocalWarehouse::open(root)?),
-        Backend::Rest { .. } => Arc::new(RestClient::from_config(config)?),
+        #[cfg(feature = "rest")]
+        Backend::Rest { .. } => Arc::new(crate::rest::RestClient::from_config(config)?),
+        #[cfg(not(feature = "rest"))]
+        Backend::Rest { endpoint } => {
+            let _ = config;
+            return Err(crate::Error::NotSupported {
+                message: format!(
+                    "the endpoint {endpoint} needs the Storage API client, which this build \
+                     leaves out (paiio-storage's `rest` feature)"
+                ),
+            });
+        }
     })
 }

@@ -3,9 +3,9 @@
 //! The required core is what the Storage API offers: read sessions with splits, row streams,
 //! write sessions with streams, commit and abort. Catalog operations (create, drop, list) are
 //! provided methods that backends without a catalog answer with [`Error::NotSupported`].
-//! The backends are [`crate::local::LocalWarehouse`] (a directory) and
-//! [`crate::rest::RestClient`] (the HTTP client of the Storage API, which alone retries);
-//! decorators that are themselves services can wrap either.
+//! The backends are [`crate::local::LocalWarehouse`] (a directory) and the HTTP client of the
+//! Storage API (`rest::RestClient`, the `rest` feature, which alone retries); decorators that
+//! are themselves services can wrap either.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::types::{ArrowOptions, TableSchema};
 use crate::uri::{PartitionSpec, TableId};
 
@@ -642,7 +642,7 @@ pub fn writer_slot_taken(table: &TableId, partition: &PartitionSpec, slot: u64) 
         format!("partition {partition} of table {table}")
     };
     Error::AlreadyExists {
-        kind: "writer slot",
+        kind: ObjectKind::WriterSlot,
         name: format!(
             "slice_id {slot} of {place} is held by another live TableWriter; give each \
              concurrent writer its own slice_id"

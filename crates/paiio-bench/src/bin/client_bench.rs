@@ -34,12 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use paiio_bench::client::{self, BoxError, Encoding};
+use paiio_bench::client::{self, BoxError};
 use paiio_bench::reads::{self, PyodpsRun, ReadRun};
 use paiio_bench::{proc_stats, server, table};
 use paiio_storage::TableService;
 use paiio_storage::local::LocalWarehouse;
-use paiio_storage::rest::{ReadCompression, RestClient};
+use paiio_storage::protocol::codec::BodyEncoding;
+use paiio_storage::rest::RestClient;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -198,7 +199,7 @@ fn main() {
 
 fn rest_client(
     endpoint: &str,
-    compression: Option<ReadCompression>,
+    compression: Option<BodyEncoding>,
 ) -> Result<Arc<dyn TableService>, BoxError> {
     Ok(Arc::new(
         RestClient::builder(endpoint)
@@ -270,8 +271,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // Warm-up (page cache), and the wire size of the table: raw HTTP reads of the
     // uncompressed IPC streams, decoded to check the row count.
     let http = client::http_client()?;
-    let warm =
-        client::throughput(&http, &serve.v2_url(), pid, Encoding::None, 4, mbr, true).await?;
+    let warm = client::throughput(
+        &http,
+        &serve.v2_url(),
+        pid,
+        BodyEncoding::Identity,
+        4,
+        mbr,
+        true,
+    )
+    .await?;
     if warm.rows != rows {
         return Err(format!(
             "the warm-up read delivered {} rows, the table has {rows}",
@@ -304,8 +313,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         results.push(row("paiio RestClient", n, &run, server_cpu, Kind::Rest));
     }
     for (label, codec) in [
-        ("zstd", ReadCompression::Zstd),
-        ("lz4", ReadCompression::Lz4Frame),
+        ("zstd", BodyEncoding::Zstd),
+        ("lz4", BodyEncoding::Lz4Frame),
     ] {
         let service = rest_client(&serve.endpoint, Some(codec))?;
         for &n in &args.compressed_streams {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use paiio_bench::client::{self, Encoding, ManyStreams, Throughput};
+use paiio_bench::client::{self, BodyEncoding, ManyStreams, Throughput};
 use paiio_bench::{proc_stats, server, table};
 use serde_json::json;
 
@@ -150,7 +150,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         &http,
         &v2,
         pid,
-        Encoding::None,
+        BodyEncoding::Identity,
         4,
         args.max_batch_rows,
         true,
@@ -171,7 +171,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     );
 
     let mut results: Vec<Throughput> = Vec::new();
-    for encoding in Encoding::ALL {
+    for encoding in BodyEncoding::ALL {
         for &readers in &args.readers {
             let mut best: Option<Throughput> = None;
             for _ in 0..args.repeat.max(1) {
@@ -187,7 +187,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 .await?;
                 eprintln!(
                     "bench: {:<4} x{readers:<2} {:.2} s, {:.3} GB/s, server {:.2} CPU-s",
-                    encoding.label(),
+                    client::label(encoding),
                     t.wall_s,
                     arrow_gb / t.wall_s,
                     t.server_cpu_s
@@ -251,7 +251,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         let wire_gb = t.wire_bytes as f64 / 1e9;
         println!(
             "{:<12} {:>7} {:>8.2} {:>13.3} {:>12.3} {:>16.2} {:>16.2} {:>6.2}",
-            t.encoding.label(),
+            client::label(t.encoding),
             t.readers,
             t.wall_s,
             arrow_gb / t.wall_s,
@@ -291,7 +291,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         "cores": cores,
         "max_batch_rows": args.max_batch_rows,
         "throughput": results.iter().map(|t| json!({
-            "compression": t.encoding.label(),
+            "compression": client::label(t.encoding),
             "readers": t.readers,
             "splits": t.splits,
             "wall_s": t.wall_s,

@@ -13,7 +13,7 @@ use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_schema::{DataType, Field, SchemaRef};
 
 use super::manifest::DataFile;
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::uri::PartitionSpec;
 
 /// Body compression of the warehouse's data files.
@@ -51,7 +51,7 @@ pub(crate) fn write_data_file(
     let path = table_dir.join(rel_path);
     if !table_dir.join(super::manifest::MANIFEST_DIR).is_dir() {
         return Err(Error::not_found(
-            "table",
+            ObjectKind::Table,
             format!("{} (dropped)", table_dir.display()),
         ));
     }

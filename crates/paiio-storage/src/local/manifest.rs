@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::types::TableSchema;
 use crate::uri::PartitionSpec;
 
@@ -511,7 +511,7 @@ pub(crate) fn publish(
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     } else if !dir.is_dir() {
         return Err(Error::not_found(
-            "table",
+            ObjectKind::Table,
             format!("{} (dropped during the commit)", table_dir.display()),
         ));
     }
@@ -567,7 +567,7 @@ fn link_new(dir: &Path, target: &Path, record: &Record) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let table_dir = dir.parent().unwrap_or(dir);
             Err(Error::not_found(
-                "table",
+                ObjectKind::Table,
                 format!("{} (dropped during the commit)", table_dir.display()),
             ))
         }

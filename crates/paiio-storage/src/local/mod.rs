@@ -44,7 +44,7 @@ use manifest::{DataFile, Manifest};
 pub use vacuum::{VacuumOptions, VacuumReport};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::service::*;
 use crate::types::{ArrowOptions, Column, TableSchema};
 use crate::uri::{DEFAULT_SCHEMA, PartitionSpec, TableId, validate_name};
@@ -383,7 +383,7 @@ impl Inner {
     fn current(&self, table: &TableId) -> Result<(PathBuf, Arc<Manifest>)> {
         let dir = self.table_dir(table);
         let version = manifest::latest_version(&dir)?
-            .ok_or_else(|| Error::not_found("table", table.to_string()))?;
+            .ok_or_else(|| Error::not_found(ObjectKind::Table, table.to_string()))?;
         let m = self.materialise(&dir, version, true)?;
         Ok((dir, m))
     }
@@ -400,7 +400,7 @@ impl Inner {
         let _guard = lock.lock();
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let latest = manifest::latest_version(&dir)?
-                .ok_or_else(|| Error::not_found("table", table.to_string()))?;
+                .ok_or_else(|| Error::not_found(ObjectKind::Table, table.to_string()))?;
             let base = self.manifest(&dir, latest)?;
             let Some(mut next) = change(&dir, &base)? else {
                 return Ok((*base).clone());
@@ -447,13 +447,13 @@ impl Inner {
             (Some(c), Some(stamp)) if c.backing == Backing::File(stamp) => c.state,
             (_, None) => {
                 self.read_sessions.lock().remove(session_id);
-                return Err(Error::not_found("read session", session_id));
+                return Err(Error::not_found(ObjectKind::ReadSession, session_id));
             }
             (_, Some(stamp)) => {
                 let bytes = match fs::read(&path) {
                     Ok(b) => b,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(Error::not_found("read session", session_id));
+                        return Err(Error::not_found(ObjectKind::ReadSession, session_id));
                     }
                     Err(e) => return Err(Error::io(path, e)),
                 };
@@ -470,7 +470,7 @@ impl Inner {
         };
         if &state.table != table {
             return Err(Error::not_found(
-                "read session",
+                ObjectKind::ReadSession,
                 format!("{session_id} of table {table}"),
             ));
         }
@@ -534,14 +534,14 @@ impl Inner {
                 &req.table,
                 &table_schema.columns,
                 &req.required_data_columns,
-                "column",
+                ObjectKind::Column,
             )?
         };
         let partition_columns = pick_columns(
             &req.table,
             &table_schema.partition_columns,
             &req.required_partition_columns,
-            "partition column",
+            ObjectKind::PartitionColumn,
         )?;
         for spec in &req.required_partitions {
             check_partition_keys(&req.table, table_schema, spec)?;
@@ -707,7 +707,7 @@ impl Inner {
         let dir = self.table_dir(&state.table);
         let dropped = || {
             Error::not_found(
-                "table",
+                ObjectKind::Table,
                 format!("{} (dropped after the session was created)", state.table),
             )
         };
@@ -717,7 +717,7 @@ impl Inner {
                 return match self.current(&state.table) {
                     Ok((_, latest)) if latest.table_uuid == state.table_uuid => {
                         Err(Error::not_found(
-                            "table version",
+                            ObjectKind::TableVersion,
                             format!(
                                 "version {} of {}, which read session {} pinned, was removed by vacuum \
                              after the session expired: create a new read session",
@@ -896,7 +896,7 @@ impl Inner {
                 return Ok(());
             }
             return Err(Error::AlreadyExists {
-                kind: "table",
+                kind: ObjectKind::Table,
                 name: table.to_string(),
             });
         }
@@ -912,7 +912,7 @@ impl Inner {
             if if_exists {
                 Ok(())
             } else {
-                Err(Error::not_found("table", table.to_string()))
+                Err(Error::not_found(ObjectKind::Table, table.to_string()))
             }
         };
         if manifest::latest_version(&dir)?.is_none() {
@@ -988,7 +988,7 @@ impl Inner {
         })?;
         if !found && !if_exists {
             return Err(Error::not_found(
-                "partition",
+                ObjectKind::Partition,
                 format!("{partition} of {table}"),
             ));
         }
@@ -1021,7 +1021,7 @@ fn pick_columns(
     table: &TableId,
     available: &[Column],
     names: &[String],
-    kind: &'static str,
+    kind: ObjectKind,
 ) -> Result<Vec<Column>> {
     names
         .iter()
@@ -1126,7 +1126,7 @@ fn output_shape(state: &ReadSessionState, columns: &[String]) -> Result<OutputSh
                     .copied()
                     .ok_or_else(|| {
                         Error::not_found(
-                            "column",
+                            ObjectKind::Column,
                             format!("`{}` in read session of {}", n.trim(), state.table),
                         )
                     })

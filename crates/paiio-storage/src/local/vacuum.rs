@@ -36,7 +36,7 @@ use super::write::State;
 use super::{
     Backing, Inner, LocalWarehouse, META_DIR, READ_SESSIONS_DIR, TRASH_DIR, list_dir_names,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::uri::{DEFAULT_SCHEMA, TableId};
 
 /// What [`LocalWarehouse::vacuum`] may remove.
@@ -189,7 +189,10 @@ impl Inner {
             match self.vacuum_table(t, options, &pins) {
                 Ok(r) => report.add(&r),
                 // Dropped meanwhile.
-                Err(Error::NotFound { kind: "table", .. }) if table.is_none() => {}
+                Err(Error::NotFound {
+                    kind: ObjectKind::Table,
+                    ..
+                }) if table.is_none() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -299,7 +302,7 @@ impl Inner {
         //    sessions still NORMAL; remove the rest.
         let versions = manifest::list_versions(&dir)?;
         let Some(&latest) = versions.last() else {
-            return Err(Error::not_found("table", table.to_string()));
+            return Err(Error::not_found(ObjectKind::Table, table.to_string()));
         };
         let current = self.manifest(&dir, latest)?;
         let pinned = pins.get(&(table.clone(), current.table_uuid.clone()));

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::files::write_data_file;
 use super::manifest::{self, DATA_DIR, WRITE_DIR};
 use super::{Inner, Staged, check_id, check_partition_keys, new_session_id, storage_schema};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::service::*;
 use crate::types::{Column, OdpsType, TableSchema};
 use crate::uri::{PartitionSpec, TableId, validate_partition_value};
@@ -117,7 +117,7 @@ impl Inner {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(
-                    "write session",
+                    ObjectKind::WriteSession,
                     format!("{session_id} of table {table}"),
                 ));
             }
@@ -419,13 +419,13 @@ impl Inner {
             .load_stream(table, session_id, stream_id)?
             .ok_or_else(|| {
                 Error::not_found(
-                    "write stream",
+                    ObjectKind::WriteStream,
                     format!("{stream_id} of session {session_id}"),
                 )
             })?;
         let last = stream.versions.last().ok_or_else(|| {
             Error::not_found(
-                "write stream",
+                ObjectKind::WriteStream,
                 format!("{stream_id} of session {session_id}"),
             )
         })?;
@@ -440,7 +440,7 @@ impl Inner {
             .load_stream(&req.table, &req.session_id, &req.stream_id)?
             .ok_or_else(|| {
                 Error::not_found(
-                    "write stream",
+                    ObjectKind::WriteStream,
                     format!("{} of session {}", req.stream_id, req.session_id),
                 )
             })?;
@@ -451,7 +451,7 @@ impl Inner {
             .find(|v| v.version == req.version)
             .ok_or_else(|| {
                 Error::not_found(
-                    "write stream version",
+                    ObjectKind::WriteStreamVersion,
                     format!("{} v{}", req.stream_id, req.version),
                 )
             })?;
@@ -616,7 +616,7 @@ impl Inner {
             .load_stream(table, session_id, stream_id)?
             .ok_or_else(|| {
                 Error::not_found(
-                    "write stream",
+                    ObjectKind::WriteStream,
                     format!("{stream_id} of session {session_id}"),
                 )
             })?;
@@ -625,7 +625,10 @@ impl Inner {
             .iter_mut()
             .find(|v| v.version == version)
             .ok_or_else(|| {
-                Error::not_found("write stream version", format!("{stream_id} v{version}"))
+                Error::not_found(
+                    ObjectKind::WriteStreamVersion,
+                    format!("{stream_id} v{version}"),
+                )
             })?;
         v.closed = true;
         let out = v.to_stream(stream_id);
@@ -695,14 +698,20 @@ impl Inner {
                 }
                 for (id, version) in list {
                     let s = all.iter().find(|s| &s.stream_id == id).ok_or_else(|| {
-                        Error::not_found("write stream", format!("{id} of session {session_id}"))
+                        Error::not_found(
+                            ObjectKind::WriteStream,
+                            format!("{id} of session {session_id}"),
+                        )
                     })?;
                     let v = s
                         .versions
                         .iter()
                         .find(|v| v.version == *version)
                         .ok_or_else(|| {
-                            Error::not_found("write stream version", format!("{id} v{version}"))
+                            Error::not_found(
+                                ObjectKind::WriteStreamVersion,
+                                format!("{id} v{version}"),
+                            )
                         })?;
                     if !v.closed {
                         return Err(Error::InvalidState {

@@ -22,7 +22,7 @@
 //!   `x-odps-user-agent` is `paiio-rs/<version>`; `curr_project` is on every call.
 //! * **Route tokens** (§8.7) are kept per session, sent on later calls of that session, and
 //!   replaced by any token a response carries.
-//! * **Reads** decode the Arrow IPC body incrementally ([`body`]), optionally asking for
+//! * **Reads** decode the Arrow IPC body incrementally, optionally asking for
 //!   `zstd` / `x-lz4-frame` body compression, and **resume** a broken body exactly where it
 //!   broke (a split with `SkipRowNum = rows delivered`, a row range with
 //!   `Offset + delivered, Count - delivered`), within the retry budget.
@@ -63,8 +63,7 @@
 //! diagnostics); one budget ([`RetryConfig`]) bounds every run of attempts without progress,
 //! including the re-opens of a resumed read.
 
-pub mod body;
-mod errors;
+mod body;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -77,36 +76,37 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::auth::{Credentials, SignatureVersion, sign_request};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectKind, Result};
+use crate::protocol::codec::{BodyEncoding, StreamError, encode_ipc};
+use crate::protocol::error::{ErrorContext, from_response};
+use crate::protocol::headers;
+use crate::protocol::storage::{
+    Action, CommitRequest, CreateReadSessionRequest, CreateWriteSessionRequest, PreviewRequest,
+    ReadSessionResponse, StreamRequest, TableReadRequest, WriteResponse, WriteSchemaResponse,
+    WriteSessionResponse, WriteStreamResponse, malformed,
+};
 use crate::service::{
     CommitInfo, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
     SessionStatus, SplitMode, SplitOptions, StreamStatus, TableInfo, TableService, WriteAck,
-    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream, time_unit_name,
+    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
 };
-use crate::types::{ArrowOptions, Column, OdpsType, TableSchema};
+use crate::types::{ArrowOptions, TableSchema};
 use crate::uri::{PartitionSpec, TableId};
 
-pub use body::ReadCompression;
-use body::{BodyDecoder, StreamError};
-use errors::ErrorContext;
+use body::BodyDecoder;
 use retry::Backoff;
 pub use retry::{Idempotency, Jitter, RetryConfig};
 
-/// The request and response header of V2 route tokens.
-pub const ROUTE_TOKEN_HEADER: &str = "x-odps-max-storage-route-token";
-/// The request header of the exactly-once write token.
-pub const ACCESS_TOKEN_HEADER: &str = "x-odps-max-storage-write-access-token";
-/// The response header with the request id.
-pub const REQUEST_ID_HEADER: &str = "x-odps-request-id";
 /// The user agent: `paiio-rs/<version>`.
 pub const USER_AGENT: &str = concat!("paiio-rs/", env!("CARGO_PKG_VERSION"));
 
-const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Characters kept as they are in query values: RFC 3986 unreserved.
@@ -138,7 +138,7 @@ pub struct RestClientBuilder {
     read_timeout: Duration,
     request_timeout: Duration,
     retry: RetryConfig,
-    read_compression: Option<ReadCompression>,
+    read_compression: Option<BodyEncoding>,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -263,7 +263,7 @@ impl RestClientBuilder {
 
     /// Asks for this body compression on reads (`Accept-Encoding`); the answer is decoded
     /// per its `Content-Encoding`.
-    pub fn read_compression(mut self, compression: Option<ReadCompression>) -> Self {
+    pub fn read_compression(mut self, compression: Option<BodyEncoding>) -> Self {
         self.read_compression = compression;
         self
     }
@@ -449,7 +449,7 @@ struct Inner {
     user_agent: String,
     request_timeout: Duration,
     retry: RetryConfig,
-    read_compression: Option<ReadCompression>,
+    read_compression: Option<BodyEncoding>,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -473,42 +473,51 @@ enum CallBody {
 
 /// One Storage API call.
 struct Call {
-    action: &'static str,
+    action: Action,
     table: TableId,
     params: Vec<(&'static str, String)>,
     body: CallBody,
     session: Option<String>,
     headers: Vec<(String, String)>,
     idempotency: Idempotency,
-    accept_encoding: Option<ReadCompression>,
+    accept_encoding: Option<BodyEncoding>,
     /// Reads stream their body: no whole-request timeout.
     streaming: bool,
     ctx: ErrorContext,
 }
 
 impl Call {
-    fn new(action: &'static str, table: &TableId, body: Value) -> Self {
+    fn new(action: Action, table: &TableId, body: &impl Serialize) -> Self {
         Call {
             action,
             table: table.clone(),
             params: Vec::new(),
-            body: CallBody::Json(Bytes::from(body.to_string())),
+            body: CallBody::Json(Bytes::new()),
             session: None,
             headers: Vec::new(),
             idempotency: Idempotency::Safe,
             accept_encoding: None,
             streaming: false,
             ctx: ErrorContext {
+                action: Some(action),
                 table: Some(table.to_string()),
                 ..Default::default()
             },
         }
+        .json_body(body)
     }
 
     fn session(mut self, session_id: &str) -> Self {
         self.params.push(("SessionId", session_id.to_string()));
         self.session = Some(session_id.to_string());
         self.ctx.session_id = Some(session_id.to_string());
+        self
+    }
+
+    fn json_body(mut self, body: &impl Serialize) -> Self {
+        // The message types serialize infallibly (string keys only).
+        let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+        self.body = CallBody::Json(Bytes::from(json));
         self
     }
 
@@ -523,7 +532,7 @@ impl Call {
     }
 }
 
-fn transport_error(action: &str, e: reqwest::Error) -> Error {
+fn transport_error(action: impl std::fmt::Display, e: reqwest::Error) -> Error {
     let what = if e.is_connect() {
         "cannot connect"
     } else if e.is_timeout() {
@@ -637,7 +646,7 @@ impl Inner {
     fn base_headers(&self) -> Vec<(String, String)> {
         vec![
             ("User-Agent".into(), self.user_agent.clone()),
-            ("x-odps-user-agent".into(), self.user_agent.clone()),
+            (headers::ODPS_USER_AGENT.into(), self.user_agent.clone()),
         ]
     }
 
@@ -733,7 +742,7 @@ impl Inner {
 
     async fn error_of(&self, resp: reqwest::Response, ctx: &ErrorContext) -> Error {
         let status = resp.status().as_u16();
-        let request_id = header_str(resp.headers(), REQUEST_ID_HEADER);
+        let request_id = header_str(resp.headers(), headers::REQUEST_ID);
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         use futures::StreamExt;
@@ -743,14 +752,14 @@ impl Inner {
                 break;
             }
         }
-        errors::to_error(status, request_id.as_deref(), &body, ctx)
+        from_response(status, request_id.as_deref(), &body, ctx)
     }
 
     /// Sends a call once.
     async fn send_once(&self, base: &str, call: &Call) -> reqwest::Result<reqwest::Response> {
         let mut query = format!(
             "Action={}&Target={}",
-            call.action,
+            call.action.as_str(),
             enc(&call.table.target())
         );
         for (k, v) in &call.params {
@@ -767,14 +776,14 @@ impl Inner {
         let url = format!("{base}{relative}");
         let mut headers = self.base_headers();
         let (content_type, body) = match &call.body {
-            CallBody::Json(b) => (JSON_CONTENT_TYPE, b.clone()),
-            CallBody::Arrow(b) => ("application/octet-stream", b.clone()),
+            CallBody::Json(b) => (headers::JSON_CONTENT_TYPE, b.clone()),
+            CallBody::Arrow(b) => (headers::ARROW_CONTENT_TYPE, b.clone()),
         };
         headers.push(("Content-Type".into(), content_type.into()));
         if let Some(session) = &call.session
             && let Some(token) = self.route_tokens.lock().get(session)
         {
-            headers.push((ROUTE_TOKEN_HEADER.into(), token.clone()));
+            headers.push((headers::ROUTE_TOKEN.into(), token.clone()));
         }
         headers.extend(call.headers.iter().cloned());
         if let Some(c) = call.accept_encoding {
@@ -792,7 +801,7 @@ impl Inner {
     }
 
     fn keep_route_token(&self, session: Option<&str>, headers: &reqwest::header::HeaderMap) {
-        if let (Some(session), Some(token)) = (session, header_str(headers, ROUTE_TOKEN_HEADER)) {
+        if let (Some(session), Some(token)) = (session, header_str(headers, headers::ROUTE_TOKEN)) {
             self.route_tokens.lock().insert(session.to_string(), token);
         }
     }
@@ -850,7 +859,7 @@ impl Inner {
             match self.next_retry(budget, retry_after) {
                 Some(delay) => {
                     tracing::debug!(
-                        action = call.action,
+                        action = call.action.as_str(),
                         retry = budget.backoff.retries(),
                         ?delay,
                         "retrying: {error}"
@@ -862,24 +871,34 @@ impl Inner {
         }
     }
 
-    /// A JSON call: the answer's body (`{}` when empty) and its route token.
-    async fn json(&self, call: &Call) -> Result<(Value, Option<String>)> {
+    /// A JSON call: the answer's body (as `{}` when empty) and its route token.
+    async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<(T, Option<String>)> {
         self.json_in(call, &mut Budget::new(&self.retry)).await
     }
 
     /// [`Self::json`] within `budget` (which tells the caller how many attempts were made).
-    async fn json_in(&self, call: &Call, budget: &mut Budget) -> Result<(Value, Option<String>)> {
+    async fn json_in<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+        budget: &mut Budget,
+    ) -> Result<(T, Option<String>)> {
         loop {
             let resp = self.execute_in(call, budget).await?;
-            let token = header_str(resp.headers(), ROUTE_TOKEN_HEADER);
-            let request_id = header_str(resp.headers(), REQUEST_ID_HEADER).unwrap_or_default();
+            let token = header_str(resp.headers(), headers::ROUTE_TOKEN);
+            let request_id = header_str(resp.headers(), headers::REQUEST_ID).unwrap_or_default();
             match resp.bytes().await {
                 Ok(body) => {
-                    if body.iter().all(u8::is_ascii_whitespace) {
-                        return Ok((json!({}), token));
-                    }
-                    let error = match serde_json::from_slice(&body) {
-                        Ok(v) => return Ok((v, token)),
+                    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+                        Ok(json!({}))
+                    } else {
+                        serde_json::from_slice(&body)
+                    };
+                    let error = match parsed {
+                        Ok(v) => {
+                            return crate::protocol::from_value(v)
+                                .map(|answer| (answer, token))
+                                .map_err(|e| malformed(call.action.as_str(), e));
+                        }
                         Err(e) => Error::Service {
                             status: 200,
                             code: "ParseError".into(),
@@ -923,169 +942,21 @@ impl Inner {
 }
 
 // ---------------------------------------------------------------------------------------
-// JSON helpers
-// ---------------------------------------------------------------------------------------
-
-fn get_i64(v: &Value, key: &str) -> Option<i64> {
-    match v.get(key)? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn get_bool(v: &Value, key: &str) -> Option<bool> {
-    match v.get(key)? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => Some(s.eq_ignore_ascii_case("true")),
-        _ => None,
-    }
-}
-
-fn malformed(action: &str, message: impl std::fmt::Display) -> Error {
-    Error::Service {
-        status: 200,
-        code: "MalformedResponse".into(),
-        message: format!("{action}: {message}"),
-        request_id: String::new(),
-    }
-}
-
-fn session_status(v: &Value, key: &str) -> SessionStatus {
-    match get_str(v, key)
-        .unwrap_or("NORMAL")
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "INIT" => SessionStatus::Init,
-        "CRITICAL" => SessionStatus::Critical,
-        "EXPIRED" => SessionStatus::Expired,
-        "COMMITTING" => SessionStatus::Committing,
-        "COMMITTED" => SessionStatus::Committed,
-        _ => SessionStatus::Normal,
-    }
-}
-
-/// The read-schema format: `{"DataColumns":[{"Name","Type","Comment","Nullable"}],"PartitionColumns":[..]}`.
-fn parse_read_schema(v: &Value) -> Result<TableSchema> {
-    let columns = |key: &str| -> Result<Vec<Column>> {
-        let Some(items) = v.get(key).and_then(Value::as_array) else {
-            return Ok(Vec::new());
-        };
-        items
-            .iter()
-            .map(|c| -> Result<Column> {
-                let name = get_str(c, "Name")
-                    .ok_or_else(|| malformed("DataSchema", format!("column {c} has no Name")))?;
-                let ty: OdpsType = get_str(c, "Type")
-                    .ok_or_else(|| malformed("DataSchema", format!("column {name} has no Type")))?
-                    .parse()?;
-                Ok(Column {
-                    name: name.to_string(),
-                    ty,
-                    nullable: get_bool(c, "Nullable").unwrap_or(true),
-                    comment: get_str(c, "Comment").unwrap_or("").to_string(),
-                })
-            })
-            .collect()
-    };
-    Ok(TableSchema {
-        columns: columns("DataColumns")?,
-        partition_columns: columns("PartitionColumns")?,
-    })
-}
-
-fn stream_status(v: &Value) -> StreamStatus {
-    let s = get_str(v, "Status")
-        .or_else(|| get_str(v, "status"))
-        .unwrap_or("OPEN");
-    if s.eq_ignore_ascii_case("CLOSED") || s.eq_ignore_ascii_case("COMMITTED") {
-        StreamStatus::Closed
-    } else {
-        StreamStatus::Open
-    }
-}
-
-fn read_body(request: &ReadRequest) -> Value {
-    json!({
-        "MaxBatchRows": request.max_batch_rows,
-        "SkipRowNum": request.skip_rows,
-        "MaxBatchRawSize": 0,
-        "DataFormat": {"Type": "Arrow", "Version": "V5"},
-        "DataColumns": request.columns,
-        "DataColumnsUnordered": false,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
 // Sessions
 // ---------------------------------------------------------------------------------------
 
 impl RestClient {
-    fn parse_read_session(&self, table: &TableId, v: &Value) -> Result<ReadSession> {
-        let session_id = get_str(v, "SessionId")
-            .or_else(|| get_str(v, "DownloadID"))
-            .ok_or_else(|| malformed("read session", "no SessionId"))?
-            .to_string();
-        let meta = self.inner.read_meta.lock().get(&session_id).copied();
-        let echoed = match get_str(v, "SplitMode") {
-            Some(m) => m.parse::<SplitMode>().ok(),
-            None => None,
-        };
-        let splits_count = get_i64(v, "SplitsCount").unwrap_or(-1);
-        let split_mode = match (echoed, meta) {
-            (Some(SplitMode::Size), Some(m)) => m.split_mode,
-            (Some(mode), _) => mode,
-            (None, Some(m)) => m.split_mode,
-            (None, None) if splits_count < 0 => SplitMode::RowOffset,
-            (None, None) => SplitMode::Size,
-        };
-        let stats = v.get("SessionStats").cloned().unwrap_or(Value::Null);
-        let mut record_count = get_i64(v, "RecordCount").unwrap_or(-1);
-        if record_count < 0 {
-            record_count = get_i64(&stats, "EstimatedRowCount")
-                .filter(|n| *n >= 0)
-                .unwrap_or(-1);
-        }
-        let mut arrow_options = meta.map(|m| m.arrow_options).unwrap_or_default();
-        if let Some(large) = get_bool(v, "EnableLargeString") {
-            arrow_options.large_string = large;
-        }
-        let schema = match v.get("DataSchema") {
-            Some(s) if s.is_object() => parse_read_schema(s)?,
-            _ => TableSchema::default(),
-        };
-        let expiration_time_ms = get_i64(v, "ExpirationTime").unwrap_or(0);
-        self.note_expiry(&session_id, expiration_time_ms);
-        Ok(ReadSession {
-            session_id,
-            table: table.clone(),
-            status: session_status(v, "SessionStatus"),
-            expiration_time_ms,
-            split_mode,
-            splits_count,
-            record_count,
-            estimated_size: get_i64(&stats, "EstimatedSize").unwrap_or(0),
-            schema,
-            arrow_options,
-            table_version: get_i64(v, "TableVersion")
-                .or_else(|| get_i64(v, "LatestVersion"))
-                .unwrap_or(0)
-                .max(0) as u64,
-            split_bucket_ids: v
-                .get("SplitBucketId")
-                .and_then(Value::as_array)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|i| i.as_u64().map(|i| i as u32))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
+    /// The read session an answer describes, with what the client asked it for.
+    fn read_session(&self, table: &TableId, answer: ReadSessionResponse) -> Result<ReadSession> {
+        let meta = self
+            .inner
+            .read_meta
+            .lock()
+            .get(&answer.session_id)
+            .map(|m| (m.split_mode, m.arrow_options));
+        let session = answer.into_session(table, meta)?;
+        self.note_expiry(&session.session_id, session.expiration_time_ms);
+        Ok(session)
     }
 
     /// Keeps a read session's expiration time (0: unknown, forgotten).
@@ -1148,30 +1019,27 @@ impl RestClient {
         session_id: &str,
         refresh: bool,
     ) -> Result<ReadSession> {
-        let mut call = Call::new("TableGetReadSession", table, json!({})).session(session_id);
+        let mut call =
+            Call::new(Action::TableGetReadSession, table, &json!({})).session(session_id);
         if refresh {
             call = call.param("session_refresh", "true");
         }
-        let (v, _) = self.inner.json(&call).await?;
-        self.parse_read_session(table, &v)
+        let (answer, _) = self.inner.json(&call).await?;
+        self.read_session(table, answer)
     }
 
     /// The full table schema: `TableGetWriteSchema` without a session (falls back to the
     /// schema of a read session when the server wants a session).
     async fn write_schema(&self, table: &TableId) -> Result<Option<TableSchema>> {
-        let call = Call::new("TableGetWriteSchema", table, json!({}));
-        match self.inner.json(&call).await {
-            Ok((v, _)) => match v.get("TableSchema") {
-                Some(s) if s.is_object() => Ok(Some(TableSchema::from_write_schema_json(s)?)),
-                _ => Ok(None),
-            },
-            Err(Error::NotFound {
-                kind: "table",
-                name,
-            }) => Err(Error::NotFound {
-                kind: "table",
-                name,
-            }),
+        let call = Call::new(Action::TableGetWriteSchema, table, &json!({}));
+        match self.inner.json::<WriteSchemaResponse>(&call).await {
+            Ok((answer, _)) => answer.schema(),
+            Err(
+                e @ Error::NotFound {
+                    kind: ObjectKind::Table,
+                    ..
+                },
+            ) => Err(e),
             Err(e @ (Error::Unauthenticated { .. } | Error::Transient { .. })) => Err(e),
             Err(_) => Ok(None),
         }
@@ -1179,35 +1047,6 @@ impl RestClient {
 
     fn write_meta(&self, session_id: &str) -> Option<WriteMeta> {
         self.inner.write_meta.lock().get(session_id).cloned()
-    }
-
-    fn parse_write_stream(
-        &self,
-        session_id: &str,
-        v: &Value,
-        fallback: Option<(&str, u64)>,
-    ) -> Result<WriteStream> {
-        let stream_id = match v.get("StreamId") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => fallback
-                .map(|f| f.0.to_string())
-                .ok_or_else(|| malformed("write stream", "no StreamId"))?,
-        };
-        let version = get_i64(v, "StreamVersion")
-            .map(|n| n.max(0) as u64)
-            .or(fallback.map(|f| f.1))
-            .ok_or_else(|| malformed("write stream", "no StreamVersion"))?;
-        let access_token = get_str(v, "AccessToken").unwrap_or("").to_string();
-        let _ = session_id;
-        Ok(WriteStream {
-            stream_id,
-            version,
-            status: stream_status(v),
-            row_offset: get_i64(v, "RowOffset").unwrap_or(0).max(0) as u64,
-            exactly_once: !access_token.is_empty(),
-            access_token,
-        })
     }
 }
 
@@ -1219,7 +1058,10 @@ impl RestClient {
 #[derive(Clone)]
 enum Source {
     Read(ReadRequest),
-    Preview { table: TableId, body: Value },
+    Preview {
+        table: TableId,
+        body: PreviewRequest,
+    },
 }
 
 struct ReadState {
@@ -1281,8 +1123,8 @@ impl RestClient {
         let call = match source {
             Source::Read(request) => {
                 let mut request = request.clone();
-                let mut call = Call::new("TableRead", &request.table, Value::Null)
-                    .session(&request.session_id);
+                let mut call =
+                    Call::new(Action::TableRead, &request.table, &()).session(&request.session_id);
                 match request.range {
                     ReadRange::Split(index) => {
                         request.skip_rows += delivered;
@@ -1298,11 +1140,11 @@ impl RestClient {
                             .param("Count", count - delivered);
                     }
                 }
-                call.body = CallBody::Json(Bytes::from(read_body(&request).to_string()));
+                call = call.json_body(&TableReadRequest::from(&request));
                 call.accept_encoding = self.inner.read_compression;
                 call
             }
-            Source::Preview { table, body } => Call::new("TablePreview", table, body.clone()),
+            Source::Preview { table, body } => Call::new(Action::TablePreview, table, body),
         };
         let call = Call {
             streaming: true,
@@ -1478,45 +1320,28 @@ impl TableService for RestClient {
             }
             _ => {}
         }
-        let body = json!({
-            "RequiredDataColumns": request.required_data_columns,
-            "RequiredPartitionColumns": request.required_partition_columns,
-            "RequiredPartitions": request.required_partitions.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            "RequiredBucketIds": request.required_bucket_ids,
-            "SplitOptions": {
-                "SplitMode": opts.mode.to_string(),
-                "SplitUnit": "ByteSize",
-                "SplitNumber": opts.number,
-                "CrossPartition": opts.cross_partition,
-            },
-            "ArrowOptions": {
-                "TimestampUnit": time_unit_name(request.arrow_options.timestamp_unit),
-                "DatetimeUnit": time_unit_name(request.arrow_options.datetime_unit),
-            },
-            "FilterPredicate": request.filter_predicate,
-            "FilterPredicateFallback": request.filter_predicate_fallback,
-            "SplitMaxFileNum": 0,
-            "IncrementalRead": false,
-            "EnableLargeString": request.arrow_options.large_string,
-        });
-        let call = Call::new("TableCreateReadSession", &request.table, body);
-        let (v, token) = self.inner.json(&call).await?;
-        let session_id = get_str(&v, "SessionId")
-            .ok_or_else(|| malformed("TableCreateReadSession", "no SessionId"))?;
+        let body = CreateReadSessionRequest::from(request);
+        let call = Call::new(Action::TableCreateReadSession, &request.table, &body);
+        let (answer, token) = self.inner.json::<ReadSessionResponse>(&call).await?;
+        let session_id = answer.session_id.clone();
+        if session_id.is_empty() {
+            return Err(malformed("TableCreateReadSession", "no SessionId"));
+        }
         if let Some(token) = token {
             self.inner
                 .route_tokens
                 .lock()
-                .insert(session_id.to_string(), token);
+                .insert(session_id.clone(), token);
         }
         self.inner.read_meta.lock().insert(
-            session_id.to_string(),
+            session_id,
             ReadMeta {
                 split_mode: opts.mode,
                 arrow_options: request.arrow_options,
             },
         );
-        let mut session = self.parse_read_session(&request.table, &v)?;
+        let message = answer.message.clone();
+        let mut session = self.read_session(&request.table, answer)?;
         // Planning is asynchronous on the real service: wait while INIT.
         let started = Instant::now();
         while session.status == SessionStatus::Init {
@@ -1540,11 +1365,7 @@ impl TableService for RestClient {
             return Err(Error::Service {
                 status: 200,
                 code: "SessionCritical".into(),
-                message: format!(
-                    "read session {} failed: {}",
-                    session.session_id,
-                    get_str(&v, "Message").unwrap_or("")
-                ),
+                message: format!("read session {} failed: {message}", session.session_id),
                 request_id: String::new(),
             });
         }
@@ -1577,17 +1398,13 @@ impl TableService for RestClient {
         columns: &[String],
         limit: u64,
     ) -> Result<RecordBatchStream> {
-        let mut body = serde_json::Map::new();
-        body.insert("Limit".into(), json!(limit));
-        if let Some(p) = partition.filter(|p| !p.is_empty()) {
-            body.insert("Partition".into(), json!(p.to_string()));
-        }
-        if !columns.is_empty() {
-            body.insert("Columns".into(), json!(columns));
-        }
         let source = Source::Preview {
             table: table.clone(),
-            body: Value::Object(body),
+            body: PreviewRequest {
+                limit: Some(limit),
+                partition: partition.filter(|p| !p.is_empty()).map(|p| p.to_string()),
+                columns: columns.to_vec(),
+            },
         };
         let mut budget = Budget::new(&self.inner.retry);
         let first = self
@@ -1599,18 +1416,16 @@ impl TableService for RestClient {
 
     async fn create_write_session(&self, request: &WriteSessionRequest) -> Result<WriteSession> {
         request.table.validate()?;
-        let body = json!({
-            "PartialPartitionSpec": request.partition.to_string(),
-            "Flags": {"overwrite": request.overwrite},
-        });
-        let mut call = Call::new("TableCreateWriteSession", &request.table, body);
+        let body = CreateWriteSessionRequest::from(request);
+        let mut call = Call::new(Action::TableCreateWriteSession, &request.table, &body);
         if request.mode == WriteMode::BatchCompatible {
             call = call.param("WriteMode", "BatchCompatible");
         }
-        let (v, token) = self.inner.json(&call).await?;
-        let session_id = get_str(&v, "SessionId")
-            .ok_or_else(|| malformed("TableCreateWriteSession", "no SessionId"))?
-            .to_string();
+        let (answer, token) = self.inner.json::<WriteSessionResponse>(&call).await?;
+        let session_id = answer
+            .session_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| malformed("TableCreateWriteSession", "no SessionId"))?;
         if let Some(token) = token {
             self.inner
                 .route_tokens
@@ -1630,7 +1445,8 @@ impl TableService for RestClient {
     }
 
     async fn get_write_session(&self, table: &TableId, session_id: &str) -> Result<WriteSession> {
-        let mut call = Call::new("TableGetWriteSession", table, json!({})).session(session_id);
+        let mut call =
+            Call::new(Action::TableGetWriteSession, table, &json!({})).session(session_id);
         let meta = self.write_meta(session_id);
         if meta
             .as_ref()
@@ -1638,52 +1454,19 @@ impl TableService for RestClient {
         {
             call = call.param("WriteMode", "BatchCompatible");
         }
-        let (v, _) = self.inner.json(&call).await?;
+        let (answer, _) = self.inner.json::<WriteSessionResponse>(&call).await?;
         let meta = meta.unwrap_or_default();
-        let streams = match v.get("Streams") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|s| -> Result<WriteStream> {
-                    let mut w = self.parse_write_stream(session_id, s, None)?;
-                    if let Some(n) = get_i64(s, "RecordCount").or_else(|| get_i64(s, "RowOffset")) {
-                        w.row_offset = n.max(0) as u64;
-                    }
-                    Ok(w)
-                })
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        };
-        let write_schema = match v.get("TableSchema") {
-            Some(s) if s.is_object() => TableSchema::from_write_schema_json(s)?,
-            _ => TableSchema::default(),
-        };
-        let partition =
-            match get_str(&v, "PartialPartitionSpec").or_else(|| get_str(&v, "PartitionSpec")) {
-                Some(p) => PartitionSpec::parse(p)?,
-                None => meta.partition.clone(),
-            };
-        let mode = match get_str(&v, "WriteMode") {
-            Some(m) if m.eq_ignore_ascii_case("BatchCompatible") => WriteMode::BatchCompatible,
-            Some(_) => WriteMode::Batch,
-            None if v.get("MaxBlockNumber").is_some() => WriteMode::BatchCompatible,
-            None => meta.mode,
-        };
-        let status = session_status(&v, "SessionStatus");
-        let committed_version = get_i64(&v, "CommittedVersion")
-            .map(|n| n.max(0) as u64)
-            .or_else(|| meta.committed.map(|c| c.version))
-            .filter(|_| status == SessionStatus::Committed);
-        Ok(WriteSession {
+        answer.into_session(WriteSession {
             session_id: session_id.to_string(),
             table: table.clone(),
-            status,
-            expiration_time_ms: get_i64(&v, "ExpirationTime").unwrap_or(0),
-            partition,
-            overwrite: get_bool(&v, "Overwrite").unwrap_or(meta.overwrite),
-            mode,
-            write_schema,
-            streams,
-            committed_version,
+            status: SessionStatus::Normal,
+            expiration_time_ms: 0,
+            partition: meta.partition,
+            overwrite: meta.overwrite,
+            mode: meta.mode,
+            write_schema: TableSchema::default(),
+            streams: Vec::new(),
+            committed_version: meta.committed.map(|c| c.version),
         })
     }
 
@@ -1695,18 +1478,13 @@ impl TableService for RestClient {
         version: Option<u64>,
         exactly_once: bool,
     ) -> Result<WriteStream> {
-        let mut body = serde_json::Map::new();
-        if let Some(id) = stream_id {
-            body.insert("StreamId".into(), json!(id));
-        }
-        if let Some(v) = version {
-            body.insert("StreamVersion".into(), json!(v));
-        }
-        if exactly_once {
-            body.insert("ExactlyOnceMode".into(), json!(true));
-        }
-        let mut call =
-            Call::new("TableCreateWriteStream", table, Value::Object(body)).session(session_id);
+        let body = StreamRequest {
+            stream_id: stream_id.map(str::to_string),
+            stream_version: version,
+            exactly_once_mode: exactly_once.then_some(true),
+            ..Default::default()
+        };
+        let mut call = Call::new(Action::TableCreateWriteStream, table, &body).session(session_id);
         // A repeated create makes another version (or, without an id, another stream that
         // would stay open): only an explicit version makes a retry harmless.
         if version.is_none() || stream_id.is_none() {
@@ -1715,8 +1493,9 @@ impl TableService for RestClient {
         if let Some(id) = stream_id {
             call.ctx.stream_id = Some(id.to_string());
         }
-        let (v, _) = self.inner.json(&call).await?;
-        let mut stream = self.parse_write_stream(session_id, &v, stream_id.zip(version))?;
+        let (answer, _) = self.inner.json::<WriteStreamResponse>(&call).await?;
+        let no_status = answer.status.is_none();
+        let mut stream = answer.into_stream(stream_id.zip(version))?;
         if exactly_once && stream.access_token.is_empty() {
             return Err(malformed(
                 "TableCreateWriteStream",
@@ -1724,7 +1503,7 @@ impl TableService for RestClient {
             ));
         }
         stream.exactly_once = exactly_once;
-        if get_str(&v, "Status").is_none() {
+        if no_status {
             stream.status = StreamStatus::Open;
         }
         Ok(stream)
@@ -1736,27 +1515,33 @@ impl TableService for RestClient {
         session_id: &str,
         stream_id: &str,
     ) -> Result<WriteStream> {
-        let mut call = Call::new("TableGetWriteStream", table, json!({"StreamId": stream_id}))
+        let body = StreamRequest {
+            stream_id: Some(stream_id.to_string()),
+            ..Default::default()
+        };
+        let mut call = Call::new(Action::TableGetWriteStream, table, &body)
             .session(session_id)
             .param("StreamId", stream_id);
         call.ctx.stream_id = Some(stream_id.to_string());
-        let (v, _) = self.inner.json(&call).await?;
-        self.parse_write_stream(session_id, &v, None)
+        let (answer, _) = self.inner.json::<WriteStreamResponse>(&call).await?;
+        answer.into_stream(None)
     }
 
     async fn write(&self, request: WriteRequest) -> Result<WriteAck> {
         let rows: u64 = request.batches.iter().map(|b| b.num_rows() as u64).sum();
         let ipc = {
             let batches = request.batches;
-            tokio::task::spawn_blocking(move || body::encode_ipc(&batches))
-                .await
-                .map_err(|e| Error::Transient {
-                    message: format!("encoding task failed: {e}"),
-                    retryable: false,
-                    source: None,
-                })??
+            tokio::task::spawn_blocking(move || {
+                encode_ipc(&batches, Some(arrow_ipc::CompressionType::LZ4_FRAME))
+            })
+            .await
+            .map_err(|e| Error::Transient {
+                message: format!("encoding task failed: {e}"),
+                retryable: false,
+                source: None,
+            })??
         };
-        let mut call = Call::new("TableWrite", &request.table, Value::Null)
+        let mut call = Call::new(Action::TableWrite, &request.table, &())
             .session(&request.session_id)
             .param("StreamId", &request.stream_id)
             .param("StreamVersion", request.version)
@@ -1771,9 +1556,9 @@ impl TableService for RestClient {
         }
         if let Some(token) = &request.access_token {
             call.headers
-                .push((ACCESS_TOKEN_HEADER.into(), token.clone()));
+                .push((headers::WRITE_ACCESS_TOKEN.into(), token.clone()));
         }
-        let (v, _) = self.inner.json(&call).await?;
+        let (answer, _) = self.inner.json::<WriteResponse>(&call).await?;
         let key = (
             request.session_id.clone(),
             request.stream_id.clone(),
@@ -1781,13 +1566,14 @@ impl TableService for RestClient {
         );
         let mut acked = self.inner.acked.lock();
         let known = acked.get(&key).copied();
-        let server_offset = get_i64(&v, "ExactlyOnceRowOffset")
+        let server_offset = answer
+            .exactly_once_row_offset
             .filter(|n| *n >= 0)
             .map(|n| n as u64);
         let (next, duplicate) = match request.row_offset {
             Some(offset) => {
                 let next = server_offset.unwrap_or(offset + rows);
-                let duplicate = get_bool(&v, "Duplicate").unwrap_or(
+                let duplicate = answer.duplicate.unwrap_or(
                     rows > 0 && (known.is_some_and(|k| offset < k) || next != offset + rows),
                 );
                 (next, duplicate)
@@ -1795,8 +1581,8 @@ impl TableService for RestClient {
             None => (server_offset.unwrap_or(known.unwrap_or(0) + rows), false),
         };
         acked.insert(key, next.max(known.unwrap_or(0)));
-        let rows_written = match get_i64(&v, "RowsWritten") {
-            Some(n) => n.max(0) as u64,
+        let rows_written = match answer.rows_written {
+            Some(n) => n,
             None if duplicate => 0,
             None => rows,
         };
@@ -1814,16 +1600,23 @@ impl TableService for RestClient {
         stream_id: &str,
         version: u64,
     ) -> Result<WriteStream> {
-        let body =
-            json!({"SessionId": session_id, "StreamId": stream_id, "StreamVersion": version});
+        let body = StreamRequest {
+            session_id: Some(session_id.to_string()),
+            stream_id: Some(stream_id.to_string()),
+            stream_version: Some(version),
+            exactly_once_mode: None,
+        };
         // Closing a version is idempotent (it stays closed), so a close is retried like a
         // safe call; and when the outcome is unknown (the budget ran out on failures that
         // may have happened after the close), or a retry is answered with an error (the
         // first attempt closed it, its answer was lost), the stream's state decides.
-        let mut call = Call::new("TableCloseWriteStream", table, body).session(session_id);
+        let mut call = Call::new(Action::TableCloseWriteStream, table, &body).session(session_id);
         call.ctx.stream_id = Some(stream_id.to_string());
         let mut budget = Budget::new(&self.inner.retry);
-        let result = self.inner.json_in(&call, &mut budget).await;
+        let result = self
+            .inner
+            .json_in::<serde::de::IgnoredAny>(&call, &mut budget)
+            .await;
         if let Err(e) = result {
             if !(e.is_retryable() || budget.attempts > 1) {
                 return Err(e);
@@ -1875,25 +1668,19 @@ impl TableService for RestClient {
                 total
             }
         };
-        let body = match streams {
-            Some(list) => json!({
-                "StreamIds": list.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-                "StreamVersions": list.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-            }),
-            None => json!({}),
-        };
-        let call = Call::new("TableCommitWriteSession", table, body).session(session_id);
-        let (v, _) = self.inner.json(&call).await?;
+        let body = CommitRequest::streams(streams);
+        let call = Call::new(Action::TableCommitWriteSession, table, &body).session(session_id);
+        let (answer, _) = self.inner.json::<WriteSessionResponse>(&call).await?;
         let known = self.write_meta(session_id).and_then(|m| m.committed);
         let info = CommitInfo {
-            version: get_i64(&v, "TableVersion")
-                .or_else(|| get_i64(&v, "CommittedVersion"))
-                .or_else(|| get_i64(&v, "Version"))
-                .map(|n| n.max(0) as u64)
+            version: answer
+                .table_version
+                .or(answer.committed_version)
+                .or(answer.version)
                 .or(known.map(|k| k.version))
                 .unwrap_or(0),
-            rows: get_i64(&v, "RecordCount")
-                .map(|n| n.max(0) as u64)
+            rows: answer
+                .record_count
                 .or(known
                     .filter(|_| before.status == SessionStatus::Committed)
                     .map(|k| k.rows))
@@ -1910,10 +1697,10 @@ impl TableService for RestClient {
     }
 
     async fn abort_write_session(&self, table: &TableId, session_id: &str) -> Result<()> {
-        let call = Call::new("TableAbortWriteSession", table, json!({}))
+        let call = Call::new(Action::TableAbortWriteSession, table, &json!({}))
             .session(session_id)
             .unsafe_to_repeat();
-        self.inner.json(&call).await?;
+        self.inner.json::<serde::de::IgnoredAny>(&call).await?;
         self.inner.acked.lock().retain(|k, _| k.0 != session_id);
         Ok(())
     }

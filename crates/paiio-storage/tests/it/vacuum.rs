@@ -11,6 +11,7 @@ use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use futures::StreamExt;
 use paiio_storage::clock::ManualClock;
+use paiio_storage::error::ObjectKind;
 use paiio_storage::local::{LocalWarehouse, VacuumOptions};
 use paiio_storage::{
     Column, CreateTableOptions, Error, OdpsType, ReadRange, ReadRequest, ReadSessionRequest,
@@ -216,7 +217,7 @@ async fn vacuum_reclaims_abandoned_writes_and_keeps_live_ones() {
     // A removed session cannot be committed: a clear answer, nothing applied.
     match w.commit_write_session(&table(), &killed[0], None).await {
         Err(Error::NotFound {
-            kind: "write session",
+            kind: ObjectKind::WriteSession,
             ..
         }) => {}
         other => panic!("committing a vacuumed session: {other:?}"),
@@ -304,7 +305,10 @@ async fn vacuum_expires_versions_but_never_a_pinned_one() {
         .await
     {
         Err(Error::NotFound { kind, .. }) => {
-            assert!(kind.contains("session") || kind.contains("version"))
+            assert!(
+                matches!(kind, ObjectKind::ReadSession | ObjectKind::TableVersion),
+                "{kind}"
+            )
         }
         other => panic!("refreshing a vacuumed session: {other:?}"),
     }

@@ -9,6 +9,7 @@ use arrow_array::{
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use paiio::Error;
 use paiio::writer::{TableWriter, Value, WriterOptions};
+use paiio_storage::error::ObjectKind;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::types::{Column, OdpsType, TableSchema};
 use paiio_storage::{SessionStatus, TableId, TableService};
@@ -384,7 +385,7 @@ fn assert_slot_taken(result: paiio::Result<TableWriter>, slice: u64, table: &Tab
         matches!(
             &err,
             Error::Storage(paiio_storage::Error::AlreadyExists {
-                kind: "writer slot",
+                kind: ObjectKind::WriterSlot,
                 ..
             })
         ),
