@@ -15,6 +15,7 @@ pub mod error;
 pub mod ipc_guard;
 pub mod local;
 mod open;
+pub mod protocol;
 pub mod rest;
 pub mod service;
 pub mod split;

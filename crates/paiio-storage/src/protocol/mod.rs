@@ -1,0 +1,2 @@
+//! Wire formats of the MaxCompute services paiio speaks, as pure codecs (no HTTP).
+pub mod tunnel;
