@@ -39,9 +39,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Int32Type, Int64Type, IntervalDayTimeType, IntervalMonthDayNanoType,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType,
+    Int32Type, Int64Type, IntervalDayTimeType, IntervalMonthDayNanoType, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{
     Array, ArrayRef, GenericListArray, Int32Array, Int64Array, MapArray, PrimitiveArray,
@@ -284,7 +283,10 @@ impl ChunkReader {
                 let e = truncated(if self.header.is_empty() {
                     "the body is empty (no chunk size)".to_string()
                 } else {
-                    format!("the body ends {} bytes into the chunk size", self.header.len())
+                    format!(
+                        "the body ends {} bytes into the chunk size",
+                        self.header.len()
+                    )
                 });
                 Err(self.fail(e))
             }
@@ -428,7 +430,11 @@ fn timestamp_values(array: &dyn Array, unit: TimeUnit) -> &ScalarBuffer<i64> {
     }
 }
 
-fn timestamp_array(values: Vec<i64>, nulls: Option<arrow_buffer::NullBuffer>, to: &DataType) -> ArrayRef {
+fn timestamp_array(
+    values: Vec<i64>,
+    nulls: Option<arrow_buffer::NullBuffer>,
+    to: &DataType,
+) -> ArrayRef {
     let values = ScalarBuffer::from(values);
     match to {
         DataType::Timestamp(TimeUnit::Second, tz) => Arc::new(
@@ -448,8 +454,7 @@ fn timestamp_array(values: Vec<i64>, nulls: Option<arrow_buffer::NullBuffer>, to
                 _ => None,
             };
             Arc::new(
-                PrimitiveArray::<TimestampNanosecondType>::new(values, nulls)
-                    .with_timezone_opt(tz),
+                PrimitiveArray::<TimestampNanosecondType>::new(values, nulls).with_timezone_opt(tz),
             )
         }
     }
@@ -514,9 +519,7 @@ fn convert(
                 .iter()
                 .zip(nano.iter())
                 .map(|(&s, &n)| {
-                    i64::try_from(
-                        (i128::from(s) * NANOS_PER_SECOND + i128::from(n)).div_euclid(t),
-                    )
+                    i64::try_from((i128::from(s) * NANOS_PER_SECOND + i128::from(n)).div_euclid(t))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| overflow("a timestamp"))?;
@@ -544,7 +547,10 @@ fn convert(
                 if v.months != 0 && values.is_valid(i) {
                     return Err(WireError::value(
                         path,
-                        format!("an interval of {} months is not an INTERVAL_DAY_TIME", v.months),
+                        format!(
+                            "an interval of {} months is not an INTERVAL_DAY_TIME",
+                            v.months
+                        ),
                     ));
                 }
                 let (s, n) =
@@ -664,8 +670,7 @@ fn convert(
             })
         }
         (A::Map(..), A::Map(entries_field, ordered)) => {
-            let (OdpsType::Map(key, value), A::Struct(kv)) = (ty, entries_field.data_type())
-            else {
+            let (OdpsType::Map(key, value), A::Struct(kv)) = (ty, entries_field.data_type()) else {
                 return cast(array, to, path);
             };
             if kv.len() != 2 {
@@ -717,7 +722,13 @@ fn convert(
                 .zip(to_fields.iter())
                 .zip(s.columns())
                 .map(|((f, t), c)| {
-                    convert(c, &f.ty, t.data_type(), &format!("{path}.{}", f.name), depth + 1)
+                    convert(
+                        c,
+                        &f.ty,
+                        t.data_type(),
+                        &format!("{path}.{}", f.name),
+                        depth + 1,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Arc::new(
@@ -827,7 +838,11 @@ pub fn from_wire_batch(
     columns: &[Column],
     options: &ArrowOptions,
 ) -> Result<RecordBatch, WireError> {
-    convert_batch(batch, columns, Arc::new(record_arrow_schema(columns, options)))
+    convert_batch(
+        batch,
+        columns,
+        Arc::new(record_arrow_schema(columns, options)),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -835,14 +850,16 @@ pub fn from_wire_batch(
 // ---------------------------------------------------------------------------------------
 
 /// The bytes of one encapsulated IPC message (continuation, length, metadata, body).
-fn message_bytes(
-    batch: &RecordBatch,
-    options: &IpcWriteOptions,
-) -> Result<Vec<u8>, WireError> {
+fn message_bytes(batch: &RecordBatch, options: &IpcWriteOptions) -> Result<Vec<u8>, WireError> {
     let generator = IpcDataGenerator::default();
     let mut tracker = DictionaryTracker::new(false);
     let (dictionaries, encoded) = generator
-        .encode(batch, &mut tracker, options, &mut IpcWriteContext::default())
+        .encode(
+            batch,
+            &mut tracker,
+            options,
+            &mut IpcWriteContext::default(),
+        )
         .map_err(|e| WireError::arrow("encoding a record batch message", e))?;
     let mut out = Vec::new();
     for dictionary in dictionaries {
@@ -1201,7 +1218,11 @@ impl ArrowStreamDecoder {
         } else {
             wire_arrow_schema(&self.columns)
         };
-        schema.fields().iter().map(|f| nodes_of(f.data_type())).sum()
+        schema
+            .fields()
+            .iter()
+            .map(|f| nodes_of(f.data_type()))
+            .sum()
     }
 
     fn same_node_counts(&self) -> bool {

@@ -243,7 +243,10 @@ mod tests {
             let packed = c.compress(&data, None).unwrap();
             assert!(packed.len() < data.len(), "{c:?} should compress");
             assert_eq!(c.decompress(&packed, data.len()).unwrap(), data, "{c:?}");
-            assert_eq!(c.decompress(&c.compress(b"", None).unwrap(), 0).unwrap(), b"");
+            assert_eq!(
+                c.decompress(&c.compress(b"", None).unwrap(), 0).unwrap(),
+                b""
+            );
         }
     }
 
@@ -293,7 +296,11 @@ mod tests {
     #[test]
     fn snappy_is_the_framing_format() {
         let packed = Compression::SnappyFramed.compress(b"hello", None).unwrap();
-        assert_eq!(&packed[..10], b"\xff\x06\x00\x00sNaPpY", "stream identifier");
+        assert_eq!(
+            &packed[..10],
+            b"\xff\x06\x00\x00sNaPpY",
+            "stream identifier"
+        );
     }
 
     #[test]
@@ -313,14 +320,18 @@ mod tests {
         let data = sample();
         for c in Compression::ALL {
             let packed = c.compress(&data, None).unwrap();
+            // A cut body is an error or a prefix of the data (the record and Arrow streams
+            // inside catch that): only a cut in a codec's trailer can give all of it.
             for cut in [packed.len() / 2, packed.len() - 1] {
-                let result = c.decompress(&packed[..cut], data.len());
-                assert!(
-                    result.as_ref().map_or(true, |out| out != &data),
-                    "{c:?} cut at {cut} gave the whole body"
-                );
-                if let Ok(out) = result {
-                    assert!(out.len() < data.len(), "{c:?}: short output expected");
+                if let Ok(out) = c.decompress(&packed[..cut], data.len()) {
+                    assert!(
+                        data.starts_with(&out),
+                        "{c:?} cut at {cut} gave other bytes"
+                    );
+                    assert!(
+                        cut > packed.len() / 2 || out.len() < data.len(),
+                        "{c:?} cut in half gave the whole body"
+                    );
                 }
             }
         }

@@ -28,6 +28,9 @@ pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+#[cfg(test)]
+mod tests;
+
 use crate::error::Error;
 
 /// What a Tunnel body was refused for. Converts into the crate's [`Error`]: a truncation
@@ -146,7 +149,7 @@ impl Crc {
 }
 
 #[cfg(test)]
-mod tests {
+mod crc_tests {
     use super::*;
 
     #[test]

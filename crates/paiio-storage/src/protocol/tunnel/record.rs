@@ -27,11 +27,14 @@
 //!
 //! [`RecordEncoder`] writes Arrow batches as a stream (byte for byte what PyODPS's writer
 //! writes for the same values); [`RecordDecoder`] reads one incrementally into Arrow
-//! batches. The decoder is stricter than PyODPS in three ways: the footer is **always**
-//! required (a stream that just ends is [`WireError::Truncated`], which PyODPS only raises
-//! with `options.tunnel.require_stream_footer`), field numbers must increase within a
-//! record, and nothing may follow the footer. Like PyODPS it ignores a field's wire type
-//! (the column type says how to read the value) and skips zero tags.
+//! batches. The decoder is stricter than PyODPS, so that no damage to a stream goes
+//! unnoticed (the CRCs cover values, not the tags, counts and null flags around them): the
+//! footer is **always** required (a stream that just ends is [`WireError::Truncated`], which
+//! PyODPS only raises with `options.tunnel.require_stream_footer`); field numbers must
+//! increase within a record; a tag's wire type must be the column type's (PyODPS ignores
+//! it); a tag of field number 0 is refused (PyODPS skips it); booleans and null flags must
+//! be 0 or 1 (PyODPS takes any non-zero value as true); nothing may follow the footer.
+//! Every writer (PyODPS's, this encoder) meets these rules.
 
 use std::sync::Arc;
 
@@ -42,9 +45,7 @@ use arrow_array::types::{
     IntervalYearMonthType, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, MapArray, RecordBatch, StructArray, make_array,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, MapArray, RecordBatch, StructArray, make_array};
 use arrow_buffer::{
     BooleanBufferBuilder, Buffer, IntervalDayTime, IntervalMonthDayNano, NullBufferBuilder,
     OffsetBuffer, ScalarBuffer, i256,
@@ -362,41 +363,36 @@ fn compile<'a>(ty: &OdpsType, array: &'a dyn Array, path: String) -> Result<Node
             _ => return mismatch(),
         },
         OdpsType::DateTime => match data_type {
-            A::Timestamp(unit, _) => {
-                Src::Long(Long::Millis(timestamp_values(array, *unit), *unit))
+            A::Timestamp(unit, _) => Src::Long(Long::Millis(timestamp_values(array, *unit), *unit)),
+            _ => return mismatch(),
+        },
+        OdpsType::Timestamp | OdpsType::TimestampNtz | OdpsType::IntervalDayTime => match data_type
+        {
+            A::Timestamp(unit, _) if !matches!(ty, OdpsType::IntervalDayTime) => {
+                Src::SecNanos(SecNanos::Timestamp(timestamp_values(array, *unit), *unit))
+            }
+            A::Interval(IntervalUnit::DayTime) if matches!(ty, OdpsType::IntervalDayTime) => {
+                Src::SecNanos(SecNanos::DayTime(
+                    array.as_primitive::<IntervalDayTimeType>().values(),
+                ))
+            }
+            A::Interval(IntervalUnit::MonthDayNano) if matches!(ty, OdpsType::IntervalDayTime) => {
+                Src::SecNanos(SecNanos::MonthDayNano(
+                    array.as_primitive::<IntervalMonthDayNanoType>().values(),
+                ))
+            }
+            _ if is_sec_nano_struct(data_type) => {
+                let s = array.as_struct();
+                let (sec, nano) = (s.column(0).as_ref(), s.column(1).as_ref());
+                Src::SecNanos(SecNanos::Struct(
+                    sec.as_primitive::<Int64Type>().values(),
+                    nano.as_primitive::<Int32Type>().values(),
+                    sec,
+                    nano,
+                ))
             }
             _ => return mismatch(),
         },
-        OdpsType::Timestamp | OdpsType::TimestampNtz | OdpsType::IntervalDayTime => {
-            match data_type {
-                A::Timestamp(unit, _) if !matches!(ty, OdpsType::IntervalDayTime) => {
-                    Src::SecNanos(SecNanos::Timestamp(timestamp_values(array, *unit), *unit))
-                }
-                A::Interval(IntervalUnit::DayTime) if matches!(ty, OdpsType::IntervalDayTime) => {
-                    Src::SecNanos(SecNanos::DayTime(
-                        array.as_primitive::<IntervalDayTimeType>().values(),
-                    ))
-                }
-                A::Interval(IntervalUnit::MonthDayNano)
-                    if matches!(ty, OdpsType::IntervalDayTime) =>
-                {
-                    Src::SecNanos(SecNanos::MonthDayNano(
-                        array.as_primitive::<IntervalMonthDayNanoType>().values(),
-                    ))
-                }
-                _ if is_sec_nano_struct(data_type) => {
-                    let s = array.as_struct();
-                    let (sec, nano) = (s.column(0).as_ref(), s.column(1).as_ref());
-                    Src::SecNanos(SecNanos::Struct(
-                        sec.as_primitive::<Int64Type>().values(),
-                        nano.as_primitive::<Int32Type>().values(),
-                        sec,
-                        nano,
-                    ))
-                }
-                _ => return mismatch(),
-            }
-        }
         OdpsType::IntervalYearMonth => match data_type {
             A::Interval(IntervalUnit::YearMonth) => Src::Long(Long::I32(
                 array.as_primitive::<IntervalYearMonthType>().values(),
@@ -430,11 +426,7 @@ fn compile<'a>(ty: &OdpsType, array: &'a dyn Array, path: String) -> Result<Node
             };
             Src::List {
                 offsets,
-                child: Box::new(compile(
-                    element,
-                    child.as_ref(),
-                    format!("{path}.element"),
-                )?),
+                child: Box::new(compile(element, child.as_ref(), format!("{path}.element"))?),
             }
         }
         OdpsType::Map(key, value) => match data_type {
@@ -574,9 +566,7 @@ impl Node<'_> {
                                 ),
                             ));
                         }
-                        split_nanos(
-                            i128::from(x.days) * NANOS_PER_DAY + i128::from(x.nanoseconds),
-                        )
+                        split_nanos(i128::from(x.days) * NANOS_PER_DAY + i128::from(x.nanoseconds))
                     }
                     SecNanos::Struct(sec, nano, sec_array, nano_array) => {
                         if sec_array.is_null(row) || nano_array.is_null(row) {
@@ -751,7 +741,12 @@ impl RecordEncoder {
         Ok(())
     }
 
-    fn encode_row(&mut self, nodes: &[Node<'_>], row: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    fn encode_row(
+        &mut self,
+        nodes: &[Node<'_>],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
         for (i, (node, column)) in nodes.iter().zip(&self.columns).enumerate() {
             if node.is_null(row) {
                 continue;
@@ -854,11 +849,9 @@ impl<'b> Cur<'b> {
                 return Err(Stop::More(self.pos + i + 1));
             };
             if i == 9 && b > 1 {
-                return Err(malformed(format!(
-                    "a varint at byte {} overflows 64 bits",
-                    self.pos
-                ))
-                .into());
+                return Err(
+                    malformed(format!("a varint at byte {} overflows 64 bits", self.pos)).into(),
+                );
             }
             value |= u64::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
@@ -866,7 +859,11 @@ impl<'b> Cur<'b> {
                 return Ok(value);
             }
         }
-        Err(malformed(format!("a varint at byte {} is longer than 10 bytes", self.pos)).into())
+        Err(malformed(format!(
+            "a varint at byte {} is longer than 10 bytes",
+            self.pos
+        ))
+        .into())
     }
 
     /// An unsigned 32-bit varint. PyODPS's C writer sign-extends values of 2^31 and more
@@ -1060,11 +1057,7 @@ impl Col {
                 A::Struct(kv) if kv.len() == 2 => Data::Map {
                     offsets: vec![0],
                     keys: Box::new(Col::new(key, kv[0].data_type(), format!("{path}.key"))?),
-                    values: Box::new(Col::new(
-                        value,
-                        kv[1].data_type(),
-                        format!("{path}.value"),
-                    )?),
+                    values: Box::new(Col::new(value, kv[1].data_type(), format!("{path}.value"))?),
                 },
                 _ => return mismatch(),
             },
@@ -1102,7 +1095,9 @@ impl Col {
             Data::Bool(b) => b.append(false),
             Data::F32(v) => v.push(0.0),
             Data::F64(v) => v.push(0.0),
-            Data::Bytes { offsets, values, .. } => offsets.push(values.len() as i64),
+            Data::Bytes {
+                offsets, values, ..
+            } => offsets.push(values.len() as i64),
             Data::Decimal128(v, ..) => v.push(0),
             Data::Decimal256(v, ..) => v.push(i256::ZERO),
             Data::SecNano(s, n) => {
@@ -1291,13 +1286,15 @@ impl Col {
                         }
                         let millis = total / NANOS_PER_MILLI;
                         let days = millis.div_euclid(i128::from(MILLIS_PER_DAY));
-                        let days = i32::try_from(days).map_err(|_| fit(days, "the interval (days)"))?;
+                        let days =
+                            i32::try_from(days).map_err(|_| fit(days, "the interval (days)"))?;
                         let ms = millis.rem_euclid(i128::from(MILLIS_PER_DAY)) as i32;
                         out.push(IntervalDayTime::new(days, ms));
                     }
                     Data::MonthDayNano(out) => {
                         let days = total.div_euclid(NANOS_PER_DAY);
-                        let days = i32::try_from(days).map_err(|_| fit(days, "the interval (days)"))?;
+                        let days =
+                            i32::try_from(days).map_err(|_| fit(days, "the interval (days)"))?;
                         let nanos_of_day = total.rem_euclid(NANOS_PER_DAY) as i64;
                         out.push(IntervalMonthDayNano::new(0, days, nanos_of_day));
                     }
@@ -1435,19 +1432,20 @@ impl Col {
                 keys,
                 values,
             } => {
-                let offsets = small_offsets(std::mem::replace(offsets, vec![0]), &self.path, "map entries")?;
+                let offsets = small_offsets(
+                    std::mem::replace(offsets, vec![0]),
+                    &self.path,
+                    "map entries",
+                )?;
                 let DataType::Map(entries_field, ordered) = &self.data_type else {
                     unreachable!()
                 };
                 let DataType::Struct(kv) = entries_field.data_type() else {
                     unreachable!()
                 };
-                let entries = StructArray::try_new(
-                    kv.clone(),
-                    vec![keys.finish()?, values.finish()?],
-                    None,
-                )
-                .map_err(arrow)?;
+                let entries =
+                    StructArray::try_new(kv.clone(), vec![keys.finish()?, values.finish()?], None)
+                        .map_err(arrow)?;
                 Arc::new(
                     MapArray::try_new(
                         entries_field.clone(),
@@ -1467,7 +1465,9 @@ impl Col {
                     .iter_mut()
                     .map(Col::finish)
                     .collect::<Result<Vec<_>, _>>()?;
-                Arc::new(StructArray::try_new(fields.clone(), arrays, nulls.clone()).map_err(arrow)?)
+                Arc::new(
+                    StructArray::try_new(fields.clone(), arrays, nulls.clone()).map_err(arrow)?,
+                )
             }
         };
         Ok(array)
@@ -1900,7 +1900,12 @@ impl RecordDecoder {
                 }
             };
             match field {
-                0 => continue,
+                0 => {
+                    return Err(malformed(format!(
+                        "record {rows}: the tag at byte {tag_at} has field number 0"
+                    ))
+                    .into());
+                }
                 TUNNEL_END_RECORD => {
                     expect_wire(WIRE_VARINT, "the record end")?;
                     let at = cur.pos;

@@ -128,7 +128,11 @@ pub struct DownloadSession {
     )]
     pub quota_name: Option<String>,
     /// Whether reads may be bounded by `raw_size=` (PyODPS's buffered reader sends it then).
-    #[serde(rename = "SupportReadByRawSize", default, deserialize_with = "lenient_bool")]
+    #[serde(
+        rename = "SupportReadByRawSize",
+        default,
+        deserialize_with = "lenient_bool"
+    )]
     pub support_read_by_raw_size: bool,
 }
 
@@ -148,7 +152,11 @@ pub struct UploadSession {
     pub status: UploadStatus,
     /// The blocks written so far. Before committing, PyODPS reloads the session and refuses
     /// ("Blocks not match") unless these equal the blocks it wrote.
-    #[serde(rename = "UploadedBlockList", default, deserialize_with = "null_as_empty")]
+    #[serde(
+        rename = "UploadedBlockList",
+        default,
+        deserialize_with = "null_as_empty"
+    )]
     pub blocks: Vec<UploadedBlock>,
     #[serde(rename = "Schema", default)]
     pub schema: Option<TunnelSchema>,
@@ -354,9 +362,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::E
     Ok(lenient_opt_u64(d)?.unwrap_or(0))
 }
 
-fn lenient_opt_u64<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<u64>, D::Error> {
+fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
     match Value::deserialize(d)? {
         Value::Null => Ok(None),
         Value::Number(n) => n
@@ -409,7 +415,9 @@ mod tests {
              partitioned by (pt string comment 'day')"
         );
         assert_eq!(
-            TunnelSchema::from_table_schema(&schema).to_table_schema().unwrap(),
+            TunnelSchema::from_table_schema(&schema)
+                .to_table_schema()
+                .unwrap(),
             schema
         );
     }
@@ -434,7 +442,11 @@ mod tests {
             UploadStatus::Critical,
         ] {
             assert_eq!(
-                status.as_str().to_lowercase().parse::<UploadStatus>().unwrap(),
+                status
+                    .as_str()
+                    .to_lowercase()
+                    .parse::<UploadStatus>()
+                    .unwrap(),
                 status
             );
         }
@@ -458,7 +470,10 @@ mod tests {
         let written: Value = serde_json::from_slice(&s.to_json()).unwrap();
         assert_eq!(written["Status"], "NORMAL");
         assert_eq!(written["Schema"]["partitionKeys"], json!([]));
-        assert_eq!(written["UploadedBlockList"], json!([{"BlockID": 0}, {"BlockID": 7}]));
+        assert_eq!(
+            written["UploadedBlockList"],
+            json!([{"BlockID": 0}, {"BlockID": 7}])
+        );
         assert_eq!(UploadSession::from_json(&s.to_json()).unwrap(), s);
 
         let empty = json!({"UploadID": "u2", "Status": "CLOSED", "UploadedBlockList": null});

@@ -127,20 +127,36 @@ impl Gen {
                 self.rng.random()
             }),
             OdpsType::Float => Val::F32(if edge {
-                self.pick(&[0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE])
-                    .to_bits()
+                self.pick(&[
+                    0.0f32,
+                    -0.0,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::NAN,
+                    f32::MIN_POSITIVE,
+                ])
+                .to_bits()
             } else {
                 (self.rng.random::<f32>() * 1e6 - 5e5).to_bits()
             }),
             OdpsType::Double => Val::F64(if edge {
-                self.pick(&[0.0f64, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, f64::MAX])
-                    .to_bits()
+                self.pick(&[
+                    0.0f64,
+                    -0.0,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    f64::NAN,
+                    f64::MAX,
+                ])
+                .to_bits()
             } else {
                 (self.rng.random::<f64>() * 1e12 - 5e11).to_bits()
             }),
             OdpsType::Boolean => Val::Bool(self.rng.random()),
             OdpsType::String => Val::Str(self.string(12)),
-            OdpsType::Varchar(n) | OdpsType::Char(n) => Val::Str(self.string((*n as usize).min(12))),
+            OdpsType::Varchar(n) | OdpsType::Char(n) => {
+                Val::Str(self.string((*n as usize).min(12)))
+            }
             OdpsType::Binary | OdpsType::Blob => {
                 let len = self.rng.random_range(0..12);
                 Val::Bytes((0..len).map(|_| self.rng.random()).collect())
@@ -164,7 +180,9 @@ impl Gen {
             }
             OdpsType::Date => Val::Int(self.rng.random_range(DAYS_1900..DAYS_2100)),
             OdpsType::DateTime => {
-                let ms = self.rng.random_range(SECONDS_1900 * 1000..SECONDS_2100 * 1000);
+                let ms = self
+                    .rng
+                    .random_range(SECONDS_1900 * 1000..SECONDS_2100 * 1000);
                 let step = match data_type {
                     DataType::Timestamp(TimeUnit::Second, _) => 1000,
                     _ => 1,
@@ -185,7 +203,11 @@ impl Gen {
             OdpsType::Array(element) => {
                 let child = child_type(data_type, 0);
                 let len = self.rng.random_range(0..4);
-                Val::List((0..len).map(|_| self.value(element, &child, true)).collect())
+                Val::List(
+                    (0..len)
+                        .map(|_| self.value(element, &child, true))
+                        .collect(),
+                )
             }
             OdpsType::Map(key, value) => {
                 let (kt, vt) = (child_type(data_type, 0), child_type(data_type, 1));
@@ -234,7 +256,9 @@ impl Gen {
     }
 
     fn string(&mut self, max_chars: usize) -> String {
-        const CHARS: &[char] = &['a', 'b', 'z', '0', ' ', ',', '"', '\'', '\\', 'é', '中', '😀', '\n'];
+        const CHARS: &[char] = &[
+            'a', 'b', 'z', '0', ' ', ',', '"', '\'', '\\', 'é', '中', '😀', '\n',
+        ];
         let len = self.rng.random_range(0..=max_chars);
         (0..len).map(|_| self.pick(CHARS)).collect()
     }
@@ -307,11 +331,31 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
     use DataType as A;
     let nulls = nulls_of(values);
     match data_type {
-        A::Int8 => Arc::new(values.iter().map(|v| opt(v, |v| int(v) as i8)).collect::<Int8Array>()),
-        A::Int16 => Arc::new(values.iter().map(|v| opt(v, |v| int(v) as i16)).collect::<Int16Array>()),
-        A::Int32 => Arc::new(values.iter().map(|v| opt(v, |v| int(v) as i32)).collect::<Int32Array>()),
+        A::Int8 => Arc::new(
+            values
+                .iter()
+                .map(|v| opt(v, |v| int(v) as i8))
+                .collect::<Int8Array>(),
+        ),
+        A::Int16 => Arc::new(
+            values
+                .iter()
+                .map(|v| opt(v, |v| int(v) as i16))
+                .collect::<Int16Array>(),
+        ),
+        A::Int32 => Arc::new(
+            values
+                .iter()
+                .map(|v| opt(v, |v| int(v) as i32))
+                .collect::<Int32Array>(),
+        ),
         A::Int64 => Arc::new(values.iter().map(|v| opt(v, int)).collect::<Int64Array>()),
-        A::Date32 => Arc::new(values.iter().map(|v| opt(v, |v| int(v) as i32)).collect::<Date32Array>()),
+        A::Date32 => Arc::new(
+            values
+                .iter()
+                .map(|v| opt(v, |v| int(v) as i32))
+                .collect::<Date32Array>(),
+        ),
         A::Interval(IntervalUnit::YearMonth) => Arc::new(
             values
                 .iter()
@@ -321,19 +365,23 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
         A::Float32 => Arc::new(
             values
                 .iter()
-                .map(|v| opt(v, |v| match v {
-                    Val::F32(b) => f32::from_bits(*b),
-                    _ => 0.0,
-                }))
+                .map(|v| {
+                    opt(v, |v| match v {
+                        Val::F32(b) => f32::from_bits(*b),
+                        _ => 0.0,
+                    })
+                })
                 .collect::<Float32Array>(),
         ),
         A::Float64 => Arc::new(
             values
                 .iter()
-                .map(|v| opt(v, |v| match v {
-                    Val::F64(b) => f64::from_bits(*b),
-                    _ => 0.0,
-                }))
+                .map(|v| {
+                    opt(v, |v| match v {
+                        Val::F64(b) => f64::from_bits(*b),
+                        _ => 0.0,
+                    })
+                })
                 .collect::<Float64Array>(),
         ),
         A::Boolean => Arc::new(
@@ -352,12 +400,16 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
                 })
                 .collect();
             match data_type {
-                A::Utf8 => Arc::new(GenericStringArray::<i32>::from_iter(
-                    bytes.iter().map(|b| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())),
-                )),
-                A::LargeUtf8 => Arc::new(GenericStringArray::<i64>::from_iter(
-                    bytes.iter().map(|b| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())),
-                )),
+                A::Utf8 => {
+                    Arc::new(GenericStringArray::<i32>::from_iter(bytes.iter().map(
+                        |b| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                    )))
+                }
+                A::LargeUtf8 => {
+                    Arc::new(GenericStringArray::<i64>::from_iter(bytes.iter().map(
+                        |b| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                    )))
+                }
                 A::Binary => Arc::new(GenericBinaryArray::<i32>::from_iter(bytes)),
                 _ => Arc::new(GenericBinaryArray::<i64>::from_iter(bytes)),
             }
@@ -365,10 +417,12 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
         A::Decimal128(p, s) => Arc::new(
             values
                 .iter()
-                .map(|v| opt(v, |v| match v {
-                    Val::Dec(t) => parse_decimal(t.as_bytes(), *p, *s).unwrap().as_i128(),
-                    _ => 0,
-                }))
+                .map(|v| {
+                    opt(v, |v| match v {
+                        Val::Dec(t) => parse_decimal(t.as_bytes(), *p, *s).unwrap().as_i128(),
+                        _ => 0,
+                    })
+                })
                 .collect::<Decimal128Array>()
                 .with_precision_and_scale(*p, *s)
                 .unwrap(),
@@ -376,10 +430,12 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
         A::Decimal256(p, s) => Arc::new(
             values
                 .iter()
-                .map(|v| opt(v, |v| match v {
-                    Val::Dec(t) => parse_decimal(t.as_bytes(), *p, *s).unwrap(),
-                    _ => arrow_buffer::i256::ZERO,
-                }))
+                .map(|v| {
+                    opt(v, |v| match v {
+                        Val::Dec(t) => parse_decimal(t.as_bytes(), *p, *s).unwrap(),
+                        _ => arrow_buffer::i256::ZERO,
+                    })
+                })
                 .collect::<Decimal256Array>()
                 .with_precision_and_scale(*p, *s)
                 .unwrap(),
@@ -404,7 +460,8 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
             let data = arrow_buffer::ScalarBuffer::from(raw);
             match unit {
                 TimeUnit::Second => Arc::new(
-                    PrimitiveArray::<TimestampSecondType>::new(data, nulls).with_timezone_opt(tz.clone()),
+                    PrimitiveArray::<TimestampSecondType>::new(data, nulls)
+                        .with_timezone_opt(tz.clone()),
                 ),
                 TimeUnit::Millisecond => Arc::new(
                     PrimitiveArray::<TimestampMillisecondType>::new(data, nulls)
@@ -463,7 +520,10 @@ pub fn to_array(ty: &OdpsType, data_type: &DataType, values: &[Val]) -> ArrayRef
                 .unzip();
             Arc::new(StructArray::new(
                 fields.clone(),
-                vec![Arc::new(Int64Array::from(sec)), Arc::new(Int32Array::from(nano))],
+                vec![
+                    Arc::new(Int64Array::from(sec)),
+                    Arc::new(Int32Array::from(nano)),
+                ],
                 nulls,
             ))
         }
@@ -570,10 +630,22 @@ pub fn value_at(ty: &OdpsType, array: &dyn Array, row: usize) -> Val {
     }
     let timestamp = |unit: &TimeUnit| -> i128 {
         let (v, per) = match unit {
-            TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(row), 1_000_000_000),
-            TimeUnit::Millisecond => (array.as_primitive::<TimestampMillisecondType>().value(row), 1_000_000),
-            TimeUnit::Microsecond => (array.as_primitive::<TimestampMicrosecondType>().value(row), 1_000),
-            TimeUnit::Nanosecond => (array.as_primitive::<TimestampNanosecondType>().value(row), 1),
+            TimeUnit::Second => (
+                array.as_primitive::<TimestampSecondType>().value(row),
+                1_000_000_000,
+            ),
+            TimeUnit::Millisecond => (
+                array.as_primitive::<TimestampMillisecondType>().value(row),
+                1_000_000,
+            ),
+            TimeUnit::Microsecond => (
+                array.as_primitive::<TimestampMicrosecondType>().value(row),
+                1_000,
+            ),
+            TimeUnit::Nanosecond => (
+                array.as_primitive::<TimestampNanosecondType>().value(row),
+                1,
+            ),
         };
         i128::from(v) * per
     };
@@ -589,9 +661,12 @@ pub fn value_at(ty: &OdpsType, array: &dyn Array, row: usize) -> Val {
         A::Int32 => Val::Int(array.as_primitive::<Int32Type>().value(row).into()),
         A::Int64 => Val::Int(array.as_primitive::<Int64Type>().value(row)),
         A::Date32 => Val::Int(array.as_primitive::<Date32Type>().value(row).into()),
-        A::Interval(IntervalUnit::YearMonth) => {
-            Val::Int(array.as_primitive::<IntervalYearMonthType>().value(row).into())
-        }
+        A::Interval(IntervalUnit::YearMonth) => Val::Int(
+            array
+                .as_primitive::<IntervalYearMonthType>()
+                .value(row)
+                .into(),
+        ),
         A::Float32 => Val::F32(array.as_primitive::<Float32Type>().value(row).to_bits()),
         A::Float64 => Val::F64(array.as_primitive::<Float64Type>().value(row).to_bits()),
         A::Boolean => Val::Bool(array.as_boolean().value(row)),
@@ -645,7 +720,11 @@ pub fn value_at(ty: &OdpsType, array: &dyn Array, row: usize) -> Val {
                 A::List(_) => array.as_list::<i32>().value(row),
                 _ => array.as_list::<i64>().value(row),
             };
-            Val::List((0..items.len()).map(|i| value_at(element, &items, i)).collect())
+            Val::List(
+                (0..items.len())
+                    .map(|i| value_at(element, &items, i))
+                    .collect(),
+            )
         }
         A::Map(..) => {
             let OdpsType::Map(kt, vt) = ty else {
@@ -778,4 +857,80 @@ pub fn schema_of(columns: &[Column], types: Vec<DataType>) -> SchemaRef {
             .map(|(c, t)| arrow_schema::Field::new(&c.name, t, c.nullable))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// proptest strategies of column types and schemas.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    use crate::types::{Column, OdpsType, StructField};
+
+    pub fn primitive_type() -> impl Strategy<Value = OdpsType> {
+        use OdpsType as T;
+        prop_oneof![
+            Just(T::TinyInt),
+            Just(T::SmallInt),
+            Just(T::Int),
+            Just(T::BigInt),
+            Just(T::Float),
+            Just(T::Double),
+            Just(T::Boolean),
+            Just(T::Decimal(None)),
+            (1u8..=38)
+                .prop_flat_map(|p| (Just(p), 0..=p as i8))
+                .prop_map(|p_s| T::Decimal(Some(p_s))),
+            Just(T::String),
+            (1u32..=20).prop_map(T::Varchar),
+            (1u32..=20).prop_map(T::Char),
+            Just(T::Binary),
+            Just(T::Date),
+            Just(T::DateTime),
+            Just(T::Timestamp),
+            Just(T::TimestampNtz),
+            Just(T::IntervalDayTime),
+            Just(T::IntervalYearMonth),
+            Just(T::Json),
+            Just(T::Blob),
+        ]
+    }
+
+    /// Any type, nested up to three levels deep.
+    pub fn any_type() -> impl Strategy<Value = OdpsType> {
+        primitive_type().prop_recursive(3, 24, 3, |inner| {
+            prop_oneof![
+                inner
+                    .clone()
+                    .prop_map(|element| OdpsType::Array(Box::new(element))),
+                (primitive_type(), inner.clone())
+                    .prop_map(|(key, value)| OdpsType::Map(Box::new(key), Box::new(value))),
+                prop::collection::vec(inner, 1..4).prop_map(|types| {
+                    OdpsType::Struct(
+                        types
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, ty)| StructField {
+                                name: format!("f{i}"),
+                                ty,
+                            })
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    /// One to five columns `c0..` of any types, some not nullable.
+    pub fn columns() -> impl Strategy<Value = Vec<Column>> {
+        prop::collection::vec((any_type(), prop::bool::weighted(0.8)), 1..6).prop_map(|types| {
+            types
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ty, nullable))| Column {
+                    nullable,
+                    ..Column::new(format!("c{i}"), ty)
+                })
+                .collect()
+        })
+    }
 }
