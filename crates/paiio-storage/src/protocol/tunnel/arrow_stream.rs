@@ -1007,6 +1007,8 @@ struct Ipc {
     decoder: StreamDecoder,
     guard: IpcStreamGuard,
     struct_timestamps: bool,
+    /// Whether any message bytes (after the schema) were decoded.
+    fed: bool,
 }
 
 /// Decodes a Tunnel Arrow stream of `columns` incrementally into batches of
@@ -1094,7 +1096,7 @@ impl ArrowStreamDecoder {
                 let e = truncated(e.to_string());
                 return Err(self.fail(e));
             }
-            if ipc.decoder.finish().is_err() {
+            if ipc.fed && ipc.decoder.finish().is_err() {
                 let e = truncated("the data end in the middle of an IPC message");
                 return Err(self.fail(e));
             }
@@ -1123,6 +1125,7 @@ impl ArrowStreamDecoder {
                 decoder: StreamDecoder::new(),
                 guard: IpcStreamGuard::new("the Tunnel Arrow stream", self.options.limits),
                 struct_timestamps,
+                fed: false,
             };
             let header = schema_message(&schema);
             // The schema is ours: it cannot be refused, nor yield a batch.
@@ -1149,6 +1152,7 @@ impl ArrowStreamDecoder {
         ipc.guard
             .feed(&data)
             .map_err(|e| malformed(format!("refusing an IPC message: {e}")))?;
+        ipc.fed = true;
         let mut buffer = Buffer::from(data);
         let mut batches = Vec::new();
         while !buffer.is_empty() {
