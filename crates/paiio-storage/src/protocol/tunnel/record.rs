@@ -25,9 +25,14 @@
 //!   `tag(TUNNEL_META_CHECKSUM, varint) varint(crc)`: the CRC-32C of every record's CRC (LE
 //!   int32, in order).
 //!
-//! [`RecordEncoder`] writes Arrow batches as a stream (byte for byte what PyODPS's writer
-//! writes for the same values); [`RecordDecoder`] reads one incrementally into Arrow
-//! batches. The decoder is stricter than PyODPS, so that no damage to a stream goes
+//! [`RecordEncoder`] writes Arrow batches as a stream: byte for byte what PyODPS's C writer
+//! writes for the same values (with [`RecordEncoder::with_sign_extended_crcs`]), except
+//! DECIMAL text, which PyODPS writes as Python's `str(Decimal)`, in scientific notation for
+//! small values (`-8.3916E-14`, `0E-18`), and this encoder (like the Java SDK's
+//! `toPlainString`) as plain text; the decoder reads both. [`RecordDecoder`] reads a stream
+//! incrementally into Arrow batches.
+//!
+//! The decoder is stricter than PyODPS, so that no damage to a stream goes
 //! unnoticed (the CRCs cover values, not the tags, counts and null flags around them): the
 //! footer is **always** required (a stream that just ends is [`WireError::Truncated`], which
 //! PyODPS only raises with `options.tunnel.require_stream_footer`); field numbers must
