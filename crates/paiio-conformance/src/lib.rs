@@ -61,6 +61,7 @@ pub mod datagen;
 mod forward;
 mod read;
 mod tables;
+pub mod tunnel;
 mod write;
 
 #[doc(hidden)]

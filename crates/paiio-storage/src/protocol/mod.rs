@@ -13,7 +13,8 @@
 //! * [`headers`]: header names;
 //! * [`lenient`]: serde helpers for fields clients send as a number, a string or null.
 //!
-//! A second protocol (the Tunnel) would sit beside [`storage`] and share the rest.
+//! * [`tunnel`]: the MaxCompute Tunnel's wire codecs (the protobuf record stream, the
+//!   chunked Arrow stream, session JSON, body compression), beside [`storage`].
 
 pub mod codec;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod lenient;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+pub mod tunnel;
 
 use serde::de::DeserializeOwned;
 
