@@ -1,4 +1,4 @@
-"""paiio.data.TableRecordDataset: a tf.data.Dataset of typed row tuples (COMPAT.md)."""
+"""paiio.data.TableRecordDataset: a tf.data.Dataset of typed row tuples (docs/compat.md §6)."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-//! The REST client under seeded random fault schedules (RELIABILITY.md F1–F9), and its
+//! The REST client under seeded random fault schedules (docs/reliability.md §2, F1–F9), and its
 //! read-session refresh.
 //!
 //! `fault_schedules` runs [`SCHEDULES`] schedules (`PAIIO_FAULT_SCHEDULES` overrides the

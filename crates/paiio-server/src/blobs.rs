@@ -1,4 +1,4 @@
-//! The blob store behind TableWriteBlob and BlobRead (STORAGE_API.md §6.13, §7.3, §7.4).
+//! The blob store behind TableWriteBlob and BlobRead (docs/storage-api.md §6.13, §7.3, §7.4).
 //!
 //! Each blob is a file named by a random 128-bit id under the server's blob directory, with
 //! a JSON sidecar of its metadata. A reference is the UTF-8 text `paiio-blob:<32 hex digits>`;

@@ -1,4 +1,4 @@
-//! The few non-storage endpoints the official clients call (STORAGE_API.md §4).
+//! The few non-storage endpoints the official clients call (docs/storage-api.md §4).
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! Errors as the Storage API answers them: a status and a JSON body whose `Code` the official
-//! clients map to their exception classes (STORAGE_API.md §2.5). Storage errors are mapped
+//! clients map to their exception classes (docs/storage-api.md §2.5). Storage errors are mapped
 //! by [`paiio_storage::protocol::error::to_wire`], which also carries them as structured
 //! fields for paiio's own client.
 

@@ -1,4 +1,4 @@
-//! The fault layer: injects the network and service failures of RELIABILITY.md (F1–F4, F6,
+//! The fault layer: injects the network and service failures of docs/reliability.md §2 (F1–F4, F6,
 //! F7, F9) into chosen requests, so clients can be tested against them in-process.
 //!
 //! A [`FaultPlan`] is a list of [`FaultRule`]s. A rule selects requests (by their `Action`

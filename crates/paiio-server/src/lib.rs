@@ -2,7 +2,7 @@
 //!
 //! A local MaxCompute Storage API server over any [`TableService`] (usually the embedded
 //! [`LocalWarehouse`](paiio_storage::local::LocalWarehouse)). It speaks the wire protocol the
-//! official clients speak (STORAGE_API.md): the control-plane calls under `/api`, Storage API
+//! official clients speak (docs/storage-api.md): the control-plane calls under `/api`, Storage API
 //! V2/V3 (`/api/storage/v2`, `/api/storage/v3`) and V1 (`/api/storage/v1/...`), so code
 //! written for MaxCompute runs offline, against real files.
 //!

@@ -1,4 +1,4 @@
-//! Row streams on the wire: one Arrow IPC stream per answer (STORAGE_API.md §7), encoded by
+//! Row streams on the wire: one Arrow IPC stream per answer (docs/storage-api.md §7), encoded by
 //! [`IpcBodyEncoder`]: V2 compresses the whole body as asked with `Accept-Encoding`, V1
 //! compresses the Arrow buffers instead.
 

@@ -1,4 +1,4 @@
-//! Storage API V1 (`odps.apis.storage_api`, STORAGE_API.md §5): REST paths under
+//! Storage API V1 (`odps.apis.storage_api`, docs/storage-api.md §5): REST paths under
 //! `/api/storage/v1/projects/{p}[/schemas/{s}]/tables/{t}/...`.
 //!
 //! - Read sessions map onto the backend's read sessions. Reads take `split_index` in Size /
@@ -247,7 +247,7 @@ async fn create_write_session(
     ))
 }
 
-/// The V1 write-session answer (§5.4, §9).
+/// The V1 write-session answer (§5.4).
 async fn write_session_value(
     state: &AppState,
     s: &WriteSession,

@@ -1,4 +1,4 @@
-//! Storage API V2/V3: `POST /api/storage/v{2,3}?Action=...&Target=...` (STORAGE_API.md §6),
+//! Storage API V2/V3: `POST /api/storage/v{2,3}?Action=...&Target=...` (docs/storage-api.md §6),
 //! one handler per [`Action`].
 
 mod blob;

@@ -1,4 +1,4 @@
-//! V2 reads: read sessions, `TableRead`, `TablePreview` (STORAGE_API.md §6.1–6.4).
+//! V2 reads: read sessions, `TableRead`, `TablePreview` (docs/storage-api.md §6.1–6.4).
 
 use axum::body::Body;
 use axum::http::HeaderMap;

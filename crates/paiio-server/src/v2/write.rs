@@ -1,4 +1,4 @@
-//! V2 writes (STORAGE_API.md §6.5–6.13, §8.5–8.8).
+//! V2 writes (docs/storage-api.md §6.5–6.13, §8.5–8.8).
 //!
 //! Batch mode maps one to one onto the [`TableService`](paiio_storage::TableService) write
 //! sessions and stream versions. BatchCompatible mode (the V1 block / attempt model carried
