@@ -11,16 +11,18 @@ step() { echo; echo "== $* =="; }
 step "cargo fmt --check"
 cargo fmt --all --check
 
+# First, because cargo test checks the Tunnel codecs' bytes against PyODPS too.
+step "Python environment (PyODPS 0.13.2, pyarrow, numpy, TensorFlow, torch 2.13.0, maturin)"
+ensure_venv scripts/requirements-test.txt
+export VIRTUAL_ENV="$PAIIO_VENV"
+export PATH="$PAIIO_VENV/bin:$PATH"
+
 step "cargo test (workspace default members)"
 cargo test --all-features --no-fail-fast
 
 step "cargo clippy (workspace default members, warnings are errors)"
 cargo clippy --all-targets --all-features -- -D warnings
 
-step "Python environment (PyODPS 0.13.2, pyarrow, numpy, TensorFlow, torch 2.13.0, maturin)"
-ensure_venv scripts/requirements-test.txt
-export VIRTUAL_ENV="$PAIIO_VENV"
-export PATH="$PAIIO_VENV/bin:$PATH"
 
 step "building the paiio CLI"
 cargo build -q -p paiio-cli

@@ -1,4 +1,4 @@
-//! V2 blob actions: `TableWriteBlob` and `BlobRead` (docs/storage-api.md §6.14, §8.10).
+//! V2 blob actions: `TableWriteBlob` and `BlobRead` (docs/storage-api.md §6.13, §8.10).
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
