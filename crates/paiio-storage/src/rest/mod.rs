@@ -1,5 +1,5 @@
 //! [`RestClient`]: the [`TableService`] over HTTP, speaking the MaxCompute Storage API V2
-//! (`POST {tunnel}/api/storage/v2?Action=...&Target=...`, STORAGE_API.md §6).
+//! (`POST {tunnel}/api/storage/v2?Action=...&Target=...`, docs/storage-api.md §6).
 //!
 //! ```no_run
 //! # async fn demo() -> paiio_storage::Result<()> {

@@ -194,7 +194,7 @@ impl Inner {
         Ok(found)
     }
 
-    /// `GET {endpoint}/projects/{p}/tunnel?service&curr_project=p` (STORAGE_API.md §4.3).
+    /// `GET {endpoint}/projects/{p}/tunnel?service&curr_project=p` (docs/storage-api.md §4.3).
     async fn discover(&self, project: &str) -> Result<String> {
         let curr = self
             .project
