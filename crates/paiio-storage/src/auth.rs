@@ -1,7 +1,7 @@
 //! Request signing (legacy HMAC-SHA1 and V4) and its verification.
 //!
 //! MaxCompute signs every REST and storage request with an `Authorization` header computed
-//! over a *canonical string* (see `STORAGE_API.md` §3):
+//! over a *canonical string* (see `docs/storage-api.md` §3):
 //!
 //! * [`canonical_string`] builds that string exactly as PyODPS (and the Java SDK) do, with
 //!   all of their decoding quirks;

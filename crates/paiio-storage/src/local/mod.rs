@@ -15,13 +15,13 @@
 //! ```
 //!
 //! Data files are written straight into `data/` and become visible only when a manifest
-//! version that lists them is published (see [`manifest`]). A read session pins the version it
+//! version that lists them is published (see `manifest.rs`). A read session pins the version it
 //! was created on, so it sees a consistent snapshot whatever commits follow. Parsed read
 //! sessions are cached in memory, checked against their file's inode, size and modification
 //! time, so a read costs one `stat` however many splits the session has.
 //!
 //! A write that fails removes the data files it wrote. [`LocalWarehouse::vacuum`] removes
-//! expired sessions, old versions and files nothing needs (see [`vacuum`]).
+//! expired sessions, old versions and files nothing needs (see `vacuum.rs`).
 
 mod files;
 pub(crate) mod manifest;

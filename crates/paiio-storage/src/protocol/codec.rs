@@ -1,4 +1,4 @@
-//! Bodies on the wire (STORAGE_API.md §7): whole-body encodings ([`BodyEncoding`], named in
+//! Bodies on the wire (docs/storage-api.md §7): whole-body encodings ([`BodyEncoding`], named in
 //! `Content-Encoding` and asked for with `Accept-Encoding`), Arrow IPC streams (encoded as
 //! body chunks by [`IpcBodyEncoder`], decoded incrementally by [`IpcStreamDecoder`] behind
 //! [`ipc_guard`]), and the CRC-32C blocking of BlobRead answers.

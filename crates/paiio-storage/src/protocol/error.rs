@@ -1,4 +1,4 @@
-//! Error answers (STORAGE_API.md §2.5): a status and a body `{"Code","Message","RequestId"}`
+//! Error answers (docs/storage-api.md §2.5): a status and a body `{"Code","Message","RequestId"}`
 //! (JSON, or XML `<Error><Code>..`), to and from [`Error`].
 //!
 //! [`to_wire`] is how `paiio-server` answers an [`Error`]: the status and `Code` the

@@ -2,7 +2,7 @@
 
 /// The response header with the request id.
 pub const REQUEST_ID: &str = "x-odps-request-id";
-/// The request and response header of Storage API V2 route tokens (STORAGE_API.md §8.7).
+/// The request and response header of Storage API V2 route tokens (docs/storage-api.md §8.7).
 pub const ROUTE_TOKEN: &str = "x-odps-max-storage-route-token";
 /// The request header of the exactly-once write token.
 pub const WRITE_ACCESS_TOKEN: &str = "x-odps-max-storage-write-access-token";

@@ -1,4 +1,4 @@
-//! Incremental decoding of Arrow IPC response bodies (STORAGE_API.md §7.1–7.2).
+//! Incremental decoding of Arrow IPC response bodies (docs/storage-api.md §7.1–7.2).
 //!
 //! Batches are decoded from the body chunks as they arrive (never the whole body at once)
 //! with [`IpcStreamDecoder`], and handed out as each message completes, so a partial batch

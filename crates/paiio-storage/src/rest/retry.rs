@@ -1,7 +1,7 @@
 //! Retries of the Storage API client: the policy ([`RetryConfig`]), the backoff with jitter
 //! ([`Backoff`], deterministic under a seed), and which failures may be retried.
 //!
-//! What is retried (RELIABILITY.md, "Retry only what is safe"):
+//! What is retried (docs/reliability.md §4):
 //!
 //! * failures before the request was sent (connection refused, connect timeout) — for every
 //!   call, since the server never saw it;

@@ -1,4 +1,4 @@
-//! The `Action` query parameter of Storage API V2 calls (STORAGE_API.md §6).
+//! The `Action` query parameter of Storage API V2 calls (docs/storage-api.md §6).
 
 use crate::error::ObjectKind;
 

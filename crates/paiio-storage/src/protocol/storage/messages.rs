@@ -3,9 +3,9 @@
 //! answers are the V2 ones, its write session the BatchCompatible one), so one type serves
 //! both.
 //!
-//! Requests are read leniently ([`lenient`]): numbers may come as strings, flags as strings
-//! or numbers, and null means "not given". Answers keep the fields the official clients
-//! expect, `null` ones included.
+//! Requests are read leniently ([`lenient`](crate::protocol::lenient)): numbers may come as
+//! strings, flags as strings or numbers, and null means "not given". Answers keep the fields
+//! the official clients expect, `null` ones included.
 //!
 //! ## paiio extensions
 //!

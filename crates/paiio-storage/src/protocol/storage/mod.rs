@@ -1,4 +1,4 @@
-//! The MaxCompute Storage API (STORAGE_API.md): V2 calls (`POST /api/storage/v2?Action=...`,
+//! The MaxCompute Storage API (docs/storage-api.md): V2 calls (`POST /api/storage/v2?Action=...`,
 //! [`Action`]) and V1 paths (`/api/storage/v1/projects/...`), whose JSON bodies have the
 //! same shapes ([`messages`]), the schema JSON ([`schema`]), and the stream ids of the
 //! BatchCompatible block / attempt model.
