@@ -269,201 +269,83 @@ fn want<'a, T>(v: &'a Value, f: impl FnOnce(&'a Value) -> Option<T>, ty: &OdpsTy
     }
 }
 
+/// `values` as an Arrow array of `A`: a null stays null, any other value goes through `get`,
+/// which must accept it (else the value does not fit `ty`).
+fn collect_as<'a, T, A: FromIterator<Option<T>>>(
+    values: &'a [Value],
+    ty: &OdpsType,
+    get: impl Fn(&'a Value) -> Option<T>,
+) -> A {
+    values.iter().map(|v| want(v, &get, ty)).collect()
+}
+
 /// Builds the Arrow array of `ty` (as [`OdpsType::to_arrow`] with default options gives it)
 /// holding `values`.
 pub fn to_array(ty: &OdpsType, values: &[Value]) -> ArrayRef {
-    let int = |v: &Value| v.as_i64();
     match ty {
-        OdpsType::TinyInt => Arc::new(
-            values
-                .iter()
-                .map(|v| want(v, int, ty).map(|x| i8::try_from(x).unwrap()))
-                .collect::<Int8Array>(),
-        ),
-        OdpsType::SmallInt => Arc::new(
-            values
-                .iter()
-                .map(|v| want(v, int, ty).map(|x| i16::try_from(x).unwrap()))
-                .collect::<Int16Array>(),
-        ),
-        OdpsType::Int => Arc::new(
-            values
-                .iter()
-                .map(|v| want(v, int, ty).map(|x| i32::try_from(x).unwrap()))
-                .collect::<Int32Array>(),
-        ),
-        OdpsType::BigInt => Arc::new(
-            values
-                .iter()
-                .map(|v| want(v, int, ty))
-                .collect::<Int64Array>(),
-        ),
-        OdpsType::Float => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Float(f) = v {
-                                Some(*f)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<Float32Array>(),
-        ),
-        OdpsType::Double => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Double(f) = v {
-                                Some(*f)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<Float64Array>(),
-        ),
-        OdpsType::Boolean => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Bool(b) = v {
-                                Some(*b)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<BooleanArray>(),
-        ),
+        OdpsType::TinyInt => Arc::new(collect_as::<_, Int8Array>(values, ty, |v| {
+            v.as_i64().map(|x| i8::try_from(x).unwrap())
+        })),
+        OdpsType::SmallInt => Arc::new(collect_as::<_, Int16Array>(values, ty, |v| {
+            v.as_i64().map(|x| i16::try_from(x).unwrap())
+        })),
+        OdpsType::Int => Arc::new(collect_as::<_, Int32Array>(values, ty, |v| {
+            v.as_i64().map(|x| i32::try_from(x).unwrap())
+        })),
+        OdpsType::BigInt => Arc::new(collect_as::<_, Int64Array>(values, ty, Value::as_i64)),
+        OdpsType::Float => Arc::new(collect_as::<_, Float32Array>(values, ty, |v| match v {
+            Value::Float(f) => Some(*f),
+            _ => None,
+        })),
+        OdpsType::Double => Arc::new(collect_as::<_, Float64Array>(values, ty, |v| match v {
+            Value::Double(f) => Some(*f),
+            _ => None,
+        })),
+        OdpsType::Boolean => Arc::new(collect_as::<_, BooleanArray>(values, ty, |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })),
         OdpsType::Decimal(ps) => {
             let (p, s) = ps.unwrap_or(paiio_storage::types::UNBOUNDED_DECIMAL_ARROW);
-            let array = values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Decimal(d, _) = v {
-                                Some(*d)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<Decimal128Array>()
-                .with_precision_and_scale(p, s)
-                .unwrap();
-            Arc::new(array)
+            let array = collect_as::<_, Decimal128Array>(values, ty, |v| match v {
+                Value::Decimal(d, _) => Some(*d),
+                _ => None,
+            });
+            Arc::new(array.with_precision_and_scale(p, s).unwrap())
         }
-        OdpsType::String | OdpsType::Varchar(_) | OdpsType::Char(_) | OdpsType::Json => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Str(s) = v {
-                                Some(s.as_str())
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<StringArray>(),
-        ),
-        OdpsType::Binary | OdpsType::Blob => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Bytes(b) = v {
-                                Some(b.as_slice())
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<BinaryArray>(),
-        ),
-        OdpsType::Date => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::Date(d) = v {
-                                Some(*d)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<Date32Array>(),
-        ),
-        OdpsType::DateTime => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::TimestampNanos(t) = v {
-                                Some((*t / 1_000_000) as i64)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<TimestampMillisecondArray>(),
-        ),
-        OdpsType::Timestamp | OdpsType::TimestampNtz => Arc::new(
-            values
-                .iter()
-                .map(|v| {
-                    want(
-                        v,
-                        |v| {
-                            if let Value::TimestampNanos(t) = v {
-                                Some(*t as i64)
-                            } else {
-                                None
-                            }
-                        },
-                        ty,
-                    )
-                })
-                .collect::<TimestampNanosecondArray>(),
-        ),
+        OdpsType::String | OdpsType::Varchar(_) | OdpsType::Char(_) | OdpsType::Json => {
+            Arc::new(collect_as::<_, StringArray>(values, ty, |v| match v {
+                Value::Str(s) => Some(s.as_str()),
+                _ => None,
+            }))
+        }
+        OdpsType::Binary | OdpsType::Blob => {
+            Arc::new(collect_as::<_, BinaryArray>(values, ty, |v| match v {
+                Value::Bytes(b) => Some(b.as_slice()),
+                _ => None,
+            }))
+        }
+        OdpsType::Date => Arc::new(collect_as::<_, Date32Array>(values, ty, |v| match v {
+            Value::Date(d) => Some(*d),
+            _ => None,
+        })),
+        OdpsType::DateTime => Arc::new(collect_as::<_, TimestampMillisecondArray>(
+            values,
+            ty,
+            |v| match v {
+                Value::TimestampNanos(t) => Some((*t / 1_000_000) as i64),
+                _ => None,
+            },
+        )),
+        OdpsType::Timestamp | OdpsType::TimestampNtz => Arc::new(collect_as::<
+            _,
+            TimestampNanosecondArray,
+        >(
+            values, ty, |v| match v {
+            Value::TimestampNanos(t) => Some(*t as i64),
+            _ => None,
+        }
+        )),
         OdpsType::Array(element) => {
             let mut lengths = Vec::with_capacity(values.len());
             let mut children = Vec::new();

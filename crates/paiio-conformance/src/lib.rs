@@ -32,7 +32,8 @@ use paiio_storage::clock::{Clock, ManualClock};
 use paiio_storage::error::Result;
 use paiio_storage::service::{
     CommitInfo, ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream,
-    SplitMode, TableService, WriteRequest, WriteSession, WriteSessionRequest, WriteStream,
+    SplitMode, TableInfo, TableService, WriteRequest, WriteSession, WriteSessionRequest,
+    WriteStream,
 };
 use paiio_storage::types::{Column, TableSchema};
 use paiio_storage::uri::{PartitionSpec, TableId};
@@ -211,6 +212,59 @@ impl Backend {
             .close_write_stream(table, session_id, &stream.stream_id, stream.version)
             .await
             .unwrap_or_else(|e| panic!("expected to close stream {}: {e}", stream.stream_id))
+    }
+
+    /// Creates a stream (with `stream_id` or a fresh one), not exactly-once; panics on failure.
+    pub async fn open_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: Option<&str>,
+    ) -> WriteStream {
+        self.service
+            .create_write_stream(table, session_id, stream_id, false)
+            .await
+            .unwrap()
+    }
+
+    /// The state of the latest version of a stream; panics on failure.
+    pub async fn stream_state(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+    ) -> WriteStream {
+        self.service
+            .get_write_stream(table, session_id, stream_id)
+            .await
+            .unwrap()
+    }
+
+    /// Closes a stream version; panics on failure.
+    pub async fn close_stream(
+        &self,
+        table: &TableId,
+        session_id: &str,
+        stream_id: &str,
+        version: u64,
+    ) -> WriteStream {
+        self.service
+            .close_write_stream(table, session_id, stream_id, version)
+            .await
+            .unwrap()
+    }
+
+    /// The state of a write session; panics on failure.
+    pub async fn session_state(&self, table: &TableId, session_id: &str) -> WriteSession {
+        self.service
+            .get_write_session(table, session_id)
+            .await
+            .unwrap()
+    }
+
+    /// Describes a table; panics on failure.
+    pub async fn describe(&self, table: &TableId) -> TableInfo {
+        self.service.describe_table(table).await.unwrap()
     }
 
     /// Writes one batch to a stream version, without row offset.

@@ -999,7 +999,7 @@ pub async fn arrow_large_string(b: &Backend) {
 /// A session reads the version it was created on, whatever commits follow.
 pub async fn read_session_pins_version(b: &Backend) {
     let (table, g) = simple_table(b, "pin", 25, 10).await;
-    let v1 = b.service.describe_table(&table).await.unwrap().version;
+    let v1 = b.describe(&table).await.version;
     let sized = b
         .read_session(&ReadSessionRequest::new(table.clone()))
         .await;
@@ -1274,11 +1274,7 @@ pub async fn unknown_sessions(b: &Backend) {
         Error::NotFound { .. },
         "NotFound getting a write session through another table"
     );
-    let stream = b
-        .service
-        .create_write_stream(&table, &write.session_id, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(&table, &write.session_id, None).await;
     for stream_id in ["nostream", "../x"] {
         expect_err!(
             b.service

@@ -54,7 +54,7 @@ pub async fn create_table(b: &Backend) {
         .create_table(&table, &schema, CreateTableOptions::default())
         .await
         .unwrap_or_else(|e| panic!("expected to create {table}: {e}"));
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(
         info.schema, schema,
         "expected describe to return the schema the table was created with"
@@ -86,7 +86,7 @@ pub async fn create_table(b: &Backend) {
         )
         .await
         .unwrap_or_else(|e| panic!("expected if_not_exists to accept an existing table: {e}"));
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(
         info.schema, schema,
         "expected if_not_exists to leave the existing table's schema alone"
@@ -104,7 +104,7 @@ pub async fn create_table(b: &Backend) {
         )
         .await
         .unwrap_or_else(|e| panic!("expected if_not_exists to create a missing table: {e}"));
-    let info = b.service.describe_table(&plain).await.unwrap();
+    let info = b.describe(&plain).await;
     assert_eq!(
         info.schema, other,
         "expected the unpartitioned table's schema back"
@@ -206,7 +206,7 @@ pub async fn column_names_case_insensitive(b: &Backend) {
         .create_table(&table, &raw, CreateTableOptions::default())
         .await
         .unwrap_or_else(|e| panic!("expected to create a table with mixed-case column names: {e}"));
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     let names: Vec<&str> = info.schema.all_columns().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -364,7 +364,7 @@ pub async fn drop_table(b: &Backend) {
         )
         .await
         .unwrap();
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(
         (info.version, info.row_count),
         (0, 0),
@@ -430,9 +430,9 @@ pub async fn list_tables(b: &Backend) {
 pub async fn describe_table(b: &Backend) {
     let g = DataGen::simple(4);
     let table = b.create_gen_table("describe", &g, PT_REGION).await;
-    let before = b.service.describe_table(&table).await.unwrap();
+    let before = b.describe(&table).await;
     let v1 = fill(b, &table, &g, "pt=a,region=1", 0..10).await;
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(
         info.version, v1,
         "expected describe to report the version the commit returned"
@@ -465,7 +465,7 @@ pub async fn describe_table(b: &Backend) {
     );
 
     let v2 = fill(b, &table, &g, "pt=b/region=2", 10..15).await;
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(info.version, v2, "expected the second commit's version");
     assert!(v2 > v1, "expected versions to increase: {v1} then {v2}");
     assert_eq!(
@@ -486,7 +486,7 @@ pub async fn describe_table(b: &Backend) {
     // An unpartitioned table lists no partitions.
     let plain = b.create_gen_table("describe_plain", &g, &[]).await;
     fill(b, &plain, &g, "", 0..7).await;
-    let info = b.service.describe_table(&plain).await.unwrap();
+    let info = b.describe(&plain).await;
     assert_eq!(info.row_count, 7, "expected 7 rows");
     assert!(
         info.partitions.is_empty(),
@@ -544,13 +544,13 @@ pub async fn drop_partition(b: &Backend) {
     fill(b, &table, &g, "pt=a,region=1", 0..10).await;
     fill(b, &table, &g, "pt=a,region=2", 10..15).await;
     fill(b, &table, &g, "pt=b,region=1", 15..22).await;
-    let v = b.service.describe_table(&table).await.unwrap().version;
+    let v = b.describe(&table).await.version;
 
     b.service
         .drop_partition(&table, &spec("pt=a,region=2"), false)
         .await
         .unwrap_or_else(|e| panic!("expected to drop partition pt=a,region=2: {e}"));
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert!(
         info.version > v,
         "expected dropping a partition to make a new version"
@@ -586,7 +586,7 @@ pub async fn drop_partition(b: &Backend) {
         .await
         .unwrap_or_else(|e| panic!("expected if_exists to accept a missing partition: {e}"));
     assert_eq!(
-        b.service.describe_table(&table).await.unwrap().version,
+        b.describe(&table).await.version,
         v,
         "expected a drop of nothing to leave the version alone"
     );
@@ -604,7 +604,7 @@ pub async fn drop_partition(b: &Backend) {
         .drop_partition(&table, &spec("pt=a"), false)
         .await
         .unwrap_or_else(|e| panic!("expected to drop every partition under pt=a: {e}"));
-    let info = b.service.describe_table(&table).await.unwrap();
+    let info = b.describe(&table).await;
     assert_eq!(
         partition_rows(&info.partitions),
         expected_partitions(&[("pt=b,region=1", 7)]),

@@ -32,6 +32,16 @@ async fn table_ids(b: &Backend, table: &TableId) -> Vec<i64> {
     ids(&b.read_table(table).await)
 }
 
+/// Checks that reading `table` gives each of `expected` ids exactly once, and no other.
+async fn assert_table_ids(
+    b: &Backend,
+    table: &TableId,
+    expected: impl IntoIterator<Item = i64>,
+    context: &str,
+) {
+    assert_exactly_once(&table_ids(b, table).await, expected, context);
+}
+
 /// Checks that column `name` holds `value` in every row.
 fn check_constant(batches: &[RecordBatch], name: &str, value: Value, context: &str) {
     for batch in batches {
@@ -114,21 +124,9 @@ pub async fn write_stream_ids(b: &Backend) {
         "expected a new session to have no streams"
     );
     let sid = &session.session_id;
-    let s1 = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
-    let s2 = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
-    let named = b
-        .service
-        .create_write_stream(&table, sid, Some("named_1"), false)
-        .await
-        .unwrap();
+    let s1 = b.open_stream(&table, sid, None).await;
+    let s2 = b.open_stream(&table, sid, None).await;
+    let named = b.open_stream(&table, sid, Some("named_1")).await;
     assert_ne!(
         s1.stream_id, s2.stream_id,
         "expected fresh stream ids to differ"
@@ -150,17 +148,13 @@ pub async fn write_stream_ids(b: &Backend) {
         );
         assert_eq!(s.row_offset, 0, "expected a new stream at row offset 0");
     }
-    let got = b
-        .service
-        .get_write_stream(&table, sid, "named_1")
-        .await
-        .unwrap();
+    let got = b.stream_state(&table, sid, "named_1").await;
     assert_eq!(
         (got.version, got.status),
         (named.version, StreamStatus::Open),
         "expected get_write_stream to return the stream"
     );
-    let listed = b.service.get_write_session(&table, sid).await.unwrap();
+    let listed = b.session_state(&table, sid).await;
     let mut listed_ids: Vec<&str> = listed
         .streams
         .iter()
@@ -179,17 +173,10 @@ pub async fn write_stream_ids(b: &Backend) {
         b.write(&table, sid, s, g.batch(start..start + 10))
             .await
             .unwrap();
-        b.service
-            .close_write_stream(&table, sid, &s.stream_id, s.version)
-            .await
-            .unwrap();
+        b.close_stream(&table, sid, &s.stream_id, s.version).await;
     }
     b.commit(&table, sid).await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..30,
-        "three streams committed",
-    );
+    assert_table_ids(b, &table, 0..30, "three streams committed").await;
 }
 
 /// Re-creating a stream id makes the next version; the old one is superseded (writes to it
@@ -238,10 +225,7 @@ pub async fn write_stream_requested_versions(b: &Backend) {
         "InvalidState creating version 2 below the latest version 3"
     );
     b.write(&table, sid, &v3, g.batch(10..13)).await.unwrap();
-    b.service
-        .close_write_stream(&table, sid, "0", 3)
-        .await
-        .unwrap();
+    b.close_stream(&table, sid, "0", 3).await;
     expect_err!(
         b.service
             .create_write_stream_version(&table, sid, Some("0"), Some(3), false)
@@ -262,17 +246,9 @@ pub async fn write_stream_versions(b: &Backend) {
     let (table, g) = simple(b, "stream_versions", 41).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
-    let v0 = b
-        .service
-        .create_write_stream(&table, sid, Some("s"), false)
-        .await
-        .unwrap();
+    let v0 = b.open_stream(&table, sid, Some("s")).await;
     b.write(&table, sid, &v0, g.batch(0..10)).await.unwrap();
-    let v1 = b
-        .service
-        .create_write_stream(&table, sid, Some("s"), false)
-        .await
-        .unwrap();
+    let v1 = b.open_stream(&table, sid, Some("s")).await;
     assert_eq!(v1.stream_id, "s", "expected the same stream id");
     assert_eq!(
         v1.version,
@@ -281,7 +257,7 @@ pub async fn write_stream_versions(b: &Backend) {
         v0.version + 1
     );
     assert_eq!(v1.row_offset, 0, "expected a new version to start at row 0");
-    let latest = b.service.get_write_stream(&table, sid, "s").await.unwrap();
+    let latest = b.stream_state(&table, sid, "s").await;
     assert_eq!(
         latest.version, v1.version,
         "expected get_write_stream to return the latest version"
@@ -293,11 +269,8 @@ pub async fn write_stream_versions(b: &Backend) {
         v0.version
     );
     b.write(&table, sid, &v1, g.batch(100..110)).await.unwrap();
-    b.service
-        .close_write_stream(&table, sid, "s", v1.version)
-        .await
-        .unwrap();
-    let listed = b.service.get_write_session(&table, sid).await.unwrap();
+    b.close_stream(&table, sid, "s", v1.version).await;
+    let listed = b.session_state(&table, sid).await;
     assert_eq!(
         listed.streams.len(),
         1,
@@ -313,11 +286,7 @@ pub async fn write_stream_versions(b: &Backend) {
         info.rows, 10,
         "expected only the latest version's 10 rows committed"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        100..110,
-        "only the latest version of stream `s`",
-    );
+    assert_table_ids(b, &table, 100..110, "only the latest version of stream `s`").await;
 }
 
 /// Close marks streams finished; commit without a list commits every closed stream.
@@ -333,11 +302,7 @@ pub async fn close_and_commit_all(b: &Backend) {
         StreamStatus::Closed,
         "expected close to return a closed stream"
     );
-    let got = b
-        .service
-        .get_write_stream(&table, sid, &a.stream_id)
-        .await
-        .unwrap();
+    let got = b.stream_state(&table, sid, &a.stream_id).await;
     assert_eq!(
         got.status,
         StreamStatus::Closed,
@@ -356,7 +321,7 @@ pub async fn close_and_commit_all(b: &Backend) {
         .await;
     let info = b.commit(&table, sid).await;
     assert_eq!(info.rows, 25, "expected 25 rows committed");
-    let described = b.service.describe_table(&table).await.unwrap();
+    let described = b.describe(&table).await;
     assert_eq!(
         described.version, info.version,
         "expected the table at the committed version"
@@ -367,7 +332,7 @@ pub async fn close_and_commit_all(b: &Backend) {
         0..25,
         "two closed streams",
     );
-    let state = b.service.get_write_session(&table, sid).await.unwrap();
+    let state = b.session_state(&table, sid).await;
     assert_eq!(
         state.status,
         SessionStatus::Committed,
@@ -406,11 +371,13 @@ pub async fn commit_explicit_streams(b: &Backend) {
         info.rows, 20,
         "expected the 20 rows of streams a and c committed"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
+    assert_table_ids(
+        b,
+        &table,
         (0..10).chain(20..30),
         "commit of streams a and c only",
-    );
+    )
+    .await;
 }
 
 /// Listing the same (id, version) twice in a commit does not commit its rows twice.
@@ -444,11 +411,7 @@ pub async fn commit_explicit_duplicate_pairs(b: &Backend) {
                 info.rows, 10,
                 "expected a commit listing stream `a` twice to commit its 10 rows once"
             );
-            assert_exactly_once(
-                &table_ids(b, &table).await,
-                0..10,
-                "commit listing stream `a` twice",
-            );
+            assert_table_ids(b, &table, 0..10, "commit listing stream `a` twice").await;
         }
     }
 }
@@ -493,16 +456,12 @@ pub async fn commit_explicit_superseded_version(b: &Backend) {
 /// A commit while a stream is open fails (and changes nothing); after closing, it works.
 pub async fn commit_with_open_stream_fails(b: &Backend) {
     let (table, g) = simple(b, "commit_open", 45).await;
-    let before = b.service.describe_table(&table).await.unwrap();
+    let before = b.describe(&table).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
     b.write_stream(&table, sid, None, vec![g.batch(0..10)])
         .await;
-    let open = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let open = b.open_stream(&table, sid, None).await;
     b.write(&table, sid, &open, g.batch(10..20)).await.unwrap();
     expect_err!(
         b.service.commit_write_session(&table, sid, None).await,
@@ -516,16 +475,14 @@ pub async fn commit_with_open_stream_fails(b: &Backend) {
         Error::InvalidState { .. },
         "InvalidState committing an explicitly listed open stream"
     );
-    let after = b.service.describe_table(&table).await.unwrap();
+    let after = b.describe(&table).await;
     assert_eq!(
         (after.version, after.row_count),
         (before.version, 0),
         "expected a failed commit to change nothing"
     );
-    b.service
-        .close_write_stream(&table, sid, &open.stream_id, open.version)
-        .await
-        .unwrap();
+    b.close_stream(&table, sid, &open.stream_id, open.version)
+        .await;
     let info = b
         .service
         .commit_write_session(&table, sid, None)
@@ -534,11 +491,7 @@ pub async fn commit_with_open_stream_fails(b: &Backend) {
             panic!("expected the commit to succeed once every stream is closed: {e}")
         });
     assert_eq!(info.rows, 20, "expected 20 rows committed");
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..20,
-        "commit after closing the open stream",
-    );
+    assert_table_ids(b, &table, 0..20, "commit after closing the open stream").await;
 }
 
 /// Abort: nothing becomes visible; the session refuses commit and writes; a committed
@@ -546,16 +499,12 @@ pub async fn commit_with_open_stream_fails(b: &Backend) {
 pub async fn abort(b: &Backend) {
     let (table, g) = simple(b, "abort", 46).await;
     fill(b, &table, &g, "", 0..5).await;
-    let before = b.service.describe_table(&table).await.unwrap();
+    let before = b.describe(&table).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
     b.write_stream(&table, sid, None, vec![g.batch(100..110)])
         .await;
-    let open = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let open = b.open_stream(&table, sid, None).await;
     b.write(&table, sid, &open, g.batch(110..115))
         .await
         .unwrap();
@@ -563,13 +512,13 @@ pub async fn abort(b: &Backend) {
         .abort_write_session(&table, sid)
         .await
         .unwrap_or_else(|e| panic!("expected abort to succeed: {e}"));
-    let after = b.service.describe_table(&table).await.unwrap();
+    let after = b.describe(&table).await;
     assert_eq!(
         (after.version, after.row_count),
         (before.version, 5),
         "expected an abort to leave the table unchanged"
     );
-    assert_exactly_once(&table_ids(b, &table).await, 0..5, "table after an abort");
+    assert_table_ids(b, &table, 0..5, "table after an abort").await;
     expect_err!(
         b.service.commit_write_session(&table, sid, None).await,
         Error::InvalidState { .. },
@@ -587,11 +536,13 @@ pub async fn abort(b: &Backend) {
         Error::InvalidState { .. },
         "InvalidState creating a stream in an aborted session"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
+    assert_table_ids(
+        b,
+        &table,
         0..5,
         "table after commit attempts on an aborted session",
-    );
+    )
+    .await;
 
     let committed = b.write_session(&table, "", false).await;
     b.write_stream(&table, &committed.session_id, None, vec![g.batch(200..203)])
@@ -604,11 +555,13 @@ pub async fn abort(b: &Backend) {
         Error::InvalidState { .. },
         "InvalidState aborting a committed session"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
+    assert_table_ids(
+        b,
+        &table,
         (0..5).chain(200..203),
         "rows of a committed session after an abort attempt",
-    );
+    )
+    .await;
 }
 
 /// Nothing written is visible before the commit; the commit makes it all visible at once,
@@ -617,7 +570,7 @@ pub async fn commit_is_atomic(b: &Backend) {
     let g = DataGen::simple(47);
     let table = b.create_gen_table("atomic", &g, PT_REGION).await;
     fill(b, &table, &g, "pt=old,region=1", 0..5).await;
-    let before = b.service.describe_table(&table).await.unwrap();
+    let before = b.describe(&table).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
     let batch = with_region(
@@ -627,11 +580,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         |_| 1,
     );
     b.write_stream(&table, sid, None, vec![batch]).await;
-    let open = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let open = b.open_stream(&table, sid, None).await;
     b.write(
         &table,
         sid,
@@ -640,12 +589,10 @@ pub async fn commit_is_atomic(b: &Backend) {
     )
     .await
     .unwrap();
-    b.service
-        .close_write_stream(&table, sid, &open.stream_id, open.version)
-        .await
-        .unwrap();
+    b.close_stream(&table, sid, &open.stream_id, open.version)
+        .await;
 
-    let during = b.service.describe_table(&table).await.unwrap();
+    let during = b.describe(&table).await;
     assert_eq!(
         (during.version, during.row_count),
         (before.version, 5),
@@ -655,7 +602,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         during.partitions, before.partitions,
         "expected no new partition before the commit"
     );
-    assert_exactly_once(&table_ids(b, &table).await, 0..5, "read before the commit");
+    assert_table_ids(b, &table, 0..5, "read before the commit").await;
     let preview = super::collect(b.service.preview(&table, None, &[], 1000).await.unwrap())
         .await
         .unwrap();
@@ -668,7 +615,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         "expected one commit to make exactly one new version"
     );
     assert_eq!(info.rows, 35, "expected 35 rows committed");
-    let after = b.service.describe_table(&table).await.unwrap();
+    let after = b.describe(&table).await;
     assert_eq!(
         (after.version, after.row_count),
         (info.version, 40),
@@ -681,11 +628,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         session.table_version, info.version,
         "expected a new read session on the committed version"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        (0..5).chain(10..45),
-        "read after the commit",
-    );
+    assert_table_ids(b, &table, (0..5).chain(10..45), "read after the commit").await;
 }
 
 /// A retried commit returns the same result and never applies the rows twice, even after
@@ -705,11 +648,7 @@ pub async fn commit_idempotent(b: &Backend) {
         c2, c1,
         "expected a retried commit to return the first commit's result"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..10,
-        "rows after a retried commit",
-    );
+    assert_table_ids(b, &table, 0..10, "rows after a retried commit").await;
 
     let second = b.write_session(&table, "", false).await;
     b.write_stream(&table, &second.session_id, None, vec![g.batch(10..20)])
@@ -725,20 +664,12 @@ pub async fn commit_idempotent(b: &Backend) {
         "expected a commit retried after another commit to return the first result"
     );
     assert_eq!(
-        b.service.describe_table(&table).await.unwrap().version,
+        b.describe(&table).await.version,
         c3.version,
         "expected the retry to make no new version"
     );
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..20,
-        "rows after retrying an earlier commit",
-    );
-    let state = b
-        .service
-        .get_write_session(&table, &first.session_id)
-        .await
-        .unwrap();
+    assert_table_ids(b, &table, 0..20, "rows after retrying an earlier commit").await;
+    let state = b.session_state(&table, &first.session_id).await;
     assert_eq!(
         state.committed_version,
         Some(c1.version),
@@ -758,11 +689,7 @@ pub async fn overwrite_table(b: &Backend) {
     );
     b.write_stream(&table, &session.session_id, None, vec![g.batch(100..105)])
         .await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..20,
-        "rows before the overwrite commits",
-    );
+    assert_table_ids(b, &table, 0..20, "rows before the overwrite commits").await;
     b.commit(&table, &session.session_id).await;
     assert_exactly_once(
         &g.verified_ids(&b.read_table(&table).await, "overwritten"),
@@ -770,7 +697,7 @@ pub async fn overwrite_table(b: &Backend) {
         "rows after an overwrite",
     );
     assert_eq!(
-        b.service.describe_table(&table).await.unwrap().row_count,
+        b.describe(&table).await.row_count,
         5,
         "expected 5 rows after the overwrite"
     );
@@ -792,11 +719,13 @@ pub async fn overwrite_partition(b: &Backend) {
     fill(b, &table, &g, "pt=b,region=1", 20..30).await;
     b.write_and_commit(&table, "pt=a,region=1", true, vec![g.batch(100..103)])
         .await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
+    assert_table_ids(
+        b,
+        &table,
         (100..103).chain(10..30),
         "after overwriting pt=a,region=1",
-    );
+    )
+    .await;
     let counts: Vec<(String, u64)> = b
         .service
         .list_partitions(&table)
@@ -813,11 +742,13 @@ pub async fn overwrite_partition(b: &Backend) {
     // Dynamic overwrite: only the partitions the data names are replaced.
     let batch = with_region(&with_pt(&g.batch(200..202), |_| Some("b".into())), |_| 1);
     b.write_and_commit(&table, "", true, vec![batch]).await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
+    assert_table_ids(
+        b,
+        &table,
         (100..103).chain(10..20).chain(200..202),
         "after a dynamic overwrite of pt=b,region=1",
-    );
+    )
+    .await;
 }
 
 /// A static partition: the data carries no partition columns; rows land in that partition.
@@ -840,11 +771,7 @@ pub async fn static_partition(b: &Backend) {
         "expected the data columns in the write schema"
     );
     let sid = &session.session_id;
-    let stream = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(&table, sid, None).await;
     let carrying = with_columns(&g.batch(50..52), vec![constant_string("pt", "s", 2)]);
     expect_err!(
         b.write(&table, sid, &stream, carrying).await,
@@ -906,11 +833,7 @@ pub async fn dynamic_partitions(b: &Backend) {
         "expected both partition columns in a dynamic session's write schema"
     );
     let sid = &session.session_id;
-    let stream = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(&table, sid, None).await;
     let pt_of = |id: i64| ["a", "b", "c"][(id % 3) as usize].to_string();
     let batch = with_region(&with_pt(&g.batch(0..30), |id| Some(pt_of(id))), |id| id % 2);
     b.write(&table, sid, &stream, batch).await.unwrap();
@@ -1006,11 +929,7 @@ pub async fn partial_static_partition(b: &Backend) {
         "expected only the dynamic partition column in the write schema"
     );
     let sid = &session.session_id;
-    let stream = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(&table, sid, None).await;
     expect_err!(
         b.write(
             &table,
@@ -1084,18 +1003,12 @@ pub async fn partition_values_typed(b: &Backend) {
         Err(e) => Err(e),
         Ok(session) => {
             let sid = session.session_id.clone();
-            let stream = b
-                .service
-                .create_write_stream(&table, &sid, None, false)
-                .await
-                .unwrap();
+            let stream = b.open_stream(&table, &sid, None).await;
             match b.write(&table, &sid, &stream, g.batch(0..3)).await {
                 Err(e) => Err(e),
                 Ok(_) => {
-                    b.service
-                        .close_write_stream(&table, &sid, &stream.stream_id, stream.version)
-                        .await
-                        .unwrap();
+                    b.close_stream(&table, &sid, &stream.stream_id, stream.version)
+                        .await;
                     b.service
                         .commit_write_session(&table, &sid, None)
                         .await
@@ -1112,11 +1025,7 @@ pub async fn partition_values_typed(b: &Backend) {
     // Dynamic: a text value that is no integer.
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
-    let stream = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(&table, sid, None).await;
     let text_region = with_columns(
         &with_pt(&g.batch(3..6), |_| Some("a".into())),
         vec![(
@@ -1234,10 +1143,8 @@ pub async fn exactly_once_duplicates(b: &Backend) {
         );
     }
     assert_eq!(
-        b.service
-            .get_write_stream(&table, &sid, &stream.stream_id)
+        b.stream_state(&table, &sid, &stream.stream_id)
             .await
-            .unwrap()
             .row_offset,
         15,
         "expected offset 15"
@@ -1283,10 +1190,8 @@ pub async fn exactly_once_gap(b: &Backend) {
         "InvalidArgument for an exactly-once write without a row offset"
     );
     assert_eq!(
-        b.service
-            .get_write_stream(&table, &sid, &stream.stream_id)
+        b.stream_state(&table, &sid, &stream.stream_id)
             .await
-            .unwrap()
             .row_offset,
         10,
         "expected offset 10 after refused writes"
@@ -1295,11 +1200,7 @@ pub async fn exactly_once_gap(b: &Backend) {
         .await
         .unwrap();
     b.close_and_commit(&table, &sid, &[&stream]).await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..12,
-        "rows after refused gaps",
-    );
+    assert_table_ids(b, &table, 0..12, "rows after refused gaps").await;
 }
 
 /// Exactly-once writes without the stream's access token, or with a wrong one, are refused.
@@ -1340,10 +1241,8 @@ pub async fn exactly_once_access_token(b: &Backend) {
         "Unauthenticated or InvalidArgument for a write with another stream's access token"
     );
     assert_eq!(
-        b.service
-            .get_write_stream(&table, &sid, &stream.stream_id)
+        b.stream_state(&table, &sid, &stream.stream_id)
             .await
-            .unwrap()
             .row_offset,
         0,
         "expected refused writes to apply nothing"
@@ -1360,11 +1259,7 @@ pub async fn exactly_once_access_token(b: &Backend) {
     .await
     .unwrap();
     b.close_and_commit(&table, &sid, &[&stream, &other]).await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..5,
-        "rows of the authorised write only",
-    );
+    assert_table_ids(b, &table, 0..5, "rows of the authorised write only").await;
 }
 
 /// `get_write_stream` returns the offset and token to resume an exactly-once stream from.
@@ -1393,11 +1288,7 @@ pub async fn exactly_once_resume(b: &Backend) {
     .await
     .unwrap();
     // A writer that lost its state asks where to resume.
-    let state = b
-        .service
-        .get_write_stream(&table, &sid, &stream.stream_id)
-        .await
-        .unwrap();
+    let state = b.stream_state(&table, &sid, &stream.stream_id).await;
     assert_eq!(
         state.row_offset, 13,
         "expected the stream's next row offset 13"
@@ -1424,11 +1315,7 @@ pub async fn exactly_once_resume(b: &Backend) {
     .unwrap();
     assert_eq!(ack.next_row_offset, 20, "expected offset 20 after resuming");
     b.close_and_commit(&table, &sid, &[&state]).await;
-    assert_exactly_once(
-        &table_ids(b, &table).await,
-        0..20,
-        "rows of a resumed stream",
-    );
+    assert_table_ids(b, &table, 0..20, "rows of a resumed stream").await;
 }
 
 /// Replaces column `name` of `batch` by `array` (with a matching field).
@@ -1453,11 +1340,7 @@ async fn refused_writes(
 ) {
     let session = b.write_session(table, "", false).await;
     let sid = &session.session_id;
-    let stream = b
-        .service
-        .create_write_stream(table, sid, None, false)
-        .await
-        .unwrap();
+    let stream = b.open_stream(table, sid, None).await;
     for (what, batch, column) in bad {
         let e = match b.write(table, sid, &stream, batch).await {
             Ok(ack) => {
@@ -1484,10 +1367,8 @@ async fn refused_writes(
         }
     }
     assert_eq!(
-        b.service
-            .get_write_stream(table, sid, &stream.stream_id)
+        b.stream_state(table, sid, &stream.stream_id)
             .await
-            .unwrap()
             .row_offset,
         0,
         "expected refused writes to add no rows"
@@ -1684,24 +1565,12 @@ pub async fn write_after_commit_or_abort(b: &Backend) {
     for end in ["committed", "aborted"] {
         let session = b.write_session(&table, "", false).await;
         let sid = &session.session_id;
-        let open = b
-            .service
-            .create_write_stream(&table, sid, None, false)
-            .await
-            .unwrap();
-        b.service
-            .close_write_stream(&table, sid, &open.stream_id, open.version)
-            .await
-            .unwrap();
-        let reopened = b
-            .service
-            .create_write_stream(&table, sid, Some(&open.stream_id), false)
-            .await
-            .unwrap();
-        b.service
-            .close_write_stream(&table, sid, &reopened.stream_id, reopened.version)
-            .await
-            .unwrap();
+        let open = b.open_stream(&table, sid, None).await;
+        b.close_stream(&table, sid, &open.stream_id, open.version)
+            .await;
+        let reopened = b.open_stream(&table, sid, Some(&open.stream_id)).await;
+        b.close_stream(&table, sid, &reopened.stream_id, reopened.version)
+            .await;
         if end == "committed" {
             b.commit(&table, sid).await;
         } else {
@@ -1754,11 +1623,7 @@ pub async fn write_session_expiry(b: &Backend) {
         "expected a new write session to expire in the future"
     );
     let closed = b.write_stream(&table, sid, None, vec![g.batch(0..5)]).await;
-    let open = b
-        .service
-        .create_write_stream(&table, sid, None, false)
-        .await
-        .unwrap();
+    let open = b.open_stream(&table, sid, None).await;
     b.expire(session.expiration_time_ms);
     expect_err!(
         b.write(&table, sid, &open, g.batch(5..6)).await,
