@@ -540,6 +540,14 @@ async fn verify_table(root: &Path, table: &TableId, profile: Profile) -> Option<
     Some(version)
 }
 
+/// A single-threaded Tokio runtime with I/O and timers enabled.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The child process
 // ---------------------------------------------------------------------------------------------
@@ -965,10 +973,7 @@ fn base_seed() -> u64 {
 #[test]
 fn killed_committer_leaves_old_or_new_version() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let seed = base_seed();
     let started = Instant::now();
     const ITERATIONS: u64 = 120;
@@ -1020,10 +1025,7 @@ fn killed_committer_leaves_old_or_new_version() {
 #[test]
 fn killed_create_and_drop_leave_whole_tables() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let seed = base_seed() ^ 0xCA7A_1060;
     const ITERATIONS: u64 = 40;
     for iteration in 0..ITERATIONS {
@@ -1093,10 +1095,7 @@ fn killed_create_and_drop_leave_whole_tables() {
 #[test]
 fn failed_file_writes_leave_the_table_unchanged() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let table = table_id("full");
     runtime.block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
@@ -1248,10 +1247,7 @@ fn unreferenced_data_files(root: &Path, table: &TableId) -> Vec<String> {
 #[test]
 fn failed_import_on_a_full_disk_leaves_no_files() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let table = table_id("fullimport");
     runtime.block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
@@ -1305,10 +1301,7 @@ fn failed_import_on_a_full_disk_leaves_no_files() {
 #[test]
 fn full_disk_still_serves_reads() {
     let root = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let table = table_id("fullread");
     runtime.block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
