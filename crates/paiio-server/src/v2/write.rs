@@ -225,6 +225,22 @@ pub(super) async fn create_write_stream(
     Ok(with_route_token(json_response(&answer), &session_id))
 }
 
+/// The stream a stream call names: in its body, else in the query.
+fn stream_id_of(body: &StreamRequest, params: &Params) -> ApiResult<String> {
+    match body.stream_id() {
+        Some(id) => Ok(id.to_string()),
+        None => Ok(param(params, "StreamId")?.to_string()),
+    }
+}
+
+/// The stream version a stream call names, if any: in its body, else in the query.
+fn stream_version_of(body: &StreamRequest, params: &Params) -> ApiResult<Option<u64>> {
+    match body.stream_version {
+        Some(v) => Ok(Some(v)),
+        None => opt_u64(params, "StreamVersion"),
+    }
+}
+
 pub(super) async fn get_write_stream(
     state: &AppState,
     params: &Params,
@@ -234,19 +250,13 @@ pub(super) async fn get_write_stream(
     let _ = write_mode(params)?;
     let body: StreamRequest = json_body_or_empty(state, body).await?;
     let session_id = param(params, "SessionId")?.to_string();
-    let stream_id = match body.stream_id() {
-        Some(id) => id.to_string(),
-        None => param(params, "StreamId")?.to_string(),
-    };
+    let stream_id = stream_id_of(&body, params)?;
     let session = state.service.get_write_session(&table, &session_id).await?;
     let stream = state
         .service
         .get_write_stream(&table, &session_id, &stream_id)
         .await?;
-    let requested = match body.stream_version {
-        Some(v) => Some(v),
-        None => opt_u64(params, "StreamVersion")?,
-    };
+    let requested = stream_version_of(&body, params)?;
     // An older version than the latest is superseded: report it closed, with no rows.
     let superseded = requested.is_some_and(|v| v < stream.version);
     let (status, rows) = if superseded {
@@ -278,22 +288,16 @@ pub(super) async fn close_write_stream(
         (_, Some(s)) => s.clone(),
         _ => return Err(ApiError::invalid("TableCloseWriteStream needs a SessionId")),
     };
-    let stream_id = match body.stream_id() {
-        Some(id) => id.to_string(),
-        None => param(params, "StreamId")?.to_string(),
-    };
-    let version = match body.stream_version {
+    let stream_id = stream_id_of(&body, params)?;
+    let version = match stream_version_of(&body, params)? {
         Some(v) => v,
-        None => match opt_u64(params, "StreamVersion")? {
-            Some(v) => v,
-            None => {
-                state
-                    .service
-                    .get_write_stream(&table, &session_id, &stream_id)
-                    .await?
-                    .version
-            }
-        },
+        None => {
+            state
+                .service
+                .get_write_stream(&table, &session_id, &stream_id)
+                .await?
+                .version
+        }
     };
     state
         .service

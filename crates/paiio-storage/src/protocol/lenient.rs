@@ -105,6 +105,26 @@ pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
     with(d, |v| text(&v))
 }
 
+/// [`opt_u64`], with null or absent read as 0.
+pub fn u64_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    opt_u64(d).map(Option::unwrap_or_default)
+}
+
+/// [`opt_bool`], with null read as false.
+pub fn bool_or_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    opt_bool(d).map(|b| b.unwrap_or(false))
+}
+
+/// [`opt_bool`], with null read as true.
+pub fn bool_or_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    opt_bool(d).map(|b| b.unwrap_or(true))
+}
+
+/// [`opt_text`], with null read as the empty string.
+pub fn text_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    opt_text(d).map(Option::unwrap_or_default)
+}
+
 /// A list of strings; null is empty.
 pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     with(d, |v| {

@@ -20,9 +20,11 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::protocol::lenient::{
+    bool_or_false, bool_or_true, opt_text, opt_u64, or_default, text_or_empty, u64_or_zero,
+};
 use crate::types::{Column, OdpsType, TableSchema};
 
 macro_rules! status_enum {
@@ -115,7 +117,7 @@ pub struct DownloadSession {
     #[serde(rename = "Status")]
     pub status: DownloadStatus,
     /// Rows in the session (the table or partition when the session was created).
-    #[serde(rename = "RecordCount", default, deserialize_with = "lenient_u64")]
+    #[serde(rename = "RecordCount", default, deserialize_with = "u64_or_zero")]
     pub record_count: u64,
     /// `None` while the session is initiating (or when the service leaves it out).
     #[serde(rename = "Schema", default)]
@@ -123,7 +125,7 @@ pub struct DownloadSession {
     #[serde(
         rename = "QuotaName",
         default,
-        deserialize_with = "lenient_opt_string",
+        deserialize_with = "opt_text",
         skip_serializing_if = "Option::is_none"
     )]
     pub quota_name: Option<String>,
@@ -131,7 +133,7 @@ pub struct DownloadSession {
     #[serde(
         rename = "SupportReadByRawSize",
         default,
-        deserialize_with = "lenient_bool"
+        deserialize_with = "bool_or_false"
     )]
     pub support_read_by_raw_size: bool,
 }
@@ -139,7 +141,7 @@ pub struct DownloadSession {
 /// One entry of an upload session's `UploadedBlockList`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedBlock {
-    #[serde(rename = "BlockID", deserialize_with = "lenient_u64")]
+    #[serde(rename = "BlockID", deserialize_with = "u64_or_zero")]
     pub block_id: u64,
 }
 
@@ -152,11 +154,7 @@ pub struct UploadSession {
     pub status: UploadStatus,
     /// The blocks written so far. Before committing, PyODPS reloads the session and refuses
     /// ("Blocks not match") unless these equal the blocks it wrote.
-    #[serde(
-        rename = "UploadedBlockList",
-        default,
-        deserialize_with = "null_as_empty"
-    )]
+    #[serde(rename = "UploadedBlockList", default, deserialize_with = "or_default")]
     pub blocks: Vec<UploadedBlock>,
     #[serde(rename = "Schema", default)]
     pub schema: Option<TunnelSchema>,
@@ -164,14 +162,14 @@ pub struct UploadSession {
     #[serde(
         rename = "MaxFieldSize",
         default,
-        deserialize_with = "lenient_opt_u64",
+        deserialize_with = "opt_u64",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_field_size: Option<u64>,
     #[serde(
         rename = "QuotaName",
         default,
-        deserialize_with = "lenient_opt_string",
+        deserialize_with = "opt_text",
         skip_serializing_if = "Option::is_none"
     )]
     pub quota_name: Option<String>,
@@ -187,9 +185,9 @@ impl UploadSession {
 /// A session's `Schema`: data columns, then partition columns.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TunnelSchema {
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "or_default")]
     pub columns: Vec<TunnelColumn>,
-    #[serde(rename = "partitionKeys", default, deserialize_with = "null_as_empty")]
+    #[serde(rename = "partitionKeys", default, deserialize_with = "or_default")]
     pub partition_keys: Vec<TunnelColumn>,
 }
 
@@ -200,17 +198,17 @@ pub struct TunnelColumn {
     /// The type string (`bigint`, `array<string>`, `decimal(10,2)`; any case).
     #[serde(rename = "type")]
     pub type_name: String,
-    #[serde(default, deserialize_with = "lenient_string")]
+    #[serde(default, deserialize_with = "text_or_empty")]
     pub comment: String,
     #[serde(
         rename = "isNullable",
         default = "default_true",
-        deserialize_with = "lenient_bool_true"
+        deserialize_with = "bool_or_true"
     )]
     pub nullable: bool,
     #[serde(
         default,
-        deserialize_with = "lenient_string",
+        deserialize_with = "text_or_empty",
         skip_serializing_if = "String::is_empty"
     )]
     pub label: String,
@@ -314,74 +312,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
     })
 }
 
-fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> std::result::Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
-}
-
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-    Ok(lenient_opt_string(d)?.unwrap_or_default())
-}
-
-fn lenient_opt_string<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    })
-}
-
-fn bool_of(value: Value) -> std::result::Result<Option<bool>, String> {
-    match value {
-        Value::Null => Ok(None),
-        Value::Bool(b) => Ok(Some(b)),
-        Value::Number(n) if n.as_u64() == Some(0) => Ok(Some(false)),
-        Value::Number(n) if n.as_u64() == Some(1) => Ok(Some(true)),
-        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
-        other => Err(format!("{other} is not a boolean")),
-    }
-}
-
-fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    Ok(bool_of(Value::deserialize(d)?)
-        .map_err(de::Error::custom)?
-        .unwrap_or(false))
-}
-
-fn lenient_bool_true<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    Ok(bool_of(Value::deserialize(d)?)
-        .map_err(de::Error::custom)?
-        .unwrap_or(true))
-}
-
-fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    Ok(lenient_opt_u64(d)?.unwrap_or(0))
-}
-
-fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        Value::Number(n) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| de::Error::custom(format!("{n} is not a count"))),
-        Value::String(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("{s:?} is not a count"))),
-        other => Err(de::Error::custom(format!("{other} is not a count"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn download_sessions_parse_as_the_service_writes_them() {
