@@ -87,6 +87,49 @@ impl From<paiio_storage::protocol::codec::DecodeError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error as the Tunnel answers it: `<Error><Code/><Message/><RequestId/><HostId/>`.
+    pub(crate) fn into_xml_response(self) -> Response {
+        let request_id = self.request_id.clone().unwrap_or_default();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>\
+             <RequestId>{}</RequestId><HostId>paiio</HostId></Error>",
+            xml_escape(&self.code),
+            xml_escape(&self.message),
+            xml_escape(&request_id)
+        );
+        let mut response = (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/xml")],
+            body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(headers::REQUEST_ID, v);
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Text as XML character data.
+pub(crate) fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = self.request_id.clone().unwrap_or_default();

@@ -29,6 +29,7 @@ mod replay;
 mod request;
 mod state;
 mod stream;
+mod tunnel;
 mod upload;
 mod v1;
 mod v2;
@@ -151,6 +152,7 @@ impl Server {
             .route("/api/webconsole/host", get(control::webconsole_host))
             .route("/api/storage/{version}", any(v2::dispatch))
             .merge(v1::router())
+            .merge(tunnel::router())
             .fallback(control::unknown_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),

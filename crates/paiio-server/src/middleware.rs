@@ -18,12 +18,15 @@ use crate::error::ApiError;
 pub(crate) struct RequestId(pub String);
 
 /// Gives every request an id and puts it on every response (success or error).
+/// Tunnel calls (docs/tunnel.md) get their errors as XML, the only form PyODPS's Tunnel error
+/// parser reads; every other call as JSON.
 pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
+    let tunnel = crate::tunnel::is_tunnel_path(request.uri().path());
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     if let Some(err) = response.extensions().get::<ApiError>().cloned()
-        && err.request_id.is_none()
+        && (err.request_id.is_none() || tunnel)
     {
         // Re-render the error body with the request id in it.
         let err = ApiError {
@@ -31,7 +34,11 @@ pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
             ..err
         };
         tracing::debug!(code = %err.code, status = %err.status, "{}", err.message);
-        response = err.into_response();
+        response = if tunnel {
+            err.into_xml_response()
+        } else {
+            err.into_response()
+        };
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(headers::REQUEST_ID, v);

@@ -54,7 +54,7 @@ impl DecodeBudget {
     }
 
     /// Waits until `bytes` more (at most the whole budget) may be held.
-    async fn reserve(&self, bytes: usize) -> ApiResult<OwnedSemaphorePermit> {
+    pub(crate) async fn reserve(&self, bytes: usize) -> ApiResult<OwnedSemaphorePermit> {
         let kib = bytes.div_ceil(1024).min(self.total_kib) as u32;
         self.semaphore
             .clone()

@@ -74,7 +74,7 @@ fn reply(result: ApiResult<Response>) -> Response {
 
 // ---- helpers ----
 
-fn table_id(path: &HashMap<String, String>) -> ApiResult<TableId> {
+pub(crate) fn table_id(path: &HashMap<String, String>) -> ApiResult<TableId> {
     let get = |k: &str| {
         path.get(k)
             .map(String::as_str)

@@ -208,6 +208,90 @@ impl Compression {
     }
 }
 
+/// Compresses a body that is produced piece by piece (a streamed download): what
+/// [`Compression::compress`] gives for the whole, with output handed out as it is made.
+pub struct BodyCompressor {
+    codec: Compression,
+    inner: CompressorInner,
+}
+
+enum CompressorInner {
+    Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
+    Snappy(snap::write::FrameEncoder<Vec<u8>>),
+}
+
+impl std::fmt::Debug for BodyCompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyCompressor")
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compression {
+    /// A streaming compressor with the levels of [`Compression::compress`].
+    pub fn compressor(self, level: Option<i32>) -> Result<BodyCompressor, WireError> {
+        let inner = match self {
+            Compression::Deflate => CompressorInner::Deflate(flate2::write::ZlibEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(level.unwrap_or(1).clamp(0, 9) as u32),
+            )),
+            Compression::Zstd => CompressorInner::Zstd(
+                zstd::stream::write::Encoder::new(Vec::new(), level.unwrap_or(3))
+                    .map_err(|e| self.error(format!("starting the compressor: {e}")))?,
+            ),
+            Compression::Lz4Frame | Compression::OdpsLz4Frame => {
+                CompressorInner::Lz4(lz4_flex::frame::FrameEncoder::new(Vec::new()))
+            }
+            Compression::SnappyFramed => {
+                CompressorInner::Snappy(snap::write::FrameEncoder::new(Vec::new()))
+            }
+        };
+        Ok(BodyCompressor { codec: self, inner })
+    }
+}
+
+impl BodyCompressor {
+    /// Compresses `data`; returns the compressed bytes ready so far (possibly none).
+    pub fn write(&mut self, data: &[u8]) -> Result<Vec<u8>, WireError> {
+        let codec = self.codec;
+        let io = |e: io::Error| codec.error(format!("compressing: {e}"));
+        let out = match &mut self.inner {
+            CompressorInner::Deflate(e) => {
+                e.write_all(data).map_err(io)?;
+                e.get_mut()
+            }
+            CompressorInner::Zstd(e) => {
+                e.write_all(data).map_err(io)?;
+                e.get_mut()
+            }
+            CompressorInner::Lz4(e) => {
+                e.write_all(data).map_err(io)?;
+                e.get_mut()
+            }
+            CompressorInner::Snappy(e) => {
+                e.write_all(data).map_err(io)?;
+                e.get_mut()
+            }
+        };
+        Ok(std::mem::take(out))
+    }
+
+    /// Ends the compressed stream; returns its last bytes.
+    pub fn finish(self) -> Result<Vec<u8>, WireError> {
+        let codec = self.codec;
+        let fail = |e: &dyn std::fmt::Display| codec.error(format!("compressing: {e}"));
+        match self.inner {
+            CompressorInner::Deflate(e) => e.finish().map_err(|e| fail(&e)),
+            CompressorInner::Zstd(e) => e.finish().map_err(|e| fail(&e)),
+            CompressorInner::Lz4(e) => e.finish().map_err(|e| fail(&e)),
+            CompressorInner::Snappy(e) => e.into_inner().map_err(|e| fail(e.error())),
+        }
+    }
+}
+
 /// Whether two bytes start a zlib stream (deflate method, window at most 32 KiB, header
 /// check bits right).
 fn is_zlib_header(cmf: u8, flg: u8) -> bool {
@@ -247,6 +331,23 @@ mod tests {
                 c.decompress(&c.compress(b"", None).unwrap(), 0).unwrap(),
                 b""
             );
+        }
+    }
+
+    #[test]
+    fn streamed_compression_reads_back_whole() {
+        let data = sample();
+        for c in Compression::ALL {
+            let mut z = c.compressor(None).unwrap();
+            let mut packed = Vec::new();
+            for piece in data.chunks(7_777) {
+                packed.extend(z.write(piece).unwrap());
+            }
+            packed.extend(z.finish().unwrap());
+            assert!(packed.len() < data.len(), "{c:?} should compress");
+            assert_eq!(c.decompress(&packed, data.len()).unwrap(), data, "{c:?}");
+            let empty = c.compressor(None).unwrap().finish().unwrap();
+            assert_eq!(c.decompress(&empty, 0).unwrap(), b"", "{c:?}");
         }
     }
 
