@@ -292,4 +292,9 @@ impl Served {
         assert!(status.is_success(), "admin {path}: {status} {text}");
         serde_json::from_str(&text).unwrap()
     }
+
+    /// The fault and limit status of the admin endpoint.
+    pub async fn faults(&self) -> Value {
+        self.admin(reqwest::Method::GET, "faults", None).await
+    }
 }
