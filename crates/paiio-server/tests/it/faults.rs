@@ -355,8 +355,7 @@ async fn truncation_is_a_clean_short_body() {
         arrow_rows(&body).is_err(),
         "a truncated Arrow stream must not parse as complete"
     );
-    let status = env.faults().await;
-    assert_eq!(status["counters"]["truncate"], 1);
+    assert_eq!(env.faults().await["counters"]["truncate"], 1);
 }
 
 #[tokio::test]
@@ -428,8 +427,7 @@ async fn commit_applied_but_response_lost() {
     let response = commit().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     assert_eq!(env.read_rows().await, 25);
-    let status = env.faults().await;
-    assert_eq!(status["counters"]["response_lost"], 1);
+    assert_eq!(env.faults().await["counters"]["response_lost"], 1);
 }
 
 #[tokio::test]
@@ -517,8 +515,7 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(env.read_rows().await, env.rows);
-    let status = env.faults().await;
-    assert_eq!(status["limits"]["active"], 0);
+    assert_eq!(env.faults().await["limits"]["active"], 0);
 }
 
 #[tokio::test]

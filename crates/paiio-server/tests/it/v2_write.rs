@@ -154,22 +154,14 @@ impl Env {
 
     /// A TableWrite of `body` to stream 0 version 1 of `TABLE`, with a Content-Encoding.
     async fn write_encoded(&self, sid: &str, encoding: &str, body: Vec<u8>) -> Answer {
-        let q = [
-            ("SessionId", sid),
-            ("StreamId", "0"),
-            ("StreamVersion", "1"),
-        ];
+        let q = stream_0(sid);
         let h = [("content-encoding", encoding)];
         self.post_bytes("TableWrite", TABLE, &q, &h, body).await
     }
 
     /// A TableWrite of `ipc` to stream 0 version 1 of `TABLE`, chunked, `size` bytes a chunk.
     async fn write_chunked(&self, sid: &str, ipc: &[u8], size: usize) -> Answer {
-        let q = [
-            ("SessionId", sid),
-            ("StreamId", "0"),
-            ("StreamVersion", "1"),
-        ];
+        let q = stream_0(sid);
         let req = self.client.post(self.url("TableWrite", TABLE, &q));
         send(req.header("content-type", OCTETS).body(chunked(ipc, size))).await
     }
@@ -196,6 +188,13 @@ impl Env {
     async fn commit(&self, target: &str, sid: &str, body: Value) -> Answer {
         self.session_call("TableCommitWriteSession", target, sid, body)
             .await
+    }
+
+    /// Closes stream 0 version 1 of the session `sid` on `TABLE` and commits the session;
+    /// the commit's answer.
+    async fn close_and_commit(&self, sid: &str) -> Value {
+        self.close(TABLE, sid, "0", 1).await;
+        self.commit(TABLE, sid, json!({})).await.ok()
     }
 
     /// The RecordCount of stream 0 of the session `sid` on `TABLE`.
@@ -407,9 +406,17 @@ async fn exactly_once_offsets_and_tokens() {
     assert_eq!(g["RowOffset"], 5);
     assert_eq!(g["AccessToken"], token);
 
-    env.close(TABLE, &sid, "0", 1).await;
-    env.commit(TABLE, &sid, json!({})).await.ok();
+    env.close_and_commit(&sid).await;
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
+}
+
+/// The query of a call on stream 0 version 1 of the session `sid`.
+fn stream_0(sid: &str) -> [(&str, &str); 3] {
+    [
+        ("SessionId", sid),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+    ]
 }
 
 /// The query of a TableWrite of 5 rows to stream 0 version 1.
@@ -461,11 +468,7 @@ async fn retried_write_is_applied_once() {
     assert_eq!(second["ExactlyOnceRowOffset"], 10);
     let third = upload("trace-b", "0", 10..12).await;
     assert_eq!(third["ExactlyOnceRowOffset"], 12);
-    env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
-        12
-    );
+    assert_eq!(env.close_and_commit(&sid).await["RecordCount"], 12);
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
 }
 
@@ -512,11 +515,7 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
     let retried = retried.ok();
     assert_eq!(retried["RowsWritten"], 5, "{retried}");
     assert_eq!(retried["ExactlyOnceRowOffset"], 5, "{retried}");
-    env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
-        5
-    );
+    assert_eq!(env.close_and_commit(&sid).await["RecordCount"], 5);
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
 }
 
