@@ -2,82 +2,37 @@
 //! on open connections, uploads refused before their body, repeated signed headers, and the
 //! admin clock refusing to overflow.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use paiio_server::{Server, ServerBuilder, ServerHandle};
+use paiio_server::ServerBuilder;
 use paiio_storage::auth::{Credentials, SignatureVersion, Verifier, sign_request};
-use paiio_storage::clock::{Clock, ManualClock};
-use paiio_storage::local::LocalWarehouse;
-use paiio_storage::{Column, TableId, TableSchema, TableService, WriteSessionRequest};
+use paiio_storage::clock::Clock;
+use paiio_storage::{Column, TableSchema, TableService, WriteSessionRequest};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    service: Arc<LocalWarehouse>,
-    clock: ManualClock,
-    table: TableId,
-    handle: ServerHandle,
-    http: reqwest::Client,
-}
+use crate::common::{Served, json_of, serve};
 
-/// A warehouse with an empty table `p.t`, served anonymously with the admin endpoints and a
-/// manual clock, configured further by `configure`.
-async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    let service = Arc::new(
-        LocalWarehouse::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .open()
-            .unwrap(),
-    );
-    let table = TableId::new("p", None, "t").unwrap();
+/// A warehouse with an empty table `p.t` (id bigint), served anonymously with the admin
+/// endpoints and a manual clock, configured further by `configure`.
+async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Served {
     let schema =
         TableSchema::new(vec![Column::new("id", "bigint".parse().unwrap())], vec![]).unwrap();
-    service
-        .create_table(&table, &schema, Default::default())
-        .await
-        .unwrap();
-    let builder = Server::builder(service.clone())
-        .allow_anonymous(true)
-        .admin(true)
-        .clock(clock.clone());
-    let handle = configure(builder)
-        .build()
-        .unwrap()
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    Env {
-        _dir: dir,
-        service,
-        clock,
-        table,
-        handle,
-        http,
-    }
+    serve(schema, None, configure).await
 }
 
-impl Env {
-    fn addr(&self) -> SocketAddr {
-        self.handle.addr()
-    }
-
-    async fn status(&self) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/__paiio/faults", self.handle.url()))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-    }
+/// The head of a TableCreateReadSession POST announcing `length` bytes, and the body's
+/// first byte.
+fn create_read_session_head(env: &Served, length: usize) -> String {
+    let path = format!(
+        "/api/storage/v2?Action=TableCreateReadSession&Target={}",
+        env.table.target()
+    );
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: paiio\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{"
+    )
 }
 
 /// A response read off a raw socket.
@@ -180,7 +135,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_timeout() {
             .header_timeout(Some(Duration::from_secs(10)))
     })
     .await;
-    let mut socket = TcpStream::connect(env.addr()).await.unwrap();
+    let mut socket = TcpStream::connect(env.handle.addr()).await.unwrap();
     socket.write_all(TENANTS).await.unwrap();
     assert_eq!(read_response(&mut socket).await.status, 200);
     // A request within the timeout keeps the connection.
@@ -195,13 +150,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_timeout() {
         "closed after {closed:?}"
     );
     // The server itself is fine.
-    let r = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(env.get("/api/tenants").await.status(), 200);
 }
 
 #[tokio::test]
@@ -211,7 +160,7 @@ async fn trickled_headers_are_cut_off() {
             .keep_alive_timeout(Some(Duration::from_secs(10)))
     })
     .await;
-    let socket = TcpStream::connect(env.addr()).await.unwrap();
+    let socket = TcpStream::connect(env.handle.addr()).await.unwrap();
     let (mut read, mut write) = socket.into_split();
     let started = Instant::now();
     // One header line every 50 ms, for up to 3 s: never a complete head.
@@ -253,7 +202,7 @@ async fn trickled_headers_are_cut_off() {
         "closed after {took:?}"
     );
     // A fresh connection that sends nothing is closed as well.
-    let mut silent = TcpStream::connect(env.addr()).await.unwrap();
+    let mut silent = TcpStream::connect(env.handle.addr()).await.unwrap();
     assert!(
         time_to_close(&mut silent, Duration::from_secs(3))
             .await
@@ -270,14 +219,8 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
             .body_min_rate(None)
     })
     .await;
-    let mut slow = TcpStream::connect(env.addr()).await.unwrap();
-    let path = format!(
-        "/api/storage/v2?Action=TableCreateReadSession&Target={}",
-        env.table.target()
-    );
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: paiio\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
-    );
+    let mut slow = TcpStream::connect(env.handle.addr()).await.unwrap();
+    let head = create_read_session_head(&env, 100);
     slow.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     // A byte every 100 ms keeps the body alive; meanwhile the only slot is taken.
@@ -285,12 +228,7 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         slow.write_all(b" ").await.unwrap();
     }
-    let busy = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
+    let busy = env.get("/api/tenants").await;
     assert_eq!(
         busy.status(),
         429,
@@ -319,14 +257,8 @@ async fn a_trickled_body_gets_408_and_frees_its_slot() {
         "answered after {took:?}"
     );
     // The slot is free again at once.
-    let r = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(env.status().await["limits"]["active"], 0);
+    assert_eq!(env.get("/api/tenants").await.status(), 200);
+    assert_eq!(env.faults().await["limits"]["active"], 0);
 }
 
 #[tokio::test]
@@ -337,14 +269,8 @@ async fn a_body_below_the_minimum_rate_gets_408() {
             .body_min_rate(Some(100))
     })
     .await;
-    let mut slow = TcpStream::connect(env.addr()).await.unwrap();
-    let path = format!(
-        "/api/storage/v2?Action=TableCreateReadSession&Target={}",
-        env.table.target()
-    );
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: paiio\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
-    );
+    let mut slow = TcpStream::connect(env.handle.addr()).await.unwrap();
+    let head = create_read_session_head(&env, 1000);
     slow.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let (mut read, mut write) = slow.into_split();
@@ -380,13 +306,11 @@ async fn a_body_below_the_minimum_rate_gets_408() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "answered after {took:?}"
     );
-    let r = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "the slot is free again");
+    assert_eq!(
+        env.get("/api/tenants").await.status(),
+        200,
+        "the slot is free again"
+    );
 }
 
 #[tokio::test]
@@ -400,20 +324,14 @@ async fn idle_connections_at_the_cap_make_room_for_new_clients() {
     // Ten idle connections, more than the cap, none of them sending anything.
     let mut idle = Vec::new();
     for _ in 0..10 {
-        idle.push(TcpStream::connect(env.addr()).await.unwrap());
+        idle.push(TcpStream::connect(env.handle.addr()).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A new client is served within moments, not after the 30 s timeouts.
     let started = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(5),
-        env.http
-            .get(format!("{}/api/tenants", env.handle.url()))
-            .send(),
-    )
-    .await
-    .expect("a new client was not served within 5 s")
-    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), env.get("/api/tenants"))
+        .await
+        .expect("a new client was not served within 5 s");
     assert_eq!(r.status(), 200);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -434,7 +352,7 @@ async fn idle_connections_at_the_cap_make_room_for_new_clients() {
         closed >= 7,
         "only {closed} of 10 idle connections were closed"
     );
-    let open = env.status().await["limits"]["open_connections"]
+    let open = env.faults().await["limits"]["open_connections"]
         .as_u64()
         .unwrap();
     assert!((1..=4).contains(&open), "{open} connections open");
@@ -467,7 +385,7 @@ async fn uploads_to_an_unknown_or_expired_session_are_refused_before_the_body() 
         (v1(&expired.session_id), "SessionExpired"),
     ] {
         for expect_continue in [false, true] {
-            let mut socket = TcpStream::connect(env.addr()).await.unwrap();
+            let mut socket = TcpStream::connect(env.handle.addr()).await.unwrap();
             // 50 MB announced, none sent: the answer must come from the headers alone.
             let expect = if expect_continue {
                 "Expect: 100-continue\r\n"
@@ -535,7 +453,7 @@ async fn a_repeated_signed_header_is_refused() {
         };
         let r = send(Some((name, value))).await.unwrap();
         assert_eq!(r.status(), 400, "{name}");
-        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let body = json_of(r).await;
         assert_eq!(body["Code"], "InvalidArgument");
         let message = body["Message"].as_str().unwrap();
         assert!(
@@ -545,46 +463,32 @@ async fn a_repeated_signed_header_is_refused() {
     }
     // Anonymous servers refuse repeats of the headers they act on as well.
     let anonymous = start(|b| b).await;
-    let r = anonymous
-        .http
-        .get(format!("{}/api/tenants", anonymous.handle.url()))
-        .header("x-odps-user-agent", "a")
-        .header("x-odps-user-agent", "b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = anonymous
-        .http
-        .get(format!("{}/api/tenants", anonymous.handle.url()))
-        .header("accept", "a")
-        .header("accept", "b");
-    assert_eq!(
-        r.send().await.unwrap().status(),
-        200,
-        "unsigned headers may repeat"
-    );
+    let twice = |name| {
+        anonymous
+            .http
+            .get(format!("{}/api/tenants", anonymous.handle.url()))
+            .header(name, "a")
+            .header(name, "b")
+            .send()
+    };
+    assert_eq!(twice("x-odps-user-agent").await.unwrap().status(), 400);
+    let r = twice("accept").await.unwrap();
+    assert_eq!(r.status(), 200, "unsigned headers may repeat");
 }
 
 #[tokio::test]
 async fn advancing_the_clock_past_its_range_is_refused() {
     let env = start(|b| b).await;
-    let advance = |ms: Value| {
-        env.http
-            .post(format!("{}/__paiio/clock/advance", env.handle.url()))
-            .header("content-type", "application/json")
-            .body(json!({ "ms": ms }).to_string())
-            .send()
-    };
+    let advance = |ms: Value| env.post("/__paiio/clock/advance", json!({ "ms": ms }).to_string());
     let before = env.clock.now_ms();
     for ms in [
         json!(i64::MAX),
         json!(i64::MAX - before),
         json!(253_402_300_799_999_i64),
     ] {
-        let r = advance(ms.clone()).await.unwrap();
+        let r = advance(ms.clone()).await;
         assert_eq!(r.status(), 400, "ms {ms}");
-        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let body = json_of(r).await;
         assert_eq!(body["Code"], "InvalidArgument", "{body}");
         assert!(
             body["Message"].as_str().unwrap().contains("year 9999"),
@@ -593,42 +497,28 @@ async fn advancing_the_clock_past_its_range_is_refused() {
     }
     // Nothing moved, and the clock still works.
     assert!(env.clock.now_ms() - before < 60_000);
-    let r = advance(json!(1000)).await.unwrap();
+    let r = advance(json!(1000)).await;
     assert_eq!(r.status(), 200);
-    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let body = json_of(r).await;
     assert!(body["now_ms"].as_i64().unwrap() >= before + 1000);
-    let r = advance(json!(-1)).await.unwrap();
-    assert_eq!(r.status(), 400);
-    let r = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(advance(json!(-1)).await.status(), 400);
+    assert_eq!(env.get("/api/tenants").await.status(), 200);
 }
 
 #[tokio::test]
 async fn shutdown_lets_open_requests_finish_and_closes_idle_connections() {
     let env = start(|b| b).await;
-    let addr = env.addr();
+    let addr = env.handle.addr();
     // An idle kept-alive connection, and a request stalled 300 ms before its handler.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(TENANTS).await.unwrap();
     assert_eq!(read_response(&mut idle).await.status, 200);
     let plan = json!({"fault": {"kind": "stall", "ms": 300}, "when": "always"});
-    let r = env
-        .http
-        .post(format!("{}/__paiio/faults", env.handle.url()))
-        .body(plan.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    env.admin(Method::POST, "faults", Some(plan)).await;
     let mut busy = TcpStream::connect(addr).await.unwrap();
     busy.write_all(TENANTS).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let Env { handle, _dir, .. } = env;
+    let Served { handle, _dir, .. } = env;
     let started = Instant::now();
     let shutdown = tokio::spawn(handle.shutdown());
     // The idle connection is closed at once; the stalled request still gets its answer.

@@ -1,30 +1,35 @@
 //! The fault layer and the limits, observed over real HTTP: every fault kind happens as the
 //! client sees it, the bandwidth cap paces bodies, the concurrency cap answers 429.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::Schema;
 use futures::StreamExt;
-use paiio_server::{Server, ServerBuilder, ServerHandle};
+use paiio_server::{Server, ServerBuilder};
 use paiio_storage::auth::Verifier;
-use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::types::ArrowOptions;
-use paiio_storage::{
-    Column, TableId, TableSchema, TableService, WriteRequest, WriteSessionRequest,
-};
+use paiio_storage::{Column, TableId, TableSchema, TableService};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::{Served, json_of, serve, stage};
+
+/// A server on table `p.t` of `rows` rows.
 struct Env {
-    _dir: tempfile::TempDir,
-    service: Arc<LocalWarehouse>,
-    table: TableId,
+    served: Served,
     rows: usize,
-    handle: ServerHandle,
-    http: reqwest::Client,
+}
+
+impl Deref for Env {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 fn schema() -> TableSchema {
@@ -57,51 +62,6 @@ fn batch(ids: std::ops::Range<i64>, payload_len: usize) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
-/// Writes `batches` through the service: session, one stream, close; commits when asked.
-async fn write(
-    service: &LocalWarehouse,
-    table: &TableId,
-    batches: Vec<RecordBatch>,
-    commit: bool,
-) -> String {
-    let session = service
-        .create_write_session(&WriteSessionRequest::new(table.clone()))
-        .await
-        .unwrap();
-    let stream = service
-        .create_write_stream(table, &session.session_id, None, false)
-        .await
-        .unwrap();
-    service
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: session.session_id.clone(),
-            stream_id: stream.stream_id.clone(),
-            version: stream.version,
-            row_offset: None,
-            access_token: None,
-            batches,
-        })
-        .await
-        .unwrap();
-    service
-        .close_write_stream(
-            table,
-            &session.session_id,
-            &stream.stream_id,
-            stream.version,
-        )
-        .await
-        .unwrap();
-    if commit {
-        service
-            .commit_write_session(table, &session.session_id, None)
-            .await
-            .unwrap();
-    }
-    session.session_id
-}
-
 /// A warehouse with table `p.t` of `rows` rows of `payload_len`-byte payloads, served
 /// anonymously with the admin endpoints on and a manual clock.
 async fn start(
@@ -109,47 +69,9 @@ async fn start(
     payload_len: usize,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    let service = Arc::new(
-        LocalWarehouse::builder(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .open()
-            .unwrap(),
-    );
-    let table = TableId::new("p", None, "t").unwrap();
-    service
-        .create_table(&table, &schema(), Default::default())
-        .await
-        .unwrap();
-    if rows > 0 {
-        write(
-            &service,
-            &table,
-            vec![batch(0..rows as i64, payload_len)],
-            true,
-        )
-        .await;
-    }
-    let builder = Server::builder(service.clone())
-        .allow_anonymous(true)
-        .admin(true)
-        .clock(clock);
-    let handle = configure(builder)
-        .build()
-        .unwrap()
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    Env {
-        _dir: dir,
-        service,
-        table,
-        rows,
-        handle,
-        http,
-    }
+    let data = (rows > 0).then(|| batch(0..rows as i64, payload_len));
+    let served = serve(schema(), data, configure).await;
+    Env { served, rows }
 }
 
 impl Env {
@@ -161,25 +83,8 @@ impl Env {
         )
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}/__paiio/{path}", self.handle.url()));
-        if let Some(b) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert!(status.is_success(), "admin {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
     async fn set_faults(&self, plan: Value) -> Value {
-        self.admin(reqwest::Method::POST, "faults", Some(plan))
-            .await
+        self.admin(Method::POST, "faults", Some(plan)).await
     }
 
     async fn create_read_session(&self) -> reqwest::Response {
@@ -194,14 +99,21 @@ impl Env {
     async fn read_session(&self) -> String {
         let response = self.create_read_session().await;
         assert_eq!(response.status(), 200);
-        let v: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-        v["SessionId"].as_str().unwrap().to_string()
+        json_of(response).await["SessionId"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     fn read_request(&self, session: &str) -> reqwest::RequestBuilder {
         self.http
             .post(self.storage_url("TableRead", &format!("&SessionId={session}&Index=0")))
             .body("{}")
+    }
+
+    /// The status of a read of split 0 of `session`.
+    async fn read_status(&self, session: &str) -> reqwest::StatusCode {
+        self.read_request(session).send().await.unwrap().status()
     }
 
     /// The rows of split 0 of a new read session.
@@ -283,7 +195,7 @@ async fn status_faults_answer_with_the_json_error_body() {
             .to_str()
             .unwrap()
             .to_string();
-        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let body = json_of(response).await;
         assert_eq!(body["Code"], code);
         assert_eq!(body["RequestId"], request_id.as_str());
         assert!(
@@ -302,7 +214,7 @@ async fn status_faults_answer_with_the_json_error_body() {
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
 
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
+    let status = env.faults().await;
     assert_eq!(status["counters"]["status"], 7);
     assert_eq!(status["rules"][0]["fired"], 1);
     let cleared = env.admin(reqwest::Method::DELETE, "faults", None).await;
@@ -319,30 +231,15 @@ async fn schedules_select_by_action_and_count() {
     ]}))
     .await;
     let session = env.read_session().await;
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        503
-    );
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(env.read_status(&session).await, 200);
+    assert_eq!(env.read_status(&session).await, 503);
+    assert_eq!(env.read_status(&session).await, 200);
     // The next 2 requests of any action.
     env.set_faults(json!({"fault": {"kind": "status", "status": 500}, "when": {"next": 2}}))
         .await;
     assert_eq!(env.create_read_session().await.status(), 500);
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        500
-    );
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(env.read_status(&session).await, 500);
+    assert_eq!(env.read_status(&session).await, 200);
     // Seeded probability: the same seed fires on the same requests.
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -363,22 +260,16 @@ async fn schedules_select_by_action_and_count() {
         runs[0]
     );
     // Malformed plans are refused and change nothing.
-    let response = env
-        .http
-        .post(format!("{}/__paiio/faults", env.handle.url()))
-        .body(r#"{"fault": {"kind": "status", "status": 200}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let response = env
-        .http
-        .post(format!("{}/__paiio/faults", env.handle.url()))
-        .body(r#"{"fault": {"kind": "explode"}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    for plan in [
+        r#"{"fault": {"kind": "status", "status": 200}}"#,
+        r#"{"fault": {"kind": "explode"}}"#,
+    ] {
+        assert_eq!(
+            env.post("/__paiio/faults", plan).await.status(),
+            400,
+            "{plan}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -464,8 +355,7 @@ async fn truncation_is_a_clean_short_body() {
         arrow_rows(&body).is_err(),
         "a truncated Arrow stream must not parse as complete"
     );
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
-    assert_eq!(status["counters"]["truncate"], 1);
+    assert_eq!(env.faults().await["counters"]["truncate"], 1);
 }
 
 #[tokio::test]
@@ -517,7 +407,7 @@ async fn stalls_delay_headers_or_the_body() {
 #[tokio::test]
 async fn commit_applied_but_response_lost() {
     let env = start(0, 10, |b| b).await;
-    let session = write(&env.service, &env.table, vec![batch(0..25, 10)], false).await;
+    let session = stage(&env.service, &env.table, vec![batch(0..25, 10)], false).await;
     env.set_faults(
         json!({"actions": ["TableCommitWriteSession"], "fault": {"kind": "commit_lost"}}),
     )
@@ -537,22 +427,18 @@ async fn commit_applied_but_response_lost() {
     let response = commit().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     assert_eq!(env.read_rows().await, 25);
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
-    assert_eq!(status["counters"]["response_lost"], 1);
+    assert_eq!(env.faults().await["counters"]["response_lost"], 1);
 }
 
 #[tokio::test]
 async fn advancing_the_clock_expires_sessions() {
     let env = start(10, 10, |b| b).await;
     let session = env.read_session().await;
-    assert_eq!(
-        env.read_request(&session).send().await.unwrap().status(),
-        200
-    );
-    let before = env.handle_now_ms();
+    assert_eq!(env.read_status(&session).await, 200);
+    let before = now_ms();
     let v = env
         .admin(
-            reqwest::Method::POST,
+            Method::POST,
             "clock/advance",
             Some(json!({"ms": 48 * 3600 * 1000})),
         )
@@ -566,13 +452,11 @@ async fn advancing_the_clock_expires_sessions() {
     assert_eq!(env.read_rows().await, 10);
 }
 
-impl Env {
-    fn handle_now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    }
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[tokio::test]
@@ -620,7 +504,7 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
     let body: Value = serde_json::from_slice(&third.bytes().await.unwrap()).unwrap();
     assert_eq!(body["Code"], "SlotExceeded");
     // The admin endpoints are not limited.
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
+    let status = env.faults().await;
     assert_eq!(status["limits"]["active"], 2);
     assert_eq!(status["limits"]["rejected"], 1);
     // Once the bodies are done, the slots are free again.
@@ -631,21 +515,14 @@ async fn the_concurrency_cap_answers_429_until_bodies_finish() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(env.read_rows().await, env.rows);
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
-    assert_eq!(status["limits"]["active"], 0);
+    assert_eq!(env.faults().await["limits"]["active"], 0);
 }
 
 #[tokio::test]
 async fn admin_routes_need_admin_and_skip_signatures() {
     // Without admin(true) there are no admin routes.
     let env = start(0, 10, |b| b.admin(false)).await;
-    let response = env
-        .http
-        .get(format!("{}/__paiio/faults", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
+    assert_eq!(env.get("/__paiio/faults").await.status(), 404);
 
     // With keys and admin: storage calls need a signature, admin calls do not.
     let env = start(0, 10, |b| {
@@ -653,14 +530,8 @@ async fn admin_routes_need_admin_and_skip_signatures() {
             .verifier(Verifier::new(Duration::from_secs(900)).with_key("id", "key"))
     })
     .await;
-    let response = env
-        .http
-        .get(format!("{}/api/tenants", env.handle.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    let status = env.admin(reqwest::Method::GET, "faults", None).await;
+    assert_eq!(env.get("/api/tenants").await.status(), 401);
+    let status = env.faults().await;
     assert_eq!(
         status["limits"]["max_concurrency"],
         paiio_server::DEFAULT_MAX_CONCURRENCY
@@ -722,21 +593,16 @@ async fn faults_set_at_build_time_and_from_rust() {
         handle.url(),
         table.target()
     );
-    let response = http.post(&url).body("{}").send().await.unwrap();
+    let create = || http.post(&url).body("{}").send();
+    let response = create().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "3");
-    assert_eq!(
-        http.post(&url).body("{}").send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(create().await.unwrap().status(), 200);
     control
         .set(FaultPlan::new().rule(FaultRule::new(Fault::Reset, When::Always)))
         .unwrap();
-    assert!(http.post(&url).body("{}").send().await.is_err());
+    assert!(create().await.is_err());
     assert_eq!(control.status()["counters"]["reset"], 1);
     control.clear();
-    assert_eq!(
-        http.post(&url).body("{}").send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(create().await.unwrap().status(), 200);
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the Storage API server, over HTTP against an in-process server.
 
+mod common;
 mod connections;
 mod faults;
 mod v1;

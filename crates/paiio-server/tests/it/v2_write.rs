@@ -1,52 +1,29 @@
 //! Storage API V2 writes and blobs over HTTP, against an in-process server on a LocalWarehouse.
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::CompressionType;
-use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema};
 use md5::{Digest, Md5};
 use paiio_server::{Limits, Server, ServerHandle};
-use paiio_storage::local::LocalWarehouse;
-use paiio_storage::{Column, CreateTableOptions, OdpsType, TableId, TableSchema, TableService};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::{
+    Answer, batch, chunked, declaring, decode, ipc_with, only_a, send, warehouse_t_and_pt,
+};
+
 const TABLE: &str = "projects.p.tables.t";
 const PTABLE: &str = "projects.p.tables.pt";
+const OCTETS: &str = "application/octet-stream";
 
 struct Env {
     _dir: tempfile::TempDir,
     handle: ServerHandle,
     client: reqwest::Client,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn ok(self) -> Value {
-        assert_eq!(
-            self.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self.json()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
 }
 
 fn enc(s: &str) -> String {
@@ -67,28 +44,7 @@ async fn env() -> Env {
 
 async fn env_with(limits: Limits) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let wh = Arc::new(LocalWarehouse::open(dir.path().join("wh")).unwrap());
-    let t = TableId::parse_target(TABLE).unwrap();
-    let schema = TableSchema::new(
-        vec![
-            Column::new("a", OdpsType::BigInt),
-            Column::new("b", OdpsType::String),
-        ],
-        Vec::new(),
-    )
-    .unwrap();
-    wh.create_table(&t, &schema, CreateTableOptions::default())
-        .await
-        .unwrap();
-    let pt = TableId::parse_target(PTABLE).unwrap();
-    let pschema = TableSchema::new(
-        vec![Column::new("a", OdpsType::BigInt)],
-        vec![Column::new("pt", OdpsType::String)],
-    )
-    .unwrap();
-    wh.create_table(&pt, &pschema, CreateTableOptions::default())
-        .await
-        .unwrap();
+    let wh = warehouse_t_and_pt(dir.path()).await;
     let server = Server::builder(wh)
         .allow_anonymous(true)
         .limits(limits)
@@ -116,18 +72,6 @@ impl Env {
         u
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let headers = r.headers().clone();
-        let body = r.bytes().await.unwrap().to_vec();
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
     async fn post_json(
         &self,
         action: &str,
@@ -140,7 +84,7 @@ impl Env {
             .post(self.url(action, target, extra))
             .header("content-type", "application/json")
             .body(body.to_string());
-        self.send(req).await
+        send(req).await
     }
 
     async fn post_bytes(
@@ -155,7 +99,13 @@ impl Env {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        self.send(req).await
+        send(req).await
+    }
+
+    /// A call that names the session `sid` in its query.
+    async fn session_call(&self, action: &str, target: &str, sid: &str, body: Value) -> Answer {
+        self.post_json(action, target, &[("SessionId", sid)], body)
+            .await
     }
 
     async fn create_session(&self, target: &str, body: Value) -> String {
@@ -170,15 +120,18 @@ impl Env {
 
     async fn create_stream(&self, target: &str, sid: &str, body: Value) -> Value {
         let a = self
-            .post_json(
-                "TableCreateWriteStream",
-                target,
-                &[("SessionId", sid)],
-                body,
-            )
+            .session_call("TableCreateWriteStream", target, sid, body)
             .await;
         assert!(a.header("x-odps-max-storage-route-token").is_some());
         a.ok()
+    }
+
+    /// A new write session on `TABLE` with the stream `id` open at `version`.
+    async fn session_with_stream(&self, id: &str, version: u64) -> String {
+        let sid = self.create_session(TABLE, json!({})).await;
+        let stream = json!({"StreamId": id, "StreamVersion": version});
+        self.create_stream(TABLE, &sid, stream).await;
+        sid
     }
 
     async fn write(
@@ -195,33 +148,63 @@ impl Env {
             ("StreamVersion", version),
             ("Count", "0"),
         ];
-        self.post_bytes(
-            "TableWrite",
-            target,
-            &q,
-            &[("content-type", "application/octet-stream")],
-            ipc,
-        )
-        .await
+        let h = [("content-type", OCTETS)];
+        self.post_bytes("TableWrite", target, &q, &h, ipc).await
+    }
+
+    /// A TableWrite of `body` to stream 0 version 1 of `TABLE`, with a Content-Encoding.
+    async fn write_encoded(&self, sid: &str, encoding: &str, body: Vec<u8>) -> Answer {
+        let q = stream_0(sid);
+        let h = [("content-encoding", encoding)];
+        self.post_bytes("TableWrite", TABLE, &q, &h, body).await
+    }
+
+    /// A TableWrite of `ipc` to stream 0 version 1 of `TABLE`, chunked, `size` bytes a chunk.
+    async fn write_chunked(&self, sid: &str, ipc: &[u8], size: usize) -> Answer {
+        let q = stream_0(sid);
+        let req = self.client.post(self.url("TableWrite", TABLE, &q));
+        send(req.header("content-type", OCTETS).body(chunked(ipc, size))).await
+    }
+
+    /// Creates the stream `id` at `version`, writes `ipc` to it and closes it.
+    async fn write_stream(&self, target: &str, sid: &str, id: &str, version: u64, ipc: Vec<u8>) {
+        let stream = json!({"StreamId": id, "StreamVersion": version});
+        self.create_stream(target, sid, stream).await;
+        self.write(target, sid, id, &version.to_string(), ipc)
+            .await
+            .ok();
+        self.close(target, sid, id, version).await;
     }
 
     async fn close(&self, target: &str, sid: &str, stream: &str, version: u64) {
         let body = json!({"SessionId": sid, "StreamId": stream, "StreamVersion": version});
         let v = self
-            .post_json("TableCloseWriteStream", target, &[("SessionId", sid)], body)
+            .session_call("TableCloseWriteStream", target, sid, body)
             .await
             .ok();
         assert_eq!(v, json!({"WarningMessage": null}));
     }
 
     async fn commit(&self, target: &str, sid: &str, body: Value) -> Answer {
-        self.post_json(
-            "TableCommitWriteSession",
-            target,
-            &[("SessionId", sid)],
-            body,
-        )
-        .await
+        self.session_call("TableCommitWriteSession", target, sid, body)
+            .await
+    }
+
+    /// Closes stream 0 version 1 of the session `sid` on `TABLE` and commits the session;
+    /// the commit's answer.
+    async fn close_and_commit(&self, sid: &str) -> Value {
+        self.close(TABLE, sid, "0", 1).await;
+        self.commit(TABLE, sid, json!({})).await.ok()
+    }
+
+    /// The RecordCount of stream 0 of the session `sid` on `TABLE`.
+    async fn record_count(&self, sid: &str) -> i64 {
+        let body = json!({"SessionId": sid, "StreamId": "0"});
+        let v = self
+            .session_call("TableGetWriteStream", TABLE, sid, body)
+            .await
+            .ok();
+        v["RecordCount"].as_i64().unwrap()
     }
 
     /// All rows of a table as (a, b) pairs, sorted.
@@ -234,38 +217,19 @@ impl Env {
         let splits = s["SplitsCount"].as_i64().unwrap();
         let mut rows = Vec::new();
         for i in 0..splits {
-            let i = i.to_string();
-            let a = self
-                .post_json(
-                    "TableRead",
-                    target,
-                    &[("SessionId", &sid), ("Index", &i)],
-                    json!({}),
-                )
-                .await;
-            assert_eq!(
-                a.status,
-                StatusCode::OK,
-                "{}",
-                String::from_utf8_lossy(&a.body)
-            );
-            let reader =
-                arrow_ipc::reader::StreamReader::try_new(Cursor::new(a.body), None).unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
+            let q = [("SessionId", sid.as_str()), ("Index", &i.to_string())];
+            let a = self.post_json("TableRead", target, &q, json!({})).await;
+            for batch in decode(&a.assert_status(StatusCode::OK).body) {
                 let a = batch
                     .column(0)
                     .as_any()
                     .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .clone();
+                    .unwrap();
                 let b = batch
                     .column_by_name("b")
-                    .map(|c| c.as_any().downcast_ref::<StringArray>().unwrap().clone());
+                    .map(|c| c.as_any().downcast_ref::<StringArray>().unwrap());
                 for r in 0..batch.num_rows() {
-                    let bv = b
-                        .as_ref()
-                        .and_then(|b| (!b.is_null(r)).then(|| b.value(r).to_string()));
+                    let bv = b.and_then(|b| (!b.is_null(r)).then(|| b.value(r).to_string()));
                     rows.push((a.value(r), bv));
                 }
             }
@@ -273,31 +237,6 @@ impl Env {
         rows.sort();
         rows
     }
-}
-
-fn batch(range: std::ops::Range<i64>) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("a", DataType::Int64, true),
-        Field::new("b", DataType::Utf8, true),
-    ]));
-    let a: ArrayRef = Arc::new(Int64Array::from_iter_values(range.clone()));
-    let b: ArrayRef = Arc::new(StringArray::from_iter_values(
-        range.map(|i| format!("s{i}")),
-    ));
-    RecordBatch::try_new(schema, vec![a, b]).unwrap()
-}
-
-fn ipc_with(batches: &[RecordBatch], compression: Option<CompressionType>) -> Vec<u8> {
-    let options = IpcWriteOptions::default()
-        .try_with_compression(compression)
-        .unwrap();
-    let mut w =
-        StreamWriter::try_new_with_options(Vec::new(), &batches[0].schema(), options).unwrap();
-    for b in batches {
-        w.write(b).unwrap();
-    }
-    w.finish().unwrap();
-    w.into_inner().unwrap()
 }
 
 fn ipc(range: std::ops::Range<i64>) -> Vec<u8> {
@@ -324,24 +263,7 @@ async fn full_write_flow_reads_back() {
     assert_eq!(cols[0]["columnType"]["MemberName"], "a");
 
     // A chunked (storage_api_v2 style) upload, uncompressed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        ipc(0..5).chunks(7).map(|c| Ok(c.to_vec())).collect();
-    let a = env
-        .send(
-            env.client
-                .post(env.url(
-                    "TableWrite",
-                    TABLE,
-                    &[
-                        ("SessionId", &sid),
-                        ("StreamId", "0"),
-                        ("StreamVersion", "1"),
-                    ],
-                ))
-                .header("content-type", "application/octet-stream")
-                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
-        )
-        .await;
+    let a = env.write_chunked(&sid, &ipc(0..5), 7).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.header("x-odps-max-storage-route-token").is_some());
     assert_eq!(
@@ -356,15 +278,8 @@ async fn full_write_flow_reads_back() {
     let lz4 = ipc_with(&[batch(10..12)], Some(CompressionType::LZ4_FRAME));
     env.write(TABLE, &sid, "0", "1", lz4).await.ok();
 
-    let g = env
-        .post_json(
-            "TableGetWriteSession",
-            TABLE,
-            &[("SessionId", &sid)],
-            json!({}),
-        )
-        .await
-        .ok();
+    let get_session = || env.session_call("TableGetWriteSession", TABLE, &sid, json!({}));
+    let g = get_session().await.ok();
     assert_eq!(g["WarningMessage"], Value::Null);
     assert_eq!(g["MinUncommittedStagingId"], Value::Null);
     assert_eq!(g["Streams"][0]["StreamId"], "0");
@@ -373,35 +288,19 @@ async fn full_write_flow_reads_back() {
     // Nothing is visible before the commit.
     assert!(env.read_all(TABLE).await.is_empty());
     env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok(),
-        json!({"TableVersion": 1, "RecordCount": 12})
-    );
-    assert_eq!(env.read_all(TABLE).await, expected(0..12));
-    // A commit retried after a lost answer succeeds again, without adding rows.
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok(),
-        json!({"TableVersion": 1, "RecordCount": 12})
-    );
-    assert_eq!(env.read_all(TABLE).await, expected(0..12));
-    let g = env
-        .post_json(
-            "TableGetWriteSession",
-            TABLE,
-            &[("SessionId", &sid)],
-            json!({}),
-        )
-        .await
-        .ok();
-    assert_eq!(g["SessionStatus"], "COMMITTED");
+    // The commit, then the same commit retried after a lost answer: it succeeds again,
+    // without adding rows.
+    for _ in 0..2 {
+        assert_eq!(
+            env.commit(TABLE, &sid, json!({})).await.ok(),
+            json!({"TableVersion": 1, "RecordCount": 12})
+        );
+        assert_eq!(env.read_all(TABLE).await, expected(0..12));
+    }
+    assert_eq!(get_session().await.ok()["SessionStatus"], "COMMITTED");
 
     let ws = env
-        .post_json(
-            "TableGetWriteSchema",
-            TABLE,
-            &[("SessionId", &sid)],
-            json!({}),
-        )
+        .session_call("TableGetWriteSchema", TABLE, &sid, json!({}))
         .await
         .ok();
     assert_eq!(
@@ -421,10 +320,7 @@ async fn overwrite_flag_and_static_partition() {
         let sid = env
             .create_session(TABLE, json!({"PartialPartitionSpec": "", "Flags": flags}))
             .await;
-        env.create_stream(TABLE, &sid, json!({"StreamId": "s", "StreamVersion": 0}))
-            .await;
-        env.write(TABLE, &sid, "s", "0", ipc(range)).await.ok();
-        env.close(TABLE, &sid, "s", 0).await;
+        env.write_stream(TABLE, &sid, "s", 0, ipc(range)).await;
         env.commit(TABLE, &sid, json!({})).await.ok();
     }
     assert_eq!(env.read_all(TABLE).await, expected(5..6));
@@ -433,18 +329,8 @@ async fn overwrite_flag_and_static_partition() {
     let sid = env
         .create_session(PTABLE, json!({"PartialPartitionSpec": "pt=x", "Flags": {}}))
         .await;
-    env.create_stream(PTABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
-    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
-    let b = RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
-    )
-    .unwrap();
-    env.write(PTABLE, &sid, "0", "1", ipc_with(&[b], None))
-        .await
-        .ok();
-    env.close(PTABLE, &sid, "0", 1).await;
+    let data = ipc_with(&[only_a(vec![1, 2])], None);
+    env.write_stream(PTABLE, &sid, "0", 1, data).await;
     env.commit(PTABLE, &sid, json!({})).await.ok();
     assert_eq!(env.read_all(PTABLE).await, vec![(1, None), (2, None)]);
 }
@@ -453,23 +339,12 @@ async fn overwrite_flag_and_static_partition() {
 async fn exactly_once_offsets_and_tokens() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    let s = env
-        .create_stream(
-            TABLE,
-            &sid,
-            json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true}),
-        )
-        .await;
+    let stream = json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true});
+    let s = env.create_stream(TABLE, &sid, stream.clone()).await;
     let token = s["AccessToken"].as_str().unwrap().to_string();
     assert!(!token.is_empty());
     // A retried create of the same open version answers the same stream.
-    let again = env
-        .create_stream(
-            TABLE,
-            &sid,
-            json!({"StreamId": "0", "StreamVersion": 1, "ExactlyOnceMode": true}),
-        )
-        .await;
+    let again = env.create_stream(TABLE, &sid, stream).await;
     assert_eq!(again["AccessToken"], token);
 
     let write = |offset: &'static str, body: Vec<u8>, tok: Option<String>| {
@@ -482,11 +357,9 @@ async fn exactly_once_offsets_and_tokens() {
                 ("StreamVersion", "1"),
                 ("RowOffset", offset),
             ];
-            let mut h = vec![("content-type", "application/octet-stream")];
-            let tok_s;
-            if let Some(t) = tok {
-                tok_s = t;
-                h.push(("x-odps-max-storage-write-access-token", tok_s.as_str()));
+            let mut h = vec![("content-type", OCTETS)];
+            if let Some(t) = &tok {
+                h.push(("x-odps-max-storage-write-access-token", t.as_str()));
             }
             env.post_bytes("TableWrite", TABLE, &q, &h, body).await
         }
@@ -506,12 +379,7 @@ async fn exactly_once_offsets_and_tokens() {
     );
     // A gap is refused.
     let gap = write("10", ipc(10..12), Some(token.clone())).await;
-    assert_eq!(
-        gap.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        String::from_utf8_lossy(&gap.body)
-    );
+    gap.assert_status(StatusCode::BAD_REQUEST);
     // A wrong or missing token is refused.
     let wrong = write("3", ipc(3..5), Some("nope".into())).await;
     assert!(
@@ -525,30 +393,54 @@ async fn exactly_once_offsets_and_tokens() {
     assert_eq!(a["ExactlyOnceRowOffset"], 5);
 
     // GetWriteStream (GET, storage_api_v2 style) reports the offset and the token.
-    let url = env.url(
-        "TableGetWriteStream",
-        TABLE,
-        &[
-            ("SessionId", &sid),
-            ("StreamId", "0"),
-            ("StreamVersion", "1"),
-            ("ExactlyOnceMode", "true"),
-        ],
-    );
-    let g = env
-        .send(
-            env.client
-                .get(url)
-                .header("content-type", "application/json"),
-        )
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("ExactlyOnceMode", "true"),
+    ];
+    let get = env.client.get(env.url("TableGetWriteStream", TABLE, &q));
+    let g = send(get.header("content-type", "application/json"))
         .await
         .ok();
     assert_eq!(g["RowOffset"], 5);
     assert_eq!(g["AccessToken"], token);
 
-    env.close(TABLE, &sid, "0", 1).await;
-    env.commit(TABLE, &sid, json!({})).await.ok();
+    env.close_and_commit(&sid).await;
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
+}
+
+/// The query of a call on stream 0 version 1 of the session `sid`.
+fn stream_0(sid: &str) -> [(&str, &str); 3] {
+    [
+        ("SessionId", sid),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+    ]
+}
+
+/// The query of a TableWrite of 5 rows to stream 0 version 1.
+fn five_rows_to_stream_0(sid: &str) -> [(&str, &str); 4] {
+    [
+        ("SessionId", sid),
+        ("StreamId", "0"),
+        ("StreamVersion", "1"),
+        ("Count", "5"),
+    ]
+}
+
+/// The headers of an upload of `content_type` sent as attempt `index` of the retry
+/// sequence `trace`.
+fn retry_headers<'a>(
+    content_type: &'a str,
+    trace: &'a str,
+    index: &'a str,
+) -> [(&'a str, &'a str); 3] {
+    [
+        ("content-type", content_type),
+        ("odps-tunnel-retry-trace-id", trace),
+        ("odps-tunnel-retry-index", index),
+    ]
 }
 
 /// A TableWrite retried by PyODPS after its answer was lost (the same
@@ -558,21 +450,10 @@ async fn exactly_once_offsets_and_tokens() {
 #[tokio::test]
 async fn retried_write_is_applied_once() {
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
-    let q = [
-        ("SessionId", sid.as_str()),
-        ("StreamId", "0"),
-        ("StreamVersion", "1"),
-        ("Count", "5"),
-    ];
+    let sid = env.session_with_stream("0", 1).await;
+    let q = five_rows_to_stream_0(&sid);
     let upload = |trace: &'static str, index: &'static str, range: std::ops::Range<i64>| {
-        let h = [
-            ("content-type", "application/octet-stream"),
-            ("odps-tunnel-retry-trace-id", trace),
-            ("odps-tunnel-retry-index", index),
-        ];
+        let h = retry_headers(OCTETS, trace, index);
         let body = ipc(range);
         let env = &env;
         async move { env.post_bytes("TableWrite", TABLE, &q, &h, body).await.ok() }
@@ -587,11 +468,7 @@ async fn retried_write_is_applied_once() {
     assert_eq!(second["ExactlyOnceRowOffset"], 10);
     let third = upload("trace-b", "0", 10..12).await;
     assert_eq!(third["ExactlyOnceRowOffset"], 12);
-    env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
-        12
-    );
+    assert_eq!(env.close_and_commit(&sid).await["RecordCount"], 12);
     assert_eq!(env.read_all(TABLE).await, expected(0..12));
 }
 
@@ -602,15 +479,8 @@ async fn retried_write_is_applied_once() {
 async fn a_retry_racing_its_first_attempt_is_applied_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
-    let q = [
-        ("SessionId", sid.as_str()),
-        ("StreamId", "0"),
-        ("StreamVersion", "1"),
-        ("Count", "5"),
-    ];
+    let sid = env.session_with_stream("0", 1).await;
+    let q = five_rows_to_stream_0(&sid);
     let body = ipc(0..5);
     // The first attempt, by hand: headers and half of the body, then a pause.
     let url = env.url("TableWrite", TABLE, &q);
@@ -629,15 +499,8 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
     first.write_all(&body[..half]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The retry, complete, while the first attempt is still arriving.
-    let h = [
-        ("content-type", "application/octet-stream"),
-        ("odps-tunnel-retry-trace-id", "race-1"),
-        ("odps-tunnel-retry-index", "1"),
-    ];
-    let retry = {
-        let (env, q, h, body) = (&env, &q, &h, body.clone());
-        async move { env.post_bytes("TableWrite", TABLE, q, h, body).await }
-    };
+    let h = retry_headers(OCTETS, "race-1", "1");
+    let retry = env.post_bytes("TableWrite", TABLE, &q, &h, body.clone());
     let finish_first = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         first.write_all(&body[half..]).await.unwrap();
@@ -652,32 +515,23 @@ async fn a_retry_racing_its_first_attempt_is_applied_once() {
     let retried = retried.ok();
     assert_eq!(retried["RowsWritten"], 5, "{retried}");
     assert_eq!(retried["ExactlyOnceRowOffset"], 5, "{retried}");
-    env.close(TABLE, &sid, "0", 1).await;
-    assert_eq!(
-        env.commit(TABLE, &sid, json!({})).await.ok()["RecordCount"],
-        5
-    );
+    assert_eq!(env.close_and_commit(&sid).await["RecordCount"], 5);
     assert_eq!(env.read_all(TABLE).await, expected(0..5));
 }
 
 #[tokio::test]
 async fn get_write_stream_answers_both_casings() {
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "w", "StreamVersion": 1}))
-        .await;
+    let sid = env.session_with_stream("w", 1).await;
     env.write(TABLE, &sid, "w", "1", ipc(0..4)).await.ok();
     // storage_api_v2: GET, no body.
-    let url = env.url(
-        "TableGetWriteStream",
-        TABLE,
-        &[
-            ("SessionId", &sid),
-            ("StreamId", "w"),
-            ("StreamVersion", "1"),
-        ],
-    );
-    let g = env.send(env.client.get(url)).await.ok();
+    let q = [
+        ("SessionId", sid.as_str()),
+        ("StreamId", "w"),
+        ("StreamVersion", "1"),
+    ];
+    let url = env.url("TableGetWriteStream", TABLE, &q);
+    let g = send(env.client.get(url)).await.ok();
     for (k, v) in [
         ("Status", json!("OPEN")),
         ("status", json!("OPEN")),
@@ -691,30 +545,18 @@ async fn get_write_stream_answers_both_casings() {
     assert!(g["TableId"].is_string());
     // maxstorage: POST with a JSON body.
     env.close(TABLE, &sid, "w", 1).await;
+    let body = json!({"StreamId": "w", "StreamVersion": 1});
     let g = env
-        .post_json(
-            "TableGetWriteStream",
-            TABLE,
-            &[
-                ("SessionId", &sid),
-                ("StreamId", "w"),
-                ("StreamVersion", "1"),
-            ],
-            json!({"StreamId": "w", "StreamVersion": 1}),
-        )
+        .post_json("TableGetWriteStream", TABLE, &q, body)
         .await
         .ok();
     assert_eq!(g["status"], "CLOSED");
     assert_eq!(g["Status"], "CLOSED");
     assert_eq!(g["recordCount"], 4);
     // Unknown stream: 404.
+    let body = json!({"StreamId": "nope", "StreamVersion": 1});
     let a = env
-        .post_json(
-            "TableGetWriteStream",
-            TABLE,
-            &[("SessionId", &sid)],
-            json!({"StreamId": "nope", "StreamVersion": 1}),
-        )
+        .session_call("TableGetWriteStream", TABLE, &sid, body)
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
@@ -723,50 +565,25 @@ async fn get_write_stream_answers_both_casings() {
 async fn commit_with_stream_lists_and_abort() {
     let env = env().await;
     let sid = env.create_session(TABLE, json!({})).await;
-    for (id, range) in [("0", 0..2), ("1", 2..4)] {
-        env.create_stream(TABLE, &sid, json!({"StreamId": id, "StreamVersion": 1}))
-            .await;
-        env.write(TABLE, &sid, id, "1", ipc(range)).await.ok();
-        env.close(TABLE, &sid, id, 1).await;
-    }
+    env.write_stream(TABLE, &sid, "0", 1, ipc(0..2)).await;
+    env.write_stream(TABLE, &sid, "1", 1, ipc(2..4)).await;
     // Version 2 of stream 1 supersedes version 1.
-    env.create_stream(TABLE, &sid, json!({"StreamId": "1", "StreamVersion": 2}))
-        .await;
-    env.write(TABLE, &sid, "1", "2", ipc(7..8)).await.ok();
-    env.close(TABLE, &sid, "1", 2).await;
+    env.write_stream(TABLE, &sid, "1", 2, ipc(7..8)).await;
 
-    let bad = env
-        .commit(
-            TABLE,
-            &sid,
-            json!({"StreamIds": ["0", "1"], "StreamVersions": [1]}),
-        )
-        .await;
+    let bad = json!({"StreamIds": ["0", "1"], "StreamVersions": [1]});
+    let bad = env.commit(TABLE, &sid, bad).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    env.commit(
-        TABLE,
-        &sid,
-        json!({"StreamIds": ["0", "1"], "StreamVersions": [1, 2]}),
-    )
-    .await
-    .ok();
+    let good = json!({"StreamIds": ["0", "1"], "StreamVersions": [1, 2]});
+    env.commit(TABLE, &sid, good).await.ok();
     let mut want = expected(0..2);
     want.extend(expected(7..8));
     assert_eq!(env.read_all(TABLE).await, want);
 
     // Abort discards everything; an aborted session cannot be committed.
     let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
-    env.write(TABLE, &sid, "0", "1", ipc(100..110)).await.ok();
-    env.close(TABLE, &sid, "0", 1).await;
+    env.write_stream(TABLE, &sid, "0", 1, ipc(100..110)).await;
     let a = env
-        .post_json(
-            "TableAbortWriteSession",
-            TABLE,
-            &[("SessionId", &sid)],
-            json!({}),
-        )
+        .session_call("TableAbortWriteSession", TABLE, &sid, json!({}))
         .await
         .ok();
     assert_eq!(a, json!({}));
@@ -818,15 +635,12 @@ async fn batch_compatible_blocks_and_commit_messages() {
             ("quotaToken", &qt),
         ];
         let rows = range.end - range.start;
-        let h = [
-            ("content-type", "application/vnd.apache.arrow.stream"),
-            ("odps-tunnel-retry-trace-id", "trace-1"),
-            ("odps-tunnel-retry-index", "0"),
-        ];
-        let w = env
-            .post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone()))
-            .await
-            .ok();
+        let upload = |index| {
+            let h = retry_headers("application/vnd.apache.arrow.stream", "trace-1", index);
+            let (env, q, body) = (&env, &q, ipc(range.clone()));
+            async move { env.post_bytes("TableWrite", TABLE, q, &h, body).await }
+        };
+        let w = upload("0").await.ok();
         assert_eq!(w["RecordCount"], rows);
         let cm: Value = serde_json::from_str(w["CommitMessage"].as_str().unwrap()).unwrap();
         assert_eq!(cm["BlockNumber"], block);
@@ -834,16 +648,7 @@ async fn batch_compatible_blocks_and_commit_messages() {
         assert_eq!(cm["WriterStats"]["RecordNum"], rows);
         if block == 0 {
             // A replay of the same upload (retry index 1) answers the first answer again.
-            let h = [
-                ("content-type", "application/vnd.apache.arrow.stream"),
-                ("odps-tunnel-retry-trace-id", "trace-1"),
-                ("odps-tunnel-retry-index", "1"),
-            ];
-            let again = env
-                .post_bytes("TableWrite", TABLE, &q, &h, ipc(range.clone()))
-                .await
-                .ok();
-            assert_eq!(again, w);
+            assert_eq!(upload("1").await.ok(), w);
         }
         if keep {
             messages.push(w["CommitMessage"].clone());
@@ -934,7 +739,7 @@ async fn blob_read(env: &Env, refs: &[String], accept: Option<&str>) -> Answer {
     if let Some(a) = accept {
         req = req.header("accept-encoding", a);
     }
-    env.send(req).await
+    send(req).await
 }
 
 #[tokio::test]
@@ -959,7 +764,7 @@ async fn blobs_single_batch_and_read() {
         (zstd_body, Some("zstd"), big.clone()),
         (lz4_body, Some("x-lz4-frame"), b"hello lz4".to_vec()),
     ] {
-        let mut h = vec![("content-type", "application/octet-stream")];
+        let mut h = vec![("content-type", OCTETS)];
         if let Some(e) = enc {
             h.push(("content-encoding", e));
         }
@@ -1007,14 +812,9 @@ async fn blobs_single_batch_and_read() {
         ("Mode", "Batch"),
     ];
     let zbody = zstd::stream::encode_all(&body[..], 1).unwrap();
+    let h = [("content-encoding", "zstd")];
     let v = env
-        .post_bytes(
-            "TableWriteBlob",
-            TABLE,
-            &bq,
-            &[("content-encoding", "zstd")],
-            zbody,
-        )
+        .post_bytes("TableWriteBlob", TABLE, &bq, &h, zbody)
         .await
         .ok();
     let batch_refs: Vec<String> = v["BlobReferences"]
@@ -1055,32 +855,17 @@ async fn blobs_single_batch_and_read() {
     let truncated = body[..body.len() - 3].to_vec();
     for b in [bad_crc, truncated, vec![0xff; 8]] {
         let a = env.post_bytes("TableWriteBlob", TABLE, &bq, &[], b).await;
-        assert_eq!(
-            a.status,
-            StatusCode::BAD_REQUEST,
-            "{}",
-            String::from_utf8_lossy(&a.body)
-        );
+        a.assert_status(StatusCode::BAD_REQUEST);
     }
     // An unsupported Content-Encoding: 400. An unknown session: 404.
+    let h = [("content-encoding", "gzip")];
     let a = env
-        .post_bytes(
-            "TableWriteBlob",
-            TABLE,
-            &q,
-            &[("content-encoding", "gzip")],
-            b"x".to_vec(),
-        )
+        .post_bytes("TableWriteBlob", TABLE, &q, &h, b"x".to_vec())
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let q = [("SessionId", "nosuchsession")];
     let a = env
-        .post_bytes(
-            "TableWriteBlob",
-            TABLE,
-            &[("SessionId", "nosuchsession")],
-            &[],
-            b"x".to_vec(),
-        )
+        .post_bytes("TableWriteBlob", TABLE, &q, &[], b"x".to_vec())
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
@@ -1092,30 +877,16 @@ async fn bad_input_is_refused() {
         ..Limits::default()
     })
     .await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
+    let sid = env.session_with_stream("0", 1).await;
+    let write = |body: Vec<u8>| env.write(TABLE, &sid, "0", "1", body);
 
     // Malformed Arrow: 400 naming the problem.
-    let a = env
-        .write(TABLE, &sid, "0", "1", b"definitely not arrow".to_vec())
-        .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(
-        String::from_utf8_lossy(&a.body).contains("Arrow"),
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    let a = write(b"definitely not arrow".to_vec()).await;
+    a.refused(StatusCode::BAD_REQUEST, "Arrow");
     let mut cut = ipc(0..3);
     cut.truncate(cut.len() - 20);
-    assert_eq!(
-        env.write(TABLE, &sid, "0", "1", cut).await.status,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        env.write(TABLE, &sid, "0", "1", Vec::new()).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(write(cut).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(write(Vec::new()).await.status, StatusCode::BAD_REQUEST);
 
     // The wrong schema: `a` as a string.
     let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
@@ -1124,13 +895,8 @@ async fn bad_input_is_refused() {
         vec![Arc::new(StringArray::from(vec!["x"])) as ArrayRef],
     )
     .unwrap();
-    let a = env.write(TABLE, &sid, "0", "1", ipc_with(&[b], None)).await;
-    assert_eq!(
-        a.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    let a = write(ipc_with(&[b], None)).await;
+    a.assert_status(StatusCode::BAD_REQUEST);
 
     // Unknown session: 404.
     assert_eq!(
@@ -1140,123 +906,50 @@ async fn bad_input_is_refused() {
         StatusCode::NOT_FOUND
     );
     let a = env
-        .post_json(
-            "TableGetWriteSession",
-            TABLE,
-            &[("SessionId", "nosuchsession")],
-            json!({}),
-        )
+        .session_call("TableGetWriteSession", TABLE, "nosuchsession", json!({}))
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // Over the upload limit: 413 (Content-Length and chunked).
     let big = ipc(0..2000);
     assert!(big.len() > 4096);
     assert_eq!(
-        env.write(TABLE, &sid, "0", "1", big.clone()).await.status,
+        write(big.clone()).await.status,
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(1000).map(|c| Ok(c.to_vec())).collect();
-    let a = env
-        .send(
-            env.client
-                .post(env.url(
-                    "TableWrite",
-                    TABLE,
-                    &[
-                        ("SessionId", &sid),
-                        ("StreamId", "0"),
-                        ("StreamVersion", "1"),
-                    ],
-                ))
-                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
-        )
-        .await;
+    let a = env.write_chunked(&sid, &big, 1000).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     // An unsupported Content-Encoding on TableWrite: 400.
-    let q = [
-        ("SessionId", sid.as_str()),
-        ("StreamId", "0"),
-        ("StreamVersion", "1"),
-    ];
-    let a = env
-        .post_bytes(
-            "TableWrite",
-            TABLE,
-            &q,
-            &[("content-encoding", "gzip")],
-            ipc(0..1),
-        )
-        .await;
+    let a = env.write_encoded(&sid, "gzip", ipc(0..1)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     // Unknown actions and streaming modes: 400.
-    assert_eq!(
-        env.post_json("TableFrobnicate", TABLE, &[], json!({}))
-            .await
-            .status,
-        StatusCode::BAD_REQUEST
-    );
     let a = env
-        .post_json(
-            "TableCreateWriteSession",
-            TABLE,
-            &[("WriteMode", "Streaming")],
-            json!({}),
-        )
+        .post_json("TableFrobnicate", TABLE, &[], json!({}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let q = [("WriteMode", "Streaming")];
+    let a = env
+        .post_json("TableCreateWriteSession", TABLE, &q, json!({}))
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 
     // The stream still works after all that.
-    assert_eq!(
-        env.write(TABLE, &sid, "0", "1", ipc(0..3)).await.ok()["ExactlyOnceRowOffset"],
-        3
-    );
-}
-
-/// A buffer-compressed upload whose `index`th compressed buffer declares `declared`
-/// uncompressed bytes.
-fn compressed_declaring(codec: CompressionType, index: usize, declared: i64) -> Vec<u8> {
-    let mut body = ipc_with(&[batch(0..1000)], Some(codec));
-    let p = paiio_storage::ipc_guard::compressed_prefix_positions(&body)[index];
-    body[p..p + 8].copy_from_slice(&declared.to_le_bytes());
-    body
-}
-
-async fn record_count(env: &Env, sid: &str) -> i64 {
-    let body = json!({"SessionId": sid, "StreamId": "0"});
-    let v = env
-        .post_json("TableGetWriteStream", TABLE, &[("SessionId", sid)], body)
-        .await
-        .ok();
-    v["RecordCount"].as_i64().unwrap()
+    assert_eq!(write(ipc(0..3)).await.ok()["ExactlyOnceRowOffset"], 3);
 }
 
 #[tokio::test]
 async fn table_write_with_a_huge_declared_buffer_length_is_refused() {
     // Before the guard, the LZ4 case aborted the whole process ("memory allocation failed").
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
+    let sid = env.session_with_stream("0", 1).await;
     for codec in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
         for index in [0, 1, 2] {
             for declared in [1i64 << 62, i64::MAX, 1 << 40, -7] {
-                let a = env
-                    .write(
-                        TABLE,
-                        &sid,
-                        "0",
-                        "1",
-                        compressed_declaring(codec, index, declared),
-                    )
-                    .await;
-                assert_eq!(
-                    a.status,
-                    StatusCode::BAD_REQUEST,
-                    "{}",
-                    String::from_utf8_lossy(&a.body)
-                );
-                let message = a.json()["Message"].as_str().unwrap_or_default().to_string();
+                // The `index`th compressed buffer declares `declared` uncompressed bytes.
+                let body = ipc_with(&[batch(0..1000)], Some(codec));
+                let body = declaring(body, index, declared);
+                let a = env.write(TABLE, &sid, "0", "1", body).await;
+                let a = a.expect(StatusCode::BAD_REQUEST);
+                let message = a["Message"].as_str().unwrap_or_default();
                 assert!(
                     message.contains("record batch 0") && message.contains(&declared.to_string()),
                     "{message}"
@@ -1264,7 +957,7 @@ async fn table_write_with_a_huge_declared_buffer_length_is_refused() {
             }
         }
     }
-    assert_eq!(record_count(&env, &sid).await, 0);
+    assert_eq!(env.record_count(&sid).await, 0);
     // The server is up and the stream still takes a good upload.
     let good = ipc_with(&[batch(0..3)], Some(CompressionType::LZ4_FRAME));
     assert_eq!(
@@ -1276,9 +969,7 @@ async fn table_write_with_a_huge_declared_buffer_length_is_refused() {
 #[tokio::test]
 async fn decompression_bombs_are_refused_at_the_decoded_limit() {
     let env = env().await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
+    let sid = env.session_with_stream("0", 1).await;
     // A few hundred KB of zstd that decompresses to 300 MiB of zeros.
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
     let zeros = vec![0u8; 1 << 20];
@@ -1287,80 +978,25 @@ async fn decompression_bombs_are_refused_at_the_decoded_limit() {
     }
     let bomb = enc.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
-    let q = [
-        ("SessionId", sid.as_str()),
-        ("StreamId", "0"),
-        ("StreamVersion", "1"),
-    ];
-    let a = env
-        .post_bytes(
-            "TableWrite",
-            TABLE,
-            &q,
-            &[("content-encoding", "zstd")],
-            bomb,
-        )
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    assert!(String::from_utf8_lossy(&a.body).contains(&(256usize << 20).to_string()));
-    assert_eq!(record_count(&env, &sid).await, 0);
+    let a = env.write_encoded(&sid, "zstd", bomb).await;
+    a.refused(StatusCode::PAYLOAD_TOO_LARGE, &(256usize << 20).to_string());
+    assert_eq!(env.record_count(&sid).await, 0);
     // A small limit applies the same way, and a good compressed upload still passes.
     let env = env_with(Limits {
         max_decoded_upload: 4096,
         ..Limits::default()
     })
     .await;
-    let sid = env.create_session(TABLE, json!({})).await;
-    env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-        .await;
-    let q = [
-        ("SessionId", sid.as_str()),
-        ("StreamId", "0"),
-        ("StreamVersion", "1"),
-    ];
+    let sid = env.session_with_stream("0", 1).await;
     let big = zstd::stream::encode_all(&ipc(0..2000)[..], 3).unwrap();
-    let a = env
-        .post_bytes(
-            "TableWrite",
-            TABLE,
-            &q,
-            &[("content-encoding", "zstd")],
-            big,
-        )
-        .await;
+    let a = env.write_encoded(&sid, "zstd", big).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Arrow buffer compression counts against the same limit.
-    let a = env
-        .write(
-            TABLE,
-            &sid,
-            "0",
-            "1",
-            ipc_with(&[batch(0..2000)], Some(CompressionType::LZ4_FRAME)),
-        )
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    assert!(String::from_utf8_lossy(&a.body).contains("decoded bytes, over the limit of"));
+    let lz4 = ipc_with(&[batch(0..2000)], Some(CompressionType::LZ4_FRAME));
+    let a = env.write(TABLE, &sid, "0", "1", lz4).await;
+    a.refused(StatusCode::BAD_REQUEST, "decoded bytes, over the limit of");
     let small = zstd::stream::encode_all(&ipc(0..3)[..], 3).unwrap();
-    let a = env
-        .post_bytes(
-            "TableWrite",
-            TABLE,
-            &q,
-            &[("content-encoding", "zstd")],
-            small,
-        )
-        .await;
+    let a = env.write_encoded(&sid, "zstd", small).await;
     assert_eq!(a.ok()["ExactlyOnceRowOffset"], 3);
 }
 
@@ -1382,28 +1018,16 @@ async fn blob_read_refuses_repeats_and_oversized_answers() {
     }
     // The same 1 MiB blob 400 times: refused before anything is read.
     let a = blob_read(&env, &vec![refs[0].clone(); 400], None).await;
-    assert_eq!(
-        a.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    assert!(String::from_utf8_lossy(&a.body).contains("more than once"));
+    a.refused(StatusCode::BAD_REQUEST, "more than once");
     // Too many references.
     let fake: Vec<String> = (0..1001u32)
         .map(|i| format!("paiio-blob:{i:032x}"))
         .collect();
     let a = blob_read(&env, &fake, None).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&a.body).contains("at most 1000"));
+    a.refused(StatusCode::BAD_REQUEST, "at most 1000");
     // Three 1 MiB blobs in frames are over a 3 MiB answer.
     let a = blob_read(&env, &refs, None).await;
-    assert_eq!(
-        a.status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.assert_status(StatusCode::PAYLOAD_TOO_LARGE);
     // Two are fine, streamed, compressed or not, and come back intact.
     for accept in [None, Some("zstd"), Some("x-lz4-frame")] {
         let a = blob_read(&env, &refs[..2], accept).await;
@@ -1426,12 +1050,7 @@ async fn repeated_column_names_are_refused_in_reads() {
             json!({"RequiredDataColumns": names}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(
-        String::from_utf8_lossy(&a.body).contains("more than once"),
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    a.refused(StatusCode::BAD_REQUEST, "more than once");
     let s = env
         .post_json(
             "TableCreateReadSession",
@@ -1446,22 +1065,17 @@ async fn repeated_column_names_are_refused_in_reads() {
     let a = env
         .post_json("TableRead", TABLE, &q, json!({"DataColumns": ["b", "b"]}))
         .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let v = a.expect(StatusCode::BAD_REQUEST);
+    let message = v["Message"].as_str().unwrap();
     assert!(
-        a.json()["Message"]
-            .as_str()
-            .unwrap()
-            .contains("DataColumns names the column \"b\" more than once")
+        message.contains("DataColumns names the column \"b\" more than once"),
+        "{message}"
     );
     // Distinct names pass the check (the empty table has no split 0 to read).
     let a = env
         .post_json("TableRead", TABLE, &q, json!({"DataColumns": ["b", "a"]}))
         .await;
-    assert!(
-        !String::from_utf8_lossy(&a.body).contains("more than once"),
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
+    assert!(!a.text().contains("more than once"), "{}", a.text());
 }
 
 // ---- hostile requests (fuzz-style) ----
@@ -1579,19 +1193,12 @@ fn hostile_requests(rt: tokio::runtime::Handle) {
     use proptest::test_runner::{Config, TestRunner};
     let env = rt.block_on(env());
     let (sid, v1_url) = rt.block_on(async {
-        let sid = env.create_session(TABLE, json!({})).await;
-        env.create_stream(TABLE, &sid, json!({"StreamId": "0", "StreamVersion": 1}))
-            .await;
+        let sid = env.session_with_stream("0", 1).await;
         let v1 = format!("{}/api/storage/v1/projects/p/tables/t", env.handle.url());
-        let r = env
+        let create = env
             .client
-            .post(format!("{v1}/sessions?session_type=batch_write"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let created: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            .post(format!("{v1}/sessions?session_type=batch_write"));
+        let created = send(create.body("{}")).await.ok();
         let v1_sid = created["SessionId"].as_str().unwrap().to_string();
         (
             sid,
@@ -1614,7 +1221,7 @@ fn hostile_requests(rt: tokio::runtime::Handle) {
     runner
         .run(&hostile(), |case| {
             rt.block_on(async {
-                let before = record_count(&env, &sid).await;
+                let before = env.record_count(&sid).await;
                 let request = match &case {
                     Hostile::Upload { v1, base, mutation, encoding } => {
                         let body = mutate(bases[*base as usize].clone(), mutation);
@@ -1668,7 +1275,7 @@ fn hostile_requests(rt: tokio::runtime::Handle) {
                     }
                 }
                 // The server is up, and a refused upload staged nothing.
-                let after = record_count(&env, &sid).await;
+                let after = env.record_count(&sid).await;
                 if !status.is_success() && after != before {
                     return Err(format!("{case:?}: refused with {status}, but the stream went from {before} to {after} rows"));
                 }
