@@ -22,7 +22,7 @@ use super::datagen::{
     with_columns, without_columns,
 };
 use super::tables::{PT_REGION, fill};
-use super::{Backend, row_count, skip, spec};
+use super::{Backend, field_types, row_count, skip, spec};
 
 async fn simple(b: &Backend, prefix: &str, seed: u64) -> (TableId, DataGen) {
     let g = DataGen::simple(seed);
@@ -104,14 +104,6 @@ async fn partition_counts(b: &Backend, table: &TableId) -> Vec<(String, u64)> {
 fn partition_column_names(session: &WriteSession) -> Vec<&str> {
     let columns = &session.write_schema.partition_columns;
     columns.iter().map(|c| c.name.as_str()).collect()
-}
-
-/// The name and type of every field of `schema`.
-fn field_types(schema: &arrow_schema::Schema) -> Vec<(String, DataType)> {
-    let fields = schema.fields().iter();
-    fields
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect()
 }
 
 /// A write session request for `partition` of `table`.
@@ -617,9 +609,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         (info.version, 40),
         "expected every row visible after the commit"
     );
-    let session = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let session = b.table_session(&table).await;
     assert_eq!(
         session.table_version, info.version,
         "expected a new read session on the committed version"
@@ -1609,9 +1599,7 @@ pub async fn datagen_round_trip(b: &Backend) {
     let info = b.commit(&table, sid).await;
     assert_eq!(info.rows, 400, "expected 400 rows committed");
 
-    let read = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let read = b.table_session(&table).await;
     let expected_types = field_types(&g.arrow_schema());
     assert_eq!(
         field_types(&read.schema.to_arrow_schema(&read.arrow_options, true)),
