@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
-use paiio_server::{FaultControl, Server, ServerHandle};
+use paiio_conformance::datagen::DataGen;
+use paiio_server::{Fault, FaultControl, FaultPlan, FaultRule, Server, ServerHandle, When};
 use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
 use paiio_storage::clock::ManualClock;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::rest::{RestClient, RestClientBuilder, RetryConfig};
+use paiio_storage::service::{ReadSessionRequest, SplitOptions, TableService, WriteRequest};
+use paiio_storage::{TableId, WriteStream};
 
 /// The access id the test servers accept.
 pub const ACCESS_ID: &str = "paiio-test-id";
@@ -93,6 +96,58 @@ impl TestServer {
 
     pub fn client(&self) -> RestClient {
         self.client_builder().build().expect("the client builds")
+    }
+
+    /// Creates table `name` of `g`'s columns (unpartitioned) in the warehouse.
+    pub async fn create_table(&self, name: &str, g: &DataGen) -> TableId {
+        let table = TableId::new(PROJECT, None, name).expect("a valid table name");
+        self.warehouse
+            .create_table(&table, &g.table_schema(Vec::new()), Default::default())
+            .await
+            .expect("the table is created");
+        table
+    }
+
+    /// Makes `fault` strike calls of `action` `when` (replacing any earlier plan).
+    pub fn inject(&self, fault: Fault, when: When, action: &str) {
+        let plan = FaultPlan::new().rule(FaultRule::new(fault, when).action(action));
+        self.faults.set(plan).expect("a valid fault plan");
+    }
+}
+
+/// An HTTP error status answer, without error code or message.
+pub fn status_fault(status: u16, retry_after: Option<u64>) -> Fault {
+    Fault::Status {
+        status,
+        retry_after,
+        code: None,
+        message: None,
+    }
+}
+
+/// A plain (not exactly-once) write of `batches` to a stream version.
+pub fn write_request(
+    table: &TableId,
+    session_id: &str,
+    stream: &WriteStream,
+    batches: Vec<arrow_array::RecordBatch>,
+) -> WriteRequest {
+    WriteRequest {
+        table: table.clone(),
+        session_id: session_id.to_string(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches,
+    }
+}
+
+/// A RowOffset read session request of the whole table.
+pub fn row_offset_request(table: &TableId) -> ReadSessionRequest {
+    ReadSessionRequest {
+        split_options: SplitOptions::row_offset(),
+        ..ReadSessionRequest::new(table.clone())
     }
 }
 

@@ -43,7 +43,7 @@ use paiio_storage::{
     Error, ReadRange, ReadRequest, ReadSessionRequest, SessionStatus, SplitOptions, TableId,
     TableService, WriteRequest, WriteSessionRequest,
 };
-use paiio_tests::{PROJECT, TestServer, TestServerOptions};
+use paiio_tests::{PROJECT, TestServer, TestServerOptions, status_fault};
 
 /// Schedules per run (`PAIIO_FAULT_SCHEDULES` overrides).
 const SCHEDULES: usize = 1000;
@@ -238,19 +238,14 @@ fn when(rng: &mut Rng, allow_always: bool) -> When {
     }
 }
 
-fn status_fault(rng: &mut Rng) -> Fault {
+fn random_status_fault(rng: &mut Rng) -> Fault {
     let status = rng.pick(&[500u16, 502, 503, 504, 429, 408]);
     let retry_after = match status {
         // Mostly 0 s (to stay fast); sometimes 1 s, which the client must honour.
         429 => Some(if rng.chance(0.05) { 1 } else { 0 }),
         _ => None,
     };
-    Fault::Status {
-        status,
-        retry_after,
-        code: None,
-        message: None,
-    }
+    status_fault(status, retry_after)
 }
 
 fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
@@ -374,7 +369,7 @@ fn draw(index: usize, seed: u64, g: &DataGen) -> Schedule {
                     a,
                 )
             }
-            Kind::F6Status => (status_fault(&mut rng), action(&mut rng)),
+            Kind::F6Status => (random_status_fault(&mut rng), action(&mut rng)),
             Kind::F7LostAnswer => {
                 if !writes {
                     continue;
@@ -447,11 +442,7 @@ struct Worker {
 
 impl Worker {
     async fn start(index: usize) -> Worker {
-        let server = TestServer::start_with(TestServerOptions {
-            revive_expired_read_sessions: true,
-            ..Default::default()
-        })
-        .await;
+        let server = reviving_server().await;
         let build = |clock: bool, compression: Option<BodyEncoding>| {
             let mut b = server
                 .client_builder()
@@ -501,17 +492,21 @@ impl Worker {
     fn stats(&self) -> ClientStats {
         let mut t = ClientStats::default();
         for c in self.all_clients() {
-            let s = c.stats();
-            t.attempts += s.attempts;
-            t.retries += s.retries;
-            t.resumes += s.resumes;
-            t.refreshes += s.refreshes;
-            t.refresh_failures += s.refresh_failures;
-            t.max_run_attempts = t.max_run_attempts.max(s.max_run_attempts);
-            t.budget_exhausted += s.budget_exhausted;
+            add_stats(&mut t, &c.stats());
         }
         t
     }
+}
+
+/// Adds the counts of `s` to `total` (and keeps the larger `max_run_attempts`).
+fn add_stats(total: &mut ClientStats, s: &ClientStats) {
+    total.attempts += s.attempts;
+    total.retries += s.retries;
+    total.resumes += s.resumes;
+    total.refreshes += s.refreshes;
+    total.refresh_failures += s.refresh_failures;
+    total.max_run_attempts = total.max_run_attempts.max(s.max_run_attempts);
+    total.budget_exhausted += s.budget_exhausted;
 }
 
 /// How an operation ended.
@@ -987,14 +982,7 @@ async fn fault_schedules() {
         }
         total.expiries += t.expiries;
         total.slowest = total.slowest.max(t.slowest);
-        let s = &mut total.stats;
-        s.attempts += t.stats.attempts;
-        s.retries += t.stats.retries;
-        s.resumes += t.stats.resumes;
-        s.refreshes += t.stats.refreshes;
-        s.refresh_failures += t.stats.refresh_failures;
-        s.budget_exhausted += t.stats.budget_exhausted;
-        s.max_run_attempts = s.max_run_attempts.max(t.stats.max_run_attempts);
+        add_stats(&mut total.stats, &t.stats);
     }
     let mut out = format!(
         "fault suite: {} schedules in {:.1?} ({} workers; slowest schedule {:.1?})\n  kind: drawn / fired\n",
@@ -1030,14 +1018,27 @@ async fn fault_schedules() {
 // Session refresh
 // ---------------------------------------------------------------------------------------
 
+/// A server whose warehouse revives expired read sessions when they are refreshed.
+async fn reviving_server() -> TestServer {
+    TestServer::start_with(TestServerOptions {
+        revive_expired_read_sessions: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A client of `server`, on the server's clock or on system time.
+fn client_on(server: &TestServer, on_server_clock: bool) -> RestClient {
+    let mut b = server.client_builder();
+    if on_server_clock {
+        b = b.clock(Arc::new(server.clock.clone()));
+    }
+    b.build().unwrap()
+}
+
 async fn filled(server: &TestServer, name: &str, rows: i64) -> (TableId, DataGen) {
     let g = DataGen::simple(11);
-    let table = TableId::new(PROJECT, None, name).unwrap();
-    server
-        .warehouse
-        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
-        .await
-        .unwrap();
+    let table = server.create_table(name, &g).await;
     let b = paiio_conformance::Backend::new(server.warehouse.clone(), PROJECT);
     b.write_and_commit(&table, "", false, vec![g.batch(0..rows)])
         .await;
@@ -1080,11 +1081,7 @@ fn parallel(table: &TableId, k: u64) -> ReadSessionRequest {
 /// the read completes, every row once.
 #[tokio::test]
 async fn session_expires_mid_read_and_is_refreshed() {
-    let server = TestServer::start_with(TestServerOptions {
-        revive_expired_read_sessions: true,
-        ..Default::default()
-    })
-    .await;
+    let server = reviving_server().await;
     let (table, g) = filled(&server, "expire_mid_read", 3000).await;
     let client = server.client();
     let session = client
@@ -1097,12 +1094,7 @@ async fn session_expires_mid_read_and_is_refreshed() {
             .is_some()
     );
     // The first body breaks after its first few batches.
-    server
-        .faults
-        .set(FaultPlan::new().rule(
-            FaultRule::new(Fault::ResetAfter { bytes: 6000 }, When::Nth(1)).action("TableRead"),
-        ))
-        .unwrap();
+    server.inject(Fault::ResetAfter { bytes: 6000 }, When::Nth(1), "TableRead");
     let clock = server.clock.clone();
     let batches = read_splits(&client, &table, &session.session_id, 2, 100, |split, k| {
         if split == 0 && k == 1 {
@@ -1132,18 +1124,10 @@ async fn session_expires_mid_read_and_is_refreshed() {
 /// it refreshes before reading instead.
 #[tokio::test]
 async fn session_expired_before_reading_is_refreshed() {
-    let server = TestServer::start_with(TestServerOptions {
-        revive_expired_read_sessions: true,
-        ..Default::default()
-    })
-    .await;
+    let server = reviving_server().await;
     let (table, g) = filled(&server, "expire_before", 500).await;
     for on_server_clock in [false, true] {
-        let mut b = server.client_builder();
-        if on_server_clock {
-            b = b.clock(Arc::new(server.clock.clone()));
-        }
-        let client = b.build().unwrap();
+        let client = client_on(&server, on_server_clock);
         let session = client
             .create_read_session(&parallel(&table, 3))
             .await
@@ -1174,11 +1158,7 @@ async fn session_expired_before_reading_is_refreshed() {
 async fn session_is_refreshed_ahead_of_expiry() {
     let server = TestServer::start().await;
     let (table, g) = filled(&server, "refresh_ahead", 100).await;
-    let client = server
-        .client_builder()
-        .clock(Arc::new(server.clock.clone()))
-        .build()
-        .unwrap();
+    let client = client_on(&server, true);
     let session = client
         .create_read_session(&parallel(&table, 1))
         .await
@@ -1220,11 +1200,7 @@ async fn expired_session_fails_clearly_when_refresh_is_refused() {
     let server = TestServer::start().await;
     let (table, _) = filled(&server, "expire_strict", 100).await;
     for on_server_clock in [false, true] {
-        let mut b = server.client_builder();
-        if on_server_clock {
-            b = b.clock(Arc::new(server.clock.clone()));
-        }
-        let client = b.build().unwrap();
+        let client = client_on(&server, on_server_clock);
         let session = client
             .create_read_session(&parallel(&table, 1))
             .await
@@ -1263,14 +1239,7 @@ async fn corruption_of_a_read_body_is_not_detected() {
     let body_len = *body_points(&g, 0..200, 50).last().unwrap();
     let (mut errors, mut wrong_count, mut wrong_values, mut unseen) = (0, 0, 0, 0);
     for byte in (0..body_len).step_by(193) {
-        server
-            .faults
-            .set(
-                FaultPlan::new().rule(
-                    FaultRule::new(Fault::Corrupt { byte }, When::Nth(1)).action("TableRead"),
-                ),
-            )
-            .unwrap();
+        server.inject(Fault::Corrupt { byte }, When::Nth(1), "TableRead");
         match read_splits(&client, &table, &session.session_id, 1, 50, |_, _| {}).await {
             Err(_) => errors += 1,
             Ok(batches) => {
@@ -1299,23 +1268,8 @@ async fn retry_after_is_honoured() {
         .retry(suite_retry(1))
         .build()
         .unwrap();
-    server
-        .faults
-        .set(
-            FaultPlan::new().rule(
-                FaultRule::new(
-                    Fault::Status {
-                        status: 429,
-                        retry_after: Some(1),
-                        code: None,
-                        message: None,
-                    },
-                    When::Nth(1),
-                )
-                .action("TableCreateReadSession"),
-            ),
-        )
-        .unwrap();
+    let fault = status_fault(429, Some(1));
+    server.inject(fault, When::Nth(1), "TableCreateReadSession");
     let t0 = Instant::now();
     client
         .create_read_session(&parallel(&table, 1))
@@ -1328,23 +1282,8 @@ async fn retry_after_is_honoured() {
     );
     assert_eq!(client.stats().retries, 1);
     // Past the time budget (1.5 s), a 2 s Retry-After is not waited for: the call fails at once.
-    server
-        .faults
-        .set(
-            FaultPlan::new().rule(
-                FaultRule::new(
-                    Fault::Status {
-                        status: 429,
-                        retry_after: Some(2),
-                        code: None,
-                        message: None,
-                    },
-                    When::Nth(1),
-                )
-                .action("TableCreateReadSession"),
-            ),
-        )
-        .unwrap();
+    let fault = status_fault(429, Some(2));
+    server.inject(fault, When::Nth(1), "TableCreateReadSession");
     let t0 = Instant::now();
     let err = client
         .create_read_session(&parallel(&table, 1))

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use paiio_conformance::datagen::{DataGen, assert_exactly_once};
-use paiio_server::{Fault, FaultPlan, FaultRule, When};
+use paiio_server::{Fault, When};
 use paiio_storage::auth::Credentials;
 use paiio_storage::error::ObjectKind;
 use paiio_storage::protocol::codec::BodyEncoding;
 use paiio_storage::rest::RestClient;
 use paiio_storage::{
-    Error, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId, TableService,
-    WriteRequest, WriteSessionRequest,
+    Error, ReadRange, ReadRequest, ReadSessionRequest, TableId, TableService, WriteRequest,
+    WriteSessionRequest,
 };
-use paiio_tests::{PROJECT, TestServer};
+use paiio_tests::{PROJECT, TestServer, row_offset_request, status_fault, write_request};
 
 // The whole conformance suite (every capability of `paiio_conformance`), one test each,
 // against a RestClient talking to an in-process server with real keys.
@@ -29,12 +29,7 @@ async fn table_with_rows(
     rows: i64,
 ) -> (TableId, DataGen) {
     let g = DataGen::simple(7);
-    let table = TableId::new(PROJECT, None, name).unwrap();
-    server
-        .warehouse
-        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
-        .await
-        .unwrap();
+    let table = server.create_table(name, &g).await;
     if rows == 0 {
         return (table, g);
     }
@@ -48,15 +43,12 @@ async fn table_with_rows(
         .await
         .unwrap();
     let ack = client
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: stream.stream_id.clone(),
-            version: stream.version,
-            row_offset: None,
-            access_token: None,
-            batches: g.batches(0..rows, 1000),
-        })
+        .write(write_request(
+            &table,
+            sid,
+            &stream,
+            g.batches(0..rows, 1000),
+        ))
         .await
         .unwrap();
     assert_eq!(ack.next_row_offset, rows as u64);
@@ -187,10 +179,7 @@ async fn compressed_reads_decode() {
             .build()
             .unwrap();
         let session = client
-            .create_read_session(&ReadSessionRequest {
-                split_options: SplitOptions::row_offset(),
-                ..ReadSessionRequest::new(table.clone())
-            })
+            .create_read_session(&row_offset_request(&table))
             .await
             .unwrap();
         let mut req = ReadRequest::new(
@@ -231,35 +220,21 @@ async fn read_through(
         builder = builder.read_timeout(t);
     }
     let client = builder.build().unwrap();
-    for range in ["split", "rows"] {
-        let session = match range {
-            "split" => client
-                .create_read_session(&ReadSessionRequest::new(table.clone()))
-                .await
-                .unwrap(),
-            _ => client
-                .create_read_session(&ReadSessionRequest {
-                    split_options: SplitOptions::row_offset(),
-                    ..ReadSessionRequest::new(table.clone())
-                })
-                .await
-                .unwrap(),
-        };
-        let range_of = match range {
-            "split" => ReadRange::Split(0),
-            _ => ReadRange::Rows {
-                offset: 0,
-                count: 3000,
-            },
-        };
+    let rows = ReadRange::Rows {
+        offset: 0,
+        count: 3000,
+    };
+    for (range, request, range_of) in [
+        (
+            "split",
+            ReadSessionRequest::new(table.clone()),
+            ReadRange::Split(0),
+        ),
+        ("rows", row_offset_request(&table), rows),
+    ] {
+        let session = client.create_read_session(&request).await.unwrap();
         assert!(range != "split" || session.splits_count == 1, "{session:?}");
-        server
-            .faults
-            .set(
-                FaultPlan::new()
-                    .rule(FaultRule::new(fault.clone(), When::Nth(1)).action("TableRead")),
-            )
-            .unwrap();
+        server.inject(fault.clone(), When::Nth(1), "TableRead");
         let mut req = ReadRequest::new(table.clone(), &session.session_id, range_of);
         req.max_batch_rows = 250;
         let batches: Vec<_> = client
@@ -296,18 +271,10 @@ async fn read_resumes_after_truncation() {
 
 #[tokio::test]
 async fn compressed_read_resumes() {
-    read_through(
-        Fault::ResetAfter { bytes: 4000 },
-        Some(BodyEncoding::Zstd),
-        None,
-    )
-    .await;
-    read_through(
-        Fault::Truncate { bytes: 4000 },
-        Some(BodyEncoding::Lz4Frame),
-        None,
-    )
-    .await;
+    let zstd = Some(BodyEncoding::Zstd);
+    read_through(Fault::ResetAfter { bytes: 4000 }, zstd, None).await;
+    let lz4 = Some(BodyEncoding::Lz4Frame);
+    read_through(Fault::Truncate { bytes: 4000 }, lz4, None).await;
 }
 
 #[tokio::test]
@@ -325,29 +292,13 @@ async fn read_resumes_after_stall() {
 
 #[tokio::test]
 async fn read_retries_errors_before_the_body() {
-    read_through(Fault::Reset, None, None).await;
-    read_through(
-        Fault::Status {
-            status: 503,
-            retry_after: None,
-            code: None,
-            message: None,
-        },
-        None,
-        None,
-    )
-    .await;
-    read_through(
-        Fault::Status {
-            status: 429,
-            retry_after: Some(0),
-            code: None,
-            message: None,
-        },
-        None,
-        None,
-    )
-    .await;
+    for fault in [
+        Fault::Reset,
+        status_fault(503, None),
+        status_fault(429, Some(0)),
+    ] {
+        read_through(fault, None, None).await;
+    }
 }
 
 #[tokio::test]
@@ -355,23 +306,8 @@ async fn retries_are_bounded() {
     let server = TestServer::start().await;
     let client = server.client();
     let (table, _) = table_with_rows(&server, &client, "bounded", 10).await;
-    server
-        .faults
-        .set(
-            FaultPlan::new().rule(
-                FaultRule::new(
-                    Fault::Status {
-                        status: 500,
-                        retry_after: None,
-                        code: None,
-                        message: None,
-                    },
-                    When::Always,
-                )
-                .action("TableCreateReadSession"),
-            ),
-        )
-        .unwrap();
+    let fault = status_fault(500, None);
+    server.inject(fault, When::Always, "TableCreateReadSession");
     let err = client
         .create_read_session(&ReadSessionRequest::new(table.clone()))
         .await
@@ -389,19 +325,13 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
     let server = TestServer::start().await;
     let client = server.client();
     let g = DataGen::simple(3);
-    let table = TableId::new(PROJECT, None, "writes").unwrap();
-    server
-        .warehouse
-        .create_table(&table, &g.table_schema(Vec::new()), Default::default())
-        .await
-        .unwrap();
+    let table = server.create_table("writes", &g).await;
     let session = client
         .create_write_session(&WriteSessionRequest::new(table.clone()))
         .await
         .unwrap();
     let sid = session.session_id.clone();
-    let lost = FaultPlan::new()
-        .rule(FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableWrite"));
+    let lose_a_write = || server.inject(Fault::ResponseLost, When::Nth(1), "TableWrite");
 
     // Exactly-once: the lost answer is retried at the same offset and deduplicated.
     let eo = client
@@ -409,16 +339,12 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
         .await
         .unwrap();
     assert!(eo.exactly_once && !eo.access_token.is_empty());
-    server.faults.set(lost.clone()).unwrap();
+    lose_a_write();
     let ack = client
         .write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: "eo".into(),
-            version: eo.version,
             row_offset: Some(0),
             access_token: Some(eo.access_token.clone()),
-            batches: vec![g.batch(0..10)],
+            ..write_request(&table, &sid, &eo, vec![g.batch(0..10)])
         })
         .await
         .unwrap();
@@ -430,17 +356,9 @@ async fn plain_writes_are_not_repeated_but_exactly_once_writes_are() {
         .create_write_stream(&table, &sid, Some("plain"), false)
         .await
         .unwrap();
-    server.faults.set(lost).unwrap();
+    lose_a_write();
     let err = client
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: "plain".into(),
-            version: plain.version,
-            row_offset: None,
-            access_token: None,
-            batches: vec![g.batch(100..110)],
-        })
+        .write(write_request(&table, &sid, &plain, vec![g.batch(100..110)]))
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
@@ -475,27 +393,14 @@ async fn commit_is_retried_when_its_answer_is_lost() {
         .await
         .unwrap();
     client
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: "a".into(),
-            version: s.version,
-            row_offset: None,
-            access_token: None,
-            batches: vec![g.batch(0..20)],
-        })
+        .write(write_request(&table, sid, &s, vec![g.batch(0..20)]))
         .await
         .unwrap();
     client
         .close_write_stream(&table, sid, "a", s.version)
         .await
         .unwrap();
-    server
-        .faults
-        .set(FaultPlan::new().rule(
-            FaultRule::new(Fault::ResponseLost, When::Nth(1)).action("TableCommitWriteSession"),
-        ))
-        .unwrap();
+    server.inject(Fault::ResponseLost, When::Nth(1), "TableCommitWriteSession");
     let info = client
         .commit_write_session(&table, sid, None)
         .await

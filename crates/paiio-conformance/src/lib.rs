@@ -73,6 +73,14 @@ pub use write::*;
 
 use datagen::DataGen;
 
+/// The name and type of every field of `schema`.
+fn field_types(schema: &arrow_schema::Schema) -> Vec<(String, arrow_schema::DataType)> {
+    let fields = schema.fields().iter();
+    fields
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect()
+}
+
 /// A backend under test.
 #[derive(Clone)]
 pub struct Backend {
@@ -384,11 +392,15 @@ impl Backend {
             .collect())
     }
 
+    /// A new read session of the whole table, with the default options.
+    pub async fn table_session(&self, table: &TableId) -> ReadSession {
+        self.read_session(&ReadSessionRequest::new(table.clone()))
+            .await
+    }
+
     /// Every row of a table, through a new default session.
     pub async fn read_table(&self, table: &TableId) -> Vec<RecordBatch> {
-        let session = self
-            .read_session(&ReadSessionRequest::new(table.clone()))
-            .await;
+        let session = self.table_session(table).await;
         self.read_session_rows(&session)
             .await
             .unwrap_or_else(|e| panic!("expected to read every split of {table}: {e}"))

@@ -15,7 +15,7 @@ use paiio_storage::uri::TableId;
 
 use super::datagen::{DataGen, Value, assert_exactly_once, ids, value_at};
 use super::tables::{PT_REGION, fill};
-use super::{Backend, row_count, skip, spec};
+use super::{Backend, field_types, row_count, skip, spec};
 
 /// The standard partition layout: ids 0..10 in `pt=a,region=1`, 10..25 in `pt=a,region=2`,
 /// 25..33 in `pt=b,region=1`.
@@ -106,6 +106,15 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// A read session request for the given data and partition columns of `table`.
+fn columns_request(table: &TableId, data: &[&str], partition: &[&str]) -> ReadSessionRequest {
+    ReadSessionRequest {
+        required_data_columns: strings(data),
+        required_partition_columns: strings(partition),
+        ..ReadSessionRequest::new(table.clone())
+    }
+}
+
 async fn simple_table(b: &Backend, prefix: &str, seed: u64, rows: i64) -> (TableId, DataGen) {
     let g = DataGen::simple(seed);
     let table = b.create_gen_table(prefix, &g, &[]).await;
@@ -119,11 +128,9 @@ async fn simple_table(b: &Backend, prefix: &str, seed: u64, rows: i64) -> (Table
 /// unknown column is `NotFound`.
 pub async fn read_required_columns(b: &Backend) {
     let (table, g) = simple_table(b, "req_cols", 10, 20).await;
-    let request = ReadSessionRequest {
-        required_data_columns: strings(&["s", "id", "h"]),
-        ..ReadSessionRequest::new(table.clone())
-    };
-    let session = b.read_session(&request).await;
+    let session = b
+        .read_session(&columns_request(&table, &["s", "id", "h"], &[]))
+        .await;
     assert_eq!(
         column_names(&session),
         (strings(&["s", "id", "h"]), vec![]),
@@ -140,11 +147,9 @@ pub async fn read_required_columns(b: &Backend) {
         .unwrap_or_else(|e| panic!("expected the projected values to match: {e}"));
     assert_exactly_once(&got, 0..20, "projected read");
 
-    let request = ReadSessionRequest {
-        required_data_columns: strings(&["D", "Id"]),
-        ..ReadSessionRequest::new(table.clone())
-    };
-    let session = b.read_session(&request).await;
+    let session = b
+        .read_session(&columns_request(&table, &["D", "Id"], &[]))
+        .await;
     let batches = b.read_session_rows(&session).await.unwrap();
     assert_eq!(
         field_names(&batches),
@@ -154,19 +159,14 @@ pub async fn read_required_columns(b: &Backend) {
     g.check_values(&batches)
         .unwrap_or_else(|e| panic!("expected the projected values to match: {e}"));
 
-    let all = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let all = b.table_session(&table).await;
     assert_eq!(
         column_names(&all).0,
         strings(&["id", "h", "s", "d"]),
         "expected all data columns in table order when none are required"
     );
 
-    let request = ReadSessionRequest {
-        required_data_columns: strings(&["id", "nope"]),
-        ..ReadSessionRequest::new(table.clone())
-    };
+    let request = columns_request(&table, &["id", "nope"], &[]);
     let e = expect_err!(
         b.service.create_read_session(&request).await,
         Error::NotFound { .. },
@@ -185,11 +185,7 @@ pub async fn read_partition_columns(b: &Backend) {
     let table = b.create_gen_table("part_cols", &g, PT_REGION).await;
     fill_layout(b, &table, &g).await;
 
-    let request = ReadSessionRequest {
-        required_data_columns: strings(&["id", "h", "s", "d"]),
-        required_partition_columns: strings(&["region", "pt"]),
-        ..ReadSessionRequest::new(table.clone())
-    };
+    let request = columns_request(&table, &["id", "h", "s", "d"], &["region", "pt"]);
     let session = b.read_session(&request).await;
     assert_eq!(
         column_names(&session),
@@ -220,9 +216,7 @@ pub async fn read_partition_columns(b: &Backend) {
     );
     check_layout_values(&batches, "partition columns as data");
 
-    let plain = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let plain = b.table_session(&table).await;
     let batches = b.read_session_rows(&plain).await.unwrap();
     assert_eq!(
         field_names(&batches),
@@ -243,13 +237,10 @@ pub async fn read_partition_columns(b: &Backend) {
             vec![],
         ),
     ] {
-        let request = ReadSessionRequest {
-            required_data_columns: strings(&data),
-            required_partition_columns: strings(&partition),
-            ..ReadSessionRequest::new(table.clone())
-        };
         expect_err!(
-            b.service.create_read_session(&request).await,
+            b.service
+                .create_read_session(&columns_request(&table, &data, &partition))
+                .await,
             Error::NotFound { .. },
             "NotFound for {what}"
         );
@@ -752,11 +743,7 @@ pub async fn read_projection(b: &Backend) {
     let g = DataGen::simple(22);
     let table = b.create_gen_table("projection", &g, PT_REGION).await;
     fill_layout(b, &table, &g).await;
-    let request = ReadSessionRequest {
-        required_partition_columns: strings(&["pt"]),
-        ..ReadSessionRequest::new(table.clone())
-    };
-    let session = b.read_session(&request).await;
+    let session = b.read_session(&columns_request(&table, &[], &["pt"])).await;
     let read = |columns: &[&str]| ReadRequest {
         columns: strings(columns),
         ..ReadRequest::new(table.clone(), &session.session_id, ReadRange::Split(0))
@@ -844,21 +831,11 @@ fn values_by_id(batches: &[RecordBatch], columns: &[&str]) -> HashMap<i64, Vec<V
 
 /// Checks that every delivered batch has exactly the session's Arrow schema.
 fn check_delivered_schema(session: &ReadSession, batches: &[RecordBatch], options: &ArrowOptions) {
-    let expected = session.schema.to_arrow_schema(options, true);
+    let want = field_types(&session.schema.to_arrow_schema(options, true));
     for batch in batches {
-        let got: Vec<(&str, &DataType)> = batch
-            .schema_ref()
-            .fields()
-            .iter()
-            .map(|f| (f.name().as_str(), f.data_type()))
-            .collect();
-        let want: Vec<(&str, &DataType)> = expected
-            .fields()
-            .iter()
-            .map(|f| (f.name().as_str(), f.data_type()))
-            .collect();
         assert_eq!(
-            got, want,
+            field_types(batch.schema_ref()),
+            want,
             "expected batches in the session's schema under {options:?}"
         );
     }
@@ -1000,9 +977,7 @@ pub async fn arrow_large_string(b: &Backend) {
 pub async fn read_session_pins_version(b: &Backend) {
     let (table, g) = simple_table(b, "pin", 25, 10).await;
     let v1 = b.describe(&table).await.version;
-    let sized = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let sized = b.table_session(&table).await;
     let rows = b
         .read_session(&with_split(&table, SplitOptions::row_offset()))
         .await;
@@ -1038,9 +1013,7 @@ pub async fn read_session_pins_version(b: &Backend) {
             "expected the session's record count unchanged"
         );
     }
-    let fresh = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let fresh = b.table_session(&table).await;
     assert!(
         fresh.table_version > v1,
         "expected a new session on a newer version than {v1}"
@@ -1056,9 +1029,7 @@ pub async fn read_session_pins_version(b: &Backend) {
 /// created later under the same name.
 pub async fn read_session_of_dropped_table(b: &Backend) {
     let (table, g) = simple_table(b, "dropped_session", 26, 10).await;
-    let session = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let session = b.table_session(&table).await;
     b.service.drop_table(&table, false).await.unwrap();
     let check = |result: paiio_storage::error::Result<Vec<RecordBatch>>, when: &str| match result {
         Err(Error::NotFound { .. })
@@ -1095,9 +1066,7 @@ pub async fn read_session_expiry(b: &Backend) {
         return skip("read_session_expiry", "the backend has no ManualClock");
     }
     let (table, _) = simple_table(b, "expiry", 27, 10).await;
-    let sized = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let sized = b.table_session(&table).await;
     let rows = b
         .read_session(&with_split(&table, SplitOptions::row_offset()))
         .await;
@@ -1143,9 +1112,7 @@ pub async fn read_session_expiry(b: &Backend) {
             "SessionExpired refreshing an already expired session"
         );
     }
-    let fresh = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let fresh = b.table_session(&table).await;
     assert_eq!(
         row_count(&b.read_session_rows(&fresh).await.unwrap()),
         10,
@@ -1159,9 +1126,7 @@ pub async fn read_session_refresh(b: &Backend) {
         return skip("read_session_refresh", "the backend has no ManualClock");
     }
     let (table, _) = simple_table(b, "refresh", 28, 10).await;
-    let session = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let session = b.table_session(&table).await;
     let e0 = session.expiration_time_ms;
     let ttl = e0 - b.now_ms();
     assert!(
@@ -1215,41 +1180,44 @@ pub async fn read_session_refresh(b: &Backend) {
 pub async fn unknown_sessions(b: &Backend) {
     let (table, g) = simple_table(b, "unknown", 29, 3).await;
     let (other, _) = simple_table(b, "unknown_other", 29, 0).await;
-    let read = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let read = b.table_session(&table).await;
+    let split_0 = |id: &str| ReadRequest::new(table.clone(), id, ReadRange::Split(0));
     for id in ["nosuchsession0", "../etc", "x/y", ""] {
-        expect_err!(
-            b.read(&ReadRequest::new(table.clone(), id, ReadRange::Split(0)))
-                .await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound reading unknown read session {id:?}"
-        );
-        expect_err!(
-            b.service.get_read_session(&table, id, false).await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound getting unknown read session {id:?}"
-        );
-        expect_err!(
-            b.service.get_write_session(&table, id).await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound getting unknown write session {id:?}"
-        );
-        expect_err!(
-            b.service.create_write_stream(&table, id, None, false).await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound creating a stream in unknown write session {id:?}"
-        );
-        expect_err!(
-            b.service.commit_write_session(&table, id, None).await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound committing unknown write session {id:?}"
-        );
-        expect_err!(
-            b.service.abort_write_session(&table, id).await,
-            Error::NotFound { .. } | Error::InvalidArgument { .. },
-            "NotFound aborting unknown write session {id:?}"
-        );
+        let s = &b.service;
+        for (what, result) in [
+            (
+                "reading unknown read session",
+                b.read(&split_0(id)).await.map(drop),
+            ),
+            (
+                "getting unknown read session",
+                s.get_read_session(&table, id, false).await.map(drop),
+            ),
+            (
+                "getting unknown write session",
+                s.get_write_session(&table, id).await.map(drop),
+            ),
+            (
+                "creating a stream in unknown write session",
+                s.create_write_stream(&table, id, None, false)
+                    .await
+                    .map(drop),
+            ),
+            (
+                "committing unknown write session",
+                s.commit_write_session(&table, id, None).await.map(drop),
+            ),
+            (
+                "aborting unknown write session",
+                s.abort_write_session(&table, id).await,
+            ),
+        ] {
+            expect_err!(
+                result,
+                Error::NotFound { .. } | Error::InvalidArgument { .. },
+                "NotFound {what} {id:?}"
+            );
+        }
     }
     expect_err!(
         b.read(&ReadRequest::new(

@@ -1,6 +1,7 @@
 //! Capabilities of write sessions: streams and versions, commit and abort, overwrite,
 //! partitions, exactly-once offsets, type checks, expiry, and the all-types round trip.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -12,7 +13,7 @@ use arrow_schema::{DataType, Field, Fields};
 use paiio_storage::error::{Error, Result};
 use paiio_storage::service::{
     ReadSessionRequest, SessionStatus, SplitOptions, StreamStatus, WriteAck, WriteRequest,
-    WriteStream,
+    WriteSession, WriteSessionRequest, WriteStream,
 };
 use paiio_storage::uri::TableId;
 
@@ -21,7 +22,7 @@ use super::datagen::{
     with_columns, without_columns,
 };
 use super::tables::{PT_REGION, fill};
-use super::{Backend, row_count, skip, spec};
+use super::{Backend, field_types, row_count, skip, spec};
 
 async fn simple(b: &Backend, prefix: &str, seed: u64) -> (TableId, DataGen) {
     let g = DataGen::simple(seed);
@@ -88,26 +89,29 @@ fn with_pt(batch: &RecordBatch, pt: impl Fn(i64) -> Option<String>) -> RecordBat
     )
 }
 
-async fn eo_write(
-    b: &Backend,
-    table: &TableId,
-    session_id: &str,
-    stream: &WriteStream,
-    offset: Option<u64>,
-    token: Option<&str>,
-    batch: RecordBatch,
-) -> Result<WriteAck> {
-    b.service
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: session_id.to_string(),
-            stream_id: stream.stream_id.clone(),
-            version: stream.version,
-            row_offset: offset,
-            access_token: token.map(str::to_string),
-            batches: vec![batch],
-        })
-        .await
+/// Each partition of `table` and its row count, sorted.
+async fn partition_counts(b: &Backend, table: &TableId) -> Vec<(String, u64)> {
+    let partitions = b.service.list_partitions(table).await.unwrap();
+    let mut counts: Vec<(String, u64)> = partitions
+        .into_iter()
+        .map(|p| (p.spec.to_string(), p.row_count))
+        .collect();
+    counts.sort();
+    counts
+}
+
+/// The partition columns a write session expects in its data.
+fn partition_column_names(session: &WriteSession) -> Vec<&str> {
+    let columns = &session.write_schema.partition_columns;
+    columns.iter().map(|c| c.name.as_str()).collect()
+}
+
+/// A write session request for `partition` of `table`.
+fn session_request(table: &TableId, partition: &str) -> WriteSessionRequest {
+    WriteSessionRequest {
+        partition: spec(partition),
+        ..WriteSessionRequest::new(table.clone())
+    }
 }
 
 /// Streams are created with a chosen id or a fresh one; each id is distinct.
@@ -188,58 +192,42 @@ pub async fn write_stream_requested_versions(b: &Backend) {
     let (table, g) = simple(b, "stream_requested_versions", 43).await;
     let session = b.write_session(&table, "", false).await;
     let sid = &session.session_id;
-    let v1 = b
-        .service
-        .create_write_stream_version(&table, sid, Some("0"), Some(1), false)
-        .await
-        .unwrap();
+    let version = |v: u64| {
+        b.service
+            .create_write_stream_version(&table, sid, Some("0"), Some(v), false)
+    };
+    let v1 = version(1).await.unwrap();
     assert_eq!(
         v1.version, 1,
         "expected the requested version 1 to be created"
     );
-    let again = b
-        .service
-        .create_write_stream_version(&table, sid, Some("0"), Some(1), false)
-        .await
-        .unwrap();
+    let again = version(1).await.unwrap();
     assert_eq!(
         again, v1,
         "expected a retried create of the open version to return it unchanged"
     );
     b.write(&table, sid, &v1, g.batch(0..5)).await.unwrap();
-    let v3 = b
-        .service
-        .create_write_stream_version(&table, sid, Some("0"), Some(3), false)
-        .await
-        .unwrap();
+    let v3 = version(3).await.unwrap();
     assert_eq!(
         (v3.version, v3.row_offset),
         (3, 0),
         "expected version 3 to start empty"
     );
     expect_err!(
-        b.service
-            .create_write_stream_version(&table, sid, Some("0"), Some(2), false)
-            .await,
+        version(2).await,
         Error::InvalidState { .. },
         "InvalidState creating version 2 below the latest version 3"
     );
     b.write(&table, sid, &v3, g.batch(10..13)).await.unwrap();
     b.close_stream(&table, sid, "0", 3).await;
     expect_err!(
-        b.service
-            .create_write_stream_version(&table, sid, Some("0"), Some(3), false)
-            .await,
+        version(3).await,
         Error::InvalidState { .. },
         "InvalidState re-creating the closed version 3"
     );
     b.commit(&table, sid).await;
-    let ids = super::datagen::ids(&b.read_table(&table).await);
-    super::datagen::assert_exactly_once(
-        &ids,
-        10..13,
-        "only the latest committed version of stream 0",
-    );
+    let context = "only the latest committed version of stream 0";
+    assert_table_ids(b, &table, 10..13, context).await;
 }
 
 pub async fn write_stream_versions(b: &Backend) {
@@ -621,9 +609,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         (info.version, 40),
         "expected every row visible after the commit"
     );
-    let session = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
+    let session = b.table_session(&table).await;
     assert_eq!(
         session.table_version, info.version,
         "expected a new read session on the committed version"
@@ -726,14 +712,7 @@ pub async fn overwrite_partition(b: &Backend) {
         "after overwriting pt=a,region=1",
     )
     .await;
-    let counts: Vec<(String, u64)> = b
-        .service
-        .list_partitions(&table)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.spec.to_string(), p.row_count))
-        .collect();
+    let counts = partition_counts(b, &table).await;
     assert!(
         counts.contains(&(spec("pt=a,region=1").to_string(), 3)),
         "expected pt=a,region=1 to hold 3 rows, got {counts:?}"
@@ -793,23 +772,19 @@ pub async fn static_partition(b: &Backend) {
         ("an unknown key", "nope=1"),
         ("a spec skipping the first level", "region=5"),
     ] {
-        let request = paiio_storage::service::WriteSessionRequest {
-            partition: spec(partition),
-            ..paiio_storage::service::WriteSessionRequest::new(table.clone())
-        };
         expect_err!(
-            b.service.create_write_session(&request).await,
+            b.service
+                .create_write_session(&session_request(&table, partition))
+                .await,
             Error::InvalidArgument { .. },
             "InvalidArgument for a write session with {what}"
         );
     }
     let (plain, _) = simple(b, "static_plain", 51).await;
-    let request = paiio_storage::service::WriteSessionRequest {
-        partition: spec("pt=1"),
-        ..paiio_storage::service::WriteSessionRequest::new(plain)
-    };
     expect_err!(
-        b.service.create_write_session(&request).await,
+        b.service
+            .create_write_session(&session_request(&plain, "pt=1"))
+            .await,
         Error::InvalidArgument { .. },
         "InvalidArgument for a partition spec on an unpartitioned table"
     );
@@ -821,14 +796,8 @@ pub async fn dynamic_partitions(b: &Backend) {
     let g = DataGen::simple(52);
     let table = b.create_gen_table("dynamic", &g, PT_REGION).await;
     let session = b.write_session(&table, "", false).await;
-    let names: Vec<&str> = session
-        .write_schema
-        .partition_columns
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
     assert_eq!(
-        names,
+        partition_column_names(&session),
         vec!["pt", "region"],
         "expected both partition columns in a dynamic session's write schema"
     );
@@ -866,15 +835,7 @@ pub async fn dynamic_partitions(b: &Backend) {
     }
     let info = b.close_and_commit(&table, sid, &[&stream]).await;
     assert_eq!(info.rows, 30, "expected only the 30 valid rows committed");
-    let mut parts: Vec<(String, u64)> = b
-        .service
-        .list_partitions(&table)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.spec.to_string(), p.row_count))
-        .collect();
-    parts.sort();
+    let parts = partition_counts(b, &table).await;
     let mut want: Vec<(String, u64)> = ["a", "b", "c"]
         .iter()
         .flat_map(|pt| [0, 1].map(|r| (spec(&format!("pt={pt},region={r}")).to_string(), 5)))
@@ -917,14 +878,8 @@ pub async fn partial_static_partition(b: &Backend) {
     let g = DataGen::simple(53);
     let table = b.create_gen_table("partial_static", &g, PT_REGION).await;
     let session = b.write_session(&table, "pt=p1", false).await;
-    let names: Vec<&str> = session
-        .write_schema
-        .partition_columns
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
     assert_eq!(
-        names,
+        partition_column_names(&session),
         vec!["region"],
         "expected only the dynamic partition column in the write schema"
     );
@@ -950,15 +905,7 @@ pub async fn partial_static_partition(b: &Backend) {
     .await
     .unwrap();
     b.close_and_commit(&table, sid, &[&stream]).await;
-    let mut parts: Vec<(String, u64)> = b
-        .service
-        .list_partitions(&table)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.spec.to_string(), p.row_count))
-        .collect();
-    parts.sort();
+    let parts = partition_counts(b, &table).await;
     assert_eq!(
         parts,
         vec![
@@ -995,10 +942,7 @@ pub async fn partition_values_typed(b: &Backend) {
     let g = DataGen::simple(66);
     let table = b.create_gen_table("partition_types", &g, PT_REGION).await;
     // Static: refused at session creation, at the write or at the commit.
-    let request = paiio_storage::service::WriteSessionRequest {
-        partition: spec("pt=a,region=abc"),
-        ..paiio_storage::service::WriteSessionRequest::new(table.clone())
-    };
+    let request = session_request(&table, "pt=a,region=abc");
     let outcome = match b.service.create_write_session(&request).await {
         Err(e) => Err(e),
         Ok(session) => {
@@ -1056,11 +1000,65 @@ pub async fn partition_values_typed(b: &Backend) {
     check_constant(&batches, "region", Value::Int(4), "typed partitions");
 }
 
-async fn exactly_once_stream(
-    b: &Backend,
-    prefix: &str,
-    seed: u64,
-) -> (TableId, DataGen, String, WriteStream) {
+/// An exactly-once stream in a new session of a new simple table.
+struct EoStream<'a> {
+    b: &'a Backend,
+    table: TableId,
+    g: DataGen,
+    sid: String,
+    stream: WriteStream,
+}
+
+impl EoStream<'_> {
+    /// Writes rows `ids` to `stream` at row offset `offset`, with access token `token`.
+    async fn write_to(
+        &self,
+        stream: &WriteStream,
+        offset: Option<u64>,
+        token: Option<&str>,
+        ids: Range<i64>,
+    ) -> Result<WriteAck> {
+        self.b
+            .service
+            .write(WriteRequest {
+                table: self.table.clone(),
+                session_id: self.sid.clone(),
+                stream_id: stream.stream_id.clone(),
+                version: stream.version,
+                row_offset: offset,
+                access_token: token.map(str::to_string),
+                batches: vec![self.g.batch(ids)],
+            })
+            .await
+    }
+
+    /// Writes rows `ids` to the stream at `offset`, with `token`.
+    async fn write_with(
+        &self,
+        offset: Option<u64>,
+        token: Option<&str>,
+        ids: Range<i64>,
+    ) -> Result<WriteAck> {
+        self.write_to(&self.stream, offset, token, ids).await
+    }
+
+    /// Writes rows `ids` to the stream at `offset` with its own token; panics on failure.
+    async fn write(&self, offset: u64, ids: Range<i64>) -> WriteAck {
+        self.write_with(Some(offset), Some(&self.stream.access_token), ids)
+            .await
+            .unwrap_or_else(|e| panic!("expected the exactly-once write at offset {offset}: {e}"))
+    }
+
+    /// The stream's next row offset, as the service reports it.
+    async fn row_offset(&self) -> u64 {
+        let state = self
+            .b
+            .stream_state(&self.table, &self.sid, &self.stream.stream_id);
+        state.await.row_offset
+    }
+}
+
+async fn exactly_once_stream<'a>(b: &'a Backend, prefix: &str, seed: u64) -> EoStream<'a> {
     let (table, g) = simple(b, prefix, seed).await;
     let session = b.write_session(&table, "", false).await;
     let stream = b
@@ -1077,62 +1075,44 @@ async fn exactly_once_stream(
         stream.row_offset, 0,
         "expected a new exactly-once stream at row offset 0"
     );
-    (table, g, session.session_id, stream)
+    EoStream {
+        b,
+        table,
+        g,
+        sid: session.session_id,
+        stream,
+    }
+}
+
+fn ack(next_row_offset: u64, rows_written: u64, duplicate: bool) -> WriteAck {
+    WriteAck {
+        next_row_offset,
+        rows_written,
+        duplicate,
+    }
 }
 
 /// A replayed write (an offset below the stream's) is acknowledged as a duplicate and not
 /// applied.
 pub async fn exactly_once_duplicates(b: &Backend) {
-    let (table, g, sid, stream) = exactly_once_stream(b, "eo_dup", 54).await;
-    let token = Some(stream.access_token.as_str());
-    let ack = eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
-        .await
-        .unwrap();
+    let eo = exactly_once_stream(b, "eo_dup", 54).await;
+    let (table, sid) = (&eo.table, &eo.sid);
+    let first = eo.write(0, 0..10).await;
     assert_eq!(
-        ack,
-        WriteAck {
-            next_row_offset: 10,
-            rows_written: 10,
-            duplicate: false
-        },
+        first,
+        ack(10, 10, false),
         "expected the first write applied"
     );
-    let replay = eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
-        .await
-        .unwrap();
+    let replay = eo.write(0, 0..10).await;
     assert_eq!(
         replay,
-        WriteAck {
-            next_row_offset: 10,
-            rows_written: 0,
-            duplicate: true
-        },
+        ack(10, 0, true),
         "expected a replay acknowledged as duplicate"
     );
-    let ack = eo_write(b, &table, &sid, &stream, Some(10), token, g.batch(10..15))
-        .await
-        .unwrap();
-    assert_eq!(
-        ack,
-        WriteAck {
-            next_row_offset: 15,
-            rows_written: 5,
-            duplicate: false
-        },
-        "expected the next write applied"
-    );
+    let next = eo.write(10, 10..15).await;
+    assert_eq!(next, ack(15, 5, false), "expected the next write applied");
     for (offset, range) in [(10, 10..15), (0, 0..10)] {
-        let replay = eo_write(
-            b,
-            &table,
-            &sid,
-            &stream,
-            Some(offset),
-            token,
-            g.batch(range),
-        )
-        .await
-        .unwrap();
+        let replay = eo.write(offset, range).await;
         assert!(
             replay.duplicate && replay.rows_written == 0,
             "expected the replay at offset {offset} to be a duplicate, got {replay:?}"
@@ -1142,20 +1122,15 @@ pub async fn exactly_once_duplicates(b: &Backend) {
             "expected a replay to report the current offset 15"
         );
     }
-    assert_eq!(
-        b.stream_state(&table, &sid, &stream.stream_id)
-            .await
-            .row_offset,
-        15,
-        "expected offset 15"
-    );
-    let info = b.close_and_commit(&table, &sid, &[&stream]).await;
+    assert_eq!(eo.row_offset().await, 15, "expected offset 15");
+    let info = b.close_and_commit(table, sid, &[&eo.stream]).await;
     assert_eq!(
         info.rows, 15,
         "expected 15 rows committed despite the replays"
     );
     assert_exactly_once(
-        &g.verified_ids(&b.read_table(&table).await, "exactly-once"),
+        &eo.g
+            .verified_ids(&b.read_table(table).await, "exactly-once"),
         0..15,
         "rows after replays",
     );
@@ -1163,159 +1138,102 @@ pub async fn exactly_once_duplicates(b: &Backend) {
 
 /// A write whose offset leaves a gap (or overlaps partly) is refused and changes nothing.
 pub async fn exactly_once_gap(b: &Backend) {
-    let (table, g, sid, stream) = exactly_once_stream(b, "eo_gap", 55).await;
-    let token = Some(stream.access_token.as_str());
-    eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..10))
-        .await
-        .unwrap();
+    let eo = exactly_once_stream(b, "eo_gap", 55).await;
+    let token = Some(eo.stream.access_token.as_str());
+    eo.write(0, 0..10).await;
     for (what, offset, range) in [("a gap", 11, 11..15), ("a partial overlap", 5, 5..15)] {
         expect_err!(
-            eo_write(
-                b,
-                &table,
-                &sid,
-                &stream,
-                Some(offset),
-                token,
-                g.batch(range)
-            )
-            .await,
+            eo.write_with(Some(offset), token, range).await,
             Error::InvalidArgument { .. } | Error::OutOfRange { .. },
             "InvalidArgument or OutOfRange for {what} at offset {offset} (expected offset 10)"
         );
     }
     expect_err!(
-        eo_write(b, &table, &sid, &stream, None, token, g.batch(10..12)).await,
+        eo.write_with(None, token, 10..12).await,
         Error::InvalidArgument { .. },
         "InvalidArgument for an exactly-once write without a row offset"
     );
-    assert_eq!(
-        b.stream_state(&table, &sid, &stream.stream_id)
-            .await
-            .row_offset,
-        10,
-        "expected offset 10 after refused writes"
-    );
-    eo_write(b, &table, &sid, &stream, Some(10), token, g.batch(10..12))
-        .await
-        .unwrap();
-    b.close_and_commit(&table, &sid, &[&stream]).await;
-    assert_table_ids(b, &table, 0..12, "rows after refused gaps").await;
+    let offset = eo.row_offset().await;
+    assert_eq!(offset, 10, "expected offset 10 after refused writes");
+    eo.write(10, 10..12).await;
+    b.close_and_commit(&eo.table, &eo.sid, &[&eo.stream]).await;
+    assert_table_ids(b, &eo.table, 0..12, "rows after refused gaps").await;
 }
 
 /// Exactly-once writes without the stream's access token, or with a wrong one, are refused.
 pub async fn exactly_once_access_token(b: &Backend) {
-    let (table, g, sid, stream) = exactly_once_stream(b, "eo_token", 56).await;
+    let eo = exactly_once_stream(b, "eo_token", 56).await;
     for (what, token) in [
         ("no access token", None),
         ("a wrong access token", Some("wrong-token")),
         ("an empty access token", Some("")),
     ] {
         expect_err!(
-            eo_write(b, &table, &sid, &stream, Some(0), token, g.batch(0..5)).await,
+            eo.write_with(Some(0), token, 0..5).await,
             Error::Unauthenticated { .. } | Error::InvalidArgument { .. },
             "Unauthenticated or InvalidArgument for an exactly-once write with {what}"
         );
     }
     let other = b
         .service
-        .create_write_stream(&table, &sid, None, true)
+        .create_write_stream(&eo.table, &eo.sid, None, true)
         .await
         .unwrap();
     assert_ne!(
-        other.access_token, stream.access_token,
+        other.access_token, eo.stream.access_token,
         "expected streams to have distinct access tokens"
     );
     expect_err!(
-        eo_write(
-            b,
-            &table,
-            &sid,
-            &stream,
-            Some(0),
-            Some(&other.access_token),
-            g.batch(0..5)
-        )
-        .await,
+        eo.write_with(Some(0), Some(&other.access_token), 0..5)
+            .await,
         Error::Unauthenticated { .. } | Error::InvalidArgument { .. },
         "Unauthenticated or InvalidArgument for a write with another stream's access token"
     );
-    assert_eq!(
-        b.stream_state(&table, &sid, &stream.stream_id)
-            .await
-            .row_offset,
-        0,
-        "expected refused writes to apply nothing"
-    );
-    eo_write(
-        b,
-        &table,
-        &sid,
-        &stream,
-        Some(0),
-        Some(&stream.access_token),
-        g.batch(0..5),
-    )
-    .await
-    .unwrap();
-    b.close_and_commit(&table, &sid, &[&stream, &other]).await;
-    assert_table_ids(b, &table, 0..5, "rows of the authorised write only").await;
+    let offset = eo.row_offset().await;
+    assert_eq!(offset, 0, "expected refused writes to apply nothing");
+    eo.write(0, 0..5).await;
+    b.close_and_commit(&eo.table, &eo.sid, &[&eo.stream, &other])
+        .await;
+    assert_table_ids(b, &eo.table, 0..5, "rows of the authorised write only").await;
 }
 
 /// `get_write_stream` returns the offset and token to resume an exactly-once stream from.
 pub async fn exactly_once_resume(b: &Backend) {
-    let (table, g, sid, stream) = exactly_once_stream(b, "eo_resume", 57).await;
-    eo_write(
-        b,
-        &table,
-        &sid,
-        &stream,
-        Some(0),
-        Some(&stream.access_token),
-        g.batch(0..7),
-    )
-    .await
-    .unwrap();
-    eo_write(
-        b,
-        &table,
-        &sid,
-        &stream,
-        Some(7),
-        Some(&stream.access_token),
-        g.batch(7..13),
-    )
-    .await
-    .unwrap();
+    let eo = exactly_once_stream(b, "eo_resume", 57).await;
+    eo.write(0, 0..7).await;
+    eo.write(7, 7..13).await;
     // A writer that lost its state asks where to resume.
-    let state = b.stream_state(&table, &sid, &stream.stream_id).await;
+    let state = b
+        .stream_state(&eo.table, &eo.sid, &eo.stream.stream_id)
+        .await;
     assert_eq!(
         state.row_offset, 13,
         "expected the stream's next row offset 13"
     );
     assert_eq!(
-        state.access_token, stream.access_token,
+        state.access_token, eo.stream.access_token,
         "expected get_write_stream to return the access token"
     );
-    assert_eq!(state.version, stream.version, "expected the same version");
+    assert_eq!(
+        state.version, eo.stream.version,
+        "expected the same version"
+    );
     assert!(
         state.exactly_once,
         "expected the stream reported exactly-once"
     );
-    let ack = eo_write(
-        b,
-        &table,
-        &sid,
-        &state,
-        Some(state.row_offset),
-        Some(&state.access_token),
-        g.batch(13..20),
-    )
-    .await
-    .unwrap();
+    let ack = eo
+        .write_to(
+            &state,
+            Some(state.row_offset),
+            Some(&state.access_token),
+            13..20,
+        )
+        .await
+        .unwrap();
     assert_eq!(ack.next_row_offset, 20, "expected offset 20 after resuming");
-    b.close_and_commit(&table, &sid, &[&state]).await;
-    assert_table_ids(b, &table, 0..20, "rows of a resumed stream").await;
+    b.close_and_commit(&eo.table, &eo.sid, &[&state]).await;
+    assert_table_ids(b, &eo.table, 0..20, "rows of a resumed stream").await;
 }
 
 /// Replaces column `name` of `batch` by `array` (with a matching field).
@@ -1327,6 +1245,16 @@ fn replace_column(batch: &RecordBatch, name: &str, array: ArrayRef) -> RecordBat
     let mut columns = batch.columns().to_vec();
     columns[i] = array;
     RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap()
+}
+
+/// For each `(what, column, array)`, `base` with `column` replaced by `array`: the bad
+/// writes of [`refused_writes`].
+fn replaced_columns<'a>(
+    base: &RecordBatch,
+    changes: Vec<(&'a str, &'a str, ArrayRef)>,
+) -> Vec<(&'a str, RecordBatch, &'a str)> {
+    let replace = |(what, column, array)| (what, replace_column(base, column, array), column);
+    changes.into_iter().map(replace).collect()
 }
 
 /// Opens a stream, runs `bad` writes expecting each refused, then writes `good`, commits and
@@ -1396,35 +1324,25 @@ pub async fn type_mismatch(b: &Backend) {
     let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
     let texts: ArrayRef = Arc::new(StringArray::from(vec!["1", "2", "3"]));
     let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
-    let bad = vec![
-        (
-            "Int64 data for STRING column s",
-            replace_column(&base, "s", ints),
-            "s",
-        ),
-        (
-            "Utf8 data for DOUBLE column d",
-            replace_column(&base, "d", texts),
-            "d",
-        ),
-        (
-            "Float64 data for BIGINT column id",
-            replace_column(&base, "id", floats),
-            "id",
-        ),
-    ];
+    let bad = replaced_columns(
+        &base,
+        vec![
+            ("Int64 data for STRING column s", "s", ints.clone()),
+            ("Utf8 data for DOUBLE column d", "d", texts),
+            ("Float64 data for BIGINT column id", "id", floats),
+        ],
+    );
     refused_writes(b, &table, &g, bad, 10..20).await;
 
     let all = DataGen::all_types(59);
     let wide = b.create_gen_table("type_mismatch_all", &all, &[]).await;
-    let base = all.batch(0..3);
     let wrong_struct = StructArray::new(
         Fields::from(vec![
             Field::new("x", DataType::Int64, true),
             Field::new("y", DataType::Utf8, true),
         ]),
         vec![
-            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+            ints.clone(),
             Arc::new(StringArray::from(vec!["a", "b", "c"])),
         ],
         None,
@@ -1432,41 +1350,32 @@ pub async fn type_mismatch(b: &Backend) {
     let wide_decimal = Decimal128Array::from(vec![1i128, 2, 3])
         .with_precision_and_scale(20, 2)
         .unwrap();
-    let bad = vec![
-        (
-            "a struct with other field names for c_struct",
-            replace_column(&base, "c_struct", Arc::new(wrong_struct)),
-            "c_struct",
-        ),
-        (
-            "Int32 data for DATE column c_date",
-            replace_column(&base, "c_date", Arc::new(Int32Array::from(vec![1, 2, 3]))),
-            "c_date",
-        ),
-        (
-            "decimal(20,2) data for DECIMAL(10,2) column c_decimal",
-            replace_column(&base, "c_decimal", Arc::new(wide_decimal)),
-            "c_decimal",
-        ),
-        (
-            "Int64 data for TINYINT column c_tinyint",
-            replace_column(
-                &base,
-                "c_tinyint",
-                Arc::new(Int64Array::from(vec![1, 2, 3])),
+    let bad = replaced_columns(
+        &all.batch(0..3),
+        vec![
+            (
+                "a struct with other field names for c_struct",
+                "c_struct",
+                Arc::new(wrong_struct),
             ),
-            "c_tinyint",
-        ),
-        (
-            "Utf8 data for ARRAY<BIGINT> column c_array",
-            replace_column(
-                &base,
+            (
+                "Int32 data for DATE column c_date",
+                "c_date",
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+            ),
+            (
+                "decimal(20,2) data for DECIMAL(10,2) column c_decimal",
+                "c_decimal",
+                Arc::new(wide_decimal),
+            ),
+            ("Int64 data for TINYINT column c_tinyint", "c_tinyint", ints),
+            (
+                "Utf8 data for ARRAY<BIGINT> column c_array",
                 "c_array",
                 Arc::new(StringArray::from(vec!["[1]", "[2]", "[3]"])),
             ),
-            "c_array",
-        ),
-    ];
+        ],
+    );
     refused_writes(b, &wide, &all, bad, 10..20).await;
 }
 
@@ -1690,36 +1599,18 @@ pub async fn datagen_round_trip(b: &Backend) {
     let info = b.commit(&table, sid).await;
     assert_eq!(info.rows, 400, "expected 400 rows committed");
 
-    let read = b
-        .read_session(&ReadSessionRequest::new(table.clone()))
-        .await;
-    let expected_types: Vec<(String, DataType)> = g
-        .arrow_schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
-    let got_types: Vec<(String, DataType)> = read
-        .schema
-        .to_arrow_schema(&read.arrow_options, true)
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
+    let read = b.table_session(&table).await;
+    let expected_types = field_types(&g.arrow_schema());
     assert_eq!(
-        got_types, expected_types,
+        field_types(&read.schema.to_arrow_schema(&read.arrow_options, true)),
+        expected_types,
         "expected the session's Arrow schema to be the written one"
     );
     let batches = b.read_session_rows(&read).await.unwrap();
     for batch in &batches {
-        let types: Vec<(String, DataType)> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect();
         assert_eq!(
-            types, expected_types,
+            field_types(&batch.schema()),
+            expected_types,
             "expected every read batch in the table's Arrow types"
         );
     }

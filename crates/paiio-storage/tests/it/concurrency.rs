@@ -17,7 +17,7 @@ use paiio_storage::local::LocalWarehouse;
 use paiio_storage::{
     Column, CommitInfo, CreateTableOptions, Error, OdpsType, PartitionSpec, ReadRange, ReadRequest,
     ReadSession, ReadSessionRequest, SessionStatus, SplitOptions, TableId, TableSchema,
-    TableService, WriteRequest, WriteSessionRequest,
+    TableService, WriteAck, WriteRequest, WriteSessionRequest, WriteStream,
 };
 
 /// Row ids of commit `key` are `key * STRIDE + i`.
@@ -35,14 +35,18 @@ fn row_hash(id: u64) -> i64 {
 }
 
 fn schema() -> TableSchema {
-    TableSchema::new(
-        vec![
-            Column::new("id", OdpsType::BigInt),
-            Column::new("h", OdpsType::BigInt),
-        ],
-        vec![Column::new("pt", OdpsType::String)],
-    )
-    .unwrap()
+    schema_with(&[], true)
+}
+
+/// Columns `id` and `h` (bigint), then string columns `extra`; partitioned by `pt` or not.
+fn schema_with(extra: &[&str], partitioned: bool) -> TableSchema {
+    let mut columns = vec![
+        Column::new("id", OdpsType::BigInt),
+        Column::new("h", OdpsType::BigInt),
+    ];
+    columns.extend(extra.iter().map(|c| Column::new(*c, OdpsType::String)));
+    let partitions = partitioned.then(|| Column::new("pt", OdpsType::String));
+    TableSchema::new(columns, partitions.into_iter().collect()).unwrap()
 }
 
 fn spec(pt: &str) -> PartitionSpec {
@@ -98,6 +102,12 @@ impl Commit {
 }
 
 fn batch(commit: &Commit, ids: &[u64]) -> RecordBatch {
+    let dynamic = matches!(commit.target, Target::Dynamic(..));
+    rows_batch(ids, dynamic.then_some(|id| commit.partition_of(id)))
+}
+
+/// The rows `ids` (id and hash), with a `pt` column of `pt(id)` when given.
+fn rows_batch(ids: &[u64], pt: Option<impl Fn(u64) -> String>) -> RecordBatch {
     let mut fields = vec![
         Field::new("id", DataType::Int64, true),
         Field::new("h", DataType::Int64, true),
@@ -110,13 +120,74 @@ fn batch(commit: &Commit, ids: &[u64]) -> RecordBatch {
             ids.iter().map(|&id| row_hash(id)),
         )),
     ];
-    if matches!(commit.target, Target::Dynamic(..)) {
+    if let Some(pt) = pt {
         fields.push(Field::new("pt", DataType::Utf8, true));
         columns.push(Arc::new(StringArray::from_iter_values(
-            ids.iter().map(|&id| commit.partition_of(id)),
+            ids.iter().map(|&id| pt(id)),
         )));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// Writes `batch` to a stream version in one request.
+async fn write_batch(
+    w: &LocalWarehouse,
+    table: &TableId,
+    sid: &str,
+    stream: &WriteStream,
+    batch: RecordBatch,
+) -> paiio_storage::Result<WriteAck> {
+    w.write(WriteRequest {
+        table: table.clone(),
+        session_id: sid.to_string(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches: vec![batch],
+    })
+    .await
+}
+
+/// Writes `batch` in a new session (overwriting or not) of one stream, and commits it.
+async fn commit_batch(
+    w: &LocalWarehouse,
+    request: &WriteSessionRequest,
+    batch: RecordBatch,
+) -> CommitInfo {
+    let table = &request.table;
+    let s = w.create_write_session(request).await.unwrap();
+    let sid = &s.session_id;
+    let st = w
+        .create_write_stream(table, sid, None, false)
+        .await
+        .unwrap();
+    write_batch(w, table, sid, &st, batch).await.unwrap();
+    w.close_write_stream(table, sid, &st.stream_id, st.version)
+        .await
+        .unwrap();
+    w.commit_write_session(table, sid, None).await.unwrap()
+}
+
+/// The ids of rows `0..count` of a RowOffset session.
+async fn read_row_ids(
+    w: &LocalWarehouse,
+    table: &TableId,
+    session_id: &str,
+    count: u64,
+) -> paiio_storage::Result<Vec<u64>> {
+    let range = ReadRange::Rows { offset: 0, count };
+    let mut stream = w
+        .read(&ReadRequest::new(table.clone(), session_id, range))
+        .await?;
+    let mut ids = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        let col = b.column_by_name("id").unwrap();
+        let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+        ids.extend(col.values().iter().map(|&v| v as u64));
+    }
+    Ok(ids)
 }
 
 /// Writes a commit's rows in a new session and closes its streams; returns the session id.
@@ -140,17 +211,9 @@ async fn prepare(w: &LocalWarehouse, table: &TableId, commit: &Commit) -> String
             .await
             .unwrap();
         if !part.is_empty() {
-            w.write(WriteRequest {
-                table: table.clone(),
-                session_id: sid.clone(),
-                stream_id: stream.stream_id.clone(),
-                version: stream.version,
-                row_offset: None,
-                access_token: None,
-                batches: vec![batch(commit, part)],
-            })
-            .await
-            .unwrap_or_else(|e| panic!("writing commit {}: {e}", commit.key));
+            write_batch(w, table, &sid, &stream, batch(commit, part))
+                .await
+                .unwrap_or_else(|e| panic!("writing commit {}: {e}", commit.key));
         }
         w.close_write_stream(table, &sid, &stream.stream_id, stream.version)
             .await
@@ -772,17 +835,13 @@ fn overwriting_an_unpartitioned_table_keeps_open_sessions_readable() {
     runtime().block_on(async {
         let w = LocalWarehouse::open(root.path()).unwrap();
         let table = TableId::new("conc", None, "flat").unwrap();
-        let flat = TableSchema::new(
-            vec![
-                Column::new("id", OdpsType::BigInt),
-                Column::new("h", OdpsType::BigInt),
-            ],
-            vec![],
+        w.create_table(
+            &table,
+            &schema_with(&[], false),
+            CreateTableOptions::default(),
         )
+        .await
         .unwrap();
-        w.create_table(&table, &flat, CreateTableOptions::default())
-            .await
-            .unwrap();
         let write = {
             let (w, table) = (w.clone(), table.clone());
             move |key: u64, overwrite: bool| {
@@ -790,42 +849,9 @@ fn overwriting_an_unpartitioned_table_keeps_open_sessions_readable() {
                 async move {
                     let mut request = WriteSessionRequest::new(table.clone());
                     request.overwrite = overwrite;
-                    let s = w.create_write_session(&request).await.unwrap();
-                    let st = w
-                        .create_write_stream(&table, &s.session_id, None, false)
-                        .await
-                        .unwrap();
-                    let ids: Vec<i64> = (0..100).map(|i| (key * STRIDE + i) as i64).collect();
-                    let b = RecordBatch::try_new(
-                        Arc::new(Schema::new(vec![
-                            Field::new("id", DataType::Int64, true),
-                            Field::new("h", DataType::Int64, true),
-                        ])),
-                        vec![
-                            Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
-                            Arc::new(Int64Array::from_iter_values(
-                                ids.iter().map(|&id| row_hash(id as u64)),
-                            )),
-                        ],
-                    )
-                    .unwrap();
-                    w.write(WriteRequest {
-                        table: table.clone(),
-                        session_id: s.session_id.clone(),
-                        stream_id: st.stream_id.clone(),
-                        version: st.version,
-                        row_offset: None,
-                        access_token: None,
-                        batches: vec![b],
-                    })
-                    .await
-                    .unwrap();
-                    w.close_write_stream(&table, &s.session_id, &st.stream_id, st.version)
-                        .await
-                        .unwrap();
-                    w.commit_write_session(&table, &s.session_id, None)
-                        .await
-                        .unwrap()
+                    let ids: Vec<u64> = (0..100).map(|i| key * STRIDE + i).collect();
+                    let no_pt: Option<fn(u64) -> String> = None;
+                    commit_batch(&w, &request, rows_batch(&ids, no_pt)).await
                 }
             }
         };
@@ -838,22 +864,9 @@ fn overwriting_an_unpartitioned_table_keeps_open_sessions_readable() {
         let read_ids = |session: ReadSession| {
             let w = w.clone();
             async move {
-                let req = ReadRequest::new(
-                    session.table.clone(),
-                    session.session_id.clone(),
-                    ReadRange::Rows {
-                        offset: 0,
-                        count: session.record_count as u64,
-                    },
-                );
-                let mut out = Vec::new();
-                let mut s = w.read(&req).await.unwrap();
-                while let Some(b) = s.next().await {
-                    let b = b.unwrap();
-                    let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-                    out.extend(ids.values().iter().map(|&v| v as u64));
-                }
-                out
+                let count = session.record_count as u64;
+                let ids = read_row_ids(&w, &session.table, &session.session_id, count);
+                ids.await.unwrap()
             }
         };
         let before = read_ids(session.clone()).await;
@@ -1048,38 +1061,9 @@ fn drop_table_racing_a_commit_leaves_no_torn_table() {
         // latest version and its publication (copying and extending the manifest). Each
         // round works on a copy of it (the documented layout: manifests and data files).
         let template = create_table(&w, "template").await;
-        {
-            let mut request = WriteSessionRequest::new(template.clone());
-            request.partition = PartitionSpec::empty();
-            let s = w.create_write_session(&request).await.unwrap();
-            let st = w.create_write_stream(&template, &s.session_id, None, false).await.unwrap();
-            let ids: Vec<u64> = (0..TEMPLATE_PARTITIONS).map(|i| 7000 * STRIDE + i).collect();
-            let b = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![
-                    Field::new("id", DataType::Int64, true),
-                    Field::new("h", DataType::Int64, true),
-                    Field::new("pt", DataType::Utf8, true),
-                ])),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(ids.iter().map(|&id| id as i64))) as ArrayRef,
-                    Arc::new(Int64Array::from_iter_values(ids.iter().map(|&id| row_hash(id)))),
-                    Arc::new(StringArray::from_iter_values(ids.iter().map(|id| format!("t{}", id % STRIDE)))),
-                ],
-            )
-            .unwrap();
-            let request = WriteRequest {
-                table: template.clone(),
-                session_id: s.session_id.clone(),
-                stream_id: st.stream_id.clone(),
-                version: st.version,
-                row_offset: None,
-                access_token: None,
-                batches: vec![b],
-            };
-            w.write(request).await.unwrap();
-            w.close_write_stream(&template, &s.session_id, &st.stream_id, st.version).await.unwrap();
-            w.commit_write_session(&template, &s.session_id, None).await.unwrap();
-        }
+        let ids: Vec<u64> = (0..TEMPLATE_PARTITIONS).map(|i| 7000 * STRIDE + i).collect();
+        let b = rows_batch(&ids, Some(|id| format!("t{}", id % STRIDE)));
+        commit_batch(&w, &WriteSessionRequest::new(template.clone()), b).await;
         let template_dir = w.root().join("conc").join("default").join("template");
         let rounds: u64 = std::env::var("PAIIO_DROP_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(80);
         for round in 0..rounds {
@@ -1122,23 +1106,8 @@ fn drop_table_racing_a_commit_leaves_no_torn_table() {
                     Err(Error::NotFound { .. }) => {}
                     Ok(info) => {
                         let read = tokio::time::timeout(Duration::from_secs(10), async {
-                            let mut request = row_session_request(&table);
-                            request.split_options = SplitOptions::row_offset();
-                            match service.create_read_session(&request).await {
-                                Ok(s) => {
-                                    let req = ReadRequest::new(table.clone(), s.session_id.clone(), ReadRange::Rows { offset: 0, count: s.record_count as u64 });
-                                    match service.read(&req).await {
-                                        Ok(mut st) => {
-                                            while let Some(b) = st.next().await {
-                                                b?;
-                                            }
-                                            Ok::<(), Error>(())
-                                        }
-                                        Err(e) => Err(e),
-                                    }
-                                }
-                                Err(e) => Err(e),
-                            }
+                            let s = service.create_read_session(&row_session_request(&table)).await?;
+                            read_row_ids(&service, &table, &s.session_id, s.record_count as u64).await.map(drop)
                         })
                         .await
                         .unwrap();
@@ -1175,18 +1144,7 @@ fn session_of_a_dropped_table_does_not_read_its_successor() {
         for k in 11..=13 {
             write_and_commit(&w, &table, &Commit::new(k, 1, Target::Static("a".into()))).await;
         }
-        let request = ReadRequest::new(table.clone(), session.session_id.clone(), ReadRange::Rows { offset: 0, count: 30 });
-        let outcome: Result<Vec<u64>, Error> = async {
-            let mut stream = w.read(&request).await?;
-            let mut ids = Vec::new();
-            while let Some(b) = stream.next().await {
-                let b = b?;
-                let col = b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
-                ids.extend(col.values().iter().map(|&v| v as u64));
-            }
-            Ok::<_, Error>(ids)
-        }
-        .await;
+        let outcome = read_row_ids(&w, &table, &session.session_id, 30).await;
         if let Ok(ids) = outcome {
             let keys: BTreeSet<u64> = ids.iter().map(|id| id / STRIDE).collect();
             assert!(
@@ -1214,15 +1172,7 @@ fn another_instance_sees_a_recreated_table() {
         let seen = b.describe_table(&table).await.unwrap();
         assert_eq!((seen.version, seen.row_count), (2, 20));
         a.drop_table(&table, false).await.unwrap();
-        let wider = TableSchema::new(
-            vec![
-                Column::new("id", OdpsType::BigInt),
-                Column::new("h", OdpsType::BigInt),
-                Column::new("extra", OdpsType::String),
-            ],
-            vec![Column::new("pt", OdpsType::String)],
-        )
-        .unwrap();
+        let wider = schema_with(&["extra"], true);
         a.create_table(&table, &wider, CreateTableOptions::default())
             .await
             .unwrap();
@@ -1270,11 +1220,7 @@ fn racing_creates_and_drops_of_one_table_have_one_winner() {
         let a = LocalWarehouse::open(root.path()).unwrap();
         let b = LocalWarehouse::open(root.path()).unwrap();
         let narrow = schema();
-        let wide = TableSchema::new(
-            vec![Column::new("id", OdpsType::BigInt), Column::new("h", OdpsType::BigInt), Column::new("w", OdpsType::String)],
-            vec![Column::new("pt", OdpsType::String)],
-        )
-        .unwrap();
+        let wide = schema_with(&["w"], true);
         let table = TableId::new("conc", None, "contested").unwrap();
         let mut outcomes = BTreeMap::<String, u32>::new();
         for round in 0..120u32 {

@@ -949,6 +949,55 @@ impl ChildProcess {
     }
 }
 
+/// Creates `table` in the warehouse at `root` and commits `plans` to it, in order.
+fn create_with_commits(
+    runtime: &tokio::runtime::Runtime,
+    root: &Path,
+    table: &TableId,
+    plans: impl IntoIterator<Item = Plan>,
+) {
+    runtime.block_on(async {
+        let w = LocalWarehouse::open(root).unwrap();
+        w.create_table(table, &table_schema(), CreateTableOptions::default())
+            .await
+            .unwrap();
+        for p in plans {
+            write_and_commit(&w, table, &p).await.unwrap();
+        }
+    });
+}
+
+/// Runs a `mode` child on table `name` under a file size limit of 128 blocks (64 KiB where
+/// the shell counts 512-byte blocks, as dash does, or 128 KiB where it counts KiB, as bash
+/// does), waits up to `timeout` for it to exit successfully, and returns its stdout lines
+/// and its output; `None` (with a note) when the shell cannot set a file size limit.
+fn run_full_disk_child(
+    mode: &str,
+    root: &Path,
+    name: &str,
+    timeout: Duration,
+) -> Option<(Vec<String>, String)> {
+    let mut child = ChildProcess::spawn(mode, root, name, 0, Some(128));
+    let status = child.wait_exit(timeout);
+    let output = child.output();
+    if status.code() == Some(77) {
+        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+        return None;
+    }
+    assert!(
+        status.success(),
+        "the {mode} child failed ({status})\n{output}"
+    );
+    let lines = child.stdout_log.lock().clone();
+    Some((lines, output))
+}
+
+/// The first of `lines` that starts with `prefix`; panics with `missing` otherwise.
+fn line_with<'a>(lines: &'a [String], prefix: &str, missing: &str) -> &'a String {
+    let found = lines.iter().find(|l| l.starts_with(prefix));
+    found.unwrap_or_else(|| panic!("{missing}"))
+}
+
 /// A delay before the kill: many short ones (session creation, the first writes), some long.
 fn kill_delay(seed: u64) -> Duration {
     let r = mix(seed);
@@ -1097,35 +1146,16 @@ fn failed_file_writes_leave_the_table_unchanged() {
     let root = tempfile::tempdir().unwrap();
     let runtime = current_thread_runtime();
     let table = table_id("full");
-    runtime.block_on(async {
-        let w = LocalWarehouse::open(root.path()).unwrap();
-        w.create_table(&table, &table_schema(), CreateTableOptions::default())
-            .await
-            .unwrap();
-        for c in 0..2 {
-            write_and_commit(&w, &table, &plan(Profile::ManyFiles, c))
-                .await
-                .unwrap();
-        }
-    });
-    // 128 blocks: 64 KiB (dash counts 512-byte blocks) or 128 KiB (bash counts KiB).
-    let mut child = ChildProcess::spawn("disk-full", root.path(), "full", 0, Some(128));
-    let status = child.wait_exit(Duration::from_secs(60));
-    let output = child.output();
-    if status.code() == Some(77) {
-        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+    let plans = (0..2).map(|c| plan(Profile::ManyFiles, c));
+    create_with_commits(&runtime, root.path(), &table, plans);
+    let timeout = Duration::from_secs(60);
+    let Some((lines, output)) = run_full_disk_child("disk-full", root.path(), "full", timeout)
+    else {
         return;
-    }
-    assert!(
-        status.success(),
-        "the disk-full child failed ({status})\n{output}"
-    );
-    let lines: Vec<String> = child.stdout_log.lock().clone();
-    drop(child);
+    };
 
-    let write_failed = lines.iter().find(|l| l.starts_with("PAIIO_WRITE_FAILED"));
-    let write_failed = write_failed
-        .unwrap_or_else(|| panic!("a 60,000-row write fit in the file size limit?\n{output}"));
+    let missing = format!("a 60,000-row write fit in the file size limit?\n{output}");
+    let write_failed = line_with(&lines, "PAIIO_WRITE_FAILED", &missing);
     // The storage layer reports EFBIG from the Arrow IPC writer as Error::Arrow (wrapping the
     // io::Error), not Error::Io; either way it must be a clean error naming the OS failure.
     assert!(
@@ -1133,10 +1163,8 @@ fn failed_file_writes_leave_the_table_unchanged() {
         "a failed data file write should be an I/O error: {write_failed}"
     );
 
-    let commit_failed = lines
-        .iter()
-        .find(|l| l.starts_with("PAIIO_COMMIT_FAILED"))
-        .unwrap_or_else(|| panic!("no commit failed under the file size limit\n{output}"));
+    let missing = format!("no commit failed under the file size limit\n{output}");
+    let commit_failed = line_with(&lines, "PAIIO_COMMIT_FAILED", &missing);
     let field = |key: &str| -> String {
         commit_failed
             .split_whitespace()
@@ -1249,32 +1277,17 @@ fn failed_import_on_a_full_disk_leaves_no_files() {
     let root = tempfile::tempdir().unwrap();
     let runtime = current_thread_runtime();
     let table = table_id("fullimport");
-    runtime.block_on(async {
-        let w = LocalWarehouse::open(root.path()).unwrap();
-        w.create_table(&table, &table_schema(), CreateTableOptions::default())
-            .await
-            .unwrap();
-        write_and_commit(&w, &table, &plan(Profile::ManyFiles, 0))
-            .await
-            .unwrap();
-    });
+    create_with_commits(&runtime, root.path(), &table, [plan(Profile::ManyFiles, 0)]);
     let before = unreferenced_data_files(root.path(), &table);
     assert!(before.is_empty(), "{before:?}");
-    let mut child =
-        ChildProcess::spawn("disk-full-import", root.path(), "fullimport", 0, Some(128));
-    let status = child.wait_exit(Duration::from_secs(60));
-    let output = child.output();
-    if status.code() == Some(77) {
-        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+    let timeout = Duration::from_secs(60);
+    let Some((lines, output)) =
+        run_full_disk_child("disk-full-import", root.path(), "fullimport", timeout)
+    else {
         return;
-    }
-    assert!(status.success(), "the child failed ({status})\n{output}");
-    let lines: Vec<String> = child.stdout_log.lock().clone();
-    drop(child);
-    let failed = lines
-        .iter()
-        .find(|l| l.starts_with("PAIIO_WRITE_FAILED"))
-        .unwrap_or_else(|| panic!("a 60,000-row write fit in the file size limit?\n{output}"));
+    };
+    let missing = format!("a 60,000-row write fit in the file size limit?\n{output}");
+    let failed = line_with(&lines, "PAIIO_WRITE_FAILED", &missing);
     assert!(
         failed.contains("unwritable=true") && failed.contains("over the file size limit"),
         "a write that does not fit should say the warehouse is full: {failed}"
@@ -1303,33 +1316,21 @@ fn full_disk_still_serves_reads() {
     let root = tempfile::tempdir().unwrap();
     let runtime = current_thread_runtime();
     let table = table_id("fullread");
-    runtime.block_on(async {
-        let w = LocalWarehouse::open(root.path()).unwrap();
-        w.create_table(&table, &table_schema(), CreateTableOptions::default())
-            .await
-            .unwrap();
-        let p = Plan {
-            c: 0,
-            kind: Kind::Append(0),
-            rows: 20_000,
-            streams: 1,
-            batches_per_stream: 1,
-        };
-        write_and_commit(&w, &table, &p).await.unwrap();
-    });
-    let mut child = ChildProcess::spawn("disk-full-read", root.path(), "fullread", 0, Some(128));
-    let status = child.wait_exit(Duration::from_secs(120));
-    let output = child.output();
-    if status.code() == Some(77) {
-        eprintln!("skipped: the shell cannot set a file size limit\n{output}");
+    let p = Plan {
+        c: 0,
+        kind: Kind::Append(0),
+        rows: 20_000,
+        streams: 1,
+        batches_per_stream: 1,
+    };
+    create_with_commits(&runtime, root.path(), &table, [p]);
+    let timeout = Duration::from_secs(120);
+    let Some((lines, output)) =
+        run_full_disk_child("disk-full-read", root.path(), "fullread", timeout)
+    else {
         return;
-    }
-    assert!(status.success(), "the child failed ({status})\n{output}");
-    let lines: Vec<String> = child.stdout_log.lock().clone();
-    let read = lines
-        .iter()
-        .find(|l| l.starts_with("PAIIO_READ"))
-        .unwrap_or_else(|| panic!("no read report\n{output}"));
+    };
+    let read = line_with(&lines, "PAIIO_READ", &format!("no read report\n{output}"));
     assert_eq!(
         read, "PAIIO_READ rows=208 sampled=208 splits=20000",
         "\n{output}"
