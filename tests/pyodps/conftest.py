@@ -33,12 +33,12 @@ def paiio_bin():
 
 
 class Server:
-    def __init__(self, warehouse, tmp):
+    def __init__(self, warehouse, tmp, *extra_args):
         self.warehouse = warehouse
         self.tmp = tmp
         self.proc = subprocess.Popen(
             [paiio_bin(), "serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0",
-             "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY, "--admin"],
+             "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY, "--admin", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()

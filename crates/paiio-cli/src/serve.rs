@@ -4,6 +4,7 @@
 //! ```text
 //! paiio serve --warehouse DIR [--listen 127.0.0.1:8080] [--config FILE | --access-id X --access-key Y]
 //!             [--allow-anonymous] [--stream-rate 10MB] [--max-concurrency N] [--admin]
+//!             [--tunnel-only]
 //!             [--header-timeout 30s] [--body-idle-timeout 60s] [--body-min-rate 500B]
 //!             [--keep-alive-timeout 75s] [--max-connections N]
 //! ```
@@ -65,6 +66,11 @@ pub struct ServeArgs {
     /// Serve the test endpoints under /__paiio/ (fault injection; not signature-checked).
     #[arg(long)]
     pub admin: bool,
+
+    /// Serve only the MaxCompute Tunnel and the metadata calls, as a public endpoint does:
+    /// the Storage API (V1 and V2) answers 404.
+    #[arg(long)]
+    pub tunnel_only: bool,
 
     /// The time a client has to send a request's headers (and a new connection its first
     /// request), e.g. 500ms, 30s, 2m; `off` disables it.
@@ -210,7 +216,8 @@ pub async fn run(warehouse: Option<&Path>, args: &ServeArgs) -> Result<()> {
         .body_min_rate(args.body_min_rate)
         .keep_alive_timeout(args.keep_alive_timeout)
         .max_connections(max_connections)
-        .admin(args.admin);
+        .admin(args.admin)
+        .storage_api(!args.tunnel_only);
     if let Some(clock) = clock {
         builder = builder.clock(clock);
     }

@@ -106,6 +106,9 @@ macro_rules! forward_table_service {
     (@go $s:tt $to:tt list_partitions $($r:tt)*) => {
         $crate::forward_table_service!(@async $s $to list_partitions(table: &TableId) -> Result<Vec<PartitionInfo>>; $($r)*);
     };
+    (@go $s:tt $to:tt create_partition $($r:tt)*) => {
+        $crate::forward_table_service!(@async $s $to create_partition(table: &TableId, partition: &PartitionSpec, if_not_exists: bool) -> Result<()>; $($r)*);
+    };
     (@go $s:tt $to:tt drop_partition $($r:tt)*) => {
         $crate::forward_table_service!(@async $s $to drop_partition(table: &TableId, partition: &PartitionSpec, if_exists: bool) -> Result<()>; $($r)*);
     };

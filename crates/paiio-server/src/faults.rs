@@ -575,7 +575,11 @@ pub(crate) async fn fault_layer(
     request: Request,
     next: Next,
 ) -> Response {
-    let action = action_of(request.uri().query());
+    let uri = request.uri();
+    let action = action_of(uri.query()).or_else(|| {
+        crate::tunnel::TunnelCall::of_request(request.method(), uri.path(), uri.query())
+            .map(|call| call.as_str().to_string())
+    });
     let Some(fault) = state
         .realism
         .faults

@@ -1,9 +1,10 @@
 //! # paiio-server
 //!
-//! A local MaxCompute Storage API server over any [`TableService`] (usually the embedded
+//! A local MaxCompute Storage API and Tunnel server over any [`TableService`] (usually the embedded
 //! [`LocalWarehouse`](paiio_storage::local::LocalWarehouse)). It speaks the wire protocol the
 //! official clients speak (docs/storage-api.md): the control-plane calls under `/api`, Storage API
-//! V2/V3 (`/api/storage/v2`, `/api/storage/v3`) and V1 (`/api/storage/v1/...`), so code
+//! V2/V3 (`/api/storage/v2`, `/api/storage/v3`) and V1 (`/api/storage/v1/...`), the Tunnel
+//! (`/projects/...`, docs/tunnel.md) and the table metadata calls around it, so code
 //! written for MaxCompute runs offline, against real files.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@ mod control;
 pub mod error;
 mod faults;
 mod limits;
+mod meta;
 mod middleware;
 mod replay;
 mod request;
@@ -66,6 +68,8 @@ pub struct ServerBuilder {
     allow_anonymous: bool,
     limits: Limits,
     blob_dir: Option<std::path::PathBuf>,
+    /// Whether the Storage API (V1, V2) is served besides the Tunnel.
+    storage_api: bool,
     /// Fault injection, admin endpoints, bandwidth and concurrency caps (faults.rs, limits.rs).
     realism: faults::RealismOptions,
     /// Connection cap and timeouts (conn.rs).
@@ -97,6 +101,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serve the Storage API (V1 and V2) besides the Tunnel and the metadata calls (the
+    /// default). Without it the server answers as a public endpoint does: Storage API calls
+    /// get 404.
+    pub fn storage_api(mut self, serve: bool) -> Self {
+        self.storage_api = serve;
+        self
+    }
+
     pub fn build(self) -> Result<Server> {
         if self.verifier.is_none() && !self.allow_anonymous {
             return Err(Error::Config {
@@ -116,9 +128,11 @@ impl ServerBuilder {
                 addr: parking_lot::RwLock::new(None),
                 realism: faults::Realism::new(self.realism),
                 replays: Default::default(),
+                instances: Default::default(),
                 connections: Arc::default(),
             }),
             conn: self.conn,
+            storage_api: self.storage_api,
         })
     }
 }
@@ -128,6 +142,7 @@ impl ServerBuilder {
 pub struct Server {
     state: Arc<AppState>,
     conn: conn::ConnOptions,
+    storage_api: bool,
 }
 
 impl Server {
@@ -138,6 +153,7 @@ impl Server {
             allow_anonymous: false,
             limits: Limits::default(),
             blob_dir: None,
+            storage_api: true,
             realism: Default::default(),
             conn: Default::default(),
         }
@@ -145,14 +161,19 @@ impl Server {
 
     /// The HTTP routes, for embedding in another server.
     pub fn router(&self) -> Router {
-        let api = Router::new()
+        let mut api = Router::new()
             .route("/api/tenants", get(control::tenants))
             .route("/api/projects/{project}/tunnel", get(control::tunnel))
             .route("/api/logview/host", get(control::logview_host))
             .route("/api/webconsole/host", get(control::webconsole_host))
-            .route("/api/storage/{version}", any(v2::dispatch))
-            .merge(v1::router())
             .merge(tunnel::router())
+            .merge(meta::router());
+        if self.storage_api {
+            api = api
+                .route("/api/storage/{version}", any(v2::dispatch))
+                .merge(v1::router());
+        }
+        let api = api
             .fallback(control::unknown_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),

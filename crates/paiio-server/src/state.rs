@@ -72,6 +72,8 @@ pub(crate) struct AppState {
     pub realism: crate::faults::Realism,
     /// TableWrite attempts by retry trace id (replays get the first answer).
     pub replays: crate::replay::Replays,
+    /// SQL instances that ran (partition DDL), by id.
+    pub instances: crate::meta::Instances,
     /// Counters of the accept loop.
     pub connections: Arc<crate::conn::ConnStats>,
 }

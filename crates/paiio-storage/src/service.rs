@@ -552,6 +552,23 @@ pub trait TableService: Debug + Send + Sync + 'static {
         Ok(self.describe_table(table).await?.partitions)
     }
 
+    /// Adds an empty partition (every level named). An existing one is an `AlreadyExists`
+    /// error unless `if_not_exists`.
+    async fn create_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        let _ = (partition, if_not_exists);
+        Err(Error::NotSupported {
+            message: format!(
+                "creating partitions of {table} on the {} backend",
+                self.name()
+            ),
+        })
+    }
+
     async fn drop_partition(
         &self,
         table: &TableId,

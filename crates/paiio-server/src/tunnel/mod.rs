@@ -53,6 +53,60 @@ pub(crate) fn router() -> Router<Shared> {
         )
 }
 
+/// The Tunnel calls, told apart by method and query (see the module docs). Their names are
+/// what fault rules match as `actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelCall {
+    CreateDownload,
+    Read,
+    ReloadDownload,
+    CreateUpload,
+    WriteBlock,
+    ReloadUpload,
+    Commit,
+}
+
+impl TunnelCall {
+    /// The call a request makes, from its method and whether each key is in its query.
+    pub(crate) fn of(method: &Method, has: impl Fn(&str) -> bool) -> Option<Self> {
+        Some(match *method {
+            Method::POST if has("downloads") => TunnelCall::CreateDownload,
+            Method::GET if has("downloadid") && has("data") => TunnelCall::Read,
+            Method::GET if has("downloadid") => TunnelCall::ReloadDownload,
+            Method::POST if has("uploads") => TunnelCall::CreateUpload,
+            Method::PUT if has("uploadid") && has("blockid") => TunnelCall::WriteBlock,
+            Method::GET if has("uploadid") => TunnelCall::ReloadUpload,
+            Method::POST if has("uploadid") => TunnelCall::Commit,
+            _ => return None,
+        })
+    }
+
+    /// The call of a request to `path?query`, for the fault layer.
+    pub(crate) fn of_request(method: &Method, path: &str, query: Option<&str>) -> Option<Self> {
+        if !is_tunnel_path(path) {
+            return None;
+        }
+        let keys: Vec<&str> = query
+            .unwrap_or("")
+            .split('&')
+            .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+            .collect();
+        Self::of(method, |k| keys.contains(&k))
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TunnelCall::CreateDownload => "TunnelCreateDownload",
+            TunnelCall::Read => "TunnelRead",
+            TunnelCall::ReloadDownload => "TunnelReloadDownload",
+            TunnelCall::CreateUpload => "TunnelCreateUpload",
+            TunnelCall::WriteBlock => "TunnelWriteBlock",
+            TunnelCall::ReloadUpload => "TunnelReloadUpload",
+            TunnelCall::Commit => "TunnelCommit",
+        }
+    }
+}
+
 async fn dispatch(
     State(state): State<Shared>,
     method: Method,
@@ -63,23 +117,20 @@ async fn dispatch(
 ) -> Response {
     let result = async {
         let table = crate::v1::table_id(&path)?;
-        let has = |k: &str| params.contains_key(k);
-        match method {
-            Method::POST if has("downloads") => download::create(&state, table, &params).await,
-            Method::GET if has("downloadid") && has("data") => {
-                download::read(&state, table, &params, &headers).await
-            }
-            Method::GET if has("downloadid") => download::reload(&state, table, &params).await,
-            Method::POST if has("uploads") => upload::create(&state, table, &params).await,
-            Method::PUT if has("uploadid") && has("blockid") => {
-                upload::block(&state, table, &params, &headers, body).await
-            }
-            Method::GET if has("uploadid") => upload::reload(&state, table, &params).await,
-            Method::POST if has("uploadid") => upload::commit(&state, table, &params).await,
-            _ => Err(ApiError::invalid(format!(
+        let Some(call) = TunnelCall::of(&method, |k| params.contains_key(k)) else {
+            return Err(ApiError::invalid(format!(
                 "not a Tunnel call: {method} with the query parameters {:?}",
                 sorted_keys(&params)
-            ))),
+            )));
+        };
+        match call {
+            TunnelCall::CreateDownload => download::create(&state, table, &params).await,
+            TunnelCall::Read => download::read(&state, table, &params, &headers).await,
+            TunnelCall::ReloadDownload => download::reload(&state, table, &params).await,
+            TunnelCall::CreateUpload => upload::create(&state, table, &params).await,
+            TunnelCall::WriteBlock => upload::block(&state, table, &params, &headers, body).await,
+            TunnelCall::ReloadUpload => upload::reload(&state, table, &params).await,
+            TunnelCall::Commit => upload::commit(&state, table, &params).await,
         }
     }
     .await;

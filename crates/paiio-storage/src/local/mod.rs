@@ -964,6 +964,53 @@ impl Inner {
         Ok(out)
     }
 
+    fn create_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        let (_, current) = self.current(table)?;
+        check_partition_keys(table, &current.schema, partition)?;
+        let keys = &current.schema.partition_columns;
+        if keys.is_empty() || partition.len() != keys.len() {
+            return Err(Error::invalid(
+                "partition spec",
+                format!(
+                    "`{partition}`: a new partition of {table} names every partition column ({})",
+                    keys.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        // In the table's key order, as writes store it.
+        let spec = PartitionSpec::from_pairs(
+            keys.iter()
+                .map(|k| (k.name.as_str(), partition.get(&k.name).unwrap_or_default())),
+        )?;
+        let mut exists = false;
+        self.commit_with(table, |_, base| {
+            exists = base.partitions.iter().any(|p| p.spec == spec);
+            if exists {
+                return Ok(None);
+            }
+            let mut next = base.clone();
+            next.operation = "create_partition".into();
+            next.session_id = None;
+            next.append(&spec, &[]);
+            Ok(Some(next))
+        })?;
+        if exists && !if_not_exists {
+            return Err(Error::AlreadyExists {
+                kind: ObjectKind::Partition,
+                name: format!("{spec} of {table}"),
+            });
+        }
+        Ok(())
+    }
+
     fn drop_partition(
         &self,
         table: &TableId,
@@ -1409,6 +1456,18 @@ impl TableService for LocalWarehouse {
             }
         })
         .await
+    }
+
+    async fn create_partition(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        table.validate()?;
+        let (table, partition) = (table.clone(), partition.clone());
+        self.blocking(move |w| w.create_partition(&table, &partition, if_not_exists))
+            .await
     }
 
     async fn drop_partition(

@@ -149,3 +149,58 @@ async fn a_stored_schema_nested_too_deep_is_corrupt() {
         }
     }
 }
+
+/// An empty partition can be added (every level, in any key order), is listed with no rows,
+/// is refused a second time unless `if_not_exists`, and a malformed spec changes nothing.
+#[tokio::test]
+async fn empty_partitions_are_created() {
+    use paiio_storage::{Column, OdpsType, PartitionSpec, TableSchema};
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = LocalWarehouse::open(dir.path()).unwrap();
+    let table = TableId::new("p", None, "t").unwrap();
+    let schema = TableSchema::new(
+        vec![Column::new("id", OdpsType::BigInt)],
+        vec![
+            Column::new("pt", OdpsType::String),
+            Column::new("region", OdpsType::String),
+        ],
+    )
+    .unwrap();
+    warehouse
+        .create_table(&table, &schema, CreateTableOptions::default())
+        .await
+        .unwrap();
+    let spec = |s: &str| PartitionSpec::parse(s).unwrap();
+    warehouse
+        .create_partition(&table, &spec("region=x,pt=1"), false)
+        .await
+        .unwrap();
+    let listed = warehouse.list_partitions(&table).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].spec, spec("pt=1,region=x"));
+    assert_eq!(listed[0].row_count, 0);
+    let again = warehouse
+        .create_partition(&table, &spec("pt=1,region=x"), false)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("pt=1,region=x"), "{again}");
+    warehouse
+        .create_partition(&table, &spec("pt=1,region=x"), true)
+        .await
+        .unwrap();
+    for bad in ["pt=2", "pt=2,nokey=1", ""] {
+        assert!(
+            warehouse
+                .create_partition(&table, &spec(bad), true)
+                .await
+                .is_err(),
+            "{bad}"
+        );
+    }
+    assert_eq!(warehouse.list_partitions(&table).await.unwrap().len(), 1);
+    warehouse
+        .drop_partition(&table, &spec("pt=1,region=x"), false)
+        .await
+        .unwrap();
+    assert!(warehouse.list_partitions(&table).await.unwrap().is_empty());
+}

@@ -219,7 +219,7 @@ enum CompressorInner {
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
-    Snappy(snap::write::FrameEncoder<Vec<u8>>),
+    Snappy(Box<snap::write::FrameEncoder<Vec<u8>>>),
 }
 
 impl std::fmt::Debug for BodyCompressor {
@@ -246,7 +246,7 @@ impl Compression {
                 CompressorInner::Lz4(lz4_flex::frame::FrameEncoder::new(Vec::new()))
             }
             Compression::SnappyFramed => {
-                CompressorInner::Snappy(snap::write::FrameEncoder::new(Vec::new()))
+                CompressorInner::Snappy(Box::new(snap::write::FrameEncoder::new(Vec::new())))
             }
         };
         Ok(BodyCompressor { codec: self, inner })
