@@ -223,7 +223,7 @@ async fn blocks_replace_each_other_and_bad_blocks_change_nothing() {
             good.clone(),
             "limit",
         ),
-        (format!("uploadid=nope&blockid=2"), good.clone(), "nope"),
+        ("uploadid=nope&blockid=2".to_string(), good.clone(), "nope"),
     ] {
         refused_xml(&put(query, body).await, needle);
     }
