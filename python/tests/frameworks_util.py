@@ -100,13 +100,19 @@ def write_config(path, endpoint):
     return path
 
 
+# `paiio serve` as a VPC endpoint (the Storage API and the Tunnel) and as a public one (the
+# Tunnel only): a plain ini file reaches the data either way.
+SERVE_MODES = pytest.mark.parametrize("serve_args", [(), ("--tunnel-only",)],
+                                      ids=["storage-api", "tunnel-only"])
+
+
 class Server:
     """`paiio serve` over a warehouse, signatures checked against ACCESS_ID/ACCESS_KEY."""
 
-    def __init__(self, warehouse, tmp):
+    def __init__(self, warehouse, tmp, *extra):
         self.proc = subprocess.Popen(
             [paiio_bin(), "serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0",
-             "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY],
+             "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()

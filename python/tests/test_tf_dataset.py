@@ -15,8 +15,8 @@ import paiio.data  # noqa: E402
 from paiio.data import TableRecordDataset  # noqa: E402
 
 from frameworks_util import (  # noqa: E402
-    GUIDE_ROWS, NUMS2_ROWS, NUMS_ROWS, Server, build_warehouse, nums_row, uri, use_local,
-    write_config,
+    GUIDE_ROWS, NUMS2_ROWS, NUMS_ROWS, SERVE_MODES, Server, build_warehouse, nums_row, uri,
+    use_local, write_config,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -397,8 +397,9 @@ def test_guide_example_embedded_warehouse(warehouse, tmp_path):
 
 
 @pytest.mark.server
-def test_guide_example_against_paiio_serve(warehouse, tmp_path):
-    server = Server(warehouse, tmp_path)
+@SERVE_MODES
+def test_guide_example_against_paiio_serve(warehouse, tmp_path, serve_args):
+    server = Server(warehouse, tmp_path, *serve_args)
     try:
         check_guide_output(run_guide(server.config, tmp_path))
     finally:
@@ -406,8 +407,9 @@ def test_guide_example_against_paiio_serve(warehouse, tmp_path):
 
 
 @pytest.mark.server
-def test_dataset_over_paiio_serve(warehouse, tmp_path, monkeypatch):
-    server = Server(warehouse, tmp_path)
+@SERVE_MODES
+def test_dataset_over_paiio_serve(warehouse, tmp_path, monkeypatch, serve_args):
+    server = Server(warehouse, tmp_path, *serve_args)
     try:
         server.use(monkeypatch)
         ds = TableRecordDataset([uri("nums"), uri("nums2")], record_defaults=[np.int64(0), 0.0, ""],

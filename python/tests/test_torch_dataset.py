@@ -13,7 +13,7 @@ from paiio.torch import DataLoader, TableDataset  # noqa: E402
 from paiio import _native  # noqa: E402
 
 from frameworks_util import (  # noqa: E402
-    NUMS2_ROWS, NUMS_ROWS, Server, build_warehouse, uri, use_local,
+    NUMS2_ROWS, NUMS_ROWS, SERVE_MODES, Server, build_warehouse, uri, use_local,
 )
 
 pytestmark = [
@@ -360,8 +360,9 @@ def test_plan_is_balanced_and_complete():
 
 
 @pytest.mark.server
-def test_dataloader_over_paiio_serve(warehouse, tmp_path, monkeypatch):
-    server = Server(warehouse, tmp_path)
+@SERVE_MODES
+def test_dataloader_over_paiio_serve(warehouse, tmp_path, monkeypatch, serve_args):
+    server = Server(warehouse, tmp_path, *serve_args)
     try:
         server.use(monkeypatch)
         ds = dataset(tables=[uri("nums"), uri("nums2")], shuffle=True, rank=0, world_size=1)
