@@ -78,6 +78,7 @@ pub mod retry;
 mod session_memory;
 mod stats;
 mod transport;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub use stats::ClientStats;
 use stats::Stats;
 pub use transport::USER_AGENT;
 use transport::{Budget, Call, CallBody};
+pub use tunnel::TunnelClient;
 
 /// The Storage API V2 client. Cheap to clone (shared state).
 #[derive(Clone)]
