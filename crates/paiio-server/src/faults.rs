@@ -129,7 +129,9 @@ impl Default for When {
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
     /// `Action` query parameters this applies to (case-insensitive), e.g. `TableRead`,
-    /// `TableWrite`, `TableCommitWriteSession`; empty: every request.
+    /// `TableWrite`, `TableCommitWriteSession`, or the name of a Tunnel call (which has no
+    /// `Action`: `TunnelRead`, `TunnelWriteBlock`, `TunnelCommit`, ... see
+    /// `tunnel::call_name`); empty: every request.
     #[serde(default)]
     pub actions: Vec<String>,
     /// Only requests whose path contains this.
@@ -575,7 +577,12 @@ pub(crate) async fn fault_layer(
     request: Request,
     next: Next,
 ) -> Response {
-    let action = action_of(request.uri().query());
+    let action = action_of(request.uri().query()).or_else(|| {
+        crate::tunnel::is_tunnel_path(request.uri().path())
+            .then(|| crate::tunnel::call_name(request.method(), request.uri().query()))
+            .flatten()
+            .map(str::to_string)
+    });
     let Some(fault) = state
         .realism
         .faults

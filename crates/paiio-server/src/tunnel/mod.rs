@@ -86,6 +86,28 @@ async fn dispatch(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The name of a Tunnel call, as the fault layer matches it (a Tunnel call has no `Action`):
+/// `TunnelCreateDownload`, `TunnelRead`, `TunnelReloadDownload`, `TunnelCreateUpload`,
+/// `TunnelWriteBlock`, `TunnelReloadUpload` or `TunnelCommit`; `None` for anything else.
+pub(crate) fn call_name(method: &Method, query: Option<&str>) -> Option<&'static str> {
+    let keys: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+        .collect();
+    let has = |k: &str| keys.contains(&k);
+    Some(match *method {
+        Method::POST if has("downloads") => "TunnelCreateDownload",
+        Method::GET if has("downloadid") && has("data") => "TunnelRead",
+        Method::GET if has("downloadid") => "TunnelReloadDownload",
+        Method::POST if has("uploads") => "TunnelCreateUpload",
+        Method::PUT if has("uploadid") && has("blockid") => "TunnelWriteBlock",
+        Method::GET if has("uploadid") => "TunnelReloadUpload",
+        Method::POST if has("uploadid") => "TunnelCommit",
+        _ => return None,
+    })
+}
+
 fn sorted_keys(params: &Params) -> Vec<&str> {
     let mut keys: Vec<&str> = params.keys().map(String::as_str).collect();
     keys.sort_unstable();

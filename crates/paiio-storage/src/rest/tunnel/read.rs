@@ -620,6 +620,7 @@ impl RowReader {
             let batches = match step {
                 Ok(batches) => batches,
                 Err(e) => {
+                    let e = self.cut_or_corrupt(e, ended);
                     if let Some(e) = self.failed(e).await {
                         self.done = true;
                         return Some(Err(e));
@@ -653,6 +654,22 @@ impl RowReader {
                     return Some(Err(e));
                 }
             }
+        }
+    }
+
+    /// A final CRC that does not match at the end of a body that still owes rows: the body
+    /// was most likely cut inside its last chunk (a clean cut there reads as a short final
+    /// chunk with a wrong CRC). None of that chunk's rows were handed out (they come out
+    /// only once the CRC matched), so the rest is asked again, within the retry budget.
+    fn cut_or_corrupt(&self, error: Error, ended: bool) -> Error {
+        let owed = self.segments.front().is_some_and(|s| s.received < s.count);
+        match error {
+            Error::Corrupt { message, .. } if ended && owed => Error::Transient {
+                message: format!("the Tunnel row stream ended badly (cut short?): {message}"),
+                retryable: true,
+                source: None,
+            },
+            other => other,
         }
     }
 
