@@ -620,3 +620,98 @@ async fn compressed_reads_preview_and_empty_tables() {
     );
     let _ = TableSchema::default();
 }
+
+/// A plain paiio ini (keys and endpoint, nothing else) works against a server whose Storage
+/// API does not answer: `auto` picks the Tunnel; and the Storage API when it answers.
+#[tokio::test]
+async fn a_plain_ini_picks_the_tunnel_when_the_storage_api_does_not_answer() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("odps_config.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "access_id={ACCESS_ID}\naccess_key={ACCESS_KEY}\nend_point={}\n",
+            env.endpoint
+        ),
+    )
+    .unwrap();
+    let config = paiio_storage::config::Config::from_file(&ini).unwrap();
+    assert_eq!(
+        config.transport_with_env(&|_| None).unwrap(),
+        paiio_storage::config::Transport::Auto
+    );
+    let g = DataGen::simple(30);
+    let table = env.table("plain_ini", &g, &[]).await;
+    let no_storage = FaultRule {
+        actions: Vec::new(),
+        path_contains: Some("/api/storage/".into()),
+        fault: Fault::Status {
+            status: 404,
+            retry_after: None,
+            code: Some("NoSuchObject".into()),
+            message: Some("no such resource".into()),
+        },
+        when: When::Always,
+    };
+    env.faults(vec![no_storage]);
+    let service = paiio_storage::open_service(&config).unwrap();
+    assert_eq!(service.name(), "auto");
+    let request = WriteSessionRequest::new(table.clone());
+    let session = service.create_write_session(&request).await.unwrap();
+    assert_eq!(service.name(), "tunnel", "the Storage API does not answer");
+    let sid = &session.session_id;
+    let stream = service
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    service
+        .write(WriteRequest {
+            table: table.clone(),
+            session_id: sid.clone(),
+            stream_id: stream.stream_id.clone(),
+            version: stream.version,
+            row_offset: None,
+            access_token: None,
+            batches: g.batches(0..50, 20),
+        })
+        .await
+        .unwrap();
+    service
+        .close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    service
+        .commit_write_session(&table, sid, None)
+        .await
+        .unwrap();
+    let mut request = ReadSessionRequest::new(table.clone());
+    request.split_options = SplitOptions::row_offset();
+    let s = service.create_read_session(&request).await.unwrap();
+    let mut r = ReadRequest::new(
+        table.clone(),
+        &s.session_id,
+        ReadRange::Rows {
+            offset: 0,
+            count: 50,
+        },
+    );
+    r.max_batch_rows = 7;
+    let batches: Vec<_> = service.read(&r).await.unwrap().try_collect().await.unwrap();
+    assert_exactly_once(&g.verified_ids(&batches, "plain ini"), 0..50, "plain ini");
+
+    // The Storage API answers: auto keeps it.
+    env.server.faults.clear();
+    let service = paiio_storage::open_service(&config).unwrap();
+    service.table_schema(&table).await.unwrap();
+    assert_eq!(service.name(), "rest");
+    // An explicit transport needs no probe.
+    let tunnel = paiio_storage::config::Config::builder()
+        .base(config)
+        .transport(paiio_storage::config::Transport::Tunnel)
+        .build();
+    assert_eq!(
+        paiio_storage::open_service(&tunnel).unwrap().name(),
+        "tunnel"
+    );
+}

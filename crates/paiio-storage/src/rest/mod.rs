@@ -71,6 +71,7 @@
 //! ([`ClientStats`]); `body.rs` the incremental decoding of a read's body; and [`retry`] what
 //! is retried, and when.
 
+mod auto;
 mod body;
 mod builder;
 mod read_stream;
@@ -108,6 +109,7 @@ use crate::service::{
 use crate::types::TableSchema;
 use crate::uri::{PartitionSpec, TableId};
 
+pub use auto::{AutoClient, Chosen};
 pub use builder::{DEFAULT_REFRESH_MARGIN, RestClientBuilder};
 use read_stream::Source;
 pub use retry::{Idempotency, Jitter, RetryConfig};

@@ -354,9 +354,12 @@ impl TunnelClient {
 /// A 404 of the metadata API is the table missing.
 fn not_found(e: Error, table: &TableId) -> Error {
     match e {
-        Error::Service { status: 404, .. } => {
-            Error::not_found(crate::error::ObjectKind::Table, table.to_string())
-        }
+        // The service answers a missing table `NoSuchObject` (ODPS-0130131) or `NoSuchTable`.
+        Error::Service { status: 404, .. }
+        | Error::NotFound {
+            kind: crate::error::ObjectKind::Object,
+            ..
+        } => Error::not_found(crate::error::ObjectKind::Table, table.to_string()),
         other => other,
     }
 }
