@@ -251,3 +251,53 @@ pub mod metadata_stub {
         format!("http://{addr}/api")
     }
 }
+
+/// The service the conformance suite runs against over the Tunnel: the Tunnel client for
+/// sessions, reads, writes, the table schema and the partition list, and the warehouse behind
+/// the server for the catalog (create, drop, list tables, drop partitions) and
+/// `describe_table`, whose table version the Tunnel does not report.
+#[derive(Debug)]
+pub struct TunnelHarness {
+    pub tunnel: paiio_storage::rest::TunnelClient,
+    pub catalog: Arc<LocalWarehouse>,
+}
+
+paiio_conformance::forward_table_service!(TunnelHarness, "tunnel";
+    tunnel: hints, table_schema, create_read_session, get_read_session, read, preview,
+        create_write_session, get_write_session, create_write_stream_version, get_write_stream,
+        write, close_write_stream, commit_write_session, abort_write_session, list_partitions;
+    catalog: describe_table, create_table, drop_table, list_tables, drop_partition);
+
+/// A server, the metadata stub in front of it, and a Tunnel client of both.
+pub async fn tunnel_server() -> (TestServer, paiio_storage::rest::TunnelClient) {
+    let server = TestServer::start().await;
+    let tunnel = server
+        .handle
+        .url()
+        .trim_start_matches("http://")
+        .to_string();
+    let endpoint = metadata_stub::start(server.warehouse.clone(), tunnel).await;
+    let client = paiio_storage::rest::TunnelClient::new(
+        RestClient::builder(endpoint)
+            .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
+            .project(PROJECT)
+            .retry(fast_retry())
+            .clock(Arc::new(server.clock.clone()))
+            .build()
+            .expect("the client builds"),
+    );
+    (server, client)
+}
+
+/// A conformance backend over the Tunnel (see [`TunnelHarness`]).
+pub async fn tunnel_backend() -> paiio_conformance::Backend {
+    let (server, tunnel) = tunnel_server().await;
+    let harness = TunnelHarness {
+        tunnel,
+        catalog: server.warehouse.clone(),
+    };
+    let clock = server.clock.clone();
+    paiio_conformance::Backend::new(Arc::new(harness), PROJECT)
+        .with_clock(clock)
+        .with_guard(server)
+}

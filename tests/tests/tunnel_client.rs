@@ -265,12 +265,83 @@ async fn partitioned_tables_read_as_one_row_space() {
     assert_eq!(batches[0].schema().field(0).name(), "s");
     assert_eq!(batches[0].num_columns(), 2);
     assert_exactly_once(&ids(&batches), 30..45, "rows 30..45 of pt=a");
-    // Writing a partial spec is refused (the Tunnel writes one full partition).
+    // Dynamic partitions: a session on `pt=c` takes `region` from the data, one upload
+    // session per partition it reaches.
     let mut request = WriteSessionRequest::new(table.clone());
     request.partition = PartitionSpec::parse("pt=c").unwrap();
+    let session = c.create_write_session(&request).await.unwrap();
+    let names: Vec<&str> = session
+        .write_schema
+        .partition_columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["region"]);
+    let sid = &session.session_id;
+    let stream = c
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let batch = g.batch(100..130);
+    let region: arrow_array::ArrayRef = std::sync::Arc::new(arrow_array::Int64Array::from(
+        (100..130).map(|i| i % 3).collect::<Vec<i64>>(),
+    ));
+    let batch = paiio_conformance::datagen::with_columns(
+        &batch,
+        vec![(
+            arrow_schema::Field::new("region", arrow_schema::DataType::Int64, true),
+            region,
+        )],
+    );
+    env.count("TunnelCreateUpload");
+    c.write(WriteRequest {
+        table: table.clone(),
+        session_id: sid.clone(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches: vec![batch],
+    })
+    .await
+    .unwrap();
+    assert_eq!(env.seen(), 3, "one upload session per partition written");
+    c.close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.commit_write_session(&table, sid, None)
+            .await
+            .unwrap()
+            .rows,
+        30
+    );
+    let mut request = ReadSessionRequest::new(table.clone());
+    request.split_options = SplitOptions::row_offset();
+    request.required_partitions = vec![PartitionSpec::parse("pt=c").unwrap()];
+    request.required_partition_columns = vec!["region".into()];
+    let s = c.create_read_session(&request).await.unwrap();
+    let batches = read_range(&c, &table, &s.session_id, 0, 30, 4096)
+        .await
+        .unwrap();
+    assert_exactly_once(&g.verified_ids(&batches, "pt=c"), 100..130, "pt=c");
+    for b in &batches {
+        let region = b
+            .column_by_name("region")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        for (i, id) in ids(std::slice::from_ref(b)).into_iter().enumerate() {
+            assert_eq!(region.value(i), id % 3, "row {id}");
+        }
+    }
+    // A spec that skips a level is refused.
+    let mut request = WriteSessionRequest::new(table.clone());
+    request.partition = PartitionSpec::parse("region=1").unwrap();
     assert!(matches!(
         c.create_write_session(&request).await,
-        Err(paiio_storage::Error::NotSupported { .. })
+        Err(paiio_storage::Error::InvalidArgument { .. })
     ));
 }
 

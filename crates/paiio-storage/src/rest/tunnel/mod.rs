@@ -374,8 +374,15 @@ impl TableService for TunnelClient {
         session_id: &str,
         refresh: bool,
     ) -> Result<ReadSession> {
-        let _ = refresh; // download sessions live their fixed time; nothing to push forward
-        self.get_read(table, session_id).await
+        // Download sessions live their fixed time: a refresh cannot push it forward, and
+        // refreshing an expired session is an error, as on the other backends.
+        let session = self.get_read(table, session_id).await?;
+        if refresh && session.status == crate::service::SessionStatus::Expired {
+            return Err(Error::SessionExpired {
+                session_id: session_id.to_string(),
+            });
+        }
+        Ok(session)
     }
 
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
