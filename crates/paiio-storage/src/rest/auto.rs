@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 use crate::error::{Error, ObjectKind, Result};
 use crate::protocol::storage::{Action, WriteSchemaResponse};
+use crate::service::WriterSlot;
 use crate::service::{
     CommitInfo, CreateTableOptions, PartitionInfo, ReadRequest, ReadSession, ReadSessionRequest,
     RecordBatchStream, ServiceHints, TableInfo, TableService, WriteAck, WriteRequest, WriteSession,
@@ -126,6 +127,17 @@ impl TableService for AutoClient {
 
     fn hints(&self) -> ServiceHints {
         ServiceHints::default()
+    }
+
+    /// Slots are claimed under one name whatever the choice, so that a writer that claimed
+    /// one before the choice and one after still exclude each other.
+    async fn lock_writer_slot(
+        &self,
+        table: &TableId,
+        partition: &PartitionSpec,
+        slot: u64,
+    ) -> Result<WriterSlot> {
+        WriterSlot::in_process("auto", table, partition, slot)
     }
 
     async fn describe_table(&self, table: &TableId) -> Result<TableInfo> {

@@ -219,7 +219,8 @@ enum CompressorInner {
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
-    Snappy(snap::write::FrameEncoder<Vec<u8>>),
+    /// Boxed: its buffers make it several times the size of the others.
+    Snappy(Box<snap::write::FrameEncoder<Vec<u8>>>),
 }
 
 impl std::fmt::Debug for BodyCompressor {
@@ -246,7 +247,7 @@ impl Compression {
                 CompressorInner::Lz4(lz4_flex::frame::FrameEncoder::new(Vec::new()))
             }
             Compression::SnappyFramed => {
-                CompressorInner::Snappy(snap::write::FrameEncoder::new(Vec::new()))
+                CompressorInner::Snappy(Box::new(snap::write::FrameEncoder::new(Vec::new())))
             }
         };
         Ok(BodyCompressor { codec: self, inner })
@@ -287,7 +288,7 @@ impl BodyCompressor {
             CompressorInner::Deflate(e) => e.finish().map_err(|e| fail(&e)),
             CompressorInner::Zstd(e) => e.finish().map_err(|e| fail(&e)),
             CompressorInner::Lz4(e) => e.finish().map_err(|e| fail(&e)),
-            CompressorInner::Snappy(e) => e.into_inner().map_err(|e| fail(e.error())),
+            CompressorInner::Snappy(e) => (*e).into_inner().map_err(|e| fail(e.error())),
         }
     }
 }

@@ -112,7 +112,7 @@ impl Layout {
     /// The global row ranges of the indexed splits (Size, Parallelism); RowOffset has none.
     pub fn splits(&self, columns: &[Column]) -> Vec<Range<u64>> {
         let groups: Vec<Range<u64>> = if self.cross_partition {
-            vec![0..self.total_rows()]
+            std::iter::once(0..self.total_rows()).collect()
         } else {
             let mut start = 0;
             self.parts
