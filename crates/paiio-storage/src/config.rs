@@ -543,7 +543,15 @@ impl Config {
                     named_by: Some(CONFIG_ENV),
                     source,
                 })?;
-            return Config::from_ini_str(&text, &path.display().to_string());
+            let mut config = Config::from_ini_str(&text, &path.display().to_string())?;
+            // PAIIO_TRANSPORT overrides the file's `transport` (see `Config::transport`).
+            if let Some(t) = var(TRANSPORT_ENV) {
+                t.parse::<Transport>().map_err(|m| {
+                    setting_error(SOURCE_ENVIRONMENT, Field::Transport, TRANSPORT_ENV, m)
+                })?;
+                config.transport = Some(t);
+            }
+            return Ok(config);
         }
 
         let config = Config {
@@ -1616,6 +1624,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.transport.as_deref(), Some("tunnel"));
+        // Over a file named by ODPS_CONFIG_FILE_PATH too, so that the loaded configuration
+        // says which transport it selects.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odps.ini");
+        std::fs::write(&path, "end_point=http://h/api\ntransport=storage\n").unwrap();
+        let path_text = path.display().to_string();
+        let from_file =
+            |t: &str| Config::load_from(&env_of(&[(CONFIG_ENV, &path_text), (TRANSPORT_ENV, t)]));
+        assert_eq!(from_file("").unwrap().transport.as_deref(), Some("storage"));
+        assert_eq!(
+            from_file("Tunnel").unwrap().transport.as_deref(),
+            Some("Tunnel")
+        );
+        assert!(from_file("bogus").is_err());
         let built = Config::builder()
             .base(plain)
             .transport(Transport::Tunnel)
