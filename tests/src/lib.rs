@@ -268,24 +268,64 @@ paiio_conformance::forward_table_service!(TunnelHarness, "tunnel";
         write, close_write_stream, commit_write_session, abort_write_session, list_partitions;
     catalog: describe_table, create_table, drop_table, list_tables, drop_partition);
 
-/// A server, the metadata stub in front of it, and a Tunnel client of both.
-pub async fn tunnel_server() -> (TestServer, paiio_storage::rest::TunnelClient) {
-    let server = TestServer::start().await;
+/// A Tunnel client of `endpoint` with the test keys and retries, on `server`'s clock.
+pub fn tunnel_client(
+    server: &TestServer,
+    endpoint: &str,
+    retry: RetryConfig,
+) -> paiio_storage::rest::TunnelClient {
+    paiio_storage::rest::TunnelClient::new(
+        RestClient::builder(endpoint)
+            .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
+            .project(PROJECT)
+            .retry(retry)
+            .clock(Arc::new(server.clock.clone()))
+            .build()
+            .expect("the client builds"),
+    )
+}
+
+/// The ODPS endpoint the Tunnel client's metadata calls go to: the server's own when it
+/// answers the table metadata call, else [`metadata_stub`] in front of it.
+pub async fn metadata_endpoint(server: &TestServer) -> String {
+    use paiio_storage::TableService;
+    let probe = paiio_storage::TableId::new(PROJECT, None, "metadata_probe").expect("a name");
+    let schema = paiio_storage::TableSchema::new(
+        vec![paiio_storage::Column::new(
+            "a",
+            paiio_storage::OdpsType::BigInt,
+        )],
+        Vec::new(),
+    )
+    .expect("a schema");
+    server
+        .warehouse
+        .create_table(&probe, &schema, Default::default())
+        .await
+        .expect("the probe table");
+    let direct = tunnel_client(server, &server.handle.endpoint(), RetryConfig::disabled());
+    let served = direct.table_schema(&probe).await.is_ok_and(|s| s == schema);
+    server
+        .warehouse
+        .drop_table(&probe, false)
+        .await
+        .expect("the probe table drops");
+    if served {
+        return server.handle.endpoint();
+    }
     let tunnel = server
         .handle
         .url()
         .trim_start_matches("http://")
         .to_string();
-    let endpoint = metadata_stub::start(server.warehouse.clone(), tunnel).await;
-    let client = paiio_storage::rest::TunnelClient::new(
-        RestClient::builder(endpoint)
-            .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
-            .project(PROJECT)
-            .retry(fast_retry())
-            .clock(Arc::new(server.clock.clone()))
-            .build()
-            .expect("the client builds"),
-    );
+    metadata_stub::start(server.warehouse.clone(), tunnel).await
+}
+
+/// A server, its metadata endpoint ([`metadata_endpoint`]), and a Tunnel client of them.
+pub async fn tunnel_server() -> (TestServer, paiio_storage::rest::TunnelClient) {
+    let server = TestServer::start().await;
+    let endpoint = metadata_endpoint(&server).await;
+    let client = tunnel_client(&server, &endpoint, fast_retry());
     (server, client)
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Every session, read, block and commit goes over HTTP to the real server, signed and
 //! checked. The ODPS metadata calls (table schema, partition list) and tunnel discovery go
-//! to [`paiio_tests::metadata_stub`], which answers them from the same warehouse.
+//! to the server too once it answers them, and until then to
+//! [`paiio_tests::metadata_stub`], which answers them from the same warehouse
+//! ([`paiio_tests::metadata_endpoint`]).
 
 use futures::TryStreamExt;
 use paiio_conformance::datagen::{DataGen, assert_exactly_once, ids};
@@ -15,35 +17,25 @@ use paiio_storage::{
     Column, PartitionSpec, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId,
     TableSchema, TableService, WriteRequest, WriteSessionRequest,
 };
-use paiio_tests::{ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, metadata_stub};
+use paiio_tests::{
+    ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, metadata_endpoint, tunnel_client,
+};
 
 struct Env {
     server: TestServer,
-    /// The ODPS endpoint of the metadata stub.
+    /// The ODPS endpoint of the metadata calls (the server's, or the stub's in front of it).
     endpoint: String,
 }
 
 impl Env {
     async fn start() -> Env {
         let server = TestServer::start().await;
-        let tunnel = server
-            .handle
-            .url()
-            .trim_start_matches("http://")
-            .to_string();
-        let endpoint = metadata_stub::start(server.warehouse.clone(), tunnel).await;
+        let endpoint = metadata_endpoint(&server).await;
         Env { server, endpoint }
     }
 
     fn client_with(&self, retry: RetryConfig) -> TunnelClient {
-        TunnelClient::new(
-            RestClient::builder(&self.endpoint)
-                .credentials(Credentials::new(ACCESS_ID, ACCESS_KEY))
-                .project(PROJECT)
-                .retry(retry)
-                .build()
-                .expect("the client builds"),
-        )
+        tunnel_client(&self.server, &self.endpoint, retry)
     }
 
     fn client(&self) -> TunnelClient {
