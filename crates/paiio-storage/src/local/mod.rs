@@ -29,6 +29,8 @@ mod owner;
 mod vacuum;
 mod write;
 
+/// The checks and conversions of written rows, shared with the Tunnel client.
+#[cfg(feature = "rest")]
 pub(crate) use write::conform;
 
 use std::collections::HashMap;
