@@ -118,7 +118,7 @@ pub use stats::ClientStats;
 use stats::Stats;
 pub use transport::USER_AGENT;
 use transport::{Budget, Call, CallBody};
-pub use tunnel::TunnelClient;
+pub use tunnel::{ReadFormat, TunnelClient};
 
 /// The Storage API V2 client. Cheap to clone (shared state).
 #[derive(Clone)]

@@ -58,11 +58,25 @@ pub use layout::SESSION_PREFIX;
 /// The Tunnel protocol version this client speaks (`x-odps-tunnel-version`).
 pub const TUNNEL_VERSION: &str = "6";
 
+/// How a [`TunnelClient`] asks for rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFormat {
+    /// The chunked Arrow stream (`?data&arrow`), unless a column read has a type PyODPS's
+    /// Arrow path refuses (JSON, INTERVAL_YEAR_MONTH, BLOB, at any depth): then records.
+    #[default]
+    Auto,
+    /// Always the chunked Arrow stream (§4).
+    Arrow,
+    /// Always the protobuf record stream (§3), which every type has.
+    Records,
+}
+
 /// The Tunnel client. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct TunnelClient {
     rest: RestClient,
     state: Arc<State>,
+    format: ReadFormat,
 }
 
 impl std::fmt::Debug for TunnelClient {
@@ -161,7 +175,14 @@ impl TunnelClient {
         TunnelClient {
             rest,
             state: Arc::new(State::default()),
+            format: ReadFormat::Auto,
         }
+    }
+
+    /// How rows are asked for (default [`ReadFormat::Auto`]).
+    pub fn read_format(mut self, format: ReadFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// A client from a configuration (the same keys as [`RestClient::from_config`]).

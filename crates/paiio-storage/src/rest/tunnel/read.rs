@@ -25,7 +25,7 @@ use crate::protocol::tunnel::arrow_stream::{
     ArrowDecodeOptions, ArrowStreamDecoder, from_wire_batch,
 };
 use crate::protocol::tunnel::encoding::Compression;
-use crate::protocol::tunnel::record::record_arrow_schema;
+use crate::protocol::tunnel::record::{RecordDecodeOptions, RecordDecoder, record_arrow_schema};
 use crate::protocol::tunnel::session::DownloadStatus;
 use crate::service::{
     ReadRange, ReadRequest, ReadSession, ReadSessionRequest, RecordBatchStream, SessionStatus,
@@ -36,7 +36,7 @@ use crate::uri::{PartitionSpec, TableId};
 
 use super::super::transport::{Budget, transport_error};
 use super::layout::{Layout, Part, check_split_options, estimated_row_bytes};
-use super::{TunnelCall, TunnelClient};
+use super::{ReadFormat, TunnelCall, TunnelClient};
 
 /// How long a download session lives on the service.
 const DOWNLOAD_SESSION_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -349,7 +349,7 @@ impl TunnelClient {
             });
         }
         let start = start + request.skip_rows;
-        let plan = Plan::new(&resolved, &request.columns)?;
+        let plan = Plan::new(&resolved, &request.columns, self.format)?;
         let mut segments = VecDeque::new();
         let mut base = 0u64;
         for (i, part) in layout.parts.iter().enumerate() {
@@ -433,10 +433,12 @@ struct Plan {
     sources: Vec<Source>,
     schema: SchemaRef,
     arrow: ArrowOptions,
+    /// Rows come as the protobuf record stream (§3), not as Arrow.
+    records: bool,
 }
 
 impl Plan {
-    fn new(resolved: &Resolved, columns: &[String]) -> Result<Plan> {
+    fn new(resolved: &Resolved, columns: &[String], format: ReadFormat) -> Result<Plan> {
         let session = resolved.session_schema()?;
         let wanted: Vec<&Column> = if columns.is_empty() {
             session
@@ -492,17 +494,28 @@ impl Plan {
                 sources.push(Source::Partition(field, c.name.clone()));
             }
         }
+        let records = match format {
+            ReadFormat::Records => true,
+            ReadFormat::Arrow => false,
+            ReadFormat::Auto => fetch.iter().any(|c| not_for_arrow(&c.ty)),
+        };
         Ok(Plan {
             fetch,
             sources,
             schema: Arc::new(Schema::new(fields)),
             arrow,
+            records,
         })
     }
 
-    /// The output batch of one wire batch of a segment of partition `spec`.
+    /// The output batch of one decoded batch of a segment of partition `spec` (wire types
+    /// from the Arrow stream, the crate's types from the record stream).
     fn output(&self, wire: &RecordBatch, spec: &PartitionSpec) -> Result<RecordBatch> {
-        let batch = from_wire_batch(wire, &self.fetch, &self.arrow)?;
+        let batch = if self.records {
+            wire.clone()
+        } else {
+            from_wire_batch(wire, &self.fetch, &self.arrow)?
+        };
         let rows = batch.num_rows();
         let columns = self
             .sources
@@ -555,10 +568,45 @@ struct Segment {
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// Whether a type is one PyODPS's Arrow path refuses (JSON, INTERVAL_YEAR_MONTH, BLOB, at
+/// any depth): such columns are read as records, which every type has.
+fn not_for_arrow(ty: &crate::types::OdpsType) -> bool {
+    use crate::types::OdpsType as T;
+    match ty {
+        T::Json | T::IntervalYearMonth | T::Blob => true,
+        T::Array(t) => not_for_arrow(t),
+        T::Map(k, v) => not_for_arrow(k) || not_for_arrow(v),
+        T::Struct(fields) => fields.iter().any(|f| not_for_arrow(&f.ty)),
+        _ => false,
+    }
+}
+
+/// The decoder of one body: the chunked Arrow stream or the record stream.
+enum Decoder {
+    Arrow(ArrowStreamDecoder),
+    Records(RecordDecoder),
+}
+
+impl Decoder {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        Ok(match self {
+            Decoder::Arrow(d) => d.feed(chunk)?,
+            Decoder::Records(d) => d.feed(chunk)?,
+        })
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(match self {
+            Decoder::Arrow(d) => d.finish()?,
+            Decoder::Records(d) => d.finish()?.into_iter().collect(),
+        })
+    }
+}
+
 /// One open response body and its decoder.
 struct Body {
     bytes: ByteStream,
-    decoder: ArrowStreamDecoder,
+    decoder: Decoder,
 }
 
 struct RowReader {
@@ -613,9 +661,9 @@ impl RowReader {
                 continue;
             };
             let (step, ended) = match body.bytes.next().await {
-                Some(Ok(chunk)) => (body.decoder.feed(&chunk).map_err(Error::from), false),
+                Some(Ok(chunk)) => (body.decoder.feed(&chunk), false),
                 Some(Err(e)) => (Err(e), false),
-                None => (body.decoder.finish().map_err(Error::from), true),
+                None => (body.decoder.finish(), true),
             };
             let batches = match step {
                 Ok(batches) => batches,
@@ -742,9 +790,11 @@ impl RowReader {
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(",");
-        let mut call = TunnelCall::new(reqwest::Method::GET, &self.table, "read rows")
-            .key("data")
-            .key("arrow")
+        let mut call = TunnelCall::new(reqwest::Method::GET, &self.table, "read rows").key("data");
+        if !self.plan.records {
+            call = call.key("arrow");
+        }
+        let mut call = call
             .param("downloadid", &part.download_id)
             .param("rowrange", format!("({start},{count})"))
             .param("columns", columns)
@@ -777,7 +827,21 @@ impl RowReader {
             None => Box::pin(raw),
             Some(c) => decompressed(c, Box::pin(raw)),
         };
-        let decoder = ArrowStreamDecoder::new(&self.plan.fetch, ArrowDecodeOptions::default())?;
+        let decoder = if self.plan.records {
+            Decoder::Records(RecordDecoder::new(
+                &self.plan.fetch,
+                &self.plan.arrow,
+                RecordDecodeOptions {
+                    batch_rows: self.max_batch_rows,
+                    ..RecordDecodeOptions::default()
+                },
+            )?)
+        } else {
+            Decoder::Arrow(ArrowStreamDecoder::new(
+                &self.plan.fetch,
+                ArrowDecodeOptions::default(),
+            )?)
+        };
         Ok(Body { bytes, decoder })
     }
 }
