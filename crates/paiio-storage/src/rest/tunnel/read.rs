@@ -583,7 +583,7 @@ fn not_for_arrow(ty: &crate::types::OdpsType) -> bool {
 
 /// The decoder of one body: the chunked Arrow stream or the record stream.
 enum Decoder {
-    Arrow(ArrowStreamDecoder),
+    Arrow(Box<ArrowStreamDecoder>),
     Records(RecordDecoder),
 }
 
@@ -837,10 +837,10 @@ impl RowReader {
                 },
             )?)
         } else {
-            Decoder::Arrow(ArrowStreamDecoder::new(
+            Decoder::Arrow(Box::new(ArrowStreamDecoder::new(
                 &self.plan.fetch,
                 ArrowDecodeOptions::default(),
-            )?)
+            )?))
         };
         Ok(Body { bytes, decoder })
     }
