@@ -796,6 +796,18 @@ async fn a_plain_ini_picks_the_tunnel_when_the_storage_api_does_not_answer() {
     let service = paiio_storage::open_service(&config).unwrap();
     service.table_schema(&table).await.unwrap();
     assert_eq!(service.name(), "rest");
+    // Keys the service refuses are the caller's error, whichever transport: no choice made.
+    let wrong = paiio_storage::config::Config::builder()
+        .base(config.clone())
+        .access_key("not-the-secret")
+        .build();
+    let service = paiio_storage::open_service(&wrong).unwrap();
+    let e = service.table_schema(&table).await.unwrap_err();
+    assert!(
+        matches!(e, paiio_storage::Error::Unauthenticated { .. }),
+        "{e:?}"
+    );
+    assert_eq!(service.name(), "auto");
     // An explicit transport needs no probe.
     let tunnel = paiio_storage::config::Config::builder()
         .base(config)

@@ -3,9 +3,10 @@
 //!
 //! The choice is made once, on the first call that names a table: the Storage API is asked
 //! for the table's schema (`TableGetWriteSchema`, one attempt and one retry). An answer, or
-//! the Storage API's own "no such table", means it serves this client; anything else (no
-//! connection, a 404 for the route, Open Storage off or not permitted, a server error) means
-//! the Tunnel. The choice and its reason are logged once (`tracing::info`).
+//! the Storage API's own "no such table", means it serves this client; a signature the
+//! service refuses is the caller's error (no choice is made); anything else (no connection, a
+//! 404 for the route, Open Storage off or not permitted, a server error) means the Tunnel.
+//! The choice and its reason are logged once (`tracing::info`).
 
 use std::time::Duration;
 
@@ -92,6 +93,16 @@ impl AutoClient {
                         Chosen::Storage,
                         "the Storage API answered (no such table)".to_string(),
                     ),
+                    // Keys that do not sign (or a clock far off) fail on either transport:
+                    // the caller hears of it, and the next call asks again.
+                    Err(
+                        e @ Error::Unauthenticated {
+                            code:
+                                crate::auth::SIGNATURE_NOT_MATCH
+                                | crate::auth::AUTHENTICATION_REQUEST_EXPIRED,
+                            ..
+                        },
+                    ) => return Err(e),
                     Err(e) => (
                         Chosen::Tunnel,
                         format!("the Storage API did not answer: {e}"),
