@@ -65,6 +65,51 @@ pub const PROJECT_ENV: &str = "ODPS_PROJECT";
 pub const TUNNEL_ENDPOINT_ENV: &str = "ODPS_TUNNEL_ENDPOINT";
 /// The environment variable holding the region used for V4 signing.
 pub const REGION_ENV: &str = "ODPS_REGION_NAME";
+/// The environment variable choosing the transport of an http(s) endpoint
+/// (`auto`, `storage` or `tunnel`); it overrides the `transport` key of a file.
+pub const TRANSPORT_ENV: &str = "PAIIO_TRANSPORT";
+
+/// How an http(s) endpoint is spoken to (the `transport` key, [`TRANSPORT_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The Storage API when it answers, else the Tunnel (the default).
+    #[default]
+    Auto,
+    /// The Storage API (`docs/storage-api.md`), reachable from an Alibaba Cloud VPC.
+    Storage,
+    /// The MaxCompute Tunnel (`docs/tunnel.md`), what a public endpoint offers.
+    Tunnel,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Auto => "auto",
+            Transport::Storage => "storage",
+            Transport::Tunnel => "tunnel",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Transport::Auto),
+            "storage" | "storage_api" | "storage-api" | "storageapi" => Ok(Transport::Storage),
+            "tunnel" => Ok(Transport::Tunnel),
+            _ => Err(format!(
+                "{s:?} is not a transport (expected auto, storage or tunnel)"
+            )),
+        }
+    }
+}
 
 /// [`Config::source`] of a configuration read from environment variables.
 pub const SOURCE_ENVIRONMENT: &str = "environment";
@@ -103,6 +148,9 @@ pub struct Config {
     /// The local warehouse directory used when no endpoint is configured; when this is
     /// unset too, [`default_warehouse`] is used.
     pub warehouse: Option<PathBuf>,
+    /// How an http(s) endpoint is spoken to: `auto` (unset), `storage` or `tunnel`; see
+    /// [`Config::transport`].
+    pub transport: Option<String>,
     /// Where the configuration was loaded from, for messages: a file path,
     /// [`SOURCE_ENVIRONMENT`], [`SOURCE_DEFAULTS`], [`SOURCE_BUILDER`], or
     /// `"<source> with builder overrides"`.
@@ -124,6 +172,7 @@ impl fmt::Debug for Config {
             .field("quota_name", &self.quota_name)
             .field("region", &self.region)
             .field("warehouse", &self.warehouse)
+            .field("transport", &self.transport)
             .field("source", &self.source)
             .field("unknown_keys", &self.unknown_keys)
             .finish()
@@ -157,6 +206,7 @@ enum Field {
     QuotaName,
     Region,
     Warehouse,
+    Transport,
 }
 
 impl Field {
@@ -172,6 +222,7 @@ impl Field {
             Field::QuotaName => "quota_name",
             Field::Region => "region",
             Field::Warehouse => "warehouse",
+            Field::Transport => "transport",
         }
     }
 
@@ -193,6 +244,7 @@ impl Field {
             Field::TunnelEndpoint => Some(TUNNEL_ENDPOINT_ENV),
             Field::Project => Some(PROJECT_ENV),
             Field::Region => Some(REGION_ENV),
+            Field::Transport => Some(TRANSPORT_ENV),
             Field::QuotaName | Field::Warehouse => None,
         }
     }
@@ -209,6 +261,7 @@ impl Field {
             "quota_name" | "quota" => Field::QuotaName,
             "region" | "region_name" | "region_id" => Field::Region,
             "warehouse" => Field::Warehouse,
+            "transport" => Field::Transport,
             _ => return None,
         })
     }
@@ -217,7 +270,7 @@ impl Field {
     fn alias_rank(key: &str) -> usize {
         match key {
             "end_point" | "access_id" | "access_key" | "sts_token" | "tunnel_endpoint"
-            | "project" | "quota_name" | "region" | "warehouse" => 0,
+            | "project" | "quota_name" | "region" | "warehouse" | "transport" => 0,
             "endpoint" => 1,
             _ => 2,
         }
@@ -454,6 +507,16 @@ fn validate_endpoints(config: &Config, endpoint_key: &str) -> Result<()> {
             Err(m) => return Err(setting_error(&config.source, Field::TunnelEndpoint, key, m)),
         }
     }
+    if let Some(t) = &config.transport {
+        t.parse::<Transport>().map_err(|m| {
+            setting_error(
+                &config.source,
+                Field::Transport,
+                key_name(&config.source, Field::Transport),
+                m,
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -480,7 +543,15 @@ impl Config {
                     named_by: Some(CONFIG_ENV),
                     source,
                 })?;
-            return Config::from_ini_str(&text, &path.display().to_string());
+            let mut config = Config::from_ini_str(&text, &path.display().to_string())?;
+            // PAIIO_TRANSPORT overrides the file's `transport` (see `Config::transport`).
+            if let Some(t) = var(TRANSPORT_ENV) {
+                t.parse::<Transport>().map_err(|m| {
+                    setting_error(SOURCE_ENVIRONMENT, Field::Transport, TRANSPORT_ENV, m)
+                })?;
+                config.transport = Some(t);
+            }
+            return Ok(config);
         }
 
         let config = Config {
@@ -493,6 +564,7 @@ impl Config {
             quota_name: None,
             region: var(REGION_ENV),
             warehouse: None,
+            transport: var(TRANSPORT_ENV),
             source: String::new(),
             unknown_keys: Vec::new(),
         };
@@ -585,6 +657,7 @@ impl Config {
                     Field::QuotaName => config.quota_name = value,
                     Field::Region => config.region = value,
                     Field::Warehouse => config.warehouse = value.map(PathBuf::from),
+                    Field::Transport => config.transport = value,
                 }
             }
         }
@@ -646,6 +719,32 @@ impl Config {
             EndpointKind::Rest(endpoint) => Ok(Backend::Rest { endpoint }),
             EndpointKind::Local(path) => Ok(Backend::Local {
                 root: expand_tilde(&path, env).map_err(error)?,
+            }),
+        }
+    }
+
+    /// The transport of an http(s) endpoint: [`TRANSPORT_ENV`] when set in this process's
+    /// environment, else the `transport` key, else [`Transport::Auto`].
+    pub fn transport(&self) -> Result<Transport> {
+        self.transport_with_env(&process_env)
+    }
+
+    /// [`Config::transport`] with the environment looked up through `env`.
+    pub fn transport_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Transport> {
+        if let Some(v) = env(TRANSPORT_ENV).and_then(|v| clean_value(&v)) {
+            return v.parse().map_err(|m| {
+                setting_error(SOURCE_ENVIRONMENT, Field::Transport, TRANSPORT_ENV, m)
+            });
+        }
+        match &self.transport {
+            None => Ok(Transport::Auto),
+            Some(t) => t.parse().map_err(|m| {
+                setting_error(
+                    &self.source,
+                    Field::Transport,
+                    key_name(&self.source, Field::Transport),
+                    m,
+                )
             }),
         }
     }
@@ -854,6 +953,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets the transport of an http(s) endpoint.
+    pub fn transport(mut self, value: Transport) -> Self {
+        self.set.transport = Some(value.as_str().to_string());
+        self
+    }
+
     /// Sets the local warehouse directory used when there is no endpoint.
     pub fn warehouse(mut self, value: impl Into<PathBuf>) -> Self {
         self.set.warehouse = Some(value.into());
@@ -892,6 +997,7 @@ impl ConfigBuilder {
             project: pick(set.project, base.project),
             quota_name: pick(set.quota_name, base.quota_name),
             region: pick(set.region, base.region),
+            transport: pick(set.transport, base.transport),
             warehouse: set
                 .warehouse
                 .or(base.warehouse)
@@ -1032,6 +1138,7 @@ mod tests {
             quota_name: Some("q".into()),
             region: Some("r".into()),
             warehouse: Some("/w".into()),
+            transport: None,
             source: path.display().to_string(),
             unknown_keys: vec![],
         };
@@ -1484,5 +1591,57 @@ mod tests {
             config_error(Config::from_ini_str("[unterminated\nkey=v", "/x.ini").unwrap_err());
         assert_eq!(source, "/x.ini");
         assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn transport_from_file_builder_and_environment() {
+        let none = env_of(&[]);
+        let plain =
+            Config::from_ini_str("access_id=a\naccess_key=k\nend_point=http://h/api\n", "f")
+                .unwrap();
+        assert_eq!(plain.transport, None);
+        assert_eq!(plain.transport_with_env(&none).unwrap(), Transport::Auto);
+        let tunnel =
+            Config::from_ini_str("end_point=http://h/api\nTransport = Tunnel\n", "f").unwrap();
+        assert_eq!(tunnel.transport_with_env(&none).unwrap(), Transport::Tunnel);
+        // The environment overrides the file.
+        let env = env_of(&[(TRANSPORT_ENV, " storage ")]);
+        assert_eq!(tunnel.transport_with_env(&env).unwrap(), Transport::Storage);
+        let (source, message) =
+            config_error(Config::from_ini_str("transport=carrier-pigeon\n", "/x.ini").unwrap_err());
+        assert_eq!(source, "/x.ini");
+        assert!(message.starts_with("key `transport`:"), "{message}");
+        let (source, message) = config_error(
+            plain
+                .transport_with_env(&env_of(&[(TRANSPORT_ENV, "nope")]))
+                .unwrap_err(),
+        );
+        assert_eq!(source, format!("environment variable {TRANSPORT_ENV}"));
+        assert!(message.contains("nope"), "{message}");
+        let c = Config::load_from(&env_of(&[
+            (ENDPOINT_ENV, "http://h/api"),
+            (TRANSPORT_ENV, "tunnel"),
+        ]))
+        .unwrap();
+        assert_eq!(c.transport.as_deref(), Some("tunnel"));
+        // Over a file named by ODPS_CONFIG_FILE_PATH too, so that the loaded configuration
+        // says which transport it selects.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odps.ini");
+        std::fs::write(&path, "end_point=http://h/api\ntransport=storage\n").unwrap();
+        let path_text = path.display().to_string();
+        let from_file =
+            |t: &str| Config::load_from(&env_of(&[(CONFIG_ENV, &path_text), (TRANSPORT_ENV, t)]));
+        assert_eq!(from_file("").unwrap().transport.as_deref(), Some("storage"));
+        assert_eq!(
+            from_file("Tunnel").unwrap().transport.as_deref(),
+            Some("Tunnel")
+        );
+        assert!(from_file("bogus").is_err());
+        let built = Config::builder()
+            .base(plain)
+            .transport(Transport::Tunnel)
+            .build();
+        assert_eq!(built.transport_with_env(&none).unwrap(), Transport::Tunnel);
     }
 }

@@ -1,5 +1,6 @@
-//! The one place a configuration becomes a service: the embedded local warehouse, or the
-//! Storage API client.
+//! The one place a configuration becomes a service: the embedded local warehouse, or for an
+//! http(s) endpoint the Storage API client, the Tunnel client, or (`transport = auto`, the
+//! default) whichever of the two the endpoint serves ([`crate::config::Transport`]).
 
 use std::sync::Arc;
 
@@ -19,7 +20,17 @@ pub fn open_backend(backend: &Backend, config: &Config) -> Result<Arc<dyn TableS
     Ok(match backend {
         Backend::Local { root } => Arc::new(LocalWarehouse::open(root)?),
         #[cfg(feature = "rest")]
-        Backend::Rest { .. } => Arc::new(crate::rest::RestClient::from_config(config)?),
+        Backend::Rest { .. } => match config.transport()? {
+            crate::config::Transport::Storage => {
+                Arc::new(crate::rest::RestClient::from_config(config)?)
+            }
+            crate::config::Transport::Tunnel => {
+                Arc::new(crate::rest::TunnelClient::from_config(config)?)
+            }
+            crate::config::Transport::Auto => {
+                Arc::new(crate::rest::AutoClient::from_config(config)?)
+            }
+        },
         #[cfg(not(feature = "rest"))]
         Backend::Rest { endpoint } => {
             let _ = config;

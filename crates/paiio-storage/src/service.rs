@@ -3,9 +3,9 @@
 //! The required core is what the Storage API offers: read sessions with splits, row streams,
 //! write sessions with streams, commit and abort. Catalog operations (create, drop, list) are
 //! provided methods that backends without a catalog answer with [`Error::NotSupported`].
-//! The backends are [`crate::local::LocalWarehouse`] (a directory) and the HTTP client of the
-//! Storage API (`rest::RestClient`, the `rest` feature, which alone retries); decorators that
-//! are themselves services can wrap either.
+//! The backends are [`crate::local::LocalWarehouse`] (a directory) and the HTTP clients of the
+//! Storage API (`rest::RestClient`) and of the Tunnel (`rest::TunnelClient`), both in the
+//! `rest` feature and alone in retrying; decorators that are themselves services can wrap any.
 
 use std::fmt::Debug;
 use std::pin::Pin;

@@ -29,6 +29,10 @@ mod owner;
 mod vacuum;
 mod write;
 
+/// The checks and conversions of written rows, shared with the Tunnel client.
+#[cfg(feature = "rest")]
+pub(crate) use write::conform;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1488,7 +1492,7 @@ impl TableService for LocalWarehouse {
 struct FileLock(#[allow(dead_code)] fs::File);
 
 /// Stored data files hold the data columns in their storage Arrow types.
-fn storage_schema(schema: &TableSchema) -> arrow_schema::SchemaRef {
+pub(crate) fn storage_schema(schema: &TableSchema) -> arrow_schema::SchemaRef {
     Arc::new(schema.to_arrow_schema(&ArrowOptions::default(), false))
 }
 

@@ -543,7 +543,13 @@ impl Inner {
             if batch.num_rows() == 0 {
                 continue;
             }
-            let (data, parts) = conform(session, &write_schema, &storage, batch)?;
+            let (data, parts) = conform(
+                &session.table,
+                &session.partition,
+                &write_schema,
+                &storage,
+                batch,
+            )?;
             match parts {
                 None => by_partition
                     .entry(session.partition.clone())
@@ -847,8 +853,9 @@ impl Inner {
 /// Matches a batch to the write schema by column name, checks and casts every column to its
 /// storage type, and (for dynamic partitioning) groups its rows by partition.
 #[allow(clippy::type_complexity)]
-fn conform(
-    session: &WriteSessionState,
+pub(crate) fn conform(
+    table: &TableId,
+    partition: &PartitionSpec,
     write_schema: &TableSchema,
     storage: &arrow_schema::SchemaRef,
     batch: &RecordBatch,
@@ -870,17 +877,17 @@ fn conform(
             .chain(&write_schema.partition_columns)
             .all(|c| !c.name.eq_ignore_ascii_case(f.name()))
         {
-            let fixed = session.partition.get(f.name()).is_some();
+            let fixed = partition.get(f.name()).is_some();
             return Err(Error::invalid(
                 "arrow schema",
                 if fixed {
                     format!(
                         "column `{}` is a partition column fixed by the session's spec `{}`; leave it out of the data",
                         f.name(),
-                        session.partition
+                        partition
                     )
                 } else {
-                    format!("column `{}` is not in table {}", f.name(), session.table)
+                    format!("column `{}` is not in table {}", f.name(), table)
                 },
             ));
         }
@@ -896,7 +903,7 @@ fn conform(
                     "arrow schema",
                     format!(
                         "column `{name}` of table {} is missing from the data",
-                        session.table
+                        table
                     ),
                 )
             })
@@ -964,8 +971,7 @@ fn conform(
     }
     let mut out = Vec::with_capacity(groups.len());
     for (key, rows) in groups {
-        let mut pairs: Vec<(String, String)> = session
-            .partition
+        let mut pairs: Vec<(String, String)> = partition
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();

@@ -71,6 +71,7 @@
 //! ([`ClientStats`]); `body.rs` the incremental decoding of a read's body; and [`retry`] what
 //! is retried, and when.
 
+mod auto;
 mod body;
 mod builder;
 mod read_stream;
@@ -78,6 +79,7 @@ pub mod retry;
 mod session_memory;
 mod stats;
 mod transport;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,6 +109,7 @@ use crate::service::{
 use crate::types::TableSchema;
 use crate::uri::{PartitionSpec, TableId};
 
+pub use auto::{AutoClient, Chosen};
 pub use builder::{DEFAULT_REFRESH_MARGIN, RestClientBuilder};
 use read_stream::Source;
 pub use retry::{Idempotency, Jitter, RetryConfig};
@@ -115,6 +118,7 @@ pub use stats::ClientStats;
 use stats::Stats;
 pub use transport::USER_AGENT;
 use transport::{Budget, Call, CallBody};
+pub use tunnel::{ReadFormat, TunnelClient};
 
 /// The Storage API V2 client. Cheap to clone (shared state).
 #[derive(Clone)]

@@ -34,7 +34,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn enc(v: &str) -> String {
+pub(super) fn enc(v: &str) -> String {
     utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
 
@@ -65,6 +65,24 @@ impl Budget {
 pub(super) enum CallBody {
     Json(Bytes),
     Arrow(Bytes),
+}
+
+/// One HTTP request, relative to a base URL (the tunnel endpoint): what the retry loop
+/// signs and sends on every attempt.
+pub(super) struct Request {
+    pub(super) method: reqwest::Method,
+    /// The path and query, percent-encoded as sent (and signed).
+    pub(super) relative: String,
+    /// Headers besides the user agents, the date and the signature.
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Bytes,
+    pub(super) idempotency: Idempotency,
+    /// The body is streamed back: no whole-request timeout.
+    pub(super) streaming: bool,
+    /// Sends the Tunnel's `odps-tunnel-retry-trace-id` / `odps-tunnel-retry-index`.
+    pub(super) retry_headers: bool,
+    /// The call's name in messages.
+    pub(super) what: String,
 }
 
 /// One Storage API call.
@@ -128,7 +146,7 @@ impl Call {
     }
 }
 
-fn transport_error(action: impl std::fmt::Display, e: reqwest::Error) -> Error {
+pub(super) fn transport_error(action: impl std::fmt::Display, e: reqwest::Error) -> Error {
     let what = if e.is_connect() {
         "cannot connect"
     } else if e.is_timeout() {
@@ -143,7 +161,7 @@ fn transport_error(action: impl std::fmt::Display, e: reqwest::Error) -> Error {
     }
 }
 
-fn header_str(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header_str(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -160,7 +178,7 @@ impl Inner {
     }
 
     /// Signs `headers` for `method` and the URL relative to its base.
-    fn sign(&self, method: &str, relative: &str, headers: &mut Vec<(String, String)>) {
+    pub(super) fn sign(&self, method: &str, relative: &str, headers: &mut Vec<(String, String)>) {
         if let Some(creds) = &self.credentials {
             sign_request(
                 creds,
@@ -173,7 +191,7 @@ impl Inner {
         }
     }
 
-    fn base_headers(&self) -> Vec<(String, String)> {
+    pub(super) fn base_headers(&self) -> Vec<(String, String)> {
         vec![
             ("User-Agent".into(), self.user_agent.clone()),
             (headers::ODPS_USER_AGENT.into(), self.user_agent.clone()),
@@ -270,7 +288,7 @@ impl Inner {
         }
     }
 
-    async fn error_of(&self, resp: reqwest::Response, ctx: &ErrorContext) -> Error {
+    pub(super) async fn error_of(&self, resp: reqwest::Response, ctx: &ErrorContext) -> Error {
         let status = resp.status().as_u16();
         let request_id = header_str(resp.headers(), headers::REQUEST_ID);
         let mut body = Vec::new();
@@ -285,8 +303,8 @@ impl Inner {
         from_response(status, request_id.as_deref(), &body, ctx)
     }
 
-    /// Sends a call once.
-    async fn send_once(&self, base: &str, call: &Call) -> reqwest::Result<reqwest::Response> {
+    /// The request of a Storage API call (not yet signed).
+    fn prepare(&self, call: &Call) -> Request {
         let mut query = format!(
             "Action={}&Target={}",
             call.action.as_str(),
@@ -302,9 +320,7 @@ impl Inner {
         if let Some(q) = &self.quota_name {
             query.push_str(&format!("&quotaName={}", enc(q)));
         }
-        let relative = format!("/api/storage/v2?{query}");
-        let url = format!("{base}{relative}");
-        let mut headers = self.base_headers();
+        let mut headers = Vec::new();
         let (content_type, body) = match &call.body {
             CallBody::Json(b) => (headers::JSON_CONTENT_TYPE, b.clone()),
             CallBody::Arrow(b) => (headers::ARROW_CONTENT_TYPE, b.clone()),
@@ -319,9 +335,40 @@ impl Inner {
         if let Some(c) = call.accept_encoding {
             headers.push(("Accept-Encoding".into(), c.name().into()));
         }
-        self.sign("POST", &relative, &mut headers);
-        let mut req = self.http.post(&url).body(body);
-        if !call.streaming {
+        Request {
+            method: reqwest::Method::POST,
+            relative: format!("/api/storage/v2?{query}"),
+            headers,
+            body,
+            idempotency: call.idempotency,
+            streaming: call.streaming,
+            retry_headers: false,
+            what: call.action.as_str().to_string(),
+        }
+    }
+
+    /// Sends a request once to `base`, signed, with the user agents; `attempt` is the index
+    /// of this attempt (sent in the Tunnel's retry headers when the request asks for them).
+    async fn send_once(
+        &self,
+        base: &str,
+        request: &Request,
+        trace_id: &str,
+        attempt: u64,
+    ) -> reqwest::Result<reqwest::Response> {
+        let url = format!("{base}{}", request.relative);
+        let mut headers = self.base_headers();
+        headers.extend(request.headers.iter().cloned());
+        if request.retry_headers {
+            headers.push((headers::RETRY_TRACE_ID.into(), trace_id.to_string()));
+            headers.push((headers::RETRY_INDEX.into(), attempt.to_string()));
+        }
+        self.sign(request.method.as_str(), &request.relative, &mut headers);
+        let mut req = self
+            .http
+            .request(request.method.clone(), &url)
+            .body(request.body.clone());
+        if !request.streaming {
             req = req.timeout(self.request_timeout);
         }
         for (k, v) in &headers {
@@ -374,30 +421,52 @@ impl Inner {
         budget: &mut Budget,
     ) -> Result<reqwest::Response> {
         let base = self.tunnel_for(&call.table.project).await?;
+        let request = self.prepare(call);
+        let resp = self
+            .execute_request(&base, &request, &call.ctx, budget)
+            .await?;
+        self.keep_route_token(call.session.as_deref(), resp.headers());
+        Ok(resp)
+    }
+
+    /// Sends `request` to `base` with retries (per its idempotency) until a 2xx answer,
+    /// within `budget`: the one retry loop of the Storage API and the Tunnel.
+    pub(super) async fn execute_request(
+        &self,
+        base: &str,
+        request: &Request,
+        ctx: &ErrorContext,
+        budget: &mut Budget,
+    ) -> Result<reqwest::Response> {
+        let trace_id = if request.retry_headers {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            String::new()
+        };
+        let mut attempt = 0u64;
         loop {
             self.count_attempt(budget);
-            let (error, before_send, retry_after) = match self.send_once(&base, call).await {
-                Ok(resp) if resp.status().is_success() => {
-                    self.keep_route_token(call.session.as_deref(), resp.headers());
-                    return Ok(resp);
-                }
+            let sent = self.send_once(base, request, &trace_id, attempt).await;
+            attempt += 1;
+            let (error, before_send, retry_after) = match sent {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let retry_after = header_str(resp.headers(), "retry-after")
                         .and_then(|v| retry::parse_retry_after(&v));
-                    (self.error_of(resp, &call.ctx).await, false, retry_after)
+                    (self.error_of(resp, ctx).await, false, retry_after)
                 }
                 Err(e) => {
                     let before = retry::failed_before_send(&e);
-                    (transport_error(call.action, e), before, None)
+                    (transport_error(&request.what, e), before, None)
                 }
             };
-            if !retry::should_retry(&error, before_send, call.idempotency) {
+            if !retry::should_retry(&error, before_send, request.idempotency) {
                 return Err(error);
             }
             match self.next_retry(budget, retry_after) {
                 Some(delay) => {
                     tracing::debug!(
-                        action = call.action.as_str(),
+                        call = request.what.as_str(),
                         retry = budget.backoff.retries(),
                         ?delay,
                         "retrying: {error}"

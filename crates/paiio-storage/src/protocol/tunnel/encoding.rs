@@ -219,6 +219,7 @@ enum CompressorInner {
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
+    /// Boxed: its buffers make it several times the size of the others.
     Snappy(Box<snap::write::FrameEncoder<Vec<u8>>>),
 }
 
@@ -287,7 +288,7 @@ impl BodyCompressor {
             CompressorInner::Deflate(e) => e.finish().map_err(|e| fail(&e)),
             CompressorInner::Zstd(e) => e.finish().map_err(|e| fail(&e)),
             CompressorInner::Lz4(e) => e.finish().map_err(|e| fail(&e)),
-            CompressorInner::Snappy(e) => e.into_inner().map_err(|e| fail(e.error())),
+            CompressorInner::Snappy(e) => (*e).into_inner().map_err(|e| fail(e.error())),
         }
     }
 }
