@@ -9,6 +9,7 @@
 //! files in-process, and to `paiio serve --stream-rate` with up to 64 streams ([`reads`]). Run
 //! it with `scripts/bench-client.sh`.
 
+pub mod cli;
 pub mod client;
 pub mod proc_stats;
 pub mod reads;

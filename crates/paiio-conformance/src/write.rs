@@ -89,6 +89,11 @@ fn with_pt(batch: &RecordBatch, pt: impl Fn(i64) -> Option<String>) -> RecordBat
     )
 }
 
+/// `batch` with the partition columns `pt` and `region` set to `pt` and `region` in every row.
+fn in_partition(batch: &RecordBatch, pt: &str, region: i64) -> RecordBatch {
+    with_region(&with_pt(batch, |_| Some(pt.to_owned())), |_| region)
+}
+
 /// Each partition of `table` and its row count, sorted.
 async fn partition_counts(b: &Backend, table: &TableId) -> Vec<(String, u64)> {
     let partitions = b.service.list_partitions(table).await.unwrap();
@@ -573,7 +578,7 @@ pub async fn commit_is_atomic(b: &Backend) {
         &table,
         sid,
         &open,
-        with_region(&with_pt(&g.batch(40..45), |_| Some("other".into())), |_| 2),
+        in_partition(&g.batch(40..45), "other", 2),
     )
     .await
     .unwrap();
@@ -719,7 +724,7 @@ pub async fn overwrite_partition(b: &Backend) {
     );
 
     // Dynamic overwrite: only the partitions the data names are replaced.
-    let batch = with_region(&with_pt(&g.batch(200..202), |_| Some("b".into())), |_| 1);
+    let batch = in_partition(&g.batch(200..202), "b", 1);
     b.write_and_commit(&table, "", true, vec![batch]).await;
     assert_table_ids(
         b,
@@ -816,11 +821,11 @@ pub async fn dynamic_partitions(b: &Backend) {
         ),
         (
             "a partition value with a slash",
-            with_region(&with_pt(&g.batch(30..32), |_| Some("x/y".into())), |_| 0),
+            in_partition(&g.batch(30..32), "x/y", 0),
         ),
         (
             "a partition value `..`",
-            with_region(&with_pt(&g.batch(30..32), |_| Some("..".into())), |_| 0),
+            in_partition(&g.batch(30..32), "..", 0),
         ),
         (
             "a missing partition column",
@@ -886,13 +891,8 @@ pub async fn partial_static_partition(b: &Backend) {
     let sid = &session.session_id;
     let stream = b.open_stream(&table, sid, None).await;
     expect_err!(
-        b.write(
-            &table,
-            sid,
-            &stream,
-            with_region(&with_pt(&g.batch(0..2), |_| Some("p1".into())), |_| 1)
-        )
-        .await,
+        b.write(&table, sid, &stream, in_partition(&g.batch(0..2), "p1", 1))
+            .await,
         Error::InvalidArgument { .. },
         "InvalidArgument writing the partition column the spec fixes"
     );
@@ -982,14 +982,9 @@ pub async fn partition_values_typed(b: &Backend) {
         Error::InvalidArgument { .. } | Error::TypeMismatch { .. },
         "InvalidArgument or TypeMismatch for the dynamic value `abc` of BIGINT partition column region"
     );
-    b.write(
-        &table,
-        sid,
-        &stream,
-        with_region(&with_pt(&g.batch(6..9), |_| Some("a".into())), |_| 4),
-    )
-    .await
-    .unwrap();
+    b.write(&table, sid, &stream, in_partition(&g.batch(6..9), "a", 4))
+        .await
+        .unwrap();
     b.close_and_commit(&table, sid, &[&stream]).await;
     let batches = b.read_table_with_partitions(&table, &[]).await;
     assert_exactly_once(

@@ -895,6 +895,17 @@ mod tests {
         Credentials::new(ID, SECRET)
     }
 
+    /// Signs a request with `SignatureVersion::Legacy`.
+    fn sign_legacy(
+        creds: &Credentials,
+        method: &str,
+        url: &str,
+        headers: &mut Vec<(String, String)>,
+        t: SystemTime,
+    ) {
+        sign_request(creds, &SignatureVersion::Legacy, method, url, headers, t);
+    }
+
     fn verifier() -> Verifier {
         Verifier::default().with_key(ID, SECRET)
     }
@@ -1303,14 +1314,7 @@ mod tests {
         ] {
             let mut headers = hdrs(&[("x-odps-user-agent", UA)]);
             let t = at(EPOCH_2026.checked_add_signed(offset).unwrap());
-            sign_request(
-                &creds(),
-                &SignatureVersion::Legacy,
-                "GET",
-                C_URL,
-                &mut headers,
-                t,
-            );
+            sign_legacy(&creds(), "GET", C_URL, &mut headers, t);
             let result = v.verify("GET", C_URL, &headers, now());
             if ok {
                 result.unwrap();
@@ -1324,14 +1328,7 @@ mod tests {
         }
         // A narrower window.
         let mut headers = vec![];
-        sign_request(
-            &creds(),
-            &SignatureVersion::Legacy,
-            "GET",
-            C_URL,
-            &mut headers,
-            at(EPOCH_2026 - 61),
-        );
+        sign_legacy(&creds(), "GET", C_URL, &mut headers, at(EPOCH_2026 - 61));
         let narrow = Verifier::new(Duration::from_secs(60)).with_key(ID, SECRET);
         assert_eq!(narrow.clock_skew(), Duration::from_secs(60));
         assert_code(
@@ -1372,14 +1369,7 @@ mod tests {
             "Thu Jan  1 00:00:00 2026",
         ] {
             let mut headers = hdrs(&[("Date", date), ("x-odps-user-agent", UA)]);
-            sign_request(
-                &creds(),
-                &SignatureVersion::Legacy,
-                "GET",
-                C_URL,
-                &mut headers,
-                now(),
-            );
+            sign_legacy(&creds(), "GET", C_URL, &mut headers, now());
             assert_eq!(
                 header_value(&headers, "date"),
                 Some(date),
@@ -1454,14 +1444,7 @@ mod tests {
         let sts = Credentials::new("STS.tmp", "tmp-secret").with_sts_token("token-1");
         let v = Verifier::default().with_credentials(&sts);
         let mut headers = hdrs(&[("x-odps-user-agent", UA)]);
-        sign_request(
-            &sts,
-            &SignatureVersion::Legacy,
-            "POST",
-            A_URL,
-            &mut headers,
-            now(),
-        );
+        sign_legacy(&sts, "POST", A_URL, &mut headers, now());
         assert_eq!(header_value(&headers, STS_TOKEN_HEADER), Some("token-1"));
         assert_eq!(
             v.verify("POST", A_URL, &headers, now()).unwrap().access_id,
@@ -1470,14 +1453,8 @@ mod tests {
 
         // The token is not signed: the Authorization equals that of the same key without one.
         let mut plain = hdrs(&[("x-odps-user-agent", UA)]);
-        sign_request(
-            &Credentials::new("STS.tmp", "tmp-secret"),
-            &SignatureVersion::Legacy,
-            "POST",
-            A_URL,
-            &mut plain,
-            now(),
-        );
+        let unscoped = Credentials::new("STS.tmp", "tmp-secret");
+        sign_legacy(&unscoped, "POST", A_URL, &mut plain, now());
         assert_eq!(
             header_value(&plain, "authorization"),
             header_value(&headers, "authorization")
@@ -1515,46 +1492,61 @@ mod tests {
         c.rsplit('\n').next().unwrap().to_owned()
     }
 
+    /// Asserts the canonical resource of each url.
+    #[track_caller]
+    fn assert_resources(cases: &[(&str, &str)]) {
+        for (url, want) in cases {
+            assert_eq!(resource(url), *want, "{url}");
+        }
+    }
+
     #[test]
     fn double_decoding_and_plus_as_space() {
-        assert_eq!(resource("/p?k=a%2520b"), "/p?k=a b");
-        assert_eq!(resource("/p?k=a+b"), "/p?k=a b");
-        assert_eq!(resource("/p?k=a%2Bb"), "/p?k=a b");
-        assert_eq!(resource("/p?k=a%252Bb"), "/p?k=a+b");
-        assert_eq!(resource("/p?k=a%26b=c"), "/p?b=c&k=a");
-        assert_eq!(resource("/a%20b/c%2Fd"), "/a b/c/d");
-        assert_eq!(resource("/a+b"), "/a+b", "+ in the path stays");
-        assert_eq!(resource("/p?k=%E4%B8%AD"), "/p?k=中");
-        assert_eq!(resource("/p?k=%ZZ%4"), "/p?k=%ZZ%4");
-        assert_eq!(resource("/p?k=%FF"), "/p?k=\u{FFFD}");
+        assert_resources(&[
+            ("/p?k=a%2520b", "/p?k=a b"),
+            ("/p?k=a+b", "/p?k=a b"),
+            ("/p?k=a%2Bb", "/p?k=a b"),
+            ("/p?k=a%252Bb", "/p?k=a+b"),
+            ("/p?k=a%26b=c", "/p?b=c&k=a"),
+            ("/a%20b/c%2Fd", "/a b/c/d"),
+            // A `+` in the path stays.
+            ("/a+b", "/a+b"),
+            ("/p?k=%E4%B8%AD", "/p?k=中"),
+            ("/p?k=%ZZ%4", "/p?k=%ZZ%4"),
+            ("/p?k=%FF", "/p?k=\u{FFFD}"),
+        ]);
     }
 
     #[test]
     fn query_parsing_rules() {
-        assert_eq!(resource("/p"), "/p");
-        assert_eq!(resource("/p?"), "/p");
-        assert_eq!(resource("/p?&"), "/p?");
-        assert_eq!(resource("/p?&&b=1&&a"), "/p?a&b=1");
-        assert_eq!(resource("/p?k=1&k=2"), "/p?k=2");
-        assert_eq!(resource("/p?k=&j"), "/p?j&k");
-        assert_eq!(resource("/p?a=b=c"), "/p?a=b=c");
-        assert_eq!(
-            resource("/p?session_refresh=1&curr_project=p&Target=t&SessionId=s&Index=0&Action=A"),
-            "/p?Action=A&Index=0&SessionId=s&Target=t&curr_project=p&session_refresh=1"
-        );
-        assert_eq!(resource("/p?a=1?b=2"), "/p?a=1?b=2");
-        assert_eq!(resource("/p?a=1#frag"), "/p?a=1#frag");
+        assert_resources(&[
+            ("/p", "/p"),
+            ("/p?", "/p"),
+            ("/p?&", "/p?"),
+            ("/p?&&b=1&&a", "/p?a&b=1"),
+            ("/p?k=1&k=2", "/p?k=2"),
+            ("/p?k=&j", "/p?j&k"),
+            ("/p?a=b=c", "/p?a=b=c"),
+            (
+                "/p?session_refresh=1&curr_project=p&Target=t&SessionId=s&Index=0&Action=A",
+                "/p?Action=A&Index=0&SessionId=s&Target=t&curr_project=p&session_refresh=1",
+            ),
+            ("/p?a=1?b=2", "/p?a=1?b=2"),
+            ("/p?a=1#frag", "/p?a=1#frag"),
+        ]);
     }
 
     #[test]
     fn urlparse_quirks() {
-        assert_eq!(resource("/a/b;c?x=1"), "/a/b?x=1");
-        assert_eq!(resource("/a;b/c"), "/a;b/c");
-        assert_eq!(resource("//host/x?y"), "/x?y");
-        assert_eq!(resource("http://h:1/x?y"), "/x?y");
-        assert_eq!(resource("/a%0Ab?k=1%0D%0A2"), "/ab?k=12");
-        assert_eq!(resource("%20%01/p"), "/p");
-        assert_eq!(resource(""), "");
+        assert_resources(&[
+            ("/a/b;c?x=1", "/a/b?x=1"),
+            ("/a;b/c", "/a;b/c"),
+            ("//host/x?y", "/x?y"),
+            ("http://h:1/x?y", "/x?y"),
+            ("/a%0Ab?k=1%0D%0A2", "/ab?k=12"),
+            ("%20%01/p", "/p"),
+            ("", ""),
+        ]);
     }
 
     #[test]
@@ -1587,14 +1579,7 @@ mod tests {
             ("Date", ""),
             (STS_TOKEN_HEADER, "old"),
         ]);
-        sign_request(
-            &creds(),
-            &SignatureVersion::Legacy,
-            "GET",
-            C_URL,
-            &mut headers,
-            now(),
-        );
+        sign_legacy(&creds(), "GET", C_URL, &mut headers, now());
         assert_eq!(header_value(&headers, "date"), Some(DATE));
         assert_eq!(
             headers
@@ -1608,9 +1593,8 @@ mod tests {
         verifier().verify("GET", C_URL, &headers, now()).unwrap();
         // Absurd clocks do not panic.
         let mut h = vec![];
-        sign_request(
+        sign_legacy(
             &creds(),
-            &SignatureVersion::Legacy,
             "GET",
             "/",
             &mut h,
@@ -1740,7 +1724,7 @@ mod tests {
         #[test]
         fn arbitrary_signed_urls_round_trip(url in "/[ -~]{0,40}", method in method()) {
             let mut headers = vec![];
-            sign_request(&creds(), &SignatureVersion::Legacy, &method, &url, &mut headers, now());
+            sign_legacy(&creds(), &method, &url, &mut headers, now());
             verifier().verify(&method, &url, &headers, now()).unwrap();
         }
     }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use paiio_bench::cli::{self, TableArgs};
 use paiio_bench::client::{self, BoxError};
 use paiio_bench::reads::{self, PyodpsRun, ReadRun};
 use paiio_bench::{proc_stats, server, table};
@@ -49,26 +50,8 @@ use serde_json::{Value, json};
     about = "Read throughput of the paiio client vs PyODPS and local files"
 )]
 struct Args {
-    /// Size of the table in GB (10^9 bytes) of uncompressed Arrow.
-    #[arg(long, default_value_t = 1.1, conflicts_with_all = ["rows", "quick"])]
-    gb: f64,
-
-    /// Rows of the table (instead of --gb).
-    #[arg(long, conflicts_with = "quick")]
-    rows: Option<u64>,
-
-    /// A smoke run: a table of about 100 MB, shorter rate runs (1 s per stream).
-    #[arg(long)]
-    quick: bool,
-
-    /// The paiio binary (default: $CARGO_TARGET_DIR/release/paiio, or next to this program).
-    #[arg(long, value_name = "PATH")]
-    paiio: Option<PathBuf>,
-
-    /// The cache directory (default: $PAIIO_CACHE/bench, $PAIIO_CACHE defaulting to
-    /// ~/.cache/paiio-rs).
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
+    #[command(flatten)]
+    table: TableArgs,
 
     /// The python with pyodps 0.13.2 and pyarrow (default: $PAIIO_VENV/bin/python, else
     /// $PAIIO_CACHE/venv/bin/python).
@@ -96,10 +79,6 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [4usize])]
     compressed_streams: Vec<usize>,
 
-    /// MaxBatchRows of every read (PyODPS's default is 4096).
-    #[arg(long, default_value_t = 4096)]
-    max_batch_rows: usize,
-
     /// The per-stream rate of the second server (`paiio serve --stream-rate`); "0" skips it.
     #[arg(long, default_value = "10MB")]
     stream_rate: String,
@@ -121,21 +100,6 @@ struct Args {
     /// --quick).
     #[arg(long)]
     rate_compare_mb: Option<f64>,
-
-    /// Where to write the figures as JSON (default: CACHE/client.json).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-}
-
-fn cache_base() -> PathBuf {
-    std::env::var_os("PAIIO_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("paiio-rs")
-        })
 }
 
 /// A rate like `10MB`, `512KB`, `10MiB` in bytes per second (decimal units unless `i`).
@@ -186,15 +150,7 @@ enum Kind {
 }
 
 fn main() {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    if let Err(e) = runtime.block_on(run(args)) {
-        eprintln!("client_bench: error: {e}");
-        std::process::exit(1);
-    }
+    cli::run_main("client_bench", run(Args::parse()));
 }
 
 fn rest_client(
@@ -243,28 +199,22 @@ async fn timed_read(
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let boxed = |e: Box<dyn std::error::Error>| -> BoxError { e.to_string().into() };
     proc_stats::raise_nofile_limit();
-    let rows = match (args.rows, args.quick) {
-        (Some(rows), _) => rows.max(1),
-        (None, true) => table::rows_for_gb(0.1),
-        (None, false) => table::rows_for_gb(args.gb),
-    };
-    let cache = args
-        .cache
-        .clone()
-        .unwrap_or_else(|| cache_base().join("bench"));
+    let rows = args.table.rows();
+    let cache = args.table.cache_dir();
     let warehouse = cache.join("warehouse");
-    table::ensure_table(&warehouse, rows).await.map_err(boxed)?;
-    let mbr = args.max_batch_rows;
+    table::ensure_table(&warehouse, rows)
+        .await
+        .map_err(cli::boxed)?;
+    let mbr = args.table.max_batch_rows;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
 
-    let paiio = server::find_paiio(args.paiio.as_deref())?;
+    let paiio = server::find_paiio(args.table.paiio.as_deref())?;
     let serve =
         server::ServeProcess::start(&paiio, &warehouse, &cache.join("client-serve.log"), &[])
-            .map_err(boxed)?;
+            .map_err(cli::boxed)?;
     let pid = serve.pid();
     eprintln!("bench: paiio serve (pid {pid}) at {}", serve.endpoint);
 
@@ -339,7 +289,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let python = args.python.clone().unwrap_or_else(|| {
         std::env::var_os("PAIIO_VENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|| cache_base().join("venv"))
+            .unwrap_or_else(|| cli::cache_base().join("venv"))
             .join("bin")
             .join("python")
     });
@@ -459,10 +409,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut cmp_rest: Vec<Value> = Vec::new();
     let mut cmp_range = (0u64, 0u64);
     if rate > 0 && (!args.rate_streams.is_empty() || !args.rate_compare_streams.is_empty()) {
-        let per_stream_wire = args
-            .rate_stream_mb
-            .unwrap_or(if args.quick { 10.0 } else { 20.0 })
-            * 1e6;
+        let per_stream_wire =
+            args.rate_stream_mb
+                .unwrap_or(if args.table.quick { 10.0 } else { 20.0 })
+                * 1e6;
         let wire_per_row = wire_bytes as f64 / rows as f64;
         let per_stream_rows = ((per_stream_wire / wire_per_row) as u64).clamp(1, rows);
         let extra = vec!["--stream-rate".to_string(), args.stream_rate.clone()];
@@ -472,7 +422,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             &cache.join("client-serve-rate.log"),
             &extra,
         )
-        .map_err(boxed)?;
+        .map_err(cli::boxed)?;
         let rpid = serve.pid();
         let service = rest_client(&serve.endpoint, None)?;
         eprintln!(
@@ -523,10 +473,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
         // PyODPS 1 stream vs the RestClient with N streams over the same first rows.
         if !args.rate_compare_streams.is_empty() {
-            let compare_wire = args
-                .rate_compare_mb
-                .unwrap_or(if args.quick { 20.0 } else { 80.0 })
-                * 1e6;
+            let compare_wire =
+                args.rate_compare_mb
+                    .unwrap_or(if args.table.quick { 20.0 } else { 80.0 })
+                    * 1e6;
             let count = ((compare_wire / wire_per_row) as u64).clamp(1, rows);
             cmp_range = (0, count);
             let wire = count as f64 * wire_per_row;
@@ -799,13 +749,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "paiio": cmp_rest,
         }) },
     });
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| cache.join("client.json"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
-    eprintln!("bench: figures written to {}", json_path.display());
-    Ok(())
+    args.table.write_json(&cache, "client.json", &json)
 }
 
 fn check_rows(what: &str, got: u64, want: u64) -> Result<(), BoxError> {

@@ -12,11 +12,11 @@
 //! `TableService::read` for comparison, and 1,000 concurrent streaming reads with the
 //! server's peak RSS. The figures are also written as JSON to `$PAIIO_CACHE/bench/serve.json`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use paiio_bench::client::{self, BodyEncoding, ManyStreams, Throughput};
+use paiio_bench::cli::{self, TableArgs};
+use paiio_bench::client::{self, BodyEncoding, BoxError, ManyStreams, Throughput};
 use paiio_bench::{proc_stats, server, table};
 use serde_json::json;
 
@@ -26,26 +26,8 @@ use serde_json::json;
     about = "Serving cost and concurrency of `paiio serve`"
 )]
 struct Args {
-    /// Size of the table in GB (10^9 bytes) of uncompressed Arrow.
-    #[arg(long, default_value_t = 1.1, conflicts_with_all = ["rows", "quick"])]
-    gb: f64,
-
-    /// Rows of the table (instead of --gb).
-    #[arg(long, conflicts_with = "quick")]
-    rows: Option<u64>,
-
-    /// A smoke run: a table of about 100 MB, 200 concurrent streams held 2 s.
-    #[arg(long)]
-    quick: bool,
-
-    /// The paiio binary (default: $CARGO_TARGET_DIR/release/paiio, or next to this program).
-    #[arg(long, value_name = "PATH")]
-    paiio: Option<PathBuf>,
-
-    /// The cache directory (default: $PAIIO_CACHE/bench, $PAIIO_CACHE defaulting to
-    /// ~/.cache/paiio-rs).
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
+    #[command(flatten)]
+    table: TableArgs,
 
     /// Numbers of concurrent readers to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
@@ -59,10 +41,6 @@ struct Args {
     #[arg(long)]
     hold_secs: Option<f64>,
 
-    /// MaxBatchRows of every TableRead.
-    #[arg(long, default_value_t = 4096)]
-    max_batch_rows: usize,
-
     /// Runs of each throughput scenario; the fastest counts.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -70,25 +48,6 @@ struct Args {
     /// An extra argument for `paiio serve` (repeatable), e.g. `--server-arg=--max-concurrency=1100`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     server_arg: Vec<String>,
-
-    /// Where to write the figures as JSON (default: CACHE/serve.json).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-}
-
-fn cache_dir(args: &Args) -> PathBuf {
-    if let Some(dir) = &args.cache {
-        return dir.clone();
-    }
-    let base = std::env::var_os("PAIIO_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("paiio-rs")
-        });
-    base.join("bench")
 }
 
 fn mb(bytes: u64) -> String {
@@ -96,43 +55,35 @@ fn mb(bytes: u64) -> String {
 }
 
 fn main() {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    if let Err(e) = runtime.block_on(run(args)) {
-        eprintln!("serve_bench: error: {e}");
-        std::process::exit(1);
-    }
+    cli::run_main("serve_bench", run(Args::parse()));
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let boxed = |e: Box<dyn std::error::Error>| -> Box<dyn std::error::Error + Send + Sync> {
-        e.to_string().into()
-    };
+async fn run(args: Args) -> Result<(), BoxError> {
     let nofile = proc_stats::raise_nofile_limit();
-    let rows = match (args.rows, args.quick) {
-        (Some(rows), _) => rows.max(1),
-        (None, true) => table::rows_for_gb(0.1),
-        (None, false) => table::rows_for_gb(args.gb),
-    };
-    let streams = args.streams.unwrap_or(if args.quick { 200 } else { 1000 });
+    let rows = args.table.rows();
+    let streams = args
+        .streams
+        .unwrap_or(if args.table.quick { 200 } else { 1000 });
     let hold =
-        Duration::from_secs_f64(args.hold_secs.unwrap_or(if args.quick { 2.0 } else { 5.0 }));
+        Duration::from_secs_f64(
+            args.hold_secs
+                .unwrap_or(if args.table.quick { 2.0 } else { 5.0 }),
+        );
     if streams + 64 > nofile as usize {
         eprintln!(
             "serve_bench: warning: the open-files limit is {nofile}, low for {streams} streams"
         );
     }
-    let cache = cache_dir(&args);
+    let cache = args.table.cache_dir();
     let warehouse = cache.join("warehouse");
-    table::ensure_table(&warehouse, rows).await.map_err(boxed)?;
+    table::ensure_table(&warehouse, rows)
+        .await
+        .map_err(cli::boxed)?;
 
-    let paiio = server::find_paiio(args.paiio.as_deref())?;
+    let paiio = server::find_paiio(args.table.paiio.as_deref())?;
     let log = cache.join("serve.log");
-    let serve =
-        server::ServeProcess::start(&paiio, &warehouse, &log, &args.server_arg).map_err(boxed)?;
+    let serve = server::ServeProcess::start(&paiio, &warehouse, &log, &args.server_arg)
+        .map_err(cli::boxed)?;
     let pid = serve.pid();
     let v2 = serve.v2_url();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -152,7 +103,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         pid,
         BodyEncoding::Identity,
         4,
-        args.max_batch_rows,
+        args.table.max_batch_rows,
         true,
     )
     .await?;
@@ -181,7 +132,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                     pid,
                     encoding,
                     readers,
-                    args.max_batch_rows,
+                    args.table.max_batch_rows,
                     false,
                 )
                 .await?;
@@ -202,9 +153,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 
     let mut limits = Vec::new();
     for n in [1u64, 4] {
-        let (wall, got, cpu) = table::read_in_process(&warehouse, n, args.max_batch_rows)
+        let (wall, got, cpu) = table::read_in_process(&warehouse, n, args.table.max_batch_rows)
             .await
-            .map_err(boxed)?;
+            .map_err(cli::boxed)?;
         if got != rows {
             return Err(format!("in-process read delivered {got} rows, {rows} expected").into());
         }
@@ -218,7 +169,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             table_rows: rows,
             table_bytes: arrow_bytes,
             hold,
-            max_batch_rows: args.max_batch_rows,
+            max_batch_rows: args.table.max_batch_rows,
         };
         Some(client::many_streams(&http, &v2, pid, &options).await?)
     } else {
@@ -289,7 +240,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         "rows": rows,
         "arrow_bytes": arrow_bytes,
         "cores": cores,
-        "max_batch_rows": args.max_batch_rows,
+        "max_batch_rows": args.table.max_batch_rows,
         "throughput": results.iter().map(|t| json!({
             "compression": client::label(t.encoding),
             "readers": t.readers,
@@ -329,12 +280,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         "server_rss_idle": rss_idle,
         "server_vm_hwm": rss_hwm,
     });
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| cache.join("serve.json"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
-    eprintln!("bench: figures written to {}", json_path.display());
+    args.table.write_json(&cache, "serve.json", &json)?;
     if many.as_ref().is_some_and(|m| m.errors > 0) {
         return Err("some concurrent streams failed".into());
     }

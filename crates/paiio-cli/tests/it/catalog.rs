@@ -99,26 +99,11 @@ fn partitions_counts_and_drops() {
         text.push_str(&format!("{i},{}\n", ["east", "west", "north"][i % 3]));
     }
     std::fs::write(&csv, &text).unwrap();
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{t}/pt=1"),
-        csv.to_str().unwrap(),
-    ]);
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{t}/pt=2"),
-        csv.to_str().unwrap(),
-    ]);
+    env.import(&format!("{t}/pt=1"), &csv);
+    env.import(&format!("{t}/pt=2"), &csv);
     let east = env.path("east.csv");
     std::fs::write(&east, "id\n1000\n1001\n").unwrap();
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{t}/pt=3/region=east"),
-        east.to_str().unwrap(),
-    ]);
+    env.import(&format!("{t}/pt=3/region=east"), &east);
 
     assert_eq!(env.count(t), 202);
     assert_eq!(env.count(&format!("{t}/pt=1")), 100);

@@ -86,6 +86,41 @@ impl Env {
         assert!(out.starts_with("created odps://"), "{out}");
     }
 
+    /// `paiio table import URI FILE`, asserting success; returns standard output.
+    pub fn import(&self, uri: &str, file: &Path) -> String {
+        self.import_with(uri, file, &[])
+    }
+
+    /// `paiio table import URI FILE FLAGS...`, asserting success; returns standard output.
+    pub fn import_with(&self, uri: &str, file: &Path, flags: &[&str]) -> String {
+        self.ok(&transfer("import", uri, file, flags))
+    }
+
+    /// `paiio table import URI FILE`, asserting a one-line failure (see [`Env::fail`]).
+    pub fn import_fail(&self, uri: &str, file: &Path) -> (i32, String) {
+        self.import_fail_with(uri, file, &[])
+    }
+
+    /// `paiio table import URI FILE FLAGS...`, asserting a one-line failure.
+    pub fn import_fail_with(&self, uri: &str, file: &Path, flags: &[&str]) -> (i32, String) {
+        self.fail(&transfer("import", uri, file, flags))
+    }
+
+    /// `paiio table export URI FILE`, asserting success; returns standard output.
+    pub fn export(&self, uri: &str, file: &Path) -> String {
+        self.export_with(uri, file, &[])
+    }
+
+    /// `paiio table export URI FILE FLAGS...`, asserting success; returns standard output.
+    pub fn export_with(&self, uri: &str, file: &Path, flags: &[&str]) -> String {
+        self.ok(&transfer("export", uri, file, flags))
+    }
+
+    /// `paiio table export URI FILE`, asserting a one-line failure (see [`Env::fail`]).
+    pub fn export_fail(&self, uri: &str, file: &Path) -> (i32, String) {
+        self.fail(&transfer("export", uri, file, &[]))
+    }
+
     pub fn checksum(&self, uri: &str) -> String {
         self.ok(&["table", "checksum", uri]).trim().to_string()
     }
@@ -96,6 +131,24 @@ impl Env {
             .parse()
             .expect("a count")
     }
+}
+
+/// Asserts that `message` contains every one of `needles`.
+#[track_caller]
+pub fn assert_contains_all(message: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "{needle:?} missing from {message}"
+        );
+    }
+}
+
+/// `table VERB URI FILE FLAGS...`.
+fn transfer<'a>(verb: &'a str, uri: &'a str, file: &'a Path, flags: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["table", verb, uri, file.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args
 }
 
 /// Keeps the configuration and default warehouse of the machine out of a test.

@@ -12,12 +12,7 @@ fn setup() -> (Env, (String, String)) {
     env.create(T, SCHEMA, Some("pt string"));
     let csv = env.path("seed.csv");
     write_acceptance_csv(&csv, 0, 1_000);
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{T}/pt=a"),
-        csv.to_str().unwrap(),
-    ]);
+    env.import(&format!("{T}/pt=a"), &csv);
     let state = env.state(T);
     (env, state)
 }
@@ -32,7 +27,7 @@ fn value_that_does_not_fit_names_line_column_and_value() {
     )
     .unwrap();
     for uri in [format!("{T}/pt=b"), format!("{T}/pt=a")] {
-        let (code, message) = env.fail(&["table", "import", &uri, bad.to_str().unwrap()]);
+        let (code, message) = env.import_fail(&uri, &bad);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains("line 3"), "{message}");
         assert!(message.contains("`id`"), "{message}");
@@ -40,13 +35,7 @@ fn value_that_does_not_fit_names_line_column_and_value() {
         assert!(message.contains("bigint"), "{message}");
     }
     // Also with --overwrite, which must not have emptied the partition.
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=a"),
-        bad.to_str().unwrap(),
-        "--overwrite",
-    ]);
+    let (_, message) = env.import_fail_with(&format!("{T}/pt=a"), &bad, &["--overwrite"]);
     assert!(message.contains("line 3"), "{message}");
     assert_eq!(env.state(T), before);
     assert_eq!(env.ok(&["table", "partitions", T]), "pt=a  1000\n");
@@ -73,25 +62,12 @@ fn value_that_does_not_fit_names_line_column_and_value() {
         ),
     ] {
         std::fs::write(&bad, content).unwrap();
-        let (code, message) = env.fail(&[
-            "table",
-            "import",
-            T,
-            bad.to_str().unwrap(),
-            "--format",
-            "csv",
-        ]);
+        let (code, message) = env.import_fail_with(T, &bad, &["--format", "csv"]);
         assert_eq!(code, 2, "{message}");
         // Without a pt column the table URI is refused before parsing; use pt=b.
         assert!(message.contains("`pt`"), "{message}");
-        let (code, message) = env.fail(&[
-            "table",
-            "import",
-            &format!("{T}/pt=b"),
-            bad.to_str().unwrap(),
-            "--format",
-            "csv",
-        ]);
+        let (code, message) =
+            env.import_fail_with(&format!("{T}/pt=b"), &bad, &["--format", "csv"]);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains(&format!("line {line}")), "{message}");
         assert!(message.contains(&format!("`{column}`")), "{message}");
@@ -110,20 +86,11 @@ fn failure_deep_in_a_large_file_writes_nothing() {
     file.write_all(b"1,x,NaN-ish,true,2024-01-01 00:00:00\n")
         .unwrap();
     drop(file);
-    let (code, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=b"),
-        big.to_str().unwrap(),
-        "--batch-rows",
-        "4096",
-    ]);
+    let (code, message) =
+        env.import_fail_with(&format!("{T}/pt=b"), &big, &["--batch-rows", "4096"]);
     assert_eq!(code, 2, "{message}");
     assert!(message.contains("line 300002"), "{message}");
-    assert!(
-        message.contains("`price`") && message.contains("NaN-ish"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["`price`", "NaN-ish"]);
     assert_eq!(env.state(T), before);
     // No data file of the aborted session is left behind.
     let table_dir = env.warehouse().join("proj/default/sales");
@@ -136,7 +103,7 @@ fn failure_deep_in_a_large_file_writes_nothing() {
 
     // The same in JSON lines.
     let jsonl = env.path("big.jsonl");
-    env.ok(&["table", "export", T, jsonl.to_str().unwrap()]);
+    env.export(T, &jsonl);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&jsonl)
@@ -144,19 +111,9 @@ fn failure_deep_in_a_large_file_writes_nothing() {
     file.write_all(b"{\"id\": \"seven\", \"pt\": \"c\"}\n")
         .unwrap();
     drop(file);
-    let (code, message) = env.fail(&[
-        "table",
-        "import",
-        T,
-        jsonl.to_str().unwrap(),
-        "--batch-rows",
-        "100",
-    ]);
+    let (code, message) = env.import_fail_with(T, &jsonl, &["--batch-rows", "100"]);
     assert_eq!(code, 2, "{message}");
-    assert!(
-        message.contains("line 1001") && message.contains("`id`") && message.contains("seven"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["line 1001", "`id`", "seven"]);
     assert_eq!(env.state(T), before);
 }
 
@@ -196,7 +153,7 @@ fn unknown_table() {
         );
     }
     let out = env.path("out.csv");
-    env.fail(&["table", "export", missing, out.to_str().unwrap()]);
+    env.export_fail(missing, &out);
     assert!(!out.exists());
     env.ok(&["table", "drop", missing, "--if-exists"]);
     env.ok(&["table", "drop", &format!("{missing}/pt=a"), "--if-exists"]);
@@ -241,47 +198,24 @@ fn schema_text_that_does_not_parse() {
 fn missing_or_unreadable_file() {
     let (env, before) = setup();
     let missing = env.path("missing.csv");
-    let (code, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=b"),
-        missing.to_str().unwrap(),
-    ]);
+    let (code, message) = env.import_fail(&format!("{T}/pt=b"), &missing);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("missing.csv") && message.contains("No such file"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["missing.csv", "No such file"]);
     let dir = env.path("adir.csv");
     std::fs::create_dir(&dir).unwrap();
-    let (code, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=b"),
-        dir.to_str().unwrap(),
-    ]);
+    let (code, message) = env.import_fail(&format!("{T}/pt=b"), &dir);
     assert_eq!(code, 2, "{message}");
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=b"),
-        empty.to_str().unwrap(),
-    ]);
+    let (_, message) = env.import_fail(&format!("{T}/pt=b"), &empty);
     assert!(message.contains("header"), "{message}");
     let garbage = env.path("garbage.arrow");
     std::fs::write(&garbage, "not arrow at all").unwrap();
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{T}/pt=b"),
-        garbage.to_str().unwrap(),
-    ]);
+    let (_, message) = env.import_fail(&format!("{T}/pt=b"), &garbage);
     assert!(message.contains("Arrow"), "{message}");
     // Export into a directory that does not exist.
     let nowhere = env.path("no/such/dir/out.csv");
-    env.fail(&["table", "export", T, nowhere.to_str().unwrap()]);
+    env.export_fail(T, &nowhere);
     assert_eq!(env.state(T), before);
 }
 
@@ -298,7 +232,7 @@ fn file_columns_that_do_not_match() {
         ("id,name,price,flag,ts\n1,x,1,true\n", "expected 5 fields"),
     ] {
         std::fs::write(&bad, content).unwrap();
-        let (code, message) = env.fail(&["table", "import", &p, bad.to_str().unwrap()]);
+        let (code, message) = env.import_fail(&p, &bad);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains(expect), "{content:?}: {message}");
     }
@@ -308,14 +242,11 @@ fn file_columns_that_do_not_match() {
         "id,name,price,flag,ts,pt\n1,x,1,true,,b\n2,x,1,true,,\n",
     )
     .unwrap();
-    let (code, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
+    let (code, message) = env.import_fail(T, &bad);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("line 3") && message.contains("`pt`"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["line 3", "`pt`"]);
     std::fs::write(&bad, "id,name,price,flag,ts,pt\n1,x,1,true,,../etc\n").unwrap();
-    let (_, message) = env.fail(&["table", "import", T, bad.to_str().unwrap()]);
+    let (_, message) = env.import_fail(T, &bad);
     assert!(message.contains("pt"), "{message}");
     assert_eq!(env.state(T), before);
 
@@ -323,12 +254,9 @@ fn file_columns_that_do_not_match() {
     let strict = "odps://proj/tables/strict";
     env.create(strict, "id bigint not null, name string", None);
     std::fs::write(&bad, "id,name\n1,x\n,y\n").unwrap();
-    let (code, message) = env.fail(&["table", "import", strict, bad.to_str().unwrap()]);
+    let (code, message) = env.import_fail(strict, &bad);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("line 3") && message.contains("`id`") && message.contains("NOT NULL"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["line 3", "`id`", "NOT NULL"]);
     assert_eq!(env.count(strict), 0);
 }
 
@@ -410,24 +338,14 @@ fn partition_values_must_fit_their_type() {
     env.create(t, "id bigint", Some("region bigint"));
     let rows = env.path("rows.csv");
     std::fs::write(&rows, "id\n1\n").unwrap();
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{t}/region=-7"),
-        rows.to_str().unwrap(),
-    ]);
+    env.import(&format!("{t}/region=-7"), &rows);
     let before = env.state(t);
     for (value, expect) in [
         ("xyz", "not a valid bigint"),
         ("007", "write it as 7"),
         ("1e3", "not a valid"),
     ] {
-        let (code, message) = env.fail(&[
-            "table",
-            "import",
-            &format!("{t}/region={value}"),
-            rows.to_str().unwrap(),
-        ]);
+        let (code, message) = env.import_fail(&format!("{t}/region={value}"), &rows);
         assert_eq!(code, 2, "{message}");
         assert!(message.contains(expect), "{value}: {message}");
     }
@@ -437,30 +355,24 @@ fn partition_values_must_fit_their_type() {
     env.create(text, "id bigint", Some("region string"));
     let named = env.path("named.csv");
     std::fs::write(&named, "id,region\n1,12\n2,north\n").unwrap();
-    env.ok(&["table", "import", text, named.to_str().unwrap()]);
+    env.import(text, &named);
     let arrow = env.path("named.arrow");
-    env.ok(&["table", "export", text, arrow.to_str().unwrap()]);
-    let (code, message) = env.fail(&["table", "import", t, arrow.to_str().unwrap()]);
+    env.export(text, &arrow);
+    let (code, message) = env.import_fail(t, &arrow);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("\"north\"") && message.contains("`region`"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["\"north\"", "`region`"]);
     // CSV parses the column as its type.
     std::fs::write(&named, "id,region\n1,12\n2,north\n").unwrap();
-    let (_, message) = env.fail(&["table", "import", t, named.to_str().unwrap()]);
-    assert!(
-        message.contains("line 3") && message.contains("\"north\""),
-        "{message}"
-    );
+    let (_, message) = env.import_fail(t, &named);
+    assert_contains_all(&message, &["line 3", "\"north\""]);
     assert_eq!(env.state(t), before);
     // Text that is an integer is fine.
     std::fs::write(&named, "id,region\n1,12\n").unwrap();
     let only = "odps://proj/tables/by_name2";
     env.create(only, "id bigint", Some("region string"));
-    env.ok(&["table", "import", only, named.to_str().unwrap()]);
-    env.ok(&["table", "export", only, arrow.to_str().unwrap()]);
-    env.ok(&["table", "import", t, arrow.to_str().unwrap()]);
+    env.import(only, &named);
+    env.export(only, &arrow);
+    env.import(t, &arrow);
     assert_eq!(
         env.ok(&["table", "partitions", t]),
         "region=-7  1\nregion=12  1\n"
@@ -497,7 +409,7 @@ fn types_and_values_nested_too_deep() {
     let value = format!("{}7{}", "[".repeat(32), "]".repeat(32));
     let rows = env.path("deepest.jsonl");
     std::fs::write(&rows, format!("{{\"id\":1,\"c\":{value}}}\n")).unwrap();
-    env.ok(&["table", "import", t, rows.to_str().unwrap()]);
+    env.import(t, &rows);
     assert_eq!(env.count(t), 1);
     assert!(env.ok(&["table", "schema", t]).contains(&nested(32)));
     assert!(env.ok(&["table", "head", t]).contains('7'));
@@ -511,12 +423,9 @@ fn types_and_values_nested_too_deep() {
         "]".repeat(30_000)
     );
     std::fs::write(&deep, format!("{{\"id\":1,\"c\":null}}\n{line}\n")).unwrap();
-    let (code, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
+    let (code, message) = env.import_fail(t, &deep);
     assert_eq!(code, 2, "{message}");
-    assert!(
-        message.contains("line 2") && message.contains("more than 33 levels"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["line 2", "more than 33 levels"]);
     // Even where a string is expected, and within a string nothing counts.
     std::fs::write(
         &deep,
@@ -526,11 +435,8 @@ fn types_and_values_nested_too_deep() {
         ),
     )
     .unwrap();
-    let (_, message) = env.fail(&["table", "import", t, deep.to_str().unwrap()]);
-    assert!(
-        message.contains("line 2") && message.contains("more than 33 levels"),
-        "{message}"
-    );
+    let (_, message) = env.import_fail(t, &deep);
+    assert_contains_all(&message, &["line 2", "more than 33 levels"]);
     assert_eq!(env.state(t), before);
 }
 
@@ -584,7 +490,7 @@ fn arrow_with_a_huge_declared_buffer_length_is_refused() {
             "bomb_stream.arrow"
         });
         std::fs::write(&path, arrow_bomb(file_format)).unwrap();
-        let (code, message) = env.fail(&["table", "import", t, path.to_str().unwrap()]);
+        let (code, message) = env.import_fail(t, &path);
         assert_ne!(code, 0);
         assert!(
             message.contains("4611686018427387904") && message.contains("record batch"),

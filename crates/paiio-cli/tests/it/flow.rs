@@ -18,12 +18,12 @@ fn million_rows_two_partitions_round_trip() {
     eprintln!("generated 1,000,000 rows in {:?}", started.elapsed());
 
     let step = Instant::now();
-    let out = env.ok(&["table", "import", &format!("{t}/pt=a"), a.to_str().unwrap()]);
+    let out = env.import(&format!("{t}/pt=a"), &a);
     assert_eq!(
         out.trim(),
         format!("imported 500000 rows into {t}/pt=a (version 1)")
     );
-    let out = env.ok(&["table", "import", &format!("{t}/pt=b"), b.to_str().unwrap()]);
+    let out = env.import(&format!("{t}/pt=b"), &b);
     assert_eq!(
         out.trim(),
         format!("imported 500000 rows into {t}/pt=b (version 2)")
@@ -77,7 +77,7 @@ fn million_rows_two_partitions_round_trip() {
     // Export everything, re-import into a second table by the exported `pt` column.
     let step = Instant::now();
     let exported = env.path("all.csv");
-    let out = env.ok(&["table", "export", t, exported.to_str().unwrap()]);
+    let out = env.export(t, &exported);
     assert_eq!(
         out.trim(),
         format!("exported 1000000 rows of {t} to {}", exported.display())
@@ -91,7 +91,7 @@ fn million_rows_two_partitions_round_trip() {
     assert_eq!(text_head, "id,name,price,flag,ts,pt");
     let t2 = "odps://proj/tables/sales_copy";
     env.create(t2, SCHEMA, Some("pt string"));
-    let out = env.ok(&["table", "import", t2, exported.to_str().unwrap()]);
+    let out = env.import(t2, &exported);
     assert_eq!(
         out.trim(),
         format!("imported 1000000 rows into {t2} (version 1)")
@@ -105,15 +105,10 @@ fn million_rows_two_partitions_round_trip() {
 
     // A partition exports alone, with its partition column.
     let part = env.path("b.jsonl");
-    env.ok(&[
-        "table",
-        "export",
-        &format!("{t}/pt=b"),
-        part.to_str().unwrap(),
-    ]);
+    env.export(&format!("{t}/pt=b"), &part);
     let t3 = "odps://proj/tables/sales_b";
     env.create(t3, SCHEMA, Some("pt string"));
-    env.ok(&["table", "import", t3, part.to_str().unwrap()]);
+    env.import(t3, &part);
     assert_eq!(env.ok(&["table", "partitions", t3]), "pt=b  500000\n");
     assert_eq!(env.checksum(t3), sum_b);
     eprintln!("whole flow in {:?}", started.elapsed());

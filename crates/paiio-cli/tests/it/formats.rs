@@ -28,7 +28,7 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
     std::fs::write(&source, ALL_TYPES_JSONL).unwrap();
     let t = "odps://proj/tables/all_types";
     all_types_table(&env, t);
-    let out = env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    let out = env.import(t, &source);
     assert_eq!(out.trim(), format!("imported 4 rows into {t} (version 1)"));
     assert_eq!(
         env.ok(&["table", "partitions", t]),
@@ -42,10 +42,10 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
         .enumerate()
     {
         let file = env.path(name);
-        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        env.export(t, &file);
         let copy = format!("odps://proj/tables/copy_{i}");
         all_types_table(&env, &copy);
-        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        env.import(&copy, &file);
         assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
     }
     // The stream format is what `.arrows` gets; the file format has the footer magic.
@@ -57,45 +57,24 @@ fn every_type_round_trips_through_jsonl_and_arrow() {
     // A partial partition: export pt=x, re-import it under the fixed pt=x with `region`
     // coming from the data.
     let part = env.path("x.arrow");
-    env.ok(&[
-        "table",
-        "export",
-        &format!("{t}/pt=x"),
-        part.to_str().unwrap(),
-    ]);
+    env.export(&format!("{t}/pt=x"), &part);
     // The exported file carries `pt`, which the URI now fixes: its values are all `x`.
     let copy = "odps://proj/tables/copy_x";
     all_types_table(&env, copy);
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=x"),
-        part.to_str().unwrap(),
-    ]);
+    env.import(&format!("{copy}/pt=x"), &part);
     assert_eq!(env.count(copy), 2);
     assert_eq!(env.checksum(copy), env.checksum(&format!("{t}/pt=x")));
     // ...but not into another partition.
-    let (code, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=z"),
-        part.to_str().unwrap(),
-    ]);
+    let (code, message) = env.import_fail(&format!("{copy}/pt=z"), &part);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("`pt`") && message.contains("\"x\"") && message.contains("fixes pt=z"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["`pt`", "\"x\"", "fixes pt=z"]);
     assert_eq!(env.count(copy), 2);
 
     // CSV cannot carry binary or nested columns: a clear error and no file.
     let csv = env.path("out.csv");
-    let (code, message) = env.fail(&["table", "export", t, csv.to_str().unwrap()]);
+    let (code, message) = env.export_fail(t, &csv);
     assert_eq!(code, 2);
-    assert!(
-        message.contains("`bin`") && message.contains("jsonl"),
-        "{message}"
-    );
+    assert_contains_all(&message, &["`bin`", "jsonl"]);
     assert!(!csv.exists());
 }
 
@@ -172,22 +151,15 @@ fn csv_round_trips_every_type_it_carries() {
     std::fs::write(&source, &text).unwrap();
     let t = "odps://proj/tables/csv_types";
     env.create(t, CSV_TYPES, Some("pt string"));
-    env.ok(&[
-        "table",
-        "import",
-        t,
-        source.to_str().unwrap(),
-        "--batch-rows",
-        "999",
-    ]);
+    env.import_with(t, &source, &["--batch-rows", "999"]);
     assert_eq!(env.count(t), 20_000);
     let sum = env.checksum(t);
     for name in ["back.csv", "back.jsonl", "back.arrow"] {
         let file = env.path(name);
-        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        env.export(t, &file);
         let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
         env.create(&copy, CSV_TYPES, Some("pt string"));
-        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        env.import(&copy, &file);
         assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
     }
 }
@@ -199,51 +171,23 @@ fn format_from_option_or_extension() {
     env.create(t, "id bigint, name string", None);
     let txt = env.path("data.txt");
     std::fs::write(&txt, "name,id\nx,1\ny,2\n").unwrap();
-    let (code, message) = env.fail(&["table", "import", t, txt.to_str().unwrap()]);
+    let (code, message) = env.import_fail(t, &txt);
     assert_eq!(code, 2);
     assert!(message.contains("--format"), "{message}");
-    env.ok(&[
-        "table",
-        "import",
-        t,
-        txt.to_str().unwrap(),
-        "--format",
-        "csv",
-    ]);
+    env.import_with(t, &txt, &["--format", "csv"]);
     let json = env.path("data.ndjson");
     std::fs::write(&json, "{\"id\":3,\"name\":\"z\"}\n").unwrap();
-    env.ok(&["table", "import", t, json.to_str().unwrap()]);
+    env.import(t, &json);
     let out = env.path("dump.data");
-    env.ok(&[
-        "table",
-        "export",
-        t,
-        out.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
+    env.export_with(t, &out, &["--format", "jsonl"]);
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 3);
     assert!(text.contains("{\"id\":3,\"name\":\"z\"}"), "{text}");
     let ipc = env.path("dump.bin");
-    env.ok(&[
-        "table",
-        "export",
-        t,
-        ipc.to_str().unwrap(),
-        "--format",
-        "arrow",
-    ]);
+    env.export_with(t, &ipc, &["--format", "arrow"]);
     let copy = "odps://proj/tables/plain2";
     env.create(copy, "id bigint, name string", None);
-    env.ok(&[
-        "table",
-        "import",
-        copy,
-        ipc.to_str().unwrap(),
-        "--format",
-        "ipc",
-    ]);
+    env.import_with(copy, &ipc, &["--format", "ipc"]);
     assert_eq!(env.checksum(copy), env.checksum(t));
 }
 
@@ -255,20 +199,20 @@ fn overwrite_replaces_what_it_writes() {
     let a = env.path("a.csv");
     std::fs::write(&a, "id\n1\n2\n3\n").unwrap();
     let p = format!("{t}/pt=a");
-    env.ok(&["table", "import", &p, a.to_str().unwrap()]);
-    env.ok(&["table", "import", &p, a.to_str().unwrap()]);
+    env.import(&p, &a);
+    env.import(&p, &a);
     assert_eq!(env.count(&p), 6);
     let b = env.path("b.csv");
     std::fs::write(&b, "id\n9\n").unwrap();
-    env.ok(&["table", "import", &format!("{t}/pt=b"), b.to_str().unwrap()]);
-    let out = env.ok(&["table", "import", &p, a.to_str().unwrap(), "--overwrite"]);
+    env.import(&format!("{t}/pt=b"), &b);
+    let out = env.import_with(&p, &a, &["--overwrite"]);
     assert!(out.contains("imported 3 rows"), "{out}");
     assert_eq!(env.count(&p), 3);
     assert_eq!(env.count(t), 4);
     // An empty file: a header only.
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "id\n").unwrap();
-    let out = env.ok(&["table", "import", &p, empty.to_str().unwrap()]);
+    let out = env.import(&p, &empty);
     assert!(
         out.starts_with(&format!("imported 0 rows into {p} (version ")),
         "{out}"
@@ -283,15 +227,10 @@ fn csv_with_bom_crlf_and_reordered_columns() {
     env.create(t, "id bigint, name string", Some("pt string"));
     let csv = env.path("bom.csv");
     std::fs::write(&csv, "\u{feff}Name , ID,pt\r\n\"a\r\nb\",1,x\r\nc,2,y\r\n").unwrap();
-    let out = env.ok(&["table", "import", t, csv.to_str().unwrap()]);
+    let out = env.import(t, &csv);
     assert!(out.contains("imported 2 rows"), "{out}");
     let json = env.path("bom.jsonl");
-    env.ok(&[
-        "table",
-        "export",
-        &format!("{t}/pt=x"),
-        json.to_str().unwrap(),
-    ]);
+    env.export(&format!("{t}/pt=x"), &json);
     assert_eq!(
         std::fs::read_to_string(&json).unwrap(),
         "{\"id\":1,\"name\":\"a\\r\\nb\",\"pt\":\"x\"}\n"
@@ -312,28 +251,28 @@ fn non_finite_floats_round_trip() {
          {\"d\":123456789.125,\"f\":3.4028235e38,\"a\":null}\n",
     )
     .unwrap();
-    env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    env.import(t, &source);
     let sum = env.checksum(t);
     for name in ["f.jsonl", "f.arrow"] {
         let file = env.path(name);
-        env.ok(&["table", "export", t, file.to_str().unwrap()]);
+        env.export(t, &file);
         let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
         env.create(&copy, schema, None);
-        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        env.import(&copy, &file);
         assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
     }
     let scalars = "odps://proj/tables/scalars";
     env.create(scalars, "d double, f float", None);
     let csv = env.path("scalars.csv");
     std::fs::write(&csv, "d,f\nNaN,-inf\ninf,nan\n-0.0,1e-45\n,\n").unwrap();
-    env.ok(&["table", "import", scalars, csv.to_str().unwrap()]);
+    env.import(scalars, &csv);
     let sum = env.checksum(scalars);
     for name in ["s.csv", "s.jsonl"] {
         let file = env.path(name);
-        env.ok(&["table", "export", scalars, file.to_str().unwrap()]);
+        env.export(scalars, &file);
         let copy = format!("odps://proj/tables/{}", name.replace('.', "_"));
         env.create(&copy, "d double, f float", None);
-        env.ok(&["table", "import", &copy, file.to_str().unwrap()]);
+        env.import(&copy, &file);
         assert_eq!(env.checksum(&copy), sum, "round trip through {name}");
     }
 }
@@ -349,7 +288,7 @@ fn csv_export_warns_about_empty_strings() {
         "{\"id\":1,\"name\":\"\"}\n{\"id\":2,\"name\":null}\n{\"id\":3,\"name\":\"x\"}\n",
     )
     .unwrap();
-    env.ok(&["table", "import", t, source.to_str().unwrap()]);
+    env.import(t, &source);
     let csv = env.path("e.csv");
     let run = env.run(&["table", "export", t, csv.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -391,7 +330,7 @@ fn exported_partition_reimports_into_a_partition() {
         "id,name,pt,n\n1,one,a,7\n2,,a,7\n3,three,a,-8\n4,four,b,7\n",
     )
     .unwrap();
-    env.ok(&["table", "import", t, seed.to_str().unwrap()]);
+    env.import(t, &seed);
     let source = format!("{t}/pt=a");
     let want = env.checksum(&source);
 
@@ -400,7 +339,7 @@ fn exported_partition_reimports_into_a_partition() {
         .enumerate()
     {
         let file = env.path(name);
-        env.ok(&["table", "export", &source, file.to_str().unwrap()]);
+        env.export(&source, &file);
         let text = std::fs::read(&file).unwrap();
         assert!(
             String::from_utf8_lossy(&text).contains("pt"),
@@ -409,30 +348,15 @@ fn exported_partition_reimports_into_a_partition() {
         // Into the same partition of a table of the same shape, also naming both levels.
         let copy = format!("odps://proj/tables/copy_{i}");
         env.create(&copy, shape.0, Some(shape.1));
-        env.ok(&[
-            "table",
-            "import",
-            &format!("{copy}/pt=a"),
-            file.to_str().unwrap(),
-        ]);
+        env.import(&format!("{copy}/pt=a"), &file);
         assert_eq!(env.checksum(&copy), want, "{name}");
-        let (_, message) = env.fail(&[
-            "table",
-            "import",
-            &format!("{copy}/pt=a/n=7"),
-            file.to_str().unwrap(),
-        ]);
+        let (_, message) = env.import_fail(&format!("{copy}/pt=a/n=7"), &file);
         assert!(
             message.contains("`n`") && message.contains("\"-8\"") && message.contains("fixes n=7"),
             "{name}: {message}"
         );
         // Into another partition: refused, naming the column, the row and the value.
-        let (code, message) = env.fail(&[
-            "table",
-            "import",
-            &format!("{copy}/pt=b"),
-            file.to_str().unwrap(),
-        ]);
+        let (code, message) = env.import_fail(&format!("{copy}/pt=b"), &file);
         assert_eq!(code, 2, "{message}");
         assert!(
             message.contains("`pt`") && message.contains("\"a\"") && message.contains("fixes pt=b"),
@@ -453,44 +377,20 @@ fn exported_partition_reimports_into_a_partition() {
     env.create(copy, shape.0, Some(shape.1));
     let mixed = env.path("mixed.csv");
     std::fs::write(&mixed, "id,name,pt,n\n1,one,a,7\n2,two,b,7\n3,three,a,7\n").unwrap();
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=a"),
-        mixed.to_str().unwrap(),
-    ]);
-    assert!(
-        message.contains("line 3") && message.contains("\"b\"") && message.contains("fixes pt=a"),
-        "{message}"
-    );
+    let (_, message) = env.import_fail(&format!("{copy}/pt=a"), &mixed);
+    assert_contains_all(&message, &["line 3", "\"b\"", "fixes pt=a"]);
     let empty = env.path("empty.csv");
     std::fs::write(&empty, "id,name,pt,n\n1,one,,7\n").unwrap();
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=a"),
-        empty.to_str().unwrap(),
-    ]);
-    assert!(
-        message.contains("line 2") && message.contains("NULL") && message.contains("`pt`"),
-        "{message}"
-    );
+    let (_, message) = env.import_fail(&format!("{copy}/pt=a"), &empty);
+    assert_contains_all(&message, &["line 2", "NULL", "`pt`"]);
     let jsonl = env.path("mixed.jsonl");
     std::fs::write(
         &jsonl,
         "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n{\"id\":3,\"pt\":\"c\",\"n\":7}\n",
     )
     .unwrap();
-    let (_, message) = env.fail(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=a"),
-        jsonl.to_str().unwrap(),
-    ]);
-    assert!(
-        message.contains("line 3") && message.contains("\"c\"") && message.contains("fixes pt=a"),
-        "{message}"
-    );
+    let (_, message) = env.import_fail(&format!("{copy}/pt=a"), &jsonl);
+    assert_contains_all(&message, &["line 3", "\"c\"", "fixes pt=a"]);
     assert_eq!(env.count(copy), 0);
     // A JSON line may leave the fixed key out, or give it.
     std::fs::write(
@@ -498,11 +398,6 @@ fn exported_partition_reimports_into_a_partition() {
         "{\"id\":1,\"n\":7}\n{\"id\":2,\"pt\":\"a\",\"n\":7}\n",
     )
     .unwrap();
-    env.ok(&[
-        "table",
-        "import",
-        &format!("{copy}/pt=a"),
-        jsonl.to_str().unwrap(),
-    ]);
+    env.import(&format!("{copy}/pt=a"), &jsonl);
     assert_eq!(env.ok(&["table", "partitions", copy]), "pt=a/n=7  2\n");
 }

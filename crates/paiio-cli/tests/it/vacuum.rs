@@ -41,7 +41,7 @@ fn vacuum_removes_what_killed_imports_left() {
     env.create(t, SCHEMA, None);
     let small = env.path("small.csv");
     write_acceptance_csv(&small, 0, 1000);
-    env.ok(&["table", "import", t, small.to_str().unwrap()]);
+    env.import(t, &small);
     let before = env.state(t);
     let data = env.warehouse().join("proj/default/v/data");
     let live = data_files(&data);
@@ -122,7 +122,7 @@ fn vacuum_removes_what_killed_imports_left() {
 
     // --all, and the usage errors.
     let all = env.ok(&["table", "vacuum", "--all"]);
-    assert!(all.contains("0 files") && all.contains("1 tables"), "{all}");
+    assert_contains_all(&all, &["0 files", "1 tables"]);
     let (code, message) = env.fail(&["table", "vacuum"]);
     assert_eq!(code, 2, "{message}");
     let (code, message) = env.fail(&["table", "vacuum", t, "--all"]);

@@ -6,6 +6,7 @@
 //! the rows its session declared.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -385,6 +386,25 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Spawns `first` and `second` as tasks that start their work together, behind one barrier,
+/// and waits for both.
+async fn race_pair<A, B>(first: A, second: B) -> (A::Output, B::Output)
+where
+    A: Future + Send + 'static,
+    A::Output: Send + 'static,
+    B: Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    async fn after<F: Future>(barrier: Arc<tokio::sync::Barrier>, work: F) -> F::Output {
+        barrier.wait().await;
+        work.await
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let first = tokio::spawn(after(barrier.clone(), first));
+    let second = tokio::spawn(after(barrier, second));
+    (first.await.unwrap(), second.await.unwrap())
+}
+
 async fn create_table(w: &LocalWarehouse, name: &str) -> TableId {
     let table = TableId::new("conc", None, name).unwrap();
     w.create_table(&table, &schema(), CreateTableOptions::default())
@@ -572,39 +592,26 @@ async fn abort_races_commit(
         known.insert(commit.key, commit.clone());
         let sid = prepare(&committer, &table, &commit).await;
         let before = committer.describe_table(&table).await.unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let delay = mix(round ^ 77) % 40;
-        let commit_task = {
-            let (w, table, sid, barrier) = (
-                committer.clone(),
-                table.clone(),
-                sid.clone(),
-                barrier.clone(),
-            );
-            tokio::spawn(async move {
-                barrier.wait().await;
-                if round % 2 == 0 {
-                    for _ in 0..delay {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                w.commit_write_session(&table, &sid, None).await
-            })
+        // One side or the other first yields `delay` times.
+        let yields = |n: u64| async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
         };
-        let abort_task = {
-            let (w, table, sid, barrier) =
-                (aborter.clone(), table.clone(), sid.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                if round % 2 == 1 {
-                    for _ in 0..delay {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                w.abort_write_session(&table, &sid).await
-            })
+        let (w, t, s) = (committer.clone(), table.clone(), sid.clone());
+        let commit_delay = if round % 2 == 0 { delay } else { 0 };
+        let commit_task = async move {
+            yields(commit_delay).await;
+            w.commit_write_session(&t, &s, None).await
         };
-        let (commit_result, abort_result) = (commit_task.await.unwrap(), abort_task.await.unwrap());
+        let (w, t, s) = (aborter.clone(), table.clone(), sid.clone());
+        let abort_delay = if round % 2 == 1 { delay } else { 0 };
+        let abort_task = async move {
+            yields(abort_delay).await;
+            w.abort_write_session(&t, &s).await
+        };
+        let (commit_result, abort_result) = race_pair(commit_task, abort_task).await;
         let after = committer.describe_table(&table).await.unwrap();
         let status = aborter
             .get_write_session(&table, &sid)
@@ -1072,29 +1079,20 @@ fn drop_table_racing_a_commit_leaves_no_torn_table() {
             assert_eq!(w.describe_table(&table).await.unwrap().row_count, TEMPLATE_PARTITIONS);
             let commit = Commit::new(2, 20, Target::Static("b".into()));
             let sid = prepare(&w, &table, &commit).await;
-            let barrier = Arc::new(tokio::sync::Barrier::new(2));
             // Drop at some point of the commit: from before it starts to after it ends.
             let delay = Duration::from_micros(mix(round) % 6000);
-            let commit_task = {
-                let (w, table, sid, barrier) = (w.clone(), table.clone(), sid.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    w.commit_write_session(&table, &sid, None).await
-                })
+            let (committer, t, s) = (w.clone(), table.clone(), sid.clone());
+            let commit_task = async move { committer.commit_write_session(&t, &s, None).await };
+            let dropper = if round % 4 < 2 { w.clone() } else { other.clone() };
+            let t = table.clone();
+            let drop_task = async move {
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                dropper.drop_table(&t, false).await
             };
-            let drop_task = {
-                let dropper = if round % 4 < 2 { w.clone() } else { other.clone() };
-                let (table, barrier) = (table.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    let until = Instant::now() + delay;
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
-                    dropper.drop_table(&table, false).await
-                })
-            };
-            let (committed, dropped) = (commit_task.await.unwrap(), drop_task.await.unwrap());
+            let (committed, dropped) = race_pair(commit_task, drop_task).await;
             dropped.unwrap_or_else(|e| panic!("round {round}: dropping an existing table failed: {e}"));
             let outcome = match &committed {
                 Ok(_) => "commit ok".to_string(),
@@ -1225,16 +1223,11 @@ fn racing_creates_and_drops_of_one_table_have_one_winner() {
         let mut outcomes = BTreeMap::<String, u32>::new();
         for round in 0..120u32 {
             let if_exists = round % 2 == 1;
-            let barrier = Arc::new(tokio::sync::Barrier::new(2));
             let create = |w: &LocalWarehouse, schema: &TableSchema| {
-                let (w, schema, table, barrier) = (w.clone(), schema.clone(), table.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    w.create_table(&table, &schema, CreateTableOptions::default()).await
-                })
+                let (w, schema, table) = (w.clone(), schema.clone(), table.clone());
+                async move { w.create_table(&table, &schema, CreateTableOptions::default()).await }
             };
-            let (ra, rb) = (create(&a, &narrow), create(&b, &wide));
-            let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
+            let (ra, rb) = race_pair(create(&a, &narrow), create(&b, &wide)).await;
             let winner = match (&ra, &rb) {
                 (Ok(()), Err(Error::AlreadyExists { .. })) => &narrow,
                 (Err(Error::AlreadyExists { .. }), Ok(())) => &wide,
@@ -1244,16 +1237,11 @@ fn racing_creates_and_drops_of_one_table_have_one_winner() {
             // earlier round dropped; see another_instance_sees_a_recreated_table.)
             let fresh = LocalWarehouse::open(root.path()).unwrap();
             assert_eq!(&fresh.describe_table(&table).await.unwrap().schema, winner, "round {round}: the table lacks the winning create's schema");
-            let barrier = Arc::new(tokio::sync::Barrier::new(2));
             let drop = |w: &LocalWarehouse| {
-                let (w, table, barrier) = (w.clone(), table.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    w.drop_table(&table, if_exists).await
-                })
+                let (w, table) = (w.clone(), table.clone());
+                async move { w.drop_table(&table, if_exists).await }
             };
-            let (da, db) = (drop(&a), drop(&b));
-            let (da, db) = (da.await.unwrap(), db.await.unwrap());
+            let (da, db) = race_pair(drop(&a), drop(&b)).await;
             let ok = |r: &paiio_storage::Result<()>| r.is_ok();
             let lost = |r: &paiio_storage::Result<()>| if if_exists { r.is_ok() } else { matches!(r, Err(Error::NotFound { .. })) };
             assert!(

@@ -173,6 +173,15 @@ impl TestBackend {
     }
 }
 
+/// Asserts that the text of `err` contains every one of `needles`.
+#[track_caller]
+pub fn assert_mentions(err: &impl std::fmt::Display, needles: &[&str]) {
+    let text = err.to_string();
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing from {text}");
+    }
+}
+
 /// The ids of batches.
 pub fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     datagen::ids(batches)

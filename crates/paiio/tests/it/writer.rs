@@ -14,7 +14,7 @@ use paiio_storage::local::LocalWarehouse;
 use paiio_storage::types::{Column, OdpsType, TableSchema};
 use paiio_storage::{SessionStatus, TableId, TableService};
 
-use crate::common::{self, TestBackend, block};
+use crate::common::{self, TestBackend, assert_mentions, block};
 
 fn schema(columns: &str, partitions: &str) -> TableSchema {
     TableSchema::new(
@@ -24,12 +24,23 @@ fn schema(columns: &str, partitions: &str) -> TableSchema {
     .unwrap()
 }
 
+/// Creates the table `name` of those columns and partition columns.
+fn create(backend: &TestBackend, name: &str, columns: &str, partitions: &str) -> TableId {
+    block(
+        backend
+            .store
+            .create_table(name, &schema(columns, partitions)),
+    )
+}
+
 /// `id bigint, name string, score double, flag boolean`.
 fn people(backend: &TestBackend) -> TableId {
-    block(backend.store.create_table(
+    create(
+        backend,
         "people",
-        &schema("id bigint, name string, score double, flag boolean", ""),
-    ))
+        "id bigint, name string, score double, flag boolean",
+        "",
+    )
 }
 
 fn open(backend: &TestBackend, uri: &str, slice_id: u64) -> paiio::Result<TableWriter> {
@@ -39,6 +50,36 @@ fn open(backend: &TestBackend, uri: &str, slice_id: u64) -> paiio::Result<TableW
         slice_id,
         WriterOptions::default(),
     )
+}
+
+/// A writer on the whole of `table` with `options`.
+fn open_table(
+    backend: &TestBackend,
+    table: &TableId,
+    slice_id: u64,
+    options: WriterOptions,
+) -> TableWriter {
+    TableWriter::open_with(
+        backend.service.clone(),
+        &backend.uri(table, ""),
+        slice_id,
+        options,
+    )
+    .unwrap()
+}
+
+/// A batch of the named columns.
+fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).unwrap()
+}
+
+/// Asserts that `result` failed with a message containing every one of `needles`.
+#[track_caller]
+fn check(result: paiio::Result<()>, needles: &[&str]) {
+    let message = result.unwrap_err().to_string();
+    for needle in needles {
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
 }
 
 fn small_batches() -> WriterOptions {
@@ -116,13 +157,9 @@ fn rows_go_to_the_listed_columns_and_the_rest_are_null() {
 #[test]
 fn batches_map_by_indices_and_convert_safe_types() {
     let backend = common::local();
-    let table = block(
-        backend
-            .store
-            .create_table("typed", &schema("a int, b bigint, c float, d string", "")),
-    );
+    let table = create(&backend, "typed", "a int, b bigint, c float, d string", "");
     let mut writer = open(&backend, &backend.uri(&table, ""), 0).unwrap();
-    let batch = RecordBatch::try_from_iter(vec![
+    let batch = batch(vec![
         ("x", Arc::new(StringArray::from(vec!["p", "q"])) as ArrayRef),
         ("y", Arc::new(Int64Array::from(vec![1, -2])) as ArrayRef), // into INT: checked narrowing
         ("z", Arc::new(Int32Array::from(vec![10, 20])) as ArrayRef), // into BIGINT: widening
@@ -130,8 +167,7 @@ fn batches_map_by_indices_and_convert_safe_types() {
             "w",
             Arc::new(Float64Array::from(vec![0.5, 2.0])) as ArrayRef,
         ), // into FLOAT
-    ])
-    .unwrap();
+    ]);
     writer.write(&batch, &[3, 0, 1, 2]).unwrap();
     writer.close().unwrap();
     assert_eq!(rows(&backend, &table), ["-2|20|2.0|q", "1|10|0.5|p"]);
@@ -140,20 +176,13 @@ fn batches_map_by_indices_and_convert_safe_types() {
 #[test]
 fn type_errors_name_the_column_and_write_nothing() {
     let backend = common::local();
-    let table = block(backend.store.create_table(
+    let table = create(
+        &backend,
         "strict",
-        &schema(
-            "id bigint not null, small int, name string, score double, ok boolean",
-            "",
-        ),
-    ));
+        "id bigint not null, small int, name string, score double, ok boolean",
+        "",
+    );
     let mut writer = open(&backend, &backend.uri(&table, ""), 0).unwrap();
-    let check = |result: paiio::Result<()>, needles: &[&str]| {
-        let message = result.unwrap_err().to_string();
-        for needle in needles {
-            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-        }
-    };
     // Text into a BIGINT column.
     check(
         writer.write_rows(&[vec!["abc".into()]], &[0]),
@@ -205,9 +234,7 @@ fn type_errors_name_the_column_and_write_nothing() {
         writer.write_rows(&[vec![1.into(), 2.into()]], &[0]),
         &["row 0", "2 values for 1 indices"],
     );
-    let batch =
-        RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
-            .unwrap();
+    let batch = batch(vec![("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]);
     check(writer.write(&batch, &[0, 1]), &["2 indices for 1 columns"]);
     // The failures wrote nothing; the writer is still usable.
     writer
@@ -221,13 +248,7 @@ fn type_errors_name_the_column_and_write_nothing() {
 fn nothing_is_visible_before_close_and_everything_after() {
     for backend in both_backends() {
         let table = people(&backend);
-        let mut writer = TableWriter::open_with(
-            backend.service.clone(),
-            &backend.uri(&table, ""),
-            0,
-            small_batches(),
-        )
-        .unwrap();
+        let mut writer = open_table(&backend, &table, 0, small_batches());
         for i in 0..10 {
             writer
                 .write_rows(&[vec![i.into(), format!("n{i}").into()]], &[0, 1])
@@ -254,19 +275,12 @@ fn many_flushes_keep_every_row_in_order() {
         flush_rows: 100,
         ..WriterOptions::default()
     };
-    let mut writer = TableWriter::open_with(
-        backend.service.clone(),
-        &backend.uri(&table, ""),
-        3,
-        options,
-    )
-    .unwrap();
+    let mut writer = open_table(&backend, &table, 3, options);
     let ids: Vec<i64> = (0..1050).collect();
-    let batch = RecordBatch::try_from_iter(vec![(
+    let batch = batch(vec![(
         "id",
         Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
-    )])
-    .unwrap();
+    )]);
     writer.write(&batch, &[0]).unwrap();
     writer.write(&batch.slice(0, 7), &[0]).unwrap();
     assert_eq!(writer.close().unwrap().rows, 1057);
@@ -324,13 +338,7 @@ fn dropping_an_unclosed_writer_aborts_it() {
 fn explicit_abort_discards_everything() {
     let backend = common::local();
     let table = people(&backend);
-    let mut writer = TableWriter::open_with(
-        backend.service.clone(),
-        &backend.uri(&table, ""),
-        0,
-        small_batches(),
-    )
-    .unwrap();
+    let mut writer = open_table(&backend, &table, 0, small_batches());
     writer
         .write_rows(
             &(0..7).map(|i| vec![Value::Int(i)]).collect::<Vec<_>>(),
@@ -392,7 +400,7 @@ fn assert_slot_taken(result: paiio::Result<TableWriter>, slice: u64, table: &Tab
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.contains(&format!("slice_id {slice}")), "{message}");
+    assert_mentions(&message, &[&format!("slice_id {slice}")]);
     assert!(message.contains(&table.table), "{message}");
 }
 
@@ -458,10 +466,12 @@ fn a_missing_table_is_not_found_and_leaves_no_trace() {
 #[test]
 fn writing_to_a_static_partition() {
     for backend in both_backends() {
-        let table = block(backend.store.create_table(
+        let table = create(
+            &backend,
             "parted",
-            &schema("id bigint, name string", "pt string, region string"),
-        ));
+            "id bigint, name string",
+            "pt string, region string",
+        );
         let mut writer = open(&backend, &backend.uri(&table, "pt=a/region=x"), 0).unwrap();
         writer
             .write_rows(
@@ -470,13 +480,9 @@ fn writing_to_a_static_partition() {
             )
             .unwrap();
         // The partition columns are fixed by the URI: writing them is refused.
-        let err = writer
-            .write_rows(&[vec![3.into(), "b".into()]], &[0, 2])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`pt`") && err.contains("fixed by the URI"),
-            "{err}"
+        check(
+            writer.write_rows(&[vec![3.into(), "b".into()]], &[0, 2]),
+            &["`pt`", "fixed by the URI"],
         );
         writer.close().unwrap();
         // A writer on another partition with the same slice_id is another slot.
@@ -495,10 +501,12 @@ fn writing_to_a_static_partition() {
 #[test]
 fn dynamic_partitions_come_from_indices_past_the_data_columns() {
     let backend = common::local();
-    let table = block(backend.store.create_table(
+    let table = create(
+        &backend,
         "dyn",
-        &schema("id bigint, name string", "pt string, region string"),
-    ));
+        "id bigint, name string",
+        "pt string, region string",
+    );
     // The URI fixes the first level; `region` (column 3) comes from the data.
     let mut writer = open(&backend, &backend.uri(&table, "pt=a"), 0).unwrap();
     writer
@@ -514,12 +522,11 @@ fn dynamic_partitions_come_from_indices_past_the_data_columns() {
     writer.close().unwrap();
     // No partition in the URI: both levels from the data.
     let mut writer = open(&backend, &backend.uri(&table, ""), 1).unwrap();
-    let batch = RecordBatch::try_from_iter(vec![
+    let batch = batch(vec![
         ("region", Arc::new(StringArray::from(vec!["z"])) as ArrayRef),
         ("pt", Arc::new(StringArray::from(vec!["c"])) as ArrayRef),
         ("id", Arc::new(Int64Array::from(vec![4])) as ArrayRef),
-    ])
-    .unwrap();
+    ]);
     writer.write(&batch, &[3, 2, 0]).unwrap();
     writer.close().unwrap();
     assert_eq!(
@@ -533,11 +540,7 @@ fn dynamic_partitions_come_from_indices_past_the_data_columns() {
 #[test]
 fn bools_and_bytes_round_trip() {
     let backend = common::local();
-    let table = block(
-        backend
-            .store
-            .create_table("bin", &schema("b binary, s string, f boolean", "")),
-    );
+    let table = create(&backend, "bin", "b binary, s string, f boolean", "");
     let mut writer = open(&backend, &backend.uri(&table, ""), 0).unwrap();
     writer
         .write_rows(
@@ -551,16 +554,14 @@ fn bools_and_bytes_round_trip() {
         .unwrap();
     // Text into BINARY is its UTF-8 bytes; bytes that are not UTF-8 cannot go to STRING.
     writer.write_rows(&[vec!["hi".into()]], &[0]).unwrap();
-    let err = writer
-        .write_rows(&[vec![Value::Bytes(vec![0xff])]], &[1])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("`s`") && err.contains("UTF-8"), "{err}");
-    let batch = RecordBatch::try_from_iter(vec![(
+    check(
+        writer.write_rows(&[vec![Value::Bytes(vec![0xff])]], &[1]),
+        &["`s`", "UTF-8"],
+    );
+    let batch = batch(vec![(
         "f",
         Arc::new(BooleanArray::from(vec![true])) as ArrayRef,
-    )])
-    .unwrap();
+    )]);
     writer.write(&batch, &[2]).unwrap();
     writer.close().unwrap();
     assert_eq!(
@@ -572,10 +573,12 @@ fn bools_and_bytes_round_trip() {
 #[test]
 fn columns_are_named_in_any_type_error() {
     let backend = common::local();
-    let table = block(backend.store.create_table(
+    let table = create(
+        &backend,
         "cols",
-        &schema("d date, t datetime, m map<string,bigint>", ""),
-    ));
+        "d date, t datetime, m map<string,bigint>",
+        "",
+    );
     let mut writer = open(&backend, &backend.uri(&table, ""), 0).unwrap();
     // Text parses into DATE and DATETIME.
     writer
@@ -584,18 +587,13 @@ fn columns_are_named_in_any_type_error() {
             &[0, 1],
         )
         .unwrap();
-    let err = writer
-        .write_rows(&[vec!["not a date".into()]], &[0])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("`d`"), "{err}");
-    let err = writer
-        .write_rows(&[vec![1.into()]], &[2])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("`m`") && err.contains("map<string,bigint>"),
-        "{err}"
+    check(
+        writer.write_rows(&[vec!["not a date".into()]], &[0]),
+        &["`d`"],
+    );
+    check(
+        writer.write_rows(&[vec![1.into()]], &[2]),
+        &["`m`", "map<string,bigint>"],
     );
     writer.close().unwrap();
     assert_eq!(row_count(&backend, &table), 1);
@@ -604,11 +602,7 @@ fn columns_are_named_in_any_type_error() {
 #[test]
 fn the_schema_and_columns_are_visible() {
     let backend = common::local();
-    let table = block(
-        backend
-            .store
-            .create_table("meta", &schema("id bigint", "pt string")),
-    );
+    let table = create(&backend, "meta", "id bigint", "pt string");
     let writer = open(&backend, &backend.uri(&table, "pt=1"), 9).unwrap();
     assert_eq!(writer.slice_id(), 9);
     assert_eq!(writer.schema().column_names(), ["id", "pt"]);
