@@ -199,114 +199,6 @@ pub async fn rest_backend() -> paiio_conformance::Backend {
         .with_guard(server)
 }
 
-/// The ODPS metadata calls the Tunnel client makes (`GET /api/projects/p/tables/t` and
-/// `?partitions`, PyODPS's table load and partition listing) answered from a warehouse, and
-/// tunnel discovery pointing at a real server: a stand-in until `paiio serve` answers them.
-///
-/// Everything else (every Tunnel session, read, block and commit) goes to the real server,
-/// signed and checked, through the discovery answer.
-pub mod metadata_stub {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    use axum::extract::{Path, Query, State};
-    use axum::http::StatusCode;
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::get;
-    use paiio_storage::protocol::tunnel::session::TunnelSchema;
-    use paiio_storage::{PartitionSpec, TableId, TableService};
-
-    #[derive(Clone)]
-    struct Stub {
-        service: Arc<dyn TableService>,
-        tunnel: String,
-    }
-
-    fn error(status: StatusCode, code: &str, message: &str) -> Response {
-        (
-            status,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message><![CDATA[{message}]]></Message><RequestId>stub</RequestId><HostId>localhost</HostId></Error>"
-            ),
-        )
-            .into_response()
-    }
-
-    fn escape(s: &str) -> String {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('"', "&quot;")
-    }
-
-    async fn table(
-        State(stub): State<Stub>,
-        Path((project, name)): Path<(String, String)>,
-        Query(q): Query<HashMap<String, String>>,
-    ) -> Response {
-        let Ok(table) = TableId::new(&project, None, &name) else {
-            return error(StatusCode::BAD_REQUEST, "InvalidArgument", "bad name");
-        };
-        let info = match stub.service.describe_table(&table).await {
-            Ok(info) => info,
-            Err(e) => return error(StatusCode::NOT_FOUND, "NoSuchTable", &e.to_string()),
-        };
-        if q.contains_key("partitions") {
-            let prefix = PartitionSpec::parse(q.get("partition").map_or("", |s| s.as_str()))
-                .unwrap_or_default();
-            let mut xml = String::from(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Partitions><Marker></Marker>",
-            );
-            for p in info.partitions.iter().filter(|p| prefix.matches(&p.spec)) {
-                xml.push_str("<Partition>");
-                for (k, v) in p.spec.iter() {
-                    xml.push_str(&format!(
-                        "<Column Name=\"{}\" Value=\"{}\"/>",
-                        escape(k),
-                        escape(v)
-                    ));
-                }
-                xml.push_str(&format!(
-                    "<PartitionSize>{}</PartitionSize><PartitionRecordCount>{}</PartitionRecordCount></Partition>",
-                    p.size_bytes, p.row_count
-                ));
-            }
-            xml.push_str("</Partitions>");
-            return xml.into_response();
-        }
-        let mut schema =
-            serde_json::to_value(TunnelSchema::from_table_schema(&info.schema)).unwrap_or_default();
-        schema["recordNum"] = info.row_count.into();
-        schema["size"] = info.size_bytes.into();
-        schema["lastModifiedTime"] = (info.last_modified_ms / 1000).into();
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Table><Name>{}</Name><Schema format=\"json\"><![CDATA[{schema}]]></Schema></Table>",
-            table.table
-        )
-        .into_response()
-    }
-
-    async fn discovery(State(stub): State<Stub>) -> Response {
-        stub.tunnel.clone().into_response()
-    }
-
-    /// Serves the stub on `127.0.0.1:0`; returns its ODPS endpoint (`http://HOST:PORT/api`).
-    /// `tunnel` is the discovery answer (`host:port`, no scheme).
-    pub async fn start(service: Arc<dyn TableService>, tunnel: String) -> String {
-        let app = axum::Router::new()
-            .route("/api/projects/{project}/tables/{table}", get(table))
-            .route("/api/projects/{project}/tunnel", get(discovery))
-            .with_state(Stub { service, tunnel });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("the stub binds");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        format!("http://{addr}/api")
-    }
-}
-
 /// The service the conformance suite runs against over the Tunnel: the Tunnel client for
 /// sessions, reads, writes, the table schema and the partition list, and the warehouse behind
 /// the server for the catalog (create, drop, list tables, drop partitions) and
@@ -340,47 +232,10 @@ pub fn tunnel_client(
     )
 }
 
-/// The ODPS endpoint the Tunnel client's metadata calls go to: the server's own when it
-/// answers the table metadata call, else [`metadata_stub`] in front of it.
-pub async fn metadata_endpoint(server: &TestServer) -> String {
-    use paiio_storage::TableService;
-    let probe = paiio_storage::TableId::new(PROJECT, None, "metadata_probe").expect("a name");
-    let schema = paiio_storage::TableSchema::new(
-        vec![paiio_storage::Column::new(
-            "a",
-            paiio_storage::OdpsType::BigInt,
-        )],
-        Vec::new(),
-    )
-    .expect("a schema");
-    server
-        .warehouse
-        .create_table(&probe, &schema, Default::default())
-        .await
-        .expect("the probe table");
-    let direct = tunnel_client(server, &server.handle.endpoint(), RetryConfig::disabled());
-    let served = direct.table_schema(&probe).await.is_ok_and(|s| s == schema);
-    server
-        .warehouse
-        .drop_table(&probe, false)
-        .await
-        .expect("the probe table drops");
-    if served {
-        return server.handle.endpoint();
-    }
-    let tunnel = server
-        .handle
-        .url()
-        .trim_start_matches("http://")
-        .to_string();
-    metadata_stub::start(server.warehouse.clone(), tunnel).await
-}
-
-/// A server, its metadata endpoint ([`metadata_endpoint`]), and a Tunnel client of them.
+/// A server and a Tunnel client of it.
 pub async fn tunnel_server() -> (TestServer, paiio_storage::rest::TunnelClient) {
     let server = TestServer::start().await;
-    let endpoint = metadata_endpoint(&server).await;
-    let client = tunnel_client(&server, &endpoint, fast_retry());
+    let client = tunnel_client(&server, &server.handle.endpoint(), fast_retry());
     (server, client)
 }
 

@@ -2,11 +2,8 @@
 //! server's Tunnel: round trips of every type, partitioned tables, parallel and resumed
 //! reads, replayed blocks and lost commit answers, and the choice of transport.
 //!
-//! Every session, read, block and commit goes over HTTP to the real server, signed and
-//! checked. The ODPS metadata calls (table schema, partition list) and tunnel discovery go
-//! to the server too once it answers them, and until then to
-//! [`paiio_tests::metadata_stub`], which answers them from the same warehouse
-//! ([`paiio_tests::metadata_endpoint`]).
+//! Every call (the ODPS metadata calls and tunnel discovery included) goes over HTTP to the
+//! real server, signed and checked.
 
 use futures::TryStreamExt;
 use paiio_conformance::datagen::{DataGen, assert_exactly_once, ids};
@@ -17,20 +14,18 @@ use paiio_storage::{
     Column, PartitionSpec, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId,
     TableSchema, TableService, WriteRequest, WriteSessionRequest,
 };
-use paiio_tests::{
-    ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, metadata_endpoint, tunnel_client,
-};
+use paiio_tests::{ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, tunnel_client};
 
 struct Env {
     server: TestServer,
-    /// The ODPS endpoint of the metadata calls (the server's, or the stub's in front of it).
+    /// The server's ODPS endpoint.
     endpoint: String,
 }
 
 impl Env {
     async fn start() -> Env {
         let server = TestServer::start().await;
-        let endpoint = metadata_endpoint(&server).await;
+        let endpoint = server.handle.endpoint();
         Env { server, endpoint }
     }
 
@@ -845,8 +840,7 @@ async fn tunnel_calls_are_signed() {
             .build()
             .unwrap(),
     );
-    // The metadata calls may go to the stub, which checks no signature: a download session
-    // is a Tunnel call the server checks.
+    // The first call of a read session (the partition listing, a metadata call) is refused.
     let mut request = ReadSessionRequest::new(table.clone());
     request.split_options = SplitOptions::row_offset();
     let e = wrong.create_read_session(&request).await.unwrap_err();
