@@ -45,6 +45,8 @@ pub struct TestServerOptions {
     pub warehouse_dir: Option<std::path::PathBuf>,
     /// `LocalWarehouseBuilder::revive_expired_read_sessions`.
     pub revive_expired_read_sessions: bool,
+    /// Serve only the Tunnel and the metadata calls (`paiio serve --tunnel-only`).
+    pub tunnel_only: bool,
 }
 
 impl TestServer {
@@ -72,6 +74,7 @@ impl TestServer {
         let server = Server::builder(warehouse.clone())
             .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
             .clock(clock.clone())
+            .storage_api(!options.tunnel_only)
             .build()
             .expect("the server builds");
         let faults = server.fault_control();

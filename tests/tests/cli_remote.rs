@@ -1,7 +1,8 @@
-//! The `paiio` command through the Storage API: a table made and filled with `--warehouse`,
-//! then served by an in-process server with keys, and read, exported, checksummed and
-//! imported through it (`ODPS_CONFIG_FILE_PATH`, no `--warehouse`); every answer must be the
-//! one the same command gives against the warehouse directly.
+//! The `paiio` command through a server: a table made and filled with `--warehouse`, then
+//! served by an in-process server with keys (with the Storage API, or as a public endpoint
+//! with the Tunnel only), and read, exported, checksummed and imported through it
+//! (`ODPS_CONFIG_FILE_PATH` naming only the keys and the endpoint, no `--warehouse`); every
+//! answer must be the one the same command gives against the warehouse directly.
 //!
 //! The binary is built once with `cargo build -p paiio-cli --bin paiio` into the target
 //! directory this test runs from (binaries of other packages are not built for tests).
@@ -114,6 +115,15 @@ fn uri(table: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_through_the_storage_api_matches_the_warehouse() {
+    cli_through_a_server_matches_the_warehouse(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_through_the_tunnel_matches_the_warehouse() {
+    cli_through_a_server_matches_the_warehouse(true).await;
+}
+
+async fn cli_through_a_server_matches_the_warehouse(tunnel_only: bool) {
     tokio::task::spawn_blocking(paiio_bin).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wh = dir.path().join("warehouse");
@@ -138,6 +148,7 @@ async fn cli_through_the_storage_api_matches_the_warehouse() {
     // The server over that warehouse, and a configuration naming it.
     let server = TestServer::start_with(TestServerOptions {
         warehouse_dir: Some(wh.clone()),
+        tunnel_only,
         ..Default::default()
     })
     .await;
