@@ -13,6 +13,10 @@
 //!
 //! The warehouse is `--warehouse DIR` (else `$PAIIO_WAREHOUSE`); the workers get it as
 //! `PAIIO_WAREHOUSE` and open the table with `TableReader::open`, as a training script would.
+//! With `--tunnel`, the coordinator serves the warehouse in-process as a public endpoint does
+//! (the MaxCompute Tunnel only, signatures checked) and the workers reach it through an ini
+//! file of `access_id`, `access_key` and `end_point` alone (`ODPS_CONFIG_FILE_PATH`), as a job
+//! outside a VPC does.
 //!
 //! Predictions are *progressive*: each row is predicted with the model as it stands before the
 //! row updates it (online SGD), so one pass both trains and predicts and every row is read once.
@@ -77,6 +81,9 @@ struct Args {
     min_accuracy: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Serve the warehouse over the Tunnel only and let the workers read and write through it.
+    #[arg(long)]
+    tunnel: bool,
     /// Run as worker N (started by the coordinator).
     #[arg(long, hide = true)]
     worker: Option<u64>,
@@ -134,7 +141,12 @@ fn coordinate(args: &Args) -> BoxResult<()> {
     block(service.create_table(&predictions.table, &schema, CreateTableOptions::default()))?;
     println!("created {PREDICTIONS}: (id bigint, prediction double)");
 
-    // 2. The workers.
+    // 2. The workers, on the warehouse or through a Tunnel-only server of it.
+    let served = if args.tunnel {
+        Some(TunnelServer::start(&args.warehouse)?)
+    } else {
+        None
+    };
     println!(
         "starting {} workers (slice i of {}, {} prefetch threads each)",
         args.workers, args.workers, args.threads
@@ -164,12 +176,17 @@ fn coordinate(args: &Args) -> BoxResult<()> {
             .arg(args.batch_size.to_string())
             .arg("--lr")
             .arg(args.lr.to_string())
-            .env("PAIIO_WAREHOUSE", &args.warehouse)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for var in CONFIG_VARS {
             cmd.env_remove(var);
         }
+        match &served {
+            Some(s) => cmd
+                .env_remove("PAIIO_WAREHOUSE")
+                .env("ODPS_CONFIG_FILE_PATH", &s.ini),
+            None => cmd.env("PAIIO_WAREHOUSE", &args.warehouse),
+        };
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or("no worker stdout")?;
         let bar = multi.add(ProgressBar::new(0));
@@ -186,6 +203,9 @@ fn coordinate(args: &Args) -> BoxResult<()> {
             Ok(r) => reports.push(r),
             Err(e) => failed.push(e.to_string()),
         }
+    }
+    if let Some(s) = served {
+        s.stop();
     }
     if !failed.is_empty() {
         return Err(failed.join("; ").into());
@@ -454,12 +474,57 @@ fn verify(service: Arc<dyn TableService>, args: &Args, reports: &[Report]) -> Bo
 
 // Rows index the feature columns (column-major batches): plain index loops read best here.
 #[allow(clippy::needless_range_loop)]
+/// `paiio serve --tunnel-only` of the warehouse, in this process, with fresh keys, and the ini
+/// file that names it.
+struct TunnelServer {
+    runtime: tokio::runtime::Runtime,
+    handle: paiio_server::ServerHandle,
+    ini: PathBuf,
+}
+
+impl TunnelServer {
+    fn start(warehouse: &std::path::Path) -> BoxResult<TunnelServer> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let (id, key) = ("demo-job", uuid::Uuid::new_v4().simple().to_string());
+        let verifier = paiio_storage::auth::Verifier::default().with_key(id, key.clone());
+        let server = paiio_server::Server::builder(Arc::new(LocalWarehouse::open(warehouse)?))
+            .verifier(verifier)
+            .storage_api(false)
+            .build()?;
+        let handle = runtime.block_on(server.bind("127.0.0.1:0"))?;
+        let ini = std::env::temp_dir().join(format!("demo-job-{}.ini", std::process::id()));
+        std::fs::write(
+            &ini,
+            format!(
+                "access_id={id}\naccess_key={key}\nend_point={}\n",
+                handle.endpoint()
+            ),
+        )?;
+        println!(
+            "serving the warehouse over the Tunnel only at {}; the workers read {}",
+            handle.endpoint(),
+            ini.display()
+        );
+        Ok(TunnelServer {
+            runtime,
+            handle,
+            ini,
+        })
+    }
+
+    fn stop(self) {
+        let _ = std::fs::remove_file(&self.ini);
+        self.runtime.block_on(self.handle.shutdown());
+    }
+}
+
 fn worker(args: &Args, slice: u64) -> BoxResult<()> {
     let options = ReaderOptions::default()
         .selected("id,f1,f2,f3,f4,f5,f6,f7,f8,label")
         .slice(slice, args.workers)
         .threads(args.threads);
-    // The configured backend: $PAIIO_WAREHOUSE, set by the coordinator.
+    // The configured backend: $PAIIO_WAREHOUSE or $ODPS_CONFIG_FILE_PATH, set by the
+    // coordinator.
     let mut reader = TableReader::open(TRAIN, options)?;
     let mut writer = TableWriter::open(PREDICTIONS, slice)?;
     let mut out = std::io::stdout().lock();

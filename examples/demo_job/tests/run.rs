@@ -44,6 +44,32 @@ fn demo_job_runs_end_to_end() {
     );
 }
 
+/// The workers through a Tunnel-only server of the warehouse, configured by a plain ini file.
+#[test]
+fn demo_job_runs_through_the_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demo-job"))
+        .args(["--rows", "20000", "--tunnel", "--warehouse"])
+        .arg(dir.path().join("warehouse"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo-job --tunnel failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "serving the warehouse over the Tunnel only",
+        "worker 0: read 10000 rows",
+        "worker 1: read 10000 rows",
+        "20000 predictions, ids = input ids, each once",
+        "main job done",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} missing from {stdout}");
+    }
+}
+
 #[test]
 fn demo_job_fails_below_the_accuracy_threshold() {
     let dir = tempfile::tempdir().unwrap();
