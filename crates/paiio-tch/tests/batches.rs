@@ -1,6 +1,7 @@
 //! Tables to tensors: every MaxCompute numeric and boolean type read from a local warehouse
-//! (and through the Storage API server), the batch iterator's batch size, drop-last, shuffle,
-//! epochs, exact resume and slices, and training on a linearly separable table.
+//! (and through the Storage API server and the Tunnel), the batch iterator's batch size,
+//! drop-last, shuffle, epochs, exact resume and slices, and training on a linearly separable
+//! table.
 
 mod common;
 
@@ -262,9 +263,18 @@ fn every_type_from_the_local_warehouse() {
 
 #[test]
 fn every_type_through_the_storage_api_server() {
+    every_type_through_a_server(false);
+}
+
+#[test]
+fn every_type_through_the_tunnel() {
+    every_type_through_a_server(true);
+}
+
+fn every_type_through_a_server(tunnel: bool) {
     let w = Warehouse::new();
     let uri = typed_table(&w, "typed");
-    let (client, server) = w.serve();
+    let (client, server) = w.serve(tunnel);
     check_every_type(client, &uri);
     common::server_runtime().block_on(server.shutdown());
 }

@@ -10,7 +10,7 @@ use paiio::{TableWriter, WriterOptions};
 use paiio_server::{Server, ServerHandle};
 use paiio_storage::auth::{Credentials, DEFAULT_CLOCK_SKEW, Verifier};
 use paiio_storage::local::LocalWarehouse;
-use paiio_storage::rest::RestClient;
+use paiio_storage::rest::{RestClient, TunnelClient};
 use paiio_storage::{Column, TableSchema, TableService, TableUri};
 
 pub const PROJECT: &str = "tch";
@@ -82,9 +82,12 @@ impl Warehouse {
     }
 
     /// The REST client against an in-process server over this warehouse.
-    pub fn serve(&self) -> (Arc<dyn TableService>, ServerHandle) {
+    /// The warehouse served (the Storage API and the Tunnel, or the Tunnel only), and a
+    /// client of it (the Storage API's, or the Tunnel's).
+    pub fn serve(&self, tunnel: bool) -> (Arc<dyn TableService>, ServerHandle) {
         let server = Server::builder(self.warehouse.clone())
             .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
+            .storage_api(!tunnel)
             .build()
             .unwrap();
         let handle = server_runtime()
@@ -95,7 +98,12 @@ impl Warehouse {
             .project(PROJECT)
             .build()
             .unwrap();
-        (Arc::new(client), handle)
+        let client: Arc<dyn TableService> = if tunnel {
+            Arc::new(TunnelClient::new(client))
+        } else {
+            Arc::new(client)
+        };
+        (client, handle)
     }
 }
 
