@@ -29,6 +29,10 @@ def main():
     p.add_argument("--offset", type=int, default=0, help="the first row to read")
     p.add_argument("--count", type=int, default=0, help="rows to read (0: to the end)")
     p.add_argument("--compress", choices=["zstd", "lz4", "zlib"], default=None)
+    # Arguments of the common runner (crates/paiio-bench/src/reads.rs) that this reader has
+    # no use for: PyODPS reads a range with one request, in batches of its own size.
+    p.add_argument("--split-rows", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--max-batch-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
 
     o = ODPS(args.access_id, args.access_key, project=args.project, endpoint=args.endpoint)

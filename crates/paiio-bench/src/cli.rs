@@ -104,3 +104,26 @@ pub fn run_main(name: &str, bench: impl Future<Output = Result<(), BoxError>>) {
         std::process::exit(1);
     }
 }
+
+/// A rate like `10MB`, `512KB`, `10MiB` in bytes per second (decimal units unless `i`).
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s");
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{text}`: unknown unit `{other}`")),
+    };
+    Ok((number * multiplier) as u64)
+}
