@@ -233,6 +233,8 @@ pub fn tunnel_client(
             .build()
             .expect("the client builds"),
     )
+    // Each client its own sessions, unless a test shares them.
+    .share_sessions(None)
 }
 
 /// A server and a Tunnel client of it.

@@ -420,6 +420,56 @@ async fn parallel_range_reads_and_sessions_reloaded_elsewhere() {
     ));
 }
 
+/// Download sessions are shared through a directory: another client (another process of the
+/// job) reloads the sessions the first recorded and creates none; a commit to the table, or
+/// the end of the sharing window, makes the next reader create fresh ones (with the new rows);
+/// without the directory every reader creates its own.
+#[tokio::test]
+async fn download_sessions_are_shared_by_the_processes_of_a_job() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = || env.client().share_sessions(Some(dir.path().to_path_buf()));
+    let g = DataGen::simple(9);
+    let table = env.table("shared", &g, &[("pt", "string")]).await;
+    let writer = env.client();
+    write_commit(&writer, &table, "pt=1", g.batches(0..100, 50)).await;
+    write_commit(&writer, &table, "pt=2", g.batches(100..200, 50)).await;
+    let later = |ms| env.server.clock.advance_ms(ms);
+    later(2_000);
+    let mut request = ReadSessionRequest::new(table.clone());
+    request.split_options = SplitOptions::row_offset();
+    let rows_of = |c: TunnelClient| {
+        let request = request.clone();
+        let table = table.clone();
+        async move {
+            let s = c.create_read_session(&request).await.unwrap();
+            let batches = read_range(&c, &table, &s.session_id, 0, s.record_count as u64, 64)
+                .await
+                .unwrap();
+            ids(&batches)
+        }
+    };
+    env.count("TunnelCreateDownload");
+    assert_exactly_once(&rows_of(shared()).await, 0..200, "the first process");
+    assert_eq!(env.seen(), 2, "one download session per partition");
+    assert_exactly_once(&rows_of(shared()).await, 0..200, "a second process");
+    assert_eq!(env.seen(), 2, "the second process creates none");
+    // A commit after the sessions were made: the next reader gets fresh ones, and the rows.
+    later(1_000);
+    write_commit(&writer, &table, "pt=1", g.batches(200..250, 50)).await;
+    later(2_000);
+    assert_exactly_once(&rows_of(shared()).await, 0..250, "after a commit");
+    assert_eq!(env.seen(), 4, "fresh sessions after the table changed");
+    assert_exactly_once(&rows_of(shared()).await, 0..250, "shared again");
+    assert_eq!(env.seen(), 4);
+    // Past the window, or without the directory, sessions are created again.
+    later(paiio_storage::rest::TUNNEL_SHARE_WINDOW_MS);
+    assert_exactly_once(&rows_of(shared()).await, 0..250, "past the window");
+    assert_eq!(env.seen(), 6);
+    assert_exactly_once(&rows_of(env.client()).await, 0..250, "not shared");
+    assert_eq!(env.seen(), 8);
+}
+
 #[tokio::test]
 async fn cut_and_empty_bodies_resume_at_the_next_row() {
     let env = Env::start().await;

@@ -118,7 +118,7 @@ pub use stats::ClientStats;
 use stats::Stats;
 pub use transport::USER_AGENT;
 use transport::{Budget, Call, CallBody};
-pub use tunnel::{ReadFormat, TunnelClient};
+pub use tunnel::{ReadFormat, TUNNEL_SHARE_WINDOW_MS, TunnelClient};
 
 /// The Storage API V2 client. Cheap to clone (shared state).
 #[derive(Clone)]

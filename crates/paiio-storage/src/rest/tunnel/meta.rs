@@ -262,6 +262,16 @@ impl TunnelClient {
         Ok(self.table_xml(table).await?.0)
     }
 
+    /// The table's schema, and when its data last changed (epoch ms, whole seconds) if the
+    /// service says.
+    pub(super) async fn schema_and_modified(
+        &self,
+        table: &TableId,
+    ) -> Result<(TableSchema, Option<i64>)> {
+        let (schema, json) = self.table_xml(table).await?;
+        Ok((schema, json.last_modified.map(|s| s as i64 * 1000)))
+    }
+
     /// The partitions of a table, those matching `prefix` when given (filtered by the
     /// service, and again here).
     pub(super) async fn partitions(

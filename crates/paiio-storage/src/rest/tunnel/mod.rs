@@ -28,7 +28,10 @@
 mod layout;
 mod meta;
 mod read;
+mod shared;
 mod write;
+
+pub use shared::SHARE_WINDOW_MS as TUNNEL_SHARE_WINDOW_MS;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +80,7 @@ pub struct TunnelClient {
     rest: RestClient,
     state: Arc<State>,
     format: ReadFormat,
+    shared: shared::SharedSessions,
 }
 
 impl std::fmt::Debug for TunnelClient {
@@ -176,7 +180,15 @@ impl TunnelClient {
             rest,
             state: Arc::new(State::default()),
             format: ReadFormat::Auto,
+            shared: shared::SharedSessions::from_env(),
         }
+    }
+
+    /// Where download sessions are shared with other processes (`None`: nowhere); by default
+    /// the directory the environment names (docs/tunnel.md §11.1).
+    pub fn share_sessions(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.shared = shared::SharedSessions::new(dir);
+        self
     }
 
     /// How rows are asked for (default [`ReadFormat::Auto`]).

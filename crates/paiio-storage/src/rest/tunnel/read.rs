@@ -146,7 +146,7 @@ impl TunnelClient {
                 ),
             });
         }
-        let schema = self.schema_of(table).await?;
+        let (schema, modified_ms) = self.schema_and_modified(table).await?;
         let data = pick(
             &schema.columns,
             &request.required_data_columns,
@@ -206,7 +206,14 @@ impl TunnelClient {
             }
             let created: Vec<Part> = futures::stream::iter(batch)
                 .map(|spec| async move {
-                    let s = self.create_download(table, &spec).await?;
+                    // Previews take a session of their own; reads share them (shared.rs),
+                    // unless the table's last change is unknown.
+                    let s = match (limit, modified_ms) {
+                        (None, Some(modified)) => {
+                            self.shared_download(table, &spec, modified).await?
+                        }
+                        _ => self.create_download(table, &spec).await?,
+                    };
                     Ok::<_, Error>(Part {
                         download_id: s.id,
                         partition: spec.to_string(),
