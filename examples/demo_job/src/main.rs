@@ -473,18 +473,17 @@ fn verify(service: Arc<dyn TableService>, args: &Args, reports: &[Report]) -> Bo
 // A worker.
 
 // Rows index the feature columns (column-major batches): plain index loops read best here.
-#[allow(clippy::needless_range_loop)]
 /// `paiio serve --tunnel-only` of the warehouse, in this process, with fresh keys, and the ini
 /// file that names it.
 struct TunnelServer {
-    runtime: tokio::runtime::Runtime,
     handle: paiio_server::ServerHandle,
     ini: PathBuf,
 }
 
 impl TunnelServer {
     fn start(warehouse: &std::path::Path) -> BoxResult<TunnelServer> {
-        let runtime = tokio::runtime::Runtime::new()?;
+        // The server runs on the process-wide runtime of the paiio crate.
+        let runtime = paiio::runtime::runtime();
         let (id, key) = ("demo-job", uuid::Uuid::new_v4().simple().to_string());
         let verifier = paiio_storage::auth::Verifier::default().with_key(id, key.clone());
         let server = paiio_server::Server::builder(Arc::new(LocalWarehouse::open(warehouse)?))
@@ -505,19 +504,16 @@ impl TunnelServer {
             handle.endpoint(),
             ini.display()
         );
-        Ok(TunnelServer {
-            runtime,
-            handle,
-            ini,
-        })
+        Ok(TunnelServer { handle, ini })
     }
 
     fn stop(self) {
         let _ = std::fs::remove_file(&self.ini);
-        self.runtime.block_on(self.handle.shutdown());
+        paiio::runtime::runtime().block_on(self.handle.shutdown());
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 fn worker(args: &Args, slice: u64) -> BoxResult<()> {
     let options = ReaderOptions::default()
         .selected("id,f1,f2,f3,f4,f5,f6,f7,f8,label")
