@@ -114,7 +114,7 @@ def test_every_compression_reads_and_writes(server, odps, algo):
     with session.open_arrow_reader(10, 20, compress=True) as r:
         assert pa.Table.from_batches(list(r)).column("id").to_pylist() == list(range(10, 30))
     name = f"w_{algo.lower()}"
-    server.create_table(name, "id bigint, name string")
+    odps.create_table(name, "id bigint, name string", if_not_exists=True)
     up = tt.create_upload_session(name, compress_option=option)
     with up.open_record_writer(0, compress=True) as w:
         for i in range(50):
@@ -169,6 +169,33 @@ def test_partitions_are_created_and_dropped(odps):
     with pytest.raises(errors.ODPSError):
         t.delete_partition("pt=7,region=q")
     t.delete_partition("pt=7,region=q", if_exists=True)
+
+
+def test_tables_are_created_and_dropped(odps):
+    from odps import errors
+    from odps.models import Column, Partition, TableSchema
+    schema = TableSchema(columns=[Column(name="id", type="bigint", comment="the id"),
+                                  Column(name="tags", type="array<string>"),
+                                  Column(name="price", type="decimal(10,2)")],
+                         partitions=[Partition(name="ds", type="string")])
+    t = odps.create_table("made", schema, lifecycle=7, comment="made by PyODPS")
+    assert odps.exist_table("made")
+    t = odps.get_table("made")
+    assert [c.name for c in t.table_schema.simple_columns] == ["id", "tags", "price"]
+    assert str(t.table_schema.columns[1].type).lower() == "array<string>"
+    assert [c.name for c in t.table_schema.partitions] == ["ds"]
+    odps.write_table("made", [[1, ["a"], decimal.Decimal("1.25")]], partition="ds=x",
+                     create_partition=True)
+    assert rows_of(odps, "made", "ds=x") == [(1, ["a"], decimal.Decimal("1.25"), "x")]
+    with pytest.raises(errors.ODPSError):
+        odps.create_table("made", "id bigint")
+    odps.create_table("made", "id bigint", if_not_exists=True)
+    odps.delete_table("made")
+    assert not odps.exist_table("made")
+    odps.delete_table("made", if_exists=True)
+    with pytest.raises(errors.ODPSError) as info:
+        odps.execute_sql("SELECT 1")
+    assert "runs only" in str(info.value)
 
 
 def test_tunnel_sessions_directly(odps):

@@ -1,6 +1,6 @@
 //! The MaxCompute metadata calls that table readers and writers make before they open a
 //! Tunnel session (docs/tunnel.md §10): a project, a table and its partitions as XML, and the
-//! SQL instances PyODPS runs to add and drop partitions.
+//! SQL instances PyODPS runs to create and drop tables and partitions.
 //!
 //! | call | answer |
 //! |---|---|
@@ -8,7 +8,7 @@
 //! | `GET …/tables/{t}[?extended]` | table XML, the schema JSON as the `Schema` text |
 //! | `GET …/tables/{t}?partitions[&partition=k='v']` | the partitions matching the prefix, in one page |
 //! | `GET …/tables/{t}?partition=k='v',…` | one partition, or 404 `NoSuchPartition` |
-//! | `POST /api/projects/{p}/instances` | runs `ALTER TABLE … ADD|DROP [IF [NOT] EXISTS] PARTITION (…)` at once; 201 with `Location` |
+//! | `POST /api/projects/{p}/instances` | runs `CREATE TABLE`, `DROP TABLE` and `ALTER TABLE … ADD|DROP [IF [NOT] EXISTS] PARTITION (…)` at once; 201 with `Location` |
 //! | `GET /api/projects/{p}/instances/{id}[?taskstatus|?result]` | `Terminated`, the task `Success` or `Failed` with the error text |
 //!
 //! Times are RFC 1123 in the table XML and epoch seconds everywhere else, as PyODPS parses
@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use paiio_storage::protocol::tunnel::session::TunnelSchema;
 use paiio_storage::service::{PartitionInfo, TableInfo};
-use paiio_storage::{PartitionSpec, TableId};
+use paiio_storage::{Column, OdpsType, PartitionSpec, TableId, TableSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, xml_escape};
@@ -273,24 +273,262 @@ fn element_text(body: &str, tag: &str) -> Option<String> {
     )
 }
 
-/// A partition statement: `ALTER TABLE [proj.]t ADD|DROP [IF [NOT] EXISTS] PARTITION (spec)`.
+/// The statements an instance runs: the DDL PyODPS sends for `o.create_table`,
+/// `o.delete_table`, `t.create_partition` and `t.delete_partition` (and for
+/// `write_table(create_partition=True)`).
 #[derive(Debug, PartialEq)]
-struct PartitionDdl {
-    table: TableId,
-    add: bool,
-    if_clause: bool,
-    spec: PartitionSpec,
+enum Ddl {
+    /// `ALTER TABLE [proj.]t ADD|DROP [IF [NOT] EXISTS] PARTITION (spec)`.
+    Partition {
+        table: TableId,
+        add: bool,
+        if_clause: bool,
+        spec: PartitionSpec,
+    },
+    /// `CREATE TABLE [IF NOT EXISTS] t (cols) [COMMENT '…'] [PARTITIONED BY (cols)]
+    /// [LIFECYCLE n]`.
+    CreateTable {
+        table: TableId,
+        if_not_exists: bool,
+        schema: TableSchema,
+    },
+    /// `DROP TABLE [IF EXISTS] t`.
+    DropTable { table: TableId, if_exists: bool },
 }
 
-fn parse_partition_ddl(sql: &str, project: &str) -> Result<PartitionDdl, String> {
-    let unsupported = || {
-        format!(
-            "ODPS-0130161:[1,1] Parse exception - this server runs only \
-             ALTER TABLE <table> ADD|DROP [IF [NOT] EXISTS] PARTITION (<spec>), not {:?}",
-            sql.trim()
-        )
+fn parse_error(detail: impl std::fmt::Display) -> String {
+    format!("ODPS-0130161:[1,1] Parse exception - {detail}")
+}
+
+/// `[proj.][schema.]name`, each part optionally in backquotes.
+fn table_name(name: &str, project: &str) -> Result<TableId, String> {
+    let parts: Vec<String> = name.split('.').map(|p| p.replace('`', "")).collect();
+    match parts.as_slice() {
+        [t] => TableId::new(project, None, t),
+        [p, t] => TableId::new(p, None, t),
+        [p, s, t] => TableId::new(p, Some(s), t),
+        _ => return Err(parse_error(format!("{name:?} is not a table name"))),
+    }
+    .map_err(parse_error)
+}
+
+/// The byte index of the `)` closing the `(` at `open`, over nested `()`/`<>` and quotes.
+fn closing_paren(text: &str, open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    for (i, c) in text[open..].char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '<') => depth += 1,
+            (None, ')' | '>') => {
+                depth -= 1;
+                if depth == 0 {
+                    return (c == ')').then_some(open + i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits at the commas outside nested `()`/`<>` and quotes.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let (mut out, mut start, mut depth, mut quote) = (Vec::new(), 0, 0i32, None::<char>);
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '<') => depth += 1,
+            (None, ')' | '>') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+/// A quoted SQL string at the start of `text` (`'…'`, `\'` and `''` as quotes): its value
+/// and the rest.
+fn sql_string(text: &str) -> Option<(String, &str)> {
+    let mut chars = text.char_indices();
+    let (_, q) = chars.next().filter(|(_, c)| *c == '\'' || *c == '"')?;
+    let mut value = String::new();
+    let mut escaped = false;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            _ if escaped => {
+                value.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            c if c == q => {
+                if text[i + 1..].starts_with(q) {
+                    value.push(q);
+                    chars.next();
+                } else {
+                    return Some((value, &text[i + 1..]));
+                }
+            }
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// One column definition: `` `name` TYPE [NOT NULL] [COMMENT '…'] ``.
+fn column_definition(text: &str) -> Result<Column, String> {
+    let text = text.trim();
+    let (name, rest) = match text.strip_prefix('`') {
+        Some(r) => {
+            let end = r
+                .find('`')
+                .ok_or_else(|| parse_error(format!("{text:?}: unclosed `")))?;
+            (&r[..end], &r[end + 1..])
+        }
+        None => text.split_at(text.find(char::is_whitespace).unwrap_or(text.len())),
     };
+    let rest = rest.trim();
+    // The type runs to NOT NULL or COMMENT outside brackets.
+    let upper = rest.to_ascii_uppercase();
+    let mut end = rest.len();
+    for keyword in [" NOT NULL", " COMMENT "] {
+        if let Some(i) = upper.find(keyword).filter(|&i| {
+            let head = &rest[..i];
+            head.matches(['(', '<']).count() == head.matches([')', '>']).count()
+        }) {
+            end = end.min(i);
+        }
+    }
+    let ty: OdpsType = rest[..end]
+        .trim()
+        .parse()
+        .map_err(|e| parse_error(format!("column {name}: {e}")))?;
+    let mut column = Column::new(name, ty);
+    let mut tail = rest[end..].trim();
+    loop {
+        let upper = tail.to_ascii_uppercase();
+        if upper.starts_with("NOT NULL") {
+            column.nullable = false;
+            tail = tail["NOT NULL".len()..].trim();
+        } else if upper.starts_with("COMMENT") {
+            let (comment, after) = sql_string(tail["COMMENT".len()..].trim())
+                .ok_or_else(|| parse_error(format!("column {name}: a bad COMMENT")))?;
+            column.comment = comment;
+            tail = after.trim();
+        } else if tail.is_empty() {
+            return Ok(column);
+        } else {
+            return Err(parse_error(format!("column {name}: unexpected {tail:?}")));
+        }
+    }
+}
+
+fn columns(text: &str) -> Result<Vec<Column>, String> {
+    split_top_level(text)
+        .into_iter()
+        .filter(|c| !c.trim().is_empty())
+        .map(column_definition)
+        .collect()
+}
+
+fn parse_create_table(sql: &str, project: &str) -> Result<Ddl, String> {
+    let upper = sql.to_ascii_uppercase();
+    let (head, if_not_exists) = match upper.strip_prefix("CREATE TABLE ").map(str::trim_start) {
+        Some(rest) if rest.starts_with("IF NOT EXISTS ") => {
+            (sql.len() - rest.len() + "IF NOT EXISTS ".len(), true)
+        }
+        Some(rest) => (sql.len() - rest.len(), false),
+        None => return Err(parse_error("expected CREATE TABLE")),
+    };
+    let open = sql[head..]
+        .find('(')
+        .map(|i| head + i)
+        .ok_or_else(|| parse_error("CREATE TABLE without a column list"))?;
+    let table = table_name(sql[head..open].trim(), project)?;
+    let close = closing_paren(sql, open).ok_or_else(|| parse_error("unclosed column list"))?;
+    let data = columns(&sql[open + 1..close])?;
+    let mut partitions = Vec::new();
+    let mut rest = sql[close + 1..].trim();
+    while !rest.is_empty() {
+        let upper = rest.to_ascii_uppercase();
+        if upper.starts_with("COMMENT") {
+            let (_, after) = sql_string(rest["COMMENT".len()..].trim())
+                .ok_or_else(|| parse_error("a bad table COMMENT"))?;
+            rest = after.trim();
+        } else if upper.starts_with("PARTITIONED BY") {
+            let at = rest
+                .find('(')
+                .ok_or_else(|| parse_error("PARTITIONED BY without columns"))?;
+            let end =
+                closing_paren(rest, at).ok_or_else(|| parse_error("unclosed PARTITIONED BY"))?;
+            partitions = columns(&rest[at + 1..end])?;
+            rest = rest[end + 1..].trim();
+        } else if upper.starts_with("LIFECYCLE") {
+            let after = rest["LIFECYCLE".len()..].trim_start();
+            let digits = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            if digits == 0 {
+                return Err(parse_error("LIFECYCLE without a number of days"));
+            }
+            rest = after[digits..].trim();
+        } else {
+            return Err(parse_error(format!(
+                "this server creates tables with columns, COMMENT, PARTITIONED BY and \
+                 LIFECYCLE only, not {rest:?}"
+            )));
+        }
+    }
+    let schema = TableSchema::new(data, partitions).map_err(parse_error)?;
+    Ok(Ddl::CreateTable {
+        table,
+        if_not_exists,
+        schema,
+    })
+}
+
+fn parse_ddl(sql: &str, project: &str) -> Result<Ddl, String> {
     let sql = sql.trim().trim_end_matches(';').trim();
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(6)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["CREATE", "TABLE", ..] => parse_create_table(sql, project),
+        ["DROP", "TABLE", "IF", "EXISTS", _] => Ok(Ddl::DropTable {
+            table: table_name(sql.split_whitespace().nth(4).unwrap_or(""), project)?,
+            if_exists: true,
+        }),
+        ["DROP", "TABLE", _] => Ok(Ddl::DropTable {
+            table: table_name(sql.split_whitespace().nth(2).unwrap_or(""), project)?,
+            if_exists: false,
+        }),
+        ["ALTER", "TABLE", ..] => parse_partition_ddl(sql, project),
+        _ => Err(parse_error(format!(
+            "this server runs only CREATE TABLE, DROP TABLE and ALTER TABLE … ADD|DROP \
+             PARTITION, not {sql:?}"
+        ))),
+    }
+}
+
+fn parse_partition_ddl(sql: &str, project: &str) -> Result<Ddl, String> {
+    let unsupported = || {
+        parse_error(format!(
+            "this server runs only ALTER TABLE <table> ADD|DROP [IF [NOT] EXISTS] \
+             PARTITION (<spec>), not {:?}",
+            sql.trim()
+        ))
+    };
     let open = sql.find('(').ok_or_else(unsupported)?;
     let close = sql
         .rfind(')')
@@ -321,22 +559,42 @@ fn parse_partition_ddl(sql: &str, project: &str) -> Result<PartitionDdl, String>
         ["ALTER", "TABLE", _, "DROP", "IF", "EXISTS", "PARTITION"] => (&words[2], false, true),
         _ => return Err(unsupported()),
     };
-    let parts: Vec<String> = name.split('.').map(|p| p.replace('`', "")).collect();
-    let table = match parts.as_slice() {
-        [t] => TableId::new(project, None, t),
-        [p, t] => TableId::new(p, None, t),
-        [p, s, t] => TableId::new(p, Some(s), t),
-        _ => return Err(unsupported()),
-    }
-    .map_err(|e| format!("ODPS-0130161:[1,1] Parse exception - {e}"))?;
-    let spec = PartitionSpec::parse(&sql[open + 1..close])
-        .map_err(|e| format!("ODPS-0130161:[1,1] Parse exception - {e}"))?;
-    Ok(PartitionDdl {
+    let table = table_name(name, project).map_err(|_| unsupported())?;
+    let spec = PartitionSpec::parse(&sql[open + 1..close]).map_err(parse_error)?;
+    Ok(Ddl::Partition {
         table,
         add,
         if_clause,
         spec,
     })
+}
+
+/// Runs a statement on the backend.
+async fn run_ddl(state: &AppState, ddl: Ddl) -> paiio_storage::Result<()> {
+    let service = &state.service;
+    match ddl {
+        Ddl::Partition {
+            table,
+            add: true,
+            if_clause,
+            spec,
+        } => service.create_partition(&table, &spec, if_clause).await,
+        Ddl::Partition {
+            table,
+            add: false,
+            if_clause,
+            spec,
+        } => service.drop_partition(&table, &spec, if_clause).await,
+        Ddl::CreateTable {
+            table,
+            if_not_exists,
+            schema,
+        } => {
+            let options = paiio_storage::CreateTableOptions { if_not_exists };
+            service.create_table(&table, &schema, options).await
+        }
+        Ddl::DropTable { table, if_exists } => service.drop_table(&table, if_exists).await,
+    }
 }
 
 /// The error text of a failed statement, with the ODPS code PyODPS maps to its classes.
@@ -350,6 +608,10 @@ fn ddl_error(e: &paiio_storage::Error) -> String {
         E::NotFound { name, .. } => {
             format!("ODPS-0130111:[1,1] Semantic analysis exception - partition not found: {name}")
         }
+        E::AlreadyExists {
+            kind: paiio_storage::ObjectKind::Table,
+            name,
+        } => format!("ODPS-0110061:Failed to run ddltask - Table or view already exists - {name}"),
         E::AlreadyExists { name, .. } => format!(
             "ODPS-0130111:[1,1] Semantic analysis exception - partition already exists: {name}"
         ),
@@ -373,22 +635,9 @@ async fn create_instance(
             let query = element_text(text, "Query")
                 .ok_or_else(|| ApiError::invalid("the instance body has no Job/Tasks/SQL/Query"))?;
             let task = element_text(text, "Name").unwrap_or_else(|| "AnonymousSQLTask".into());
-            let error = match parse_partition_ddl(&query, &project) {
+            let error = match parse_ddl(&query, &project) {
                 Err(e) => Some(e),
-                Ok(ddl) => {
-                    let done = if ddl.add {
-                        state
-                            .service
-                            .create_partition(&ddl.table, &ddl.spec, ddl.if_clause)
-                            .await
-                    } else {
-                        state
-                            .service
-                            .drop_partition(&ddl.table, &ddl.spec, ddl.if_clause)
-                            .await
-                    };
-                    done.err().map(|e| ddl_error(&e))
-                }
+                Ok(ddl) => run_ddl(&state, ddl).await.err().map(|e| ddl_error(&e)),
             };
             let id = uuid::Uuid::new_v4().simple().to_string();
             state
@@ -456,17 +705,29 @@ mod tests {
 
     #[test]
     fn partition_statements_parse_as_pyodps_writes_them() {
-        let ddl = parse_partition_ddl(
+        let ddl = parse_ddl(
             "ALTER TABLE demo.`pt_t` ADD IF NOT EXISTS  PARTITION (pt='2',region='x');",
             "other",
         )
         .unwrap();
-        assert_eq!(ddl.table, TableId::new("demo", None, "pt_t").unwrap());
-        assert!(ddl.add && ddl.if_clause);
-        assert_eq!(ddl.spec, PartitionSpec::parse("pt=2,region=x").unwrap());
-        let ddl = parse_partition_ddl("alter table t drop partition (pt='6')", "demo").unwrap();
-        assert_eq!(ddl.table, TableId::new("demo", None, "t").unwrap());
-        assert!(!ddl.add && !ddl.if_clause);
+        assert_eq!(
+            ddl,
+            Ddl::Partition {
+                table: TableId::new("demo", None, "pt_t").unwrap(),
+                add: true,
+                if_clause: true,
+                spec: PartitionSpec::parse("pt=2,region=x").unwrap(),
+            }
+        );
+        let ddl = parse_ddl("alter table t drop partition (pt='6')", "demo").unwrap();
+        assert!(matches!(
+            ddl,
+            Ddl::Partition {
+                add: false,
+                if_clause: false,
+                ..
+            }
+        ));
         for bad in [
             "SELECT * FROM t",
             "ALTER TABLE t ADD PARTITION pt='1'",
@@ -475,7 +736,65 @@ mod tests {
             "ALTER TABLE a.b.c.d ADD PARTITION (pt='1')",
             "ALTER TABLE t ADD PARTITION (pt)",
         ] {
-            let e = parse_partition_ddl(bad, "demo").unwrap_err();
+            let e = parse_ddl(bad, "demo").unwrap_err();
+            assert!(e.starts_with("ODPS-0130161"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn table_statements_parse_as_pyodps_writes_them() {
+        let sql = "CREATE TABLE IF NOT EXISTS demo.`t` (\n  `id` BIGINT NOT NULL COMMENT 'the, id',\n  \
+                   `m` MAP<STRING,DECIMAL(10,2)>,\n  `s` STRUCT<a:INT,b:VARCHAR(3)> COMMENT 'it''s'\n)\n\
+                   COMMENT 'a (table)'\nPARTITIONED BY (\n  `pt` STRING\n)\nLIFECYCLE 7\n;";
+        let Ddl::CreateTable {
+            table,
+            if_not_exists,
+            schema,
+        } = parse_ddl(sql, "other").unwrap()
+        else {
+            panic!("not CREATE TABLE");
+        };
+        assert_eq!(table, TableId::new("demo", None, "t").unwrap());
+        assert!(if_not_exists);
+        let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "m", "s"]);
+        assert!(!schema.columns[0].nullable && schema.columns[1].nullable);
+        assert_eq!(schema.columns[0].comment, "the, id");
+        assert_eq!(schema.columns[2].comment, "it's");
+        assert_eq!(
+            schema.columns[1].ty.to_string(),
+            "map<string,decimal(10,2)>"
+        );
+        assert_eq!(schema.partition_columns[0].name, "pt");
+        // The string form of o.create_table('t', 'id bigint, name string').
+        let Ddl::CreateTable {
+            schema,
+            if_not_exists,
+            ..
+        } = parse_ddl("CREATE TABLE `t2` (\nid bigint, name string\n)\n", "demo").unwrap()
+        else {
+            panic!("not CREATE TABLE");
+        };
+        assert!(!if_not_exists);
+        assert_eq!(schema.columns.len(), 2);
+        assert_eq!(
+            parse_ddl("DROP TABLE IF EXISTS demo.`t`;", "x").unwrap(),
+            Ddl::DropTable {
+                table: TableId::new("demo", None, "t").unwrap(),
+                if_exists: true
+            }
+        );
+        for bad in [
+            "CREATE TABLE t",
+            "CREATE TABLE t (id bigint",
+            "CREATE TABLE t (id nosuchtype)",
+            "CREATE TABLE t (id bigint) STORED AS ORC",
+            "CREATE TABLE t (id bigint) LIFECYCLE x",
+            "CREATE TABLE t (id bigint COMMENT 'open)",
+            "CREATE TABLE t (id bigint, id bigint)",
+            "CREATE TABLE t ()",
+        ] {
+            let e = parse_ddl(bad, "demo").unwrap_err();
             assert!(e.starts_with("ODPS-0130161"), "{bad}: {e}");
         }
     }
