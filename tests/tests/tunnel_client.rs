@@ -706,6 +706,83 @@ async fn superseded_versions_and_unlisted_streams_are_not_published() {
     assert_exactly_once(&ids(&read_all(&c, &table).await), 100..110, "abort");
 }
 
+/// An overwrite whose partitions come from the data replaces only the partitions it
+/// publishes rows to: a partition only a superseded version wrote keeps its rows.
+#[tokio::test]
+async fn dynamic_overwrites_replace_only_the_partitions_published() {
+    let env = Env::start().await;
+    let c = env.client();
+    let g = DataGen::simple(21);
+    let table = env.table("overwrite_dyn", &g, &[("pt", "string")]).await;
+    write_commit(&c, &table, "pt=a", g.batches(0..40, 20)).await;
+    write_commit(&c, &table, "pt=b", g.batches(40..60, 20)).await;
+    let mut request = WriteSessionRequest::new(table.clone());
+    request.overwrite = true;
+    let session = c.create_write_session(&request).await.unwrap();
+    let sid = &session.session_id;
+    let in_pt = |range: std::ops::Range<i64>, pt: &str| {
+        let n = range.end - range.start;
+        let pts: arrow_array::ArrayRef =
+            std::sync::Arc::new(arrow_array::StringArray::from(vec![pt; n as usize]));
+        paiio_conformance::datagen::with_columns(
+            &g.batch(range),
+            vec![(
+                arrow_schema::Field::new("pt", arrow_schema::DataType::Utf8, true),
+                pts,
+            )],
+        )
+    };
+    let write = |version: u64, batches: Vec<arrow_array::RecordBatch>| WriteRequest {
+        table: table.clone(),
+        session_id: sid.clone(),
+        stream_id: "s0".into(),
+        version,
+        row_offset: None,
+        access_token: None,
+        batches,
+    };
+    // Version 0 writes pt=a and pt=b; version 1, which supersedes it, only pt=b.
+    let v0 = c
+        .create_write_stream_version(&table, sid, Some("s0"), None, false)
+        .await
+        .unwrap();
+    c.write(write(
+        v0.version,
+        vec![in_pt(100..110, "a"), in_pt(110..120, "b")],
+    ))
+    .await
+    .unwrap();
+    let v1 = c
+        .create_write_stream_version(&table, sid, Some("s0"), None, false)
+        .await
+        .unwrap();
+    c.write(write(v1.version, vec![in_pt(200..205, "b")]))
+        .await
+        .unwrap();
+    c.close_write_stream(&table, sid, "s0", v1.version)
+        .await
+        .unwrap();
+    let info = c.commit_write_session(&table, sid, None).await.unwrap();
+    assert_eq!(info.rows, 5);
+    let rows_in = |pt: &'static str| {
+        let c = c.clone();
+        let table = table.clone();
+        async move {
+            let mut request = ReadSessionRequest::new(table.clone());
+            request.split_options = SplitOptions::row_offset();
+            request.required_partitions = vec![PartitionSpec::parse(pt).unwrap()];
+            let s = c.create_read_session(&request).await.unwrap();
+            ids(
+                &read_range(&c, &table, &s.session_id, 0, s.record_count as u64, 64)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    assert_exactly_once(&rows_in("pt=a").await, 0..40, "pt=a keeps its rows");
+    assert_exactly_once(&rows_in("pt=b").await, 200..205, "pt=b is replaced");
+}
+
 #[tokio::test]
 async fn compressed_reads_preview_and_empty_tables() {
     let env = Env::start().await;
@@ -853,6 +930,27 @@ async fn a_plain_ini_picks_the_tunnel_when_the_storage_api_does_not_answer() {
         "{e:?}"
     );
     assert_eq!(service.name(), "auto");
+    // A busy service (503s on every attempt of the probe) is the caller's error too, never a
+    // reason for the Tunnel: the next call asks again, and keeps the Storage API.
+    env.faults(vec![
+        FaultRule::new(
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+                code: None,
+                message: None,
+            },
+            When::Always,
+        )
+        .action("TableGetWriteSchema"),
+    ]);
+    let service = paiio_storage::open_service(&config).unwrap();
+    let e = service.table_schema(&table).await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert_eq!(service.name(), "auto");
+    env.server.faults.clear();
+    service.table_schema(&table).await.unwrap();
+    assert_eq!(service.name(), "rest");
     // An explicit transport needs no probe.
     let tunnel = paiio_storage::config::Config::builder()
         .base(config)

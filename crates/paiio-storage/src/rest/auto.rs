@@ -103,6 +103,16 @@ impl AutoClient {
                             ..
                         },
                     ) => return Err(e),
+                    // A busy or failing service (5xx, 429) says nothing about which API it
+                    // offers: choosing on it could put the ranks of one job on different
+                    // transports, whose row orders differ. The caller hears of it, and the
+                    // next call asks again.
+                    Err(
+                        e @ Error::Service {
+                            status: 429 | 500..=599,
+                            ..
+                        },
+                    ) => return Err(e),
                     Err(e) => (
                         Chosen::Tunnel,
                         format!("the Storage API did not answer: {e}"),

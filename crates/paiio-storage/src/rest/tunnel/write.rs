@@ -778,7 +778,7 @@ impl TunnelClient {
     ) -> Result<CommitInfo> {
         let state = self.write_state(table, session_id).await?;
         // What to publish.
-        let (kept, targets, schema, driven) =
+        let (kept, targets, schema, driven, dynamic_overwrite) =
             {
                 let s = state.lock();
                 if let Some(info) = s.committed {
@@ -858,6 +858,9 @@ impl TunnelClient {
                     s.targets.values().cloned().collect::<Vec<_>>(),
                     s.schema.clone(),
                     s.driven,
+                    // An overwrite whose partitions come from the data replaces only the
+                    // partitions it publishes rows to, as on the other backends.
+                    s.id.overwrite && s.prefix.len() < s.schema.partition_columns.len(),
                 )
             };
         let rows: u64 = kept.iter().map(|b| b.rows).sum();
@@ -906,6 +909,11 @@ impl TunnelClient {
                             target.upload_id, target.sent
                         ),
                     });
+                }
+                if dynamic_overwrite && keep.is_empty() {
+                    // Committing it would empty a partition this commit publishes nothing to;
+                    // the upload session expires unused.
+                    continue;
                 }
             }
             to_commit.push(target);
