@@ -783,6 +783,89 @@ async fn dynamic_overwrites_replace_only_the_partitions_published() {
     assert_exactly_once(&rows_in("pt=b").await, 200..205, "pt=b is replaced");
 }
 
+/// The writes of one stream version go one at a time (a second one while the first is under
+/// way is refused, and so are commit and abort), and only the client that made a session
+/// writes to it: another one that reloaded it may commit it.
+#[tokio::test]
+async fn writes_are_serial_and_belong_to_the_session_maker() {
+    let env = Env::start().await;
+    let c = env.client();
+    let g = DataGen::simple(23);
+    let table = env.table("serial", &g, &[]).await;
+    let session = c
+        .create_write_session(&WriteSessionRequest::new(table.clone()))
+        .await
+        .unwrap();
+    let sid = &session.session_id;
+    let stream = c
+        .create_write_stream(&table, sid, None, false)
+        .await
+        .unwrap();
+    let write = |range: std::ops::Range<i64>| WriteRequest {
+        table: table.clone(),
+        session_id: sid.clone(),
+        stream_id: stream.stream_id.clone(),
+        version: stream.version,
+        row_offset: None,
+        access_token: None,
+        batches: vec![g.batch(range)],
+    };
+    // The first write's block upload stalls; meanwhile a second write, a commit and an
+    // abort are refused.
+    env.faults(vec![
+        FaultRule::new(
+            Fault::Stall {
+                ms: 2_000,
+                after_bytes: None,
+            },
+            When::Nth(1),
+        )
+        .action("TunnelWriteBlock"),
+    ]);
+    let first = c.write(write(0..10));
+    let others = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (
+            c.write(write(10..20)).await,
+            c.commit_write_session(&table, sid, None).await,
+            c.abort_write_session(&table, sid).await,
+        )
+    };
+    let (first, (second, commit, abort)) = tokio::join!(first, others);
+    assert_eq!(first.unwrap().rows_written, 10);
+    assert!(
+        matches!(second, Err(paiio_storage::Error::Conflict { .. })),
+        "{second:?}"
+    );
+    assert!(
+        matches!(commit, Err(paiio_storage::Error::InvalidState { .. })),
+        "{commit:?}"
+    );
+    assert!(
+        matches!(abort, Err(paiio_storage::Error::InvalidState { .. })),
+        "{abort:?}"
+    );
+    assert_eq!(c.write(write(10..20)).await.unwrap().rows_written, 10);
+    c.close_write_stream(&table, sid, &stream.stream_id, stream.version)
+        .await
+        .unwrap();
+    // Another client reloads the session: it may not write, but it may commit.
+    let other = env.client();
+    other.get_write_session(&table, sid).await.unwrap();
+    let refused = other.create_write_stream(&table, sid, None, false).await;
+    assert!(
+        matches!(refused, Err(paiio_storage::Error::NotSupported { .. })),
+        "{refused:?}"
+    );
+    let refused = other.write(write(20..30)).await;
+    assert!(
+        matches!(refused, Err(paiio_storage::Error::NotSupported { .. })),
+        "{refused:?}"
+    );
+    other.commit_write_session(&table, sid, None).await.unwrap();
+    assert_exactly_once(&ids(&read_all(&c, &table).await), 0..20, "one at a time");
+}
+
 #[tokio::test]
 async fn compressed_reads_preview_and_empty_tables() {
     let env = Env::start().await;

@@ -101,6 +101,9 @@ struct Version {
     access_token: String,
     next_offset: u64,
     blocks: Vec<Block>,
+    /// A write of this version is under way (writes of one version go one at a time, so
+    /// two never share a block).
+    in_flight: bool,
 }
 
 impl Version {
@@ -183,6 +186,26 @@ impl WriteState {
             });
         }
         Ok(())
+    }
+
+    /// Refuses writes through a client that did not create the session: the Tunnel keeps no
+    /// streams, so they live in the client that made the session.
+    fn check_driven(&self, session_id: &str) -> Result<()> {
+        if self.driven {
+            return Ok(());
+        }
+        Err(Error::NotSupported {
+            message: format!(
+                "write session {session_id} was created by another client: over the Tunnel its \
+                 streams live in that client, so write through it (this one can read the \
+                 session and commit it)"
+            ),
+        })
+    }
+
+    /// Whether a write of any stream is under way.
+    fn writing(&self) -> bool {
+        self.streams.values().flatten().any(|v| v.in_flight)
     }
 
     fn versions(&mut self, session_id: &str, stream_id: &str) -> Result<&mut Vec<Version>> {
@@ -449,6 +472,7 @@ impl TunnelClient {
         let now = self.rest.inner.clock.now_ms();
         let mut s = state.lock();
         s.check_writable(session_id, now)?;
+        s.check_driven(session_id)?;
         let stream_id = match stream_id {
             Some(id) => {
                 crate::uri::validate_name("write stream id", id)
@@ -495,6 +519,7 @@ impl TunnelClient {
             },
             next_offset: 0,
             blocks: Vec::new(),
+            in_flight: false,
         };
         let out = v.to_stream(&stream_id);
         versions.push(v);
@@ -552,6 +577,7 @@ impl TunnelClient {
         let (offset, prefix, write_schema, overwrite) = {
             let mut s = state.lock();
             s.check_writable(session_id, now)?;
+            s.check_driven(session_id)?;
             let stream_name = format!(
                 "stream {} v{} of session {session_id}",
                 request.stream_id, request.version
@@ -559,7 +585,7 @@ impl TunnelClient {
             let versions = s.versions(session_id, &request.stream_id)?;
             let latest = versions.last().map_or(0, |v| v.version);
             let v = versions
-                .iter()
+                .iter_mut()
                 .find(|v| v.version == request.version)
                 .ok_or_else(|| {
                     Error::not_found(
@@ -567,6 +593,15 @@ impl TunnelClient {
                         format!("{} v{}", request.stream_id, request.version),
                     )
                 })?;
+            if v.in_flight {
+                return Err(Error::Conflict {
+                    table: table.to_string(),
+                    message: format!(
+                        "another write to {stream_name} is under way: the writes of one stream \
+                         go one at a time"
+                    ),
+                });
+            }
             if v.version != latest {
                 return Err(invalid_state(
                     session_id,
@@ -621,7 +656,13 @@ impl TunnelClient {
                 }
                 _ => {}
             }
+            v.in_flight = true;
             (next, s.prefix.clone(), s.write_schema(), s.id.overwrite)
+        };
+        let _in_flight = InFlight {
+            state: state.as_ref(),
+            stream_id: &request.stream_id,
+            version: request.version,
         };
         // The rows of each partition, checked and converted as the local warehouse does.
         let parts = split_rows(table, &prefix, &write_schema, &request.batches)?;
@@ -796,6 +837,13 @@ impl TunnelClient {
                         session_id: session_id.to_string(),
                     });
                 }
+                if s.writing() {
+                    return Err(invalid_state(
+                        session_id,
+                        "WRITING",
+                        "a write is under way: commit once every write has answered",
+                    ));
+                }
                 let mut chosen: Vec<&Version> = Vec::new();
                 match streams {
                     None => {
@@ -952,6 +1000,13 @@ impl TunnelClient {
                     "a committed session cannot be aborted",
                 ));
             }
+            if s.writing() {
+                return Err(invalid_state(
+                    session_id,
+                    "WRITING",
+                    "a write is under way: abort once every write has answered",
+                ));
+            }
             s.aborted = true;
             (
                 s.targets.values().cloned().collect::<Vec<_>>(),
@@ -964,6 +1019,27 @@ impl TunnelClient {
             self.empty_blocks(table, target, blocks, &body).await?;
         }
         Ok(())
+    }
+}
+
+/// Marks a stream version's write as finished when dropped (also when the write fails or
+/// its caller stops waiting).
+struct InFlight<'a> {
+    state: &'a Mutex<WriteState>,
+    stream_id: &'a str,
+    version: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        if let Some(v) = s
+            .streams
+            .get_mut(self.stream_id)
+            .and_then(|vs| vs.iter_mut().find(|v| v.version == self.version))
+        {
+            v.in_flight = false;
+        }
     }
 }
 
