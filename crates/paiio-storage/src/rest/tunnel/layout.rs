@@ -19,6 +19,24 @@ use crate::service::{SplitMode, SplitOptions};
 use crate::types::{ArrowOptions, Column, OdpsType};
 use crate::uri::PartitionSpec;
 
+/// The most indexed splits a read session has (as on the other backends' services).
+pub(super) const MAX_SPLITS: usize = 1 << 20;
+
+/// The total of row counts from the service, refused past i64 (a session's record count).
+pub(super) fn check_rows(counts: impl Iterator<Item = u64>) -> Result<u64> {
+    let mut total = 0u64;
+    for n in counts {
+        total = total
+            .checked_add(n)
+            .filter(|t| *t <= i64::MAX as u64)
+            .ok_or_else(|| Error::Corrupt {
+                location: "Tunnel download sessions".into(),
+                message: "the sessions' row counts add up past 2^63".into(),
+            })?;
+    }
+    Ok(total)
+}
+
 /// The prefix of Tunnel read session ids.
 pub const SESSION_PREFIX: &str = "tunnel.";
 
@@ -66,8 +84,12 @@ pub(super) struct Layout {
 impl Layout {
     pub const VERSION: u32 = 1;
 
+    /// The rows of every part (their sum is checked to fit an i64 when a layout is made or
+    /// decoded).
     pub fn total_rows(&self) -> u64 {
-        self.parts.iter().map(|p| p.rows).sum()
+        self.parts
+            .iter()
+            .fold(0u64, |n, p| n.saturating_add(p.rows))
     }
 
     pub fn encode(&self) -> String {
@@ -100,6 +122,14 @@ impl Layout {
                     Self::VERSION
                 ),
             });
+        }
+        // What no session this client made holds: row counts past i64, a split number past
+        // the split limit.
+        let sane = check_rows(layout.parts.iter().map(|p| p.rows)).is_ok()
+            && (layout.mode != SplitMode::Parallelism || layout.number <= MAX_SPLITS as u64)
+            && (layout.mode != SplitMode::Size || layout.number >= SplitOptions::MIN_SPLIT_SIZE);
+        if !sane {
+            return Err(unknown());
         }
         Ok(layout)
     }
@@ -145,6 +175,8 @@ impl Layout {
             } else {
                 n
             };
+            // Never more than MAX_SPLITS in all.
+            let n = n.min(MAX_SPLITS.saturating_sub(out.len()) as u64);
             for i in 0..n {
                 let r = crate::split::balanced(rows, i, n);
                 out.push(group.start + r.start..group.start + r.end);
@@ -168,13 +200,19 @@ pub(super) fn estimated_row_bytes(columns: &[Column]) -> u64 {
             OdpsType::BigInt | OdpsType::Double | OdpsType::DateTime => 8,
             OdpsType::Timestamp | OdpsType::TimestampNtz => 12,
             OdpsType::Decimal(_) => 16,
-            OdpsType::Array(t) => 4 + 4 * of(t),
-            OdpsType::Map(k, v) => 4 + 4 * (of(k) + of(v)),
-            OdpsType::Struct(fields) => fields.iter().map(|f| of(&f.ty)).sum(),
+            OdpsType::Array(t) => of(t).saturating_mul(4).saturating_add(4),
+            OdpsType::Map(k, v) => of(k)
+                .saturating_add(of(v))
+                .saturating_mul(4)
+                .saturating_add(4),
+            OdpsType::Struct(fields) => fields.iter().fold(0, |n, f| n.saturating_add(of(&f.ty))),
             _ => 32,
         }
     }
-    columns.iter().map(|c| of(&c.ty)).sum::<u64>().max(1)
+    columns
+        .iter()
+        .fold(0u64, |n, c| n.saturating_add(of(&c.ty)))
+        .max(1)
 }
 
 /// The split options a layout records, checked as the other backends check them.
@@ -190,6 +228,10 @@ pub(super) fn check_split_options(opts: &SplitOptions) -> Result<()> {
         (SplitMode::Parallelism, 0) => Err(Error::invalid(
             "split number",
             "Parallelism mode needs at least 1 split",
+        )),
+        (SplitMode::Parallelism, n) if n > MAX_SPLITS as u64 => Err(Error::invalid(
+            "split number",
+            format!("{n} splits (at most {MAX_SPLITS})"),
         )),
         (SplitMode::Bucket, _) => Err(Error::NotSupported {
             message: "Bucket splits over the Tunnel (it reads by row range only)".into(),
@@ -222,6 +264,36 @@ mod tests {
             arrow: ArrowOptions::default(),
             expiration_ms: 1,
         }
+    }
+
+    #[test]
+    fn crafted_ids_are_unknown_and_splits_bounded() {
+        let columns = [Column::new("a", OdpsType::BigInt)];
+        // Row counts past i64, in one part or added up.
+        for parts in [&[u64::MAX][..], &[i64::MAX as u64, 1]] {
+            let id = layout(parts, SplitMode::RowOffset, 0, true).encode();
+            assert!(matches!(Layout::decode(&id), Err(Error::NotFound { .. })));
+        }
+        // A split number no session of this client has.
+        let id = layout(&[10], SplitMode::Parallelism, 1 << 62, true).encode();
+        assert!(matches!(Layout::decode(&id), Err(Error::NotFound { .. })));
+        let id = layout(&[10], SplitMode::Size, 1, true).encode();
+        assert!(matches!(Layout::decode(&id), Err(Error::NotFound { .. })));
+        // A huge table split small still makes at most MAX_SPLITS splits.
+        let huge = layout(
+            &[1 << 60],
+            SplitMode::Size,
+            SplitOptions::MIN_SPLIT_SIZE,
+            true,
+        );
+        let id = huge.encode();
+        assert_eq!(
+            Layout::decode(&id).unwrap().splits(&columns).len(),
+            MAX_SPLITS
+        );
+        assert!(check_split_options(&SplitOptions::parallelism(1 << 40)).is_err());
+        assert!(check_rows([1, 2, 3].into_iter()).is_ok());
+        assert!(check_rows([u64::MAX, 1].into_iter()).is_err());
     }
 
     #[test]

@@ -269,7 +269,7 @@ impl TunnelClient {
         table: &TableId,
     ) -> Result<(TableSchema, Option<i64>)> {
         let (schema, json) = self.table_xml(table).await?;
-        Ok((schema, json.last_modified.map(|s| s as i64 * 1000)))
+        Ok((schema, json.last_modified.map(seconds_to_ms)))
     }
 
     /// The partitions of a table, those matching `prefix` when given (filtered by the
@@ -356,7 +356,7 @@ impl TunnelClient {
             row_count: rows,
             size_bytes: size,
             partitions,
-            last_modified_ms: json.last_modified.map_or(0, |s| s as i64 * 1000),
+            last_modified_ms: json.last_modified.map_or(0, seconds_to_ms),
         })
     }
 }
@@ -372,6 +372,14 @@ fn not_found(e: Error, table: &TableId) -> Error {
         } => Error::not_found(crate::error::ObjectKind::Table, table.to_string()),
         other => other,
     }
+}
+
+/// Epoch seconds from the service as epoch milliseconds (saturating: a value from the
+/// network never overflows).
+fn seconds_to_ms(seconds: u64) -> i64 {
+    i64::try_from(seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
 }
 
 #[cfg(test)]

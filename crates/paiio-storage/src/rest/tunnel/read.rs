@@ -223,7 +223,9 @@ impl TunnelClient {
                 .buffered(SESSION_CONCURRENCY)
                 .try_collect()
                 .await?;
-            rows += created.iter().map(|p| p.rows).sum::<u64>();
+            rows = super::layout::check_rows(
+                std::iter::once(rows).chain(created.iter().map(|p| p.rows)),
+            )?;
             parts.extend(created);
         }
         let opts = request.split_options;

@@ -6,9 +6,10 @@
 //! directory; the others, under the same directory lock, reload it instead of creating one.
 //!
 //! A recorded session is reused only while it is young ([`SHARE_WINDOW_MS`]), still `NORMAL`,
-//! and created at least a second after the table's last modification as its metadata reports
-//! it (whole seconds), so a reader never gets a snapshot older than data committed before it
-//! started. The directory is `$PAIIO_TUNNEL_SESSIONS` (`off` turns sharing off), else
+//! made when the table's metadata reported the same last change as it does now, and made at
+//! least a second after that change (it is reported in whole seconds), so a reader never gets
+//! a snapshot older than data committed before it started: a change after the session shows
+//! as a different last change, whatever the clocks of the machines say. The directory is `$PAIIO_TUNNEL_SESSIONS` (`off` turns sharing off), else
 //! `$PAIIO_CACHE/tunnel-sessions`, else `~/.cache/paiio-rs/tunnel-sessions`: shared by the
 //! processes of a machine, and across machines when it names a shared file system. Any
 //! failure of the directory (unwritable, locked by a dead file system) falls back to creating
@@ -39,6 +40,9 @@ pub(super) struct SharedSessions {
 struct Entry {
     download_id: String,
     created_ms: i64,
+    /// The table's last change as the creator saw it: a reader that sees another one knows
+    /// the table changed since, whatever the clocks say.
+    table_modified_ms: i64,
 }
 
 impl SharedSessions {
@@ -145,6 +149,7 @@ impl TunnelClient {
         let now = self.rest.inner.clock.now_ms();
         if let Some(entry) = read_entry(&entry_path)
             && now.saturating_sub(entry.created_ms) < SHARE_WINDOW_MS
+            && entry.table_modified_ms == table_modified_ms
             && entry.created_ms >= table_modified_ms.saturating_add(1000)
             && let Ok(session) = self
                 .reload_download(table, partition, &entry.download_id)
@@ -158,6 +163,7 @@ impl TunnelClient {
         let entry = Entry {
             download_id: session.id.clone(),
             created_ms: now,
+            table_modified_ms,
         };
         if let Err(e) = write_entry(&entry_path, &entry) {
             tracing::warn!(

@@ -271,7 +271,11 @@ impl TunnelClient {
             spec: partition.clone(),
             upload_id: id.upload_id.clone(),
             sent: session.block_ids().into_iter().collect(),
-            next_block: session.block_ids().into_iter().max().map_or(0, |b| b + 1),
+            next_block: session
+                .block_ids()
+                .into_iter()
+                .max()
+                .map_or(0, |b| b.saturating_add(1)),
         };
         let state = Arc::new(Mutex::new(WriteState {
             id,
