@@ -67,6 +67,15 @@ impl Env {
         ]);
     }
 
+    /// How often the first rule fired.
+    fn seen_fired(&self) -> u64 {
+        let status = self.server.faults.status();
+        status["faults"]["rules"][0]["fired"]
+            .as_u64()
+            .or_else(|| status["rules"][0]["fired"].as_u64())
+            .unwrap_or_else(|| panic!("no count in {status}"))
+    }
+
     fn seen(&self) -> u64 {
         self.server.faults.status()["faults"]["rules"][0]["seen"]
             .as_u64()
@@ -864,6 +873,42 @@ async fn writes_are_serial_and_belong_to_the_session_maker() {
     );
     other.commit_write_session(&table, sid, None).await.unwrap();
     assert_exactly_once(&ids(&read_all(&c, &table).await), 0..20, "one at a time");
+}
+
+/// A consumer that leaves a stream alone longer than the retry budget's time (an evaluation,
+/// a checkpoint) while the service cuts it still gets its retries: the budget counts from the
+/// first failure, not from the last progress.
+#[tokio::test]
+async fn a_stream_cut_during_a_long_pause_resumes() {
+    let env = Env::start().await;
+    let g = DataGen::simple(29);
+    let table = env.table("paused", &g, &[]).await;
+    write_commit(&env.client(), &table, "", g.batches(0..20_000, 1000)).await;
+    let c = env.client_with(RetryConfig {
+        retry_timeout: std::time::Duration::from_millis(300),
+        ..fast_retry()
+    });
+    let mut request = ReadSessionRequest::new(table.clone());
+    request.split_options = SplitOptions::row_offset();
+    let s = c.create_read_session(&request).await.unwrap();
+    env.faults(vec![
+        FaultRule::new(Fault::ResetAfter { bytes: 60_000 }, When::Nth(1)).action("TunnelRead"),
+    ]);
+    let mut r = ReadRequest::new(
+        table.clone(),
+        &s.session_id,
+        ReadRange::Rows {
+            offset: 0,
+            count: 20_000,
+        },
+    );
+    r.max_batch_rows = 500;
+    // The stream is opened, then left alone longer than the budget's time.
+    let stream = c.read(&r).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let batches: Vec<_> = stream.try_collect().await.unwrap();
+    assert_exactly_once(&ids(&batches), 0..20_000, "after a pause");
+    assert_eq!(env.seen_fired(), 1, "the stream was cut once");
 }
 
 #[tokio::test]

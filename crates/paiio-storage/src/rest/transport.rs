@@ -41,7 +41,9 @@ pub(super) fn enc(v: &str) -> String {
 /// The retry budget of one run of attempts without progress.
 pub(super) struct Budget {
     backoff: Backoff,
-    started: Instant,
+    /// The first failure of the run: its time budget counts from there, so a consumer that
+    /// paused between reads (while the service cut the idle stream) still gets its retries.
+    failing_since: Option<Instant>,
     pub(super) attempts: u64,
 }
 
@@ -49,7 +51,7 @@ impl Budget {
     pub(super) fn new(config: &RetryConfig) -> Self {
         Budget {
             backoff: Backoff::new(config),
-            started: Instant::now(),
+            failing_since: None,
             attempts: 0,
         }
     }
@@ -57,8 +59,15 @@ impl Budget {
     /// Progress was made: a new run starts.
     pub(super) fn reset(&mut self) {
         self.backoff.reset();
-        self.started = Instant::now();
+        self.failing_since = None;
         self.attempts = 0;
+    }
+
+    /// How long the run has been failing (from now on, at its first failure).
+    fn failing_for(&mut self) -> Duration {
+        self.failing_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
     }
 }
 
@@ -398,10 +407,8 @@ impl Inner {
         budget: &mut Budget,
         retry_after: Option<Duration>,
     ) -> Option<Duration> {
-        match budget
-            .backoff
-            .next_retry(budget.started.elapsed(), retry_after)
-        {
+        let failing_for = budget.failing_for();
+        match budget.backoff.next_retry(failing_for, retry_after) {
             Some(delay) => {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 Some(delay)
