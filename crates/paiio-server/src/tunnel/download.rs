@@ -59,7 +59,7 @@ fn session_answer(session: &ReadSession, schema: &TableSchema) -> Response {
             SessionStatus::Expired => DownloadStatus::Expired,
             _ => DownloadStatus::Normal,
         },
-        record_count: session.record_count.max(0) as u64,
+        record_count: Some(session.record_count.max(0) as u64),
         schema: Some(TunnelSchema::from_table_schema(schema)),
         quota_name: None,
         support_read_by_raw_size: false,

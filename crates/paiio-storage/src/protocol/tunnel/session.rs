@@ -116,9 +116,16 @@ pub struct DownloadSession {
     pub id: String,
     #[serde(rename = "Status")]
     pub status: DownloadStatus,
-    /// Rows in the session (the table or partition when the session was created).
-    #[serde(rename = "RecordCount", default, deserialize_with = "u64_or_zero")]
-    pub record_count: u64,
+    /// Rows in the session (the table or partition when the session was created); `None`
+    /// when the answer has none (a session still initiating), which a reader of a `NORMAL`
+    /// session must refuse rather than take for no rows.
+    #[serde(
+        rename = "RecordCount",
+        default,
+        deserialize_with = "opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub record_count: Option<u64>,
     /// `None` while the session is initiating (or when the service leaves it out).
     #[serde(rename = "Schema", default)]
     pub schema: Option<TunnelSchema>,
@@ -339,7 +346,7 @@ mod tests {
         let s = DownloadSession::from_json(body.to_string().as_bytes()).unwrap();
         assert_eq!(s.id, "2024abc");
         assert_eq!(s.status, DownloadStatus::Normal);
-        assert_eq!(s.record_count, 42);
+        assert_eq!(s.record_count, Some(42));
         assert_eq!(s.quota_name.as_deref(), Some("q"));
         assert!(s.support_read_by_raw_size);
         let schema = s.schema.as_ref().unwrap().to_table_schema().unwrap();

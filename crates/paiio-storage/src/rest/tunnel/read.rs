@@ -214,10 +214,14 @@ impl TunnelClient {
                         }
                         _ => self.create_download(table, &spec).await?,
                     };
+                    let rows = s.record_count.ok_or_else(|| Error::Corrupt {
+                        location: format!("Tunnel download session {}", s.id),
+                        message: "the session answer has no RecordCount".into(),
+                    })?;
                     Ok::<_, Error>(Part {
                         download_id: s.id,
                         partition: spec.to_string(),
-                        rows: s.record_count,
+                        rows,
                     })
                 })
                 .buffered(SESSION_CONCURRENCY)
