@@ -155,6 +155,59 @@ impl Call {
     }
 }
 
+/// The most bytes a whole (JSON or XML) answer may hold: a session, a table's metadata, a
+/// page of partitions. Row data streams and is bounded by its own decoders.
+pub(super) const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// Why a whole answer could not be read.
+pub(super) enum AnswerError {
+    /// The connection failed: the call may be sent again.
+    Transport(reqwest::Error),
+    /// More than [`MAX_ANSWER_BYTES`]: never retried.
+    TooLarge,
+}
+
+impl AnswerError {
+    /// The error, naming `what` was read.
+    pub(super) fn into_error(self, what: &str) -> Error {
+        match self {
+            AnswerError::Transport(e) => transport_error(what, e),
+            AnswerError::TooLarge => Error::Corrupt {
+                location: format!("the answer to {what}"),
+                message: format!("it is larger than {MAX_ANSWER_BYTES} bytes"),
+            },
+        }
+    }
+
+    pub(super) fn is_transport(&self) -> bool {
+        matches!(self, AnswerError::Transport(_))
+    }
+}
+
+/// Reads a whole answer, refusing one past [`MAX_ANSWER_BYTES`] before holding it.
+pub(super) async fn answer_bytes(
+    resp: reqwest::Response,
+) -> std::result::Result<Bytes, AnswerError> {
+    answer_within(resp, MAX_ANSWER_BYTES).await
+}
+
+async fn answer_within(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Bytes, AnswerError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AnswerError::TooLarge);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(AnswerError::Transport)? {
+        if out.len() + chunk.len() > limit {
+            return Err(AnswerError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
 pub(super) fn transport_error(action: impl std::fmt::Display, e: reqwest::Error) -> Error {
     let what = if e.is_connect() {
         "cannot connect"
@@ -503,7 +556,7 @@ impl Inner {
             let resp = self.execute_in(call, budget).await?;
             let token = header_str(resp.headers(), headers::ROUTE_TOKEN);
             let request_id = header_str(resp.headers(), headers::REQUEST_ID).unwrap_or_default();
-            match resp.bytes().await {
+            match answer_bytes(resp).await {
                 Ok(body) => {
                     let parsed = if body.iter().all(u8::is_ascii_whitespace) {
                         Ok(json!({}))
@@ -542,9 +595,10 @@ impl Inner {
                         None => return Err(error),
                     }
                 }
+                Err(e) if !e.is_transport() => return Err(e.into_error(call.action.as_str())),
                 Err(e) => {
                     // The body broke after a 2xx: the call did happen; repeat only safe ones.
-                    let error = transport_error(call.action, e);
+                    let error = e.into_error(call.action.as_str());
                     if call.idempotency == Idempotency::Unsafe {
                         return Err(error);
                     }
@@ -555,5 +609,30 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: &'static [u8]) -> reqwest::Response {
+        reqwest::Response::from(http::Response::builder().status(200).body(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn whole_answers_are_bounded() {
+        let body = answer_bytes(response(b"{\"a\":1}")).await.ok().unwrap();
+        assert_eq!(&body[..], b"{\"a\":1}");
+        let within = answer_within(response(b"0123456789"), 10).await;
+        assert_eq!(&within.ok().unwrap()[..], b"0123456789");
+        let e = answer_within(response(b"0123456789"), 9)
+            .await
+            .err()
+            .unwrap();
+        assert!(!e.is_transport());
+        let e = e.into_error("TableRead");
+        assert!(e.to_string().contains("larger than"), "{e}");
+        assert!(!e.is_retryable());
     }
 }

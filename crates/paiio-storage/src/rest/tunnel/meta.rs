@@ -215,10 +215,11 @@ impl TunnelClient {
             let resp = inner
                 .execute_request(&inner.endpoint, &request, &ctx, &mut budget)
                 .await?;
-            match resp.text().await {
-                Ok(text) => return Ok(text),
+            match super::super::transport::answer_bytes(resp).await {
+                Ok(body) => return Ok(String::from_utf8_lossy(&body).into_owned()),
+                Err(e) if !e.is_transport() => return Err(e.into_error("table metadata")),
                 Err(e) => {
-                    let error = super::super::transport::transport_error("table metadata", e);
+                    let error = e.into_error("table metadata");
                     match inner.next_retry(&mut budget, None) {
                         Some(delay) => tokio::time::sleep(delay).await,
                         None => return Err(error),

@@ -285,10 +285,11 @@ impl TunnelClient {
         let mut budget = Budget::new(&self.rest.inner.retry);
         loop {
             let resp = self.execute_in(call, &mut budget).await?;
-            match resp.bytes().await {
+            match super::transport::answer_bytes(resp).await {
                 Ok(body) => return Ok(body),
+                Err(e) if !e.is_transport() => return Err(e.into_error(call.what)),
                 Err(e) => {
-                    let error = super::transport::transport_error(call.what, e);
+                    let error = e.into_error(call.what);
                     if call.idempotency == Idempotency::Unsafe {
                         return Err(error);
                     }
