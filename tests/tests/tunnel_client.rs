@@ -14,7 +14,10 @@ use paiio_storage::{
     Column, PartitionSpec, ReadRange, ReadRequest, ReadSessionRequest, SplitOptions, TableId,
     TableSchema, TableService, WriteRequest, WriteSessionRequest,
 };
-use paiio_tests::{ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, tunnel_client};
+use paiio_tests::{
+    ACCESS_ID, ACCESS_KEY, PROJECT, TestServer, fast_retry, row_offset_request, tunnel_client,
+    write_request,
+};
 
 struct Env {
     server: TestServer,
@@ -100,17 +103,9 @@ async fn write_commit(
         .await
         .unwrap();
     for batch in batches {
-        c.write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: stream.stream_id.clone(),
-            version: stream.version,
-            row_offset: None,
-            access_token: None,
-            batches: vec![batch],
-        })
-        .await
-        .unwrap();
+        c.write(write_request(table, sid, &stream, vec![batch]))
+            .await
+            .unwrap();
     }
     c.close_write_stream(table, sid, &stream.stream_id, stream.version)
         .await
@@ -132,8 +127,7 @@ async fn read_range(
 }
 
 async fn read_all(c: &TunnelClient, table: &TableId) -> Vec<arrow_array::RecordBatch> {
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(table);
     let s = c.create_read_session(&request).await.unwrap();
     read_range(c, table, &s.session_id, 0, s.record_count as u64, 4096)
         .await
@@ -223,8 +217,7 @@ async fn partitioned_tables_read_as_one_row_space() {
     }
     let parts = c.list_partitions(&table).await.unwrap();
     assert_eq!(parts.len(), 3, "{parts:?}");
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let mut request = row_offset_request(&table);
     request.required_partition_columns = vec!["pt".into(), "region".into()];
     let s = c.create_read_session(&request).await.unwrap();
     assert_eq!(s.record_count, 100);
@@ -259,8 +252,7 @@ async fn partitioned_tables_read_as_one_row_space() {
         }
     }
     // A prefix filter, projection and reordering, a range across partitions.
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let mut request = row_offset_request(&table);
     request.required_partitions = vec![PartitionSpec::parse("pt=a").unwrap()];
     request.required_data_columns = vec!["s".into(), "id".into()];
     let s = c.create_read_session(&request).await.unwrap();
@@ -302,17 +294,9 @@ async fn partitioned_tables_read_as_one_row_space() {
         )],
     );
     env.count("TunnelCreateUpload");
-    c.write(WriteRequest {
-        table: table.clone(),
-        session_id: sid.clone(),
-        stream_id: stream.stream_id.clone(),
-        version: stream.version,
-        row_offset: None,
-        access_token: None,
-        batches: vec![batch],
-    })
-    .await
-    .unwrap();
+    c.write(write_request(&table, sid, &stream, vec![batch]))
+        .await
+        .unwrap();
     assert_eq!(env.seen(), 3, "one upload session per partition written");
     c.close_write_stream(&table, sid, &stream.stream_id, stream.version)
         .await
@@ -324,8 +308,7 @@ async fn partitioned_tables_read_as_one_row_space() {
             .rows,
         30
     );
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let mut request = row_offset_request(&table);
     request.required_partitions = vec![PartitionSpec::parse("pt=c").unwrap()];
     request.required_partition_columns = vec!["region".into()];
     let s = c.create_read_session(&request).await.unwrap();
@@ -395,8 +378,7 @@ async fn parallel_range_reads_and_sessions_reloaded_elsewhere() {
         "7 parallel splits",
     );
     // Row ranges of a RowOffset session, read at once by a third client that never saw it.
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let s = c.create_read_session(&request).await.unwrap();
     let third = env.client();
     let ranges: Vec<_> = (0..5u64)
@@ -445,8 +427,7 @@ async fn download_sessions_are_shared_by_the_processes_of_a_job() {
     write_commit(&writer, &table, "pt=2", g.batches(100..200, 50)).await;
     let later = |ms| env.server.clock.advance_ms(ms);
     later(2_000);
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let rows_of = |c: TunnelClient| {
         let request = request.clone();
         let table = table.clone();
@@ -490,8 +471,7 @@ async fn cut_and_empty_bodies_resume_at_the_next_row() {
     let table = env.table("resume", &g, &[("pt", "string")]).await;
     write_commit(&c, &table, "pt=x", g.batches(0..3000, 500)).await;
     write_commit(&c, &table, "pt=y", g.batches(3000..5000, 500)).await;
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let s = c.create_read_session(&request).await.unwrap();
     for (name, fault) in [
         ("reset", Fault::ResetAfter { bytes: 70_000 }),
@@ -777,8 +757,7 @@ async fn dynamic_overwrites_replace_only_the_partitions_published() {
         let c = c.clone();
         let table = table.clone();
         async move {
-            let mut request = ReadSessionRequest::new(table.clone());
-            request.split_options = SplitOptions::row_offset();
+            let mut request = row_offset_request(&table);
             request.required_partitions = vec![PartitionSpec::parse(pt).unwrap()];
             let s = c.create_read_session(&request).await.unwrap();
             ids(
@@ -810,15 +789,8 @@ async fn writes_are_serial_and_belong_to_the_session_maker() {
         .create_write_stream(&table, sid, None, false)
         .await
         .unwrap();
-    let write = |range: std::ops::Range<i64>| WriteRequest {
-        table: table.clone(),
-        session_id: sid.clone(),
-        stream_id: stream.stream_id.clone(),
-        version: stream.version,
-        row_offset: None,
-        access_token: None,
-        batches: vec![g.batch(range)],
-    };
+    let write =
+        |range: std::ops::Range<i64>| write_request(&table, sid, &stream, vec![g.batch(range)]);
     // The first write's block upload stalls; meanwhile a second write, a commit and an
     // abort are refused.
     env.faults(vec![
@@ -888,8 +860,7 @@ async fn a_stream_cut_during_a_long_pause_resumes() {
         retry_timeout: std::time::Duration::from_millis(300),
         ..fast_retry()
     });
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let s = c.create_read_session(&request).await.unwrap();
     env.faults(vec![
         FaultRule::new(Fault::ResetAfter { bytes: 60_000 }, When::Nth(1)).action("TunnelRead"),
@@ -1007,15 +978,7 @@ async fn a_plain_ini_picks_the_tunnel_when_the_storage_api_does_not_answer() {
         .await
         .unwrap();
     service
-        .write(WriteRequest {
-            table: table.clone(),
-            session_id: sid.clone(),
-            stream_id: stream.stream_id.clone(),
-            version: stream.version,
-            row_offset: None,
-            access_token: None,
-            batches: g.batches(0..50, 20),
-        })
+        .write(write_request(&table, sid, &stream, g.batches(0..50, 20)))
         .await
         .unwrap();
     service
@@ -1026,8 +989,7 @@ async fn a_plain_ini_picks_the_tunnel_when_the_storage_api_does_not_answer() {
         .commit_write_session(&table, sid, None)
         .await
         .unwrap();
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let s = service.create_read_session(&request).await.unwrap();
     let mut r = ReadRequest::new(
         table.clone(),
@@ -1117,8 +1079,7 @@ async fn tunnel_calls_are_signed() {
             .unwrap(),
     );
     // The first call of a read session (the partition listing, a metadata call) is refused.
-    let mut request = ReadSessionRequest::new(table.clone());
-    request.split_options = SplitOptions::row_offset();
+    let request = row_offset_request(&table);
     let e = wrong.create_read_session(&request).await.unwrap_err();
     assert!(
         matches!(e, paiio_storage::Error::Unauthenticated { .. }),
