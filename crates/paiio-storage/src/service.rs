@@ -585,6 +585,55 @@ pub trait TableService: Debug + Send + Sync + 'static {
     }
 }
 
+/// The latest version of a write stream, as [`choose_stream_version`] weighs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatestVersion {
+    pub version: u64,
+    pub closed: bool,
+    pub exactly_once: bool,
+}
+
+/// What creating a write stream version means, by the rules every backend shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamVersionChoice {
+    /// Create this version.
+    New(u64),
+    /// A retried create of the latest version, still open: answer it again.
+    Latest,
+}
+
+/// The version a create of `stream_id` makes: `requested`, else the one after `latest`. A
+/// requested version at or below the latest is refused (`SUPERSEDED`), except a retried
+/// create of the open latest version with the same exactly-once setting.
+pub(crate) fn choose_stream_version(
+    session_id: &str,
+    stream_id: &str,
+    requested: Option<u64>,
+    latest: Option<LatestVersion>,
+    exactly_once: bool,
+) -> Result<StreamVersionChoice> {
+    Ok(StreamVersionChoice::New(match (requested, latest) {
+        (None, None) => 0,
+        (None, Some(l)) => l.version.saturating_add(1),
+        (Some(v), None) => v,
+        (Some(v), Some(l)) if v > l.version => v,
+        (Some(v), Some(l)) if v == l.version && !l.closed && l.exactly_once == exactly_once => {
+            return Ok(StreamVersionChoice::Latest);
+        }
+        (Some(v), Some(l)) => {
+            return Err(Error::InvalidState {
+                session_id: session_id.into(),
+                state: "SUPERSEDED".into(),
+                message: format!(
+                    "stream {stream_id} version {v} cannot be created: version {} exists{}",
+                    l.version,
+                    if l.closed { " and is closed" } else { "" }
+                ),
+            });
+        }
+    }))
+}
+
 /// Converts an Arrow time unit to the service's option string.
 pub fn time_unit_name(unit: TimeUnit) -> &'static str {
     match unit {

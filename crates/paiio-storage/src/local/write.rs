@@ -368,28 +368,22 @@ impl Inner {
                 stream_id: stream_id.clone(),
                 versions: Vec::new(),
             });
-        let latest = stream.versions.last();
-        let version = match (requested, latest) {
-            (None, None) => 0,
-            (None, Some(l)) => l.version + 1,
-            (Some(v), None) => v,
-            (Some(v), Some(l)) if v > l.version => v,
-            (Some(v), Some(l)) if v == l.version && !l.closed && l.exactly_once == exactly_once => {
-                // A retried create of the stream version that exists: answer it again.
-                return Ok(l.to_stream(&stream_id));
-            }
-            (Some(v), Some(l)) => {
-                return Err(Error::InvalidState {
-                    session_id: session_id.into(),
-                    state: "SUPERSEDED".into(),
-                    message: format!(
-                        "stream {stream_id} version {v} cannot be created: version {} exists{}",
-                        l.version,
-                        if l.closed { " and is closed" } else { "" }
-                    ),
-                });
-            }
-        };
+        let latest = stream.versions.last().map(|l| LatestVersion {
+            version: l.version,
+            closed: l.closed,
+            exactly_once: l.exactly_once,
+        });
+        let version =
+            match choose_stream_version(session_id, &stream_id, requested, latest, exactly_once)? {
+                StreamVersionChoice::New(v) => v,
+                StreamVersionChoice::Latest => {
+                    // A retried create of the stream version that exists: answer it again.
+                    if let Some(l) = stream.versions.last() {
+                        return Ok(l.to_stream(&stream_id));
+                    }
+                    0
+                }
+            };
         let v = StreamVersion {
             version,
             closed: false,

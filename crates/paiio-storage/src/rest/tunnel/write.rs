@@ -37,8 +37,8 @@ use crate::protocol::storage::MAX_BLOCK_NUMBER;
 use crate::protocol::tunnel::record::RecordEncoder;
 use crate::protocol::tunnel::session::{UploadSession, UploadStatus};
 use crate::service::{
-    CommitInfo, SessionStatus, StreamStatus, WriteAck, WriteMode, WriteRequest, WriteSession,
-    WriteSessionRequest, WriteStream,
+    CommitInfo, LatestVersion, SessionStatus, StreamStatus, StreamVersionChoice, WriteAck,
+    WriteMode, WriteRequest, WriteSession, WriteSessionRequest, WriteStream, choose_stream_version,
 };
 use crate::types::TableSchema;
 use crate::uri::{PartitionSpec, TableId};
@@ -492,26 +492,21 @@ impl TunnelClient {
             },
         };
         let versions = s.streams.entry(stream_id.clone()).or_default();
-        let version = match (requested, versions.last()) {
-            (None, None) => 0,
-            (None, Some(l)) => l.version + 1,
-            (Some(v), None) => v,
-            (Some(v), Some(l)) if v > l.version => v,
-            (Some(v), Some(l)) if v == l.version && !l.closed && l.exactly_once == exactly_once => {
-                return Ok(l.to_stream(&stream_id));
-            }
-            (Some(v), Some(l)) => {
-                return Err(invalid_state(
-                    session_id,
-                    "SUPERSEDED",
-                    format!(
-                        "stream {stream_id} version {v} cannot be created: version {} exists{}",
-                        l.version,
-                        if l.closed { " and is closed" } else { "" }
-                    ),
-                ));
-            }
-        };
+        let latest = versions.last().map(|l| LatestVersion {
+            version: l.version,
+            closed: l.closed,
+            exactly_once: l.exactly_once,
+        });
+        let version =
+            match choose_stream_version(session_id, &stream_id, requested, latest, exactly_once)? {
+                StreamVersionChoice::New(v) => v,
+                StreamVersionChoice::Latest => {
+                    if let Some(l) = versions.last() {
+                        return Ok(l.to_stream(&stream_id));
+                    }
+                    0
+                }
+            };
         let v = Version {
             version,
             closed: false,
