@@ -685,6 +685,11 @@ impl IpcStreamGuard {
         Ok(())
     }
 
+    /// Whether the end-of-stream marker was seen.
+    pub fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+    }
+
     /// Checks that the stream did not end inside a message.
     pub fn finish(&self) -> GuardResult<()> {
         match self.phase {

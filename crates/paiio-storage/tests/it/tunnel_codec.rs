@@ -1114,3 +1114,32 @@ fn encoders_refuse_what_does_not_fit() {
         .unwrap_err();
     assert!(err.to_string().contains("1 columns"), "{err}");
 }
+
+/// A batch of no rows is a message without a body: the last one of a stream used to be left
+/// in the decoder (it waits for a byte that never comes) and read as a cut stream.
+#[test]
+fn a_batch_of_no_rows_round_trips() {
+    let cols = columns(&[("c0", "tinyint"), ("s", "string")]);
+    let schema = default_schema(&cols);
+    let empty = t::random_batch(&cols, schema.clone(), 0, 0);
+    let some = t::random_batch(&cols, schema, 3, 1);
+    for batches in [
+        vec![empty.clone()],
+        vec![some.clone(), empty.clone()],
+        vec![empty, some],
+    ] {
+        for (chunk, step) in [(1u32, 1usize), (200, 1), (200, 1000)] {
+            let body = encode_arrow(&cols, &batches, chunk).unwrap();
+            let mut decoder =
+                ArrowStreamDecoder::new(&cols, ArrowDecodeOptions::default()).unwrap();
+            let mut got = Vec::new();
+            for piece in body.chunks(step) {
+                got.extend(decoder.feed(piece).unwrap());
+            }
+            got.extend(decoder.finish().unwrap());
+            let rows: Vec<usize> = got.iter().map(|b| b.num_rows()).collect();
+            let want: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+            assert_eq!(rows, want, "chunk {chunk} step {step}");
+        }
+    }
+}

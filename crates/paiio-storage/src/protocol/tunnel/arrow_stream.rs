@@ -969,6 +969,9 @@ pub fn encode_arrow(
 // Decoder
 // ---------------------------------------------------------------------------------------
 
+/// The end-of-stream marker of the IPC streaming format.
+const IPC_END_OF_STREAM: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
+
 /// How top-level TIMESTAMP and TIMESTAMP_NTZ columns travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimestampWire {
@@ -1090,16 +1093,32 @@ impl ArrowStreamDecoder {
         if let Err(e) = self.chunks.finish(&mut data) {
             return Err(self.fail(e));
         }
-        let batches = self.push(data, true).map_err(|e| self.fail(e))?;
-        if let Some(ipc) = &mut self.ipc {
-            if let Err(e) = ipc.guard.finish() {
-                let e = truncated(e.to_string());
-                return Err(self.fail(e));
-            }
-            if ipc.fed && ipc.decoder.finish().is_err() {
-                let e = truncated("the data end in the middle of an IPC message");
-                return Err(self.fail(e));
-            }
+        let mut batches = self.push(data, true).map_err(|e| self.fail(e))?;
+        if let Some(ipc) = &self.ipc
+            && let Err(e) = ipc.guard.finish()
+        {
+            let e = truncated(e.to_string());
+            return Err(self.fail(e));
+        }
+        if self
+            .ipc
+            .as_ref()
+            .is_some_and(|ipc| ipc.fed && !ipc.guard.ended())
+        {
+            // The data end at a message boundary (the guard says so) without the
+            // end-of-stream marker. A last message without a body (a batch of no rows) is
+            // only decoded once the decoder is given another byte: give it the marker.
+            let last = self
+                .decode(IPC_END_OF_STREAM.to_vec())
+                .map_err(|e| self.fail(e))?;
+            batches.extend(last);
+        }
+        if let Some(ipc) = &mut self.ipc
+            && ipc.fed
+            && ipc.decoder.finish().is_err()
+        {
+            let e = truncated("the data end in the middle of an IPC message");
+            return Err(self.fail(e));
         }
         Ok(batches)
     }
@@ -1156,11 +1175,15 @@ impl ArrowStreamDecoder {
         let mut buffer = Buffer::from(data);
         let mut batches = Vec::new();
         while !buffer.is_empty() {
+            let before = buffer.len();
             let decoded = crate::ipc_guard::catch_quietly(|| ipc.decoder.decode(&mut buffer))
                 .map_err(|panic| malformed(format!("malformed Arrow data ({panic})")))?
                 .map_err(|e| malformed(format!("malformed Arrow data: {e}")))?;
             match decoded {
                 Some(batch) => batches.push(batch),
+                // A message without a batch (a schema, the end marker) may leave bytes after
+                // it: decode on, unless nothing was taken.
+                None if buffer.len() < before => {}
                 None => break,
             }
         }
