@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_buffer::Buffer;
 use arrow_ipc::CompressionType;
-use arrow_ipc::reader::FileReader;
+use arrow_ipc::reader::{FileDecoder, read_footer_length};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_schema::{DataType, Field, SchemaRef};
 
@@ -160,9 +161,124 @@ pub(crate) struct RangeReader {
     current: Option<Current>,
 }
 
+/// A data file mapped into memory, read batch by batch: the decoder reads the compressed
+/// buffers where the page cache holds them (no copy into a zeroed buffer first, as a file
+/// reader does), and an uncompressed file's batches point into the mapping.
+///
+/// Data files are never modified once written (commits write new files, vacuum removes
+/// unreferenced ones, which a mapping outlives), so the mapping stays valid.
+pub(crate) struct MappedFile {
+    path: PathBuf,
+    data: Buffer,
+    decoder: FileDecoder,
+    /// (offset, metadata length, body length) of each record batch, in file order.
+    blocks: Vec<arrow_ipc::Block>,
+    next: usize,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<MappedFile> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let corrupt = |message: String| Error::Corrupt {
+            location: path.display().to_string(),
+            message,
+        };
+        // SAFETY: data files are immutable once written (see above); a file truncated by
+        // something else while mapped is the one case this does not survive.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let data = Buffer::from(bytes::Bytes::from_owner(map));
+        let len = data.len();
+        if len < 10 {
+            return Err(corrupt(format!(
+                "{len} bytes is too short for an Arrow IPC file"
+            )));
+        }
+        let arrow = |e| Error::arrow(path.display().to_string(), e);
+        let mut trailer = [0u8; 10];
+        trailer.copy_from_slice(&data[len - 10..]);
+        let footer_len = read_footer_length(trailer).map_err(arrow)?;
+        let footer_start = (len - 10)
+            .checked_sub(footer_len)
+            .ok_or_else(|| corrupt(format!("a footer of {footer_len} bytes does not fit")))?;
+        let footer = arrow_ipc::root_as_footer(&data[footer_start..len - 10])
+            .map_err(|e| corrupt(format!("unreadable footer: {e}")))?;
+        let schema = footer
+            .schema()
+            .ok_or_else(|| corrupt("the footer has no schema".into()))?;
+        let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema).map_err(arrow)?);
+        let mut decoder = FileDecoder::new(schema, footer.version());
+        let block = |b: &arrow_ipc::Block| -> Result<Buffer> {
+            let start = usize::try_from(b.offset()).ok();
+            let size = usize::try_from(b.metaDataLength())
+                .ok()
+                .zip(usize::try_from(b.bodyLength()).ok())
+                .and_then(|(m, b)| m.checked_add(b));
+            match start.zip(size) {
+                Some((start, size)) if start.checked_add(size).is_some_and(|e| e <= len) => {
+                    Ok(data.slice_with_length(start, size))
+                }
+                _ => Err(corrupt(format!(
+                    "a block at {} of {}+{} bytes lies outside the file",
+                    b.offset(),
+                    b.metaDataLength(),
+                    b.bodyLength()
+                ))),
+            }
+        };
+        for b in footer.dictionaries().iter().flatten() {
+            decoder.read_dictionary(b, &block(b)?).map_err(arrow)?;
+        }
+        let blocks: Vec<arrow_ipc::Block> = footer
+            .recordBatches()
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        for b in &blocks {
+            block(b)?;
+        }
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            data,
+            decoder,
+            blocks,
+            next: 0,
+        })
+    }
+
+    /// Makes batch `index` the next one read.
+    pub fn set_index(&mut self, index: usize) -> Result<()> {
+        if index > self.blocks.len() {
+            return Err(Error::Corrupt {
+                location: self.path.display().to_string(),
+                message: format!("batch {index} of {}", self.blocks.len()),
+            });
+        }
+        self.next = index;
+        Ok(())
+    }
+
+    /// The next batch, `None` after the last.
+    pub fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let b = *self.blocks.get(self.next)?;
+        self.next += 1;
+        // In bounds: every block was checked when the file was opened.
+        let start = b.offset() as usize;
+        let size = b.metaDataLength() as usize + b.bodyLength() as usize;
+        let buffer = self.data.slice_with_length(start, size);
+        let batch = match self.decoder.read_record_batch(&b, &buffer) {
+            Ok(Some(batch)) => Ok(batch),
+            Ok(None) => Err(Error::Corrupt {
+                location: self.path.display().to_string(),
+                message: format!("batch {} is empty", self.next - 1),
+            }),
+            Err(e) => Err(Error::arrow(self.path.display().to_string(), e)),
+        };
+        Some(batch)
+    }
+}
+
 struct Current {
     piece: Piece,
-    reader: FileReader<File>,
+    reader: MappedFile,
     /// Rows of the current stored batch still to skip, and rows of the piece still to emit.
     skip_in_batch: u64,
     remaining: u64,
@@ -181,9 +297,7 @@ impl RangeReader {
     }
 
     fn open(&self, piece: Piece) -> Result<Current> {
-        let file = File::open(&piece.path).map_err(|e| Error::io(&piece.path, e))?;
-        let mut reader = FileReader::try_new(file, None)
-            .map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
+        let mut reader = MappedFile::open(&piece.path)?;
         // Find the stored batch that holds the first row.
         let mut before = 0u64;
         let mut index = 0usize;
@@ -194,9 +308,7 @@ impl RangeReader {
             before += rows;
             index += 1;
         }
-        reader
-            .set_index(index)
-            .map_err(|e| Error::arrow(piece.path.display().to_string(), e))?;
+        reader.set_index(index)?;
         Ok(Current {
             skip_in_batch: piece.start - before,
             remaining: piece.len,
@@ -220,10 +332,8 @@ impl RangeReader {
                 },
             };
             if cur.pending.is_none() {
-                let batch = match cur.reader.next() {
-                    Some(b) => {
-                        b.map_err(|e| Error::arrow(cur.piece.path.display().to_string(), e))?
-                    }
+                let batch = match cur.reader.next_batch() {
+                    Some(b) => b?,
                     None => {
                         return Err(Error::Corrupt {
                             location: cur.piece.path.display().to_string(),

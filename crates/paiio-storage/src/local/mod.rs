@@ -1233,14 +1233,67 @@ fn pieces_for(
 }
 
 /// Turns a blocking batch iterator into a stream, one blocking step per batch.
+/// Batches read ahead by all the row streams of this process together: each stream reads
+/// its next batch while its current one is sent (decoding overlaps the sending) when one
+/// of these is free, and one at a time otherwise, so that many slow streams never hold more
+/// than this many extra batches.
+const READ_AHEAD_BATCHES: usize = 64;
+
+fn read_ahead_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BATCHES)))
+        .clone()
+}
+
+type NextBatch = (RangeReader, Option<Result<arrow_array::RecordBatch>>);
+
+/// A row stream's reader: idle, or reading its next batch on the blocking pool (ahead of
+/// the caller when it holds a read-ahead permit).
+enum Ahead {
+    Idle(RangeReader),
+    Reading(
+        tokio::task::JoinHandle<NextBatch>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+}
+
+fn read_next(mut reader: RangeReader) -> tokio::task::JoinHandle<NextBatch> {
+    tokio::task::spawn_blocking(move || {
+        let item = reader.next();
+        (reader, item)
+    })
+}
+
 fn into_stream(reader: RangeReader) -> RecordBatchStream {
-    let stream = futures::stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
-        let (reader, item) = run_blocking(move || Ok((reader.next(), reader)))
-            .await
-            .map(|(item, reader)| (reader, item))
-            .ok()?;
-        item.map(|item| (item, Some(reader)))
+    if tokio::runtime::Handle::try_current().is_err() {
+        // No runtime to read on: read in the caller.
+        return Box::pin(futures::stream::iter(reader));
+    }
+    let stream = futures::stream::unfold(Some(Ahead::Idle(reader)), |state| async move {
+        let (handle, permit) = match state? {
+            Ahead::Idle(reader) => (read_next(reader), None),
+            Ahead::Reading(handle, permit) => (handle, permit),
+        };
+        let (reader, item) = match handle.await {
+            Ok(next) => next,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => {
+                let error = Error::Transient {
+                    message: format!("blocking task cancelled: {e}"),
+                    retryable: true,
+                    source: None,
+                };
+                return Some((Err(error), None));
+            }
+        };
+        drop(permit);
+        let item = item?;
+        let next = match (&item, read_ahead_permits().try_acquire_owned()) {
+            (Ok(_), Ok(permit)) => Ahead::Reading(read_next(reader), Some(permit)),
+            _ => Ahead::Idle(reader),
+        };
+        Some((item, Some(next)))
     });
     Box::pin(stream)
 }
