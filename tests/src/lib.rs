@@ -47,6 +47,8 @@ pub struct TestServerOptions {
     pub revive_expired_read_sessions: bool,
     /// Serve only the Tunnel and the metadata calls (`paiio serve --tunnel-only`).
     pub tunnel_only: bool,
+    /// Cap every response body at this many bytes per second (`paiio serve --stream-rate`).
+    pub stream_rate: Option<u64>,
 }
 
 impl TestServer {
@@ -75,6 +77,7 @@ impl TestServer {
             .verifier(Verifier::new(DEFAULT_CLOCK_SKEW).with_key(ACCESS_ID, ACCESS_KEY))
             .clock(clock.clone())
             .storage_api(!options.tunnel_only)
+            .stream_rate(options.stream_rate)
             .build()
             .expect("the server builds");
         let faults = server.fault_control();

@@ -1296,3 +1296,43 @@ async fn retry_after_is_honoured() {
         t0.elapsed()
     );
 }
+
+/// The automatic body compression on a capped link: a stream measures its first segment
+/// uncompressed, then stops its body at a batch boundary to read the rest compressed, and
+/// every row arrives exactly once, in order, with its content; a fixed codec never changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compression_changes_codec_mid_read_without_losing_rows() {
+    let server = TestServer::start_with(TestServerOptions {
+        stream_rate: Some(4 << 20),
+        ..Default::default()
+    })
+    .await;
+    let rows = 60_000;
+    let (table, g) = filled(&server, "auto_codec", rows).await;
+    for (compression, changes) in [
+        (paiio_storage::rest::ReadCompression::Auto, true),
+        (Some(BodyEncoding::Zstd).into(), false),
+    ] {
+        let client = server
+            .client_builder()
+            .read_compression(compression)
+            .build()
+            .unwrap();
+        let session = client
+            .create_read_session(&parallel(&table, 2))
+            .await
+            .unwrap();
+        let batches = read_splits(&client, &table, &session.session_id, 2, 1024, |_, _| {})
+            .await
+            .unwrap();
+        let got = g.verify(&batches).unwrap();
+        assert_eq!(got, (0..rows).collect::<Vec<_>>(), "{compression}");
+        let stats = client.stats();
+        assert_eq!(stats.resumes, 0, "{compression}: {stats:?}");
+        if changes {
+            assert!(stats.codec_changes >= 1, "{compression}: {stats:?}");
+        } else {
+            assert_eq!(stats.codec_changes, 0, "{compression}: {stats:?}");
+        }
+    }
+}

@@ -46,6 +46,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::protocol::codec::ReadCompression;
 
 /// The environment variable naming the ini configuration file.
 pub const CONFIG_ENV: &str = "ODPS_CONFIG_FILE_PATH";
@@ -68,6 +69,9 @@ pub const REGION_ENV: &str = "ODPS_REGION_NAME";
 /// The environment variable choosing the transport of an http(s) endpoint
 /// (`auto`, `storage` or `tunnel`); it overrides the `transport` key of a file.
 pub const TRANSPORT_ENV: &str = "PAIIO_TRANSPORT";
+/// The environment variable choosing the body compression of reads (`auto`, `none`, `zstd`
+/// or `lz4`); it overrides the `read_compression` key of a file.
+pub const READ_COMPRESSION_ENV: &str = "PAIIO_READ_COMPRESSION";
 
 /// How an http(s) endpoint is spoken to (the `transport` key, [`TRANSPORT_ENV`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +155,9 @@ pub struct Config {
     /// How an http(s) endpoint is spoken to: `auto` (unset), `storage` or `tunnel`; see
     /// [`Config::transport`].
     pub transport: Option<String>,
+    /// The body compression of reads over HTTP: `auto` (unset), `none`, `zstd` or `lz4`; see
+    /// [`Config::read_compression`].
+    pub read_compression: Option<String>,
     /// Where the configuration was loaded from, for messages: a file path,
     /// [`SOURCE_ENVIRONMENT`], [`SOURCE_DEFAULTS`], [`SOURCE_BUILDER`], or
     /// `"<source> with builder overrides"`.
@@ -173,6 +180,7 @@ impl fmt::Debug for Config {
             .field("region", &self.region)
             .field("warehouse", &self.warehouse)
             .field("transport", &self.transport)
+            .field("read_compression", &self.read_compression)
             .field("source", &self.source)
             .field("unknown_keys", &self.unknown_keys)
             .finish()
@@ -207,6 +215,7 @@ enum Field {
     Region,
     Warehouse,
     Transport,
+    ReadCompression,
 }
 
 impl Field {
@@ -223,6 +232,7 @@ impl Field {
             Field::Region => "region",
             Field::Warehouse => "warehouse",
             Field::Transport => "transport",
+            Field::ReadCompression => "read_compression",
         }
     }
 
@@ -245,6 +255,7 @@ impl Field {
             Field::Project => Some(PROJECT_ENV),
             Field::Region => Some(REGION_ENV),
             Field::Transport => Some(TRANSPORT_ENV),
+            Field::ReadCompression => Some(READ_COMPRESSION_ENV),
             Field::QuotaName | Field::Warehouse => None,
         }
     }
@@ -262,6 +273,7 @@ impl Field {
             "region" | "region_name" | "region_id" => Field::Region,
             "warehouse" => Field::Warehouse,
             "transport" => Field::Transport,
+            "read_compression" | "compression" => Field::ReadCompression,
             _ => return None,
         })
     }
@@ -270,7 +282,8 @@ impl Field {
     fn alias_rank(key: &str) -> usize {
         match key {
             "end_point" | "access_id" | "access_key" | "sts_token" | "tunnel_endpoint"
-            | "project" | "quota_name" | "region" | "warehouse" | "transport" => 0,
+            | "project" | "quota_name" | "region" | "warehouse" | "transport"
+            | "read_compression" => 0,
             "endpoint" => 1,
             _ => 2,
         }
@@ -507,17 +520,26 @@ fn validate_endpoints(config: &Config, endpoint_key: &str) -> Result<()> {
             Err(m) => return Err(setting_error(&config.source, Field::TunnelEndpoint, key, m)),
         }
     }
-    if let Some(t) = &config.transport {
-        t.parse::<Transport>().map_err(|m| {
-            setting_error(
-                &config.source,
-                Field::Transport,
-                key_name(&config.source, Field::Transport),
-                m,
-            )
-        })?;
-    }
+    choice::<Transport>(&config.transport, &config.source, Field::Transport)?;
+    choice::<ReadCompression>(
+        &config.read_compression,
+        &config.source,
+        Field::ReadCompression,
+    )?;
     Ok(())
+}
+
+/// Parses a setting with a fixed set of values (`transport`, `read_compression`) from
+/// `source`; the error names the key (or the environment variable) and what it takes.
+fn choice<T: std::str::FromStr<Err = String>>(
+    value: &Option<String>,
+    source: &str,
+    field: Field,
+) -> Result<Option<T>> {
+    let Some(v) = value else { return Ok(None) };
+    v.parse()
+        .map(Some)
+        .map_err(|m| setting_error(source, field, key_name(source, field), m))
 }
 
 impl Config {
@@ -544,12 +566,16 @@ impl Config {
                     source,
                 })?;
             let mut config = Config::from_ini_str(&text, &path.display().to_string())?;
-            // PAIIO_TRANSPORT overrides the file's `transport` (see `Config::transport`).
+            // The environment overrides the file's `transport` and `read_compression` (see
+            // `Config::transport`).
             if let Some(t) = var(TRANSPORT_ENV) {
-                t.parse::<Transport>().map_err(|m| {
-                    setting_error(SOURCE_ENVIRONMENT, Field::Transport, TRANSPORT_ENV, m)
-                })?;
+                choice::<Transport>(&Some(t.clone()), SOURCE_ENVIRONMENT, Field::Transport)?;
                 config.transport = Some(t);
+            }
+            if let Some(c) = var(READ_COMPRESSION_ENV) {
+                let field = Field::ReadCompression;
+                choice::<ReadCompression>(&Some(c.clone()), SOURCE_ENVIRONMENT, field)?;
+                config.read_compression = Some(c);
             }
             return Ok(config);
         }
@@ -565,6 +591,7 @@ impl Config {
             region: var(REGION_ENV),
             warehouse: None,
             transport: var(TRANSPORT_ENV),
+            read_compression: var(READ_COMPRESSION_ENV),
             source: String::new(),
             unknown_keys: Vec::new(),
         };
@@ -658,6 +685,7 @@ impl Config {
                     Field::Region => config.region = value,
                     Field::Warehouse => config.warehouse = value.map(PathBuf::from),
                     Field::Transport => config.transport = value,
+                    Field::ReadCompression => config.read_compression = value,
                 }
             }
         }
@@ -731,22 +759,41 @@ impl Config {
 
     /// [`Config::transport`] with the environment looked up through `env`.
     pub fn transport_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Transport> {
-        if let Some(v) = env(TRANSPORT_ENV).and_then(|v| clean_value(&v)) {
-            return v.parse().map_err(|m| {
-                setting_error(SOURCE_ENVIRONMENT, Field::Transport, TRANSPORT_ENV, m)
-            });
+        self.choice_with_env(&self.transport, Field::Transport, env)
+    }
+
+    /// The body compression of reads over HTTP: [`READ_COMPRESSION_ENV`] when set in this
+    /// process's environment, else the `read_compression` key, else
+    /// [`ReadCompression::Auto`] (chosen per read by the link).
+    pub fn read_compression(&self) -> Result<ReadCompression> {
+        self.read_compression_with_env(&process_env)
+    }
+
+    /// [`Config::read_compression`] with the environment looked up through `env`.
+    pub fn read_compression_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ReadCompression> {
+        self.choice_with_env(&self.read_compression, Field::ReadCompression, env)
+    }
+
+    /// A setting with a fixed set of values: its environment variable when set, else the
+    /// configured value, else the default.
+    fn choice_with_env<T>(
+        &self,
+        value: &Option<String>,
+        field: Field,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<T>
+    where
+        T: std::str::FromStr<Err = String> + Default,
+    {
+        if let Some(var) = field.env_var()
+            && let Some(v) = env(var).and_then(|v| clean_value(&v))
+        {
+            return Ok(choice(&Some(v), SOURCE_ENVIRONMENT, field)?.unwrap_or_default());
         }
-        match &self.transport {
-            None => Ok(Transport::Auto),
-            Some(t) => t.parse().map_err(|m| {
-                setting_error(
-                    &self.source,
-                    Field::Transport,
-                    key_name(&self.source, Field::Transport),
-                    m,
-                )
-            }),
-        }
+        Ok(choice(value, &self.source, field)?.unwrap_or_default())
     }
 
     /// The backend, and for a REST backend a check that credentials are configured unless
@@ -959,6 +1006,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets the body compression of reads over HTTP.
+    pub fn read_compression(mut self, value: ReadCompression) -> Self {
+        self.set.read_compression = Some(value.name().to_string());
+        self
+    }
+
     /// Sets the local warehouse directory used when there is no endpoint.
     pub fn warehouse(mut self, value: impl Into<PathBuf>) -> Self {
         self.set.warehouse = Some(value.into());
@@ -998,6 +1051,7 @@ impl ConfigBuilder {
             quota_name: pick(set.quota_name, base.quota_name),
             region: pick(set.region, base.region),
             transport: pick(set.transport, base.transport),
+            read_compression: pick(set.read_compression, base.read_compression),
             warehouse: set
                 .warehouse
                 .or(base.warehouse)
@@ -1139,6 +1193,7 @@ mod tests {
             region: Some("r".into()),
             warehouse: Some("/w".into()),
             transport: None,
+            read_compression: None,
             source: path.display().to_string(),
             unknown_keys: vec![],
         };
@@ -1643,5 +1698,56 @@ mod tests {
             .transport(Transport::Tunnel)
             .build();
         assert_eq!(built.transport_with_env(&none).unwrap(), Transport::Tunnel);
+    }
+
+    #[test]
+    fn read_compression_from_file_builder_and_environment() {
+        use crate::protocol::codec::BodyEncoding;
+        let none = env_of(&[]);
+        let plain = Config::from_ini_str("end_point=http://h/api\n", "f").unwrap();
+        assert_eq!(
+            plain.read_compression_with_env(&none).unwrap(),
+            ReadCompression::Auto
+        );
+        let zstd =
+            Config::from_ini_str("end_point=http://h/api\nread_compression = ZSTD\n", "f").unwrap();
+        assert_eq!(
+            zstd.read_compression_with_env(&none).unwrap(),
+            ReadCompression::Fixed(BodyEncoding::Zstd)
+        );
+        let env = env_of(&[(READ_COMPRESSION_ENV, "none")]);
+        assert_eq!(
+            zstd.read_compression_with_env(&env).unwrap(),
+            ReadCompression::Fixed(BodyEncoding::Identity)
+        );
+        let (_, message) =
+            config_error(Config::from_ini_str("read_compression=gzip\n", "/x.ini").unwrap_err());
+        assert!(message.starts_with("key `read_compression`:"), "{message}");
+        assert!(
+            message.contains("expected auto, none, zstd or lz4"),
+            "{message}"
+        );
+        let e = zstd
+            .read_compression_with_env(&env_of(&[(READ_COMPRESSION_ENV, "brotli")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(READ_COMPRESSION_ENV) && e.contains("brotli"),
+            "{e}"
+        );
+        let c = Config::load_from(&env_of(&[
+            (ENDPOINT_ENV, "http://h/api"),
+            (READ_COMPRESSION_ENV, "lz4"),
+        ]))
+        .unwrap();
+        assert_eq!(c.read_compression.as_deref(), Some("lz4"));
+        let built = Config::builder()
+            .base(plain)
+            .read_compression(ReadCompression::Fixed(BodyEncoding::Lz4Frame))
+            .build();
+        assert_eq!(
+            built.read_compression_with_env(&none).unwrap(),
+            ReadCompression::Fixed(BodyEncoding::Lz4Frame)
+        );
     }
 }

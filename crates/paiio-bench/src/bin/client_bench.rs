@@ -41,7 +41,7 @@ use paiio_bench::{proc_stats, server, table};
 use paiio_storage::TableService;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::protocol::codec::BodyEncoding;
-use paiio_storage::rest::RestClient;
+use paiio_storage::rest::{ReadCompression, RestClient};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -75,9 +75,15 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
     streams: Vec<usize>,
 
-    /// Concurrent streams of the zstd and lz4 client reads (empty: none).
+    /// Concurrent streams of the reads that set the body codecs (none, lz4, zstd) and the
+    /// automatic choice side by side, uncapped and under --stream-rate (0: skip them).
     #[arg(long, value_delimiter = ',', default_values_t = [4usize])]
-    compressed_streams: Vec<usize>,
+    codec_streams: Vec<usize>,
+
+    /// Megabytes (10^6) of Arrow data the codec reads under --stream-rate take: the first
+    /// rows of the table (default 200; 40 with --quick).
+    #[arg(long)]
+    codec_rate_mb: Option<f64>,
 
     /// The per-stream rate of the second server (`paiio serve --stream-rate`); "0" skips it.
     #[arg(long, default_value = "10MB")]
@@ -120,7 +126,8 @@ struct Row {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Rest,
-    RestCompressed,
+    /// One of [`CODECS`].
+    RestCodec,
     Pyodps,
     Local,
     RawFiles,
@@ -130,9 +137,17 @@ fn main() {
     cli::run_main("client_bench", run(Args::parse()));
 }
 
+/// The body codecs set side by side, and the automatic choice.
+const CODECS: [(&str, ReadCompression); 4] = [
+    ("none", ReadCompression::Fixed(BodyEncoding::Identity)),
+    ("lz4", ReadCompression::Fixed(BodyEncoding::Lz4Frame)),
+    ("zstd", ReadCompression::Fixed(BodyEncoding::Zstd)),
+    ("auto", ReadCompression::Auto),
+];
+
 fn rest_client(
     endpoint: &str,
-    compression: Option<BodyEncoding>,
+    compression: ReadCompression,
 ) -> Result<Arc<dyn TableService>, BoxError> {
     Ok(Arc::new(
         RestClient::builder(endpoint)
@@ -151,12 +166,35 @@ async fn median_read(
     server_pid: Option<u32>,
     repeat: u32,
 ) -> Result<(ReadRun, Option<f64>), BoxError> {
+    let (median, _) = median_fresh_read(
+        &|| Ok(service.clone()),
+        ranges,
+        max_batch_rows,
+        server_pid,
+        repeat,
+    )
+    .await?;
+    Ok(median)
+}
+
+/// [`median_read`] with a new client for every run; also the first run. (With
+/// [`ReadCompression::Auto`] the first read of the process measures the link from nothing;
+/// later clients of the same endpoint start with what it learnt, as the readers of a
+/// training process do.)
+async fn median_fresh_read(
+    make: &dyn Fn() -> Result<Arc<dyn TableService>, BoxError>,
+    ranges: &[(u64, u64)],
+    max_batch_rows: usize,
+    server_pid: Option<u32>,
+    repeat: u32,
+) -> Result<((ReadRun, Option<f64>), ReadRun), BoxError> {
     let mut runs = Vec::with_capacity(repeat as usize);
     for _ in 0..repeat.max(1) {
-        runs.push(timed_read(service.clone(), ranges, max_batch_rows, server_pid).await?);
+        runs.push(timed_read(make()?, ranges, max_batch_rows, server_pid).await?);
     }
+    let first = runs[0].0.clone();
     runs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
-    Ok(runs.swap_remove(runs.len() / 2))
+    Ok((runs.swap_remove(runs.len() / 2), first))
 }
 
 /// A client read with the server's CPU time over it.
@@ -223,7 +261,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
 
     let mut results: Vec<Row> = Vec::new();
-    let rest = rest_client(&serve.endpoint, None)?;
+    let rest = rest_client(&serve.endpoint, CODECS[0].1)?;
     // The table's logical Arrow bytes, from the first full client read.
     let mut table_bytes = 0u64;
     for &n in &args.streams {
@@ -239,23 +277,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
         );
         results.push(row("paiio RestClient", n, &run, server_cpu, Kind::Rest));
     }
-    for (label, codec) in [
-        ("zstd", BodyEncoding::Zstd),
-        ("lz4", BodyEncoding::Lz4Frame),
-    ] {
-        let service = rest_client(&serve.endpoint, Some(codec))?;
-        for &n in &args.compressed_streams {
-            let ranges = reads::even_ranges(rows, n);
-            let (run, server_cpu) =
-                median_read(service.clone(), &ranges, mbr, Some(pid), args.repeat).await?;
+    // The codecs and the automatic choice, each run with a new client.
+    for &n in args.codec_streams.iter().filter(|n| **n > 0) {
+        let ranges = reads::even_ranges(rows, n);
+        for (label, codec) in CODECS {
+            let endpoint = serve.endpoint.clone();
+            let make = move || rest_client(&endpoint, codec);
+            let ((run, server_cpu), first) =
+                median_fresh_read(&make, &ranges, mbr, Some(pid), args.repeat).await?;
             check_rows("RestClient", run.rows, rows)?;
-            eprintln!("bench: RestClient {label} x{n}: {:.2} s", run.wall_s);
+            eprintln!(
+                "bench: RestClient {label} x{n}: {:.2} s (first run {:.2} s)",
+                run.wall_s, first.wall_s
+            );
             results.push(row(
                 &format!("paiio RestClient {label}"),
                 n,
                 &run,
                 server_cpu,
-                Kind::RestCompressed,
+                Kind::RestCodec,
             ));
         }
     }
@@ -385,6 +425,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut cmp_pyodps_error: Option<String> = None;
     let mut cmp_rest: Vec<Value> = Vec::new();
     let mut cmp_range = (0u64, 0u64);
+    let mut codec_rate: Vec<Value> = Vec::new();
     if rate > 0 && (!args.rate_streams.is_empty() || !args.rate_compare_streams.is_empty()) {
         let per_stream_wire =
             args.rate_stream_mb
@@ -401,7 +442,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         )
         .map_err(cli::boxed)?;
         let rpid = serve.pid();
-        let service = rest_client(&serve.endpoint, None)?;
+        let service = rest_client(&serve.endpoint, CODECS[0].1)?;
         eprintln!(
             "bench: paiio serve --stream-rate {} (pid {rpid}); {per_stream_rows} rows (~{:.0} MB) per stream",
             args.stream_rate,
@@ -534,6 +575,43 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 }));
             }
         }
+
+        // The codecs and the automatic choice over the same first rows.
+        let codec_mb = args
+            .codec_rate_mb
+            .unwrap_or(if args.table.quick { 40.0 } else { 200.0 });
+        let count =
+            ((codec_mb * 1e6 * rows as f64 / table_bytes.max(1) as f64) as u64).clamp(1, rows);
+        for &n in args.codec_streams.iter().filter(|n| **n > 0) {
+            let ranges = reads::even_ranges(count, n);
+            let mut runs = Vec::new();
+            for (label, codec) in CODECS {
+                let endpoint = serve.endpoint.clone();
+                let make = move || rest_client(&endpoint, codec);
+                let ((run, server_cpu), first) =
+                    median_fresh_read(&make, &ranges, mbr, Some(rpid), args.repeat).await?;
+                check_rows("rate-limited codec read", run.rows, count)?;
+                let mbps = run.bytes as f64 / run.read_s / 1e6;
+                let first_mbps = first.bytes as f64 / first.read_s / 1e6;
+                eprintln!(
+                    "bench: rate RestClient {label} x{n}: {mbps:.1} MB/s of Arrow, {:.2} s \
+                     (first run {first_mbps:.1} MB/s)",
+                    run.read_s
+                );
+                runs.push(json!({
+                    "codec": label,
+                    "streams": n,
+                    "rows": run.rows,
+                    "arrow_bytes": run.bytes,
+                    "read_s": run.read_s,
+                    "mb_per_s": mbps,
+                    "first_run_mb_per_s": first_mbps,
+                    "client_cpu_s": run.self_cpu_s,
+                    "server_cpu_s": server_cpu,
+                }));
+            }
+            codec_rate.push(json!({"streams": n, "rows": count, "runs": runs}));
+        }
         drop(serve);
     }
 
@@ -567,7 +645,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .map(|p| format!("{:.1}x", g / p))
             .unwrap_or_else(|| "-".into());
         let vs_local = match r.kind {
-            Kind::Rest | Kind::RestCompressed | Kind::Pyodps => local_at(r.streams_n)
+            Kind::Rest | Kind::RestCodec | Kind::Pyodps => local_at(r.streams_n)
                 .map(|l| format!("{:.0}%", 100.0 * g / l))
                 .unwrap_or_else(|| "-".into()),
             _ => "-".into(),
@@ -646,6 +724,73 @@ async fn run(args: Args) -> Result<(), BoxError> {
             println!("PyODPS under --stream-rate: not measured: {e}");
         }
     }
+    // The codecs: the automatic choice against the best fixed one.
+    let mut codec_goals = Vec::new();
+    for &n in args.codec_streams.iter().filter(|n| **n > 0) {
+        let at = |label: &str| {
+            results
+                .iter()
+                .find(|r| {
+                    r.kind == Kind::RestCodec && r.streams_n == n && r.reader.ends_with(label)
+                })
+                .map(gbps)
+        };
+        let fixed: Vec<(&str, f64)> = CODECS[..3]
+            .iter()
+            .filter_map(|(l, _)| at(l).map(|g| (*l, g)))
+            .collect();
+        if let (Some(auto), Some((best, g))) = (
+            at("auto"),
+            fixed.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)),
+        ) {
+            let line = format!(
+                "auto vs the best fixed codec ({best}), {n} streams uncapped: {:.0}%",
+                100.0 * auto / g
+            );
+            println!("{line}");
+            codec_goals.push(line);
+        }
+    }
+    for c in &codec_rate {
+        let runs = c["runs"].as_array().cloned().unwrap_or_default();
+        let mbps = |label: &str| {
+            runs.iter()
+                .find(|r| r["codec"] == label)
+                .and_then(|r| r["mb_per_s"].as_f64())
+        };
+        let mut figures: Vec<String> = CODECS
+            .iter()
+            .map(|(l, _)| format!("{l} {:.1}", mbps(l).unwrap_or(0.0)))
+            .collect();
+        if let Some(first) = runs
+            .iter()
+            .find(|r| r["codec"] == "auto")
+            .and_then(|r| r["first_run_mb_per_s"].as_f64())
+        {
+            figures.push(format!("auto's first read in the process {first:.1}"));
+        }
+        println!(
+            "under --stream-rate {}, {} streams, rows 0..{} (MB/s of Arrow data): {}",
+            args.stream_rate,
+            c["streams"],
+            c["rows"],
+            figures.join(", ")
+        );
+        let best = CODECS[..3]
+            .iter()
+            .filter_map(|(l, _)| mbps(l).map(|m| (*l, m)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let (Some(auto), Some((label, m))) = (mbps("auto"), best) {
+            let line = format!(
+                "auto vs the best fixed codec ({label}), {} streams under --stream-rate: {:.0}%",
+                c["streams"],
+                100.0 * auto / m
+            );
+            println!("{line}");
+            codec_goals.push(line);
+        }
+    }
+
     // The goals of the issue.
     let rest1 = results
         .iter()
@@ -663,7 +808,37 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut goals = Vec::new();
     if let Some(p) = pyodps_gbps {
         if let Some(r1) = rest1 {
-            goals.push(format!("1 stream vs PyODPS 1 stream: {:.1}x", r1 / p));
+            goals.push(format!(
+                "1 stream vs PyODPS 1 stream: {:.2}x (goal >= 1.5x)",
+                r1 / p
+            ));
+        }
+        let server_per_gb = |kind: Kind| {
+            results
+                .iter()
+                .find(|r| r.kind == kind && r.streams_n == 1)
+                .and_then(|r| r.server_cpu_s)
+                .map(|s| s / gb)
+        };
+        if let (Some(ours), Some(theirs)) = (server_per_gb(Kind::Rest), server_per_gb(Kind::Pyodps))
+        {
+            goals.push(format!(
+                "server CPU-s/GB serving 1 RestClient stream vs 1 PyODPS stream: {ours:.2} vs \
+                 {theirs:.2} (goal <=)"
+            ));
+        }
+        if let (Some(ours), Some(theirs)) = (
+            results
+                .iter()
+                .find(|r| r.kind == Kind::Rest && r.streams_n == 1),
+            results.iter().find(|r| r.kind == Kind::Pyodps),
+        ) {
+            goals.push(format!(
+                "client CPU-s/GB, RestClient vs PyODPS: {:.2} vs {:.2} ({:.2}x)",
+                ours.client_cpu_s / gb,
+                theirs.client_cpu_s / gb,
+                ours.client_cpu_s / theirs.client_cpu_s.max(1e-9)
+            ));
         }
         goals.push(format!(
             "best streams vs PyODPS 1 stream: {:.1}x (goal >= 3x)",
@@ -686,6 +861,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             100.0 * worst
         ));
     }
+    goals.extend(codec_goals.iter().map(|g| format!("{g} (goal >= 100%)")));
     println!("goals: {}", goals.join("; "));
 
     let json = json!({
@@ -725,6 +901,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "pyodps_error": cmp_pyodps_error,
             "paiio": cmp_rest,
         }) },
+        "codecs_under_stream_rate": codec_rate,
     });
     args.table.write_json(&cache, "client.json", &json)
 }

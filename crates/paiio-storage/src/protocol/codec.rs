@@ -196,6 +196,56 @@ impl BodyEncoding {
     }
 }
 
+/// How a client compresses read bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadCompression {
+    /// Chosen per read by what the link and the cores allow (the default).
+    #[default]
+    Auto,
+    /// Always this encoding (`Identity`: never compressed).
+    Fixed(BodyEncoding),
+}
+
+impl ReadCompression {
+    /// How configuration files and environment variables name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadCompression::Auto => "auto",
+            ReadCompression::Fixed(BodyEncoding::Identity) => "none",
+            ReadCompression::Fixed(BodyEncoding::Zstd) => "zstd",
+            ReadCompression::Fixed(BodyEncoding::Lz4Frame) => "lz4",
+        }
+    }
+}
+
+impl std::fmt::Display for ReadCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ReadCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(ReadCompression::Auto),
+            "none" | "off" | "no" | "false" => Ok(ReadCompression::Fixed(BodyEncoding::Identity)),
+            other => BodyEncoding::from_name(other)
+                .map(ReadCompression::Fixed)
+                .ok_or_else(|| {
+                    format!("{s:?} is not a read compression (expected auto, none, zstd or lz4)")
+                }),
+        }
+    }
+}
+
+impl From<Option<BodyEncoding>> for ReadCompression {
+    /// `None`: uncompressed.
+    fn from(e: Option<BodyEncoding>) -> Self {
+        ReadCompression::Fixed(e.unwrap_or_default())
+    }
+}
+
 /// Why a request body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {

@@ -14,12 +14,14 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 
 use crate::error::Error;
 use crate::ipc_guard::IpcLimits;
@@ -35,6 +37,9 @@ pub(crate) fn transient(
         source,
     }
 }
+
+/// How many decompressed bytes are handed to the Arrow decoder at a time.
+const DECODED_CHUNK: usize = 256 << 10;
 
 fn response_decoder() -> IpcStreamDecoder {
     IpcStreamDecoder::new("the response", IpcLimits::RESPONSE)
@@ -59,10 +64,29 @@ enum Inner {
     Done,
 }
 
+/// Bytes of one body so far: as they came over the wire, and as Arrow IPC once decoded.
+#[derive(Debug, Default)]
+pub(crate) struct BodyCounts {
+    wire: AtomicU64,
+    decoded: AtomicU64,
+}
+
+impl BodyCounts {
+    /// (wire, decoded) bytes so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.wire.load(Ordering::Relaxed),
+            self.decoded.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Decodes one response body into batches.
 pub(crate) struct BodyDecoder {
     inner: Inner,
     schema: Option<SchemaRef>,
+    encoding: BodyEncoding,
+    counts: Arc<BodyCounts>,
 }
 
 impl BodyDecoder {
@@ -76,25 +100,47 @@ impl BodyDecoder {
         let encoding = BodyEncoding::from_header(header).map_err(|e| Error::NotSupported {
             message: format!("the response's {e}"),
         })?;
-        let body: ByteStream = Box::pin(response.bytes_stream());
+        let counts = Arc::new(BodyCounts::default());
         let inner = match encoding {
             BodyEncoding::Identity => Inner::Plain {
-                body,
+                body: Box::pin(response.bytes_stream()),
                 decoder: Box::new(response_decoder()),
                 ready: VecDeque::new(),
             },
             encoding => {
-                let reader = tokio_util::io::StreamReader::new(body.map_err(std::io::Error::other));
+                let wire = counts.clone();
+                let body = response.bytes_stream().map(move |chunk| {
+                    if let Ok(c) = &chunk {
+                        wire.wire.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    }
+                    chunk.map_err(std::io::Error::other)
+                });
+                let reader = tokio_util::io::StreamReader::new(body);
                 let bridge = tokio_util::io::SyncIoBridge::new(reader);
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
-                tokio::task::spawn_blocking(move || decode_blocking(encoding, bridge, tx));
+                let decoded = counts.clone();
+                tokio::task::spawn_blocking(move || {
+                    decode_blocking(encoding, bridge, tx, &decoded)
+                });
                 Inner::Threaded { rx }
             }
         };
         Ok(BodyDecoder {
             inner,
             schema: None,
+            encoding,
+            counts,
         })
+    }
+
+    /// The encoding the body came in.
+    pub fn encoding(&self) -> BodyEncoding {
+        self.encoding
+    }
+
+    /// The body's byte counts, kept current as it is decoded.
+    pub fn counts(&self) -> Arc<BodyCounts> {
+        self.counts.clone()
     }
 
     /// The schema, once the schema message was decoded.
@@ -118,13 +164,18 @@ impl BodyDecoder {
                     return Ok(Some(batch));
                 }
                 match body.next().await {
-                    Some(Ok(chunk)) => match decoder.push(Buffer::from(chunk)) {
-                        Ok(batches) => ready.extend(batches),
-                        Err(e) => {
-                            self.inner = Inner::Done;
-                            return Err(e);
+                    Some(Ok(chunk)) => {
+                        let n = chunk.len() as u64;
+                        self.counts.wire.fetch_add(n, Ordering::Relaxed);
+                        self.counts.decoded.fetch_add(n, Ordering::Relaxed);
+                        match decoder.push(Buffer::from(chunk)) {
+                            Ok(batches) => ready.extend(batches),
+                            Err(e) => {
+                                self.inner = Inner::Done;
+                                return Err(e);
+                            }
                         }
-                    },
+                    }
                     Some(Err(e)) => {
                         return Err(StreamError::Resumable(transient(
                             format!("the row stream broke: {e}"),
@@ -173,6 +224,7 @@ fn decode_blocking(
     encoding: BodyEncoding,
     bridge: impl Read + Send,
     tx: tokio::sync::mpsc::Sender<Result<Item, StreamError>>,
+    counts: &BodyCounts,
 ) {
     let mut reader = match encoding.decoder(bridge) {
         Ok(r) => r,
@@ -186,11 +238,14 @@ fn decode_blocking(
         }
     };
     let mut decoder = response_decoder();
-    let mut chunk = vec![0u8; 64 << 10];
     loop {
-        let n = match reader.read(&mut chunk) {
+        // Decoded bytes go to the decoder in the buffer they were read into (no copy).
+        let mut chunk = Vec::with_capacity(DECODED_CHUNK);
+        let read = (&mut reader)
+            .take(DECODED_CHUNK as u64)
+            .read_to_end(&mut chunk);
+        let n = match read {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let error = transient(
                     format!("the {} row stream broke: {e}", encoding.name()),
@@ -205,7 +260,8 @@ fn decode_blocking(
             let _ = tx.blocking_send(end);
             return;
         }
-        match decoder.push(Buffer::from(chunk[..n].to_vec())) {
+        counts.decoded.fetch_add(n as u64, Ordering::Relaxed);
+        match decoder.push(Buffer::from(chunk)) {
             Ok(batches) => {
                 for batch in batches {
                     if tx.blocking_send(Ok(Item::Batch(batch))).is_err() {

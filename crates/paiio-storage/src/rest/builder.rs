@@ -10,8 +10,8 @@ use crate::auth::{Credentials, SignatureVersion};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
-use crate::protocol::codec::BodyEncoding;
 
+use super::codec_choice::{CodecChooser, ReadCompression};
 use super::retry::RetryConfig;
 use super::stats::Stats;
 use super::transport::USER_AGENT;
@@ -31,7 +31,7 @@ pub struct RestClientBuilder {
     read_timeout: Duration,
     request_timeout: Duration,
     retry: RetryConfig,
-    read_compression: Option<BodyEncoding>,
+    read_compression: ReadCompression,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -56,7 +56,7 @@ impl RestClientBuilder {
             read_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(300),
             retry: RetryConfig::default(),
-            read_compression: None,
+            read_compression: ReadCompression::Auto,
             init_poll_timeout: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
@@ -90,6 +90,7 @@ impl RestClientBuilder {
         if let Some(region) = config.region_for_signing() {
             b.signature = SignatureVersion::V4 { region };
         }
+        b.read_compression = config.read_compression()?;
         Ok(b)
     }
 
@@ -154,10 +155,12 @@ impl RestClientBuilder {
         self
     }
 
-    /// Asks for this body compression on reads (`Accept-Encoding`); the answer is decoded
-    /// per its `Content-Encoding`.
-    pub fn read_compression(mut self, compression: Option<BodyEncoding>) -> Self {
-        self.read_compression = compression;
+    /// The body compression reads ask for (`Accept-Encoding`; the answer is decoded per its
+    /// `Content-Encoding`): [`ReadCompression::Auto`] (the default) chooses it per read by
+    /// what the link and the cores allow; a fixed encoding (or `None`, `Some(encoding)`) is
+    /// always asked for.
+    pub fn read_compression(mut self, compression: impl Into<ReadCompression>) -> Self {
+        self.read_compression = compression.into();
         self
     }
 
@@ -199,6 +202,15 @@ impl RestClientBuilder {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        // What the reads learn of the link is shared with the other clients of the endpoint
+        // the rows come from.
+        let codecs = CodecChooser::shared(
+            self.tunnel_endpoint
+                .as_deref()
+                .unwrap_or(&self.endpoint)
+                .trim()
+                .trim_end_matches('/'),
+        );
         Ok(RestClient {
             inner: Arc::new(Inner {
                 http,
@@ -214,6 +226,7 @@ impl RestClientBuilder {
                 request_timeout: self.request_timeout,
                 retry: self.retry,
                 read_compression: self.read_compression,
+                codecs,
                 init_poll_timeout: self.init_poll_timeout,
                 clock: self.clock,
                 refresh_margin: self.refresh_margin,

@@ -74,6 +74,7 @@
 mod auto;
 mod body;
 mod builder;
+mod codec_choice;
 mod read_stream;
 pub mod retry;
 mod session_memory;
@@ -111,6 +112,7 @@ use crate::uri::{PartitionSpec, TableId};
 
 pub use auto::{AutoClient, Chosen};
 pub use builder::{DEFAULT_REFRESH_MARGIN, RestClientBuilder};
+pub use codec_choice::ReadCompression;
 use read_stream::Source;
 pub use retry::{Idempotency, Jitter, RetryConfig};
 use session_memory::{Expiry, ReadMeta, WriteMeta};
@@ -149,7 +151,9 @@ struct Inner {
     user_agent: String,
     request_timeout: Duration,
     retry: RetryConfig,
-    read_compression: Option<BodyEncoding>,
+    read_compression: ReadCompression,
+    /// The choice of [`ReadCompression::Auto`].
+    codecs: Arc<codec_choice::CodecChooser>,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -370,7 +374,8 @@ impl TableService for RestClient {
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
         let source = Source::Read(request.clone());
         let mut budget = Budget::new(&self.inner.retry);
-        let first = match self.open_rows(&source, 0, &mut budget).await? {
+        let codec = self.read_codec();
+        let first = match self.open_rows(&source, 0, codec, &mut budget).await? {
             Some(d) => d,
             None => return Err(Error::invalid("read range", "nothing to read")),
         };
@@ -394,7 +399,7 @@ impl TableService for RestClient {
         };
         let mut budget = Budget::new(&self.inner.retry);
         let first = self
-            .open_rows(&source, 0, &mut budget)
+            .open_rows(&source, 0, BodyEncoding::Identity, &mut budget)
             .await?
             .ok_or_else(|| Error::invalid("preview", "nothing to read"))?;
         Ok(self.row_stream(source, first, budget))

@@ -4,17 +4,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::protocol::codec::StreamError;
+use crate::protocol::codec::{BodyEncoding, StreamError};
 use crate::protocol::storage::{Action, PreviewRequest, TableReadRequest};
 use crate::service::{ReadRange, ReadRequest, RecordBatchStream, SessionStatus};
 use crate::uri::TableId;
 
 use super::RestClient;
-use super::body::BodyDecoder;
+use super::body::{BodyCounts, BodyDecoder};
+use super::codec_choice::{ReadCompression, Segment};
 use super::transport::{Budget, Call};
 
 /// What a row stream re-requests when it resumes.
@@ -27,10 +29,21 @@ pub(super) enum Source {
     },
 }
 
+/// The segment of a body being measured for [`ReadCompression::Auto`].
+struct Measuring {
+    counts: Arc<BodyCounts>,
+    /// The counts where the segment began.
+    base: (u64, u64),
+    busy: Duration,
+}
+
 struct ReadState {
     client: RestClient,
     source: Source,
     decoder: Option<BodyDecoder>,
+    /// The codec to ask for when the body is re-opened (a change of codec).
+    next_codec: Option<BodyEncoding>,
+    measuring: Option<Measuring>,
     /// Rows handed to the caller.
     delivered: u64,
     delivered_any: bool,
@@ -46,10 +59,11 @@ impl RestClient {
         &self,
         source: &Source,
         delivered: u64,
+        codec: BodyEncoding,
         budget: &mut Budget,
     ) -> Result<Option<BodyDecoder>> {
         let Source::Read(request) = source else {
-            return self.open_rows_once(source, delivered, budget).await;
+            return self.open_rows_once(source, delivered, codec, budget).await;
         };
         if self.refresh_due(&request.session_id) {
             // Any other failure: the session may well still be readable; the read will tell.
@@ -60,7 +74,7 @@ impl RestClient {
                 return Err(e);
             }
         }
-        match self.open_rows_once(source, delivered, budget).await {
+        match self.open_rows_once(source, delivered, codec, budget).await {
             Err(Error::SessionExpired { .. }) => {
                 self.refresh_read_session(&request.table, &request.session_id)
                     .await
@@ -70,7 +84,7 @@ impl RestClient {
                         },
                         other => other,
                     })?;
-                self.open_rows_once(source, delivered, budget).await
+                self.open_rows_once(source, delivered, codec, budget).await
             }
             other => other,
         }
@@ -81,6 +95,7 @@ impl RestClient {
         &self,
         source: &Source,
         delivered: u64,
+        codec: BodyEncoding,
         budget: &mut Budget,
     ) -> Result<Option<BodyDecoder>> {
         let mut call = match source {
@@ -104,14 +119,35 @@ impl RestClient {
                     }
                 }
                 call = call.json_body(&TableReadRequest::from(&request));
-                call.accept_encoding = self.inner.read_compression;
+                call.accept_encoding = (codec != BodyEncoding::Identity).then_some(codec);
                 call
             }
             Source::Preview { table, body } => Call::new(Action::TablePreview, table, body),
         };
         call.streaming = true;
         let resp = self.inner.execute_in(&call, budget).await?;
-        BodyDecoder::new(resp).map(Some)
+        let decoder = BodyDecoder::new(resp)?;
+        if self.inner.read_compression == ReadCompression::Auto {
+            self.inner.codecs.answered(codec, decoder.encoding());
+        }
+        Ok(Some(decoder))
+    }
+
+    /// The codec a Tunnel download asks for: the configured one (none with `auto`: the
+    /// Tunnel's reads are not measured).
+    pub(super) fn tunnel_read_codec(&self) -> Option<BodyEncoding> {
+        match self.inner.read_compression {
+            ReadCompression::Fixed(BodyEncoding::Identity) | ReadCompression::Auto => None,
+            ReadCompression::Fixed(e) => Some(e),
+        }
+    }
+
+    /// The codec a read asks for now: the configured one, or the one the link calls for.
+    pub(super) fn read_codec(&self) -> BodyEncoding {
+        match self.inner.read_compression {
+            ReadCompression::Fixed(e) => e,
+            ReadCompression::Auto => self.inner.codecs.pick(Instant::now()),
+        }
     }
 
     pub(super) fn row_stream(
@@ -120,10 +156,15 @@ impl RestClient {
         first: BodyDecoder,
         budget: Budget,
     ) -> RecordBatchStream {
+        let measuring = (self.inner.read_compression == ReadCompression::Auto
+            && matches!(source, Source::Read(_)))
+        .then(|| Measuring::new(&first));
         let state = ReadState {
             client: self.clone(),
             source,
             decoder: Some(first),
+            next_codec: None,
+            measuring,
             delivered: 0,
             delivered_any: false,
             budget,
@@ -157,7 +198,42 @@ impl RestClient {
     }
 }
 
+impl Measuring {
+    fn new(decoder: &BodyDecoder) -> Self {
+        let counts = decoder.counts();
+        Measuring {
+            base: counts.get(),
+            counts,
+            busy: Duration::ZERO,
+        }
+    }
+}
+
 impl ReadState {
+    /// Accounts the time a batch took; at the end of a segment, reports it and returns the
+    /// codec the rest should be read in when that is another one.
+    fn measured(&mut self, busy: Duration) -> Option<BodyEncoding> {
+        let m = self.measuring.as_mut()?;
+        let decoder = self.decoder.as_ref()?;
+        m.busy += busy;
+        let (wire, decoded) = m.counts.get();
+        let segment = Segment {
+            decoded: decoded - m.base.1,
+            wire: wire - m.base.0,
+            busy: m.busy,
+        };
+        if !segment.complete() {
+            return None;
+        }
+        m.base = (wire, decoded);
+        m.busy = Duration::ZERO;
+        let codecs = &self.client.inner.codecs;
+        let now = Instant::now();
+        codecs.record(decoder.encoding(), segment, now);
+        let next = codecs.pick(now);
+        (next != decoder.encoding()).then_some(next)
+    }
+
     fn resumable(&self) -> bool {
         matches!(self.source, Source::Read(_))
     }
@@ -192,12 +268,24 @@ impl ReadState {
         }
         loop {
             if self.decoder.is_none() {
+                let codec = match &self.source {
+                    Source::Read(_) => self
+                        .next_codec
+                        .take()
+                        .unwrap_or_else(|| self.client.read_codec()),
+                    Source::Preview { .. } => BodyEncoding::Identity,
+                };
                 match self
                     .client
-                    .open_rows(&self.source, self.delivered, &mut self.budget)
+                    .open_rows(&self.source, self.delivered, codec, &mut self.budget)
                     .await
                 {
-                    Ok(Some(d)) => self.decoder = Some(d),
+                    Ok(Some(d)) => {
+                        if self.measuring.is_some() {
+                            self.measuring = Some(Measuring::new(&d));
+                        }
+                        self.decoder = Some(d);
+                    }
                     Ok(None) => {
                         self.done = true;
                         return None;
@@ -210,7 +298,9 @@ impl ReadState {
                 }
             }
             let decoder = self.decoder.as_mut()?;
-            match decoder.next().await {
+            let started = Instant::now();
+            let next = decoder.next().await;
+            match next {
                 Ok(Some(batch)) => {
                     if batch.num_rows() == 0 && self.delivered_any {
                         continue;
@@ -220,6 +310,22 @@ impl ReadState {
                     }
                     self.delivered += batch.num_rows() as u64;
                     self.delivered_any = true;
+                    if let Some(codec) = self.measured(started.elapsed()) {
+                        // The rest in another codec: this body stops here, at a batch
+                        // boundary, and the next call asks for the rows after it.
+                        tracing::debug!(
+                            delivered = self.delivered,
+                            codec = codec.name(),
+                            "changing the read compression"
+                        );
+                        self.decoder = None;
+                        self.next_codec = Some(codec);
+                        self.client
+                            .inner
+                            .stats
+                            .codec_changes
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     return Some(Ok(batch));
                 }
                 Ok(None) => {

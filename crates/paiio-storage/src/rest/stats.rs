@@ -15,6 +15,7 @@ pub(super) struct Stats {
     pub(super) refresh_failures: AtomicU64,
     pub(super) max_run_attempts: AtomicU64,
     pub(super) budget_exhausted: AtomicU64,
+    pub(super) codec_changes: AtomicU64,
 }
 
 /// A snapshot of the client's counters, since it was built (or [`RestClient::reset_stats`]).
@@ -36,6 +37,9 @@ pub struct ClientStats {
     pub max_run_attempts: u64,
     /// Failures surfaced because the retry budget (attempts or time) was spent.
     pub budget_exhausted: u64,
+    /// Row streams that stopped at a batch boundary to read on in another body compression
+    /// ([`super::ReadCompression::Auto`]).
+    pub codec_changes: u64,
 }
 
 impl Stats {
@@ -49,6 +53,7 @@ impl Stats {
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
             max_run_attempts: self.max_run_attempts.load(Ordering::Relaxed),
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+            codec_changes: self.codec_changes.load(Ordering::Relaxed),
         }
     }
 
@@ -62,6 +67,7 @@ impl Stats {
             &self.refresh_failures,
             &self.max_run_attempts,
             &self.budget_exhausted,
+            &self.codec_changes,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -817,8 +817,7 @@ impl RowReader {
         let asked = self
             .client
             .rest
-            .inner
-            .read_compression
+            .tunnel_read_codec()
             .and_then(|c| Compression::from_encoding(c.name()).ok().flatten());
         if let Some(c) = asked {
             call.headers
