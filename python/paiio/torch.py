@@ -8,7 +8,7 @@ Quick start::
 
     ds = TableDataset("odps://proj/tables/train", columns="x,y", record_defaults=[0.0, 0],
                       batch_size=1024, shuffle=True, seed=7, equal=True)
-    loader = DataLoader(ds, num_workers=4)
+    loader = DataLoader(ds, pin_memory=True)       # num_workers=0: the recommended way
     for epoch in range(start_epoch, epochs):
         ds.set_epoch(epoch)
         for batch in loader:            # {"x": float32 tensor [1024], "y": int32 tensor [1024]}
@@ -36,13 +36,30 @@ Resume
     ``torch.utils.data.DataLoader`` and workers, pass the number of batches received this
     epoch: ``ds.state_dict(batches=n)``.
 
+Threads first (recommended): ``num_workers=0``
+    The reading needs no DataLoader worker: the dataset's native stream reads, slices and
+    coerces batches on threads of its own (the reader's prefetch streams, then one thread
+    that makes batches of ``batch_size`` rows ahead of the loop, in a bounded queue), and
+    with ``num_workers=0`` :class:`paiio.torch.DataLoader` hands them straight to the
+    training loop: the loop's thread only wraps the columns as tensors (numeric columns
+    share the Arrow memory) and makes the text columns' Python objects. With
+    ``pin_memory=True`` (and an accelerator) a thread of the loader pins the batches ahead
+    of the loop, also through a bounded queue; without an accelerator nothing is pinned,
+    with torch's warning, as torch's DataLoader does. No fork, no copy between processes,
+    and :meth:`state_dict` counts what the loop received, not what was read or pinned ahead.
+
 Workers
-    :class:`paiio.torch.DataLoader` has its workers send batches as numpy arrays (plain bytes
-    through each worker's pipe) and makes the tensors in the training process. torch's own
-    transfer gives every tensor a shared-memory segment whose file descriptor the receiver
-    fetches over a connection of its own: with a plain ``torch.utils.data.DataLoader``, a
-    batch of a few small columns costs about a millisecond to hand over, whatever the
-    number of workers.
+    Worth it when the training step leaves cores idle and the rows need Python work (text
+    columns). :class:`paiio.torch.DataLoader`'s workers make no Python objects of the rows:
+    each packs a batch (numeric values; text as offsets and bytes) into a slot of a ring of
+    shared memory of its own (an anonymous memfd: nothing is left in ``/dev/shm`` whatever
+    happens to either process) and sends a descriptor of a few hundred bytes through its
+    pipe. The training process copies the columns out of the slot as it receives the
+    descriptor (making the text objects there) and frees the slot, so a batch the loop holds
+    is never overwritten. With a plain ``torch.utils.data.DataLoader``, torch sends every
+    tensor through a shared-memory segment of its own, whose file descriptor the receiver
+    fetches over a new connection, and pickles every text value: a batch of a few small
+    columns costs more to hand over than to read.
 
 Importing this module imports torch; ``import paiio`` does not.
 """
@@ -427,15 +444,13 @@ def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
 
 
 class _Transfer:
-    """A batch on its way from a DataLoader worker to the training process, as numpy arrays.
-
-    ``torch.multiprocessing`` sends every tensor through its own shared-memory segment, and
-    with the default ``file_descriptor`` strategy the receiver fetches each segment's file
-    descriptor over a fresh authenticated connection to the worker: for a batch of a few
-    small columns that costs a millisecond or more, capping a loader at a few hundred
-    batches per second whatever the number of workers. numpy arrays pickle as plain bytes
-    through the worker's pipe instead (a batch of 1024 rows is some tens of kilobytes), and
-    become tensors again in the training process, sharing the unpickled memory."""
+    """A batch from a DataLoader worker, as numpy arrays: what a :class:`_Packed` descriptor
+    becomes when the training process receives it, or (for batches the dataset did not pack,
+    such as those of a ``collate_fn``-less plain loop over other data) the batch pickled as
+    numpy arrays. ``torch.multiprocessing`` would send every tensor through its own
+    shared-memory segment, whose file descriptor the receiver fetches over a fresh
+    connection to the worker: a millisecond or more for a batch of a few small columns.
+    The tensors are made in the training process (or by the pin-memory thread)."""
 
     __slots__ = ("names", "arrays")
 
@@ -761,10 +776,11 @@ class DataLoader(torch.utils.data.DataLoader):
     that :meth:`state_dict` is the exact position of the training loop with any number of
     workers. ``load_state_dict`` restores it (with any worker count).
 
-    With workers and no ``collate_fn`` of the caller's, batches travel from the workers as
-    numpy arrays and become tensors in the training process: much faster than torch's
-    shared-memory transfer of small tensors (see ``_Transfer``). The batches delivered are
-    the same.
+    ``num_workers=0`` (recommended): the batches of the dataset's native stream go straight
+    to the loop; ``pin_memory=True`` pins them on a thread of the loader (see the module
+    doc). With workers and no ``collate_fn`` of the caller's, batches travel from the
+    workers through shared memory and become tensors in the training process (see
+    ``_WorkerRing``). The batches delivered are the same either way.
 
     ``persistent_workers=True`` keeps the workers (and their open state) across epochs;
     ``set_epoch`` and ``load_state_dict`` still reach them, through a position the loader
