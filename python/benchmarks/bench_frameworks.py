@@ -10,8 +10,13 @@ Measures:
   * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count, with
     shuffle=False and shuffle=True side by side (one epoch each; with --repeat N, the median
     of N epochs, each with a new loader as a training loop makes every epoch);
-  * the limit of the tf rows: TensorFlow reading the same elements from memory
-    (``from_tensor_slices`` of the columns).
+  * the limit of each row, and every row as a ratio to it:
+      - tf rows: TensorFlow reading the same elements from memory (``from_tensor_slices``
+        of the columns);
+      - torch rows: torch's own in-memory rate, a ``torch.utils.data.DataLoader`` with the
+        row's ``num_workers`` over the same batches already made (dicts of ready tensors,
+        the string column as the same object arrays; an ``IterableDataset`` whose worker
+        ``w`` yields batches ``w, w + n, ...``, torch's default transfer from workers).
 
 The table (id bigint, x double, y double, label bigint, s string) is made with the `paiio`
 CLI (PAIIO_BIN, else $CARGO_TARGET_DIR/{release,debug}/paiio).
@@ -144,6 +149,58 @@ def torch_epoch(uri, batch, workers, shuffle):
     return nb / dt, rows / dt
 
 
+def ready_batches(rows, batch):
+    """The torch batches of the table, made in memory: what TableDataset yields."""
+    import torch
+
+    out = []
+    for a in range(0, rows, batch):
+        k = np.arange(a, min(a + batch, rows), dtype=np.int64)
+        out.append({
+            "id": torch.from_numpy(k),
+            "x": torch.from_numpy((k * 0.5).astype(np.float32)),
+            "y": torch.from_numpy((k * 0.25).astype(np.float32)),
+            "label": torch.from_numpy((k % 10).astype(np.int32)),
+            "s": np.array([f"item{i % 1000}" for i in k.tolist()], dtype=object),
+        })
+    return out
+
+
+def torch_in_memory_epoch(batches, workers):
+    import torch
+
+    class Ready(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            w, n = (0, 1) if info is None else (info.id, info.num_workers)
+            return iter(batches[w::n])
+
+    loader = torch.utils.data.DataLoader(
+        Ready(), batch_size=None, num_workers=workers,
+        **({"multiprocessing_context": "fork"} if workers else {}))
+    t, nb, rows = time.perf_counter(), 0, 0
+    for b in loader:
+        nb += 1
+        rows += int(b["id"].shape[0])
+    dt = time.perf_counter() - t
+    return nb / dt, rows / dt
+
+
+def bench_torch_in_memory(rows, batch, workers, shuffles, repeat):
+    """torch's own rate for the same batches from memory, per worker count: the limit of
+    the torch rows (shuffling costs nothing there: the same figure for both)."""
+    batches = ready_batches(rows, batch)
+    out = {}
+    for w in workers:
+        runs = sorted(torch_in_memory_epoch(batches, w) for _ in range(repeat))
+        nb, nr = runs[len(runs) // 2]
+        for shuffle in shuffles:
+            label = f"workers={w}, shuffle={shuffle}"
+            out[f"torch batches/s ({label})"] = nb
+            out[f"torch rows/s    ({label})"] = nr
+    return out
+
+
 def bench_torch(uri, batch, workers, shuffles, repeat):
     out = {}
     for w in workers:
@@ -192,12 +249,23 @@ def main():
         finally:
             server.stop()
     limit = {} if args.skip_tf else bench_tf_in_memory(args.rows, args.batch)
+    if not args.skip_torch:
+        limit.update(bench_torch_in_memory(args.rows, args.batch, workers, shuffles,
+                                           max(args.repeat, 1)))
     keys = list(results["embedded"])
     width = max(len(k) for k in keys)
-    print(f"{'':{width}}  {'embedded':>14}  {'paiio serve':>14}  {'in memory (limit)':>18}")
+    print("limit: tf rows: TensorFlow over the same elements in memory (from_tensor_slices); "
+          "torch rows: torch.utils.data.DataLoader with the same num_workers over the same "
+          "batches already made (ready tensors and object arrays). ratio: rate / limit.")
+    print(f"{'':{width}}  {'embedded':>12}  {'paiio serve':>12}  {'limit':>12}  "
+          f"{'embedded/limit':>14}  {'serve/limit':>11}")
     for k in keys:
-        lim = f"{limit[k]:>18,.0f}" if k in limit else f"{'-':>18}"
-        print(f"{k:{width}}  {results['embedded'][k]:>14,.0f}  {results['serve'][k]:>14,.0f}  {lim}")
+        e, s = results["embedded"][k], results["serve"][k]
+        if k in limit:
+            lim = f"{limit[k]:>12,.0f}  {e / limit[k]:>14.2f}  {s / limit[k]:>11.2f}"
+        else:
+            lim = f"{'-':>12}  {'-':>14}  {'-':>11}"
+        print(f"{k:{width}}  {e:>12,.0f}  {s:>12,.0f}  {lim}")
 
 
 if __name__ == "__main__":

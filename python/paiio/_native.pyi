@@ -61,6 +61,39 @@ class ArrowBatch:
 class ArrowOwner:
     """Keeps Arrow memory alive under numpy arrays that borrow it (their ``.base``)."""
 
+class PackedBatch:
+    """A batch read and prepared by a :class:`BatchStream`, not made into Python objects:
+    numeric values and text offsets and bytes, packed into one flat buffer by ``write``."""
+
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    def write(self, buffer: np.ndarray, offset: int) -> int:
+        """Packs the batch into a writable contiguous uint8 array at ``offset`` (a multiple
+        of 8); returns the bytes written (``nbytes``)."""
+    def to_bytes(self) -> bytes: ...
+
+class BatchStream:
+    """The batches of a plan, read, sliced and coerced ahead by a thread into a bounded
+    queue (:meth:`Reader.stream`)."""
+
+    @property
+    def columns(self) -> list[str]: ...
+    def next(self) -> Optional[dict[str, np.ndarray]]:
+        """The next batch (``None`` after the last), as :meth:`Reader.read_batch` gives it."""
+    def next_packed(self) -> Optional[PackedBatch]: ...
+    def close(self) -> None:
+        """Stops the thread; later calls return ``None``."""
+
+def unpack(buffer: np.ndarray, offset: int = 0, release: Optional[int] = None) -> list[np.ndarray]:
+    """The columns of a batch packed at ``offset`` of ``buffer`` (a uint8 array), copied out;
+    text columns as object arrays. A malformed buffer raises ``ValueError``. With
+    ``release``, the u32 at that offset is then set to 0 (release ordering)."""
+
+def slot_state(buffer: np.ndarray, offset: int) -> int: ...
+def set_slot_state(buffer: np.ndarray, offset: int, value: int) -> None: ...
+
 class Reader:
     """Reads this worker's slice of one or more tables.
 
@@ -102,6 +135,10 @@ class Reader:
     def open_slice(self, slice_id: int, slice_count: int) -> "Reader":
         """A new reader of another slice of the same tables, over this reader's read
         sessions (no new session: one snapshot of the tables), with its other options."""
+    def stream(self, plan: Sequence[tuple[int, int, int, int]], depth: int = 4) -> BatchStream:
+        """The batches of ``plan`` (``[(slice_id, slice_count, first row, rows)]``, in
+        order; a slice's batches in row order) over this reader's read sessions, read ahead
+        by a thread into a queue of ``depth`` batches."""
     def set_epoch(self, epoch: int) -> None: ...
     def state(self) -> str:
         """The exact position (JSON) for :meth:`restore`."""

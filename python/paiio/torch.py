@@ -8,7 +8,7 @@ Quick start::
 
     ds = TableDataset("odps://proj/tables/train", columns="x,y", record_defaults=[0.0, 0],
                       batch_size=1024, shuffle=True, seed=7, equal=True)
-    loader = DataLoader(ds, num_workers=4)
+    loader = DataLoader(ds, pin_memory=True)       # num_workers=0: the recommended way
     for epoch in range(start_epoch, epochs):
         ds.set_epoch(epoch)
         for batch in loader:            # {"x": float32 tensor [1024], "y": int32 tensor [1024]}
@@ -36,20 +36,42 @@ Resume
     ``torch.utils.data.DataLoader`` and workers, pass the number of batches received this
     epoch: ``ds.state_dict(batches=n)``.
 
+Threads first (recommended): ``num_workers=0``
+    The reading needs no DataLoader worker: the dataset's native stream reads, slices and
+    coerces batches on threads of its own (the reader's prefetch streams, then one thread
+    that makes batches of ``batch_size`` rows ahead of the loop, in a bounded queue), and
+    with ``num_workers=0`` :class:`paiio.torch.DataLoader` hands them straight to the
+    training loop: the loop's thread only wraps the columns as tensors (numeric columns
+    share the Arrow memory) and makes the text columns' Python objects. With
+    ``pin_memory=True`` (and an accelerator) a thread of the loader pins the batches ahead
+    of the loop, also through a bounded queue; without an accelerator nothing is pinned,
+    with torch's warning, as torch's DataLoader does. No fork, no copy between processes,
+    and :meth:`state_dict` counts what the loop received, not what was read or pinned ahead.
+
 Workers
-    :class:`paiio.torch.DataLoader` has its workers send batches as numpy arrays (plain bytes
-    through each worker's pipe) and makes the tensors in the training process. torch's own
-    transfer gives every tensor a shared-memory segment whose file descriptor the receiver
-    fetches over a connection of its own: with a plain ``torch.utils.data.DataLoader``, a
-    batch of a few small columns costs about a millisecond to hand over, whatever the
-    number of workers.
+    Worth it when the training step leaves cores idle and the rows need Python work (text
+    columns). :class:`paiio.torch.DataLoader`'s workers make no Python objects of the rows:
+    each packs a batch (numeric values; text as offsets and bytes) into a slot of a ring of
+    shared memory of its own (an anonymous memfd: nothing is left in ``/dev/shm`` whatever
+    happens to either process) and sends a descriptor of a few hundred bytes through its
+    pipe. The training process copies the columns out of the slot as it receives the
+    descriptor (making the text objects there) and frees the slot, so a batch the loop holds
+    is never overwritten. With a plain ``torch.utils.data.DataLoader``, torch sends every
+    tensor through a shared-memory segment of its own, whose file descriptor the receiver
+    fetches over a new connection, and pickles every text value: a batch of a few small
+    columns costs more to hand over than to read.
 
 Importing this module imports torch; ``import paiio`` does not.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import queue
+import threading
 import warnings
+import weakref
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -62,6 +84,8 @@ from . import data as _frameworks  # shared helpers; importing it does not impor
 __all__ = ["TableDataset", "DataLoader"]
 
 _STATE_VERSION = 1
+#: Batches the native stream of a reading process holds ready (its bounded queue).
+_STREAM_DEPTH = 4
 #: Rows per batch the shard readers request (at least): see ``TableDataset._open_sessions``.
 _READ_BATCH_ROWS = 8192
 
@@ -357,89 +381,76 @@ class TableDataset(torch.utils.data.IterableDataset):
             **kwargs,
         )
 
-    def _open_shard(self, sessions: Any, shard: int, shards: int) -> Any:
-        rank, world = self._rank_world()
-        return sessions.open_slice(rank * shards + shard, world * shards)
-
     def _generate(self, worker: int, workers: int, start: int, in_consumer: bool) -> Iterator[Any]:
         order = self._order()
         shards = self._shards()
+        rank, world = self._rank_world()
         mine = [(k, order[k]) for k in range(start + worker, len(order), workers)]
-        # The last batch this worker needs from each shard: close a reader after it.
-        last = {}
-        for k, (v, j, _) in mine:
-            last[v] = j
-        readers: Dict[int, Any] = {}
-        positions: Dict[int, int] = {}
-        names: Optional[List[str]] = None
-        sessions = None
+        if not mine:
+            return
+        # A worker of paiio.torch.DataLoader packs its batches for the training process
+        # (see _WorkerRing) instead of making Python objects of them.
+        token = None if in_consumer else getattr(self, "_transfer_token", None)
+        # Every shard reader starts reading now (the first round of batches takes one from
+        # each, and a shuffled one needs a whole window before its first); a thread of the
+        # native stream reads, slices and coerces the batches ahead, in order, into a
+        # bounded queue: this thread only makes the Python objects.
+        sessions = self._open_sessions()
+        stream = None
         try:
-            if mine:
-                # Every shard reader starts reading now: the first round of batches takes
-                # one from each, and a shuffled one needs a whole window before its first.
-                sessions = self._open_sessions()
-                for k, (v, j, _) in mine:
-                    if v not in readers:
-                        reader = readers[v] = self._open_shard(sessions, v, shards)
-                        positions[v] = j * self.batch_size
-                        if positions[v]:
-                            reader.seek(positions[v])
-                        reader.prefetch()
-            for k, (v, j, rows) in mine:
-                reader = readers[v]
-                at = j * self.batch_size
-                if positions[v] != at:
-                    # Always ahead: at a resume, or when the worker count does not divide
-                    # the shard count. The reader skips the rows it holds, not reading them
-                    # again.
-                    reader.seek(at)
-                cols = reader.read_batch(rows)
-                positions[v] = at + rows
-                if j == last[v]:
-                    reader.close()
-                    del readers[v]
-                if names is None:
-                    names = list(cols.keys())
-                batch = _to_torch(cols, names, self.as_tuple)
+            plan = [(rank * shards + v, world * shards, j * self.batch_size, rows)
+                    for _, (v, j, rows) in mine]
+            stream = sessions.stream(plan, _STREAM_DEPTH)
+            names = stream.columns
+            for k, _ in mine:
+                if token is not None:
+                    packed = stream.next_packed()
+                    if packed is None:
+                        break
+                    batch = _worker_ring(token, worker).put(
+                        packed, None if self.as_tuple else names)
+                else:
+                    cols = stream.next()
+                    if cols is None:
+                        break
+                    batch = _to_torch(cols, names, self.as_tuple)
                 if in_consumer:
                     self._consumed = k + 1
                 yield batch
+            else:
+                return
+            raise RuntimeError("the table ended before the batches of the epoch's plan")
         finally:
-            for reader in readers.values():
-                reader.close()
-            if sessions is not None:
-                sessions.close()
+            if stream is not None:
+                stream.close()
+            sessions.close()
 
 
 def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
     out = {}
-    for name in names:
-        arr = cols[name]
-        if isinstance(arr, np.ndarray) and arr.dtype != object and arr.dtype.kind in "biuf":
-            if not arr.flags.writeable:
-                # Arrow-backed and owned by this batch alone: share it rather than copy.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    out[name] = torch.from_numpy(arr)
-            else:
+    # Arrow-backed arrays are read-only and owned by this batch alone: shared rather than
+    # copied (torch warns about read-only arrays).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for name in names:
+            arr = cols[name]
+            if isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf":
                 out[name] = torch.from_numpy(arr)
-        else:
-            out[name] = arr
+            else:
+                out[name] = arr
     if as_tuple:
         return tuple(out[n] for n in names)
     return out
 
 
 class _Transfer:
-    """A batch on its way from a DataLoader worker to the training process, as numpy arrays.
-
-    ``torch.multiprocessing`` sends every tensor through its own shared-memory segment, and
-    with the default ``file_descriptor`` strategy the receiver fetches each segment's file
-    descriptor over a fresh authenticated connection to the worker: for a batch of a few
-    small columns that costs a millisecond or more, capping a loader at a few hundred
-    batches per second whatever the number of workers. numpy arrays pickle as plain bytes
-    through the worker's pipe instead (a batch of 1024 rows is some tens of kilobytes), and
-    become tensors again in the training process, sharing the unpickled memory."""
+    """A batch from a DataLoader worker, as numpy arrays: what a :class:`_Packed` descriptor
+    becomes when the training process receives it, or (for batches the dataset did not pack,
+    such as those of a ``collate_fn``-less plain loop over other data) the batch pickled as
+    numpy arrays. ``torch.multiprocessing`` would send every tensor through its own
+    shared-memory segment, whose file descriptor the receiver fetches over a fresh
+    connection to the worker: a millisecond or more for a batch of a few small columns.
+    The tensors are made in the training process (or by the pin-memory thread)."""
 
     __slots__ = ("names", "arrays")
 
@@ -475,9 +486,11 @@ def _as_is(batch: Any) -> Any:
 
 
 def _pack_for_transfer(batch: Any) -> Any:
-    """The ``collate_fn`` of :class:`DataLoader`'s workers: a TableDataset batch (a dict or
-    tuple of tensors and object arrays) as a :class:`_Transfer`. Anything else is left
-    alone."""
+    """The ``collate_fn`` of :class:`DataLoader`'s workers: a batch already packed into
+    shared memory (:class:`_Packed`) as it is; a TableDataset batch (a dict or tuple of
+    tensors and object arrays) as a :class:`_Transfer`. Anything else is left alone."""
+    if isinstance(batch, _Packed):
+        return batch
     if isinstance(batch, dict):
         names: Optional[List[str]] = list(batch)
         values = list(batch.values())
@@ -489,16 +502,285 @@ def _pack_for_transfer(batch: Any) -> Any:
     return _Transfer(names, arrays)
 
 
+# ---- worker -> training process transfer -------------------------------------------------------
+#
+# A worker of paiio.torch.DataLoader packs each batch (numeric columns as their values, text
+# columns as Arrow-style offsets and bytes: no Python object per value) into a slot of a ring
+# of shared memory that the worker made (an anonymous memfd: it has no name, so nothing is
+# ever left in /dev/shm, whatever happens to either process), and sends only a descriptor
+# of a few hundred bytes through its pipe. The training process maps the ring once (its file
+# descriptor comes with the first descriptors, through multiprocessing's resource sharer),
+# and when a descriptor is unpickled, copies the columns out of the slot into new arrays
+# (text columns become str/bytes objects there) and hands the slot back. A batch given to
+# the training loop is therefore never in a slot a worker may overwrite, however long it is
+# kept. Where no memfd can be made, or every slot is still in use, the packed batch travels
+# as bytes through the pipe instead.
+
+#: Slots per worker ring; a worker falls back to bytes through the pipe when all are in use.
+_RING_SLOTS = 8
+#: Ring header: a u32 state per slot (0: free, 1: written), then the "mapped by the
+#: training process" flag; the slots start at _RING_HEADER.
+_RING_ATTACHED = 4 * _RING_SLOTS
+_RING_HEADER = 4096
+_RING_ALIGN = 64 * 1024
+
+
+class _WorkerRing:
+    """The shared-memory slots of one DataLoader worker (made in the worker)."""
+
+    def __init__(self, token: str, worker: int):
+        self.token = token
+        self.worker = worker
+        self.generation = 0
+        self.mm: Any = None
+        self.fd = -1
+        self.view: Optional[np.ndarray] = None
+        self.slot_bytes = 0
+        self.next = 0
+        self.shm = hasattr(os, "memfd_create")
+
+    def _grow(self, nbytes: int) -> bool:
+        """A new ring whose slots hold ``nbytes`` (and a quarter more); the old one is left
+        to the training process, which may still read batches from it."""
+        slot = -(-(nbytes + nbytes // 4) // _RING_ALIGN) * _RING_ALIGN
+        try:
+            fd = os.memfd_create("paiio-batches", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, _RING_HEADER + _RING_SLOTS * slot)
+                mm = mmap.mmap(fd, _RING_HEADER + _RING_SLOTS * slot)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError:
+            self.shm = False  # no shared memory here: bytes through the pipe
+            return False
+        self._release()
+        self.mm, self.fd, self.slot_bytes = mm, fd, slot
+        self.view = np.frombuffer(mm, dtype=np.uint8)
+        self.generation += 1
+        self.next = 0
+        return True
+
+    def _release(self) -> None:
+        if self.mm is not None:
+            self.view = None
+            try:
+                self.mm.close()
+            except BufferError:  # pragma: no cover - a view still exported
+                pass
+            os.close(self.fd)
+            self.mm, self.fd = None, -1
+
+    def put(self, packed: Any, names: Optional[List[str]]) -> "_Packed":
+        nbytes = packed.nbytes
+        if self.shm and (self.mm is None or nbytes > self.slot_bytes) and not self._grow(nbytes):
+            return _Packed(names, blob=packed.to_bytes())
+        if not self.shm:
+            return _Packed(names, blob=packed.to_bytes())
+        view = self.view
+        for i in range(_RING_SLOTS):
+            slot = (self.next + i) % _RING_SLOTS
+            if _native.slot_state(view, 4 * slot) == 0:
+                break
+        else:
+            # Every slot is still in the pipe (the training process reads them as they
+            # arrive, so only at the end of a round of a short epoch): send the bytes.
+            return _Packed(names, blob=packed.to_bytes())
+        self.next = slot + 1
+        _native.set_slot_state(view, 4 * slot, 1)
+        packed.write(view, _RING_HEADER + slot * self.slot_bytes)
+        handle = None
+        if _native.slot_state(view, _RING_ATTACHED) == 0:
+            # Until the training process has mapped the ring, each descriptor offers it the
+            # file descriptor (one-shot, fetched from this process's resource sharer).
+            from multiprocessing.reduction import DupFd
+
+            handle = DupFd(self.fd)
+        key = (self.token, self.worker, self.generation)
+        return _Packed(names, key=key, slot=slot, slot_bytes=self.slot_bytes, handle=handle)
+
+
+_worker_rings: Dict[Tuple[str, int], _WorkerRing] = {}
+
+
+def _worker_ring(token: str, worker: int) -> _WorkerRing:
+    ring = _worker_rings.get((token, worker))
+    if ring is None:
+        ring = _worker_rings[(token, worker)] = _WorkerRing(token, worker)
+    return ring
+
+
+class _Packed:
+    """A worker's batch on its way: where it is in the worker's ring (or its packed bytes).
+    Unpickled in the training process as a :class:`_Transfer` of arrays copied out."""
+
+    __slots__ = ("names", "key", "slot", "slot_bytes", "handle", "blob")
+
+    def __init__(self, names: Optional[List[str]], key: Any = None, slot: int = 0,
+                 slot_bytes: int = 0, handle: Any = None, blob: Optional[bytes] = None):
+        self.names = names
+        self.key = key
+        self.slot = slot
+        self.slot_bytes = slot_bytes
+        self.handle = handle
+        self.blob = blob
+
+    def __reduce__(self) -> Any:
+        return (_receive, (self.names, self.key, self.slot, self.slot_bytes, self.handle,
+                           self.blob))
+
+    def unpack(self) -> Any:
+        """The batch itself (in the process that packed it: tests)."""
+        return _receive(self.names, self.key, self.slot, self.slot_bytes, self.handle,
+                        self.blob).unpack()
+
+
+#: Rings of workers mapped in this (the training) process: key -> (mmap, uint8 view).
+_rings: Dict[Tuple[str, int, int], Tuple[Any, np.ndarray]] = {}
+_rings_lock = threading.Lock()
+
+
+def _ring_view(key: Tuple[str, int, int], handle: Any) -> np.ndarray:
+    with _rings_lock:
+        ring = _rings.get(key)
+        if ring is None:
+            if handle is None:
+                raise RuntimeError(
+                    f"a DataLoader worker's batch is in shared memory this process has not "
+                    f"mapped ({key}); was the loader's iterator already shut down?"
+                )
+            fd = handle.detach()
+            try:
+                mm = mmap.mmap(fd, 0)
+            finally:
+                os.close(fd)
+            view = np.frombuffer(mm, dtype=np.uint8)
+            _native.set_slot_state(view, _RING_ATTACHED, 1)
+            # The worker's earlier rings: all their batches have arrived (a worker's batches
+            # come in order).
+            token, worker, generation = key
+            for old in [k for k in _rings if k[0] == token and k[1] == worker]:
+                _rings.pop(old)
+            ring = _rings[key] = (mm, view)
+        return ring[1]
+
+
+def _drop_rings(token: str) -> None:
+    """Unmaps the rings of the workers of a loader iterator that is gone."""
+    with _rings_lock:
+        for key in [k for k in _rings if k[0] == token]:
+            _rings.pop(key)
+
+
+def _receive(names: Optional[List[str]], key: Any, slot: int, slot_bytes: int, handle: Any,
+             blob: Optional[bytes]) -> "_Transfer":
+    if blob is not None:
+        arrays = _native.unpack(np.frombuffer(blob, dtype=np.uint8))
+    else:
+        view = _ring_view(key, handle)
+        arrays = _native.unpack(view, _RING_HEADER + slot * slot_bytes, release=4 * slot)
+    return _Transfer(names, arrays)
+
+
+def _pin_settings(loader: Any) -> Tuple[bool, Optional[str]]:
+    """Whether (and to which device type) batches are pinned, with torch's warnings:
+    ``pin_memory=True`` without an accelerator pins nothing, as torch's DataLoader."""
+    if not loader.pin_memory:
+        return False, None
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        available = accelerator.is_available()
+        device = accelerator.current_accelerator().type if available else None
+    else:  # pragma: no cover - torch before 2.6
+        available = torch.cuda.is_available()
+        device = "cuda" if available else None
+    if not available:
+        warnings.warn(
+            "'pin_memory' argument is set as true but no accelerator is found, "
+            "then device pinned memory won't be used.",
+            stacklevel=3,
+        )
+        return False, None
+    if device == "mps":
+        warnings.warn(
+            "'pin_memory' argument is set as true but not supported on MPS now, "
+            "device pinned memory won't be used.",
+            stacklevel=3,
+        )
+        return False, None
+    return True, device
+
+
+class _Pinner:
+    """Pins batches on a thread of its own, ahead of the training loop, into a bounded queue
+    (``num_workers=0`` with ``pin_memory=True``)."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[Any], device: Optional[str], depth: int):
+        self.batches = batches
+        self.device = device
+        self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(depth, 1))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="paiio-pin", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        try:
+            for batch in self.batches:
+                if not self._put(("batch", pin_memory(batch, self.device))):
+                    break
+            else:
+                self._put(("end", None))
+        except BaseException as e:  # handed to the training loop
+            self._put(("error", e))
+        finally:
+            close = getattr(self.batches, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            kind, value = self.queue.get()
+            if kind == "batch":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:  # free the thread if it waits to put
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.05)
+
+
 class DataLoader(torch.utils.data.DataLoader):
     """A ``torch.utils.data.DataLoader`` for a :class:`TableDataset` (which yields whole
     batches, so ``batch_size`` defaults to ``None``) that counts the batches it delivers, so
     that :meth:`state_dict` is the exact position of the training loop with any number of
     workers. ``load_state_dict`` restores it (with any worker count).
 
-    With workers and no ``collate_fn`` of the caller's, batches travel from the workers as
-    numpy arrays and become tensors in the training process: much faster than torch's
-    shared-memory transfer of small tensors (see ``_Transfer``). The batches delivered are
-    the same.
+    ``num_workers=0`` (recommended): the batches of the dataset's native stream go straight
+    to the loop; ``pin_memory=True`` pins them on a thread of the loader (see the module
+    doc). With workers and no ``collate_fn`` of the caller's, batches travel from the
+    workers through shared memory and become tensors in the training process (see
+    ``_WorkerRing``). The batches delivered are the same either way.
 
     ``persistent_workers=True`` keeps the workers (and their open state) across epochs;
     ``set_epoch`` and ``load_state_dict`` still reach them, through a position the loader
@@ -534,8 +816,14 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         ds = self.dataset
-        if not isinstance(ds, TableDataset) or self.num_workers == 0:
+        if not isinstance(ds, TableDataset):
             yield from super().__iter__()
+            return
+        if self.num_workers == 0:
+            if self.collate_fn is not _as_is:
+                yield from super().__iter__()
+                return
+            yield from self._iter_in_process(ds)
             return
         ds._resolve_rank()
         # Counted once here rather than by every worker (each opening every table).
@@ -544,7 +832,19 @@ class DataLoader(torch.utils.data.DataLoader):
         # is created below, persistent workers the shared position; the consumer's progress
         # is counted here.
         ds._publish_position()
-        inner = super().__iter__()
+        token = os.urandom(8).hex()
+        if self.collate_fn is _pack_for_transfer:
+            # The workers made now pack their batches into shared memory (see _WorkerRing).
+            ds._transfer_token = token
+        try:
+            inner = super().__iter__()
+        finally:
+            ds.__dict__.pop("_transfer_token", None)
+        if getattr(inner, "_paiio_token", None) is None:
+            # The rings of these workers are unmapped here when the iterator is gone
+            # (persistent workers keep theirs across epochs).
+            inner._paiio_token = token
+            weakref.finalize(inner, _drop_rings, token)
         start = ds._begin_iteration()
         count = start
         for batch in inner:
@@ -553,6 +853,24 @@ class DataLoader(torch.utils.data.DataLoader):
             count += 1
             ds._consumed = count
             yield batch
+
+    def _iter_in_process(self, ds: TableDataset) -> Iterator[Any]:
+        """``num_workers=0``: the batches of the dataset's native stream (read, sliced and
+        coerced by its threads), straight to the training loop; pinned by a thread of their
+        own with ``pin_memory=True`` (and an accelerator)."""
+        pin, device = _pin_settings(self)
+        start = ds._begin_iteration()
+        batches: Any = ds._generate(0, 1, start, in_consumer=False)
+        if pin:
+            batches = _Pinner(batches, device, _STREAM_DEPTH)
+        count = start
+        try:
+            for batch in batches:
+                count += 1
+                ds._consumed = count
+                yield batch
+        finally:
+            batches.close()
 
     def state_dict(self) -> Dict[str, Any]:
         return self.dataset.state_dict()

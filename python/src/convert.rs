@@ -386,7 +386,7 @@ fn for_each_value(
 }
 
 /// A new reference to a Python `str` (valid UTF-8 expected) or `bytes` of `value`.
-fn new_object(
+pub fn new_object(
     py: Python<'_>,
     kind: Kind,
     value: Option<&[u8]>,

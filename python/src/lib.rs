@@ -9,6 +9,8 @@ mod convert;
 mod defaults;
 mod errors;
 mod reader;
+mod stream;
+mod transfer;
 mod writer;
 
 use errors::IntoPyResult;
@@ -92,6 +94,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::Writer>()?;
     m.add_class::<arrow_ffi::ArrowBatch>()?;
     m.add_class::<convert::ArrowOwner>()?;
+    m.add_class::<stream::BatchStream>()?;
+    m.add_class::<transfer::PackedBatch>()?;
+    m.add_function(wrap_pyfunction!(transfer::unpack, m)?)?;
+    m.add_function(wrap_pyfunction!(transfer::slot_state, m)?)?;
+    m.add_function(wrap_pyfunction!(transfer::set_slot_state, m)?)?;
     m.add_function(wrap_pyfunction!(slice_range, m)?)?;
     m.add_function(wrap_pyfunction!(row_counts, m)?)?;
     m.add_function(wrap_pyfunction!(epoch_batches, m)?)?;

@@ -269,6 +269,33 @@ impl Reader {
         Ok(Reader::over(reader, self.kinds.clone()))
     }
 
+    /// The batches of `plan` (`[(slice_id, slice_count, first row, rows)]`, in order) over
+    /// this reader's read sessions, read and prepared ahead by a thread into a queue of
+    /// `depth` batches. A slice is opened once, at its first batch, and closed after its
+    /// last; its batches must come in row order.
+    #[pyo3(signature = (plan, depth = 4))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        plan: Vec<(u64, u64, u64, u64)>,
+        depth: usize,
+    ) -> PyResult<crate::stream::BatchStream> {
+        let plan = plan
+            .into_iter()
+            .map(|(id, count, start, rows)| crate::stream::Step {
+                slice: (id, count),
+                start,
+                rows,
+            })
+            .collect();
+        let kinds = self.kinds.clone();
+        self.with(py, move |r| {
+            r.check_usable()?;
+            crate::stream::BatchStream::start(r, plan, kinds, depth)
+        })
+        .py_err(py)
+    }
+
     /// Starts reading ahead now rather than at the first read.
     fn prefetch(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |r| r.prefetch()).py_err(py)

@@ -1,7 +1,12 @@
 """paiio.torch.TableDataset: sharding by (rank, worker), deterministic shuffle, exact resume
 with any worker count, equal batches per rank, fork and spawn workers."""
 
+import gc
+import multiprocessing
+import os
 import pickle
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -295,6 +300,234 @@ def test_pinned_worker_batches_are_unpacked_by_the_pin_thread(monkeypatch):
     out = ptorch._pack_for_transfer(batch).pin_memory()
     assert pinned and pinned[0] is out
     assert isinstance(out["id"], torch.Tensor) and torch.equal(out["id"], batch["id"])
+
+
+# ---- transfer from workers: shared memory, a small descriptor through the pipe -------------------
+
+
+class Received:
+    """Sizes of the messages this process unpickles from multiprocessing queues (with fork
+    workers, exactly what DataLoader workers send to the training process)."""
+
+    def __init__(self, monkeypatch):
+        import multiprocessing.queues as mq
+
+        self.sizes = []
+        loads = mq._ForkingPickler.loads
+
+        def counting(buf, *a, **kw):
+            self.sizes.append(len(buf))
+            return loads(buf, *a, **kw)
+
+        monkeypatch.setattr(mq._ForkingPickler, "loads", counting)
+
+
+def shm_entries():
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def ring_fds():
+    """File descriptors of this process on the workers' rings (memfds named paiio-batches)."""
+    out = 0
+    for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        try:
+            out += "paiio-batches" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def ring_maps():
+    """Mappings of the workers' rings in this process."""
+    if not os.path.exists("/proc/self/maps"):
+        return 0
+    with open("/proc/self/maps") as f:
+        return sum("paiio-batches" in line for line in f)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="no memfd on this platform")
+@pytest.mark.parametrize("as_tuple", [False, True])
+def test_worker_batches_travel_through_shared_memory_not_the_pipe(monkeypatch, as_tuple):
+    received = Received(monkeypatch)
+    want = run(dataset(as_tuple=as_tuple))[0]
+    got, _ = run(dataset(as_tuple=as_tuple), workers=2)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_same_batch(g, w)
+    # A batch of 256 rows is some kilobytes of column data (about 4 KB here, with the text);
+    # what crossed the pipes is a descriptor per batch (plus torch's own small messages).
+    assert len(received.sizes) >= len(want)
+    assert max(received.sizes) < 1024, max(received.sizes)
+
+
+def test_without_shared_memory_batches_travel_as_packed_bytes(monkeypatch):
+    # Where no memfd can be made, the packed batch (values, text offsets and bytes: no
+    # pickled Python objects) goes through the pipe, and the batches are the same.
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    received = Received(monkeypatch)
+    want = run(dataset(tables=[uri("nums"), uri("nums2")]))[0]
+    got, _ = run(dataset(tables=[uri("nums"), uri("nums2")]), workers=2)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_same_batch(g, w)
+    assert max(received.sizes) > 4096  # the data itself, this time
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_nulls_and_natural_types_cross_from_workers(context):
+    ds = dataset(tables=uri("nulls"), record_defaults=None, batch_size=2)
+    want = run(ds)[0]
+    got, _ = run(dataset(tables=uri("nulls"), record_defaults=None, batch_size=2), workers=2,
+                 context=context)
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        assert list(g) == list(w)
+        for name in w:
+            a, b = g[name], w[name]
+            if isinstance(b, torch.Tensor):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+            else:
+                assert list(a) == list(b)
+    rows = [v for b in got for v in b["s"]]
+    assert rows.count(None) == 1 and "a" in rows
+
+
+def test_batches_received_are_never_overwritten_by_the_workers():
+    # Batches copied out of the ring: holding all of them (more than the ring's slots) keeps
+    # every one intact.
+    got, _ = run(dataset(tables=[uri("nums"), uri("nums2")], batch_size=64), workers=2)
+    assert len(got) > 4 * ptorch._RING_SLOTS
+    ids = [i for b in got for i in b["id"].tolist()]
+    assert sorted(ids) == BOTH
+    for b in got:
+        np.testing.assert_allclose(b["x"].numpy(), b["id"].numpy() * 0.5)
+        assert list(b["s"]) == [f"s{i}" for i in b["id"].tolist()]
+
+
+def settle():
+    for _ in range(50):
+        gc.collect()
+        if not ptorch._rings and not ring_maps():
+            return
+        threading.Event().wait(0.1)
+
+
+@pytest.mark.parametrize("how", ["exhausted", "broken", "persistent", "worker killed"])
+def test_no_shared_memory_left_after_a_loader(how):
+    before_shm = shm_entries()
+    ds = dataset(tables=[uri("nums"), uri("nums2")], batch_size=128)
+    loader = DataLoader(ds, num_workers=2, multiprocessing_context="fork",
+                        persistent_workers=how == "persistent")
+    if how == "exhausted":
+        assert len(list(loader)) == len(ds)
+    elif how == "persistent":
+        assert len(list(loader)) == len(ds)
+        assert len(list(loader)) == len(ds)
+    else:
+        it = iter(loader)
+        for _ in range(5):
+            next(it)
+        assert ptorch._rings and ring_maps()  # the workers' rings are mapped here
+        if how == "worker killed":
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+            with pytest.raises(RuntimeError):
+                for _ in it:
+                    pass
+        del it
+    del loader
+    settle()
+    assert not ptorch._rings
+    assert ring_maps() == 0 and ring_fds() == 0
+    assert shm_entries() <= before_shm
+
+
+def test_packed_batches_check_what_they_read():
+    batch = run(dataset(tables=uri("nulls"), record_defaults=None, batch_size=3))[0][0]
+    stream = ptorch._frameworks.open_reader([uri("nulls")]).stream([(0, 1, 0, 3)])
+    packed = stream.next_packed()
+    blob = np.frombuffer(packed.to_bytes(), dtype=np.uint8)
+    arrays = _native.unpack(blob)
+    assert [list(a) if a.dtype == object else a.tolist() for a in arrays][2] == list(batch["s"])
+    buf = np.zeros(packed.nbytes + 64, dtype=np.uint8)
+    assert packed.write(buf, 8) == packed.nbytes
+    assert _native.unpack(buf, 8)[0].tolist() == batch["i"].tolist()
+    with pytest.raises(ValueError):
+        packed.write(buf, 4)  # not aligned
+    with pytest.raises(ValueError):
+        packed.write(np.zeros(16, dtype=np.uint8), 0)  # too small
+    with pytest.raises(ValueError):
+        packed.write(np.zeros(packed.nbytes, dtype=np.uint8)[::-1], 0)  # not contiguous
+    rng = np.random.default_rng(0)
+    for cut in (0, 8, 31, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(ValueError):
+            _native.unpack(blob[:cut].copy())
+    # Any corrupted word of the header and column table: an error or a batch, never a crash.
+    header = 8 * (4 + 5 * len(arrays))
+    for i in range(0, header, 8):
+        bad = blob.copy()
+        bad[i:i + 8] = rng.integers(0, 256, 8, dtype=np.uint8)
+        try:
+            _native.unpack(bad)
+        except ValueError:
+            pass
+    with pytest.raises(ValueError):
+        _native.unpack(blob.copy(), release=3)  # unaligned flag
+    with pytest.raises(ValueError):
+        _native.unpack(blob, release=0)  # read-only buffer
+
+
+# ---- num_workers=0: the stream straight to the loop, pinning on a thread of its own --------------
+
+
+def test_pin_memory_without_an_accelerator_is_torchs_behaviour():
+    if torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available():
+        pytest.skip("an accelerator is present")
+    want = batch_ids(run(dataset())[0])
+    with pytest.warns(UserWarning, match="no accelerator is found"):
+        got = list(DataLoader(dataset(), pin_memory=True))
+    assert batch_ids(got) == want
+    assert not any(t.name == "paiio-pin" for t in threading.enumerate())
+
+
+def test_pinning_runs_on_its_own_thread_with_an_exact_position(monkeypatch):
+    seen = []
+
+    def fake_pin(data, device=None):
+        seen.append((threading.current_thread().name, device))
+        return data
+
+    monkeypatch.setattr(ptorch, "_pin_settings", lambda loader: (True, "cuda"))
+    monkeypatch.setattr(torch.utils.data._utils.pin_memory, "pin_memory", fake_pin)
+    want = batch_ids(run(dataset(shuffle=True))[0])
+    ds = dataset(shuffle=True)
+    loader = DataLoader(ds, pin_memory=True)
+    got = batch_ids(list(loader))
+    assert got == want
+    assert {name for name, _ in seen} == {"paiio-pin"} and seen[0][1] == "cuda"
+    # Stopped early: the position is what the loop received, not what was pinned ahead.
+    ds = dataset(shuffle=True)
+    loader = DataLoader(ds, pin_memory=True)
+    it = iter(loader)
+    head = [next(it)["id"].tolist() for _ in range(5)]
+    threading.Event().wait(0.2)  # let the thread run ahead
+    assert loader.state_dict()["batches"] == 5
+    it.close()
+    assert not any(t.name == "paiio-pin" for t in threading.enumerate())
+    ds2 = dataset(shuffle=True)
+    ds2.load_state_dict(loader.state_dict())
+    assert head + batch_ids(list(DataLoader(ds2, pin_memory=True))) == want
+
+
+def test_errors_of_the_pinning_thread_reach_the_loop(monkeypatch):
+    def failing_pin(data, device=None):
+        raise OSError("pinning failed")
+
+    monkeypatch.setattr(ptorch, "_pin_settings", lambda loader: (True, "cuda"))
+    monkeypatch.setattr(torch.utils.data._utils.pin_memory, "pin_memory", failing_pin)
+    with pytest.raises(OSError, match="pinning failed"):
+        list(DataLoader(dataset(), pin_memory=True))
 
 
 def test_a_collate_fn_of_the_callers_gets_the_dataset_batches():
