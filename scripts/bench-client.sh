@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The client benchmark (crates/paiio-bench, client_bench): paiio's Storage API client
 # (RestClient, fully decoded Arrow batches) reading the cached table bench.wide (at least 1 GB,
-# 8 numeric columns and 1 string column) from `paiio serve` with 1, 4 and 16 concurrent streams
-# (uncompressed, zstd, lz4); the released PyODPS 0.13.2 odps.maxstorage reader on the same
-# range; the same data read from the local files in-process (the limit); and a second server
-# with --stream-rate 10MB read by 1 to 64 concurrent streams (aggregate vs N x 10 MB/s).
+# 8 numeric columns and 1 string column) from `paiio serve` with 1, 4 and 16 concurrent streams;
+# the released PyODPS 0.13.2 odps.maxstorage reader on the same range; the same data read from
+# the local files in-process (the limit); a second server with --stream-rate 10MB read by 1 to
+# 64 concurrent streams (aggregate vs N x 10 MB/s); and, on both servers, the body codecs
+# (none, lz4, zstd) against the automatic choice (read_compression=auto).
 # Builds in release mode and makes the Python venv (pyodps, pyarrow) first; safe to run on a
 # fresh machine (Linux). Arguments go to the bench: e.g. `--quick` for a ~100 MB smoke run,
 # `--no-pyodps`, `--streams 1,2,4`, `--stream-rate 0` to skip the rate runs.

@@ -1336,3 +1336,60 @@ async fn auto_compression_changes_codec_mid_read_without_losing_rows() {
         }
     }
 }
+
+/// A row range of several chunks is read as several requests at once, and its batches come
+/// in row order, every row once, even when a chunk's body breaks and resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_row_range_is_read_as_parallel_chunks_in_order() {
+    let server = TestServer::start().await;
+    let rows = 200_000;
+    let (table, g) = filled(&server, "ranged", rows).await;
+    for parallelism in [1, 3] {
+        let client = server
+            .client_builder()
+            .read_parallelism(parallelism)
+            .read_compression(None)
+            .build()
+            .unwrap();
+        let session = client
+            .create_read_session(&paiio_tests::row_offset_request(&table))
+            .await
+            .unwrap();
+        // A TableRead (the read's only one, or its second chunk) breaks after 5 kB of its
+        // body.
+        let nth = if parallelism == 1 { 1 } else { 2 };
+        server.inject(
+            Fault::ResetAfter { bytes: 5_000 },
+            When::Nth(nth),
+            "TableRead",
+        );
+        let mut request = ReadRequest::new(
+            table.clone(),
+            &session.session_id,
+            ReadRange::Rows {
+                offset: 1_000,
+                count: (rows - 2_000) as u64,
+            },
+        );
+        request.max_batch_rows = 4096;
+        let mut stream = client.read(&request).await.unwrap();
+        let mut batches = Vec::new();
+        while let Some(b) = stream.next().await {
+            batches.push(b.unwrap());
+        }
+        let got = g.check_values(&batches).unwrap();
+        assert_eq!(
+            got,
+            (1_000..rows - 1_000).collect::<Vec<_>>(),
+            "x{parallelism}"
+        );
+        let stats = client.stats();
+        assert_eq!(stats.resumes, 1, "x{parallelism}: {stats:?}");
+        // One request (and its resume), or one per chunk (and the resume).
+        if parallelism == 1 {
+            assert_eq!(stats.attempts, 3, "x{parallelism}: {stats:?}");
+        } else {
+            assert!(stats.attempts > 3, "x{parallelism}: {stats:?}");
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! client_bench [--gb 1.1 | --rows N | --quick] [--paiio PATH] [--python PATH]
-//!              [--streams 1,4,16] [--compressed-streams 4] [--max-batch-rows 4096]
+//!              [--streams 1,4,16] [--codec-streams 4] [--codec-rate-mb 200]
+//!              [--max-batch-rows 4096]
 //!              [--stream-rate 10MB] [--rate-streams 1,2,4,8,16,32,64] [--rate-stream-mb 20]
 //!              [--rate-compare-streams 1,4,16] [--rate-compare-mb 80]
 //!              [--repeat 3] [--no-pyodps] [--json FILE]
@@ -16,7 +17,9 @@
 //!
 //! * **paiio RestClient**: `TableService::read` of a RowOffset session split into N row ranges
 //!   read by N concurrent streams, every batch fully decoded (rows and Arrow bytes counted);
-//!   uncompressed, and with zstd / lz4 body compression.
+//!   uncompressed, and with each body codec (none, lz4, zstd) and the automatic choice set
+//!   side by side (each run with a new client; the first run of `auto` is the first read of
+//!   the process, later ones start with what it learnt), uncapped and under --stream-rate.
 //! * **PyODPS**: `python/pyodps_read.py` with the venv python (pyodps 0.13.2 `odps.maxstorage`),
 //!   the same RowOffset range as the 1-stream run, iterated batch by batch.
 //! * **local files**: the same `TableService::read` on the in-process `LocalWarehouse` (no

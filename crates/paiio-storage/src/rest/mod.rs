@@ -22,8 +22,9 @@
 //!   `x-odps-user-agent` is `paiio-rs/<version>`; `curr_project` is on every call.
 //! * **Route tokens** (§8.7) are kept per session, sent on later calls of that session, and
 //!   replaced by any token a response carries.
-//! * **Reads** decode the Arrow IPC body incrementally, optionally asking for
-//!   `zstd` / `x-lz4-frame` body compression, and **resume** a broken body exactly where it
+//! * **Reads** decode the Arrow IPC body incrementally, asking for `zstd` / `x-lz4-frame`
+//!   body compression as configured or, by default, as the link calls for
+//!   ([`ReadCompression::Auto`], `codec_choice.rs`), and **resume** a broken body exactly where it
 //!   broke (a split with `SkipRowNum = rows delivered`, a row range with
 //!   `Offset + delivered, Count - delivered`), within the retry budget.
 //! * **Writes** send one Arrow IPC stream per request with LZ4_FRAME buffer compression.
@@ -75,6 +76,7 @@ mod auto;
 mod body;
 mod builder;
 mod codec_choice;
+mod ranged;
 mod read_stream;
 pub mod retry;
 mod session_memory;
@@ -111,7 +113,7 @@ use crate::types::TableSchema;
 use crate::uri::{PartitionSpec, TableId};
 
 pub use auto::{AutoClient, Chosen};
-pub use builder::{DEFAULT_REFRESH_MARGIN, RestClientBuilder};
+pub use builder::{DEFAULT_READ_PARALLELISM, DEFAULT_REFRESH_MARGIN, RestClientBuilder};
 pub use codec_choice::ReadCompression;
 use read_stream::Source;
 pub use retry::{Idempotency, Jitter, RetryConfig};
@@ -154,6 +156,10 @@ struct Inner {
     read_compression: ReadCompression,
     /// The choice of [`ReadCompression::Auto`].
     codecs: Arc<codec_choice::CodecChooser>,
+    /// Requests one row-range read makes at once (`ranged.rs`; 1: one request).
+    read_parallelism: usize,
+    /// Arrow bytes per row of read sessions, by session id (from their size estimates).
+    row_bytes: Mutex<HashMap<String, f64>>,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -372,14 +378,10 @@ impl TableService for RestClient {
     }
 
     async fn read(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
-        let source = Source::Read(request.clone());
-        let mut budget = Budget::new(&self.inner.retry);
-        let codec = self.read_codec();
-        let first = match self.open_rows(&source, 0, codec, &mut budget).await? {
-            Some(d) => d,
-            None => return Err(Error::invalid("read range", "nothing to read")),
-        };
-        Ok(self.row_stream(source, first, budget))
+        match self.read_ranged(request).await {
+            Some(stream) => stream,
+            None => self.read_one(request).await,
+        }
     }
 
     async fn preview(

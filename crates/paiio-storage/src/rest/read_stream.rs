@@ -133,6 +133,18 @@ impl RestClient {
         Ok(Some(decoder))
     }
 
+    /// A read as one request: a row stream that resumes where its body broke.
+    pub(super) async fn read_one(&self, request: &ReadRequest) -> Result<RecordBatchStream> {
+        let source = Source::Read(request.clone());
+        let mut budget = Budget::new(&self.inner.retry);
+        let codec = self.read_codec();
+        let first = match self.open_rows(&source, 0, codec, &mut budget).await? {
+            Some(d) => d,
+            None => return Err(Error::invalid("read range", "nothing to read")),
+        };
+        Ok(self.row_stream(source, first, budget))
+    }
+
     /// The codec a Tunnel download asks for: the configured one (none with `auto`: the
     /// Tunnel's reads are not measured).
     pub(super) fn tunnel_read_codec(&self) -> Option<BodyEncoding> {
