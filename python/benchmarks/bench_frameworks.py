@@ -139,8 +139,13 @@ def torch_epoch(uri, batch, workers, shuffle):
     from paiio.torch import DataLoader, TableDataset
 
     ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=shuffle)
-    loader = DataLoader(ds, num_workers=workers,
-                        **({"multiprocessing_context": "fork"} if workers else {}))
+    return timed_epoch(DataLoader, ds, workers)
+
+
+def timed_epoch(loader_class, dataset, workers, **kwargs):
+    """Batches and rows per second of one epoch of ``loader_class(dataset, ...)``."""
+    loader = loader_class(dataset, num_workers=workers, **kwargs,
+                          **({"multiprocessing_context": "fork"} if workers else {}))
     t, nb, rows = time.perf_counter(), 0, 0
     for b in loader:
         nb += 1
@@ -175,15 +180,7 @@ def torch_in_memory_epoch(batches, workers):
             w, n = (0, 1) if info is None else (info.id, info.num_workers)
             return iter(batches[w::n])
 
-    loader = torch.utils.data.DataLoader(
-        Ready(), batch_size=None, num_workers=workers,
-        **({"multiprocessing_context": "fork"} if workers else {}))
-    t, nb, rows = time.perf_counter(), 0, 0
-    for b in loader:
-        nb += 1
-        rows += int(b["id"].shape[0])
-    dt = time.perf_counter() - t
-    return nb / dt, rows / dt
+    return timed_epoch(torch.utils.data.DataLoader, Ready(), workers, batch_size=None)
 
 
 def bench_torch_in_memory(rows, batch, workers, shuffles, repeat):

@@ -1393,3 +1393,42 @@ async fn a_long_row_range_is_read_as_parallel_chunks_in_order() {
         }
     }
 }
+
+/// The automatic compression and the parallel chunks of a long row range together: every
+/// chunk measures and changes codec on its own, and the rows still come in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compression_across_parallel_chunks() {
+    let server = TestServer::start_with(TestServerOptions {
+        stream_rate: Some(10 << 20),
+        ..Default::default()
+    })
+    .await;
+    let rows = 600_000;
+    let (table, g) = filled(&server, "auto_ranged", rows).await;
+    let client = server.client();
+    let session = client
+        .create_read_session(&paiio_tests::row_offset_request(&table))
+        .await
+        .unwrap();
+    let request = ReadRequest::new(
+        table.clone(),
+        &session.session_id,
+        ReadRange::Rows {
+            offset: 0,
+            count: rows as u64,
+        },
+    );
+    let mut stream = client.read(&request).await.unwrap();
+    let mut batches = Vec::new();
+    while let Some(b) = stream.next().await {
+        batches.push(b.unwrap());
+    }
+    assert_eq!(
+        g.check_values(&batches).unwrap(),
+        (0..rows).collect::<Vec<_>>()
+    );
+    let stats = client.stats();
+    // A session, a first chunk of 16,384 rows, chunks of about 8 MiB, and the changes of codec.
+    assert!(stats.codec_changes >= 1, "{stats:?}");
+    assert!((4..=20).contains(&stats.attempts), "{stats:?}");
+}

@@ -44,7 +44,7 @@ use paiio_bench::{proc_stats, server, table};
 use paiio_storage::TableService;
 use paiio_storage::local::LocalWarehouse;
 use paiio_storage::protocol::codec::BodyEncoding;
-use paiio_storage::rest::{ReadCompression, RestClient};
+use paiio_storage::rest::{ReadCompression, RestClient, RestClientBuilder};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -148,17 +148,19 @@ const CODECS: [(&str, ReadCompression); 4] = [
     ("auto", ReadCompression::Auto),
 ];
 
+fn client_builder(endpoint: &str, compression: ReadCompression) -> RestClientBuilder {
+    RestClient::builder(endpoint)
+        .tunnel_endpoint(endpoint.trim_end_matches("/api"))
+        .project("bench")
+        .read_compression(compression)
+}
+
+/// A client as users get it (the default read parallelism), with `compression`.
 fn rest_client(
     endpoint: &str,
     compression: ReadCompression,
 ) -> Result<Arc<dyn TableService>, BoxError> {
-    Ok(Arc::new(
-        RestClient::builder(endpoint)
-            .tunnel_endpoint(endpoint.trim_end_matches("/api"))
-            .project("bench")
-            .read_compression(compression)
-            .build()?,
-    ))
+    Ok(Arc::new(client_builder(endpoint, compression).build()?))
 }
 
 /// `timed_read` `repeat` times; the run with the median read time (and its server CPU).
@@ -446,6 +448,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .map_err(cli::boxed)?;
         let rpid = serve.pid();
         let service = rest_client(&serve.endpoint, CODECS[0].1)?;
+        // The scaling runs measure the per-request cap: one request per stream.
+        let one_request: Arc<dyn TableService> = Arc::new(
+            client_builder(&serve.endpoint, CODECS[0].1)
+                .read_parallelism(1)
+                .build()?,
+        );
         eprintln!(
             "bench: paiio serve --stream-rate {} (pid {rpid}); {per_stream_rows} rows (~{:.0} MB) per stream",
             args.stream_rate,
@@ -455,12 +463,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
         // heap (page faults), as a long-running server does once.
         if let Some(&widest) = args.rate_streams.iter().max() {
             let ranges = reads::fixed_ranges(rows, widest, (per_stream_rows / 4).max(1));
-            timed_read(service.clone(), &ranges, mbr, Some(rpid)).await?;
+            timed_read(one_request.clone(), &ranges, mbr, Some(rpid)).await?;
         }
         for &n in &args.rate_streams {
             let ranges = reads::fixed_ranges(rows, n, per_stream_rows);
             let (run, server_cpu) =
-                median_read(service.clone(), &ranges, mbr, Some(rpid), args.repeat).await?;
+                median_read(one_request.clone(), &ranges, mbr, Some(rpid), args.repeat).await?;
             check_rows("rate-limited read", run.rows, per_stream_rows * n as u64)?;
             // Wire bytes: the rows' share of the measured uncompressed IPC stream.
             let wire = run.rows as f64 * wire_per_row;

@@ -89,7 +89,13 @@ fn write_batches(
         while offset < batch.num_rows() {
             let len = MAX_STORED_BATCH_ROWS.min(batch.num_rows() - offset);
             let piece = batch.slice(offset, len);
-            raw_bytes += piece.get_array_memory_size() as u64;
+            // The bytes of the slice itself: a slice's `get_array_memory_size` counts the
+            // whole batch it was cut from, each time.
+            raw_bytes += piece
+                .columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+                .sum::<u64>();
             writer
                 .write(&piece)
                 .map_err(|e| Error::arrow(path.display().to_string(), e))?;

@@ -243,7 +243,6 @@ impl RestClientBuilder {
                 read_compression: self.read_compression,
                 codecs,
                 read_parallelism: self.read_parallelism,
-                row_bytes: Mutex::new(HashMap::new()),
                 init_poll_timeout: self.init_poll_timeout,
                 clock: self.clock,
                 refresh_margin: self.refresh_margin,

@@ -158,8 +158,7 @@ struct Inner {
     codecs: Arc<codec_choice::CodecChooser>,
     /// Requests one row-range read makes at once (`ranged.rs`; 1: one request).
     read_parallelism: usize,
-    /// Arrow bytes per row of read sessions, by session id (from their size estimates).
-    row_bytes: Mutex<HashMap<String, f64>>,
+
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,

@@ -19,11 +19,24 @@ use crate::service::{ReadRange, ReadRequest, RecordBatchStream};
 use super::RestClient;
 
 /// About how many bytes of Arrow data one chunk request reads.
-pub(super) const CHUNK_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
-/// Bytes per row assumed for a session whose size is unknown.
-const DEFAULT_ROW_BYTES: f64 = 128.0;
-/// The fewest rows of a chunk.
+pub(super) const CHUNK_BYTES: u64 = 8 << 20;
+/// The rows of a read's first chunk, read before the others are planned: its first batch
+/// tells the size of a row (the service's size estimates are not reliable enough to size
+/// what a stream reads ahead).
+const FIRST_CHUNK_ROWS: u64 = 16 * 1024;
+/// The fewest rows of the other chunks.
 const MIN_CHUNK_ROWS: u64 = 4096;
+
+/// The bytes per row of a batch (its buffers' bytes as sliced, not their allocations).
+fn row_bytes(batch: &arrow_array::RecordBatch) -> Option<u64> {
+    let rows = batch.num_rows() as u64;
+    let bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum();
+    (rows > 0).then(|| (bytes as u64).div_ceil(rows).max(1))
+}
 
 /// The chunks of `offset..offset + count`, `chunk_rows` each (the last one shorter).
 pub(super) fn chunks(offset: u64, count: u64, chunk_rows: u64) -> Vec<(u64, u64)> {
@@ -40,19 +53,6 @@ pub(super) fn chunks(offset: u64, count: u64, chunk_rows: u64) -> Vec<(u64, u64)
 }
 
 impl RestClient {
-    /// The rows of a chunk of `session_id`'s reads.
-    pub(super) fn chunk_rows(&self, session_id: &str) -> u64 {
-        let row_bytes = self
-            .inner
-            .row_bytes
-            .lock()
-            .get(session_id)
-            .copied()
-            .filter(|b| *b > 0.0)
-            .unwrap_or(DEFAULT_ROW_BYTES);
-        ((CHUNK_BYTES / row_bytes) as u64).max(MIN_CHUNK_ROWS)
-    }
-
     /// Reads a row range as chunks, `parallelism` at once, when it is at least two chunks
     /// long; `None` otherwise (the caller reads it as one request).
     pub(super) async fn read_ranged(
@@ -63,22 +63,33 @@ impl RestClient {
         let ReadRange::Rows { offset, count } = request.range else {
             return None;
         };
-        let chunk_rows = self.chunk_rows(&request.session_id);
-        if parallelism < 2 || request.skip_rows > 0 || count < 2 * chunk_rows {
+        if parallelism < 2 || request.skip_rows > 0 || count < 2 * FIRST_CHUNK_ROWS {
             return None;
         }
-        let chunks = chunks(offset, count, chunk_rows);
         // The first chunk opens here, so that a refused read (a bad session, a range outside
-        // it) fails the call, as a single request does.
+        // it) fails the call, as a single request does; its first batch sizes the others.
         let mut first = request.clone();
         first.range = ReadRange::Rows {
-            offset: chunks[0].0,
-            count: chunks[0].1,
+            offset,
+            count: FIRST_CHUNK_ROWS,
         };
-        let first = match self.read_one(&first).await {
+        let mut first = match self.read_one(&first).await {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
+        let head = first.next().await;
+        let size = match &head {
+            Some(Ok(batch)) => row_bytes(batch),
+            _ => None,
+        };
+        let first: RecordBatchStream = Box::pin(futures::stream::iter(head).chain(first));
+        let chunk_rows = size.map_or(MIN_CHUNK_ROWS, |b| (CHUNK_BYTES / b).max(MIN_CHUNK_ROWS));
+        let mut chunks = vec![(offset, FIRST_CHUNK_ROWS)];
+        chunks.extend(self::chunks(
+            offset + FIRST_CHUNK_ROWS,
+            count - FIRST_CHUNK_ROWS,
+            chunk_rows,
+        ));
         let permits = Arc::new(Semaphore::new(parallelism));
         // The chunk streams, in row order; at most `parallelism` are being read.
         let (order_tx, order_rx) = mpsc::channel::<mpsc::UnboundedReceiver<_>>(parallelism);

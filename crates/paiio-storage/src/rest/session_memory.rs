@@ -48,12 +48,7 @@ impl RestClient {
             .map(|m| (m.split_mode, m.arrow_options));
         let session = answer.into_session(table, meta)?;
         self.note_expiry(&session.session_id, session.expiration_time_ms);
-        if session.record_count > 0 && session.estimated_size > 0 {
-            self.inner.row_bytes.lock().insert(
-                session.session_id.clone(),
-                session.estimated_size as f64 / session.record_count as f64,
-            );
-        }
+
         Ok(session)
     }
 
