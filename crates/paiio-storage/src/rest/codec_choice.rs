@@ -366,9 +366,17 @@ mod tests {
         // lz4 is tried next.
         let later = later + FRESH + Duration::from_secs(1);
         chooser.record(BodyEncoding::Identity, seg(50.0 * MB, 1.0, 0.1), later);
-        assert_eq!(chooser.pick(later), BodyEncoding::Zstd, "estimated 150 MB/s");
+        assert_eq!(
+            chooser.pick(later),
+            BodyEncoding::Zstd,
+            "estimated 150 MB/s"
+        );
         chooser.record(BodyEncoding::Zstd, seg(10.0 * MB, 3.0, 0.1), later);
-        assert_eq!(chooser.pick(later), BodyEncoding::Lz4Frame, "estimated 100 MB/s");
+        assert_eq!(
+            chooser.pick(later),
+            BodyEncoding::Lz4Frame,
+            "estimated 100 MB/s"
+        );
         chooser.record(BodyEncoding::Lz4Frame, seg(20.0 * MB, 2.0, 0.1), later);
         assert_eq!(chooser.pick(later), BodyEncoding::Identity);
     }
