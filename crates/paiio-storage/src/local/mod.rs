@@ -1246,19 +1246,19 @@ fn read_ahead_permits() -> Arc<tokio::sync::Semaphore> {
         .clone()
 }
 
-type NextBatch = (RangeReader, Option<Result<arrow_array::RecordBatch>>);
+type NextBatch = (Box<RangeReader>, Option<Result<arrow_array::RecordBatch>>);
 
 /// A row stream's reader: idle, or reading its next batch on the blocking pool (ahead of
 /// the caller when it holds a read-ahead permit).
 enum Ahead {
-    Idle(RangeReader),
+    Idle(Box<RangeReader>),
     Reading(
         tokio::task::JoinHandle<NextBatch>,
         Option<tokio::sync::OwnedSemaphorePermit>,
     ),
 }
 
-fn read_next(mut reader: RangeReader) -> tokio::task::JoinHandle<NextBatch> {
+fn read_next(mut reader: Box<RangeReader>) -> tokio::task::JoinHandle<NextBatch> {
     tokio::task::spawn_blocking(move || {
         let item = reader.next();
         (reader, item)
@@ -1270,7 +1270,7 @@ fn into_stream(reader: RangeReader) -> RecordBatchStream {
         // No runtime to read on: read in the caller.
         return Box::pin(futures::stream::iter(reader));
     }
-    let stream = futures::stream::unfold(Some(Ahead::Idle(reader)), |state| async move {
+    let stream = futures::stream::unfold(Some(Ahead::Idle(Box::new(reader))), |state| async move {
         let (handle, permit) = match state? {
             Ahead::Idle(reader) => (read_next(reader), None),
             Ahead::Reading(handle, permit) => (handle, permit),
