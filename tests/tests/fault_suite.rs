@@ -1297,16 +1297,40 @@ async fn retry_after_is_honoured() {
     );
 }
 
+/// A server whose answers are capped at `rate` bytes per second each.
+async fn capped_server(rate: u64) -> TestServer {
+    TestServer::start_with(TestServerOptions {
+        stream_rate: Some(rate),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Reads rows `offset..offset + count` of a session in batches of at most 4,096 rows.
+async fn read_rows(
+    client: &RestClient,
+    table: &TableId,
+    session_id: &str,
+    offset: u64,
+    count: u64,
+) -> Vec<RecordBatch> {
+    let mut request =
+        ReadRequest::new(table.clone(), session_id, ReadRange::Rows { offset, count });
+    request.max_batch_rows = 4096;
+    let mut stream = client.read(&request).await.unwrap();
+    let mut batches = Vec::new();
+    while let Some(b) = stream.next().await {
+        batches.push(b.unwrap());
+    }
+    batches
+}
+
 /// The automatic body compression on a capped link: a stream measures its first segment
 /// uncompressed, then stops its body at a batch boundary to read the rest compressed, and
 /// every row arrives exactly once, in order, with its content; a fixed codec never changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_compression_changes_codec_mid_read_without_losing_rows() {
-    let server = TestServer::start_with(TestServerOptions {
-        stream_rate: Some(4 << 20),
-        ..Default::default()
-    })
-    .await;
+    let server = capped_server(4 << 20).await;
     let rows = 60_000;
     let (table, g) = filled(&server, "auto_codec", rows).await;
     for (compression, changes) in [
@@ -1363,20 +1387,14 @@ async fn a_long_row_range_is_read_as_parallel_chunks_in_order() {
             When::Nth(nth),
             "TableRead",
         );
-        let mut request = ReadRequest::new(
-            table.clone(),
+        let batches = read_rows(
+            &client,
+            &table,
             &session.session_id,
-            ReadRange::Rows {
-                offset: 1_000,
-                count: (rows - 2_000) as u64,
-            },
-        );
-        request.max_batch_rows = 4096;
-        let mut stream = client.read(&request).await.unwrap();
-        let mut batches = Vec::new();
-        while let Some(b) = stream.next().await {
-            batches.push(b.unwrap());
-        }
+            1_000,
+            (rows - 2_000) as u64,
+        )
+        .await;
         let got = g.check_values(&batches).unwrap();
         assert_eq!(
             got,
@@ -1398,11 +1416,7 @@ async fn a_long_row_range_is_read_as_parallel_chunks_in_order() {
 /// chunk measures and changes codec on its own, and the rows still come in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_compression_across_parallel_chunks() {
-    let server = TestServer::start_with(TestServerOptions {
-        stream_rate: Some(10 << 20),
-        ..Default::default()
-    })
-    .await;
+    let server = capped_server(10 << 20).await;
     let rows = 600_000;
     let (table, g) = filled(&server, "auto_ranged", rows).await;
     let client = server.client();
@@ -1410,19 +1424,7 @@ async fn auto_compression_across_parallel_chunks() {
         .create_read_session(&paiio_tests::row_offset_request(&table))
         .await
         .unwrap();
-    let request = ReadRequest::new(
-        table.clone(),
-        &session.session_id,
-        ReadRange::Rows {
-            offset: 0,
-            count: rows as u64,
-        },
-    );
-    let mut stream = client.read(&request).await.unwrap();
-    let mut batches = Vec::new();
-    while let Some(b) = stream.next().await {
-        batches.push(b.unwrap());
-    }
+    let batches = read_rows(&client, &table, &session.session_id, 0, rows as u64).await;
     assert_eq!(
         g.check_values(&batches).unwrap(),
         (0..rows).collect::<Vec<_>>()
