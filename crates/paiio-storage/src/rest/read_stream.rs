@@ -32,9 +32,9 @@ pub(super) enum Source {
 /// The segment of a body being measured for [`ReadCompression::Auto`].
 struct Measuring {
     counts: Arc<BodyCounts>,
-    /// The counts where the segment began.
+    /// The counts where the segment began, and when.
     base: (u64, u64),
-    busy: Duration,
+    since: Instant,
 }
 
 struct ReadState {
@@ -170,7 +170,7 @@ impl RestClient {
     ) -> RecordBatchStream {
         let measuring = (self.inner.read_compression == ReadCompression::Auto
             && matches!(source, Source::Read(_)))
-        .then(|| Measuring::new(&first));
+        .then(|| Measuring::new(&first, Instant::now()));
         let state = ReadState {
             client: self.clone(),
             source,
@@ -211,36 +211,35 @@ impl RestClient {
 }
 
 impl Measuring {
-    fn new(decoder: &BodyDecoder) -> Self {
+    fn new(decoder: &BodyDecoder, since: Instant) -> Self {
         let counts = decoder.counts();
         Measuring {
             base: counts.get(),
             counts,
-            busy: Duration::ZERO,
+            since,
         }
     }
 }
 
 impl ReadState {
-    /// Accounts the time a batch took; at the end of a segment, reports it and returns the
-    /// codec the rest should be read in when that is another one.
-    fn measured(&mut self, busy: Duration) -> Option<BodyEncoding> {
+    /// Accounts a batch; at the end of a segment, reports it and returns the codec the rest
+    /// should be read in when that is another one.
+    fn measured(&mut self) -> Option<BodyEncoding> {
         let m = self.measuring.as_mut()?;
         let decoder = self.decoder.as_ref()?;
-        m.busy += busy;
+        let now = Instant::now();
         let (wire, decoded) = m.counts.get();
         let segment = Segment {
             decoded: decoded - m.base.1,
             wire: wire - m.base.0,
-            busy: m.busy,
+            time: now.saturating_duration_since(m.since),
         };
         if !segment.complete() {
             return None;
         }
         m.base = (wire, decoded);
-        m.busy = Duration::ZERO;
+        m.since = now;
         let codecs = &self.client.inner.codecs;
-        let now = Instant::now();
         codecs.record(decoder.encoding(), segment, now);
         let next = codecs.pick(now);
         (next != decoder.encoding()).then_some(next)
@@ -293,8 +292,9 @@ impl ReadState {
                     .await
                 {
                     Ok(Some(d)) => {
-                        if self.measuring.is_some() {
-                            self.measuring = Some(Measuring::new(&d));
+                        // A new body: its counts start anew, the segment's clock runs on.
+                        if let Some(m) = &self.measuring {
+                            self.measuring = Some(Measuring::new(&d, m.since));
                         }
                         self.decoder = Some(d);
                     }
@@ -310,7 +310,6 @@ impl ReadState {
                 }
             }
             let decoder = self.decoder.as_mut()?;
-            let started = Instant::now();
             let next = decoder.next().await;
             match next {
                 Ok(Some(batch)) => {
@@ -322,7 +321,7 @@ impl ReadState {
                     }
                     self.delivered += batch.num_rows() as u64;
                     self.delivered_any = true;
-                    if let Some(codec) = self.measured(started.elapsed()) {
+                    if let Some(codec) = self.measured() {
                         // The rest in another codec: this body stops here, at a batch
                         // boundary, and the next call asks for the rows after it.
                         tracing::debug!(
