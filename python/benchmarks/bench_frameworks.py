@@ -8,8 +8,9 @@ Measures:
   * tf  TableRecordDataset: elements/s of the unbatched dataset consumed inside TensorFlow
     (``Dataset.reduce``: no Python per element), and of ``.batch(B)`` iterated in eager Python;
   * torch TableDataset + paiio.torch.DataLoader: batches/s (and rows/s) per worker count, with
-    shuffle=False and shuffle=True side by side (one epoch each; with --repeat N, the median
-    of N epochs, each with a new loader as a training loop makes every epoch);
+    shuffle=False and shuffle=True side by side: the first epoch of a new loader (workers
+    started in it), and the next epoch of the same loader with ``persistent_workers=True``
+    (the steady state of a long training run); with --repeat N, the median of N loaders;
   * the limit of each row, and every row as a ratio to it:
       - tf rows: TensorFlow reading the same elements from memory (``from_tensor_slices``
         of the columns);
@@ -135,23 +136,29 @@ def bench_tf_in_memory(rows, batch):
 
 
 def torch_epoch(uri, batch, workers, shuffle):
-    """Batches and rows per second of one epoch of a new TableDataset and DataLoader."""
+    """Batches and rows per second of the first and the second epoch of a new TableDataset
+    and DataLoader."""
     from paiio.torch import DataLoader, TableDataset
 
     ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=shuffle)
-    return timed_epoch(DataLoader, ds, workers)
+    return timed_epochs(DataLoader, ds, workers)
 
 
-def timed_epoch(loader_class, dataset, workers, **kwargs):
-    """Batches and rows per second of one epoch of ``loader_class(dataset, ...)``."""
-    loader = loader_class(dataset, num_workers=workers, **kwargs,
-                          **({"multiprocessing_context": "fork"} if workers else {}))
-    t, nb, rows = time.perf_counter(), 0, 0
-    for b in loader:
-        nb += 1
-        rows += int(b["id"].shape[0])
-    dt = time.perf_counter() - t
-    return nb / dt, rows / dt
+def timed_epochs(loader_class, dataset, workers, **kwargs):
+    """Batches and rows per second of the first two epochs of ``loader_class(dataset, ...)``
+    (with workers: forked, and kept for the second epoch)."""
+    extra = {"multiprocessing_context": "fork", "persistent_workers": True} if workers else {}
+    loader = loader_class(dataset, num_workers=workers, **kwargs, **extra)
+    out = []
+    for _ in range(2):
+        t, nb, rows = time.perf_counter(), 0, 0
+        for b in loader:
+            nb += 1
+            rows += int(b["id"].shape[0])
+        dt = time.perf_counter() - t
+        out.append((nb / dt, rows / dt))
+    del loader
+    return out
 
 
 def ready_batches(rows, batch):
@@ -180,7 +187,7 @@ def torch_in_memory_epoch(batches, workers):
             w, n = (0, 1) if info is None else (info.id, info.num_workers)
             return iter(batches[w::n])
 
-    return timed_epoch(torch.utils.data.DataLoader, Ready(), workers, batch_size=None)
+    return timed_epochs(torch.utils.data.DataLoader, Ready(), workers, batch_size=None)
 
 
 def bench_torch_in_memory(rows, batch, workers, shuffles, repeat):
@@ -189,12 +196,21 @@ def bench_torch_in_memory(rows, batch, workers, shuffles, repeat):
     batches = ready_batches(rows, batch)
     out = {}
     for w in workers:
-        runs = sorted(torch_in_memory_epoch(batches, w) for _ in range(repeat))
-        nb, nr = runs[len(runs) // 2]
+        runs = [torch_in_memory_epoch(batches, w) for _ in range(repeat)]
         for shuffle in shuffles:
-            label = f"workers={w}, shuffle={shuffle}"
-            out[f"torch batches/s ({label})"] = nb
-            out[f"torch rows/s    ({label})"] = nr
+            out.update(torch_rows(runs, w, shuffle))
+    return out
+
+
+def torch_rows(runs, workers, shuffle):
+    """The figures of `runs` (each the first and the second epoch of a loader): the median
+    of each epoch."""
+    out = {}
+    for epoch, name in ((0, "first epoch"), (1, "next epoch ")):
+        nb, nr = sorted(r[epoch] for r in runs)[len(runs) // 2]
+        label = f"workers={workers}, shuffle={shuffle}, {name}"
+        out[f"torch batches/s ({label})"] = nb
+        out[f"torch rows/s    ({label})"] = nr
     return out
 
 
@@ -202,11 +218,8 @@ def bench_torch(uri, batch, workers, shuffles, repeat):
     out = {}
     for w in workers:
         for shuffle in shuffles:
-            runs = sorted(torch_epoch(uri, batch, w, shuffle) for _ in range(repeat))
-            batches, rows = runs[len(runs) // 2]
-            label = f"workers={w}, shuffle={shuffle}"
-            out[f"torch batches/s ({label})"] = batches
-            out[f"torch rows/s    ({label})"] = rows
+            runs = [torch_epoch(uri, batch, w, shuffle) for _ in range(repeat)]
+            out.update(torch_rows(runs, w, shuffle))
     return out
 
 

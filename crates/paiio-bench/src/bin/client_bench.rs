@@ -21,7 +21,9 @@
 //!   side by side (each run with a new client; the first run of `auto` is the first read of
 //!   the process, later ones start with what it learnt), uncapped and under --stream-rate.
 //! * **PyODPS**: `python/pyodps_read.py` with the venv python (pyodps 0.13.2 `odps.maxstorage`),
-//!   the same RowOffset range as the 1-stream run, iterated batch by batch.
+//!   the same RowOffset range as the 1-stream run, iterated batch by batch; its runs take
+//!   turns with the RestClient's 1-stream runs, so that a drift of the machine's speed
+//!   meanwhile hits both alike.
 //! * **local files**: the same `TableService::read` on the in-process `LocalWarehouse` (no
 //!   HTTP), and a raw `FileReader` decode of the warehouse's Arrow IPC data files.
 //! * **--stream-rate**: a second `paiio serve --stream-rate 10MB`, read by N = 1 … 64 concurrent
@@ -266,13 +268,87 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
 
     let mut results: Vec<Row> = Vec::new();
+    let mut pyodps_row: Option<Row> = None;
     let rest = rest_client(&serve.endpoint, CODECS[0].1)?;
+    // PyODPS: the same single range as the 1-stream run, its runs taking turns with the
+    // RestClient's (so that what drifts on the machine meanwhile hits both alike).
+    let mut pyodps: Option<PyodpsRun> = None;
+    let mut pyodps_error: Option<String> = None;
+    let python = args.python.clone().unwrap_or_else(|| {
+        std::env::var_os("PAIIO_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cli::cache_base().join("venv"))
+            .join("bin")
+            .join("python")
+    });
+    let script = args.pyodps_script.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join("pyodps_read.py")
+    });
+    let mut rest_one: Option<(ReadRun, Option<f64>)> = None;
+    if !args.no_pyodps {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            ours.push(
+                timed_read(rest.clone(), &reads::even_ranges(rows, 1), mbr, Some(pid)).await?,
+            );
+            let (python, script) = (python.clone(), script.clone());
+            let endpoint = serve.endpoint.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                let cpu0 = proc_stats::cpu_seconds(pid);
+                let run = reads::run_pyodps(
+                    &python,
+                    &script,
+                    &endpoint,
+                    rows,
+                    mbr,
+                    None,
+                    Duration::from_secs(600),
+                )?;
+                let server_cpu = proc_stats::cpu_seconds(pid).zip(cpu0).map(|(b, a)| b - a);
+                Ok::<_, BoxError>((run, server_cpu))
+            })
+            .await?;
+            match run {
+                Ok(r) => theirs.push(r),
+                Err(e) => {
+                    eprintln!("bench: PyODPS reader: {e}");
+                    pyodps_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        ours.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
+        rest_one = Some(ours.swap_remove(ours.len() / 2));
+        if pyodps_error.is_none() {
+            theirs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
+            let (p, server_cpu) = theirs.swap_remove(theirs.len() / 2);
+            check_rows("PyODPS", p.rows, rows)?;
+            eprintln!("bench: PyODPS ({}) x1: {:.2} s", p.versions, p.wall_s);
+            pyodps_row = Some(Row {
+                reader: "PyODPS 0.13.2 maxstorage".into(),
+                streams: "1".into(),
+                streams_n: 1,
+                wall_s: p.wall_s,
+                rows: p.rows,
+                bytes: p.bytes,
+                client_cpu_s: p.cpu_s,
+                server_cpu_s: server_cpu,
+                kind: Kind::Pyodps,
+            });
+            pyodps = Some(p);
+        }
+    }
     // The table's logical Arrow bytes, from the first full client read.
     let mut table_bytes = 0u64;
     for &n in &args.streams {
         let ranges = reads::even_ranges(rows, n);
-        let (run, server_cpu) =
-            median_read(rest.clone(), &ranges, mbr, Some(pid), args.repeat).await?;
+        let (run, server_cpu) = match rest_one.take() {
+            Some(r) if n == 1 => r,
+            _ => median_read(rest.clone(), &ranges, mbr, Some(pid), args.repeat).await?,
+        };
         check_rows("RestClient", run.rows, rows)?;
         table_bytes = table_bytes.max(run.bytes);
         eprintln!(
@@ -305,69 +381,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
 
-    // PyODPS: the same single range as the 1-stream run.
-    let mut pyodps: Option<PyodpsRun> = None;
-    let mut pyodps_error: Option<String> = None;
-    let python = args.python.clone().unwrap_or_else(|| {
-        std::env::var_os("PAIIO_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| cli::cache_base().join("venv"))
-            .join("bin")
-            .join("python")
-    });
-    let script = args.pyodps_script.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("python")
-            .join("pyodps_read.py")
-    });
-    if !args.no_pyodps {
-        let (python, script) = (python.clone(), script.clone());
-        let endpoint = serve.endpoint.clone();
-        let repeat = args.repeat;
-        // As for our client: `repeat` runs, the median one reported, with its server CPU.
-        let result = tokio::task::spawn_blocking(move || {
-            let mut runs = Vec::new();
-            for _ in 0..repeat {
-                let cpu0 = proc_stats::cpu_seconds(pid);
-                let run = reads::run_pyodps(
-                    &python,
-                    &script,
-                    &endpoint,
-                    rows,
-                    mbr,
-                    None,
-                    Duration::from_secs(600),
-                )?;
-                let server_cpu = proc_stats::cpu_seconds(pid).zip(cpu0).map(|(b, a)| b - a);
-                runs.push((run, server_cpu));
-            }
-            runs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
-            Ok::<_, BoxError>(runs.swap_remove(runs.len() / 2))
-        })
-        .await?;
-        match result {
-            Ok((p, server_cpu)) => {
-                check_rows("PyODPS", p.rows, rows)?;
-                eprintln!("bench: PyODPS ({}) x1: {:.2} s", p.versions, p.wall_s);
-                results.push(Row {
-                    reader: "PyODPS 0.13.2 maxstorage".into(),
-                    streams: "1".into(),
-                    streams_n: 1,
-                    wall_s: p.wall_s,
-                    rows: p.rows,
-                    bytes: p.bytes,
-                    client_cpu_s: p.cpu_s,
-                    server_cpu_s: server_cpu,
-                    kind: Kind::Pyodps,
-                });
-                pyodps = Some(p);
-            }
-            Err(e) => {
-                eprintln!("bench: PyODPS reader: {e}");
-                pyodps_error = Some(e.to_string());
-            }
-        }
-    }
+    results.extend(pyodps_row);
     let rss_hwm = proc_stats::memory(pid, "VmHWM").unwrap_or(0);
     drop(serve);
 
