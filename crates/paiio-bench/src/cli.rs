@@ -2,7 +2,7 @@
 //! and running the benchmark on a tokio runtime.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::client::BoxError;
 use crate::table;
@@ -85,6 +85,17 @@ pub fn cache_base() -> PathBuf {
                 .unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache").join("paiio-rs")
         })
+}
+
+/// The python with PyODPS: `explicit`, else `$PAIIO_VENV/bin/python`, else the cache's venv.
+pub fn venv_python(explicit: Option<&Path>) -> PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("PAIIO_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache_base().join("venv"))
+            .join("bin")
+            .join("python")
+    })
 }
 
 /// An error of the `table`/`server` helpers as a [`BoxError`].

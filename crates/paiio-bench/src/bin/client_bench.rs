@@ -274,13 +274,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // RestClient's (so that what drifts on the machine meanwhile hits both alike).
     let mut pyodps: Option<PyodpsRun> = None;
     let mut pyodps_error: Option<String> = None;
-    let python = args.python.clone().unwrap_or_else(|| {
-        std::env::var_os("PAIIO_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| cli::cache_base().join("venv"))
-            .join("bin")
-            .join("python")
-    });
+    let python = cli::venv_python(args.python.as_deref());
     let script = args.pyodps_script.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("python")

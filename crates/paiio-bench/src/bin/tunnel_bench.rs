@@ -168,13 +168,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .map_err(cli::boxed)?;
     let mbr = args.table.max_batch_rows;
     let paiio = server::find_paiio(args.table.paiio.as_deref())?;
-    let python = args.python.clone().unwrap_or_else(|| {
-        std::env::var_os("PAIIO_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| cli::cache_base().join("venv"))
-            .join("bin")
-            .join("python")
-    });
+    let python = cli::venv_python(args.python.as_deref());
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("python")
         .join("pyodps_tunnel_read.py");
