@@ -56,7 +56,10 @@ Workers
     happens to either process) and sends a descriptor of a few hundred bytes through its
     pipe. The training process copies the columns out of the slot as it receives the
     descriptor (making the text objects there) and frees the slot, so a batch the loop holds
-    is never overwritten. With a plain ``torch.utils.data.DataLoader``, torch sends every
+    is never overwritten. Small batches travel in bundles (up to 48 batches, 4 MiB, per
+    item a worker sends), which :class:`paiio.torch.DataLoader` puts back in the epoch's
+    order: torch's handling of each item costs the training process a few hundred
+    microseconds, more than a small batch's whole read. With a plain ``torch.utils.data.DataLoader``, torch sends every
     tensor through a shared-memory segment of its own, whose file descriptor the receiver
     fetches over a new connection, and pickles every text value: a batch of a few small
     columns costs more to hand over than to read.
@@ -402,13 +405,22 @@ class TableDataset(torch.utils.data.IterableDataset):
                     for _, (v, j, rows) in mine]
             stream = sessions.stream(plan, _STREAM_DEPTH)
             names = stream.columns
+            ring = None
+            if token is not None:
+                ring = _worker_ring(token, worker,
+                                    getattr(self, "_transfer_depth", _TRANSFER_DEPTH))
+            # A worker hands its batches over a few at a time (see _Bundle).
+            bundle: List[Tuple[int, _Packed]] = []
             for k, _ in mine:
-                if token is not None:
+                if ring is not None:
                     packed = stream.next_packed()
                     if packed is None:
                         break
-                    batch = _worker_ring(token, worker).put(
-                        packed, None if self.as_tuple else names)
+                    bundle.append((k, ring.put(packed, None if self.as_tuple else names)))
+                    if len(bundle) < ring.bundle_batches:
+                        continue
+                    batch: Any = ring.bundle(bundle)
+                    bundle = []
                 else:
                     cols = stream.next()
                     if cols is None:
@@ -418,7 +430,11 @@ class TableDataset(torch.utils.data.IterableDataset):
                     self._consumed = k + 1
                 yield batch
             else:
+                if bundle:
+                    yield ring.bundle(bundle)  # type: ignore[union-attr]
                 return
+            if bundle:
+                yield ring.bundle(bundle)  # type: ignore[union-attr]
             raise RuntimeError("the table ended before the batches of the epoch's plan")
         finally:
             if stream is not None:
@@ -489,7 +505,7 @@ def _pack_for_transfer(batch: Any) -> Any:
     """The ``collate_fn`` of :class:`DataLoader`'s workers: a batch already packed into
     shared memory (:class:`_Packed`) as it is; a TableDataset batch (a dict or tuple of
     tensors and object arrays) as a :class:`_Transfer`. Anything else is left alone."""
-    if isinstance(batch, _Packed):
+    if isinstance(batch, (_Packed, _Bundle)):
         return batch
     if isinstance(batch, dict):
         names: Optional[List[str]] = list(batch)
@@ -516,28 +532,51 @@ def _pack_for_transfer(batch: Any) -> Any:
 # kept. Where no memfd can be made, or every slot is still in use, the packed batch travels
 # as bytes through the pipe instead.
 
-#: Slots per worker ring; a worker falls back to bytes through the pipe when all are in use.
-_RING_SLOTS = 8
-#: Ring header: a u32 state per slot (0: free, 1: written), then the "mapped by the
-#: training process" flag; the slots start at _RING_HEADER.
-_RING_ATTACHED = 4 * _RING_SLOTS
+#: Batches a worker hands over in one item (at most; see _Bundle), and the bytes a bundle
+#: is kept to: torch's handling of each item a worker sends costs the training process a few
+#: hundred microseconds, more than the rest of a small batch's way (and the whole read of
+#: one with ``num_workers=0``), so small batches travel in bundles that share it.
+_BUNDLE_BATCHES = 48
+_BUNDLE_BYTES = 4 << 20
+#: Items torch keeps in flight per worker (``prefetch_factor``) when the loader does not say.
+_TRANSFER_DEPTH = 2
+#: Ring header: a u32 state per slot (0: free, 1: written), and in its last u32 the "mapped
+#: by the training process" flag; the slots start at _RING_HEADER.
 _RING_HEADER = 4096
+_RING_ATTACHED = _RING_HEADER - 4
+_RING_MAX_SLOTS = _RING_ATTACHED // 4
+_RING_MIN_SLOTS = 8
 _RING_ALIGN = 64 * 1024
 
 
 class _WorkerRing:
     """The shared-memory slots of one DataLoader worker (made in the worker)."""
 
-    def __init__(self, token: str, worker: int):
+    def __init__(self, token: str, worker: int, depth: int):
         self.token = token
         self.worker = worker
+        self.depth = max(int(depth), 1)
         self.generation = 0
         self.mm: Any = None
         self.fd = -1
         self.view: Optional[np.ndarray] = None
         self.slot_bytes = 0
+        self.slots = 0
         self.next = 0
         self.shm = hasattr(os, "memfd_create")
+        #: Batches per bundle: set by the first batch's size, then kept.
+        self.bundle_batches = 1
+        self._sized = False
+        #: Whether a descriptor of the bundle being made already offers the ring's fd.
+        self._offered = False
+
+    def _size_bundles(self, nbytes: int) -> None:
+        self._sized = True
+        self.bundle_batches = max(1, min(_BUNDLE_BATCHES, _BUNDLE_BYTES // max(nbytes, 1)))
+        # The bundles in flight (torch's prefetch), the one being made, and one more: a
+        # worker never waits for the training process, and rarely finds every slot in use.
+        self.slots = min(max((self.depth + 2) * self.bundle_batches, _RING_MIN_SLOTS),
+                         _RING_MAX_SLOTS)
 
     def _grow(self, nbytes: int) -> bool:
         """A new ring whose slots hold ``nbytes`` (and a quarter more); the old one is left
@@ -546,8 +585,8 @@ class _WorkerRing:
         try:
             fd = os.memfd_create("paiio-batches", os.MFD_CLOEXEC)
             try:
-                os.ftruncate(fd, _RING_HEADER + _RING_SLOTS * slot)
-                mm = mmap.mmap(fd, _RING_HEADER + _RING_SLOTS * slot)
+                os.ftruncate(fd, _RING_HEADER + self.slots * slot)
+                mm = mmap.mmap(fd, _RING_HEADER + self.slots * slot)
             except BaseException:
                 os.close(fd)
                 raise
@@ -559,6 +598,7 @@ class _WorkerRing:
         self.view = np.frombuffer(mm, dtype=np.uint8)
         self.generation += 1
         self.next = 0
+        self._offered = False
         return True
 
     def _release(self) -> None:
@@ -573,13 +613,15 @@ class _WorkerRing:
 
     def put(self, packed: Any, names: Optional[List[str]]) -> "_Packed":
         nbytes = packed.nbytes
+        if not self._sized:
+            self._size_bundles(nbytes)
         if self.shm and (self.mm is None or nbytes > self.slot_bytes) and not self._grow(nbytes):
             return _Packed(names, blob=packed.to_bytes())
         if not self.shm:
             return _Packed(names, blob=packed.to_bytes())
         view = self.view
-        for i in range(_RING_SLOTS):
-            slot = (self.next + i) % _RING_SLOTS
+        for i in range(self.slots):
+            slot = (self.next + i) % self.slots
             if _native.slot_state(view, 4 * slot) == 0:
                 break
         else:
@@ -590,24 +632,54 @@ class _WorkerRing:
         _native.set_slot_state(view, 4 * slot, 1)
         packed.write(view, _RING_HEADER + slot * self.slot_bytes)
         handle = None
-        if _native.slot_state(view, _RING_ATTACHED) == 0:
-            # Until the training process has mapped the ring, each descriptor offers it the
-            # file descriptor (one-shot, fetched from this process's resource sharer).
+        if not self._offered and _native.slot_state(view, _RING_ATTACHED) == 0:
+            # Until the training process has mapped the ring, each bundle offers it the file
+            # descriptor (one-shot, fetched from this process's resource sharer) with its
+            # first descriptor of the ring: they are unpickled in order.
             from multiprocessing.reduction import DupFd
 
             handle = DupFd(self.fd)
+            self._offered = True
         key = (self.token, self.worker, self.generation)
         return _Packed(names, key=key, slot=slot, slot_bytes=self.slot_bytes, handle=handle)
+
+    def bundle(self, batches: List[Tuple[int, "_Packed"]]) -> "_Bundle":
+        """The item that carries ``batches`` (``(index in the epoch, descriptor)``)."""
+        self._offered = False
+        return _Bundle([k for k, _ in batches], [b for _, b in batches])
 
 
 _worker_rings: Dict[Tuple[str, int], _WorkerRing] = {}
 
 
-def _worker_ring(token: str, worker: int) -> _WorkerRing:
+def _worker_ring(token: str, worker: int, depth: int = _TRANSFER_DEPTH) -> _WorkerRing:
     ring = _worker_rings.get((token, worker))
     if ring is None:
-        ring = _worker_rings[(token, worker)] = _WorkerRing(token, worker)
+        ring = _worker_rings[(token, worker)] = _WorkerRing(token, worker, depth)
     return ring
+
+
+class _Bundle:
+    """One item from a DataLoader worker: some of its batches, each with its index in the
+    epoch. In the worker the batches are :class:`_Packed` descriptors; unpickled in the
+    training process (in order) they are :class:`_Transfer` s, copied out of the ring.
+    :class:`DataLoader` puts the batches of the bundles back in the epoch's order: torch
+    takes one item from each worker in turn, so a round of bundles holds the next
+    ``num_workers * bundle_batches`` batches of the epoch."""
+
+    __slots__ = ("indices", "batches")
+
+    def __init__(self, indices: List[int], batches: List[Any]):
+        self.indices = indices
+        self.batches = batches
+
+    def __reduce__(self) -> Any:
+        return (_Bundle, (self.indices, self.batches))
+
+    def pin_memory(self) -> "_Bundle":
+        # The DataLoader's pin-memory thread (pin_memory=True): unpacked and pinned there.
+        return _Bundle(self.indices, [
+            b.pin_memory() if isinstance(b, _Transfer) else b for b in self.batches])
 
 
 class _Packed:
@@ -836,10 +908,12 @@ class DataLoader(torch.utils.data.DataLoader):
         if self.collate_fn is _pack_for_transfer:
             # The workers made now pack their batches into shared memory (see _WorkerRing).
             ds._transfer_token = token
+            ds._transfer_depth = self.prefetch_factor or _TRANSFER_DEPTH
         try:
             inner = super().__iter__()
         finally:
             ds.__dict__.pop("_transfer_token", None)
+            ds.__dict__.pop("_transfer_depth", None)
         if getattr(inner, "_paiio_token", None) is None:
             # The rings of these workers are unmapped here when the iterator is gone
             # (persistent workers keep theirs across epochs).
@@ -847,12 +921,27 @@ class DataLoader(torch.utils.data.DataLoader):
             weakref.finalize(inner, _drop_rings, token)
         start = ds._begin_iteration()
         count = start
-        for batch in inner:
-            if isinstance(batch, _Transfer):  # not unpacked by the pin-memory thread
-                batch = batch.unpack()
-            count += 1
-            ds._consumed = count
-            yield batch
+        # Batches of bundles that arrived ahead of their turn, by index in the epoch.
+        ahead: Dict[int, Any] = {}
+        for item in inner:
+            if isinstance(item, _Bundle):
+                ahead.update(zip(item.indices, item.batches))
+                batches = []
+                while count + len(batches) in ahead:
+                    batches.append(ahead.pop(count + len(batches)))
+            else:
+                batches = [item]
+            for batch in batches:
+                if isinstance(batch, _Transfer):  # not unpacked by the pin-memory thread
+                    batch = batch.unpack()
+                count += 1
+                ds._consumed = count
+                yield batch
+        if ahead:
+            raise RuntimeError(
+                f"the DataLoader's workers sent batches {sorted(ahead)[:4]} of the epoch "
+                f"but not batch {count}"
+            )
 
     def _iter_in_process(self, ds: TableDataset) -> Iterator[Any]:
         """``num_workers=0``: the batches of the dataset's native stream (read, sliced and

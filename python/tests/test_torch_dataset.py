@@ -208,6 +208,29 @@ def test_resume_exactly_with_another_worker_count(before, after):
     assert len(run(ds2, workers=after)[0]) == len(full)
 
 
+def test_bundles_of_many_batches_keep_the_epoch_order_and_resume_inside_one():
+    # Batches of 16 rows: each worker hands over bundles of many batches (several bundles
+    # per worker, the last ones shorter, three workers with unequal counts); the loader puts
+    # them back in the epoch's order, and a position inside a bundle resumes exactly.
+    def fresh():
+        return dataset(tables=[uri("nums"), uri("nums2")], batch_size=16, shuffle=True,
+                       seed=4, num_shards=12)
+
+    full = batch_ids(run(fresh(), workers=0)[0])
+    assert len(full) > 6 * ptorch._BUNDLE_BATCHES
+    assert batch_ids(run(fresh(), workers=3)[0]) == full
+    stop = 2 * ptorch._BUNDLE_BATCHES + 7
+    head, loader = run(fresh(), workers=3, limit=stop)
+    assert batch_ids(head) == full[:stop]
+    state = loader.state_dict()
+    assert state["batches"] == stop
+    ds2 = fresh()
+    ds2.load_state_dict(state)
+    rest, loader2 = run(ds2, workers=2)
+    assert batch_ids(rest) == full[stop:]
+    assert loader2.state_dict()["batches"] == len(full)
+
+
 def test_resume_from_the_dataset_state_without_workers():
     ds = dataset(shuffle=True)
     it = iter(ds)
@@ -355,8 +378,10 @@ def test_worker_batches_travel_through_shared_memory_not_the_pipe(monkeypatch, a
     for g, w in zip(got, want):
         assert_same_batch(g, w)
     # A batch of 256 rows is some kilobytes of column data (about 4 KB here, with the text);
-    # what crossed the pipes is a descriptor per batch (plus torch's own small messages).
-    assert len(received.sizes) >= len(want)
+    # what crossed the pipes is a bundle of descriptors per item, a few hundred bytes for up
+    # to _BUNDLE_BATCHES batches (plus torch's own small messages).
+    assert len(received.sizes) >= len(want) / ptorch._BUNDLE_BATCHES
+    assert len(received.sizes) < len(want)
     assert max(received.sizes) < 1024, max(received.sizes)
 
 
@@ -396,8 +421,8 @@ def test_nulls_and_natural_types_cross_from_workers(context):
 def test_batches_received_are_never_overwritten_by_the_workers():
     # Batches copied out of the ring: holding all of them (more than the ring's slots) keeps
     # every one intact.
-    got, _ = run(dataset(tables=[uri("nums"), uri("nums2")], batch_size=64), workers=2)
-    assert len(got) > 4 * ptorch._RING_SLOTS
+    got, _ = run(dataset(tables=[uri("nums"), uri("nums2")], batch_size=8), workers=2)
+    assert len(got) > 2 * (ptorch._TRANSFER_DEPTH + 2) * ptorch._BUNDLE_BATCHES  # all slots
     ids = [i for b in got for i in b["id"].tolist()]
     assert sorted(ids) == BOTH
     for b in got:
