@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use files::FileCompression;
-use files::{ColumnSource, OutputShape, Piece, RangeReader};
+use files::{ColumnSource, FileCache, OutputShape, Piece, RangeReader};
 use manifest::{DataFile, Manifest};
 pub use vacuum::{VacuumOptions, VacuumReport};
 
@@ -85,6 +85,8 @@ struct Inner {
     /// How many times a read session file was parsed (tests check the cache with it).
     read_session_parses: std::sync::atomic::AtomicU64,
     sessions_created: std::sync::atomic::AtomicU64,
+    /// Open data files and decoded edge batches, shared by the reads.
+    files: Arc<FileCache>,
 }
 
 /// A parsed read session and where it lives.
@@ -201,6 +203,7 @@ impl LocalWarehouseBuilder {
                 read_sessions: Mutex::new(HashMap::new()),
                 read_session_parses: std::sync::atomic::AtomicU64::new(0),
                 sessions_created: std::sync::atomic::AtomicU64::new(0),
+                files: Arc::new(FileCache::default()),
             }),
         })
     }
@@ -808,7 +811,12 @@ impl Inner {
         } else {
             req.max_batch_rows
         };
-        Ok(RangeReader::new(pieces, shape, max_batch_rows))
+        Ok(RangeReader::new(
+            pieces,
+            shape,
+            max_batch_rows,
+            self.files.clone(),
+        ))
     }
 
     fn plan_preview(
@@ -859,6 +867,7 @@ impl Inner {
             pieces,
             shape,
             ReadRequest::DEFAULT_MAX_BATCH_ROWS,
+            self.files.clone(),
         ))
     }
 
@@ -934,6 +943,8 @@ impl Inner {
         }
         self.manifests.lock().retain(|(d, _), _| d != &dir);
         self.manifests.lock().retain(|(d, _), _| d != &target);
+        // Mapped files would keep their disk space.
+        self.files.forget_under(&dir);
         let _ = fs::remove_dir_all(&target);
         Ok(())
     }
