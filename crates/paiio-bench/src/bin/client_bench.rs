@@ -131,6 +131,8 @@ struct Row {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Rest,
+    /// One request at a time (`read_parallelism(1)`): how PyODPS reads a range.
+    RestOneRequest,
     /// One of [`CODECS`].
     RestCodec,
     Pyodps,
@@ -281,12 +283,30 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .join("pyodps_read.py")
     });
     let mut rest_one: Option<(ReadRun, Option<f64>)> = None;
+    let mut one_request_row: Option<Row> = None;
     if !args.no_pyodps {
+        // The same range read one request at a time, as PyODPS reads it: the server's cost
+        // per GB of our requests, without the concurrency of the chunked reads.
+        let one_request: Arc<dyn TableService> = Arc::new(
+            client_builder(&serve.endpoint, CODECS[0].1)
+                .read_parallelism(1)
+                .build()?,
+        );
         let mut ours = Vec::new();
+        let mut ours_one_request = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..args.repeat.max(1) {
             ours.push(
                 timed_read(rest.clone(), &reads::even_ranges(rows, 1), mbr, Some(pid)).await?,
+            );
+            ours_one_request.push(
+                timed_read(
+                    one_request.clone(),
+                    &reads::even_ranges(rows, 1),
+                    mbr,
+                    Some(pid),
+                )
+                .await?,
             );
             let (python, script) = (python.clone(), script.clone());
             let endpoint = serve.endpoint.clone();
@@ -316,6 +336,21 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
         ours.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
         rest_one = Some(ours.swap_remove(ours.len() / 2));
+        ours_one_request.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
+        let (run, server_cpu) = ours_one_request.swap_remove(ours_one_request.len() / 2);
+        check_rows("RestClient", run.rows, rows)?;
+        eprintln!(
+            "bench: RestClient x1, one request at a time: {:.2} s, {:.3} GB/s",
+            run.wall_s,
+            run.bytes as f64 / 1e9 / run.wall_s
+        );
+        one_request_row = Some(row(
+            "paiio RestClient 1 request",
+            1,
+            &run,
+            server_cpu,
+            Kind::RestOneRequest,
+        ));
         if pyodps_error.is_none() {
             theirs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
             let (p, server_cpu) = theirs.swap_remove(theirs.len() / 2);
@@ -375,6 +410,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
 
+    results.extend(one_request_row);
     results.extend(pyodps_row);
     let rss_hwm = proc_stats::memory(pid, "VmHWM").unwrap_or(0);
     drop(serve);
@@ -664,7 +700,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .map(|p| format!("{:.1}x", g / p))
             .unwrap_or_else(|| "-".into());
         let vs_local = match r.kind {
-            Kind::Rest | Kind::RestCodec | Kind::Pyodps => local_at(r.streams_n)
+            Kind::Rest | Kind::RestOneRequest | Kind::RestCodec | Kind::Pyodps => {
+                local_at(r.streams_n)
+            }
                 .map(|l| format!("{:.0}%", 100.0 * g / l))
                 .unwrap_or_else(|| "-".into()),
             _ => "-".into(),
@@ -845,6 +883,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 "server CPU-s/GB serving 1 RestClient stream vs 1 PyODPS stream: {ours:.2} vs \
                  {theirs:.2} (goal <=)"
             ));
+            if let Some(one) = server_per_gb(Kind::RestOneRequest) {
+                goals.push(format!(
+                    "server CPU-s/GB serving 1 RestClient stream one request at a time: {one:.2}"
+                ));
+            }
         }
         if let (Some(ours), Some(theirs)) = (
             results
