@@ -701,10 +701,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .unwrap_or_else(|| "-".into());
         let vs_local = match r.kind {
             Kind::Rest | Kind::RestOneRequest | Kind::RestCodec | Kind::Pyodps => {
-                local_at(r.streams_n)
+                { local_at(r.streams_n) }
+                    .map(|l| format!("{:.0}%", 100.0 * g / l))
+                    .unwrap_or_else(|| "-".into())
             }
-                .map(|l| format!("{:.0}%", 100.0 * g / l))
-                .unwrap_or_else(|| "-".into()),
             _ => "-".into(),
         };
         println!(

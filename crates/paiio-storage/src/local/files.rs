@@ -677,7 +677,9 @@ mod tests {
             schema.clone(),
             vec![
                 Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("n{i}")))),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("n{i}")),
+                )),
                 Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i * 3))),
             ],
         )
@@ -691,7 +693,11 @@ mod tests {
         let fields: Vec<Field> = columns
             .iter()
             .map(|&c| {
-                let t = if c == "name" { DataType::Utf8 } else { DataType::Int64 };
+                let t = if c == "name" {
+                    DataType::Utf8
+                } else {
+                    DataType::Int64
+                };
                 Field::new(c, t, true)
             })
             .collect();
@@ -758,7 +764,10 @@ mod tests {
         assert_eq!(files.edge_batches(), 1);
         let head = read(&files, &path, &batch_rows, &["id"], 0, cut);
         assert_eq!(files.edge_batches(), 2);
-        assert_eq!(ids(&tail), (cut as i64..cut as i64 + 10).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&tail),
+            (cut as i64..cut as i64 + 10).collect::<Vec<_>>()
+        );
         assert_eq!(ids(&head).len(), cut as usize);
         // Whole batches are never kept.
         let whole = read(&files, &path, &batch_rows, &["score"], 0, rows as u64);
@@ -776,7 +785,10 @@ mod tests {
         assert_eq!(b.num_columns(), 2);
         assert_eq!(b.schema().field(0).name(), "score");
         let score = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert_eq!(score.values().to_vec(), (15..45).step_by(3).collect::<Vec<i64>>());
+        assert_eq!(
+            score.values().to_vec(),
+            (15..45).step_by(3).collect::<Vec<i64>>()
+        );
         assert_eq!(ids(&out), (5..15).collect::<Vec<_>>());
         // No stored column at all (a count): the rows still come.
         let none = read(&files, &path, &batch_rows, &[], 0, 20);
