@@ -53,14 +53,14 @@ Workers
     columns). :class:`paiio.torch.DataLoader`'s workers make no Python objects of the rows:
     each packs a batch (numeric values; text as offsets and bytes) into a slot of a ring of
     shared memory of its own (an anonymous memfd: nothing is left in ``/dev/shm`` whatever
-    happens to either process) and sends a descriptor of a few hundred bytes through its
+    happens to either process) and sends a descriptor of a few dozen bytes through its
     pipe. The training process copies the columns out of the slot as it receives the
     descriptor (making the text objects there) and frees the slot, so a batch the loop holds
     is never overwritten. Small batches travel in bundles (up to 48 batches, 4 MiB, per
     item a worker sends), which :class:`paiio.torch.DataLoader` puts back in the epoch's
     order: torch's handling of each item costs the training process a few hundred
-    microseconds, more than a small batch's whole read. With a plain ``torch.utils.data.DataLoader``, torch sends every
-    tensor through a shared-memory segment of its own, whose file descriptor the receiver
+    microseconds, more than a small batch's whole read. With a plain
+    ``torch.utils.data.DataLoader``, torch sends every tensor through a shared-memory segment of its own, whose file descriptor the receiver
     fetches over a new connection, and pickles every text value: a batch of a few small
     columns costs more to hand over than to read.
 
@@ -411,10 +411,12 @@ class TableDataset(torch.utils.data.IterableDataset):
                                     getattr(self, "_transfer_depth", _TRANSFER_DEPTH))
             # A worker hands its batches over a few at a time (see _Bundle).
             bundle: List[Tuple[int, _Packed]] = []
+            ended_early = False
             for k, _ in mine:
                 if ring is not None:
                     packed = stream.next_packed()
                     if packed is None:
+                        ended_early = True
                         break
                     bundle.append((k, ring.put(packed, None if self.as_tuple else names)))
                     if len(bundle) < ring.bundle_batches:
@@ -424,18 +426,16 @@ class TableDataset(torch.utils.data.IterableDataset):
                 else:
                     cols = stream.next()
                     if cols is None:
+                        ended_early = True
                         break
                     batch = _to_torch(cols, names, self.as_tuple)
                 if in_consumer:
                     self._consumed = k + 1
                 yield batch
-            else:
-                if bundle:
-                    yield ring.bundle(bundle)  # type: ignore[union-attr]
-                return
             if bundle:
                 yield ring.bundle(bundle)  # type: ignore[union-attr]
-            raise RuntimeError("the table ended before the batches of the epoch's plan")
+            if ended_early:
+                raise RuntimeError("the table ended before the batches of the epoch's plan")
         finally:
             if stream is not None:
                 stream.close()

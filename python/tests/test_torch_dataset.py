@@ -441,7 +441,9 @@ def settle():
 @pytest.mark.parametrize("how", ["exhausted", "broken", "persistent", "worker killed"])
 def test_no_shared_memory_left_after_a_loader(how):
     before_shm = shm_entries()
-    ds = dataset(tables=[uri("nums"), uri("nums2")], batch_size=128)
+    # Batches of 16 rows: many bundles per worker, so that the workers are still at work
+    # after the first batches (a worker killed then is noticed).
+    ds = dataset(tables=[uri("nums"), uri("nums2")], batch_size=16)
     loader = DataLoader(ds, num_workers=2, multiprocessing_context="fork",
                         persistent_workers=how == "persistent")
     if how == "exhausted":

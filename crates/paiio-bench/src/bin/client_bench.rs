@@ -159,6 +159,16 @@ fn client_builder(endpoint: &str, compression: ReadCompression) -> RestClientBui
         .read_compression(compression)
 }
 
+/// A client that reads a range as one request, as PyODPS does (the default cuts it into
+/// chunks read at once).
+fn one_request_client(endpoint: &str) -> Result<Arc<dyn TableService>, BoxError> {
+    Ok(Arc::new(
+        client_builder(endpoint, CODECS[0].1)
+            .read_parallelism(1)
+            .build()?,
+    ))
+}
+
 /// A client as users get it (the default read parallelism), with `compression`.
 fn rest_client(
     endpoint: &str,
@@ -287,11 +297,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if !args.no_pyodps {
         // The same range read one request at a time, as PyODPS reads it: the server's cost
         // per GB of our requests, without the concurrency of the chunked reads.
-        let one_request: Arc<dyn TableService> = Arc::new(
-            client_builder(&serve.endpoint, CODECS[0].1)
-                .read_parallelism(1)
-                .build()?,
-        );
+        let one_request = one_request_client(&serve.endpoint)?;
         let mut ours = Vec::new();
         let mut ours_one_request = Vec::new();
         let mut theirs = Vec::new();
@@ -493,11 +499,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let rpid = serve.pid();
         let service = rest_client(&serve.endpoint, CODECS[0].1)?;
         // The scaling runs measure the per-request cap: one request per stream.
-        let one_request: Arc<dyn TableService> = Arc::new(
-            client_builder(&serve.endpoint, CODECS[0].1)
-                .read_parallelism(1)
-                .build()?,
-        );
+        let one_request = one_request_client(&serve.endpoint)?;
         eprintln!(
             "bench: paiio serve --stream-rate {} (pid {rpid}); {per_stream_rows} rows (~{:.0} MB) per stream",
             args.stream_rate,
