@@ -133,6 +133,8 @@ enum Kind {
     Rest,
     /// One request at a time (`read_parallelism(1)`): how PyODPS reads a range.
     RestOneRequest,
+    /// Through the general HTTP client (`direct_reads(false)`), as `https://` reads go.
+    RestGeneral,
     /// One of [`CODECS`].
     RestCodec,
     Pyodps,
@@ -165,6 +167,16 @@ fn one_request_client(endpoint: &str) -> Result<Arc<dyn TableService>, BoxError>
     Ok(Arc::new(
         client_builder(endpoint, CODECS[0].1)
             .read_parallelism(1)
+            .build()?,
+    ))
+}
+
+/// A client as users get it, but reading through the general HTTP client (as `https://`
+/// endpoints do), not on connections of its own.
+fn general_http_client(endpoint: &str) -> Result<Arc<dyn TableService>, BoxError> {
+    Ok(Arc::new(
+        client_builder(endpoint, CODECS[0].1)
+            .direct_reads(false)
             .build()?,
     ))
 }
@@ -294,12 +306,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     });
     let mut rest_one: Option<(ReadRun, Option<f64>)> = None;
     let mut one_request_row: Option<Row> = None;
+    let mut general_row: Option<Row> = None;
     if !args.no_pyodps {
         // The same range read one request at a time, as PyODPS reads it: the server's cost
         // per GB of our requests, without the concurrency of the chunked reads.
         let one_request = one_request_client(&serve.endpoint)?;
+        // And through the general HTTP client: what reading on connections of our own saves.
+        let general = general_http_client(&serve.endpoint)?;
         let mut ours = Vec::new();
         let mut ours_one_request = Vec::new();
+        let mut ours_general = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..args.repeat.max(1) {
             ours.push(
@@ -308,6 +324,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
             ours_one_request.push(
                 timed_read(
                     one_request.clone(),
+                    &reads::even_ranges(rows, 1),
+                    mbr,
+                    Some(pid),
+                )
+                .await?,
+            );
+            ours_general.push(
+                timed_read(
+                    general.clone(),
                     &reads::even_ranges(rows, 1),
                     mbr,
                     Some(pid),
@@ -356,6 +381,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
             &run,
             server_cpu,
             Kind::RestOneRequest,
+        ));
+        ours_general.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
+        let (run, server_cpu) = ours_general.swap_remove(ours_general.len() / 2);
+        check_rows("RestClient", run.rows, rows)?;
+        general_row = Some(row(
+            "paiio RestClient general HTTP",
+            1,
+            &run,
+            server_cpu,
+            Kind::RestGeneral,
         ));
         if pyodps_error.is_none() {
             theirs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
@@ -417,6 +452,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 
     results.extend(one_request_row);
+    results.extend(general_row);
     results.extend(pyodps_row);
     let rss_hwm = proc_stats::memory(pid, "VmHWM").unwrap_or(0);
     drop(serve);
@@ -702,11 +738,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .map(|p| format!("{:.1}x", g / p))
             .unwrap_or_else(|| "-".into());
         let vs_local = match r.kind {
-            Kind::Rest | Kind::RestOneRequest | Kind::RestCodec | Kind::Pyodps => {
-                { local_at(r.streams_n) }
-                    .map(|l| format!("{:.0}%", 100.0 * g / l))
-                    .unwrap_or_else(|| "-".into())
-            }
+            Kind::Rest
+            | Kind::RestOneRequest
+            | Kind::RestGeneral
+            | Kind::RestCodec
+            | Kind::Pyodps => { local_at(r.streams_n) }
+                .map(|l| format!("{:.0}%", 100.0 * g / l))
+                .unwrap_or_else(|| "-".into()),
             _ => "-".into(),
         };
         println!(
@@ -888,6 +926,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
             if let Some(one) = server_per_gb(Kind::RestOneRequest) {
                 goals.push(format!(
                     "server CPU-s/GB serving 1 RestClient stream one request at a time: {one:.2}"
+                ));
+            }
+            if let Some(general) = server_per_gb(Kind::RestGeneral) {
+                goals.push(format!(
+                    "server CPU-s/GB serving 1 RestClient stream through the general HTTP \
+                     client: {general:.2}"
                 ));
             }
         }

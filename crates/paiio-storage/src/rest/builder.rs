@@ -33,6 +33,7 @@ pub struct RestClientBuilder {
     retry: RetryConfig,
     read_compression: ReadCompression,
     read_parallelism: usize,
+    direct_reads: bool,
     init_poll_timeout: Duration,
     clock: Arc<dyn Clock>,
     refresh_margin: Duration,
@@ -62,6 +63,7 @@ impl RestClientBuilder {
             retry: RetryConfig::default(),
             read_compression: ReadCompression::Auto,
             read_parallelism: DEFAULT_READ_PARALLELISM,
+            direct_reads: true,
             init_poll_timeout: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
@@ -179,6 +181,15 @@ impl RestClientBuilder {
         self
     }
 
+    /// Whether row reads over plain `http://` go on the client's own connections, each
+    /// Arrow message read straight into a buffer of its own (default `true`; on Unix, and
+    /// when no `http_proxy`/`all_proxy` is set). `false`: through the general HTTP client,
+    /// as every other call and every `https://` read.
+    pub fn direct_reads(mut self, on: bool) -> Self {
+        self.direct_reads = on;
+        self
+    }
+
     /// The clock the client compares session expiration times with (default: the system
     /// clock; tests share the server's [`crate::clock::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -226,9 +237,14 @@ impl RestClientBuilder {
                 .trim()
                 .trim_end_matches('/'),
         );
+        #[cfg(unix)]
+        let direct = (self.direct_reads && !super::direct::proxy_in_env())
+            .then(|| super::direct::DirectPool::new(self.connect_timeout, self.read_timeout));
         Ok(RestClient {
             inner: Arc::new(Inner {
                 http,
+                #[cfg(unix)]
+                direct,
                 tunnel: self
                     .tunnel_endpoint
                     .map(|t| t.trim().trim_end_matches('/').to_string()),

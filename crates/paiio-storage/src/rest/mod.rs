@@ -76,6 +76,8 @@ mod auto;
 mod body;
 mod builder;
 mod codec_choice;
+#[cfg(unix)]
+mod direct;
 mod ranged;
 mod read_stream;
 pub mod retry;
@@ -144,6 +146,9 @@ impl std::fmt::Debug for RestClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// The connections of direct reads (`direct.rs`); `None`: reads use `http` as well.
+    #[cfg(unix)]
+    direct: Option<Arc<direct::DirectPool>>,
     endpoint: String,
     tunnel: Option<String>,
     credentials: Option<Credentials>,

@@ -90,6 +90,8 @@ pub(super) struct Request {
     pub(super) streaming: bool,
     /// Sends the Tunnel's `odps-tunnel-retry-trace-id` / `odps-tunnel-retry-index`.
     pub(super) retry_headers: bool,
+    /// A row read that may go on a direct connection (`direct.rs`).
+    pub(super) direct: bool,
     /// The call's name in messages.
     pub(super) what: String,
 }
@@ -220,6 +222,45 @@ pub(super) fn transport_error(action: impl std::fmt::Display, e: reqwest::Error)
         message: format!("{action} {what}: {e}"),
         retryable: true,
         source: Some(Box::new(e)),
+    }
+}
+
+/// Why a request got no answer.
+pub(super) enum SendError {
+    Http(reqwest::Error),
+    #[cfg(unix)]
+    Direct(super::direct::DirectError),
+}
+
+impl SendError {
+    /// The request cannot have reached the server: any call may be sent again.
+    fn before_send(&self) -> bool {
+        match self {
+            SendError::Http(e) => retry::failed_before_send(e),
+            #[cfg(unix)]
+            SendError::Direct(e) => e.before_send && !e.invalid,
+        }
+    }
+
+    fn into_error(self, action: &str) -> Error {
+        match self {
+            SendError::Http(e) => transport_error(action, e),
+            #[cfg(unix)]
+            SendError::Direct(e) => {
+                let what = if e.before_send {
+                    "cannot connect"
+                } else if e.error.kind() == std::io::ErrorKind::TimedOut {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                Error::Transient {
+                    message: format!("{action} {what}: {e}"),
+                    retryable: !e.invalid,
+                    source: Some(Box::new(e.error)),
+                }
+            }
+        }
     }
 }
 
@@ -405,6 +446,7 @@ impl Inner {
             idempotency: call.idempotency,
             streaming: call.streaming,
             retry_headers: false,
+            direct: call.streaming && call.action == Action::TableRead,
             what: call.action.as_str().to_string(),
         }
     }
@@ -417,7 +459,7 @@ impl Inner {
         request: &Request,
         trace_id: &str,
         attempt: u64,
-    ) -> reqwest::Result<reqwest::Response> {
+    ) -> std::result::Result<reqwest::Response, SendError> {
         let url = format!("{base}{}", request.relative);
         let mut headers = self.base_headers();
         headers.extend(request.headers.iter().cloned());
@@ -426,6 +468,17 @@ impl Inner {
             headers.push((headers::RETRY_INDEX.into(), attempt.to_string()));
         }
         self.sign(request.method.as_str(), &request.relative, &mut headers);
+        #[cfg(unix)]
+        if request.direct
+            && let Some(direct) = &self.direct
+            && super::direct::DirectPool::takes(&url)
+        {
+            let method = request.method.as_str();
+            return direct
+                .send(&url, method, &headers, &request.body)
+                .await
+                .map_err(SendError::Direct);
+        }
         let mut req = self
             .http
             .request(request.method.clone(), &url)
@@ -436,7 +489,7 @@ impl Inner {
         for (k, v) in &headers {
             req = req.header(k, v);
         }
-        req.send().await
+        req.send().await.map_err(SendError::Http)
     }
 
     fn keep_route_token(&self, session: Option<&str>, headers: &reqwest::header::HeaderMap) {
@@ -516,8 +569,8 @@ impl Inner {
                     (self.error_of(resp, ctx).await, false, retry_after)
                 }
                 Err(e) => {
-                    let before = retry::failed_before_send(&e);
-                    (transport_error(&request.what, e), before, None)
+                    let before = e.before_send();
+                    (e.into_error(&request.what), before, None)
                 }
             };
             if !retry::should_retry(&error, before_send, request.idempotency) {

@@ -204,6 +204,7 @@ impl TunnelClient {
             idempotency: Idempotency::Safe,
             streaming: false,
             retry_headers: false,
+            direct: false,
             what: "table metadata".into(),
         };
         let ctx = ErrorContext {

@@ -256,6 +256,7 @@ impl TunnelClient {
             idempotency: call.idempotency,
             streaming: call.streaming,
             retry_headers: true,
+            direct: false,
             what: format!("Tunnel {}", call.what),
         }
     }
