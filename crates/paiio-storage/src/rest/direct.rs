@@ -43,6 +43,9 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 << 10;
 /// How many bytes past the current body a read may take into the side buffer.
 const SPILL: usize = 4 << 10;
+/// How many bytes past the end of a chunk a read inside a message body takes into the side
+/// buffer: a chunk header, and a few bytes of the chunk's data.
+const CHUNK_HEADER_SPILL: usize = 64;
 /// The highest `SO_RCVLOWAT` a read sets.
 pub(super) const MAX_LOWAT: usize = 1 << 20;
 /// Bodies at least this long to go are waited for with `SO_RCVLOWAT`.
@@ -760,6 +763,9 @@ impl Wire {
         let spill = match self.framing {
             // Nothing follows a body of known length.
             Framing::Length(left) => (left as usize - n).min(SPILL),
+            // The read ends at the end of a chunk inside what is wanted: the side buffer takes
+            // the next chunk's header and a few bytes of its data (copied from there).
+            _ if n < want => CHUNK_HEADER_SPILL,
             _ => SPILL,
         };
         let before = dst.len();
