@@ -313,32 +313,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let one_request = one_request_client(&serve.endpoint)?;
         // And through the general HTTP client: what reading on connections of our own saves.
         let general = general_http_client(&serve.endpoint)?;
-        let mut ours = Vec::new();
-        let mut ours_one_request = Vec::new();
-        let mut ours_general = Vec::new();
+        // Runs of the default client, the one-request client and the general HTTP client.
+        let ours_clients = [rest.clone(), one_request, general];
+        let mut ours: [Vec<(ReadRun, Option<f64>)>; 3] = Default::default();
         let mut theirs = Vec::new();
+        let one_range = reads::even_ranges(rows, 1);
         for _ in 0..args.repeat.max(1) {
-            ours.push(
-                timed_read(rest.clone(), &reads::even_ranges(rows, 1), mbr, Some(pid)).await?,
-            );
-            ours_one_request.push(
-                timed_read(
-                    one_request.clone(),
-                    &reads::even_ranges(rows, 1),
-                    mbr,
-                    Some(pid),
-                )
-                .await?,
-            );
-            ours_general.push(
-                timed_read(
-                    general.clone(),
-                    &reads::even_ranges(rows, 1),
-                    mbr,
-                    Some(pid),
-                )
-                .await?,
-            );
+            for (client, runs) in ours_clients.iter().zip(&mut ours) {
+                runs.push(timed_read(client.clone(), &one_range, mbr, Some(pid)).await?);
+            }
             let (python, script) = (python.clone(), script.clone());
             let endpoint = serve.endpoint.clone();
             let run = tokio::task::spawn_blocking(move || {
@@ -365,10 +348,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 }
             }
         }
-        ours.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
-        rest_one = Some(ours.swap_remove(ours.len() / 2));
-        ours_one_request.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
-        let (run, server_cpu) = ours_one_request.swap_remove(ours_one_request.len() / 2);
+        let [chunked, one_request, general] = ours.map(|mut runs| {
+            runs.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
+            runs.swap_remove(runs.len() / 2)
+        });
+        rest_one = Some(chunked);
+        let (run, server_cpu) = one_request;
         check_rows("RestClient", run.rows, rows)?;
         eprintln!(
             "bench: RestClient x1, one request at a time: {:.2} s, {:.3} GB/s",
@@ -382,8 +367,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             server_cpu,
             Kind::RestOneRequest,
         ));
-        ours_general.sort_by(|a, b| a.0.read_s.total_cmp(&b.0.read_s));
-        let (run, server_cpu) = ours_general.swap_remove(ours_general.len() / 2);
+        let (run, server_cpu) = general;
         check_rows("RestClient", run.rows, rows)?;
         general_row = Some(row(
             "paiio RestClient general HTTP",

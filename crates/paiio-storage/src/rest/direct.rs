@@ -25,7 +25,8 @@
 //! which are unmapped again when the batch is freed.
 //!
 //! A connection is kept for the next request (HTTP/1.1 keep-alive) when its body was read to
-//! the end; a kept connection that fails before its answer starts is replaced once. HTTPS,
+//! the end; before one is reused a peek checks that the server has not closed it meanwhile,
+//! and a request is sent once per attempt (the retry loop counts and repeats it). HTTPS,
 //! and a client with a proxy configured in its environment, use the general client.
 
 use std::collections::HashMap;
@@ -225,11 +226,13 @@ impl DirectPool {
         self.idle.lock().values().map(Vec::len).sum()
     }
 
+    /// A kept connection to `key` that is still open: one the server closed meanwhile (or
+    /// sent anything on) is dropped, so that a request is only ever sent once per attempt.
     fn take(&self, key: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock();
         let kept = idle.get_mut(key)?;
         while let Some((stream, since)) = kept.pop() {
-            if since.elapsed() < IDLE {
+            if since.elapsed() < IDLE && still_open(&stream) {
                 return Some(stream);
             }
         }
@@ -284,37 +287,27 @@ impl DirectPool {
             invalid: true,
         })?;
         let head = request_head(method, &target, headers, body.len())?;
-        let mut kept = self.take(&target.key);
-        loop {
-            let reused = kept.is_some();
-            let mut stream = match kept.take() {
-                Some(s) => s,
-                None => self.connect(&target).await?,
-            };
-            match self.exchange(&mut stream, &head, body).await {
-                Ok((status, header_map, rest)) => {
-                    return Ok(self.answer(target, stream, status, header_map, rest));
-                }
-                // A kept connection the server has closed meanwhile: once more on a new one.
-                Err((e, nothing_back)) if reused && nothing_back => {
-                    tracing::debug!(
-                        "a kept connection to {} failed ({e}); reconnecting",
-                        target.key
-                    );
-                }
-                Err((e, _)) => return Err(DirectError::sending(e)),
+        let mut stream = match self.take(&target.key) {
+            Some(s) => s,
+            None => self.connect(&target).await?,
+        };
+        // A failure after this point is the attempt's: the retry loop counts it and decides.
+        match self.exchange(&mut stream, &head, body).await {
+            Ok((status, header_map, rest)) => {
+                Ok(self.answer(target, stream, status, header_map, rest))
             }
+            Err(e) => Err(DirectError::sending(e)),
         }
     }
 
     /// Writes the request and reads the answer's head: its status, headers and the bytes
-    /// read past the head. On failure, whether nothing at all came back.
+    /// read past the head.
     async fn exchange(
         &self,
         stream: &mut TcpStream,
         head: &[u8],
         body: &Bytes,
-    ) -> Result<(u16, http::HeaderMap, BytesMut), (io::Error, bool)> {
+    ) -> io::Result<(u16, http::HeaderMap, BytesMut)> {
         let write = async {
             stream.write_all(head).await?;
             stream.write_all(body).await?;
@@ -322,8 +315,8 @@ impl DirectPool {
         };
         match tokio::time::timeout(self.read_timeout, write).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err((e, true)),
-            Err(_) => return Err((timed_out("sending the request", self.read_timeout), true)),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(timed_out("sending the request", self.read_timeout)),
         }
         let mut buf = BytesMut::with_capacity(8 << 10);
         loop {
@@ -361,7 +354,7 @@ impl DirectPool {
                         io::ErrorKind::InvalidData,
                         format!("the answer's head is malformed HTTP/1.1: {e}"),
                     );
-                    return Err((e, false));
+                    return Err(e);
                 }
             }
             if buf.len() >= MAX_HEAD {
@@ -369,21 +362,20 @@ impl DirectPool {
                     io::ErrorKind::InvalidData,
                     format!("the answer's head is longer than {MAX_HEAD} bytes"),
                 );
-                return Err((e, false));
+                return Err(e);
             }
             buf.reserve(8 << 10);
-            let nothing_back = buf.is_empty();
             match tokio::time::timeout(self.read_timeout, stream.read_buf(&mut buf)).await {
                 Ok(Ok(0)) => {
                     let e = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection before its answer ended its head",
                     );
-                    return Err((e, nothing_back));
+                    return Err(e);
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err((e, nothing_back)),
-                Err(_) => return Err((timed_out("the answer", self.read_timeout), false)),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(timed_out("the answer", self.read_timeout)),
             }
         }
     }
@@ -435,6 +427,21 @@ impl DirectPool {
         *response.headers_mut() = headers;
         reqwest::Response::from(response)
     }
+}
+
+/// Whether an idle connection is open with nothing to read (a peek that would block).
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local byte on a valid socket.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 fn timed_out(what: &str, after: Duration) -> io::Error {
@@ -1180,7 +1187,7 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 
         // The server closes every connection after one answer without saying so: the kept
-        // one is found closed when it is reused, and the request goes again on a new one.
+        // one is found closed before it is reused, and the request goes on a new one.
         let (base, accepted) = server(Serve::ChunkedThenClose, body).await;
         for _ in 0..3 {
             let (_, batches) = frames_and_batches(get(&pool, &base).await).await;
