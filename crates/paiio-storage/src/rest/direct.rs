@@ -787,12 +787,9 @@ impl Wire {
                 "the connection closed inside the body",
             ));
         }
+        // `readv` fills `dst` first, so a read of anything gave it at least one byte.
         let got = dst.len() - before;
         self.consumed(got);
-        if got == 0 {
-            // All of it went to the side buffer (the read was for framing): take from there.
-            return Box::pin(self.read_into(dst, want)).await;
-        }
         Ok(got)
     }
 
