@@ -460,10 +460,10 @@ def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
 
 
 class _Transfer:
-    """A batch from a DataLoader worker, as numpy arrays: what a :class:`_Packed` descriptor
-    becomes when the training process receives it, or (for batches the dataset did not pack,
-    such as those of a ``collate_fn``-less plain loop over other data) the batch pickled as
-    numpy arrays. ``torch.multiprocessing`` would send every tensor through its own
+    """A batch from a DataLoader worker as numpy arrays: a batch the dataset did not pack
+    (such as one of a plain loop over other data, pickled as numpy arrays by
+    :func:`_pack_for_transfer`), or one that came as bytes through the pipe (see
+    :class:`_WorkerRing`). ``torch.multiprocessing`` would send every tensor through its own
     shared-memory segment, whose file descriptor the receiver fetches over a fresh
     connection to the worker: a millisecond or more for a batch of a few small columns.
     The tensors are made in the training process (or by the pin-memory thread)."""
@@ -523,14 +523,16 @@ def _pack_for_transfer(batch: Any) -> Any:
 # A worker of paiio.torch.DataLoader packs each batch (numeric columns as their values, text
 # columns as Arrow-style offsets and bytes: no Python object per value) into a slot of a ring
 # of shared memory that the worker made (an anonymous memfd: it has no name, so nothing is
-# ever left in /dev/shm, whatever happens to either process), and sends only a descriptor
-# of a few hundred bytes through its pipe. The training process maps the ring once (its file
-# descriptor comes with the first descriptors, through multiprocessing's resource sharer),
-# and when a descriptor is unpickled, copies the columns out of the slot into new arrays
-# (text columns become str/bytes objects there) and hands the slot back. A batch given to
-# the training loop is therefore never in a slot a worker may overwrite, however long it is
-# kept. Where no memfd can be made, or every slot is still in use, the packed batch travels
-# as bytes through the pipe instead.
+# ever left in /dev/shm, whatever happens to either process), and sends, per bundle of
+# batches, only a descriptor of a few bytes per batch through its pipe. The training process
+# maps the ring once (its file descriptor comes with the first descriptors, through
+# multiprocessing's resource sharer) and makes each bundle's batches in one native call
+# (``_native.receive``): numeric columns are tensors over the slot itself, which they lease
+# until the last of them is dropped (then the slot is the worker's again); text columns
+# become str/bytes objects. A batch given to the training loop is therefore never in a slot
+# a worker may overwrite, however long it is kept. Where no memfd can be made, or every slot
+# is still in use (the loop keeps more batches than the ring has slots), the packed batch
+# travels as bytes through the pipe instead.
 
 #: Batches a worker hands over in one item (at most; see _Bundle), and the bytes a bundle
 #: is kept to: torch's handling of each item a worker sends costs the training process a few
@@ -573,7 +575,8 @@ class _WorkerRing:
     def _size_bundles(self, nbytes: int) -> None:
         self._sized = True
         self.bundle_batches = max(1, min(_BUNDLE_BATCHES, _BUNDLE_BYTES // max(nbytes, 1)))
-        # The bundles in flight (torch's prefetch), the one being made, and one more: a
+        # The bundles in flight (torch's prefetch), the one being made, and one more (the one
+        # the training loop is taking batches from, which they lease until dropped): a
         # worker never waits for the training process, and rarely finds every slot in use.
         self.slots = min(max((self.depth + 2) * self.bundle_batches, _RING_MIN_SLOTS),
                          _RING_MAX_SLOTS)
@@ -662,7 +665,7 @@ def _worker_ring(token: str, worker: int, depth: int = _TRANSFER_DEPTH) -> _Work
 class _Bundle:
     """One item from a DataLoader worker: some of its batches, each with its index in the
     epoch. In the worker the batches are :class:`_Packed` descriptors; unpickled in the
-    training process (in order) they are :class:`_Transfer` s, copied out of the ring.
+    training process (in order) they are the batches themselves (see :func:`_receive`).
     :class:`DataLoader` puts the batches of the bundles back in the epoch's order: torch
     takes one item from each worker in turn, so a round of bundles holds the next
     ``num_workers * bundle_batches`` batches of the epoch."""
@@ -674,17 +677,31 @@ class _Bundle:
         self.batches = batches
 
     def __reduce__(self) -> Any:
-        return (_Bundle, (self.indices, self.batches))
+        if not all(isinstance(b, _Packed) for b in self.batches):
+            return (_Bundle, (self.indices, self.batches))
+        # The descriptors of consecutive batches in one ring travel as one group of slots.
+        groups: List[Any] = []
+        for b in self.batches:
+            last = groups[-1] if groups else None
+            if (b.blob is None and last is not None and last[1] == b.key
+                    and last[0] == b.names and b.handle is None):
+                last[4].append(b.slot)
+            elif b.blob is None:
+                groups.append((b.names, b.key, b.slot_bytes, b.handle, [b.slot]))
+            else:
+                groups.append((b.names, None, 0, None, [b.blob]))
+        return (_receive_bundle, (self.indices, groups))
 
     def pin_memory(self) -> "_Bundle":
-        # The DataLoader's pin-memory thread (pin_memory=True): unpacked and pinned there.
+        # The DataLoader's pin-memory thread (pin_memory=True) pins the batches there.
+        pin = torch.utils.data._utils.pin_memory.pin_memory
         return _Bundle(self.indices, [
-            b.pin_memory() if isinstance(b, _Transfer) else b for b in self.batches])
+            b.pin_memory() if isinstance(b, _Transfer) else pin(b) for b in self.batches])
 
 
 class _Packed:
     """A worker's batch on its way: where it is in the worker's ring (or its packed bytes).
-    Unpickled in the training process as a :class:`_Transfer` of arrays copied out."""
+    Unpickled in the training process, it is the batch (see :func:`_receive`)."""
 
     __slots__ = ("names", "key", "slot", "slot_bytes", "handle", "blob")
 
@@ -698,13 +715,13 @@ class _Packed:
         self.blob = blob
 
     def __reduce__(self) -> Any:
-        return (_receive, (self.names, self.key, self.slot, self.slot_bytes, self.handle,
-                           self.blob))
+        return (_receive_one, (self.names, self.key, self.slot_bytes, self.handle,
+                               self.blob if self.key is None else self.slot))
 
     def unpack(self) -> Any:
         """The batch itself (in the process that packed it: tests)."""
-        return _receive(self.names, self.key, self.slot, self.slot_bytes, self.handle,
-                        self.blob).unpack()
+        return _receive_one(self.names, self.key, self.slot_bytes, self.handle,
+                            self.blob if self.key is None else self.slot)
 
 
 #: Rings of workers mapped in this (the training) process: key -> (mmap, uint8 view).
@@ -729,7 +746,7 @@ def _ring_view(key: Tuple[str, int, int], handle: Any) -> np.ndarray:
             view = np.frombuffer(mm, dtype=np.uint8)
             _native.set_slot_state(view, _RING_ATTACHED, 1)
             # The worker's earlier rings: all their batches have arrived (a worker's batches
-            # come in order).
+            # come in order). Batches still kept by the loop keep their ring mapped.
             token, worker, generation = key
             for old in [k for k in _rings if k[0] == token and k[1] == worker]:
                 _rings.pop(old)
@@ -738,20 +755,35 @@ def _ring_view(key: Tuple[str, int, int], handle: Any) -> np.ndarray:
 
 
 def _drop_rings(token: str) -> None:
-    """Unmaps the rings of the workers of a loader iterator that is gone."""
+    """Forgets the rings of the workers of a loader iterator that is gone (each is unmapped
+    once no batch leases a slot of it)."""
     with _rings_lock:
         for key in [k for k in _rings if k[0] == token]:
             _rings.pop(key)
 
 
-def _receive(names: Optional[List[str]], key: Any, slot: int, slot_bytes: int, handle: Any,
-             blob: Optional[bytes]) -> "_Transfer":
-    if blob is not None:
-        arrays = _native.unpack(np.frombuffer(blob, dtype=np.uint8))
-    else:
-        view = _ring_view(key, handle)
-        arrays = _native.unpack(view, _RING_HEADER + slot * slot_bytes, release=4 * slot)
-    return _Transfer(names, arrays)
+def _receive(names: Optional[List[str]], key: Any, slot_bytes: int, handle: Any,
+             entries: List[Any]) -> List[Any]:
+    """The batches of consecutive descriptors of one worker: ``entries`` are slots of the
+    ring ``key`` or, with no ring (``key`` None), the packed bytes of each batch."""
+    if key is None:
+        return [_Transfer(names, _native.unpack(np.frombuffer(blob, dtype=np.uint8))).unpack()
+                for blob in entries]
+    view = _ring_view(key, handle)
+    items = [(_RING_HEADER + slot * slot_bytes, 4 * slot) for slot in entries]
+    return _native.receive(view, items, names, torch.from_numpy)
+
+
+def _receive_bundle(indices: List[int], groups: List[Any]) -> _Bundle:
+    batches: List[Any] = []
+    for group in groups:
+        batches.extend(_receive(*group))
+    return _Bundle(indices, batches)
+
+
+def _receive_one(names: Optional[List[str]], key: Any, slot_bytes: int, handle: Any,
+                 entry: Any) -> Any:
+    return _receive(names, key, slot_bytes, handle, [entry])[0]
 
 
 def _pin_settings(loader: Any) -> Tuple[bool, Optional[str]]:
@@ -926,17 +958,19 @@ class DataLoader(torch.utils.data.DataLoader):
         for item in inner:
             if isinstance(item, _Bundle):
                 ahead.update(zip(item.indices, item.batches))
-                batches = []
-                while count + len(batches) in ahead:
-                    batches.append(ahead.pop(count + len(batches)))
             else:
-                batches = [item]
-            for batch in batches:
+                ahead[count] = item
+            # Nothing here keeps a batch once the loop has it: its slot in a worker's ring
+            # is given back as soon as the loop drops it.
+            item = None
+            while count in ahead:
+                batch = ahead.pop(count)
                 if isinstance(batch, _Transfer):  # not unpacked by the pin-memory thread
                     batch = batch.unpack()
                 count += 1
                 ds._consumed = count
                 yield batch
+                batch = None
         if ahead:
             raise RuntimeError(
                 f"the DataLoader's workers sent batches {sorted(ahead)[:4]} of the epoch "

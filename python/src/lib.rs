@@ -96,7 +96,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<convert::ArrowOwner>()?;
     m.add_class::<stream::BatchStream>()?;
     m.add_class::<transfer::PackedBatch>()?;
+    m.add_class::<transfer::SlotLease>()?;
     m.add_function(wrap_pyfunction!(transfer::unpack, m)?)?;
+    m.add_function(wrap_pyfunction!(transfer::receive, m)?)?;
     m.add_function(wrap_pyfunction!(transfer::slot_state, m)?)?;
     m.add_function(wrap_pyfunction!(transfer::set_slot_state, m)?)?;
     m.add_function(wrap_pyfunction!(slice_range, m)?)?;

@@ -1,8 +1,10 @@
 //! Column batches packed into one flat buffer (a shared-memory slot, or bytes), for
 //! `paiio.torch.DataLoader` workers: a worker packs the prepared Arrow columns without making
-//! a single Python object ([`PackedBatch::write`]), the training process makes the numpy
-//! arrays from the buffer ([`unpack`]): numeric columns copied, text columns as Python
-//! objects built from Arrow-style offsets and bytes.
+//! a single Python object ([`PackedBatch::write`]), the training process makes the batch
+//! from the buffer: [`receive`] (a worker's shared-memory slots, a bundle of batches in one
+//! call) leaves numeric columns where they are, as arrays that lease the slot until the last
+//! of them is dropped; [`unpack`] (bytes) copies them. Text columns become Python objects
+//! built from Arrow-style offsets and bytes.
 //!
 //! Layout (little-endian `u64` words; every section starts at a multiple of 8 bytes from
 //! the start of the packed batch):
@@ -16,8 +18,8 @@
 //! sections
 //! ```
 //!
-//! [`unpack`] reads a buffer another process wrote: every offset and length is checked, and
-//! a bad one is a `ValueError`, never a read out of bounds.
+//! [`unpack`] and [`receive`] read a buffer another process wrote: every offset and length is
+//! checked, and a bad one is a `ValueError`, never a read out of bounds.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -25,10 +27,11 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrowPrimitiveType, OffsetSizeTrait};
 use arrow_schema::DataType;
+use numpy::ndarray::ArrayView1;
 use numpy::{Element, PyArray1, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::convert::{self, Kind, Prepared};
 
@@ -396,13 +399,26 @@ fn to_usize(v: u64, what: &str) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| PyValueError::new_err(format!("packed batch: bad {what}")))
 }
 
-/// A new numpy array of `rows` values of `T` copied from `src` (`rows * size_of::<T>()`
-/// bytes, checked by the caller).
+/// A numpy array of `rows` values of `T` at `src` (`rows * size_of::<T>()` bytes, checked by
+/// the caller): a view whose base is `lease` (which keeps the memory, and the slot, for the
+/// array), or a new array copied from `src`.
 fn numeric_array<'py, T: Element + Copy>(
     py: Python<'py>,
     src: *const u8,
     rows: usize,
+    lease: Option<&Bound<'py, SlotLease>>,
 ) -> Bound<'py, PyAny> {
+    if let Some(lease) = lease
+        && (src as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
+        // SAFETY: `rows` aligned values in bounds of the mapping the lease keeps mapped; the
+        // writer leaves the slot alone until the lease is dropped, which the array (its
+        // base) prevents while it lives.
+        let view = unsafe { ArrayView1::from_shape_ptr(rows, src as *const T) };
+        // SAFETY: the memory outlives the array (see above).
+        return unsafe { PyArray1::<T>::borrow_from_array(&view, lease.clone().into_any()) }
+            .into_any();
+    }
     // SAFETY: a new, uninitialised C-contiguous array, filled completely right below.
     let array = unsafe { PyArray1::<T>::new(py, rows, false) };
     if rows > 0 {
@@ -416,6 +432,25 @@ fn numeric_array<'py, T: Element + Copy>(
         };
     }
     array.into_any()
+}
+
+/// A shared-memory slot lent to the arrays of one received batch: it holds the buffer the
+/// slot is in (so the mapping stays), and when the last array is dropped, sets the slot's
+/// `u32` state to 0 (a release store), which gives the slot back to the worker. It is the
+/// only thing that frees the slot, so a slot is freed exactly once.
+#[pyclass(frozen, module = "paiio._native")]
+pub struct SlotLease {
+    /// The slot's state word (an aligned, in-bounds `u32` of `_buffer`'s memory).
+    flag: usize,
+    _buffer: Py<PyAny>,
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        // SAFETY: the state word is in the memory `_buffer` keeps alive (dropped after this),
+        // and is shared with the writer through atomics only.
+        unsafe { (*(self.flag as *const AtomicU32)).store(0, Ordering::Release) };
+    }
 }
 
 /// The columns of the packed batch at byte `offset` of `buffer` (a 1-D uint8 numpy array),
@@ -439,21 +474,100 @@ pub fn unpack<'py>(
             ));
         }
     }
-    let out = unpack_at(py, base, size, offset);
+    let out = unpack_at(py, base, size, offset, None);
     if let Some(flag) = release {
         // SAFETY: an aligned, in-bounds u32 of a live buffer, shared with the writer through
         // atomics only.
         unsafe { (*(base.add(flag) as *const AtomicU32)).store(0, Ordering::Release) };
     }
-    out
+    PyList::new(py, out?.into_iter().map(|(_, array)| array))
 }
 
+/// The batches of a bundle from a worker's shared-memory ring `buffer` (a writable 1-D uint8
+/// numpy array), in one call: `items` are, per batch, the byte offset of the packed batch
+/// and of its slot's `u32` state word. Each batch is a dict `names[i] -> column` (a tuple
+/// when `names` is `None`) whose numeric and bool columns are passed through `tensor` (such
+/// as `torch.from_numpy`) when given.
+///
+/// Numeric columns stay in the slot: they are views that lease it ([`SlotLease`]) until the
+/// last of them is dropped; text columns are made into objects and bool columns copied. A
+/// slot none of whose columns is kept (text only, or a batch that is malformed or does not
+/// have `names`' columns, which is a `ValueError`) is given back before this returns.
+#[pyfunction]
+#[pyo3(signature = (buffer, items, names = None, tensor = None))]
+pub fn receive<'py>(
+    py: Python<'py>,
+    buffer: &Bound<'py, PyAny>,
+    items: Vec<(usize, usize)>,
+    names: Option<Vec<Bound<'py, PyString>>>,
+    tensor: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let (base, size) = bytes_of(buffer, true)?;
+    for &(_, flag) in &items {
+        within(flag, 4, size, "the slot flag")?;
+        if !flag.is_multiple_of(4) {
+            return Err(PyValueError::new_err(
+                "the slot flag must be 4-byte aligned",
+            ));
+        }
+    }
+    // Every slot is leased before any is read: whatever fails below, each is given back
+    // (by its lease, once no array holds it).
+    let leases = items
+        .iter()
+        .map(|&(_, flag)| {
+            Bound::new(
+                py,
+                SlotLease {
+                    // SAFETY: checked in bounds above.
+                    flag: unsafe { base.add(flag) } as usize,
+                    _buffer: buffer.clone().unbind(),
+                },
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let batches = PyList::empty(py);
+    for (&(offset, _), lease) in items.iter().zip(&leases) {
+        let columns = unpack_at(py, base, size, offset, Some(lease))?;
+        if let Some(names) = &names
+            && names.len() != columns.len()
+        {
+            return Err(PyValueError::new_err(format!(
+                "packed batch: {} columns, expected {}",
+                columns.len(),
+                names.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(columns.len());
+        for (kind, array) in columns {
+            values.push(match &tensor {
+                Some(tensor) if !kind.is_object() => tensor.call1((array,))?,
+                _ => array,
+            });
+        }
+        match &names {
+            Some(names) => {
+                let batch = PyDict::new(py);
+                for (name, value) in names.iter().zip(values) {
+                    batch.set_item(name, value)?;
+                }
+                batches.append(batch)?;
+            }
+            None => batches.append(PyTuple::new(py, values)?)?,
+        }
+    }
+    Ok(batches)
+}
+
+/// The columns of the batch at `offset`, as numpy arrays; numeric ones are views leasing
+/// the slot with `lease` (bool columns are always copied: numpy's bools are 0 or 1).
 fn unpack_at<'py>(
     py: Python<'py>,
     base: *mut u8,
     size: usize,
     offset: usize,
-) -> PyResult<Bound<'py, PyList>> {
+    lease: Option<&Bound<'py, SlotLease>>,
+) -> PyResult<Vec<(Kind, Bound<'py, PyAny>)>> {
     let base = base as *const u8;
     within(offset, HEADER_WORDS * 8, size, "the header")?;
     // SAFETY: the header is in bounds (checked above).
@@ -481,7 +595,7 @@ fn unpack_at<'py>(
         total,
         "the column table",
     )?;
-    let list = PyList::empty(py);
+    let mut out = Vec::with_capacity(ncols);
     for c in 0..ncols {
         let w = |k: usize| unsafe { word(base, offset, HEADER_WORDS + COLUMN_WORDS * c + k) };
         let kind = *KINDS
@@ -527,16 +641,16 @@ fn unpack_at<'py>(
             // SAFETY: in bounds (checked above).
             let src = unsafe { base.add(offset + at) };
             match kind {
-                Kind::I8 => numeric_array::<i8>(py, src, rows),
-                Kind::I16 => numeric_array::<i16>(py, src, rows),
-                Kind::I32 => numeric_array::<i32>(py, src, rows),
-                Kind::I64 => numeric_array::<i64>(py, src, rows),
-                Kind::U8 => numeric_array::<u8>(py, src, rows),
-                Kind::U16 => numeric_array::<u16>(py, src, rows),
-                Kind::U32 => numeric_array::<u32>(py, src, rows),
-                Kind::U64 => numeric_array::<u64>(py, src, rows),
-                Kind::F32 => numeric_array::<f32>(py, src, rows),
-                Kind::F64 => numeric_array::<f64>(py, src, rows),
+                Kind::I8 => numeric_array::<i8>(py, src, rows, lease),
+                Kind::I16 => numeric_array::<i16>(py, src, rows, lease),
+                Kind::I32 => numeric_array::<i32>(py, src, rows, lease),
+                Kind::I64 => numeric_array::<i64>(py, src, rows, lease),
+                Kind::U8 => numeric_array::<u8>(py, src, rows, lease),
+                Kind::U16 => numeric_array::<u16>(py, src, rows, lease),
+                Kind::U32 => numeric_array::<u32>(py, src, rows, lease),
+                Kind::U64 => numeric_array::<u64>(py, src, rows, lease),
+                Kind::F32 => numeric_array::<f32>(py, src, rows, lease),
+                Kind::F64 => numeric_array::<f64>(py, src, rows, lease),
                 _ => {
                     // SAFETY: in bounds (checked above).
                     let raw = unsafe { std::slice::from_raw_parts(src, rows) };
@@ -545,9 +659,9 @@ fn unpack_at<'py>(
                 }
             }
         };
-        list.append(array)?;
+        out.push((kind, array));
     }
-    Ok(list)
+    Ok(out)
 }
 
 /// A numpy object array of `str` (or `bytes`) from Arrow-style offsets and bytes.

@@ -462,12 +462,74 @@ def test_no_shared_memory_left_after_a_loader(how):
             with pytest.raises(RuntimeError):
                 for _ in it:
                     pass
+            _ = None  # the last batch: its numeric columns lease a slot of a worker's ring
         del it
     del loader
     settle()
     assert not ptorch._rings
     assert ring_maps() == 0 and ring_fds() == 0
     assert shm_entries() <= before_shm
+
+
+def test_received_batches_lease_their_slot_until_dropped():
+    stream = ptorch._frameworks.open_reader([uri("nulls")]).stream([(0, 1, 0, 3)])
+    packed = stream.next_packed()
+    want = _native.unpack(np.frombuffer(packed.to_bytes(), dtype=np.uint8))
+    names = ["i", "d", "s", "b"]
+    assert len(want) == len(names)
+    slot = 4096
+    ring = np.zeros(slot * 3, dtype=np.uint8)
+    for k in (1, 2):
+        packed.write(ring, k * slot)
+        _native.set_slot_state(ring, 4 * k, 1)
+    batches = _native.receive(ring, [(slot, 4), (2 * slot, 8)], names, torch.from_numpy)
+    assert [_native.slot_state(ring, 4 * k) for k in (1, 2)] == [1, 1]
+    first = batches[0]
+    assert isinstance(first["i"], torch.Tensor) and first["i"].tolist() == want[0].tolist()
+    assert list(first["s"]) == list(want[2])
+    # The tensor is the slot's memory, not a copy.
+    assert ring.ctypes.data + slot <= first["i"].data_ptr() < ring.ctypes.data + 2 * slot
+    del batches
+    assert [_native.slot_state(ring, 4 * k) for k in (1, 2)] == [1, 0]
+    column = first["i"]
+    del first
+    assert _native.slot_state(ring, 4) == 1  # a column still kept keeps the slot
+    del column
+    assert _native.slot_state(ring, 4) == 0
+    # As tuples and numpy arrays; the slot is given back once they are dropped.
+    _native.set_slot_state(ring, 4, 1)
+    (batch,) = _native.receive(ring, [(slot, 4)])
+    assert isinstance(batch, tuple) and isinstance(batch[0], np.ndarray)
+    batch = None
+    assert _native.slot_state(ring, 4) == 0
+    # A bundle that does not hold what it says is an error, and gives every slot back.
+    for k in (1, 2):
+        _native.set_slot_state(ring, 4 * k, 1)
+    ring[2 * slot:2 * slot + 8] = 0  # the second batch's magic
+    with pytest.raises(ValueError):
+        _native.receive(ring, [(slot, 4), (2 * slot, 8)], names)
+    assert [_native.slot_state(ring, 4 * k) for k in (1, 2)] == [0, 0]
+    _native.set_slot_state(ring, 4, 1)
+    with pytest.raises(ValueError, match="columns"):
+        _native.receive(ring, [(slot, 4)], ["only"])
+    assert _native.slot_state(ring, 4) == 0
+    for bad in ([(slot, 3)], [(slot, len(ring))], [(len(ring), 4)]):
+        with pytest.raises(ValueError):
+            _native.receive(ring, bad)
+    with pytest.raises(ValueError):
+        _native.receive(np.frombuffer(ring.tobytes(), dtype=np.uint8), [(slot, 4)])  # read-only
+
+
+def test_batches_kept_by_the_loop_keep_their_values():
+    # The loop keeps every batch (more than the ring's slots): the workers find no free slot
+    # and send bytes instead; batches received into slots keep theirs until dropped.
+    ds = dataset(tables=[uri("nums"), uri("nums2")], batch_size=8)
+    kept = list(DataLoader(ds, num_workers=2, multiprocessing_context="fork"))
+    ids = [i for b in kept for i in b["id"].tolist()]
+    assert sorted(ids) == BOTH
+    del kept
+    settle()
+    assert not ptorch._rings and ring_maps() == 0
 
 
 def test_packed_batches_check_what_they_read():
