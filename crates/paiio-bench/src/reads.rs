@@ -326,6 +326,76 @@ pub fn run_pyodps_range(
     })
 }
 
+/// The floor of any client on this machine: `wire_bytes` sent over one TCP connection on
+/// 127.0.0.1 in writes of `message` bytes and received into one reused buffer, with no
+/// parsing, decoding or allocation. `self_cpu_s` is the receiving thread's CPU time (the
+/// kernel's receive path and the copy out of the socket); the sending thread's is returned
+/// beside it, the floor of a server. `bytes` is `logical_bytes`, so that the figures per GB
+/// compare with the readers' rows.
+pub fn loopback_tcp(
+    wire_bytes: u64,
+    logical_bytes: u64,
+    message: usize,
+) -> Result<(ReadRun, f64), BoxError> {
+    use std::io::{Read, Write};
+    let message = message.max(1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let sender = std::thread::spawn(move || -> Result<f64, String> {
+        let (mut socket, _) = listener.accept().map_err(|e| e.to_string())?;
+        let data = vec![7u8; message];
+        let cpu0 = proc_stats::thread_cpu_seconds();
+        let mut left = wire_bytes;
+        while left > 0 {
+            let n = left.min(message as u64) as usize;
+            socket.write_all(&data[..n]).map_err(|e| e.to_string())?;
+            left -= n as u64;
+        }
+        Ok(proc_stats::thread_cpu_seconds() - cpu0)
+    });
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    // Woken once per message at most, as paiio's client is while it reads a message body.
+    let lowat = message.min(1 << 20) as libc::c_int;
+    // SAFETY: setsockopt reads an int from a live local; the descriptor is the socket's.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&lowat as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let mut buffer = vec![0u8; message];
+    let cpu0 = proc_stats::thread_cpu_seconds();
+    let started = Instant::now();
+    let mut got = 0u64;
+    loop {
+        let n = socket.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu = proc_stats::thread_cpu_seconds() - cpu0;
+    let sender_cpu = sender.join().map_err(|_| "the sending thread panicked")??;
+    if got != wire_bytes {
+        return Err(format!("loopback: {got} bytes received, {wire_bytes} sent").into());
+    }
+    let run = ReadRun {
+        streams: 1,
+        wall_s,
+        read_s: wall_s,
+        bytes: logical_bytes,
+        self_cpu_s: cpu,
+        stream_s: vec![wall_s],
+        ..Default::default()
+    };
+    Ok((run, sender_cpu))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::ServerBuilder;
+use crate::chunks::Grouped;
 use crate::error::ApiError;
 
 /// The default time a client has to send a request's headers.
@@ -430,7 +431,7 @@ async fn handle(
     mut router: Router,
     tracker: Arc<Tracker>,
     pace: BodyPace,
-) -> std::result::Result<Response, Infallible> {
+) -> std::result::Result<Response<Grouped<Body>>, Infallible> {
     let busy = tracker.begin();
     let timed_out = BodyTimedOut::default();
     let (mut parts, body) = request.into_parts();
@@ -452,7 +453,7 @@ async fn handle(
         let _busy = &busy;
         frame
     });
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Ok(Response::from_parts(parts, Grouped::new(Body::new(body))))
 }
 
 // ---- the phases of a connection ----

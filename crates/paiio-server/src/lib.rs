@@ -20,6 +20,7 @@
 //! ```
 
 mod blobs;
+mod chunks;
 mod conn;
 mod control;
 pub mod error;

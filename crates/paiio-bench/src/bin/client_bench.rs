@@ -140,6 +140,8 @@ enum Kind {
     Pyodps,
     Local,
     RawFiles,
+    /// The bytes alone over loopback TCP: the floor of a client's and a server's CPU.
+    Loopback,
 }
 
 fn main() {
@@ -491,6 +493,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
             Kind::RawFiles,
         ));
     }
+
+    // The floor of any client (and server) here: the same bytes over loopback TCP in writes
+    // of one message (MaxBatchRows rows), received into one buffer and not looked at.
+    let message = (wire_bytes as f64 * mbr as f64 / rows.max(1) as f64) as usize;
+    let (run, sender_cpu) =
+        tokio::task::spawn_blocking(move || reads::loopback_tcp(wire_bytes, table_bytes, message))
+            .await??;
+    eprintln!(
+        "bench: loopback TCP x1: {:.2} s ({} KB writes)",
+        run.wall_s,
+        message / 1000
+    );
+    results.push(row(
+        "loopback TCP, bytes only",
+        1,
+        &run,
+        Some(sender_cpu),
+        Kind::Loopback,
+    ));
 
     // --stream-rate: aggregate against N × rate.
     let rate = cli::parse_rate(&args.stream_rate)?;
@@ -931,6 +952,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 theirs.client_cpu_s / gb,
                 ours.client_cpu_s / theirs.client_cpu_s.max(1e-9)
             ));
+            if let Some(floor) = results.iter().find(|r| r.kind == Kind::Loopback) {
+                goals.push(format!(
+                    "client CPU-s/GB floor (loopback TCP, bytes only): {:.2} ({:.2}x PyODPS's)",
+                    floor.client_cpu_s / gb,
+                    floor.client_cpu_s / theirs.client_cpu_s.max(1e-9)
+                ));
+            }
         }
         goals.push(format!(
             "best streams vs PyODPS 1 stream: {:.1}x (goal >= 3x)",
