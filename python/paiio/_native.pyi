@@ -5,7 +5,7 @@ reader's position is then unchanged).
 Errors are the classes of :mod:`paiio.errors`.
 """
 
-from typing import Any, Iterable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -80,11 +80,26 @@ class BatchStream:
 
     @property
     def columns(self) -> list[str]: ...
-    def next(self) -> Optional[dict[str, np.ndarray]]:
-        """The next batch (``None`` after the last), as :meth:`Reader.read_batch` gives it."""
+    def next(self, tensor: Optional[Callable[[np.ndarray], Any]] = None,
+             as_tuple: bool = False) -> Optional[Any]:
+        """The next batch (``None`` after the last), as :meth:`Reader.read_batch` gives it;
+        with ``tensor`` (such as ``torch.from_numpy``) its numeric and bool columns passed
+        through it, with ``as_tuple`` a tuple in column order."""
     def next_packed(self) -> Optional[PackedBatch]: ...
     def close(self) -> None:
         """Stops the thread; later calls return ``None``."""
+
+class SlotLease:
+    """A worker's shared-memory slot lent to the columns of one received batch (see
+    :func:`receive`): given back when the last of them is dropped."""
+
+def receive(buffer: np.ndarray, items: list[tuple[int, int]], names: Optional[list[str]] = None,
+            tensor: Optional[Callable[[np.ndarray], Any]] = None) -> list[Any]:
+    """The batches packed at ``items`` (``(offset of the batch, offset of its slot's u32
+    state)``) of ``buffer`` (a writable uint8 array), in one call: dicts ``names -> column``
+    (tuples without ``names``), numeric and bool columns through ``tensor``. Numeric columns
+    stay in the buffer and lease their slot (:class:`SlotLease`) until dropped; a malformed
+    batch raises ``ValueError`` and gives every slot back."""
 
 def unpack(buffer: np.ndarray, offset: int = 0, release: Optional[int] = None) -> list[np.ndarray]:
     """The columns of a batch packed at ``offset`` of ``buffer`` (a uint8 array), copied out;

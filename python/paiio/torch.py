@@ -424,11 +424,10 @@ class TableDataset(torch.utils.data.IterableDataset):
                     batch: Any = ring.bundle(bundle)
                     bundle = []
                 else:
-                    cols = stream.next()
-                    if cols is None:
+                    batch = stream.next(torch.from_numpy, self.as_tuple)
+                    if batch is None:
                         ended_early = True
                         break
-                    batch = _to_torch(cols, names, self.as_tuple)
                 if in_consumer:
                     self._consumed = k + 1
                 yield batch
@@ -440,23 +439,6 @@ class TableDataset(torch.utils.data.IterableDataset):
             if stream is not None:
                 stream.close()
             sessions.close()
-
-
-def _to_torch(cols: Dict[str, Any], names: List[str], as_tuple: bool) -> Any:
-    out = {}
-    # Arrow-backed arrays are read-only and owned by this batch alone: shared rather than
-    # copied (torch warns about read-only arrays).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for name in names:
-            arr = cols[name]
-            if isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf":
-                out[name] = torch.from_numpy(arr)
-            else:
-                out[name] = arr
-    if as_tuple:
-        return tuple(out[n] for n in names)
-    return out
 
 
 class _Transfer:

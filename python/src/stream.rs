@@ -14,7 +14,7 @@ use paiio::reader::TableReader;
 use paiio_storage::types::OdpsType;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{self, Kind, Prepared};
 use crate::errors;
@@ -202,12 +202,35 @@ fn read_step(
 #[pymethods]
 impl BatchStream {
     /// The next batch as `{column: 1-D numpy array}` (numeric columns without NULLs share
-    /// the Arrow memory), or `None` after the last.
-    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        match self.recv(py)? {
-            Some((prepared, _)) => Ok(Some(convert::to_dict(py, &self.names, &prepared)?)),
-            None => Ok(None),
+    /// the Arrow memory), or `None` after the last. With `tensor` (such as
+    /// `torch.from_numpy`), the numeric and bool columns are passed through it; with
+    /// `as_tuple`, the batch is a tuple in column order.
+    #[pyo3(signature = (tensor = None, as_tuple = false))]
+    fn next<'py>(
+        &self,
+        py: Python<'py>,
+        tensor: Option<Bound<'py, PyAny>>,
+        as_tuple: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some((prepared, _)) = self.recv(py)? else {
+            return Ok(None);
+        };
+        let mut values = Vec::with_capacity(prepared.len());
+        for column in &prepared {
+            let array = convert::to_numpy(py, column)?;
+            values.push(match &tensor {
+                Some(tensor) if !column.kind.is_object() => tensor.call1((array,))?,
+                _ => array,
+            });
         }
+        if as_tuple {
+            return Ok(Some(PyTuple::new(py, values)?.into_any()));
+        }
+        let batch = PyDict::new(py);
+        for (name, value) in self.names.iter().zip(values) {
+            batch.set_item(name, value)?;
+        }
+        Ok(Some(batch.into_any()))
     }
 
     /// The next batch not made into Python objects, to be packed into a buffer, or `None`
