@@ -11,6 +11,8 @@ Measures:
     shuffle=False and shuffle=True side by side: the first epoch of a new loader (workers
     started in it), and the next epoch of the same loader with ``persistent_workers=True``
     (the steady state of a long training run); with --repeat N, the median of N loaders;
+  * torch: the CPU time of the training loop's own thread per batch (``time.thread_time``),
+    what a batch costs the thread that also has to train, beside the rates;
   * the limit of each row, and every row as a ratio to it:
       - tf rows: TensorFlow reading the same elements from memory (``from_tensor_slices``
         of the columns);
@@ -151,12 +153,14 @@ def timed_epochs(loader_class, dataset, workers, **kwargs):
     loader = loader_class(dataset, num_workers=workers, **kwargs, **extra)
     out = []
     for _ in range(2):
-        t, nb, rows = time.perf_counter(), 0, 0
+        t, cpu, nb, rows = time.perf_counter(), time.thread_time(), 0, 0
         for b in loader:
             nb += 1
             rows += int(b["id"].shape[0])
         dt = time.perf_counter() - t
-        out.append((nb / dt, rows / dt))
+        # The training loop's own thread: what each batch costs the thread that trains.
+        loop_us = 1e6 * (time.thread_time() - cpu) / max(nb, 1)
+        out.append((nb / dt, rows / dt, loop_us))
     del loader
     return out
 
@@ -206,11 +210,12 @@ def torch_rows(runs, workers, shuffle):
     """The figures of `runs` (each the first and the second epoch of a loader): the median
     of each epoch."""
     out = {}
+    median = lambda values: sorted(values)[len(values) // 2]
     for epoch, name in ((0, "first epoch"), (1, "next epoch ")):
-        nb, nr = sorted(r[epoch] for r in runs)[len(runs) // 2]
         label = f"workers={workers}, shuffle={shuffle}, {name}"
-        out[f"torch batches/s ({label})"] = nb
-        out[f"torch rows/s    ({label})"] = nr
+        out[f"torch batches/s ({label})"] = median([r[epoch][0] for r in runs])
+        out[f"torch rows/s    ({label})"] = median([r[epoch][1] for r in runs])
+        out[f"torch loop CPU us per batch ({label})"] = median([r[epoch][2] for r in runs])
     return out
 
 
@@ -266,7 +271,9 @@ def main():
     width = max(len(k) for k in keys)
     print("limit: tf rows: TensorFlow over the same elements in memory (from_tensor_slices); "
           "torch rows: torch.utils.data.DataLoader with the same num_workers over the same "
-          "batches already made (ready tensors and object arrays). ratio: rate / limit.")
+          "batches already made (ready tensors and object arrays). ratio: rate / limit "
+          "(loop CPU: the training loop's thread's CPU time per batch, and its ratio to the "
+          "limit's).")
     print(f"{'':{width}}  {'embedded':>12}  {'paiio serve':>12}  {'limit':>12}  "
           f"{'embedded/limit':>14}  {'serve/limit':>11}")
     for k in keys:

@@ -31,3 +31,9 @@ def test_bench_frameworks_runs_and_prints_every_torch_row():
         figures = re.findall(r"\d[\d,]*(?:\.\d+)?", line.rsplit(")", 1)[1])
         assert len(figures) == 5, line
         assert all(float(f.replace(",", "")) > 0 for f in figures), line
+    # The training loop's CPU per batch, beside each rate.
+    loop = [line for line in out.stdout.splitlines() if line.startswith("torch loop CPU")]
+    assert len(loop) == 4, out.stdout
+    for line in loop:
+        figures = re.findall(r"\d[\d,]*(?:\.\d+)?", line.rsplit(")", 1)[1])
+        assert len(figures) == 5 and float(figures[0].replace(",", "")) > 0, line
