@@ -323,6 +323,10 @@ def test_pinned_worker_batches_are_unpacked_by_the_pin_thread(monkeypatch):
     out = ptorch._pack_for_transfer(batch).pin_memory()
     assert pinned and pinned[0] is out
     assert isinstance(out["id"], torch.Tensor) and torch.equal(out["id"], batch["id"])
+    # A bundle received from a worker's ring holds ready batches: each is pinned as it is.
+    pinned.clear()
+    bundle = ptorch._Bundle([0, 1], [batch, batch]).pin_memory()
+    assert bundle.indices == [0, 1] and pinned == [batch, batch]
 
 
 # ---- transfer from workers: shared memory, a small descriptor through the pipe -------------------
