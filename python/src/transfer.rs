@@ -468,7 +468,7 @@ pub fn unpack<'py>(
     let (base, size) = bytes_of(buffer, release.is_some())?;
     if let Some(flag) = release {
         within(flag, 4, size, "the slot flag")?;
-        if !flag.is_multiple_of(4) {
+        if !(base as usize + flag).is_multiple_of(4) {
             return Err(PyValueError::new_err(
                 "the slot flag must be 4-byte aligned",
             ));
@@ -505,7 +505,8 @@ pub fn receive<'py>(
     let (base, size) = bytes_of(buffer, true)?;
     for &(_, flag) in &items {
         within(flag, 4, size, "the slot flag")?;
-        if !flag.is_multiple_of(4) {
+        // The address itself: a buffer may start anywhere.
+        if !(base as usize + flag).is_multiple_of(4) {
             return Err(PyValueError::new_err(
                 "the slot flag must be 4-byte aligned",
             ));
@@ -696,7 +697,7 @@ fn text_array<'py>(
 pub fn slot_state(buffer: &Bound<'_, PyAny>, offset: usize) -> PyResult<u32> {
     let (base, size) = bytes_of(buffer, false)?;
     within(offset, 4, size, "the slot flag")?;
-    if !offset.is_multiple_of(4) {
+    if !(base as usize + offset).is_multiple_of(4) {
         return Err(PyValueError::new_err(
             "the slot flag must be 4-byte aligned",
         ));
@@ -710,7 +711,7 @@ pub fn slot_state(buffer: &Bound<'_, PyAny>, offset: usize) -> PyResult<u32> {
 pub fn set_slot_state(buffer: &Bound<'_, PyAny>, offset: usize, value: u32) -> PyResult<()> {
     let (base, size) = bytes_of(buffer, true)?;
     within(offset, 4, size, "the slot flag")?;
-    if !offset.is_multiple_of(4) {
+    if !(base as usize + offset).is_multiple_of(4) {
         return Err(PyValueError::new_err(
             "the slot flag must be 4-byte aligned",
         ));

@@ -520,6 +520,8 @@ def test_received_batches_lease_their_slot_until_dropped():
     for bad in ([(slot, 3)], [(slot, len(ring))], [(len(ring), 4)]):
         with pytest.raises(ValueError):
             _native.receive(ring, bad)
+    with pytest.raises(ValueError, match="aligned"):
+        _native.receive(ring[1:], [(slot, 4)])  # the flag's address, not its offset
     with pytest.raises(ValueError):
         _native.receive(np.frombuffer(ring.tobytes(), dtype=np.uint8), [(slot, 4)])  # read-only
 
