@@ -145,17 +145,18 @@ struct Recycled {
 }
 
 impl Recycled {
-    /// An empty buffer of at least `len` bytes' capacity: the smallest kept one that holds
-    /// it (and is not over twice as large), or a new one.
+    /// An empty buffer of at least `len` bytes' capacity: the most recently given back one
+    /// that holds it (and is not over twice as large), or a new one. The most recent is
+    /// likely still in the CPU's caches, which the socket copy then writes into; the others
+    /// wait, in the order they came back.
     fn take(&self, len: usize) -> Vec<u8> {
         let mut kept = self.buffers.lock();
         let (buffers, bytes) = &mut *kept;
-        let best = (buffers.iter().enumerate())
-            .filter(|(_, b)| b.capacity() >= len && b.capacity() / 2 <= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            let buffer = buffers.swap_remove(i);
+        let fit = buffers
+            .iter()
+            .rposition(|b| b.capacity() >= len && b.capacity() / 2 <= len);
+        if let Some(i) = fit {
+            let buffer = buffers.remove(i);
             *bytes -= buffer.capacity();
             return buffer;
         }
@@ -1251,12 +1252,13 @@ mod tests {
         drop(frames);
         drop(batches);
         assert_eq!(recycled(), 4);
-        // The next read takes them again.
+        // The next read takes them again (the most recent that holds each body first: one
+        // may be left for a body it does not hold, which then gets a new buffer).
         let (frames, batches) = frames_and_batches(get(&pool, &base).await).await;
         check_batches(&batches, 4, 3000);
-        assert_eq!(recycled(), 0);
+        assert!(recycled() <= 1, "{} buffers not taken", recycled());
         drop((frames, batches));
-        assert_eq!(recycled(), 4);
+        assert!((4..=5).contains(&recycled()), "{}", recycled());
     }
 
     #[test]
@@ -1273,9 +1275,11 @@ mod tests {
         r.give(Vec::with_capacity(1000));
         r.give(Vec::with_capacity(700));
         r.give(Vec::with_capacity(900));
-        assert_eq!(r.take(650).capacity(), 700, "the smallest that holds it");
-        assert_eq!(r.take(650).capacity(), 900);
-        r.take(1000);
+        r.give(Vec::with_capacity(500));
+        assert_eq!(r.take(650).capacity(), 900, "the most recent that holds it");
+        assert_eq!(r.take(650).capacity(), 700);
+        assert_eq!(r.take(600).capacity(), 1000);
+        assert_eq!(r.take(450).capacity(), 500);
         assert!(r.buffers.lock().0.is_empty());
         for _ in 0..3 {
             r.give(Vec::with_capacity(RECYCLED_BYTES / 2));
