@@ -72,8 +72,11 @@ def test_ctrl_c_interrupts_a_slow_read_promptly(tmp_path):
         slow.stop()
 
 
-def test_reads_release_the_gil(wh):
-    t = wh.table("gil", "id bigint", ["id"], [(i,) for i in range(200000)])
+def test_reads_release_the_gil(tmp_path):
+    # A read that waits on a slow server for about a second: another Python thread runs all
+    # that time only if the wait does not hold the GIL (if it did, the ticker could not run at
+    # all until the read returned, whatever the switch interval).
+    slow = Server(tmp_path / "warehouse", tmp_path, "--stream-rate", "64KB")
     ticks = []
     stop = threading.Event()
 
@@ -82,14 +85,29 @@ def test_reads_release_the_gil(wh):
             ticks.append(time.monotonic())
             time.sleep(0.001)
 
-    th = threading.Thread(target=tick)
-    th.start()
     try:
-        r = TableReader(t)
-        for _ in range(20):
-            r.read_batch(10000)
+        t = slow.table("gil", "id bigint, s string", ["id", "s"],
+                       [(i, "x" * 50) for i in range(5000)])
+        os.environ["ODPS_CONFIG_FILE_PATH"] = slow.config
+        try:
+            r = TableReader(t, num_threads=1)
+        finally:
+            del os.environ["ODPS_CONFIG_FILE_PATH"]
+        th = threading.Thread(target=tick)
+        th.start()
+        try:
+            start = time.monotonic()
+            got = r.read(1000)  # ~60 KB at 64 KB/s
+            end = time.monotonic()
+        finally:
+            stop.set()
+            th.join()
+        r.close()
     finally:
-        stop.set()
-        th.join()
-    assert len(ticks) > 5
+        slow.stop()
+    assert len(got) == 1000
+    during = [x for x in ticks if start <= x <= end]
+    assert end - start > 0.3, end - start
+    # one tick per 10 ms at the least (1 ms sleeps, on a busy machine); a held GIL gives none
+    assert len(during) >= (end - start) / 0.01, (len(during), end - start)
     assert sys.getswitchinterval() > 0
