@@ -98,8 +98,8 @@ def receive(buffer: np.ndarray, items: list[tuple[int, int]], names: Optional[li
     """The batches packed at ``items`` (``(offset of the batch, offset of its slot's u32
     state)``) of ``buffer`` (a writable uint8 array), in one call: dicts ``names -> column``
     (tuples without ``names``), numeric and bool columns through ``tensor``. Numeric columns
-    stay in the buffer and lease their slot (:class:`SlotLease`) until dropped; a malformed
-    batch raises ``ValueError`` and gives every slot back."""
+    and fixed-width strings stay in the buffer and lease their slot (:class:`SlotLease`)
+    until dropped; a malformed batch raises ``ValueError`` and gives every slot back."""
 
 def unpack(buffer: np.ndarray, offset: int = 0, release: Optional[int] = None) -> list[np.ndarray]:
     """The columns of a batch packed at ``offset`` of ``buffer`` (a uint8 array), copied out;
@@ -114,7 +114,10 @@ class Reader:
 
     ``record_defaults`` (one default per column, see :func:`record_defaults`) types the
     columns and replaces NULLs; without it, columns keep their natural numpy types
-    and NULL is 0 / False / NaN / None.
+    and NULL is 0 / False / NaN / None. ``fixed_strings`` delivers text columns as numpy
+    fixed-width bytes (``S<n>``, the batch's longest value) instead of objects, refusing
+    NULL and values that end with a zero byte (``read_struct`` cannot use it); rows that
+    cannot be delivered are not consumed.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class Reader:
         chunk_rows: int = 0,
         record_defaults: Optional[Sequence[Any]] = None,
         strings_as_bytes: bool = False,
+        fixed_strings: bool = False,
     ) -> None: ...
     def read_struct(self, n: int) -> np.ndarray:
         """Up to ``n`` rows as a structured array; ``OutOfRangeException`` after the end."""

@@ -129,10 +129,17 @@ class TableDataset(torch.utils.data.IterableDataset):
         capacity: rows of read-ahead per shard reader (0: four batches, at least 16384
             rows).
         as_tuple: yield tuples of tensors in column order instead of dicts.
-        strings: ``"str"`` (default) or ``"bytes"`` for text columns, which stay numpy
-            object arrays (torch has no string tensor). Every value becomes a Python object,
-            the largest cost of a batch with text (``"bytes"`` is a little cheaper): leave
-            out the text columns the training does not use.
+        strings: how text columns come (torch has no string tensor): ``"str"`` (default)
+            or ``"bytes"``, numpy object arrays, where every value is a Python object (the
+            largest cost of a batch with text); or ``"fixed"``, numpy fixed-width bytes
+            arrays (dtype ``S<n>``, ``n`` the batch's longest value in bytes, shorter ones
+            padded with zero bytes): no object per value, and from workers they come through
+            shared memory like numeric columns. ``.astype(str)`` or ``np.char.decode`` turn
+            them into text; hashing and lookups can work on them as they are. ``"fixed"``
+            refuses NULL (give ``record_defaults``), a value ending with a zero byte (numpy
+            drops it), and a value long enough to pad the batch to over 8 times its text and
+            64 MiB; binary columns stay ``bytes`` objects. Leave out the text columns the
+            training does not use.
     """
 
     def __init__(
@@ -156,8 +163,8 @@ class TableDataset(torch.utils.data.IterableDataset):
         strings: str = "str",
     ):
         super().__init__()
-        if strings not in ("str", "bytes"):
-            raise ValueError(f"strings must be 'str' or 'bytes', not {strings!r}")
+        if strings not in ("str", "bytes", "fixed"):
+            raise ValueError(f"strings must be 'str', 'bytes' or 'fixed', not {strings!r}")
         if selected_cols is not None:
             if columns is not None:
                 raise ValueError("give `columns` or `selected_cols`, not both")
@@ -235,6 +242,7 @@ class TableDataset(torch.utils.data.IterableDataset):
             selected_cols=self.columns,
             excluded_cols=self.excluded_cols,
             strings_as_bytes=self.strings == "bytes",
+            fixed_strings=self.strings == "fixed",
         )
 
     def table_rows(self) -> List[int]:

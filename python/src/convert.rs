@@ -10,6 +10,7 @@
 //! batches); text and binary columns become Python `str`/`bytes` objects in one pass.
 
 use std::ffi::c_char;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -41,6 +42,9 @@ pub enum Kind {
     Str,
     /// Python `bytes` objects.
     Bytes,
+    /// Fixed-width bytes, numpy `S<n>` with `n` the batch's longest value: a text column
+    /// without one Python object per value (prepared as an Arrow `FixedSizeBinary`).
+    Fixed,
 }
 
 impl Kind {
@@ -59,13 +63,14 @@ impl Kind {
             Kind::F64 => "<f8",
             Kind::Bool => "?",
             Kind::Str | Kind::Bytes => "O",
+            Kind::Fixed => "S",
         }
     }
 
     /// Bytes per value in a record.
     pub fn size(self) -> usize {
         match self {
-            Kind::I8 | Kind::U8 | Kind::Bool => 1,
+            Kind::I8 | Kind::U8 | Kind::Bool | Kind::Fixed => 1,
             Kind::I16 | Kind::U16 => 2,
             Kind::I32 | Kind::U32 | Kind::F32 => 4,
             Kind::I64 | Kind::U64 | Kind::F64 => 8,
@@ -75,6 +80,11 @@ impl Kind {
 
     pub fn is_object(self) -> bool {
         matches!(self, Kind::Str | Kind::Bytes)
+    }
+
+    /// Numbers or bools: what a tensor can hold.
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, Kind::Str | Kind::Bytes | Kind::Fixed)
     }
 
     /// The Arrow type numeric data of this kind has.
@@ -95,13 +105,9 @@ impl Kind {
     }
 }
 
-/// The kind a column of MaxCompute type `ty` (and Arrow type `dt`) is delivered as.
-pub fn kind_of(ty: Option<&OdpsType>, dt: &DataType, strings_as_bytes: bool) -> Kind {
-    let text = if strings_as_bytes {
-        Kind::Bytes
-    } else {
-        Kind::Str
-    };
+/// The kind a column of MaxCompute type `ty` (and Arrow type `dt`) is delivered as; `text`
+/// (`Str`, `Bytes` or `Fixed`) is the kind of text columns (binary ones are `Bytes`).
+pub fn kind_of(ty: Option<&OdpsType>, dt: &DataType, text: Kind) -> Kind {
     match dt {
         DataType::Int8 => Kind::I8,
         DataType::Int16 => Kind::I16,
@@ -170,29 +176,117 @@ pub fn prepare(
                     _ => cast(array, &dt)?,
                 },
                 None if kind == Kind::Bool => array.clone(),
-                None => match array.data_type() {
-                    DataType::Utf8
-                    | DataType::LargeUtf8
-                    | DataType::Utf8View
-                    | DataType::Binary
-                    | DataType::LargeBinary
-                    | DataType::BinaryView => array.clone(),
-                    DataType::FixedSizeBinary(_) => cast(array, &DataType::Binary)?,
-                    _ => match ty {
-                        Some(ty) => coerce::coerce_column(
-                            array,
-                            name,
-                            ty,
-                            &RecordDefault::String(String::new()),
-                            0,
-                        )?,
-                        None => cast(array, &DataType::Utf8)?,
-                    },
-                },
+                None if kind == Kind::Fixed => {
+                    fixed_width(&text_column(array, ty, name)?, nulls.as_ref(), name)?
+                }
+                None => text_column(array, ty, name)?,
             };
             Ok(Prepared { kind, array, nulls })
         })
         .collect()
+}
+
+/// A text or binary column as it is, or another column as text (`paiio::coerce`'s rules).
+fn text_column(array: &ArrayRef, ty: Option<&OdpsType>, name: &str) -> paiio::Result<ArrayRef> {
+    Ok(match array.data_type() {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => array.clone(),
+        DataType::FixedSizeBinary(_) => cast(array, &DataType::Binary)?,
+        _ => match ty {
+            Some(ty) => {
+                coerce::coerce_column(array, name, ty, &RecordDefault::String(String::new()), 0)?
+            }
+            None => cast(array, &DataType::Utf8)?,
+        },
+    })
+}
+
+/// The largest fixed-width column (bytes) made without a question: past it, one long value
+/// may not pad a batch to more than [`FIXED_PADDING`] times its text.
+const FIXED_FREE: usize = 64 << 20;
+const FIXED_PADDING: usize = 8;
+
+/// A text column as a `FixedSizeBinary` of its longest value's width (at least 1), shorter
+/// values padded with zero bytes: numpy's `S<n>` layout. NULL, a value ending in a zero byte
+/// (numpy would drop it) and padding out of all proportion are errors naming the column.
+fn fixed_width(
+    array: &ArrayRef,
+    nulls: Option<&NullBuffer>,
+    name: &str,
+) -> paiio::Result<ArrayRef> {
+    let refuse = |message: String| paiio::Error::invalid(format!("column {name}"), message);
+    if let Some(nulls) = nulls {
+        return Err(refuse(format!(
+            "{} NULL values, which fixed-width strings (strings='fixed') cannot hold: give \
+             record_defaults, or read the column as objects (strings='str')",
+            nulls.null_count()
+        )));
+    }
+    let mut width = 1;
+    let mut total = 0;
+    for_each_text(array, |_, v| {
+        width = width.max(v.len());
+        total += v.len();
+    })?;
+    let rows = array.len();
+    let size = rows
+        .checked_mul(width)
+        .filter(|&n| n <= FIXED_FREE.max(FIXED_PADDING.saturating_mul(total)))
+        .ok_or_else(|| {
+            refuse(format!(
+                "a value of {width} bytes would pad {rows} values ({total} bytes of text) to \
+                 {width} bytes each: read the column as objects (strings='str')"
+            ))
+        })?;
+    let mut out = vec![0u8; size];
+    let mut bad = None;
+    for_each_text(array, |i, v| {
+        if v.last() == Some(&0) {
+            bad.get_or_insert(i);
+        }
+        out[i * width..i * width + v.len()].copy_from_slice(v);
+    })?;
+    if let Some(i) = bad {
+        return Err(refuse(format!(
+            "the value of row {i} ends with a zero byte, which a fixed-width numpy string \
+             drops: read the column as objects (strings='str' or 'bytes')"
+        )));
+    }
+    let width = i32::try_from(width).map_err(|_| refuse(format!("a value of {width} bytes")))?;
+    let fixed = arrow_array::FixedSizeBinaryArray::try_new(width, out.into(), None)
+        .map_err(|e| paiio_storage::Error::arrow(format!("column {name} as fixed width"), e))?;
+    Ok(Arc::new(fixed))
+}
+
+/// Calls `f(row, bytes)` for each value of a text or binary array (NULL as empty).
+fn for_each_text(array: &ArrayRef, mut f: impl FnMut(usize, &[u8])) -> paiio::Result<()> {
+    macro_rules! each {
+        ($a:expr) => {{
+            let a = $a;
+            for i in 0..a.len() {
+                f(i, AsRef::<[u8]>::as_ref(a.value(i)));
+            }
+        }};
+    }
+    match array.data_type() {
+        DataType::Utf8 => each!(array.as_string::<i32>()),
+        DataType::LargeUtf8 => each!(array.as_string::<i64>()),
+        DataType::Utf8View => each!(array.as_string_view()),
+        DataType::Binary => each!(array.as_binary::<i32>()),
+        DataType::LargeBinary => each!(array.as_binary::<i64>()),
+        DataType::BinaryView => each!(array.as_binary_view()),
+        other => {
+            return Err(paiio::Error::invalid(
+                "fixed-width strings",
+                format!("internal: {other} is not text"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn cast(array: &ArrayRef, to: &DataType) -> paiio::Result<ArrayRef> {
@@ -350,7 +444,7 @@ unsafe fn write_numeric(
                 unsafe { *base.0.add(i * itemsize + offset) = v as u8 };
             }
         }
-        Kind::Str | Kind::Bytes => {}
+        Kind::Str | Kind::Bytes | Kind::Fixed => {}
     }
 }
 
@@ -483,7 +577,25 @@ where
     }
 }
 
-/// One column as a 1-D numpy array (zero-copy for numeric columns without NULLs).
+/// A fixed-width column as a numpy `S<n>` array sharing the Arrow memory.
+fn fixed_array<'py>(py: Python<'py>, column: &Prepared) -> PyResult<Bound<'py, PyAny>> {
+    let a = column.array.as_fixed_size_binary();
+    let width = a.value_length() as usize;
+    let bytes = &a.value_data()[..a.len() * width];
+    let owner = Bound::new(
+        py,
+        ArrowOwner {
+            _array: column.array.clone(),
+        },
+    )?;
+    let view = ArrayView1::from(bytes);
+    // SAFETY: the buffer is immutable and lives as long as `owner`, the array's base.
+    let raw = unsafe { PyArray1::<u8>::borrow_from_array(&view, owner.into_any()) };
+    raw.call_method1("view", (format!("S{width}"),))
+}
+
+/// One column as a 1-D numpy array (zero-copy for numeric columns without NULLs, and for
+/// fixed-width strings).
 pub fn to_numpy<'py>(py: Python<'py>, column: &Prepared) -> PyResult<Bound<'py, PyAny>> {
     Ok(match column.kind {
         Kind::I8 => primitive_array::<Int8Type>(py, column, 0)?,
@@ -503,6 +615,7 @@ pub fn to_numpy<'py>(py: Python<'py>, column: &Prepared) -> PyResult<Bound<'py, 
                 .collect();
             PyArray1::from_vec(py, data).into_any()
         }
+        Kind::Fixed => fixed_array(py, column)?,
         Kind::Str | Kind::Bytes => {
             let mut objects: Vec<Py<PyAny>> = Vec::with_capacity(column.array.len());
             for_each_value(column, |_, value| {
@@ -535,6 +648,12 @@ pub fn struct_dtype<'py>(
     names: &[String],
     kinds: &[Kind],
 ) -> PyResult<(Bound<'py, PyAny>, Vec<usize>, usize)> {
+    if kinds.contains(&Kind::Fixed) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "structured arrays need one width per text field for the whole read: read \
+             fixed-width strings as batches of columns (read_batch), or text as objects",
+        ));
+    }
     let mut offsets = Vec::with_capacity(kinds.len());
     // Every field at a multiple of its size, like numpy's `align=True` (and C structs):
     // numpy handles unaligned object fields on a slow path (several times slower to fill

@@ -105,6 +105,7 @@ impl Reader {
     ) -> PyResult<(RecordBatch, Option<Vec<Prepared>>)> {
         let kinds = &self.kinds;
         self.with(py, |reader| {
+            let before = TableReader::position(reader);
             let read = reader.read_async(n);
             let checked = paiio::runtime::block_on_checked(read, SIGNAL_CHECK, || {
                 Python::attach(|py| py.check_signals())
@@ -128,9 +129,15 @@ impl Reader {
                         .collect::<Vec<_>>(),
                 ),
             };
-            let prepared =
-                convert::prepare(&batch, kinds, types.as_deref()).map_err(Failure::Read)?;
-            Ok((batch, Some(prepared)))
+            match convert::prepare(&batch, kinds, types.as_deref()) {
+                Ok(prepared) => Ok((batch, Some(prepared))),
+                Err(e) => {
+                    // Rows that cannot be delivered are not consumed: the next read starts
+                    // at them again.
+                    reader.seek(before).map_err(Failure::Read)?;
+                    Err(Failure::Read(e))
+                }
+            }
         })
         .map_err(|f| f.into_py(py))
     }
@@ -170,6 +177,7 @@ impl Reader {
         chunk_rows = 0,
         record_defaults = None,
         strings_as_bytes = false,
+        fixed_strings = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -191,7 +199,20 @@ impl Reader {
         chunk_rows: usize,
         record_defaults: Option<&Bound<'_, PyAny>>,
         strings_as_bytes: bool,
+        fixed_strings: bool,
     ) -> PyResult<Reader> {
+        let text = match (strings_as_bytes, fixed_strings) {
+            (false, false) => Kind::Str,
+            (true, false) => Kind::Bytes,
+            (false, true) => Kind::Fixed,
+            (true, true) => {
+                return Err(errors::invalid(
+                    py,
+                    "strings",
+                    "strings_as_bytes and fixed_strings: choose one",
+                ));
+            }
+        };
         let tables = tables_arg(tables)?;
         let mut options = ReaderOptions {
             selected_cols: columns_arg(selected_cols)?,
@@ -227,16 +248,16 @@ impl Reader {
             .fields()
             .iter()
             .zip(&reader.schema().columns)
-            .map(|(f, c)| convert::kind_of(Some(&c.ty), f.data_type(), strings_as_bytes))
+            .map(|(f, c)| convert::kind_of(Some(&c.ty), f.data_type(), text))
             .collect();
         Ok(Reader::over(reader, kinds))
     }
 
     /// Up to `n` rows as a numpy structured array (fields named after the columns).
     fn read_struct<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let layout = self.layout(py)?;
         let (batch, prepared) = self.fetch(py, n, true)?;
         let prepared = prepared.unwrap_or_default();
-        let layout = self.layout(py)?;
         convert::to_struct(
             py,
             &prepared,
@@ -369,7 +390,8 @@ impl Reader {
     }
 
     /// `[(name, MaxCompute type, python type name)]` of the columns read, in output order:
-    /// the python type is `int`, `float`, `bool` or `object` (str/bytes/None).
+    /// the python type is `int`, `float`, `bool`, `object` (str/bytes/None) or `bytes`
+    /// (fixed-width strings, numpy `S<n>`).
     fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let columns = self.with(py, |r| r.schema().columns.clone());
         let rows = columns
@@ -380,6 +402,7 @@ impl Reader {
                     Kind::F32 | Kind::F64 => "float",
                     Kind::Bool => "bool",
                     Kind::Str | Kind::Bytes => "object",
+                    Kind::Fixed => "bytes",
                     _ => "int",
                 };
                 (c.name, c.ty.to_string(), pytype)

@@ -219,7 +219,7 @@ impl BatchStream {
         for column in &prepared {
             let array = convert::to_numpy(py, column)?;
             values.push(match &tensor {
-                Some(tensor) if !column.kind.is_object() => tensor.call1((array,))?,
+                Some(tensor) if column.kind.is_numeric() => tensor.call1((array,))?,
                 _ => array,
             });
         }

@@ -4,7 +4,8 @@
 //! from the buffer: [`receive`] (a worker's shared-memory slots, a bundle of batches in one
 //! call) leaves numeric columns where they are, as arrays that lease the slot until the last
 //! of them is dropped; [`unpack`] (bytes) copies them. Text columns become Python objects
-//! built from Arrow-style offsets and bytes.
+//! built from Arrow-style offsets and bytes; fixed-width ones (numpy `S<n>`) are passed like
+//! numeric columns.
 //!
 //! Layout (little-endian `u64` words; every section starts at a multiple of 8 bytes from
 //! the start of the packed batch):
@@ -13,6 +14,7 @@
 //! magic, rows, columns, total bytes
 //! per column: kind, a, b, c, d
 //!     numeric, bool: a = values at, b = bytes (bool: one byte per row, 0 or 1)
+//!     fixed-width:   a = values at, b = bytes (rows * c), c = width (at least 1)
 //!     str, bytes:    a = offsets at (rows + 1 i64, from 0), b = data at, c = data bytes,
 //!                    d = validity at (one byte per row, 0: NULL) or u64::MAX (no NULL)
 //! sections
@@ -42,7 +44,7 @@ const NO_VALIDITY: u64 = u64::MAX;
 /// At most this many columns in a packed batch (a bad header cannot make us allocate more).
 const MAX_COLUMNS: u64 = 1 << 16;
 
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 14] = [
     Kind::I8,
     Kind::I16,
     Kind::I32,
@@ -56,6 +58,7 @@ const KINDS: [Kind; 13] = [
     Kind::Bool,
     Kind::Str,
     Kind::Bytes,
+    Kind::Fixed,
 ];
 
 fn kind_code(kind: Kind) -> u64 {
@@ -171,6 +174,11 @@ impl PackedBatch {
                     None => NO_VALIDITY,
                 };
                 [offsets_at as u64, data_at as u64, data_len as u64, validity]
+            } else if kind == Kind::Fixed {
+                let width = column.array.as_fixed_size_binary().value_length() as usize;
+                let values_at = at;
+                at += align8(rows * width);
+                [values_at as u64, (rows * width) as u64, width as u64, 0]
             } else {
                 let bytes = rows * kind.size();
                 let values_at = at;
@@ -325,6 +333,10 @@ impl PackedBatch {
                         (0..self.rows).map(|i| nulls.is_valid(i) as u8).collect();
                     unsafe { put(dst, at(s.words[3]), &validity) };
                 }
+            } else if column.kind == Kind::Fixed {
+                let a = column.array.as_fixed_size_binary();
+                let bytes = &a.value_data()[..s.words[1] as usize];
+                unsafe { put(dst, at(s.words[0]), bytes) };
             } else {
                 write_values(column, self.rows, dst, at(s.words[0]));
             }
@@ -380,7 +392,7 @@ fn write_values(column: &Prepared, rows: usize, dst: *mut u8, at: usize) {
                 .collect();
             unsafe { put(dst, at, &data) }
         }
-        Kind::Str | Kind::Bytes => {}
+        Kind::Str | Kind::Bytes | Kind::Fixed => {}
     }
 }
 
@@ -489,10 +501,11 @@ pub fn unpack<'py>(
 /// when `names` is `None`) whose numeric and bool columns are passed through `tensor` (such
 /// as `torch.from_numpy`) when given.
 ///
-/// Numeric columns stay in the slot: they are views that lease it ([`SlotLease`]) until the
-/// last of them is dropped; text columns are made into objects and bool columns copied. A
-/// slot none of whose columns is kept (text only, or a batch that is malformed or does not
-/// have `names`' columns, which is a `ValueError`) is given back before this returns.
+/// Numeric and fixed-width columns stay in the slot: they are views that lease it
+/// ([`SlotLease`]) until the last of them is dropped; text columns are made into objects and
+/// bool columns copied. A slot none of whose columns is kept (text only, or a batch that is
+/// malformed or does not have `names`' columns, which is a `ValueError`) is given back before
+/// this returns.
 #[pyfunction]
 #[pyo3(signature = (buffer, items, names = None, tensor = None))]
 pub fn receive<'py>(
@@ -542,7 +555,7 @@ pub fn receive<'py>(
         let mut values = Vec::with_capacity(columns.len());
         for (kind, array) in columns {
             values.push(match &tensor {
-                Some(tensor) if !kind.is_object() => tensor.call1((array,))?,
+                Some(tensor) if kind.is_numeric() => tensor.call1((array,))?,
                 _ => array,
             });
         }
@@ -630,6 +643,20 @@ fn unpack_at<'py>(
                 (offs, data.to_vec(), valid)
             };
             text_array(py, kind, rows, &offs, &data, valid.as_deref())?
+        } else if kind == Kind::Fixed {
+            let at = to_usize(a, "values")?;
+            let bytes = to_usize(b, "values length")?;
+            let width = to_usize(cc, "width")?;
+            if width == 0 || width > i32::MAX as usize || Some(bytes) != rows.checked_mul(width) {
+                return Err(PyValueError::new_err(
+                    "packed batch: a fixed-width column's size does not match its rows",
+                ));
+            }
+            within(at, bytes, total, "values")?;
+            // SAFETY: in bounds (checked above).
+            let src = unsafe { base.add(offset + at) };
+            numeric_array::<u8>(py, src, bytes, lease)
+                .call_method1("view", (format!("S{width}"),))?
         } else {
             let at = to_usize(a, "values")?;
             let bytes = to_usize(b, "values length")?;

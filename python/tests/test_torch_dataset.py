@@ -670,6 +670,100 @@ def test_persistent_workers_follow_epochs_and_resumes(context):
     assert got + batch_ids(list(resumed)) == epochs[1]
 
 
+# ---- strings="fixed": text as numpy fixed-width bytes ---------------------------------------------
+
+
+def fixed_rows(batches, column="s"):
+    return [v for b in batches for v in b[column].tolist()]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_fixed_strings_are_numpy_bytes_of_the_batchs_width(workers):
+    got, _ = run(dataset(strings="fixed"), workers=workers)
+    want, _ = run(dataset())
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert torch.equal(g["id"], w["id"]) and torch.equal(g["x"], w["x"])
+        s = g["s"]
+        assert isinstance(s, np.ndarray) and s.dtype.kind == "S"
+        # The batch's longest value sets the width.
+        assert s.dtype.itemsize == max(len(v) for v in w["s"])
+        assert s.tolist() == [v.encode() for v in w["s"]]
+    if workers:
+        # From a worker, the column is a view of the worker's shared memory, like a numeric one.
+        assert not got[0]["s"].flags.owndata
+
+
+def test_fixed_strings_as_tuples_and_over_paiio_serve(tmp_path, monkeypatch, warehouse):
+    server = Server(warehouse, tmp_path)
+    try:
+        server.use(monkeypatch)
+        got, _ = run(dataset(strings="fixed", as_tuple=True), workers=2)
+    finally:
+        server.stop()
+    ids = [i for b in got for i in b[0].tolist()]
+    assert sorted(ids) == ALL
+    assert sorted(fixed_rows([{"s": b[2]} for b in got])) == sorted(
+        f"s{i}".encode() for i in ALL)
+
+
+def test_fixed_strings_refuse_null_and_name_the_column():
+    with pytest.raises(Exception, match=r"column s.*NULL.*record_defaults"):
+        run(dataset(tables=uri("nulls"), record_defaults=None, columns="i,s", strings="fixed"))
+    # record_defaults fill the NULLs first: then it is delivered.
+    got, _ = run(dataset(tables=uri("nulls"), record_defaults=[0, "none"], columns="i,s",
+                         strings="fixed"))
+    assert fixed_rows(got) == [b"a", b"none", b"c"]
+
+
+def test_a_value_ending_with_a_zero_byte_is_refused_not_cut(warehouse, tmp_path):
+    from frameworks_util import create_table
+    from paiio.python_io import TableWriter
+
+    create_table(warehouse, tmp_path, "zeros", "id bigint, s string", ["id", "s"], [])
+    with TableWriter(uri("zeros")) as w:
+        w.write([(1, "ab"), (2, "ab\x00")], [0, 1])
+    with pytest.raises(Exception, match=r"column s.*row 1.*zero byte"):
+        run(dataset(tables=uri("zeros"), record_defaults=None, strings="fixed"))
+    got, _ = run(dataset(tables=uri("zeros"), record_defaults=None, strings="bytes"))
+    assert sorted(v for b in got for v in b["s"]) == [b"ab", b"ab\x00"]
+
+
+def test_fixed_strings_with_the_native_reader():
+    r = ptorch._frameworks.open_reader([uri("nulls")], fixed_strings=True)
+    assert [t for _, _, t in r.schema()] == ["int", "float", "bytes", "bool"]
+    with pytest.raises(ValueError, match="structured arrays"):
+        r.read_struct(3)
+    assert r.position == 0
+    # NULL cannot be delivered: an error naming the column, and the rows are not consumed.
+    with pytest.raises(Exception, match="column s"):
+        r.read_batch(3)
+    assert r.position == 0
+    with pytest.raises(Exception, match="choose one"):
+        ptorch._frameworks.open_reader([uri("nulls")], fixed_strings=True,
+                                       strings_as_bytes=True)
+    with pytest.raises(ValueError, match="'fixed'"):
+        dataset(strings="utf8")
+
+
+def test_packed_fixed_width_columns_check_what_they_read():
+    stream = ptorch._frameworks.open_reader([uri("nums")], fixed_strings=True).stream(
+        [(0, 1, 0, 10)])
+    packed = stream.next_packed()
+    blob = np.frombuffer(packed.to_bytes(), dtype=np.uint8).copy()
+    arrays = _native.unpack(blob)
+    assert arrays[2].tolist() == [f"s{i}".encode() for i in range(10)]
+    assert arrays[2].dtype == np.dtype("S2")
+    words = blob[:8 * (4 + 5 * 3)].view("<u8")
+    kind, at, nbytes, width = (int(w) for w in words[4 + 5 * 2:4 + 5 * 2 + 4])
+    assert (nbytes, width) == (20, 2)
+    for i, value in ((3, 0), (3, 3), (2, 10 ** 6), (1, len(blob))):
+        bad = blob.copy()
+        bad[8 * (4 + 5 * 2 + i):8 * (4 + 5 * 2 + i) + 8] = np.array([value], "<u8").view(np.uint8)
+        with pytest.raises(ValueError):
+            _native.unpack(bad)
+
+
 def test_slice_range_is_the_readers_formula():
     # 10 rows in 3 slices: 4, 3, 3; with equal=True every slice keeps its start and has 3.
     assert [_native.slice_range(10, i, 3) for i in range(3)] == [(0, 4), (4, 7), (7, 10)]
