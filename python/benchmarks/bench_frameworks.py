@@ -2,7 +2,7 @@
 warehouse and through `paiio serve`.
 
     python benchmarks/bench_frameworks.py [--rows 1000000] [--batch 1024] [--workers 0,2,4]
-        [--shuffle both|true|false] [--repeat 1]
+        [--shuffle both|true|false] [--strings str,fixed] [--repeat 1]
 
 Measures:
   * tf  TableRecordDataset: elements/s of the unbatched dataset consumed inside TensorFlow
@@ -11,6 +11,8 @@ Measures:
     shuffle=False and shuffle=True side by side: the first epoch of a new loader (workers
     started in it), and the next epoch of the same loader with ``persistent_workers=True``
     (the steady state of a long training run); with --repeat N, the median of N loaders;
+    each with the text column as objects (``strings="str"``) and as numpy fixed-width bytes
+    (``strings="fixed"``);
   * torch: the CPU time of the training loop's own thread per batch (``time.thread_time``),
     what a batch costs the thread that also has to train, beside the rates;
   * the limit of each row, and every row as a ratio to it:
@@ -18,7 +20,8 @@ Measures:
         of the columns);
       - torch rows: torch's own in-memory rate, a ``torch.utils.data.DataLoader`` with the
         row's ``num_workers`` over the same batches already made (dicts of ready tensors,
-        the string column as the same object arrays; an ``IterableDataset`` whose worker
+        the string column as the same object arrays, or ``S<n>`` arrays for
+        ``strings="fixed"``; an ``IterableDataset`` whose worker
         ``w`` yields batches ``w, w + n, ...``, torch's default transfer from workers).
 
 The table (id bigint, x double, y double, label bigint, s string) is made with the `paiio`
@@ -137,12 +140,13 @@ def bench_tf_in_memory(rows, batch):
     return out
 
 
-def torch_epoch(uri, batch, workers, shuffle):
+def torch_epoch(uri, batch, workers, shuffle, strings):
     """Batches and rows per second of the first and the second epoch of a new TableDataset
     and DataLoader."""
     from paiio.torch import DataLoader, TableDataset
 
-    ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=shuffle)
+    ds = TableDataset(uri, record_defaults=DEFAULTS, batch_size=batch, shuffle=shuffle,
+                      strings=strings)
     return timed_epochs(DataLoader, ds, workers)
 
 
@@ -165,7 +169,7 @@ def timed_epochs(loader_class, dataset, workers, **kwargs):
     return out
 
 
-def ready_batches(rows, batch):
+def ready_batches(rows, batch, strings):
     """The torch batches of the table, made in memory: what TableDataset yields."""
     import torch
 
@@ -177,7 +181,8 @@ def ready_batches(rows, batch):
             "x": torch.from_numpy((k * 0.5).astype(np.float32)),
             "y": torch.from_numpy((k * 0.25).astype(np.float32)),
             "label": torch.from_numpy((k % 10).astype(np.int32)),
-            "s": np.array([f"item{i % 1000}" for i in k.tolist()], dtype=object),
+            "s": np.array([f"item{i % 1000}" for i in k.tolist()], dtype=object)
+            if strings == "str" else np.array([b"item%d" % (i % 1000) for i in k.tolist()]),
         })
     return out
 
@@ -194,37 +199,39 @@ def torch_in_memory_epoch(batches, workers):
     return timed_epochs(torch.utils.data.DataLoader, Ready(), workers, batch_size=None)
 
 
-def bench_torch_in_memory(rows, batch, workers, shuffles, repeat):
+def bench_torch_in_memory(rows, batch, workers, shuffles, strings_modes, repeat):
     """torch's own rate for the same batches from memory, per worker count: the limit of
     the torch rows (shuffling costs nothing there: the same figure for both)."""
-    batches = ready_batches(rows, batch)
     out = {}
-    for w in workers:
-        runs = [torch_in_memory_epoch(batches, w) for _ in range(repeat)]
-        for shuffle in shuffles:
-            out.update(torch_rows(runs, w, shuffle))
+    for strings in strings_modes:
+        batches = ready_batches(rows, batch, strings)
+        for w in workers:
+            runs = [torch_in_memory_epoch(batches, w) for _ in range(repeat)]
+            for shuffle in shuffles:
+                out.update(torch_rows(runs, w, shuffle, strings))
     return out
 
 
-def torch_rows(runs, workers, shuffle):
+def torch_rows(runs, workers, shuffle, strings):
     """The figures of `runs` (each the first and the second epoch of a loader): the median
     of each epoch."""
     out = {}
     median = lambda values: sorted(values)[len(values) // 2]
     for epoch, name in ((0, "first epoch"), (1, "next epoch ")):
-        label = f"workers={workers}, shuffle={shuffle}, {name}"
+        label = f"workers={workers}, shuffle={shuffle}, strings={strings}, {name}"
         out[f"torch batches/s ({label})"] = median([r[epoch][0] for r in runs])
         out[f"torch rows/s    ({label})"] = median([r[epoch][1] for r in runs])
         out[f"torch loop CPU us per batch ({label})"] = median([r[epoch][2] for r in runs])
     return out
 
 
-def bench_torch(uri, batch, workers, shuffles, repeat):
+def bench_torch(uri, batch, workers, shuffles, strings_modes, repeat):
     out = {}
-    for w in workers:
-        for shuffle in shuffles:
-            runs = [torch_epoch(uri, batch, w, shuffle) for _ in range(repeat)]
-            out.update(torch_rows(runs, w, shuffle))
+    for strings in strings_modes:
+        for w in workers:
+            for shuffle in shuffles:
+                runs = [torch_epoch(uri, batch, w, shuffle, strings) for _ in range(repeat)]
+                out.update(torch_rows(runs, w, shuffle, strings))
     return out
 
 
@@ -237,11 +244,14 @@ def main():
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--shuffle", choices=("both", "true", "false"), default="both",
                    help="torch: measure shuffle=False, shuffle=True, or both side by side")
+    p.add_argument("--strings", default="str,fixed",
+                   help="torch: how the text column comes (TableDataset's strings), each measured")
     p.add_argument("--repeat", type=int, default=1,
                    help="torch: epochs per measurement (the median is shown)")
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",") if w != ""]
     shuffles = {"both": (False, True), "true": (True,), "false": (False,)}[args.shuffle]
+    strings_modes = [m for m in args.strings.split(",") if m]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = os.path.join(tmp, "warehouse")
@@ -258,7 +268,7 @@ def main():
                 if not args.skip_tf:
                     r.update(bench_tf(uri, args.batch))
                 if not args.skip_torch:
-                    r.update(bench_torch(uri, args.batch, workers, shuffles,
+                    r.update(bench_torch(uri, args.batch, workers, shuffles, strings_modes,
                                          max(args.repeat, 1)))
                 results[backend] = r
         finally:
@@ -266,12 +276,12 @@ def main():
     limit = {} if args.skip_tf else bench_tf_in_memory(args.rows, args.batch)
     if not args.skip_torch:
         limit.update(bench_torch_in_memory(args.rows, args.batch, workers, shuffles,
-                                           max(args.repeat, 1)))
+                                           strings_modes, max(args.repeat, 1)))
     keys = list(results["embedded"])
     width = max(len(k) for k in keys)
     print("limit: tf rows: TensorFlow over the same elements in memory (from_tensor_slices); "
           "torch rows: torch.utils.data.DataLoader with the same num_workers over the same "
-          "batches already made (ready tensors and object arrays). ratio: rate / limit "
+          "batches already made (ready tensors; object or S<n> arrays). ratio: rate / limit "
           "(loop CPU: the training loop's thread's CPU time per batch, and its ratio to the "
           "limit's).")
     print(f"{'':{width}}  {'embedded':>12}  {'paiio serve':>12}  {'limit':>12}  "
