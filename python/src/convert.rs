@@ -262,31 +262,41 @@ fn fixed_width(
     Ok(Arc::new(fixed))
 }
 
-/// Calls `f(row, bytes)` for each value of a text or binary array (NULL as empty).
-fn for_each_text(array: &ArrayRef, mut f: impl FnMut(usize, &[u8])) -> paiio::Result<()> {
+/// Calls `f(row, bytes)` for each value of a text or binary array (a NULL's bytes are what
+/// the array holds there, usually none) until `f` fails; `None` if the array is not text.
+fn try_each_text<E>(
+    array: &ArrayRef,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), E>,
+) -> Option<Result<(), E>> {
     macro_rules! each {
         ($a:expr) => {{
             let a = $a;
-            for i in 0..a.len() {
-                f(i, AsRef::<[u8]>::as_ref(a.value(i)));
-            }
+            (0..a.len()).try_for_each(|i| f(i, AsRef::<[u8]>::as_ref(a.value(i))))
         }};
     }
-    match array.data_type() {
+    Some(match array.data_type() {
         DataType::Utf8 => each!(array.as_string::<i32>()),
         DataType::LargeUtf8 => each!(array.as_string::<i64>()),
         DataType::Utf8View => each!(array.as_string_view()),
         DataType::Binary => each!(array.as_binary::<i32>()),
         DataType::LargeBinary => each!(array.as_binary::<i64>()),
         DataType::BinaryView => each!(array.as_binary_view()),
-        other => {
-            return Err(paiio::Error::invalid(
-                "fixed-width strings",
-                format!("internal: {other} is not text"),
-            ));
-        }
+        _ => return None,
+    })
+}
+
+/// [`try_each_text`] with an `f` that cannot fail.
+fn for_each_text(array: &ArrayRef, mut f: impl FnMut(usize, &[u8])) -> paiio::Result<()> {
+    match try_each_text(array, |i, v| {
+        f(i, v);
+        Ok::<(), std::convert::Infallible>(())
+    }) {
+        Some(_) => Ok(()),
+        None => Err(paiio::Error::invalid(
+            "fixed-width strings",
+            format!("internal: {} is not text", array.data_type()),
+        )),
     }
-    Ok(())
 }
 
 fn cast(array: &ArrayRef, to: &DataType) -> paiio::Result<ArrayRef> {
@@ -453,30 +463,13 @@ fn for_each_value(
     column: &Prepared,
     mut f: impl FnMut(usize, Option<&[u8]>) -> PyResult<()>,
 ) -> PyResult<()> {
-    let array = &column.array;
     let valid = |i: usize| column.nulls.as_ref().is_none_or(|n| n.is_valid(i));
-    macro_rules! each {
-        ($a:expr) => {{
-            let a = $a;
-            for i in 0..a.len() {
-                f(i, valid(i).then(|| AsRef::<[u8]>::as_ref(a.value(i))))?;
-            }
-        }};
-    }
-    match array.data_type() {
-        DataType::Utf8 => each!(array.as_string::<i32>()),
-        DataType::LargeUtf8 => each!(array.as_string::<i64>()),
-        DataType::Utf8View => each!(array.as_string_view()),
-        DataType::Binary => each!(array.as_binary::<i32>()),
-        DataType::LargeBinary => each!(array.as_binary::<i64>()),
-        DataType::BinaryView => each!(array.as_binary_view()),
-        other => {
-            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                "internal: {other} is not text or binary"
-            )));
-        }
-    }
-    Ok(())
+    try_each_text(&column.array, |i, v| f(i, valid(i).then_some(v))).unwrap_or_else(|| {
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "internal: {} is not text or binary",
+            column.array.data_type()
+        )))
+    })
 }
 
 /// A new reference to a Python `str` (valid UTF-8 expected) or `bytes` of `value`.

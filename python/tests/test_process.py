@@ -1,5 +1,6 @@
 """Fork safety and Ctrl-C (STYLE "every blocking call releases the GIL; long calls check for
 Ctrl-C")."""
+import contextlib
 import os
 import signal
 import sys
@@ -45,18 +46,28 @@ def test_forked_child_reads_a_table(wh):
     assert len(parent.read(1000)) == 990  # the parent's reader is unaffected
 
 
-def test_ctrl_c_interrupts_a_slow_read_promptly(tmp_path):
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals go to the main thread")
-    slow = Server(tmp_path / "warehouse", tmp_path, "--stream-rate", "1KB")
+@contextlib.contextmanager
+def slow_reader(tmp_path, rate, rows):
+    """A TableReader (one stream) of `rows` rows of about 60 bytes, served by `paiio serve
+    --stream-rate rate`."""
+    slow = Server(tmp_path / "warehouse", tmp_path, "--stream-rate", rate)
     try:
         t = slow.table("slow", "id bigint, s string", ["id", "s"],
-                       [(i, "x" * 50) for i in range(20000)])
+                       [(i, "x" * 50) for i in range(rows)])
         os.environ["ODPS_CONFIG_FILE_PATH"] = slow.config
         try:
             r = TableReader(t, num_threads=1)
         finally:
             del os.environ["ODPS_CONFIG_FILE_PATH"]
+        yield r
+    finally:
+        slow.stop()
+
+
+def test_ctrl_c_interrupts_a_slow_read_promptly(tmp_path):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    with slow_reader(tmp_path, "1KB", 20000) as r:
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
         start = time.monotonic()
         timer.start()
@@ -68,15 +79,12 @@ def test_ctrl_c_interrupts_a_slow_read_promptly(tmp_path):
         assert r.tell() == 0  # nothing was consumed
         r.close()  # does not wait for the abandoned read
         assert time.monotonic() - start < 6
-    finally:
-        slow.stop()
 
 
 def test_reads_release_the_gil(tmp_path):
     # A read that waits on a slow server for about a second: another Python thread runs all
     # that time only if the wait does not hold the GIL (if it did, the ticker could not run at
     # all until the read returned, whatever the switch interval).
-    slow = Server(tmp_path / "warehouse", tmp_path, "--stream-rate", "64KB")
     ticks = []
     stop = threading.Event()
 
@@ -85,14 +93,7 @@ def test_reads_release_the_gil(tmp_path):
             ticks.append(time.monotonic())
             time.sleep(0.001)
 
-    try:
-        t = slow.table("gil", "id bigint, s string", ["id", "s"],
-                       [(i, "x" * 50) for i in range(5000)])
-        os.environ["ODPS_CONFIG_FILE_PATH"] = slow.config
-        try:
-            r = TableReader(t, num_threads=1)
-        finally:
-            del os.environ["ODPS_CONFIG_FILE_PATH"]
+    with slow_reader(tmp_path, "64KB", 5000) as r:
         th = threading.Thread(target=tick)
         th.start()
         try:
@@ -103,8 +104,6 @@ def test_reads_release_the_gil(tmp_path):
             stop.set()
             th.join()
         r.close()
-    finally:
-        slow.stop()
     assert len(got) == 1000
     during = [x for x in ticks if start <= x <= end]
     assert end - start > 0.3, end - start
