@@ -42,7 +42,8 @@ Threads first (recommended): ``num_workers=0``
     that makes batches of ``batch_size`` rows ahead of the loop, in a bounded queue), and
     with ``num_workers=0`` :class:`paiio.torch.DataLoader` hands them straight to the
     training loop: the loop's thread only wraps the columns as tensors (numeric columns
-    share the Arrow memory) and makes the text columns' Python objects. With
+    share the Arrow memory) and makes the text columns' Python objects (none with
+    ``strings="fixed"``: numpy fixed-width bytes, made by the stream's thread). With
     ``pin_memory=True`` (and an accelerator) a thread of the loader pins the batches ahead
     of the loop, also through a bounded queue; without an accelerator nothing is pinned,
     with torch's warning, as torch's DataLoader does. No fork, no copy between processes,
@@ -51,17 +52,18 @@ Threads first (recommended): ``num_workers=0``
 Workers
     Worth it when the training step leaves cores idle and the rows need Python work (text
     columns). :class:`paiio.torch.DataLoader`'s workers make no Python objects of the rows:
-    each packs a batch (numeric values; text as offsets and bytes) into a slot of a ring of
-    shared memory of its own (an anonymous memfd: nothing is left in ``/dev/shm`` whatever
-    happens to either process) and sends a descriptor of a few dozen bytes through its
-    pipe. The training process copies the columns out of the slot as it receives the
-    descriptor (making the text objects there) and frees the slot, so a batch the loop holds
-    is never overwritten. Small batches travel in bundles (up to 48 batches, 4 MiB, per
+    each packs a batch (numeric values; text as offsets and bytes, or fixed-width values)
+    into a slot of a ring of shared memory of its own (an anonymous memfd: nothing is left
+    in ``/dev/shm`` whatever happens to either process) and sends a descriptor of a few
+    dozen bytes through its pipe. The training process makes the batch in one native call:
+    numeric and fixed-width columns are arrays over the slot itself, which they lease until
+    the last of them is dropped (then the slot is the worker's again), and text objects are
+    made there; so a batch the loop holds is never overwritten. Small batches travel in bundles (up to 48 batches, 4 MiB, per
     item a worker sends), which :class:`paiio.torch.DataLoader` puts back in the epoch's
     order: torch's handling of each item costs the training process a few hundred
     microseconds, more than a small batch's whole read. With a plain
-    ``torch.utils.data.DataLoader``, torch sends every tensor through a shared-memory segment of its own, whose file descriptor the receiver
-    fetches over a new connection, and pickles every text value: a batch of a few small
+    ``torch.utils.data.DataLoader``, torch sends every tensor through a shared-memory
+    segment of its own, whose file descriptor the receiver fetches over a new connection, and pickles every text value: a batch of a few small
     columns costs more to hand over than to read.
 
 Importing this module imports torch; ``import paiio`` does not.
