@@ -52,19 +52,19 @@ Threads first (recommended): ``num_workers=0``
 Workers
     Worth it when the training step leaves cores idle and the rows need Python work (text
     columns). :class:`paiio.torch.DataLoader`'s workers make no Python objects of the rows:
-    each packs a batch (numeric values; text as offsets and bytes, or fixed-width values)
-    into a slot of a ring of shared memory of its own (an anonymous memfd: nothing is left
-    in ``/dev/shm`` whatever happens to either process) and sends a descriptor of a few
-    dozen bytes through its pipe. The training process makes the batch in one native call:
-    numeric and fixed-width columns are arrays over the slot itself, which they lease until
-    the last of them is dropped (then the slot is the worker's again), and text objects are
-    made there; so a batch the loop holds is never overwritten. Small batches travel in bundles (up to 48 batches, 4 MiB, per
-    item a worker sends), which :class:`paiio.torch.DataLoader` puts back in the epoch's
-    order: torch's handling of each item costs the training process a few hundred
-    microseconds, more than a small batch's whole read. With a plain
-    ``torch.utils.data.DataLoader``, torch sends every tensor through a shared-memory
-    segment of its own, whose file descriptor the receiver fetches over a new connection, and pickles every text value: a batch of a few small
-    columns costs more to hand over than to read.
+    each packs a batch (numeric values; text as offsets and bytes, or fixed-width values) into
+    a slot of a ring of shared memory of its own (an anonymous memfd: nothing is left in
+    ``/dev/shm`` whatever happens to either process) and sends a descriptor of a few dozen
+    bytes through its pipe. The training process makes the batch in one native call: numeric
+    and fixed-width columns are arrays over the slot itself, which they lease until the last of
+    them is dropped (then the slot is the worker's again), and text objects are made there; so
+    a batch the loop holds is never overwritten. Small batches travel in bundles (up to 48
+    batches, 4 MiB, per item a worker sends), which :class:`paiio.torch.DataLoader` puts back
+    in the epoch's order: torch's handling of each item costs the training process a few
+    hundred microseconds, more than a small batch's whole read. With a plain
+    ``torch.utils.data.DataLoader``, torch sends every tensor through a shared-memory segment
+    of its own, whose file descriptor the receiver fetches over a new connection, and pickles
+    every text value: a batch of a few small columns costs more to hand over than to read.
 
 Importing this module imports torch; ``import paiio`` does not.
 """
